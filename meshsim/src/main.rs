@@ -1,0 +1,3 @@
+//! `meshsim serve`: run the simulated cluster until killed.
+
+fn main() {}

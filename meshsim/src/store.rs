@@ -1,0 +1,870 @@
+//! The object store: what etcd plus the generic apiserver registry do for meshsim. Objects are kept as JSON
+//! (`serde_json::Value`), every write bumps one global resourceVersion, and every change is an event that
+//! watches replay from a bounded history (older resourceVersions answer 410 Gone, as a compacted etcd does).
+//!
+//! Server-set fields follow `k8s.io/apiserver/pkg/registry/rest` (`BeforeCreate`/`BeforeUpdate`): uid,
+//! resourceVersion, creationTimestamp, generation (bumped only when something outside metadata and status
+//! changes), and the status subresource split (main-resource writes keep the stored status).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::resources::{self, ResId};
+
+/// Key of one stored object. Cluster-scoped objects have an empty namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    pub res: ResId,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjKey {
+    pub fn new(res: ResId, namespace: &str, name: &str) -> Self {
+        let namespace = if resources::get(res).namespaced { namespace.to_string() } else { String::new() };
+        ObjKey { res, namespace, name: name.to_string() }
+    }
+}
+
+/// Watch event type, as in the `type` field of a watch stream line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to the store. `object` is the object after the change (for deletes: as it was, with the
+/// deletion's resourceVersion).
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    pub rv: u64,
+    pub res: ResId,
+    pub namespace: String,
+    pub kind: EventType,
+    pub object: Value,
+}
+
+/// Errors with the reason and code a real apiserver would put in its Status object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: String, name: String },
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: String, name: String },
+    #[error("{message}")]
+    Conflict { resource: String, name: String, message: String },
+    #[error("{message}")]
+    Invalid { resource: String, name: String, message: String },
+    #[error("{message}")]
+    Forbidden { resource: String, name: String, message: String },
+    #[error("{message}")]
+    BadRequest { message: String },
+    #[error("too old resource version: {requested} ({oldest})")]
+    Gone { requested: u64, oldest: u64 },
+    #[error("{message}")]
+    Internal { message: String },
+    /// An injected fault answering with an arbitrary code.
+    #[error("{message}")]
+    Injected { code: u16, reason: String, message: String },
+}
+
+impl StoreError {
+    /// HTTP status code of the Status object.
+    pub fn code(&self) -> u16 {
+        match self {
+            StoreError::NotFound { .. } => 404,
+            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => 409,
+            StoreError::Invalid { .. } => 422,
+            StoreError::Forbidden { .. } => 403,
+            StoreError::BadRequest { .. } => 400,
+            StoreError::Gone { .. } => 410,
+            StoreError::Internal { .. } => 500,
+            StoreError::Injected { code, .. } => *code,
+        }
+    }
+
+    /// `reason` of the Status object (`metav1.StatusReason`).
+    pub fn reason(&self) -> &str {
+        match self {
+            StoreError::NotFound { .. } => "NotFound",
+            StoreError::AlreadyExists { .. } => "AlreadyExists",
+            StoreError::Conflict { .. } => "Conflict",
+            StoreError::Invalid { .. } => "Invalid",
+            StoreError::Forbidden { .. } => "Forbidden",
+            StoreError::BadRequest { .. } => "BadRequest",
+            StoreError::Gone { .. } => "Expired",
+            StoreError::Internal { .. } => "InternalError",
+            StoreError::Injected { reason, .. } => reason,
+        }
+    }
+
+    /// `(group, kind-ish resource, name)` for Status `details`.
+    pub fn details(&self) -> Option<(&str, &str)> {
+        match self {
+            StoreError::NotFound { resource, name }
+            | StoreError::AlreadyExists { resource, name }
+            | StoreError::Conflict { resource, name, .. }
+            | StoreError::Invalid { resource, name, .. }
+            | StoreError::Forbidden { resource, name, .. } => Some((resource.as_str(), name.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The `meta.k8s.io/v1` Status body for this error.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        if let Some((resource, name)) = self.details() {
+            let (group, kind) = match resource.split_once('.') {
+                Some((kind, group)) => (group, kind),
+                None => ("", resource),
+            };
+            status["details"] = json!({"name": name, "group": group, "kind": kind});
+        }
+        status
+    }
+
+    fn not_found(res: ResId, name: &str) -> Self {
+        StoreError::NotFound { resource: qualified(res), name: name.to_string() }
+    }
+}
+
+/// `plural` or `plural.group`, as apiserver messages name resources.
+pub fn qualified(res: ResId) -> String {
+    let r = resources::get(res);
+    if r.group.is_empty() { r.plural.to_string() } else { format!("{}.{}", r.plural, r.group) }
+}
+
+/// Options every mutation takes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// `dryRun=All`: run defaulting, admission and validation, persist nothing, emit no event.
+    pub dry_run: bool,
+    /// `fieldManager`, recorded in `metadata.managedFields`.
+    pub field_manager: Option<String>,
+    /// The operation recorded with the field manager (`Update` or `Apply`).
+    pub apply: bool,
+}
+
+/// Delete propagation (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    #[default]
+    Background,
+    Foreground,
+    Orphan,
+}
+
+/// Which part of an object a write targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The main resource: spec and metadata; the stored status is kept for kinds with a status subresource.
+    Main,
+    /// The `status` subresource: only status (and, for pods, labels/annotations) change.
+    Status,
+    /// Controllers writing as the system: everything the new object says is kept.
+    Internal,
+}
+
+/// Operation an admission plugin sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+}
+
+/// A mutating admission step run inside the store's write path (the sidecar injector is one). It sees the
+/// store as it is at the moment of the write, so decisions depend on namespace labels at pod creation, as a
+/// webhook's do.
+pub trait Admission: Send + Sync {
+    fn admit(&self, view: &StoreView<'_>, res: ResId, op: Op, obj: &mut Value) -> Result<(), StoreError>;
+}
+
+/// Read access to the store while it is locked (for admission plugins).
+pub struct StoreView<'a> {
+    inner: &'a Inner,
+}
+
+impl StoreView<'_> {
+    pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<&Value> {
+        self.inner.objects.get(&ObjKey::new(res, namespace, name))
+    }
+
+    pub fn list(&self, res: ResId, namespace: Option<&str>) -> Vec<&Value> {
+        self.inner.list(res, namespace).collect()
+    }
+}
+
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<ObjKey, Value>,
+    history: VecDeque<Arc<WatchEvent>>,
+    history_limit: usize,
+    /// Events with rv <= this have been compacted away.
+    compacted: u64,
+}
+
+impl Inner {
+    fn list(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Value> {
+        let ns = namespace.unwrap_or("").to_string();
+        let start = ObjKey { res, namespace: ns.clone(), name: String::new() };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.res == res && (namespace.is_none() || k.namespace == ns))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The store. Cheap to share (`Arc<Store>`); all methods take `&self`.
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    changed: watch::Sender<u64>,
+    admission: RwLock<Vec<Arc<dyn Admission>>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new(50_000)
+    }
+}
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, seconds).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+}
+
+/// Now with microseconds, as `MicroTime` fields (Lease renewTime, events.k8s.io eventTime) carry it.
+pub fn now_micro() -> String {
+    let ts = jiff::Timestamp::now();
+    ts.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+/// Everything but metadata and status: a change here bumps `metadata.generation`.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    v
+}
+
+impl Store {
+    /// A store that keeps `history_limit` events for watch resumption.
+    pub fn new(history_limit: usize) -> Self {
+        let (events, _) = broadcast::channel(65_536);
+        let (changed, _) = watch::channel(0);
+        Store {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                history_limit,
+                compacted: 0,
+            }),
+            events,
+            changed,
+            admission: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a mutating admission step (run in registration order on every create and update).
+    pub fn add_admission(&self, plugin: Arc<dyn Admission>) {
+        self.admission.write().unwrap_or_else(|e| e.into_inner()).push(plugin);
+    }
+
+    /// The current resourceVersion (of the last write).
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// A receiver that is told the latest resourceVersion after every write: controllers wait on it.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Drops the history up to now, so watches from older resourceVersions get 410 Gone (tests use it to
+    /// prove clients relist).
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.compacted = inner.rv;
+        inner.history.clear();
+    }
+
+    pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<Value> {
+        self.lock().objects.get(&ObjKey::new(res, namespace, name)).cloned()
+    }
+
+    /// All objects of a type (in one namespace, or all), sorted by namespace and name, with the
+    /// resourceVersion of the list.
+    pub fn list(&self, res: ResId, namespace: Option<&str>) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let namespace = namespace.filter(|_| resources::get(res).namespaced);
+        (inner.list(res, namespace).cloned().collect(), inner.rv)
+    }
+
+    /// Reads several things consistently.
+    pub fn read<R>(&self, f: impl FnOnce(&StoreView<'_>) -> R) -> R {
+        let inner = self.lock();
+        f(&StoreView { inner: &inner })
+    }
+
+    /// Events after `since` (exclusive) plus a receiver for later ones, taken atomically so nothing is lost
+    /// or doubled. `Gone` when `since` is older than the kept history.
+    pub fn watch_from(
+        &self,
+        since: u64,
+    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), StoreError> {
+        let inner = self.lock();
+        if since < inner.compacted {
+            return Err(StoreError::Gone { requested: since, oldest: inner.compacted + 1 });
+        }
+        let backlog = inner.history.iter().filter(|e| e.rv > since).cloned().collect();
+        Ok((backlog, self.events.subscribe()))
+    }
+
+    fn admit(&self, inner: &Inner, res: ResId, op: Op, obj: &mut Value) -> Result<(), StoreError> {
+        let plugins = self.admission.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let view = StoreView { inner };
+        for p in plugins {
+            p.admit(&view, res, op, obj)?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
+        let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
+        let ev = Arc::new(WatchEvent { rv: inner.rv, res, namespace, kind, object });
+        inner.history.push_back(ev.clone());
+        while inner.history.len() > inner.history_limit {
+            if let Some(old) = inner.history.pop_front() {
+                inner.compacted = old.rv;
+            }
+        }
+        let _ = self.events.send(ev);
+        self.changed.send_replace(inner.rv);
+    }
+
+    fn managed_fields(obj: &mut Value, opts: &WriteOpts, subresource: Option<&str>) {
+        let Some(manager) = opts.field_manager.as_deref() else { return };
+        let meta = &mut obj["metadata"];
+        let operation = if opts.apply { "Apply" } else { "Update" };
+        let mut entries: Vec<Value> = meta
+            .get("managedFields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !(e["manager"] == manager && e["operation"] == operation))
+            .collect();
+        let mut entry = json!({
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": obj_api_version(obj),
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {},
+        });
+        if let Some(s) = subresource {
+            entry["subresource"] = json!(s);
+        }
+        entries.push(entry);
+        obj["metadata"]["managedFields"] = Value::Array(entries);
+    }
+
+    /// Creates an object (`POST`). Fills kind/apiVersion, name from generateName, uid, resourceVersion,
+    /// creationTimestamp and generation; runs admission; checks the namespace exists.
+    pub fn create(&self, res: ResId, mut obj: Value, opts: &WriteOpts) -> Result<Value, StoreError> {
+        let rt = resources::get(res);
+        if !obj.is_object() {
+            return Err(StoreError::BadRequest { message: "the body of the request was not an object".into() });
+        }
+        obj["apiVersion"] = json!(rt.api_version());
+        obj["kind"] = json!(rt.kind);
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if meta_str(&obj, "resourceVersion").is_some_and(|s| !s.is_empty()) {
+            return Err(StoreError::Internal {
+                message: "resourceVersion should not be set on objects to be created".into(),
+            });
+        }
+        let mut inner = self.lock();
+        if meta_str(&obj, "name").is_none_or(str::is_empty) {
+            match meta_str(&obj, "generateName") {
+                Some(prefix) if !prefix.is_empty() => {
+                    let name = format!("{prefix}{}", random_suffix(5));
+                    obj["metadata"]["name"] = json!(name);
+                }
+                _ => {
+                    return Err(StoreError::Invalid {
+                        resource: qualified(res),
+                        name: String::new(),
+                        message: format!(
+                            "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                            rt.kind
+                        ),
+                    });
+                }
+            }
+        }
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        validate_name(res, &name)?;
+        let namespace = if rt.namespaced {
+            let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
+            if ns.is_empty() {
+                return Err(StoreError::BadRequest { message: "the namespace of the object is required".into() });
+            }
+            if !inner.objects.contains_key(&ObjKey::new(resources::core("namespaces"), "", &ns)) {
+                return Err(StoreError::NotFound { resource: "namespaces".into(), name: ns });
+            }
+            if let Some(nsobj) = inner.objects.get(&ObjKey::new(resources::core("namespaces"), "", &ns))
+                && nsobj["metadata"].get("deletionTimestamp").is_some()
+            {
+                return Err(StoreError::Forbidden {
+                    resource: qualified(res),
+                    name: name.clone(),
+                    message: format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        qualified(res)
+                    ),
+                });
+            }
+            ns
+        } else {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            String::new()
+        };
+        let key = ObjKey::new(res, &namespace, &name);
+        if inner.objects.contains_key(&key) {
+            return Err(StoreError::AlreadyExists { resource: qualified(res), name });
+        }
+        self.admit(&inner, res, Op::Create, &mut obj)?;
+        obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        obj["metadata"]["generation"] = json!(1);
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("deletionTimestamp");
+        }
+        Self::managed_fields(&mut obj, opts, None);
+        if opts.dry_run {
+            obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            return Ok(obj);
+        }
+        inner.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        inner.objects.insert(key, obj.clone());
+        self.record(&mut inner, res, EventType::Added, obj.clone());
+        Ok(obj)
+    }
+
+    /// Replaces an object (`PUT`). A non-empty `metadata.resourceVersion` in `obj` is a precondition
+    /// (409 Conflict when stale), as in the real registry.
+    pub fn replace(
+        &self,
+        res: ResId,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        target: Target,
+        opts: &WriteOpts,
+    ) -> Result<Value, StoreError> {
+        self.update_with(res, namespace, name, target, opts, |_| Ok(obj))
+    }
+
+    /// Read-modify-write under the store lock: `f` gets the current object and returns the new one. The
+    /// new object's resourceVersion, if set, must match (optimistic concurrency); patches clear it first.
+    /// Returns the stored result. An unchanged object is not written again (no event, same RV), as the
+    /// real apiserver skips no-op updates.
+    pub fn update_with(
+        &self,
+        res: ResId,
+        namespace: &str,
+        name: &str,
+        target: Target,
+        opts: &WriteOpts,
+        f: impl FnOnce(&Value) -> Result<Value, StoreError>,
+    ) -> Result<Value, StoreError> {
+        let rt = resources::get(res);
+        let mut inner = self.lock();
+        let key = ObjKey::new(res, namespace, name);
+        let Some(old) = inner.objects.get(&key).cloned() else {
+            return Err(StoreError::not_found(res, name));
+        };
+        let mut new = f(&old)?;
+        if !new.is_object() {
+            return Err(StoreError::BadRequest { message: "the body of the request was not an object".into() });
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
+            && Some(rv) != meta_str(&old, "resourceVersion")
+        {
+            return Err(StoreError::Conflict {
+                resource: qualified(res),
+                name: name.to_string(),
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    qualified(res)
+                ),
+            });
+        }
+        if let Some(n) = meta_str(&new, "name")
+            && n != name
+        {
+            return Err(StoreError::BadRequest {
+                message: format!("the name of the object ({n}) does not match the name on the URL ({name})"),
+            });
+        }
+        new["apiVersion"] = json!(rt.api_version());
+        new["kind"] = json!(rt.kind);
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        match target {
+            Target::Main => {
+                if rt.has_status {
+                    match old.get("status") {
+                        Some(s) => new["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = new.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+            Target::Status => {
+                let status = new.get("status").cloned();
+                let labels = new["metadata"].get("labels").cloned();
+                let annotations = new["metadata"].get("annotations").cloned();
+                let mut merged = old.clone();
+                match status {
+                    Some(s) => merged["status"] = s,
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                if rt.kind == "Pod" && rt.group.is_empty() {
+                    set_or_remove(&mut merged["metadata"], "labels", labels);
+                    set_or_remove(&mut merged["metadata"], "annotations", annotations);
+                }
+                new = merged;
+            }
+            Target::Internal => {}
+        }
+        // Fields the server owns. Controllers (Internal) may mark an object as terminating.
+        for field in ["uid", "creationTimestamp", "namespace", "name"] {
+            set_or_remove(&mut new["metadata"], field, old["metadata"].get(field).cloned());
+        }
+        if target != Target::Internal {
+            set_or_remove(&mut new["metadata"], "deletionTimestamp", old["metadata"].get("deletionTimestamp").cloned());
+        }
+        let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        if spec_part(&old) != spec_part(&new) {
+            generation += 1;
+        }
+        new["metadata"]["generation"] = json!(generation);
+        if target != Target::Status {
+            self.admit(&inner, res, Op::Update, &mut new)?;
+        }
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        let unchanged = without_managed(&new) == without_managed(&old);
+        if unchanged {
+            return Ok(old);
+        }
+        Self::managed_fields(&mut new, opts, (target == Target::Status).then_some("status"));
+        if opts.dry_run {
+            return Ok(new);
+        }
+        inner.rv += 1;
+        new["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        inner.objects.insert(key, new.clone());
+        self.record(&mut inner, res, EventType::Modified, new.clone());
+        Ok(new)
+    }
+
+    /// Deletes an object and, unless orphaning, the objects it owns (garbage collection by
+    /// `ownerReferences[].uid`, done at once). Deleting a Namespace deletes everything in it.
+    /// `precondition_uid` / `precondition_rv` come from `DeleteOptions.preconditions`.
+    pub fn delete(
+        &self,
+        res: ResId,
+        namespace: &str,
+        name: &str,
+        propagation: Propagation,
+        dry_run: bool,
+        precondition_rv: Option<&str>,
+    ) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let key = ObjKey::new(res, namespace, name);
+        let Some(old) = inner.objects.get(&key).cloned() else {
+            return Err(StoreError::not_found(res, name));
+        };
+        if let Some(rv) = precondition_rv
+            && Some(rv) != meta_str(&old, "resourceVersion")
+        {
+            return Err(StoreError::Conflict {
+                resource: qualified(res),
+                name: name.to_string(),
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
+                    qualified(res),
+                    meta_str(&old, "resourceVersion").unwrap_or("")
+                ),
+            });
+        }
+        if dry_run {
+            return Ok(old);
+        }
+        let mut doomed = vec![key];
+        let mut i = 0;
+        while i < doomed.len() {
+            let k = doomed[i].clone();
+            i += 1;
+            let Some(obj) = inner.objects.get(&k) else { continue };
+            let uid = meta_str(obj, "uid").unwrap_or("").to_string();
+            if k.res == resources::core("namespaces") {
+                let ns = k.name.clone();
+                doomed.extend(inner.objects.keys().filter(|ok| ok.namespace == ns && !ok.namespace.is_empty()).cloned());
+            } else if propagation != Propagation::Orphan || i > 1 {
+                doomed.extend(
+                    inner
+                        .objects
+                        .iter()
+                        .filter(|(ok, o)| {
+                            ok.namespace == k.namespace
+                                && o["metadata"]["ownerReferences"]
+                                    .as_array()
+                                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
+                        })
+                        .map(|(ok, _)| ok.clone()),
+                );
+            }
+        }
+        let mut first = None;
+        for k in doomed {
+            if let Some(mut obj) = inner.objects.remove(&k) {
+                inner.rv += 1;
+                obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+                self.record(&mut inner, k.res, EventType::Deleted, obj.clone());
+                first.get_or_insert(obj);
+            }
+        }
+        Ok(first.unwrap_or(old))
+    }
+
+    /// Loads objects as they are (fixtures), creating namespaces first. Objects that exist are replaced.
+    pub fn load(&self, objects: Vec<(ResId, Value)>) -> Result<(), StoreError> {
+        let ns_id = resources::core("namespaces");
+        let (mut nss, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|(r, _)| *r == ns_id);
+        let opts = WriteOpts { field_manager: Some("meshsim-fixture".into()), ..Default::default() };
+        // Namespaces named by objects but not declared are created, as `kubectl create ns` would be.
+        for (r, o) in &rest {
+            if resources::get(*r).namespaced
+                && let Some(ns) = meta_str(o, "namespace")
+                && !nss.iter().any(|(_, n)| meta_str(n, "name") == Some(ns))
+                && self.get(ns_id, "", ns).is_none()
+            {
+                nss.push((ns_id, json!({"metadata": {"name": ns}})));
+            }
+        }
+        for (r, o) in nss.into_iter().chain(rest) {
+            let mut o = o;
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let ns = meta_str(&o, "namespace").unwrap_or("").to_string();
+            let name = meta_str(&o, "name").unwrap_or("").to_string();
+            if self.get(r, &ns, &name).is_some() {
+                self.replace(r, &ns, &name, o, Target::Internal, &opts)?;
+            } else {
+                let status = o.get("status").cloned();
+                let created = self.create(r, o, &opts)?;
+                if let Some(s) = status {
+                    let mut with_status = created;
+                    with_status["status"] = s;
+                    self.replace(r, &ns, &name, with_status, Target::Internal, &opts)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn obj_api_version(obj: &Value) -> Value {
+    obj.get("apiVersion").cloned().unwrap_or(Value::Null)
+}
+
+fn without_managed(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    v
+}
+
+fn set_or_remove(meta: &mut Value, field: &str, value: Option<Value>) {
+    match value {
+        Some(v) if !v.is_null() => meta[field] = v,
+        _ => {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove(field);
+            }
+        }
+    }
+}
+
+/// Random lowercase alphanumerics, as generateName and pod-template-hash suffixes use.
+pub fn random_suffix(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// DNS-1123 subdomain check (what the apiserver requires of most names).
+fn validate_name(res: ResId, name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        let rt = resources::get(res);
+        Err(StoreError::Invalid {
+            resource: qualified(res),
+            name: name.to_string(),
+            message: format!(
+                "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                rt.kind
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str) -> Value {
+        json!({"metadata": {"name": name}})
+    }
+
+    #[test]
+    fn create_sets_server_fields_and_rejects_duplicates() {
+        let s = Store::default();
+        let nsid = resources::core("namespaces");
+        let created = s.create(nsid, ns("shop"), &WriteOpts::default()).unwrap();
+        assert_eq!(created["kind"], "Namespace");
+        assert!(created["metadata"]["uid"].is_string());
+        assert_eq!(created["metadata"]["generation"], 1);
+        let err = s.create(nsid, ns("shop"), &WriteOpts::default()).unwrap_err();
+        assert_eq!(err.code(), 409);
+        assert_eq!(err.reason(), "AlreadyExists");
+    }
+
+    #[test]
+    fn namespaced_create_needs_the_namespace() {
+        let s = Store::default();
+        let cm = resources::core("configmaps");
+        let err = s.create(cm, json!({"metadata": {"name": "a", "namespace": "nope"}}), &WriteOpts::default());
+        assert_eq!(err.unwrap_err().code(), 404);
+    }
+
+    #[test]
+    fn stale_replace_conflicts_and_generation_tracks_spec_only() {
+        let s = Store::default();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default()).unwrap();
+        let dep = resources::id("apps", "deployments");
+        let d = s
+            .create(
+                dep,
+                json!({"metadata": {"name": "web", "namespace": "a"}, "spec": {"replicas": 1}}),
+                &WriteOpts::default(),
+            )
+            .unwrap();
+        let mut relabeled = d.clone();
+        relabeled["metadata"]["labels"] = json!({"x": "y"});
+        let r1 = s.replace(dep, "a", "web", relabeled, Target::Main, &WriteOpts::default()).unwrap();
+        assert_eq!(r1["metadata"]["generation"], 1, "label change keeps generation");
+        let mut stale = d.clone();
+        stale["spec"]["replicas"] = json!(2);
+        let err = s.replace(dep, "a", "web", stale, Target::Main, &WriteOpts::default()).unwrap_err();
+        assert_eq!(err.code(), 409);
+        let mut fresh = r1.clone();
+        fresh["spec"]["replicas"] = json!(2);
+        fresh["status"] = json!({"replicas": 99});
+        let r2 = s.replace(dep, "a", "web", fresh, Target::Main, &WriteOpts::default()).unwrap();
+        assert_eq!(r2["metadata"]["generation"], 2);
+        assert!(r2.get("status").is_none(), "main resource writes keep the stored status");
+    }
+
+    #[test]
+    fn dry_run_writes_nothing() {
+        let s = Store::default();
+        let rv = s.resource_version();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts { dry_run: true, ..Default::default() })
+            .unwrap();
+        assert_eq!(s.resource_version(), rv);
+        assert!(s.get(resources::core("namespaces"), "", "a").is_none());
+    }
+
+    #[test]
+    fn delete_cascades_to_owned_objects_and_watch_replays() {
+        let s = Store::default();
+        let start = s.resource_version();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default()).unwrap();
+        let dep = resources::id("apps", "deployments");
+        let d = s.create(dep, json!({"metadata": {"name": "web", "namespace": "a"}}), &WriteOpts::default()).unwrap();
+        let owned = json!({"metadata": {"name": "web-1", "namespace": "a",
+            "ownerReferences": [{"uid": d["metadata"]["uid"], "kind": "Deployment", "name": "web"}]}});
+        s.create(resources::id("apps", "replicasets"), owned, &WriteOpts::default()).unwrap();
+        s.delete(dep, "a", "web", Propagation::Background, false, None).unwrap();
+        assert!(s.get(resources::id("apps", "replicasets"), "a", "web-1").is_none());
+        let (backlog, _rx) = s.watch_from(start).unwrap();
+        let kinds: Vec<_> = backlog.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![EventType::Added, EventType::Added, EventType::Added, EventType::Deleted, EventType::Deleted]
+        );
+        s.compact();
+        assert_eq!(s.watch_from(start).unwrap_err().code(), 410);
+    }
+}
