@@ -140,13 +140,18 @@ impl FaultSpec {
         if let Some(r) = self.rate
             && !(0.0..=1.0).contains(&r)
         {
-            return Err(format!("fault {:?}: rate must be between 0 and 1, got {r}", self.kind));
+            return Err(format!(
+                "fault {:?}: rate must be between 0 and 1, got {r}",
+                self.kind
+            ));
         }
         match self.kind {
             FaultKind::ServiceErrors if self.service.is_none() => {
                 Err("fault service-errors needs `service` (and usually `namespace`)".into())
             }
-            FaultKind::ApiLatency if self.latency_ms.is_none() => Err("fault api-latency needs `latency_ms`".into()),
+            FaultKind::ApiLatency if self.latency_ms.is_none() => {
+                Err("fault api-latency needs `latency_ms`".into())
+            }
             _ => Ok(()),
         }
     }
@@ -182,15 +187,23 @@ pub trait NsLabels {
 
 impl NsLabels for Store {
     fn ns_labels(&self, ns: &str) -> Option<Value> {
-        self.get(resources::core("namespaces"), "", ns)
-            .map(|o| o["metadata"].get("labels").cloned().unwrap_or(Value::Object(Default::default())))
+        self.get(resources::core("namespaces"), "", ns).map(|o| {
+            o["metadata"]
+                .get("labels")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default()))
+        })
     }
 }
 
 impl NsLabels for StoreView<'_> {
     fn ns_labels(&self, ns: &str) -> Option<Value> {
-        self.get(resources::core("namespaces"), "", ns)
-            .map(|o| o["metadata"].get("labels").cloned().unwrap_or(Value::Object(Default::default())))
+        self.get(resources::core("namespaces"), "", ns).map(|o| {
+            o["metadata"]
+                .get("labels")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default()))
+        })
     }
 }
 
@@ -223,7 +236,11 @@ impl Faults {
         spec.id = Some(id.clone());
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.retain(|f| f.spec.id.as_deref() != Some(id.as_str()));
-        inner.push(FaultState { spec, fired: 0, latched: false });
+        inner.push(FaultState {
+            spec,
+            fired: 0,
+            latched: false,
+        });
         id
     }
 
@@ -302,8 +319,10 @@ impl Faults {
     /// Whether any fault of `kind` is active for `namespace` (does not roll rates or consume counts).
     pub fn is_active(&self, labels: &dyn NsLabels, kind: FaultKind, namespace: Option<&str>) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.iter_mut().filter(|f| f.spec.kind == kind && f.spec.applies_to_ns(namespace)).any(|f| {
-            match &f.spec.trigger {
+        inner
+            .iter_mut()
+            .filter(|f| f.spec.kind == kind && f.spec.applies_to_ns(namespace))
+            .any(|f| match &f.spec.trigger {
                 None => true,
                 Some(t) => {
                     let holds = t.holds(labels.ns_labels(&t.namespace).as_ref());
@@ -312,15 +331,17 @@ impl Faults {
                     }
                     holds || f.latched
                 }
-            }
-        })
+            })
     }
 
     /// Counts of fired faults by kind (for reports and tests).
     pub fn fired(&self) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();
         for f in self.inner.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let k = serde_json::to_value(f.spec.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let k = serde_json::to_value(f.spec.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             *out.entry(k).or_insert(0) += f.fired;
         }
         out
@@ -373,13 +394,20 @@ mod tests {
         assert!(faults.is_active(&ambient, FaultKind::CniPending, Some("shop")));
         assert!(!faults.is_active(&ambient, FaultKind::CniPending, Some("other")));
         assert_eq!(faults.active(&plain, FaultKind::ApiError, None).len(), 1);
-        assert_eq!(faults.active(&plain, FaultKind::ApiError, None).len(), 0, "count 1 is spent");
+        assert_eq!(
+            faults.active(&plain, FaultKind::ApiError, None).len(),
+            0,
+            "count 1 is spent"
+        );
     }
 
     #[test]
     fn latch_keeps_fault_on() {
         let mut spec = FaultSpec::new(FaultKind::ZtunnelDown, None);
-        spec.trigger = Some(Trigger { namespace: "a".into(), label: "x=y".into() });
+        spec.trigger = Some(Trigger {
+            namespace: "a".into(),
+            label: "x=y".into(),
+        });
         spec.latch = true;
         let faults = Faults::new(vec![spec]);
         assert!(!faults.is_active(&Labels(json!({})), FaultKind::ZtunnelDown, None));

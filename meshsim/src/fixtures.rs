@@ -10,10 +10,15 @@ use crate::resources::{self, ResId};
 pub fn load_path(path: &Path) -> anyhow::Result<Vec<(ResId, Value)>> {
     let mut out = Vec::new();
     if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(path)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for p in entries {
-            let is_manifest = p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            let is_manifest = p
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
             if p.is_dir() || is_manifest {
                 out.extend(load_path(&p)?);
             }

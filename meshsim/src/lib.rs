@@ -29,6 +29,8 @@ pub struct Sim {
     pub faults: Faults,
     pub accounting: accounting::Accounting,
     pub traffic: traffic::Counters,
+    /// Container logs by (namespace, pod), served at `pods/<name>/log` (curl Jobs write their output here).
+    pub logs: PodLogs,
 }
 
 impl Sim {
@@ -42,7 +44,30 @@ impl Sim {
             faults: Faults::new(faults),
             accounting: accounting::Accounting::default(),
             traffic: traffic::Counters::default(),
+            logs: PodLogs::default(),
         })
+    }
+}
+
+/// Pod logs kept outside the objects (a kubelet keeps them on the node, not in the API).
+#[derive(Debug, Default)]
+pub struct PodLogs {
+    inner: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+impl PodLogs {
+    /// Appends text to a pod's log.
+    pub fn append(&self, namespace: &str, pod: &str, text: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((namespace.to_string(), pod.to_string()))
+            .or_default()
+            .push_str(text);
+    }
+
+    /// The log of a pod (`None` when the pod never wrote any).
+    pub fn get(&self, namespace: &str, pod: &str) -> Option<String> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&(namespace.to_string(), pod.to_string())).cloned()
     }
 }
 
@@ -117,9 +142,13 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
     for text in &opts.fixture_texts {
         objects.extend(fixtures::parse_text(text, "inline fixture")?);
     }
-    sim.store.load(objects).map_err(|e| anyhow::anyhow!("loading fixtures: {e}"))?;
+    sim.store
+        .load(objects)
+        .map_err(|e| anyhow::anyhow!("loading fixtures: {e}"))?;
     let mut tasks = controllers::spawn(sim.clone());
-    let listen = opts.listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid address"));
+    let listen = opts
+        .listen
+        .unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid address"));
     let (addr, server) = api::serve(sim.clone(), listen).await?;
     tasks.push(server);
     let proxy_addr = match opts.proxy_listen {
@@ -130,7 +159,12 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let running = Running { sim, addr, proxy_addr, tasks };
+    let running = Running {
+        sim,
+        addr,
+        proxy_addr,
+        tasks,
+    };
     if let Some(path) = &opts.kubeconfig_out {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, running.kubeconfig_yaml())?;

@@ -24,8 +24,14 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             nodes: vec![
-                NodeSettings { name: "node-1".into(), kubelet_version: "v1.32.4".into() },
-                NodeSettings { name: "node-2".into(), kubelet_version: "v1.33.2".into() },
+                NodeSettings {
+                    name: "node-1".into(),
+                    kubelet_version: "v1.32.4".into(),
+                },
+                NodeSettings {
+                    name: "node-2".into(),
+                    kubelet_version: "v1.33.2".into(),
+                },
             ],
             istio: IstioSettings::default(),
             latency: Latencies::default(),
@@ -147,7 +153,10 @@ impl Settings {
 
     /// Kubelet version of a node, if the node exists.
     pub fn kubelet_version(&self, node: &str) -> Option<&str> {
-        self.nodes.iter().find(|n| n.name == node).map(|n| n.kubelet_version.as_str())
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map(|n| n.kubelet_version.as_str())
     }
 }
 

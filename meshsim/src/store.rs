@@ -24,8 +24,16 @@ pub struct ObjKey {
 
 impl ObjKey {
     pub fn new(res: ResId, namespace: &str, name: &str) -> Self {
-        let namespace = if resources::get(res).namespaced { namespace.to_string() } else { String::new() };
-        ObjKey { res, namespace, name: name.to_string() }
+        let namespace = if resources::get(res).namespaced {
+            namespace.to_string()
+        } else {
+            String::new()
+        };
+        ObjKey {
+            res,
+            namespace,
+            name: name.to_string(),
+        }
     }
 }
 
@@ -66,11 +74,23 @@ pub enum StoreError {
     #[error("{resource} \"{name}\" already exists")]
     AlreadyExists { resource: String, name: String },
     #[error("{message}")]
-    Conflict { resource: String, name: String, message: String },
+    Conflict {
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("{message}")]
-    Invalid { resource: String, name: String, message: String },
+    Invalid {
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("{message}")]
-    Forbidden { resource: String, name: String, message: String },
+    Forbidden {
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("{message}")]
     BadRequest { message: String },
     #[error("too old resource version: {requested} ({oldest})")]
@@ -79,7 +99,11 @@ pub enum StoreError {
     Internal { message: String },
     /// An injected fault answering with an arbitrary code.
     #[error("{message}")]
-    Injected { code: u16, reason: String, message: String },
+    Injected {
+        code: u16,
+        reason: String,
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -146,14 +170,21 @@ impl StoreError {
     }
 
     fn not_found(res: ResId, name: &str) -> Self {
-        StoreError::NotFound { resource: qualified(res), name: name.to_string() }
+        StoreError::NotFound {
+            resource: qualified(res),
+            name: name.to_string(),
+        }
     }
 }
 
 /// `plural` or `plural.group`, as apiserver messages name resources.
 pub fn qualified(res: ResId) -> String {
     let r = resources::get(res);
-    if r.group.is_empty() { r.plural.to_string() } else { format!("{}.{}", r.plural, r.group) }
+    if r.group.is_empty() {
+        r.plural.to_string()
+    } else {
+        format!("{}.{}", r.plural, r.group)
+    }
 }
 
 /// Options every mutation takes.
@@ -228,7 +259,11 @@ struct Inner {
 impl Inner {
     fn list(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Value> {
         let ns = namespace.unwrap_or("").to_string();
-        let start = ObjKey { res, namespace: ns.clone(), name: String::new() };
+        let start = ObjKey {
+            res,
+            namespace: ns.clone(),
+            name: String::new(),
+        };
         self.objects
             .range(start..)
             .take_while(move |(k, _)| k.res == res && (namespace.is_none() || k.namespace == ns))
@@ -252,7 +287,10 @@ impl Default for Store {
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, seconds).
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
 }
 
 /// Now with microseconds, as `MicroTime` fields (Lease renewTime, events.k8s.io eventTime) carry it.
@@ -262,7 +300,9 @@ pub fn now_micro() -> String {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 /// Everything but metadata and status: a change here bumps `metadata.generation`.
@@ -302,7 +342,10 @@ impl Store {
 
     /// Adds a mutating admission step (run in registration order on every create and update).
     pub fn add_admission(&self, plugin: Arc<dyn Admission>) {
-        self.admission.write().unwrap_or_else(|e| e.into_inner()).push(plugin);
+        self.admission
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(plugin);
     }
 
     /// The current resourceVersion (of the last write).
@@ -324,7 +367,10 @@ impl Store {
     }
 
     pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<Value> {
-        self.lock().objects.get(&ObjKey::new(res, namespace, name)).cloned()
+        self.lock()
+            .objects
+            .get(&ObjKey::new(res, namespace, name))
+            .cloned()
     }
 
     /// All objects of a type (in one namespace, or all), sorted by namespace and name, with the
@@ -349,7 +395,10 @@ impl Store {
     ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), StoreError> {
         let inner = self.lock();
         if since < inner.compacted {
-            return Err(StoreError::Gone { requested: since, oldest: inner.compacted + 1 });
+            return Err(StoreError::Gone {
+                requested: since,
+                oldest: inner.compacted + 1,
+            });
         }
         let backlog = inner.history.iter().filter(|e| e.rv > since).cloned().collect();
         Ok((backlog, self.events.subscribe()))
@@ -366,7 +415,13 @@ impl Store {
 
     fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
         let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
-        let ev = Arc::new(WatchEvent { rv: inner.rv, res, namespace, kind, object });
+        let ev = Arc::new(WatchEvent {
+            rv: inner.rv,
+            res,
+            namespace,
+            kind,
+            object,
+        });
         inner.history.push_back(ev.clone());
         while inner.history.len() > inner.history_limit {
             if let Some(old) = inner.history.pop_front() {
@@ -378,7 +433,9 @@ impl Store {
     }
 
     fn managed_fields(obj: &mut Value, opts: &WriteOpts, subresource: Option<&str>) {
-        let Some(manager) = opts.field_manager.as_deref() else { return };
+        let Some(manager) = opts.field_manager.as_deref() else {
+            return;
+        };
         let meta = &mut obj["metadata"];
         let operation = if opts.apply { "Apply" } else { "Update" };
         let mut entries: Vec<Value> = meta
@@ -409,7 +466,9 @@ impl Store {
     pub fn create(&self, res: ResId, mut obj: Value, opts: &WriteOpts) -> Result<Value, StoreError> {
         let rt = resources::get(res);
         if !obj.is_object() {
-            return Err(StoreError::BadRequest { message: "the body of the request was not an object".into() });
+            return Err(StoreError::BadRequest {
+                message: "the body of the request was not an object".into(),
+            });
         }
         obj["apiVersion"] = json!(rt.api_version());
         obj["kind"] = json!(rt.kind);
@@ -445,12 +504,22 @@ impl Store {
         let namespace = if rt.namespaced {
             let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
             if ns.is_empty() {
-                return Err(StoreError::BadRequest { message: "the namespace of the object is required".into() });
+                return Err(StoreError::BadRequest {
+                    message: "the namespace of the object is required".into(),
+                });
             }
-            if !inner.objects.contains_key(&ObjKey::new(resources::core("namespaces"), "", &ns)) {
-                return Err(StoreError::NotFound { resource: "namespaces".into(), name: ns });
+            if !inner
+                .objects
+                .contains_key(&ObjKey::new(resources::core("namespaces"), "", &ns))
+            {
+                return Err(StoreError::NotFound {
+                    resource: "namespaces".into(),
+                    name: ns,
+                });
             }
-            if let Some(nsobj) = inner.objects.get(&ObjKey::new(resources::core("namespaces"), "", &ns))
+            if let Some(nsobj) = inner
+                .objects
+                .get(&ObjKey::new(resources::core("namespaces"), "", &ns))
                 && nsobj["metadata"].get("deletionTimestamp").is_some()
             {
                 return Err(StoreError::Forbidden {
@@ -471,7 +540,10 @@ impl Store {
         };
         let key = ObjKey::new(res, &namespace, &name);
         if inner.objects.contains_key(&key) {
-            return Err(StoreError::AlreadyExists { resource: qualified(res), name });
+            return Err(StoreError::AlreadyExists {
+                resource: qualified(res),
+                name,
+            });
         }
         self.admit(&inner, res, Op::Create, &mut obj)?;
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -527,7 +599,9 @@ impl Store {
         };
         let mut new = f(&old)?;
         if !new.is_object() {
-            return Err(StoreError::BadRequest { message: "the body of the request was not an object".into() });
+            return Err(StoreError::BadRequest {
+                message: "the body of the request was not an object".into(),
+            });
         }
         if let Some(rv) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
             && Some(rv) != meta_str(&old, "resourceVersion")
@@ -592,7 +666,11 @@ impl Store {
             set_or_remove(&mut new["metadata"], field, old["metadata"].get(field).cloned());
         }
         if target != Target::Internal {
-            set_or_remove(&mut new["metadata"], "deletionTimestamp", old["metadata"].get("deletionTimestamp").cloned());
+            set_or_remove(
+                &mut new["metadata"],
+                "deletionTimestamp",
+                old["metadata"].get("deletionTimestamp").cloned(),
+            );
         }
         let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
         if spec_part(&old) != spec_part(&new) {
@@ -656,11 +734,19 @@ impl Store {
         while i < doomed.len() {
             let k = doomed[i].clone();
             i += 1;
-            let Some(obj) = inner.objects.get(&k) else { continue };
+            let Some(obj) = inner.objects.get(&k) else {
+                continue;
+            };
             let uid = meta_str(obj, "uid").unwrap_or("").to_string();
             if k.res == resources::core("namespaces") {
                 let ns = k.name.clone();
-                doomed.extend(inner.objects.keys().filter(|ok| ok.namespace == ns && !ok.namespace.is_empty()).cloned());
+                doomed.extend(
+                    inner
+                        .objects
+                        .keys()
+                        .filter(|ok| ok.namespace == ns && !ok.namespace.is_empty())
+                        .cloned(),
+                );
             } else if propagation != Propagation::Orphan || i > 1 {
                 doomed.extend(
                     inner
@@ -692,7 +778,10 @@ impl Store {
     pub fn load(&self, objects: Vec<(ResId, Value)>) -> Result<(), StoreError> {
         let ns_id = resources::core("namespaces");
         let (mut nss, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|(r, _)| *r == ns_id);
-        let opts = WriteOpts { field_manager: Some("meshsim-fixture".into()), ..Default::default() };
+        let opts = WriteOpts {
+            field_manager: Some("meshsim-fixture".into()),
+            ..Default::default()
+        };
         // Namespaces named by objects but not declared are created, as `kubectl create ns` would be.
         for (r, o) in &rest {
             if resources::get(*r).namespaced
@@ -754,14 +843,18 @@ pub fn random_suffix(n: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// DNS-1123 subdomain check (what the apiserver requires of most names).
 fn validate_name(res: ResId, name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -804,14 +897,19 @@ mod tests {
     fn namespaced_create_needs_the_namespace() {
         let s = Store::default();
         let cm = resources::core("configmaps");
-        let err = s.create(cm, json!({"metadata": {"name": "a", "namespace": "nope"}}), &WriteOpts::default());
+        let err = s.create(
+            cm,
+            json!({"metadata": {"name": "a", "namespace": "nope"}}),
+            &WriteOpts::default(),
+        );
         assert_eq!(err.unwrap_err().code(), 404);
     }
 
     #[test]
     fn stale_replace_conflicts_and_generation_tracks_spec_only() {
         let s = Store::default();
-        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default()).unwrap();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default())
+            .unwrap();
         let dep = resources::id("apps", "deployments");
         let d = s
             .create(
@@ -822,26 +920,42 @@ mod tests {
             .unwrap();
         let mut relabeled = d.clone();
         relabeled["metadata"]["labels"] = json!({"x": "y"});
-        let r1 = s.replace(dep, "a", "web", relabeled, Target::Main, &WriteOpts::default()).unwrap();
+        let r1 = s
+            .replace(dep, "a", "web", relabeled, Target::Main, &WriteOpts::default())
+            .unwrap();
         assert_eq!(r1["metadata"]["generation"], 1, "label change keeps generation");
         let mut stale = d.clone();
         stale["spec"]["replicas"] = json!(2);
-        let err = s.replace(dep, "a", "web", stale, Target::Main, &WriteOpts::default()).unwrap_err();
+        let err = s
+            .replace(dep, "a", "web", stale, Target::Main, &WriteOpts::default())
+            .unwrap_err();
         assert_eq!(err.code(), 409);
         let mut fresh = r1.clone();
         fresh["spec"]["replicas"] = json!(2);
         fresh["status"] = json!({"replicas": 99});
-        let r2 = s.replace(dep, "a", "web", fresh, Target::Main, &WriteOpts::default()).unwrap();
+        let r2 = s
+            .replace(dep, "a", "web", fresh, Target::Main, &WriteOpts::default())
+            .unwrap();
         assert_eq!(r2["metadata"]["generation"], 2);
-        assert!(r2.get("status").is_none(), "main resource writes keep the stored status");
+        assert!(
+            r2.get("status").is_none(),
+            "main resource writes keep the stored status"
+        );
     }
 
     #[test]
     fn dry_run_writes_nothing() {
         let s = Store::default();
         let rv = s.resource_version();
-        s.create(resources::core("namespaces"), ns("a"), &WriteOpts { dry_run: true, ..Default::default() })
-            .unwrap();
+        s.create(
+            resources::core("namespaces"),
+            ns("a"),
+            &WriteOpts {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.resource_version(), rv);
         assert!(s.get(resources::core("namespaces"), "", "a").is_none());
     }
@@ -850,19 +964,37 @@ mod tests {
     fn delete_cascades_to_owned_objects_and_watch_replays() {
         let s = Store::default();
         let start = s.resource_version();
-        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default()).unwrap();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default())
+            .unwrap();
         let dep = resources::id("apps", "deployments");
-        let d = s.create(dep, json!({"metadata": {"name": "web", "namespace": "a"}}), &WriteOpts::default()).unwrap();
+        let d = s
+            .create(
+                dep,
+                json!({"metadata": {"name": "web", "namespace": "a"}}),
+                &WriteOpts::default(),
+            )
+            .unwrap();
         let owned = json!({"metadata": {"name": "web-1", "namespace": "a",
             "ownerReferences": [{"uid": d["metadata"]["uid"], "kind": "Deployment", "name": "web"}]}});
-        s.create(resources::id("apps", "replicasets"), owned, &WriteOpts::default()).unwrap();
-        s.delete(dep, "a", "web", Propagation::Background, false, None).unwrap();
-        assert!(s.get(resources::id("apps", "replicasets"), "a", "web-1").is_none());
+        s.create(resources::id("apps", "replicasets"), owned, &WriteOpts::default())
+            .unwrap();
+        s.delete(dep, "a", "web", Propagation::Background, false, None)
+            .unwrap();
+        assert!(
+            s.get(resources::id("apps", "replicasets"), "a", "web-1")
+                .is_none()
+        );
         let (backlog, _rx) = s.watch_from(start).unwrap();
         let kinds: Vec<_> = backlog.iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
-            vec![EventType::Added, EventType::Added, EventType::Added, EventType::Deleted, EventType::Deleted]
+            vec![
+                EventType::Added,
+                EventType::Added,
+                EventType::Added,
+                EventType::Deleted,
+                EventType::Deleted
+            ]
         );
         s.compact();
         assert_eq!(s.watch_from(start).unwrap_err().code(), 410);
