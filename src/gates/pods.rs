@@ -1,0 +1,1 @@
+//! Per-pod data-plane checks (filled next).

@@ -1,0 +1,1 @@
+//! Waypoint readiness evaluation (filled next).

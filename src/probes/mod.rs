@@ -1,0 +1,4 @@
+//! Traffic probes: definitions and evaluation (pure), runners (http, job).
+
+pub mod policy;
+pub mod spec;
