@@ -84,6 +84,9 @@ pub struct PlanOptions {
     pub keep_bridges: bool,
     /// Policy migration mode.
     pub policy_migration: PolicyMigration,
+    /// Namespaces known to call this one besides those named in policies (e.g. from probe definitions:
+    /// `ProbeSpec::caller_and_target`), for the sidecar-caller check.
+    pub extra_callers: Vec<String>,
 }
 
 impl Default for PlanOptions {
@@ -98,6 +101,7 @@ impl Default for PlanOptions {
             bridges: true,
             keep_bridges: false,
             policy_migration: PolicyMigration::Off,
+            extra_callers: Vec::new(),
         }
     }
 }
@@ -166,6 +170,127 @@ impl NamespacePlan {
     }
 }
 
-/// Placeholder until the planner lands: keeps the signature stable for helpers E and F.
-#[doc(hidden)]
-pub fn _snapshot_type_check(_s: &Snapshot) {}
+/// Build the plan for the snapshot's namespace.
+pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
+    let ns = s.ns().to_string();
+    let nsl = s.ns_labels();
+    let a = super::preflight::analyze(s, opts);
+    let ns_ref = ObjRef::namespace(&ns);
+    let waypoint_labels = match &opts.waypoint_scope {
+        WaypointScope::Namespace => vec![PlannedLabel {
+            target: ns_ref.clone(),
+            key: "istio.io/use-waypoint".into(),
+            value: opts.waypoint_name.clone(),
+            before: nsl.get("istio.io/use-waypoint").cloned(),
+        }],
+        WaypointScope::Services(list) => list
+            .iter()
+            .map(|n| {
+                let before = s
+                    .services
+                    .iter()
+                    .find(|x| x.metadata.name.as_deref() == Some(n.as_str()))
+                    .and_then(|x| x.metadata.labels.as_ref())
+                    .and_then(|l| l.get("istio.io/use-waypoint").cloned());
+                PlannedLabel {
+                    target: ObjRef::new("v1", "Service", &ns, n),
+                    key: "istio.io/use-waypoint".into(),
+                    value: opts.waypoint_name.clone(),
+                    before,
+                }
+            })
+            .collect(),
+    };
+    let ambient_label = PlannedLabel {
+        target: ns_ref,
+        key: "istio.io/dataplane-mode".into(),
+        value: "ambient".into(),
+        before: nsl.get("istio.io/dataplane-mode").cloned(),
+    };
+    let mut delete_at_step5 = a.delete_policies.clone();
+    delete_at_step5.extend(a.delete_routing.iter().cloned());
+    NamespacePlan {
+        namespace: ns.clone(),
+        options: opts.clone(),
+        waypoint_labels,
+        ambient_label,
+        injection: super::injection::InjectionLabel::from_labels(&nsl),
+        restart_batches: restart_batches(s, opts),
+        twins: a.twins,
+        bridges: a.bridges,
+        delete_at_step5,
+        kept_policies: a.kept_policies,
+        findings: a.findings,
+    }
+}
+
+/// Workloads step 4 restarts, in batches of `batch_size`: enabled kinds whose pods have sidecars (or whose
+/// template the current namespace labels inject), excluding waypoint Deployments; Deployments first, then
+/// StatefulSets, then DaemonSets, by name.
+pub fn restart_batches(s: &Snapshot, opts: &PlanOptions) -> Vec<Vec<ObjRef>> {
+    use super::injection::{Injectors, injection};
+    let ns = s.ns().to_string();
+    let nsl = s.ns_labels();
+    let inj = Injectors {
+        revisions: s.cluster.revisions.clone(),
+        tags: s.cluster.tags.clone(),
+        enable_namespaces_by_default: s.cluster.enable_namespaces_by_default,
+    };
+    let has_sidecar_pod = |tl: &std::collections::BTreeMap<String, String>| {
+        s.pods.iter().any(|p| {
+            let pl = p.metadata.labels.clone().unwrap_or_default();
+            !tl.is_empty()
+                && super::labels_match(tl, &pl)
+                && (crate::gates::pods::proxy_placement(p).is_some()
+                    || p.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(crate::gates::pods::SIDECAR_STATUS)))
+        })
+    };
+    let wants = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        let m = t.metadata.clone().unwrap_or_default();
+        let (l, an) = (m.labels.unwrap_or_default(), m.annotations.unwrap_or_default());
+        if l.contains_key("gateway.networking.k8s.io/gateway-name") {
+            return false;
+        }
+        injection(&ns, &nsl, &l, &an, &inj).injected || has_sidecar_pod(&l)
+    };
+    let mut all: Vec<ObjRef> = Vec::new();
+    let mut push = |kind: &str, names: Vec<String>| {
+        let mut names = names;
+        names.sort();
+        all.extend(names.iter().map(|n| ObjRef::new("apps/v1", kind, &ns, n)));
+    };
+    if opts.restart_kinds.deployments {
+        push(
+            "Deployment",
+            s.deployments
+                .iter()
+                .filter(|d| wants(&d.spec.template))
+                .filter_map(|d| d.metadata.name.clone())
+                .collect(),
+        );
+    }
+    if opts.restart_kinds.statefulsets {
+        push(
+            "StatefulSet",
+            s.statefulsets
+                .iter()
+                .filter(|d| wants(&d.spec.template))
+                .filter_map(|d| d.metadata.name.clone())
+                .collect(),
+        );
+    }
+    if opts.restart_kinds.daemonsets {
+        push(
+            "DaemonSet",
+            s.daemonsets
+                .iter()
+                .filter(|d| wants(&d.spec.template))
+                .filter_map(|d| d.metadata.name.clone())
+                .collect(),
+        );
+    }
+    all.chunks(opts.batch_size.max(1)).map(|c| c.to_vec()).collect()
+}

@@ -1,1 +1,949 @@
-//! (filled next)
+//! Preflight analysis of one namespace: blockers and warnings (DESIGN §3 rules and §3.1 hazards), plus the
+//! policy decisions the plan needs (twins, bridges, deletions). Every finding names the object and the fix.
+
+use super::injection::{self, Injectors};
+use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
+use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
+use super::{Finding, Severity, Snapshot, json, labels_match};
+use crate::steps::ObjRef;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Stable finding codes.
+pub mod codes {
+    /// ztunnel DaemonSet missing or not ready.
+    pub const ZTUNNEL_NOT_READY: &str = "ztunnel-not-ready";
+    /// istio-cni DaemonSet missing or not ready.
+    pub const CNI_NOT_READY: &str = "istio-cni-not-ready";
+    /// No waypoint Gateway named as configured.
+    pub const NO_WAYPOINT: &str = "no-waypoint";
+    /// L7 selector ALLOW policy without a bound targetRefs twin.
+    pub const L7_WITHOUT_TWIN: &str = "l7-policy-without-twin";
+    /// CUSTOM/AUDIT selector policy without a waypoint/twin.
+    pub const CUSTOM_AUDIT: &str = "custom-audit-needs-waypoint";
+    /// Pod template forces injection after step 3.
+    pub const TEMPLATE_FORCES_INJECTION: &str = "template-forces-injection";
+    /// Pod template carries an injection annotation current webhooks ignore.
+    pub const TEMPLATE_INJECT_ANNOTATION: &str = "template-inject-annotation";
+    /// PeerAuthentication with mode DISABLE.
+    pub const PEER_AUTH_DISABLE: &str = "peer-authentication-disable";
+    /// Injected pod without an owner: a restart does not replace it.
+    pub const UNOWNED_POD: &str = "unowned-pod";
+    /// Injected workload of a kind the restart step does not cover.
+    pub const RESTART_KIND_DISABLED: &str = "restart-kind-disabled";
+    /// Jobs / CronJobs pick up ambient on their next run.
+    pub const JOBS_NOT_RESTARTED: &str = "jobs-not-restarted";
+    /// VirtualService and HTTPRoute for the same host.
+    pub const VS_AND_HTTPROUTE: &str = "virtualservice-and-httproute";
+    /// DestinationRule subsets (not used by waypoints unless an HTTPRoute replaces them).
+    pub const DR_SUBSETS: &str = "destinationrule-subsets";
+    /// EnvoyFilter objects (not supported with waypoints).
+    pub const ENVOYFILTER: &str = "envoyfilter-unsupported";
+    /// Pods relying on Prometheus metrics merging.
+    pub const PROMETHEUS_MERGE: &str = "prometheus-merge";
+    /// PodMonitor/ServiceMonitor scraping the merged endpoint.
+    pub const MONITOR_MERGED_ENDPOINT: &str = "monitor-merged-endpoint";
+    /// Dashboards using the `reporter` label.
+    pub const REPORTER_LABEL: &str = "reporter-label-changes";
+    /// §3.1 (a): L4 selector ALLOW denies waypoint-routed traffic.
+    pub const L4_DENIES_WAYPOINT: &str = "l4-policy-denies-waypoint";
+    /// §3.1 (a) resolved by generated twins (apply mode).
+    pub const L4_TWINNED: &str = "l4-policy-twinned";
+    /// §3.1 (b): outage window between steps 4 and 5 (no bridge).
+    pub const L7_ALLOW_OUTAGE_WINDOW: &str = "l7-allow-outage-window";
+    /// §3.1 (b): a bridge will close the window.
+    pub const L7_ALLOW_BRIDGED: &str = "l7-allow-bridged";
+    /// §3.1 (c): L7 DENY not enforced after migration.
+    pub const L7_DENY_UNENFORCED: &str = "l7-deny-unenforced";
+    /// A mixed DENY denies more than asked at ztunnel between steps 4 and 5.
+    pub const L7_DENY_BROADENED: &str = "l7-deny-broadened-window";
+    /// L4 DENY on caller identity no longer matches waypoint-routed traffic.
+    pub const L4_DENY_BYPASSED: &str = "l4-deny-sees-waypoint-identity";
+    /// §3.1 (d): sidecar callers bypass the waypoint.
+    pub const SIDECAR_CALLERS: &str = "sidecar-callers-bypass-waypoint";
+    /// A mesh-wide (root namespace) policy with L7 attributes.
+    pub const MESH_WIDE_L7: &str = "mesh-wide-l7-policy";
+    /// An AuthorizationPolicy that cannot be parsed.
+    pub const INVALID_POLICY: &str = "invalid-policy";
+}
+
+/// Labels our generated objects carry.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ambient-migrate");
+/// Role label key.
+pub const ROLE: &str = "ambient-migrate.io/role";
+
+/// Result of the policy analysis.
+#[derive(Clone, Debug, Default)]
+pub struct Analysis {
+    /// Findings.
+    pub findings: Vec<Finding>,
+    /// Twins (and waypoint-admission policies) to create in apply mode.
+    pub twins: Vec<PlannedObject>,
+    /// Bridges to create before step 4.
+    pub bridges: Vec<PlannedObject>,
+    /// Selector policies to delete at step 5.
+    pub delete_policies: Vec<ObjRef>,
+    /// Selector L4 policies kept.
+    pub kept_policies: Vec<ObjRef>,
+    /// VirtualServices / DestinationRules replaced by HTTPRoutes, deleted at step 5.
+    pub delete_routing: Vec<ObjRef>,
+    /// Namespaces on sidecars calling this one.
+    pub sidecar_callers: BTreeSet<String>,
+}
+
+/// The waypoint Gateway of the options, if it exists in the snapshot.
+pub fn waypoint_gateway<'a>(s: &'a Snapshot, opts: &PlanOptions) -> Option<&'a Value> {
+    s.gateways.iter().find(|g| {
+        json::name(g) == opts.waypoint_name
+            && g.pointer("/spec/gatewayClassName").and_then(Value::as_str)
+                == Some(crate::gates::waypoint::WAYPOINT_CLASS)
+    })
+}
+
+/// The waypoint's identity: its ServiceAccount is named like the Gateway.
+pub fn waypoint_identity(s: &Snapshot, opts: &PlanOptions) -> Identity {
+    Identity {
+        trust_domain: s.cluster.trust_domain.clone(),
+        namespace: s.ns().to_string(),
+        service_account: opts.waypoint_name.clone(),
+    }
+}
+
+fn svc_name(svc: &k8s_openapi::api::core::v1::Service) -> String {
+    svc.metadata.name.clone().unwrap_or_default()
+}
+
+fn is_waypoint_service(svc: &k8s_openapi::api::core::v1::Service) -> bool {
+    svc.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("gateway.networking.k8s.io/gateway-name"))
+}
+
+/// Services that will be bound to a waypoint after step 1 (their own `istio.io/use-waypoint` label wins;
+/// `none` opts out; waypoint Services themselves are never bound).
+pub fn bound_services(s: &Snapshot, opts: &PlanOptions) -> BTreeSet<String> {
+    s.services
+        .iter()
+        .filter(|svc| !is_waypoint_service(svc))
+        .filter(|svc| {
+            let own = svc
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("istio.io/use-waypoint"));
+            match own.map(String::as_str) {
+                Some("none") => false,
+                Some(_) => true,
+                None => match &opts.waypoint_scope {
+                    WaypointScope::Namespace => true,
+                    WaypointScope::Services(list) => list.contains(&svc_name(svc)),
+                },
+            }
+        })
+        .map(svc_name)
+        .collect()
+}
+
+/// Label sets of the namespace's workloads: pods and pod templates, keyed `Kind/name`.
+fn workload_labels(s: &Snapshot) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    for p in &s.pods {
+        out.push((
+            format!("Pod/{}", p.metadata.name.clone().unwrap_or_default()),
+            p.metadata.labels.clone().unwrap_or_default(),
+        ));
+    }
+    let tpl = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    for d in &s.deployments {
+        out.push((
+            format!("Deployment/{}", d.metadata.name.clone().unwrap_or_default()),
+            tpl(&d.spec.template),
+        ));
+    }
+    for d in &s.statefulsets {
+        out.push((
+            format!("StatefulSet/{}", d.metadata.name.clone().unwrap_or_default()),
+            tpl(&d.spec.template),
+        ));
+    }
+    for d in &s.daemonsets {
+        out.push((
+            format!("DaemonSet/{}", d.metadata.name.clone().unwrap_or_default()),
+            tpl(&d.spec.template),
+        ));
+    }
+    out
+}
+
+/// Services whose selector selects some of the workloads selected by `selector` (`{}` = all workloads).
+///
+/// Rule: a Service selects the policy's workloads when its (non-empty) selector is a subset of the policy's
+/// `matchLabels`, or when some workload label set (pod or template) matches both selectors.
+pub fn services_selecting(s: &Snapshot, selector: &BTreeMap<String, String>) -> Vec<String> {
+    let workloads = workload_labels(s);
+    let mut out = Vec::new();
+    for svc in &s.services {
+        if is_waypoint_service(svc) {
+            continue;
+        }
+        let ssel: BTreeMap<String, String> = svc
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.selector.clone())
+            .unwrap_or_default();
+        if ssel.is_empty() {
+            continue;
+        }
+        let subset = !selector.is_empty() && labels_match(&ssel, selector);
+        let shared = workloads
+            .iter()
+            .any(|(_, l)| labels_match(selector, l) && labels_match(&ssel, l));
+        if subset || shared {
+            out.push(svc_name(svc));
+        }
+    }
+    out
+}
+
+/// Does targetRefs policy `twin` cover the workloads of workload-scoped policy `p`?
+///
+/// Rule (documented in the report): same namespace, same action, same `rules` (JSON-equal); every target is a
+/// core Service or the configured waypoint Gateway; and the targets cover `p`'s workloads: a targeted
+/// Service selects them (see [`services_selecting`]) or the waypoint Gateway is targeted.
+pub fn is_twin(s: &Snapshot, opts: &PlanOptions, p: &AuthzPolicy, twin: &AuthzPolicy) -> bool {
+    let Attachment::TargetRefs { refs } = &twin.attachment else {
+        return false;
+    };
+    if twin.namespace != p.namespace || twin.action != p.action || !super::policy::same_rules(p, twin) {
+        return false;
+    }
+    let Some(sel) = p.selector() else { return false };
+    let selecting = services_selecting(s, &sel);
+    let valid = refs
+        .iter()
+        .all(|r| r.is_service() || (r.kind == "Gateway" && r.name == opts.waypoint_name));
+    let covers = refs
+        .iter()
+        .any(|r| (r.is_service() && selecting.contains(&r.name)) || r.kind == "Gateway");
+    valid && covers
+}
+
+/// Is the twin bound: every Service it targets will be bound after step 1 (a Gateway target: the waypoint
+/// exists)?
+pub fn twin_bound(s: &Snapshot, opts: &PlanOptions, twin: &AuthzPolicy) -> bool {
+    let Attachment::TargetRefs { refs } = &twin.attachment else {
+        return false;
+    };
+    let bound = bound_services(s, opts);
+    let wp = waypoint_gateway(s, opts).is_some();
+    wp && refs.iter().all(|r| {
+        if r.is_service() {
+            bound.contains(&r.name)
+        } else {
+            true
+        }
+    })
+}
+
+fn managed_labels(role: &str) -> Value {
+    json!({MANAGED_BY.0: MANAGED_BY.1, ROLE: role})
+}
+
+fn ap_manifest(ns: &str, name: &str, role: &str, spec: Value) -> Value {
+    json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+           "metadata": {"name": name, "namespace": ns, "labels": managed_labels(role)}, "spec": spec})
+}
+
+/// The `targetRefs` copy of a selector policy (`<policy>-waypoint`), targeting `services`.
+pub fn twin_manifest(p: &AuthzPolicy, services: &[String]) -> Value {
+    let refs: Vec<Value> = services
+        .iter()
+        .map(|n| json!({"kind": "Service", "group": "", "name": n}))
+        .collect();
+    let action = serde_json::to_value(p.action).unwrap_or(json!("ALLOW"));
+    let mut spec = json!({"targetRefs": refs, "action": action, "rules": p.rules});
+    if let Some(provider) = p.raw.pointer("/spec/provider") {
+        spec["provider"] = provider.clone();
+    }
+    ap_manifest(&p.namespace, &format!("{}-waypoint", p.name), "twin", spec)
+}
+
+/// An L4 selector ALLOW admitting the waypoint identity with `p`'s selector: a bridge (`<policy>-bridge-waypoint`,
+/// role `bridge`) or a permanent waypoint admission (`<policy>-admit-waypoint`, role `twin`).
+pub fn admission_manifest(p: &AuthzPolicy, waypoint: &Identity, role: &str) -> Value {
+    let name = if role == "bridge" {
+        format!("{}-bridge-waypoint", p.name)
+    } else {
+        format!("{}-admit-waypoint", p.name)
+    };
+    let mut spec =
+        json!({"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [waypoint.principal()]}}]}]});
+    if let Some(sel) = p.selector().filter(|s| !s.is_empty()) {
+        spec["selector"] = json!({"matchLabels": sel});
+    }
+    ap_manifest(&p.namespace, &name, role, spec)
+}
+
+fn yaml(docs: &[&Value]) -> String {
+    docs.iter()
+        .map(|d| serde_saphyr::to_string(d).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn planned(v: Value, role: &str) -> PlannedObject {
+    PlannedObject {
+        object: ObjRef::from_value(&v),
+        role: role.into(),
+        manifest: v,
+    }
+}
+
+fn daemonset_not_ready(ds: Option<&k8s_openapi::api::apps::v1::DaemonSet>) -> Option<String> {
+    let Some(ds) = ds else {
+        return Some("not found".into());
+    };
+    let st = ds.status.clone().unwrap_or_default();
+    if st.desired_number_scheduled == 0 {
+        return Some("no pods scheduled (desiredNumberScheduled 0)".into());
+    }
+    if st.number_ready < st.desired_number_scheduled {
+        return Some(format!(
+            "{} of {} pods ready",
+            st.number_ready, st.desired_number_scheduled
+        ));
+    }
+    None
+}
+
+/// Is a namespace (by its labels) still on sidecars: injection enabled and not ambient?
+pub fn namespace_on_sidecars(labels: &BTreeMap<String, String>) -> bool {
+    let injected = labels.get(injection::ISTIO_INJECTION).map(String::as_str) == Some("enabled")
+        || labels.contains_key(injection::ISTIO_REV);
+    injected && labels.get("istio.io/dataplane-mode").map(String::as_str) != Some("ambient")
+}
+
+/// Run the preflight analysis.
+pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
+    let mut a = Analysis::default();
+    let ns = s.ns().to_string();
+    let ns_ref = ObjRef::namespace(&ns);
+    let sys = &s.cluster.system_namespace;
+
+    // Cluster components.
+    if let Some(why) = daemonset_not_ready(s.cluster.ztunnel.as_ref()) {
+        a.findings.push(Finding::new(
+            Severity::Blocker,
+            codes::ZTUNNEL_NOT_READY,
+            ObjRef::new("apps/v1", "DaemonSet", sys, "ztunnel"),
+            format!("ztunnel DaemonSet {sys}/ztunnel: {why}"),
+            "install or repair ztunnel (istioctl install --set profile=ambient, or the ztunnel Helm chart) and wait for it to be ready",
+        ));
+    }
+    if let Some(why) = daemonset_not_ready(s.cluster.istio_cni.as_ref()) {
+        a.findings.push(Finding::new(
+            Severity::Blocker,
+            codes::CNI_NOT_READY,
+            ObjRef::new("apps/v1", "DaemonSet", sys, "istio-cni-node"),
+            format!("istio-cni DaemonSet {sys}/istio-cni-node: {why}"),
+            "install or repair istio-cni (ambient profile) and wait for it to be ready",
+        ));
+    }
+
+    // Waypoint.
+    let wp_gw = waypoint_gateway(s, opts);
+    let wp_id = waypoint_identity(s, opts);
+    let bound = bound_services(s, opts);
+    let gw_ref = ObjRef::new(
+        "gateway.networking.k8s.io/v1",
+        "Gateway",
+        &ns,
+        &opts.waypoint_name,
+    );
+
+    // Policies.
+    let mut parsed = Vec::new();
+    for v in &s.authorization_policies {
+        match AuthzPolicy::parse(v) {
+            Ok(p) => parsed.push(p),
+            Err(e) => a.findings.push(Finding::new(
+                Severity::Blocker,
+                codes::INVALID_POLICY,
+                ObjRef::from_value(v),
+                e.to_string(),
+                "fix or delete the policy",
+            )),
+        }
+    }
+    let twins_existing: Vec<&AuthzPolicy> = parsed.iter().filter(|p| !p.is_workload_scoped()).collect();
+    let mut needs_waypoint: Vec<String> = Vec::new();
+    let apply = opts.policy_migration == PolicyMigration::Apply;
+
+    for p in parsed.iter().filter(|p| p.is_workload_scoped()) {
+        let pref = p.obj_ref();
+        let class = p.class();
+        let sel = p.selector().unwrap_or_default();
+        let svcs = services_selecting(s, &sel);
+        let svcs_bound: Vec<String> = svcs.iter().filter(|n| bound.contains(*n)).cloned().collect();
+        let twin = twins_existing.iter().find(|t| is_twin(s, opts, p, t));
+        let twin_is_bound = twin.is_some_and(|t| twin_bound(s, opts, t));
+        let gen_twin = twin_manifest(p, &svcs_bound);
+        let can_generate = !svcs_bound.is_empty() && wp_gw.is_some();
+        match class {
+            PolicyClass::L4Only => {
+                a.kept_policies.push(pref.clone());
+                if svcs_bound.is_empty() {
+                    continue;
+                }
+                if p.action == Action::Allow && !super::policy::allow_admits(p, &wp_id) {
+                    let adm = admission_manifest(p, &wp_id, "twin");
+                    let fix_yaml = yaml(&[&gen_twin, &adm]);
+                    if apply && can_generate {
+                        a.twins.push(planned(gen_twin.clone(), "twin"));
+                        a.twins.push(planned(adm, "twin"));
+                        a.findings.push(
+                            Finding::new(
+                                Severity::Info,
+                                codes::L4_TWINNED,
+                                pref.clone(),
+                                format!("L4 ALLOW policy {pref} does not admit the waypoint {}; a targetRefs twin and a waypoint admission will be created", wp_id.principal()),
+                                "none (policy_migration = apply)",
+                            )
+                            .with_yaml(fix_yaml),
+                        );
+                    } else {
+                        a.findings.push(
+                            Finding::new(
+                                Severity::Blocker,
+                                codes::L4_DENIES_WAYPOINT,
+                                pref.clone(),
+                                format!(
+                                    "L4 ALLOW policy {pref} does not admit the waypoint identity {}: once step 1 binds Service(s) {} to the waypoint, ztunnel at the destination sees the waypoint, not the caller, and denies all waypoint-routed traffic",
+                                    wp_id.principal(),
+                                    svcs_bound.join(", ")
+                                ),
+                                "apply the generated YAML (a targetRefs twin enforcing the policy at the waypoint plus an L4 policy admitting the waypoint at ztunnel), set policy_migration = \"apply\", or label the Service(s) istio.io/use-waypoint=none",
+                            )
+                            .with_yaml(fix_yaml),
+                        );
+                    }
+                } else if p.action == Action::Deny
+                    && p.rules
+                        .iter()
+                        .any(|r| r["from"].is_array() || r["when"].is_array())
+                {
+                    a.findings.push(
+                        Finding::new(
+                            Severity::Warning,
+                            codes::L4_DENY_BYPASSED,
+                            pref.clone(),
+                            format!("L4 DENY policy {pref} matches caller identities; traffic routed through the waypoint reaches ztunnel with the waypoint identity {}, so the DENY no longer matches it", wp_id.principal()),
+                            "add a targetRefs twin so the waypoint enforces the DENY with the caller identity (generated YAML)",
+                        )
+                        .with_yaml(yaml(&[&gen_twin])),
+                    );
+                }
+            }
+            PolicyClass::L7 { .. } | PolicyClass::Unsupported => {
+                needs_waypoint.push(pref.to_string());
+                let unsupported = class == PolicyClass::Unsupported;
+                let will_twin = !twin_is_bound && apply && can_generate;
+                if will_twin {
+                    a.twins.push(planned(gen_twin.clone(), "twin"));
+                }
+                let replaced = twin_is_bound || will_twin;
+                if replaced {
+                    a.delete_policies.push(pref.clone());
+                } else if wp_gw.is_some() || !unsupported {
+                    let (code, sev) = match (p.action, unsupported) {
+                        (_, true) => (codes::CUSTOM_AUDIT, Severity::Blocker),
+                        (Action::Deny, _) => (codes::L7_DENY_UNENFORCED, Severity::Blocker),
+                        _ => (codes::L7_WITHOUT_TWIN, Severity::Blocker),
+                    };
+                    let sev = if opts.allow_unreplaced_l7 {
+                        Severity::Warning
+                    } else {
+                        sev
+                    };
+                    let what = match twin {
+                        Some(_) => {
+                            "its targetRefs twin targets Services that will not be bound to the waypoint"
+                        }
+                        None => "it has no targetRefs twin",
+                    };
+                    let consequence = match (p.action, p.ztunnel_effect()) {
+                        (_, ZtunnelEffect::Rejected) => "ztunnel rejects CUSTOM/AUDIT policies".to_string(),
+                        (Action::Deny, _) => "after the restart ztunnel drops its HTTP attributes, so the DENY is no longer enforced as written".to_string(),
+                        (_, ZtunnelEffect::AllowRulesDropped { deny_all: true, .. }) => "after the restart ztunnel drops its L7 rules and denies all traffic".to_string(),
+                        _ => "after the restart ztunnel drops its L7 rules".to_string(),
+                    };
+                    let mut f = Finding::new(
+                        sev,
+                        code,
+                        pref.clone(),
+                        format!(
+                            "{pref} has L7 content ({}) and {what}: {consequence}",
+                            class_fields(&class)
+                        ),
+                        "create a targetRefs twin bound to the waypoint (generated YAML, or policy_migration = \"apply\"); step 5 only deletes policies with a bound twin",
+                    );
+                    if !svcs_bound.is_empty() {
+                        f = f.with_yaml(yaml(&[&gen_twin]));
+                    }
+                    a.findings.push(f);
+                }
+                if replaced && p.action == Action::Allow && !unsupported {
+                    let bridge = admission_manifest(p, &wp_id, "bridge");
+                    if opts.bridges {
+                        let bref = ObjRef::from_value(&bridge);
+                        a.bridges.push(planned(bridge.clone(), "bridge"));
+                        if !opts.keep_bridges {
+                            a.delete_policies.push(bref);
+                        }
+                        a.findings.push(
+                            Finding::new(
+                                Severity::Info,
+                                codes::L7_ALLOW_BRIDGED,
+                                pref.clone(),
+                                format!(
+                                    "{pref}: a bridge admitting {} is created before step 4 and {} at step 5",
+                                    wp_id.principal(),
+                                    if opts.keep_bridges { "kept" } else { "deleted" }
+                                ),
+                                "none",
+                            )
+                            .with_yaml(yaml(&[&bridge])),
+                        );
+                    } else {
+                        a.findings.push(
+                            Finding::new(
+                                Severity::Warning,
+                                codes::L7_ALLOW_OUTAGE_WINDOW,
+                                pref.clone(),
+                                format!("{pref}: between step 4 (pods behind the waypoint) and step 5 (policy deleted) the destination sees the waypoint identity or drops the L7 rule, and denies traffic the waypoint allowed"),
+                                "enable bridges, or apply the generated bridge before step 4",
+                            )
+                            .with_yaml(yaml(&[&bridge])),
+                        );
+                    }
+                }
+                if replaced
+                    && let ZtunnelEffect::DenyDegraded { broadened, .. } = p.ztunnel_effect()
+                    && !broadened.is_empty()
+                {
+                    a.findings.push(Finding::new(
+                        Severity::Warning,
+                        codes::L7_DENY_BROADENED,
+                        pref.clone(),
+                        format!("{pref}: between step 4 and step 5 ztunnel enforces rule(s) {broadened:?} without their HTTP attributes and denies more than asked"),
+                        "keep the window short (step 5 follows the restart), or delete the policy right after the restart",
+                    ));
+                }
+            }
+        }
+    }
+
+    // Mesh-wide L7 policies.
+    for v in &s.cluster.root_authorization_policies {
+        if let Ok(p) = AuthzPolicy::parse(v)
+            && p.is_workload_scoped()
+            && p.class() != PolicyClass::L4Only
+        {
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                codes::MESH_WIDE_L7,
+                p.obj_ref(),
+                format!("mesh-wide policy {} has L7 content ({}); ztunnel applies it to every ambient pod with its L7 parts dropped", p.obj_ref(), class_fields(&p.class())),
+                "rewrite it as L4-only, or move its L7 rules to waypoint targetRefs policies, before migrating namespaces",
+            ));
+        }
+    }
+
+    // HTTPRoutes attached to Services need the waypoint too.
+    let route_hosts = httproute_services(s);
+    if !route_hosts.is_empty() {
+        needs_waypoint.push(format!(
+            "HTTPRoutes for Service(s) {}",
+            route_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if wp_gw.is_none() {
+        let why = if needs_waypoint.is_empty() {
+            "step 1 activates it".to_string()
+        } else {
+            format!("step 1 activates it and {} need(s) it", needs_waypoint.join(", "))
+        };
+        a.findings.push(Finding::new(
+            Severity::Blocker,
+            codes::NO_WAYPOINT,
+            gw_ref.clone(),
+            format!("no waypoint Gateway {ns}/{} (class istio-waypoint): {why}", opts.waypoint_name),
+            format!("istioctl waypoint apply -n {ns} --name {}", opts.waypoint_name),
+        )
+        .with_yaml(yaml(&[&json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": opts.waypoint_name, "namespace": ns, "labels": {"istio.io/waypoint-for": "service"}},
+            "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})])));
+    }
+
+    // VirtualServices / DestinationRules.
+    for vs in &s.virtual_services {
+        let hosts: Vec<String> = json::str_list(vs, "/spec/hosts")
+            .iter()
+            .map(|h| short_host(h, &ns))
+            .collect();
+        let overlap: Vec<&String> = hosts.iter().filter(|h| route_hosts.contains(*h)).collect();
+        if !overlap.is_empty() {
+            a.findings.push(Finding::new(
+                Severity::Warning,
+                codes::VS_AND_HTTPROUTE,
+                ObjRef::from_value(vs),
+                format!("VirtualService {} and an HTTPRoute both route host(s) {:?}; sidecar callers use the VirtualService, the waypoint uses the HTTPRoute", json::name(vs), overlap),
+                "make sure both route the same way until every caller is ambient; step 5 deletes the VirtualService when the HTTPRoutes cover all its hosts",
+            ));
+        }
+        if !hosts.is_empty() && hosts.iter().all(|h| route_hosts.contains(h)) {
+            a.delete_routing.push(ObjRef::from_value(vs));
+        }
+    }
+    for dr in &s.destination_rules {
+        let host = short_host(
+            dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
+            &ns,
+        );
+        if dr
+            .pointer("/spec/subsets")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            a.findings.push(Finding::new(
+                Severity::Warning,
+                codes::DR_SUBSETS,
+                ObjRef::from_value(dr),
+                format!("DestinationRule {} defines subsets for {host}; waypoints route with HTTPRoute backendRefs to per-version Services instead", json::name(dr)),
+                "create per-version Services and an HTTPRoute with weighted backendRefs",
+            ));
+        }
+        if route_hosts.contains(&host) {
+            a.delete_routing.push(ObjRef::from_value(dr));
+        }
+    }
+    for ef in &s.envoy_filters {
+        a.findings.push(Finding::new(
+            Severity::Warning,
+            codes::ENVOYFILTER,
+            ObjRef::from_value(ef),
+            format!("EnvoyFilter {} patches sidecars; EnvoyFilter is not supported with waypoint proxies", json::name(ef)),
+            "re-implement it (TrafficExtension/WasmPlugin at the waypoint, or an HTTPRoute filter) before migrating",
+        ));
+    }
+
+    // PeerAuthentication DISABLE.
+    for pa in s
+        .peer_authentications
+        .iter()
+        .chain(s.cluster.root_peer_authentications.iter())
+    {
+        let disabled = pa.pointer("/spec/mtls/mode").and_then(Value::as_str) == Some("DISABLE")
+            || pa
+                .pointer("/spec/portLevelMtls")
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.values().any(|v| v["mode"] == "DISABLE"));
+        if disabled {
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                codes::PEER_AUTH_DISABLE,
+                ObjRef::from_value(pa),
+                format!("PeerAuthentication {}/{} sets mTLS DISABLE; ambient always uses mTLS (HBONE) between ztunnels", json::namespace(pa), json::name(pa)),
+                "change the mode to PERMISSIVE or STRICT (or exclude the workload from the mesh) before migrating",
+            ));
+        }
+    }
+
+    workload_findings(s, opts, &mut a);
+    monitoring_findings(s, &mut a);
+
+    // Sidecar callers (§3.1 d).
+    let mut callers: BTreeSet<String> = opts.extra_callers.iter().cloned().collect();
+    for p in &parsed {
+        callers.extend(super::policy::caller_namespaces(p));
+    }
+    callers.remove(&ns);
+    a.sidecar_callers = callers
+        .into_iter()
+        .filter(|c| {
+            s.cluster
+                .namespace_labels
+                .get(c)
+                .is_some_and(namespace_on_sidecars)
+        })
+        .collect();
+    if !a.sidecar_callers.is_empty() && !bound.is_empty() {
+        let list: Vec<String> = a.sidecar_callers.iter().cloned().collect();
+        a.findings.push(Finding::new(
+            Severity::Warning,
+            codes::SIDECAR_CALLERS,
+            ns_ref.clone(),
+            format!("callers in namespace(s) {} still use sidecars: their requests to {ns} bypass the waypoint, so L7 policies at the waypoint do not apply to them", list.join(", ")),
+            "migrate the calling namespaces first (fleet order), or keep bridges as bypass protection (keep_bridges), or activate the waypoint once the callers are ambient",
+        ));
+    }
+
+    a.findings.push(Finding::new(
+        Severity::Info,
+        codes::REPORTER_LABEL,
+        ns_ref,
+        "after migration metrics come from ztunnel (reporter=source/destination, TCP only) and the waypoint (reporter=waypoint)",
+        "update dashboards and alerts that filter on reporter=\"source\"/\"destination\" for HTTP metrics",
+    ));
+    a
+}
+
+fn class_fields(c: &PolicyClass) -> String {
+    match c {
+        PolicyClass::L7 { fields } => fields.join(", "),
+        PolicyClass::Unsupported => "CUSTOM/AUDIT action".into(),
+        PolicyClass::L4Only => "none".into(),
+    }
+}
+
+/// `api`, `api.ns`, `api.ns.svc`, `api.ns.svc.cluster.local` -> `api` when in namespace `ns`; other hosts as is.
+pub fn short_host(h: &str, ns: &str) -> String {
+    for suffix in [
+        format!(".{ns}.svc.cluster.local"),
+        format!(".{ns}.svc"),
+        format!(".{ns}"),
+    ] {
+        if let Some(s) = h.strip_suffix(&suffix) {
+            return s.to_string();
+        }
+    }
+    h.to_string()
+}
+
+/// Services of the namespace that an HTTPRoute attaches to (`parentRefs` kind Service, same namespace).
+pub fn httproute_services(s: &Snapshot) -> BTreeSet<String> {
+    let ns = s.ns();
+    let mut out = BTreeSet::new();
+    for r in &s.http_routes {
+        for p in r
+            .pointer("/spec/parentRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let kind = p["kind"].as_str().unwrap_or("Gateway");
+            let pns = p["namespace"].as_str().unwrap_or(ns);
+            if kind == "Service"
+                && pns == ns
+                && let Some(n) = p["name"].as_str()
+            {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn injectors(s: &Snapshot) -> Injectors {
+    Injectors {
+        revisions: s.cluster.revisions.clone(),
+        tags: s.cluster.tags.clone(),
+        enable_namespaces_by_default: s.cluster.enable_namespaces_by_default,
+    }
+}
+
+fn pod_has_sidecar(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    crate::gates::pods::proxy_placement(p).is_some()
+        || p.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::gates::pods::SIDECAR_STATUS))
+}
+
+fn workload_findings(s: &Snapshot, opts: &PlanOptions, a: &mut Analysis) {
+    let ns = s.ns().to_string();
+    let nsl = s.ns_labels();
+    let inj = injectors(s);
+    let tmpl = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        let m = t.metadata.clone().unwrap_or_default();
+        (m.labels.unwrap_or_default(), m.annotations.unwrap_or_default())
+    };
+    let mut templates: Vec<(ObjRef, BTreeMap<String, String>, BTreeMap<String, String>, bool)> = Vec::new();
+    for d in &s.deployments {
+        let (l, an) = tmpl(&d.spec.template);
+        templates.push((
+            ObjRef::new(
+                "apps/v1",
+                "Deployment",
+                &ns,
+                d.metadata.name.as_deref().unwrap_or(""),
+            ),
+            l,
+            an,
+            opts.restart_kinds.deployments,
+        ));
+    }
+    for d in &s.statefulsets {
+        let (l, an) = tmpl(&d.spec.template);
+        templates.push((
+            ObjRef::new(
+                "apps/v1",
+                "StatefulSet",
+                &ns,
+                d.metadata.name.as_deref().unwrap_or(""),
+            ),
+            l,
+            an,
+            opts.restart_kinds.statefulsets,
+        ));
+    }
+    for d in &s.daemonsets {
+        let (l, an) = tmpl(&d.spec.template);
+        templates.push((
+            ObjRef::new(
+                "apps/v1",
+                "DaemonSet",
+                &ns,
+                d.metadata.name.as_deref().unwrap_or(""),
+            ),
+            l,
+            an,
+            opts.restart_kinds.daemonsets,
+        ));
+    }
+    for (r, labels, ann, enabled) in &templates {
+        if labels.contains_key("gateway.networking.k8s.io/gateway-name") {
+            continue;
+        }
+        if let Some(o) = injection::template_override(&ns, &nsl, labels, ann, &inj) {
+            if o.still_injected {
+                a.findings.push(Finding::new(
+                    Severity::Blocker,
+                    codes::TEMPLATE_FORCES_INJECTION,
+                    r.clone(),
+                    format!("{r}: pod template {} keeps injecting sidecars after the namespace label is removed (webhook rule {:?})", o.settings.join(", "), o.after_step3.by),
+                    format!("remove {} from the pod template (or set the label sidecar.istio.io/inject=false)", o.settings.join(", ")),
+                ));
+            } else if !o.settings.is_empty() {
+                a.findings.push(Finding::new(
+                    Severity::Warning,
+                    codes::TEMPLATE_INJECT_ANNOTATION,
+                    r.clone(),
+                    format!(
+                        "{r}: pod template sets {}; current webhooks ignore it, older injectors honoured it",
+                        o.settings.join(", ")
+                    ),
+                    "remove it from the pod template",
+                ));
+            }
+        }
+        let injected_now = injection::injection(&ns, &nsl, labels, ann, &inj).injected;
+        if injected_now && !enabled {
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                codes::RESTART_KIND_DISABLED,
+                r.clone(),
+                format!(
+                    "{r} has sidecars but {}s are not restarted (restart kinds setting)",
+                    r.kind
+                ),
+                format!("enable restarting {}s, or migrate it separately", r.kind),
+            ));
+        }
+    }
+    for p in &s.pods {
+        let owners = p.metadata.owner_references.clone().unwrap_or_default();
+        let owner_ok = owners.iter().any(|o| match o.kind.as_str() {
+            "ReplicaSet" => s.replicasets.iter().any(|rs| {
+                rs.metadata.name.as_deref() == Some(&o.name)
+                    && rs
+                        .metadata
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|rr| rr.iter().any(|x| x.kind == "Deployment"))
+            }),
+            "StatefulSet" | "DaemonSet" | "Job" => true,
+            _ => false,
+        });
+        if pod_has_sidecar(p) && !owner_ok {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                codes::UNOWNED_POD,
+                ObjRef::new("v1", "Pod", &ns, &name),
+                format!("pod {ns}/{name} has a sidecar and no Deployment/StatefulSet/DaemonSet owner: a rollout restart does not replace it"),
+                "delete and re-create it after step 3, or give it a controller",
+            ));
+        }
+    }
+    if !s.jobs.is_empty() || !s.cronjobs.is_empty() {
+        a.findings.push(Finding::new(
+            Severity::Info,
+            codes::JOBS_NOT_RESTARTED,
+            ObjRef::namespace(&ns),
+            format!(
+                "Jobs {:?} / CronJobs {:?} are not restarted; their next pods start without sidecars",
+                s.jobs, s.cronjobs
+            ),
+            "none",
+        ));
+    }
+}
+
+fn monitoring_findings(s: &Snapshot, a: &mut Analysis) {
+    let ns = s.ns().to_string();
+    let merged: Vec<String> = s
+        .pods
+        .iter()
+        .filter(|p| pod_has_sidecar(p))
+        .filter(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|an| an.get("prometheus.io/port").map(String::as_str) == Some("15020"))
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    if !merged.is_empty() {
+        a.findings.push(Finding::new(
+            Severity::Warning,
+            codes::PROMETHEUS_MERGE,
+            ObjRef::namespace(&ns),
+            format!("pods {merged:?} expose merged metrics on :15020/stats/prometheus (Istio metrics merging); after the restart Prometheus scrapes the application directly and the per-pod istio_* series disappear"),
+            "scrape ztunnel and waypoint pods as separate targets and update dashboards",
+        ));
+    }
+    for (list, key) in [
+        (&s.pod_monitors, "/spec/podMetricsEndpoints"),
+        (&s.service_monitors, "/spec/endpoints"),
+    ] {
+        for m in list.iter() {
+            let hit = m
+                .pointer(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["path"] == "/stats/prometheus"
+                        || e["targetPort"] == 15020
+                        || e["targetPort"] == "15020"
+                        || e["port"] == "http-envoy-prom"
+                });
+            if hit {
+                a.findings.push(Finding::new(
+                    Severity::Warning,
+                    codes::MONITOR_MERGED_ENDPOINT,
+                    ObjRef::from_value(m),
+                    format!("{} {} scrapes the sidecar's merged endpoint (:15020 /stats/prometheus), which disappears with the sidecar", m["kind"].as_str().unwrap_or("monitor"), json::name(m)),
+                    "point it at the application's own metrics port and add monitors for ztunnel and the waypoint",
+                ));
+            }
+        }
+    }
+}
