@@ -294,3 +294,91 @@ pub fn restart_batches(s: &Snapshot, opts: &PlanOptions) -> Vec<Vec<ObjRef>> {
     }
     all.chunks(opts.batch_size.max(1)).map(|c| c.to_vec()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assess::preflight::tests::{l4_db, p_l7, snapshot, t_twin};
+
+    #[test]
+    fn plan_for_vector_namespace() {
+        let mut s = snapshot(vec![p_l7(), t_twin()]);
+        s.namespace
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("istio.io/rev".into(), "default".into());
+        let p = plan_namespace(
+            &s,
+            &PlanOptions {
+                batch_size: 2,
+                ..Default::default()
+            },
+        );
+        assert!(!p.blocked(), "{:?}", p.findings);
+        assert_eq!(p.waypoint_labels.len(), 1);
+        assert_eq!(p.waypoint_labels[0].target.to_string(), "Namespace/app");
+        assert_eq!(p.waypoint_labels[0].value, "waypoint");
+        assert_eq!(p.ambient_label.before, None);
+        assert_eq!(p.injection.istio_injection.as_deref(), Some("enabled"));
+        assert_eq!(p.injection.rev.as_deref(), Some("default"));
+        let batches: Vec<Vec<String>> = p
+            .restart_batches
+            .iter()
+            .map(|b| b.iter().map(|r| r.name.clone()).collect())
+            .collect();
+        assert_eq!(
+            batches,
+            vec![vec!["api".to_string(), "db".to_string()], vec!["web".to_string()]]
+        );
+        assert_eq!(p.bridges.len(), 1);
+        assert_eq!(p.delete_at_step5.len(), 2);
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["options"]["waypoint_scope"]["scope"], "namespace");
+    }
+
+    #[test]
+    fn plan_blocked_and_service_scope() {
+        let s = snapshot(vec![l4_db()]);
+        let p = plan_namespace(&s, &PlanOptions::default());
+        assert!(p.blocked());
+        let opts = PlanOptions {
+            waypoint_scope: WaypointScope::Services(vec!["api".into()]),
+            ..Default::default()
+        };
+        let p = plan_namespace(&s, &opts);
+        assert!(!p.blocked(), "{:?}", p.findings);
+        assert_eq!(p.waypoint_labels[0].target.to_string(), "Service/app/api");
+        assert_eq!(p.kept_policies[0].name, "db-allow-api");
+    }
+
+    #[test]
+    fn restart_selection() {
+        let mut s = snapshot(vec![]);
+        // Namespace not injected and no sidecar pods: nothing to restart.
+        s.namespace.metadata.labels = None;
+        assert!(restart_batches(&s, &PlanOptions::default()).is_empty());
+        // A running sidecar pod of `api` makes it a restart candidate.
+        s.pods.push(
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "api-1", "labels": {"app": "api"},
+            "annotations": {"sidecar.istio.io/status": "{}"}}, "spec": {"containers": [{"name": "app"}]}}),
+            )
+            .unwrap(),
+        );
+        let b = restart_batches(&s, &PlanOptions::default());
+        assert_eq!(b, vec![vec![ObjRef::new("apps/v1", "Deployment", "app", "api")]]);
+        let off = PlanOptions {
+            restart_kinds: RestartKinds {
+                deployments: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(restart_batches(&s, &off).is_empty());
+        let opts: PlanOptions = serde_json::from_value(serde_json::json!({"batch_size": 3})).unwrap();
+        assert_eq!(opts.waypoint_name, "waypoint");
+        assert!(opts.bridges);
+    }
+}

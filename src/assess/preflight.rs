@@ -947,3 +947,487 @@ fn monitoring_findings(s: &Snapshot, a: &mut Analysis) {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ready_ds(name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "istio-system"}, "spec": {"selector": {}, "template": {}},
+               "status": {"desiredNumberScheduled": 2, "numberReady": 2, "currentNumberScheduled": 2,
+                          "numberMisscheduled": 0}})
+    }
+    fn deploy(name: &str, labels: Value) -> Value {
+        json!({"metadata": {"name": name, "namespace": "app"},
+               "spec": {"selector": {"matchLabels": labels.clone()}, "template": {"metadata": {"labels": labels}}}})
+    }
+    fn svc(name: &str, app: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "app"}, "spec": {"selector": {"app": app}}})
+    }
+    fn policy(name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+               "metadata": {"name": name, "namespace": "app"}, "spec": spec})
+    }
+    pub(crate) fn p_l7() -> Value {
+        policy(
+            "api-allow-web-get",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/app/sa/web"]}}], "to": [{"operation": {"methods": ["GET"]}}]}]}),
+        )
+    }
+    pub(crate) fn t_twin() -> Value {
+        policy(
+            "api-allow-web-get-waypoint",
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "api"}],
+            "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/app/sa/web"]}}], "to": [{"operation": {"methods": ["GET"]}}]}]}),
+        )
+    }
+    pub(crate) fn l4_db() -> Value {
+        policy(
+            "db-allow-api",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/app/sa/api"]}}]}]}),
+        )
+    }
+    pub(crate) fn d7() -> Value {
+        policy(
+            "api-no-delete",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY", "rules": [
+            {"to": [{"operation": {"methods": ["DELETE"]}}]}]}),
+        )
+    }
+    pub(crate) fn waypoint() -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "waypoint", "namespace": "app"}, "spec": {"gatewayClassName": "istio-waypoint"}})
+    }
+
+    /// The vectors' `app` namespace on sidecars, with a waypoint, ztunnel and CNI ready.
+    pub(crate) fn snapshot(policies: Vec<Value>) -> Snapshot {
+        let mut s: Snapshot = serde_json::from_value(json!({
+            "namespace": {"metadata": {"name": "app", "labels": {"istio-injection": "enabled"}}},
+            "services": [svc("api", "api"), svc("db", "db"),
+                         {"metadata": {"name": "waypoint", "namespace": "app",
+                                       "labels": {"gateway.networking.k8s.io/gateway-name": "waypoint"}},
+                          "spec": {"selector": {"gateway.networking.k8s.io/gateway-name": "waypoint"}}}],
+            "deployments": [deploy("web", json!({"app": "web"})), deploy("api", json!({"app": "api"})),
+                            deploy("db", json!({"app": "db"})),
+                            deploy("waypoint", json!({"gateway.networking.k8s.io/gateway-name": "waypoint"}))],
+            "gateways": [waypoint()],
+            "authorizationPolicies": policies,
+            "cluster": {"ztunnel": ready_ds("ztunnel"), "istioCni": ready_ds("istio-cni-node")}
+        }))
+        .unwrap();
+        s.cluster.namespace_labels.insert(
+            "other".into(),
+            [("istio-injection".to_string(), "enabled".to_string())].into(),
+        );
+        s
+    }
+
+    fn codes_of(a: &Analysis) -> Vec<(Severity, String)> {
+        a.findings.iter().map(|f| (f.severity, f.code.clone())).collect()
+    }
+    fn has(a: &Analysis, sev: Severity, code: &str) -> bool {
+        a.findings.iter().any(|f| f.severity == sev && f.code == code)
+    }
+
+    #[test]
+    fn clean_namespace_only_info() {
+        let a = analyze(&snapshot(vec![]), &PlanOptions::default());
+        assert!(
+            a.findings.iter().all(|f| f.severity == Severity::Info),
+            "{:?}",
+            codes_of(&a)
+        );
+        assert!(has(&a, Severity::Info, codes::REPORTER_LABEL));
+    }
+
+    #[test]
+    fn cluster_components_missing() {
+        let mut s = snapshot(vec![]);
+        s.cluster.ztunnel = None;
+        let mut cni = s.cluster.istio_cni.clone().unwrap();
+        cni.status.as_mut().unwrap().number_ready = 1;
+        s.cluster.istio_cni = Some(cni);
+        let a = analyze(&s, &PlanOptions::default());
+        assert!(has(&a, Severity::Blocker, codes::ZTUNNEL_NOT_READY));
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::CNI_NOT_READY)
+            .unwrap();
+        assert!(f.message.contains("1 of 2"));
+    }
+
+    #[test]
+    fn no_waypoint_blocks_with_yaml() {
+        let mut s = snapshot(vec![p_l7()]);
+        s.gateways.clear();
+        let a = analyze(&s, &PlanOptions::default());
+        let f = a.findings.iter().find(|f| f.code == codes::NO_WAYPOINT).unwrap();
+        assert_eq!(f.severity, Severity::Blocker);
+        assert!(f.message.contains("api-allow-web-get"));
+        assert!(f.fix_yaml.as_ref().unwrap().contains("istio-waypoint"));
+    }
+
+    #[test]
+    fn l7_allow_without_twin_blocks_and_generates_twin() {
+        let a = analyze(&snapshot(vec![p_l7()]), &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::L7_WITHOUT_TWIN)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Blocker);
+        assert!(f.message.contains("denies all traffic"));
+        let y = f.fix_yaml.as_ref().unwrap();
+        assert!(
+            y.contains("api-allow-web-get-waypoint") && y.contains("targetRefs"),
+            "{y}"
+        );
+        assert!(a.delete_policies.is_empty());
+        let a = analyze(
+            &snapshot(vec![p_l7()]),
+            &PlanOptions {
+                allow_unreplaced_l7: true,
+                ..Default::default()
+            },
+        );
+        assert!(has(&a, Severity::Warning, codes::L7_WITHOUT_TWIN));
+    }
+
+    #[test]
+    fn l7_allow_with_bound_twin_gets_bridge_and_deletion() {
+        let a = analyze(&snapshot(vec![p_l7(), t_twin()]), &PlanOptions::default());
+        assert!(
+            !a.findings.iter().any(|f| f.severity == Severity::Blocker),
+            "{:?}",
+            codes_of(&a)
+        );
+        assert!(has(&a, Severity::Info, codes::L7_ALLOW_BRIDGED));
+        assert_eq!(a.bridges.len(), 1);
+        let b = &a.bridges[0].manifest;
+        assert_eq!(b["metadata"]["name"], "api-allow-web-get-bridge-waypoint");
+        assert_eq!(b["metadata"]["labels"][ROLE], "bridge");
+        assert_eq!(b["spec"]["selector"]["matchLabels"]["app"], "api");
+        assert_eq!(
+            b["spec"]["rules"][0]["from"][0]["source"]["principals"][0],
+            "cluster.local/ns/app/sa/waypoint"
+        );
+        let names: Vec<&str> = a.delete_policies.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["api-allow-web-get", "api-allow-web-get-bridge-waypoint"]
+        );
+        // keep_bridges: the bridge stays.
+        let a = analyze(
+            &snapshot(vec![p_l7(), t_twin()]),
+            &PlanOptions {
+                keep_bridges: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(a.delete_policies.len(), 1);
+        // bridges disabled: outage-window warning with the bridge YAML.
+        let a = analyze(
+            &snapshot(vec![p_l7(), t_twin()]),
+            &PlanOptions {
+                bridges: false,
+                ..Default::default()
+            },
+        );
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::L7_ALLOW_OUTAGE_WINDOW)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.fix_yaml.as_ref().unwrap().contains("bridge-waypoint"));
+        assert!(a.bridges.is_empty());
+    }
+
+    #[test]
+    fn twin_not_bound_when_service_opts_out() {
+        let mut s = snapshot(vec![p_l7(), t_twin()]);
+        s.services[0].metadata.labels =
+            Some([("istio.io/use-waypoint".to_string(), "none".to_string())].into());
+        let a = analyze(&s, &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::L7_WITHOUT_TWIN)
+            .unwrap();
+        assert!(f.message.contains("will not be bound"));
+        // Scope limited to other Services: same.
+        let s = snapshot(vec![p_l7(), t_twin()]);
+        let a = analyze(
+            &s,
+            &PlanOptions {
+                waypoint_scope: WaypointScope::Services(vec!["db".into()]),
+                ..Default::default()
+            },
+        );
+        assert!(has(&a, Severity::Blocker, codes::L7_WITHOUT_TWIN));
+    }
+
+    #[test]
+    fn twin_rules_must_match() {
+        let mut t = t_twin();
+        t["spec"]["rules"][0]["to"][0]["operation"]["methods"] = json!(["GET", "POST"]);
+        let a = analyze(&snapshot(vec![p_l7(), t]), &PlanOptions::default());
+        assert!(has(&a, Severity::Blocker, codes::L7_WITHOUT_TWIN));
+    }
+
+    #[test]
+    fn apply_mode_generates_twins() {
+        let opts = PlanOptions {
+            policy_migration: PolicyMigration::Apply,
+            ..Default::default()
+        };
+        let a = analyze(&snapshot(vec![p_l7(), l4_db()]), &opts);
+        assert!(
+            !a.findings.iter().any(|f| f.severity == Severity::Blocker),
+            "{:?}",
+            codes_of(&a)
+        );
+        let names: Vec<&str> = a.twins.iter().map(|t| t.object.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "api-allow-web-get-waypoint",
+                "db-allow-api-waypoint",
+                "db-allow-api-admit-waypoint"
+            ]
+        );
+        assert_eq!(a.twins[0].manifest["spec"]["targetRefs"][0]["name"], "api");
+        assert!(a.delete_policies.iter().any(|r| r.name == "api-allow-web-get"));
+        assert!(has(&a, Severity::Info, codes::L4_TWINNED));
+    }
+
+    #[test]
+    fn l4_allow_not_admitting_waypoint_blocks() {
+        let a = analyze(&snapshot(vec![l4_db()]), &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::L4_DENIES_WAYPOINT)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Blocker);
+        let y = f.fix_yaml.as_ref().unwrap();
+        assert!(
+            y.contains("db-allow-api-waypoint") && y.contains("db-allow-api-admit-waypoint"),
+            "{y}"
+        );
+        assert!(y.contains("cluster.local/ns/app/sa/waypoint"));
+        assert_eq!(a.kept_policies.len(), 1);
+        // Admitting the waypoint: fine.
+        let mut ok = l4_db();
+        ok["spec"]["rules"][0]["from"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"source": {"principals": ["cluster.local/ns/app/sa/waypoint"]}}));
+        let a = analyze(&snapshot(vec![ok]), &PlanOptions::default());
+        assert!(!has(&a, Severity::Blocker, codes::L4_DENIES_WAYPOINT));
+        // Service opted out of the waypoint: fine.
+        let mut s = snapshot(vec![l4_db()]);
+        s.services[1].metadata.labels =
+            Some([("istio.io/use-waypoint".to_string(), "none".to_string())].into());
+        assert!(!has(
+            &analyze(&s, &PlanOptions::default()),
+            Severity::Blocker,
+            codes::L4_DENIES_WAYPOINT
+        ));
+    }
+
+    #[test]
+    fn l7_deny_without_twin_blocks() {
+        let a = analyze(&snapshot(vec![d7()]), &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::L7_DENY_UNENFORCED)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Blocker);
+        assert!(f.message.contains("no longer enforced"));
+    }
+
+    #[test]
+    fn mixed_deny_with_twin_warns_broadened() {
+        let dm = policy(
+            "api-other-no-delete",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY", "rules": [
+            {"from": [{"source": {"namespaces": ["other"]}}], "to": [{"operation": {"methods": ["DELETE"]}}]}]}),
+        );
+        let mut twin = dm.clone();
+        twin["metadata"]["name"] = json!("api-other-no-delete-waypoint");
+        twin["spec"].as_object_mut().unwrap().remove("selector");
+        twin["spec"]["targetRefs"] = json!([{"kind": "Service", "name": "api"}]);
+        let a = analyze(&snapshot(vec![dm, twin]), &PlanOptions::default());
+        assert!(
+            has(&a, Severity::Warning, codes::L7_DENY_BROADENED),
+            "{:?}",
+            codes_of(&a)
+        );
+        assert!(a.bridges.is_empty());
+        assert!(a.delete_policies.iter().any(|r| r.name == "api-other-no-delete"));
+        // "other" is on sidecars and named in the policy.
+        assert_eq!(a.sidecar_callers.iter().collect::<Vec<_>>(), vec!["other"]);
+        assert!(has(&a, Severity::Warning, codes::SIDECAR_CALLERS));
+    }
+
+    #[test]
+    fn custom_policy_needs_waypoint() {
+        let c = policy(
+            "ext",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "CUSTOM",
+                                     "provider": {"name": "oauth"}, "rules": [{}]}),
+        );
+        let a = analyze(&snapshot(vec![c.clone()]), &PlanOptions::default());
+        assert!(has(&a, Severity::Blocker, codes::CUSTOM_AUDIT));
+        let mut s = snapshot(vec![c]);
+        s.gateways.clear();
+        let a = analyze(&s, &PlanOptions::default());
+        assert!(has(&a, Severity::Blocker, codes::NO_WAYPOINT));
+    }
+
+    #[test]
+    fn template_injection_and_restart_kinds() {
+        let mut s = snapshot(vec![]);
+        s.deployments[0]
+            .spec
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("sidecar.istio.io/inject".into(), "true".into());
+        s.statefulsets.push(
+            serde_json::from_value(json!({"metadata": {"name": "cache", "namespace": "app"},
+            "spec": {"selector": {}, "template": {"metadata": {"labels": {"app": "cache"}}}}}))
+            .unwrap(),
+        );
+        let a = analyze(&s, &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::TEMPLATE_FORCES_INJECTION)
+            .unwrap();
+        assert_eq!(f.object.name, "web");
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::RESTART_KIND_DISABLED)
+            .unwrap();
+        assert_eq!(f.object.name, "cache");
+        let opts = PlanOptions {
+            restart_kinds: crate::assess::plan::RestartKinds {
+                statefulsets: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!has(
+            &analyze(&s, &opts),
+            Severity::Blocker,
+            codes::RESTART_KIND_DISABLED
+        ));
+    }
+
+    #[test]
+    fn unowned_sidecar_pod_blocks() {
+        let mut s = snapshot(vec![]);
+        s.pods.push(
+            serde_json::from_value(json!({"metadata": {"name": "debug", "namespace": "app",
+            "annotations": {"sidecar.istio.io/status": "{}", "prometheus.io/port": "15020"}},
+            "spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]}}))
+            .unwrap(),
+        );
+        let a = analyze(&s, &PlanOptions::default());
+        assert!(has(&a, Severity::Blocker, codes::UNOWNED_POD));
+        assert!(has(&a, Severity::Warning, codes::PROMETHEUS_MERGE));
+    }
+
+    #[test]
+    fn peer_authentication_disable() {
+        let mut s = snapshot(vec![]);
+        s.peer_authentications.push(json!({"kind": "PeerAuthentication", "apiVersion": "security.istio.io/v1",
+            "metadata": {"name": "default", "namespace": "app"}, "spec": {"portLevelMtls": {"8080": {"mode": "DISABLE"}}}}));
+        s.cluster.root_peer_authentications.push(json!({"kind": "PeerAuthentication",
+            "metadata": {"name": "mesh", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "DISABLE"}}}));
+        let a = analyze(&s, &PlanOptions::default());
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.code == codes::PEER_AUTH_DISABLE)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn routing_objects() {
+        let mut s = snapshot(vec![]);
+        s.http_routes.push(
+            json!({"kind": "HTTPRoute", "metadata": {"name": "api", "namespace": "app"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "api"}]}}),
+        );
+        s.virtual_services.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "api", "namespace": "app"}, "spec": {"hosts": ["api.app.svc.cluster.local"]}}));
+        s.virtual_services.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "mixed", "namespace": "app"}, "spec": {"hosts": ["api", "db"]}}),
+        );
+        s.destination_rules.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "api", "namespace": "app"}, "spec": {"host": "api", "subsets": [{"name": "v1"}]}}));
+        s.destination_rules.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "db", "namespace": "app"}, "spec": {"host": "db.app.svc.cluster.local"}}),
+        );
+        s.envoy_filters
+            .push(json!({"kind": "EnvoyFilter", "metadata": {"name": "lua", "namespace": "app"}}));
+        s.service_monitors.push(
+            json!({"kind": "ServiceMonitor", "metadata": {"name": "m", "namespace": "app"},
+            "spec": {"endpoints": [{"path": "/stats/prometheus"}]}}),
+        );
+        let a = analyze(&s, &PlanOptions::default());
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.code == codes::VS_AND_HTTPROUTE)
+                .count(),
+            2
+        );
+        let del: Vec<String> = a.delete_routing.iter().map(|r| r.to_string()).collect();
+        assert_eq!(del, vec!["VirtualService/app/api", "DestinationRule/app/api"]);
+        assert!(has(&a, Severity::Warning, codes::DR_SUBSETS));
+        assert!(has(&a, Severity::Warning, codes::ENVOYFILTER));
+        assert!(has(&a, Severity::Warning, codes::MONITOR_MERGED_ENDPOINT));
+        assert_eq!(short_host("api.app.svc", "app"), "api");
+        assert_eq!(short_host("api.other", "app"), "api.other");
+    }
+
+    #[test]
+    fn mesh_wide_l7_and_extra_callers() {
+        let mut s = snapshot(vec![]);
+        s.cluster.root_authorization_policies.push(
+            json!({"metadata": {"name": "global", "namespace": "istio-system"},
+            "spec": {"rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}}),
+        );
+        let opts = PlanOptions {
+            extra_callers: vec!["other".into(), "app".into(), "unknown".into()],
+            ..Default::default()
+        };
+        let a = analyze(&s, &opts);
+        assert!(has(&a, Severity::Blocker, codes::MESH_WIDE_L7));
+        assert_eq!(a.sidecar_callers.iter().collect::<Vec<_>>(), vec!["other"]);
+        let mut ambient = BTreeMap::new();
+        ambient.insert("istio-injection".to_string(), "enabled".to_string());
+        assert!(namespace_on_sidecars(&ambient));
+        ambient.insert("istio.io/dataplane-mode".to_string(), "ambient".to_string());
+        assert!(!namespace_on_sidecars(&ambient));
+    }
+}
