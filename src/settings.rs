@@ -414,6 +414,55 @@ pub struct EffectiveSettings {
     pub field_manager: String,
 }
 
+impl EffectiveSettings {
+    /// The options of `assess::plan` for this namespace. `when-callers-ambient` plans step 1 in the seed's
+    /// position; deferring it until the callers are ambient is the fleet runner's job.
+    pub fn plan_options(&self) -> crate::assess::plan::PlanOptions {
+        use crate::assess::plan as p;
+        let m = &self.migration;
+        let mut extra_callers: Vec<String> = self
+            .probes
+            .iter()
+            .filter_map(|probe| match probe.caller_and_target() {
+                (Some(caller), Some(target)) if target == self.namespace && caller != self.namespace => {
+                    Some(caller)
+                }
+                _ => None,
+            })
+            .collect();
+        extra_callers.sort();
+        extra_callers.dedup();
+        p::PlanOptions {
+            waypoint_name: m.waypoint.name.clone(),
+            waypoint_scope: match m.waypoint.scope {
+                WaypointScope::Namespace => p::WaypointScope::Namespace,
+                WaypointScope::Services => p::WaypointScope::Services(m.waypoint.services.clone()),
+            },
+            activation_order: match m.waypoint.activation {
+                WaypointActivation::AfterRestart => p::ActivationOrder::AfterRestart,
+                WaypointActivation::BeforeAmbient | WaypointActivation::WhenCallersAmbient => {
+                    p::ActivationOrder::BeforeAmbient
+                }
+            },
+            restart_kinds: p::RestartKinds {
+                deployments: m.restart.deployments,
+                statefulsets: m.restart.statefulsets,
+                daemonsets: m.restart.daemonsets,
+            },
+            batch_size: m.restart.batch_size as usize,
+            allow_unreplaced_l7: m.allow_unreplaced_l7,
+            bridges: m.policies.bridges,
+            keep_bridges: m.policies.keep_bridges,
+            policy_migration: match m.policies.migration {
+                PolicyMigration::Off => p::PolicyMigration::Off,
+                PolicyMigration::Generate => p::PolicyMigration::Generate,
+                PolicyMigration::Apply => p::PolicyMigration::Apply,
+            },
+            extra_callers,
+        }
+    }
+}
+
 /// Inputs of [`Settings::load`]; `Default` = built-in defaults and the process environment.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {

@@ -378,3 +378,26 @@ expect = { status = 200 }
         "{msg}"
     );
 }
+
+#[test]
+fn plan_options_follow_the_namespace_settings() {
+    use ambient_migrate::assess::plan::{ActivationOrder, WaypointScope as PlanScope};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples/per-service-waypoint.yaml");
+    let s = load(Some(path), &[], &[]).unwrap();
+    let o = s.for_namespace("payments").plan_options();
+    assert_eq!(o.waypoint_name, "payments-waypoint");
+    assert_eq!(
+        o.waypoint_scope,
+        PlanScope::Services(vec!["ledger".into(), "cards".into()])
+    );
+    assert_eq!(o.activation_order, ActivationOrder::BeforeAmbient);
+    assert!(o.restart_kinds.statefulsets);
+    assert_eq!(o.batch_size, 2);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples/canary-first-fleet.toml");
+    let s = load(Some(path), &[], &[]).unwrap();
+    assert_eq!(
+        s.for_namespace("payments").plan_options().extra_callers,
+        ["web"],
+        "from the job probe's source"
+    );
+}
