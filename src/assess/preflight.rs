@@ -766,6 +766,9 @@ fn pod_has_sidecar(p: &k8s_openapi::api::core::v1::Pod) -> bool {
             .is_some_and(|a| a.contains_key(crate::gates::pods::SIDECAR_STATUS))
 }
 
+/// A workload template: reference, labels, annotations, restart enabled for its kind.
+type TemplateInfo = (ObjRef, BTreeMap<String, String>, BTreeMap<String, String>, bool);
+
 fn workload_findings(s: &Snapshot, opts: &PlanOptions, a: &mut Analysis) {
     let ns = s.ns().to_string();
     let nsl = s.ns_labels();
@@ -774,7 +777,7 @@ fn workload_findings(s: &Snapshot, opts: &PlanOptions, a: &mut Analysis) {
         let m = t.metadata.clone().unwrap_or_default();
         (m.labels.unwrap_or_default(), m.annotations.unwrap_or_default())
     };
-    let mut templates: Vec<(ObjRef, BTreeMap<String, String>, BTreeMap<String, String>, bool)> = Vec::new();
+    let mut templates: Vec<TemplateInfo> = Vec::new();
     for d in &s.deployments {
         let (l, an) = tmpl(&d.spec.template);
         templates.push((
