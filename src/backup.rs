@@ -1,0 +1,704 @@
+//! Backup, restore and verification of a namespace's Istio configuration (DESIGN §4).
+//!
+//! What is saved: the Namespace's labels, every Service's labels, and the AuthorizationPolicy,
+//! PeerAuthentication, RequestAuthentication, VirtualService, DestinationRule, Sidecar, Telemetry, HTTPRoute
+//! and Gateway objects of the namespace, with server-set fields stripped (`resourceVersion`, `uid`,
+//! `generation`, `creationTimestamp`, `managedFields`, `selfLink`, `deletionTimestamp`,
+//! `deletionGracePeriodSeconds`, `status`; `ownerReferences` and annotations such as
+//! `kubectl.kubernetes.io/last-applied-configuration` are kept) and `apiVersion`/`kind` filled in.
+//!
+//! File format: multi-document YAML, a comment header, then a `v1/Namespace` document (name, labels, and
+//! the annotations `ambient-migrate.io/backup-taken-at` / `-run-id`), one `v1/Service` document per Service
+//! (name, namespace, labels only), then the objects sorted by kind and name.
+//!
+//! In-cluster copy: ConfigMap `backup-<ns>` in the state namespace, data key `backup.yaml`, labels
+//! managed-by / role=backup / `ambient-migrate.io/namespace=<ns>`; created once and never overwritten: a
+//! resumed run loads it (the first backup is the truth).
+//!
+//! Restore semantics (idempotent; a second restore sends nothing):
+//! - labels: only the Istio keys the tool manages ([`ISTIO_LABEL_KEYS`]) are set back to the backed-up
+//!   values (added keys removed, removed keys re-added, changed values reverted) on the Namespace and on
+//!   each backed-up Service that still exists; unrelated labels are left alone (other tools own them).
+//! - objects: a missing object is re-created (without resourceVersion/uid); an object whose content
+//!   differs is replaced by the backed-up one (with the live resourceVersion as precondition); objects of
+//!   the backed-up kinds labelled `app.kubernetes.io/managed-by=ambient-migrate` that are not in the
+//!   backup (bridges, twins, waypoints the tool created) are deleted. Objects created by others after
+//!   the backup are left alone.
+//! - "content" compared by [`verify`]: every top-level field except `metadata` and `status` (the spec),
+//!   plus `metadata.labels`. Annotations are restored on re-creation but not compared, because
+//!   controllers add their own (for example Istio's gateway controller).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{DynamicObject, ListParams, ObjectMeta};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::cluster::{
+    Cluster, ClusterError, DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL,
+};
+use crate::journal::NAMESPACE_LABEL;
+use crate::steps::ObjRef;
+
+/// Data key of the backup ConfigMap.
+pub const BACKUP_KEY: &str = "backup.yaml";
+/// Kinds saved and restored.
+pub const BACKED_UP_KINDS: [DynKind; 9] = [
+    DynKind::AuthorizationPolicy,
+    DynKind::PeerAuthentication,
+    DynKind::RequestAuthentication,
+    DynKind::VirtualService,
+    DynKind::DestinationRule,
+    DynKind::Sidecar,
+    DynKind::Telemetry,
+    DynKind::HttpRoute,
+    DynKind::Gateway,
+];
+/// Label keys restore sets back on the Namespace and Services.
+pub const ISTIO_LABEL_KEYS: [&str; 6] = [
+    "istio-injection",
+    "istio.io/rev",
+    "istio.io/dataplane-mode",
+    "istio.io/use-waypoint",
+    "istio.io/use-waypoint-namespace",
+    "istio.io/ingress-use-waypoint",
+];
+const TAKEN_AT_ANNOTATION: &str = "ambient-migrate.io/backup-taken-at";
+const RUN_ID_ANNOTATION: &str = "ambient-migrate.io/backup-run-id";
+const SERVER_FIELDS: [&str; 8] = [
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// Backup errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Cluster access failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Reading or writing the local file failed.
+    #[error("backup file {path}: {message}")]
+    File { path: String, message: String },
+    /// The YAML is not a backup this tool wrote.
+    #[error("{source_name} is not a valid ambient-migrate backup: {message}")]
+    Invalid { source_name: String, message: String },
+    /// No backup exists in the cluster.
+    #[error(
+        "no backup of namespace {namespace} in ConfigMap {state_namespace}/backup-{namespace}; take one with `ambient-migrate backup -n {namespace}`"
+    )]
+    Missing {
+        namespace: String,
+        state_namespace: String,
+    },
+}
+
+/// A namespace's saved configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    /// The namespace.
+    pub namespace: String,
+    /// When it was taken (RFC 3339).
+    pub taken_at: String,
+    /// Run that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// All labels of the Namespace.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// All labels of each Service, by Service name.
+    pub service_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The saved objects (stripped, with apiVersion/kind), sorted by kind and name.
+    pub objects: Vec<Value>,
+}
+
+/// One difference between the cluster and a backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Difference {
+    /// The object.
+    pub object: ObjRef,
+    /// What differs: `label <key>`, `missing`, `content`, `unexpected`.
+    pub what: String,
+    /// The backed-up value.
+    pub expected: Option<Value>,
+    /// The live value.
+    pub actual: Option<Value>,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.what)?;
+        if self.what.starts_with("label") {
+            write!(f, " (backup {:?}, live {:?})", self.expected, self.actual)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`restore`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    /// Namespace restored.
+    pub namespace: String,
+    /// Label keys changed, as `<object>: <key>`.
+    pub labels_changed: Vec<String>,
+    /// Objects re-created.
+    pub created: Vec<ObjRef>,
+    /// Objects replaced by their backed-up version.
+    pub replaced: Vec<ObjRef>,
+    /// Tool-created objects deleted.
+    pub deleted: Vec<ObjRef>,
+    /// Things not restored and why (Service gone).
+    pub skipped: Vec<String>,
+    /// Remaining differences after the restore (empty = verified).
+    pub differences: Vec<Difference>,
+    /// True when the cluster now matches the backup.
+    pub equal: bool,
+}
+
+impl RestoreReport {
+    /// True when the restore changed nothing.
+    pub fn is_noop(&self) -> bool {
+        self.labels_changed.is_empty()
+            && self.created.is_empty()
+            && self.replaced.is_empty()
+            && self.deleted.is_empty()
+    }
+}
+
+/// Name of the backup ConfigMap of `ns`.
+pub fn config_map_name(ns: &str) -> String {
+    format!("backup-{ns}")
+}
+
+/// Removes server-set fields and status, keeping what a create needs.
+pub fn strip(obj: &mut Value) {
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("status");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in SERVER_FIELDS {
+                meta.remove(f);
+            }
+            if meta
+                .get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.is_empty())
+            {
+                meta.remove("annotations");
+            }
+        }
+    }
+}
+
+/// The compared content of an object: top-level fields except metadata/status, plus labels.
+fn content(obj: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in m {
+            if k != "metadata" && k != "status" && k != "apiVersion" && k != "kind" {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let labels = obj
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    out.insert("labels".into(), labels);
+    Value::Object(out)
+}
+
+fn obj_key(v: &Value) -> (String, String) {
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    (s("/kind"), s("/metadata/name"))
+}
+
+fn kind_of(v: &Value) -> Option<DynKind> {
+    let av = v.get("apiVersion")?.as_str()?;
+    let k = v.get("kind")?.as_str()?;
+    DynKind::from_group_kind(av, k)
+}
+
+impl Backup {
+    /// Reads the live configuration of `ns` (no writes).
+    pub async fn read_live(cluster: &Cluster, ns: &str, run_id: Option<&str>) -> Result<Backup, BackupError> {
+        let namespace_labels = cluster
+            .labels_of(&LabelTarget::Namespace { name: ns.to_string() })
+            .await?;
+        let svc_api: kube::Api<Service> = cluster.namespaced(ns);
+        let lp = ListParams::default();
+        let services = cluster
+            .call(&format!("list Services in {ns}"), || svc_api.list(&lp))
+            .await?;
+        let service_labels = services
+            .items
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    s.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let lists =
+            futures::future::try_join_all(BACKED_UP_KINDS.iter().map(|k| cluster.list_dyn(*k, ns))).await?;
+        let mut objects = Vec::new();
+        for obj in lists.into_iter().flatten() {
+            let mut v = serde_json::to_value(&obj).map_err(|e| BackupError::Invalid {
+                source_name: format!("namespace {ns}"),
+                message: e.to_string(),
+            })?;
+            strip(&mut v);
+            objects.push(v);
+        }
+        objects.sort_by_key(obj_key);
+        Ok(Backup {
+            namespace: ns.to_string(),
+            taken_at: jiff::Timestamp::now().to_string(),
+            run_id: run_id.map(str::to_string),
+            namespace_labels,
+            service_labels,
+            objects,
+        })
+    }
+
+    /// Multi-document YAML with a comment header (see the module docs).
+    pub fn to_yaml(&self) -> Result<String, BackupError> {
+        let mut docs = Vec::new();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(TAKEN_AT_ANNOTATION.into(), json!(self.taken_at));
+        if let Some(r) = &self.run_id {
+            annotations.insert(RUN_ID_ANNOTATION.into(), json!(r));
+        }
+        docs.push(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": self.namespace, "labels": self.namespace_labels, "annotations": annotations}
+        }));
+        for (name, labels) in &self.service_labels {
+            docs.push(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": self.namespace, "labels": labels}
+            }));
+        }
+        docs.extend(self.objects.iter().cloned());
+        let body = serde_saphyr::to_string_multiple(&docs).map_err(|e| BackupError::Invalid {
+            source_name: format!("backup of {}", self.namespace),
+            message: e.to_string(),
+        })?;
+        Ok(format!(
+            "# ambient-migrate backup of namespace {ns}, taken {at}{run}\n# Namespace and Service documents carry labels only; restore with `ambient-migrate restore -f <file>`.\n{body}",
+            ns = self.namespace,
+            at = self.taken_at,
+            run = self
+                .run_id
+                .as_deref()
+                .map(|r| format!(" by run {r}"))
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Parses the YAML written by [`Backup::to_yaml`]; `source_name` names the input in errors.
+    pub fn from_yaml(text: &str, source_name: &str) -> Result<Backup, BackupError> {
+        let invalid = |message: String| BackupError::Invalid {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| invalid(e.to_string()))?;
+        let mut ns_doc = None;
+        let mut service_labels = BTreeMap::new();
+        let mut objects = Vec::new();
+        for d in docs.into_iter().filter(|d| !d.is_null()) {
+            let labels = |d: &Value| -> BTreeMap<String, String> {
+                serde_json::from_value(
+                    d.pointer("/metadata/labels")
+                        .cloned()
+                        .unwrap_or_else(|| json!({})),
+                )
+                .unwrap_or_default()
+            };
+            match (
+                d.get("apiVersion").and_then(Value::as_str),
+                d.get("kind").and_then(Value::as_str),
+            ) {
+                (Some("v1"), Some("Namespace")) => ns_doc = Some(d),
+                (Some("v1"), Some("Service")) => {
+                    let name = d
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    service_labels.insert(name, labels(&d));
+                }
+                _ => {
+                    if kind_of(&d).is_none() {
+                        return Err(invalid(format!("unexpected document {}", ObjRef::from_value(&d))));
+                    }
+                    objects.push(d);
+                }
+            }
+        }
+        let ns_doc = ns_doc.ok_or_else(|| invalid("no Namespace document".into()))?;
+        let s = |p: &str| ns_doc.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let namespace_labels = serde_json::from_value(
+            ns_doc
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        objects.sort_by_key(obj_key);
+        Ok(Backup {
+            namespace: s("/metadata/name").ok_or_else(|| invalid("Namespace document has no name".into()))?,
+            taken_at: s(&format!(
+                "/metadata/annotations/{}",
+                TAKEN_AT_ANNOTATION.replace('/', "~1")
+            ))
+            .unwrap_or_default(),
+            run_id: s(&format!(
+                "/metadata/annotations/{}",
+                RUN_ID_ANNOTATION.replace('/', "~1")
+            )),
+            namespace_labels,
+            service_labels,
+            objects,
+        })
+    }
+
+    /// Writes the YAML to `path` (atomically: temp file then rename).
+    pub fn write_file(&self, path: &Path) -> Result<(), BackupError> {
+        let file_err = |e: std::io::Error| BackupError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let text = self.to_yaml()?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(file_err)?;
+        std::fs::rename(&tmp, path).map_err(file_err)
+    }
+
+    /// Reads a backup file.
+    pub fn load_file(path: &Path) -> Result<Backup, BackupError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BackupError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Backup::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Loads the in-cluster backup of `ns`, `None` when there is none.
+    pub async fn load_from_cluster(
+        cluster: &Cluster,
+        state_ns: &str,
+        ns: &str,
+    ) -> Result<Option<Backup>, BackupError> {
+        let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+        let name = config_map_name(ns);
+        let what = format!("get backup ConfigMap {state_ns}/{name}");
+        let cm = match cluster.get_opt(&api, &what, &name).await {
+            Ok(cm) => cm,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(cm) = cm else { return Ok(None) };
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(BACKUP_KEY))
+            .ok_or_else(|| BackupError::Invalid {
+                source_name: format!("ConfigMap {state_ns}/{name}"),
+                message: format!("no data key {BACKUP_KEY}"),
+            })?;
+        Ok(Some(Backup::from_yaml(
+            text,
+            &format!("ConfigMap {state_ns}/{name}"),
+        )?))
+    }
+
+    /// The objects as `(kind, name) -> object`.
+    fn object_map(&self) -> BTreeMap<(DynKind, String), &Value> {
+        self.objects
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    (kind_of(o)?, o.pointer("/metadata/name")?.as_str()?.to_string()),
+                    o,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Takes the backup of `ns` before the first mutation and stores it in the cluster, unless one is
+/// already stored: then that one is returned (a resumed run must not overwrite the pre-migration truth).
+/// In dry-run mode nothing is stored.
+pub async fn take(
+    cluster: &Cluster,
+    state_ns: &str,
+    ns: &str,
+    run_id: Option<&str>,
+) -> Result<Backup, BackupError> {
+    if let Some(existing) = Backup::load_from_cluster(cluster, state_ns, ns).await? {
+        tracing::info!(namespace = ns, taken_at = %existing.taken_at, "using the backup already stored");
+        return Ok(existing);
+    }
+    let backup = Backup::read_live(cluster, ns, run_id).await?;
+    if cluster.dry_run() {
+        return Ok(backup);
+    }
+    cluster.ensure_namespace(state_ns).await?;
+    let name = config_map_name(ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(state_ns.to_string()),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                    (ROLE_LABEL.to_string(), "backup".to_string()),
+                    (NAMESPACE_LABEL.to_string(), ns.to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some([(BACKUP_KEY.to_string(), backup.to_yaml()?)].into()),
+        ..Default::default()
+    };
+    let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+    let pp = cluster.post_params();
+    match cluster
+        .call(&format!("create backup ConfigMap {state_ns}/{name}"), || {
+            api.create(&pp, &cm)
+        })
+        .await
+    {
+        Ok(_) => Ok(backup),
+        Err(e) if e.is_already_exists() => Backup::load_from_cluster(cluster, state_ns, ns)
+            .await?
+            .ok_or_else(|| BackupError::Missing {
+                namespace: ns.to_string(),
+                state_namespace: state_ns.to_string(),
+            }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn istio_label_changes(
+    want: &BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    ISTIO_LABEL_KEYS
+        .iter()
+        .filter(|k| want.get(**k) != live.get(**k))
+        .map(|k| (k.to_string(), want.get(*k).cloned()))
+        .collect()
+}
+
+fn to_dynamic(v: &Value) -> Result<DynamicObject, ClusterError> {
+    serde_json::from_value(v.clone()).map_err(|e| ClusterError::Decode {
+        what: ObjRef::from_value(v).to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Restores `backup` (see the module docs for the exact semantics), then verifies.
+pub async fn restore(cluster: &Cluster, backup: &Backup) -> Result<RestoreReport, BackupError> {
+    let ns = backup.namespace.as_str();
+    let mut report = RestoreReport {
+        namespace: ns.to_string(),
+        ..Default::default()
+    };
+    // Labels.
+    let ns_target = LabelTarget::Namespace { name: ns.to_string() };
+    let live = cluster.labels_of(&ns_target).await?;
+    let changes = istio_label_changes(&backup.namespace_labels, &live);
+    if !changes.is_empty() {
+        for o in cluster
+            .set_labels(&ns_target, &changes)
+            .await?
+            .into_iter()
+            .filter(|o| o.changed)
+        {
+            report.labels_changed.push(format!("Namespace/{ns}: {}", o.key));
+        }
+    }
+    let svc_api: kube::Api<Service> = cluster.namespaced(ns);
+    for (name, want) in &backup.service_labels {
+        let what = format!("get Service {ns}/{name}");
+        let Some(svc) = cluster.get_opt(&svc_api, &what, name).await? else {
+            report
+                .skipped
+                .push(format!("Service {ns}/{name}: no longer exists"));
+            continue;
+        };
+        let live = svc.metadata.labels.unwrap_or_default();
+        let changes = istio_label_changes(want, &live);
+        if changes.is_empty() {
+            continue;
+        }
+        let target = LabelTarget::Service {
+            namespace: ns.to_string(),
+            name: name.clone(),
+        };
+        for o in cluster
+            .set_labels(&target, &changes)
+            .await?
+            .into_iter()
+            .filter(|o| o.changed)
+        {
+            report
+                .labels_changed
+                .push(format!("Service/{ns}/{name}: {}", o.key));
+        }
+    }
+    // Objects.
+    let wanted = backup.object_map();
+    for kind in BACKED_UP_KINDS {
+        let live = cluster.list_dyn(kind, ns).await?;
+        let mut live_by_name = BTreeMap::new();
+        for o in live {
+            live_by_name.insert(o.metadata.name.clone().unwrap_or_default(), o);
+        }
+        for ((k, name), want) in wanted.iter().filter(|((k, _), _)| *k == kind) {
+            let mut desired = (*want).clone();
+            strip(&mut desired);
+            if let Some(m) = desired.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                m.insert("namespace".into(), json!(ns));
+            }
+            match live_by_name.get(name) {
+                None => {
+                    cluster.create_dyn(*k, ns, &to_dynamic(&desired)?).await?;
+                    report.created.push(ObjRef::from_value(&desired));
+                }
+                Some(l) => {
+                    let lv = serde_json::to_value(l).unwrap_or_default();
+                    if content(&lv) != content(&desired) {
+                        let mut obj = to_dynamic(&desired)?;
+                        obj.metadata.resource_version = l.metadata.resource_version.clone();
+                        cluster.replace_dyn(*k, ns, &obj).await?;
+                        report.replaced.push(ObjRef::from_value(&desired));
+                    }
+                }
+            }
+        }
+        for (name, l) in &live_by_name {
+            let ours = l
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|m| m.get(MANAGED_BY_LABEL))
+                .map(String::as_str)
+                == Some(MANAGED_BY_VALUE);
+            if ours
+                && !wanted.contains_key(&(kind, name.clone()))
+                && cluster.delete_dyn(kind, ns, name).await?
+            {
+                report
+                    .deleted
+                    .push(ObjRef::new(&kind.api_version(), kind.kind(), ns, name));
+            }
+        }
+    }
+    report.differences = verify(cluster, backup).await?;
+    report.equal = report.differences.is_empty();
+    tracing::info!(
+        namespace = ns,
+        equal = report.equal,
+        noop = report.is_noop(),
+        "restore finished"
+    );
+    Ok(report)
+}
+
+/// Compares the live namespace with `backup`: Istio label keys of the Namespace and Services, and the
+/// content of the backed-up kinds (missing, changed, and tool-created extra objects).
+pub async fn verify(cluster: &Cluster, backup: &Backup) -> Result<Vec<Difference>, BackupError> {
+    let ns = backup.namespace.as_str();
+    let mut diffs = Vec::new();
+    let label_diffs = |obj: ObjRef,
+                       want: &BTreeMap<String, String>,
+                       live: &BTreeMap<String, String>,
+                       out: &mut Vec<Difference>| {
+        for k in ISTIO_LABEL_KEYS {
+            if want.get(k) != live.get(k) {
+                out.push(Difference {
+                    object: obj.clone(),
+                    what: format!("label {k}"),
+                    expected: want.get(k).map(|v| json!(v)),
+                    actual: live.get(k).map(|v| json!(v)),
+                });
+            }
+        }
+    };
+    let live_ns = cluster
+        .labels_of(&LabelTarget::Namespace { name: ns.to_string() })
+        .await?;
+    label_diffs(
+        ObjRef::namespace(ns),
+        &backup.namespace_labels,
+        &live_ns,
+        &mut diffs,
+    );
+    let svc_api: kube::Api<Service> = cluster.namespaced(ns);
+    for (name, want) in &backup.service_labels {
+        let what = format!("get Service {ns}/{name}");
+        if let Some(svc) = cluster.get_opt(&svc_api, &what, name).await? {
+            let live = svc.metadata.labels.unwrap_or_default();
+            label_diffs(ObjRef::new("v1", "Service", ns, name), want, &live, &mut diffs);
+        }
+    }
+    let wanted = backup.object_map();
+    for kind in BACKED_UP_KINDS {
+        let live = cluster.list_dyn(kind, ns).await?;
+        let mut live_by_name = BTreeMap::new();
+        for o in live {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            live_by_name.insert(name, serde_json::to_value(&o).unwrap_or_default());
+        }
+        for ((_, name), want) in wanted.iter().filter(|((k, _), _)| *k == kind) {
+            let obj = ObjRef::new(&kind.api_version(), kind.kind(), ns, name);
+            match live_by_name.get(name) {
+                None => diffs.push(Difference {
+                    object: obj,
+                    what: "missing".into(),
+                    expected: Some(content(want)),
+                    actual: None,
+                }),
+                Some(l) if content(l) != content(want) => diffs.push(Difference {
+                    object: obj,
+                    what: "content".into(),
+                    expected: Some(content(want)),
+                    actual: Some(content(l)),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (name, l) in &live_by_name {
+            let ours = l
+                .pointer(&format!(
+                    "/metadata/labels/{}",
+                    MANAGED_BY_LABEL.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                == Some(MANAGED_BY_VALUE);
+            if ours && !wanted.contains_key(&(kind, name.clone())) {
+                diffs.push(Difference {
+                    object: ObjRef::new(&kind.api_version(), kind.kind(), ns, name),
+                    what: "unexpected".into(),
+                    expected: None,
+                    actual: Some(content(l)),
+                });
+            }
+        }
+    }
+    Ok(diffs)
+}

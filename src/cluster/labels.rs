@@ -1,0 +1,163 @@
+//! Idempotent label (and annotation) changes on Namespaces and Services, the way `kubectl label` does
+//! them (JSON merge patch, `null` deletes), but reading first and sending only the keys that differ: a
+//! resumed run sends nothing, and the previous value is returned for the journal.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::Patch;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Cluster, ClusterError, obj_name};
+
+/// The object whose labels change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "PascalCase")]
+pub enum LabelTarget {
+    /// A Namespace.
+    Namespace { name: String },
+    /// A Service.
+    Service { namespace: String, name: String },
+}
+
+impl LabelTarget {
+    /// `Namespace shop` / `Service shop/api`.
+    pub fn describe(&self) -> String {
+        match self {
+            LabelTarget::Namespace { name } => obj_name("Namespace", None, name),
+            LabelTarget::Service { namespace, name } => obj_name("Service", Some(namespace), name),
+        }
+    }
+}
+
+/// What a label change did to one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelOutcome {
+    pub key: String,
+    /// Value before the call (`None` = absent).
+    pub before: Option<String>,
+    /// Value asked for (`None` = removed).
+    pub after: Option<String>,
+    /// False when the object already had the wanted value (nothing sent for this key).
+    pub changed: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Labels,
+    Annotations,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Labels => "labels",
+            Field::Annotations => "annotations",
+        }
+    }
+}
+
+impl Cluster {
+    /// Sets (`Some`) or removes (`None`) labels; returns one outcome per key, in input order.
+    pub async fn set_labels(
+        &self,
+        target: &LabelTarget,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Vec<LabelOutcome>, ClusterError> {
+        self.set_meta_map(target, changes, Field::Labels).await
+    }
+
+    /// Sets or removes one label; see [`Cluster::set_labels`].
+    pub async fn set_label(
+        &self,
+        target: &LabelTarget,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<LabelOutcome, ClusterError> {
+        let mut v = self
+            .set_labels(target, &[(key.to_string(), value.map(str::to_string))])
+            .await?;
+        Ok(v.remove(0))
+    }
+
+    /// Sets or removes annotations (same semantics as labels).
+    pub async fn set_annotations(
+        &self,
+        target: &LabelTarget,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Vec<LabelOutcome>, ClusterError> {
+        self.set_meta_map(target, changes, Field::Annotations).await
+    }
+
+    /// The current labels of the target.
+    pub async fn labels_of(&self, target: &LabelTarget) -> Result<BTreeMap<String, String>, ClusterError> {
+        Ok(self.read_meta(target).await?.labels.unwrap_or_default())
+    }
+
+    async fn read_meta(&self, target: &LabelTarget) -> Result<kube::api::ObjectMeta, ClusterError> {
+        let what = format!("get {}", target.describe());
+        match target {
+            LabelTarget::Namespace { name } => {
+                let api: kube::Api<Namespace> = self.all();
+                Ok(self.call(&what, || api.get(name)).await?.metadata)
+            }
+            LabelTarget::Service { namespace, name } => {
+                let api: kube::Api<Service> = self.namespaced(namespace);
+                Ok(self.call(&what, || api.get(name)).await?.metadata)
+            }
+        }
+    }
+
+    async fn set_meta_map(
+        &self,
+        target: &LabelTarget,
+        changes: &[(String, Option<String>)],
+        field: Field,
+    ) -> Result<Vec<LabelOutcome>, ClusterError> {
+        let meta = self.read_meta(target).await?;
+        let current = match field {
+            Field::Labels => meta.labels.unwrap_or_default(),
+            Field::Annotations => meta.annotations.unwrap_or_default(),
+        };
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut patch_map = serde_json::Map::new();
+        for (key, want) in changes {
+            let before = current.get(key).cloned();
+            let changed = before != *want;
+            if changed {
+                patch_map.insert(
+                    key.clone(),
+                    want.clone()
+                        .map_or(serde_json::Value::Null, serde_json::Value::String),
+                );
+            }
+            outcomes.push(LabelOutcome {
+                key: key.clone(),
+                before,
+                after: want.clone(),
+                changed,
+            });
+        }
+        if patch_map.is_empty() {
+            return Ok(outcomes);
+        }
+        let body = json!({ "metadata": { field.name(): patch_map } });
+        let what = format!("patch {} of {}", field.name(), target.describe());
+        tracing::info!(target_object = %target.describe(), patch = %body, dry_run = self.dry_run(), "patching {}", field.name());
+        let pp = self.patch_params();
+        let p = Patch::Merge(&body);
+        match target {
+            LabelTarget::Namespace { name } => {
+                let api: kube::Api<Namespace> = self.all();
+                self.call(&what, || api.patch(name, &pp, &p)).await?;
+            }
+            LabelTarget::Service { namespace, name } => {
+                let api: kube::Api<Service> = self.namespaced(namespace);
+                self.call(&what, || api.patch(name, &pp, &p)).await?;
+            }
+        }
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,417 @@
+//! Per-namespace journal (DESIGN §4): where a namespace is in the migration, every mutation made (with
+//! what rollback needs), the original injection label, the backup reference, gate results and the outcome.
+//!
+//! Format: ConfigMap `journal-<ns>` in the state namespace, data key `journal.json` holding one
+//! [`Record`] (camelCase JSON, `version: 1`), labels `app.kubernetes.io/managed-by=ambient-migrate`,
+//! `ambient-migrate.io/role=journal`, `ambient-migrate.io/namespace=<ns>`. For humans, the Namespace gets
+//! the annotation `ambient-migrate.io/state=<phase>` (best effort).
+//!
+//! Fencing: every write is a `replace` carrying the resourceVersion this handle last read or wrote. A 409
+//! means someone else wrote in between: [`JournalError::Fenced`], the run must stop. (If the stored record
+//! is exactly the one we tried to write, our own earlier attempt landed and its answer was lost; that is
+//! accepted.) The writer's run id (the Lease holder identity) is recorded in every write.
+//!
+//! Dry runs never write the journal (nothing may be persisted, and the state namespace may not exist):
+//! the handle keeps the record in memory.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, ObjectMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ClusterError, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
+use crate::gates::GateResult;
+use crate::steps::{Change, Phase, Step};
+
+/// Data key of the journal ConfigMap.
+pub const JOURNAL_KEY: &str = "journal.json";
+/// Label naming the migrated namespace on state objects.
+pub const NAMESPACE_LABEL: &str = "ambient-migrate.io/namespace";
+/// Annotation on the Namespace showing the phase.
+pub const STATE_ANNOTATION: &str = "ambient-migrate.io/state";
+/// Gate results kept per record (the oldest are dropped; the ConfigMap must stay far below 1 MiB).
+pub const MAX_GATE_RESULTS: usize = 100;
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another writer changed the journal since we read it.
+    #[error(
+        "journal of namespace {namespace} was written by another run ({writer}) since this run read it; stopping (check `ambient-migrate status` and that only one run is active)"
+    )]
+    Fenced { namespace: String, writer: String },
+    /// The stored journal cannot be parsed.
+    #[error(
+        "journal ConfigMap {state_namespace}/{name} is not a valid journal: {message}; inspect it, fix or delete it"
+    )]
+    Corrupt {
+        state_namespace: String,
+        name: String,
+        message: String,
+    },
+    /// Cluster access failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// The injection label found on the namespace before the migration (restored on rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionLabel {
+    /// `istio-injection` or `istio.io/rev`.
+    pub key: String,
+    /// Its value (`enabled`, a revision or a tag).
+    pub value: String,
+}
+
+/// Where the backup of the namespace is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRef {
+    /// `<state ns>/backup-<ns>`.
+    pub config_map: String,
+    /// Local file written, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// When it was taken.
+    pub taken_at: String,
+}
+
+/// One namespace's journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Format version (1).
+    pub version: u32,
+    /// The migrated namespace.
+    pub namespace: String,
+    /// Current phase.
+    pub phase: Phase,
+    /// Steps whose gates passed, in order.
+    #[serde(default)]
+    pub steps_done: Vec<Step>,
+    /// Mutations made, in order (rollback undoes them in reverse).
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    /// The injection label before step 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_injection: Option<InjectionLabel>,
+    /// The backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRef>,
+    /// Gate results (newest last, at most [`MAX_GATE_RESULTS`]).
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    /// Final or current outcome in words ("migrated", "rolled back: probe api failed at step 4").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Run id (Lease holder identity) of the last writer.
+    pub run_id: String,
+    /// Every run id that wrote this record, oldest first.
+    #[serde(default)]
+    pub runs: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Last write time (RFC 3339).
+    pub updated: String,
+    /// Free-form extra data for the engine (settings hash, resume hints).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Record {
+    /// A fresh record in phase `Pending`.
+    pub fn new(namespace: &str, run_id: &str) -> Self {
+        let now = jiff::Timestamp::now().to_string();
+        Record {
+            version: 1,
+            namespace: namespace.to_string(),
+            phase: Phase::Pending,
+            steps_done: Vec::new(),
+            changes: Vec::new(),
+            original_injection: None,
+            backup: None,
+            gates: Vec::new(),
+            outcome: None,
+            run_id: run_id.to_string(),
+            runs: vec![run_id.to_string()],
+            created: now.clone(),
+            updated: now,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Appends a gate result, dropping the oldest beyond [`MAX_GATE_RESULTS`].
+    pub fn push_gate(&mut self, g: GateResult) {
+        self.gates.push(g);
+        if self.gates.len() > MAX_GATE_RESULTS {
+            let excess = self.gates.len() - MAX_GATE_RESULTS;
+            self.gates.drain(..excess);
+        }
+    }
+}
+
+/// Short text for the phase (`pending`, `in-step:restart`, `rolling-back:restart`), used in the Namespace
+/// annotation and in status tables.
+pub fn phase_label(p: &Phase) -> String {
+    fn flat(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    if k == "from" || k == "at" {
+                        flat(v)
+                    } else {
+                        format!("{k}:{}", flat(v))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        }
+    }
+    flat(&serde_json::to_value(p).unwrap_or_default())
+}
+
+/// Name of the journal ConfigMap of `ns`.
+pub fn config_map_name(ns: &str) -> String {
+    format!("journal-{ns}")
+}
+
+/// A handle on one namespace's journal, fenced by the resourceVersion it last read or wrote.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    cluster: Cluster,
+    state_ns: String,
+    run_id: String,
+    resource_version: Option<String>,
+    record: Record,
+}
+
+fn parse(state_ns: &str, cm: &ConfigMap) -> Result<Record, JournalError> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(JOURNAL_KEY))
+        .ok_or_else(|| JournalError::Corrupt {
+            state_namespace: state_ns.to_string(),
+            name: name.clone(),
+            message: format!("no data key {JOURNAL_KEY}"),
+        })?;
+    serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
+        state_namespace: state_ns.to_string(),
+        name,
+        message: e.to_string(),
+    })
+}
+
+impl Journal {
+    /// Loads the journal of `ns`, or creates it (phase `Pending`) when none exists. `run_id` is the Lease
+    /// holder identity of this run.
+    pub async fn load_or_create(
+        cluster: &Cluster,
+        state_ns: &str,
+        ns: &str,
+        run_id: &str,
+    ) -> Result<Journal, JournalError> {
+        let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+        let name = config_map_name(ns);
+        let what = format!("get journal ConfigMap {state_ns}/{name}");
+        let existing = match cluster.get_opt(&api, &what, &name).await {
+            Ok(x) => x,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut j = Journal {
+            cluster: cluster.clone(),
+            state_ns: state_ns.to_string(),
+            run_id: run_id.to_string(),
+            resource_version: None,
+            record: Record::new(ns, run_id),
+        };
+        if let Some(cm) = existing {
+            j.record = parse(state_ns, &cm)?;
+            j.resource_version = cm.metadata.resource_version.clone();
+            return Ok(j);
+        }
+        if cluster.dry_run() {
+            return Ok(j);
+        }
+        cluster.ensure_namespace(state_ns).await?;
+        let cm = j.config_map(&j.record)?;
+        let pp = cluster.post_params();
+        match cluster
+            .call(&format!("create journal ConfigMap {state_ns}/{name}"), || {
+                api.create(&pp, &cm)
+            })
+            .await
+        {
+            Ok(created) => {
+                j.resource_version = created.metadata.resource_version;
+                j.annotate().await;
+                Ok(j)
+            }
+            Err(e) if e.is_already_exists() => {
+                // Another run created it first: fenced unless it is our own create that landed.
+                let cm = cluster.call(&what, || api.get(&name)).await?;
+                let stored = parse(state_ns, &cm)?;
+                if stored == j.record {
+                    j.resource_version = cm.metadata.resource_version;
+                    Ok(j)
+                } else {
+                    Err(JournalError::Fenced {
+                        namespace: ns.to_string(),
+                        writer: stored.run_id,
+                    })
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads the journal of `ns` without creating it.
+    pub async fn load(cluster: &Cluster, state_ns: &str, ns: &str) -> Result<Option<Record>, JournalError> {
+        let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+        let name = config_map_name(ns);
+        let what = format!("get journal ConfigMap {state_ns}/{name}");
+        match cluster.get_opt(&api, &what, &name).await {
+            Ok(Some(cm)) => Ok(Some(parse(state_ns, &cm)?)),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every journal in the state namespace (for `status`), sorted by namespace.
+    pub async fn list_all(cluster: &Cluster, state_ns: &str) -> Result<Vec<Record>, JournalError> {
+        let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+        let lp = ListParams::default().labels(&format!("{ROLE_LABEL}=journal"));
+        let list = match cluster
+            .call(&format!("list journals in {state_ns}"), || api.list(&lp))
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = list
+            .iter()
+            .map(|cm| parse(state_ns, cm))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        Ok(out)
+    }
+
+    /// The current record.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The resourceVersion this handle is fenced on.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// Applies `f` to a copy of the record and writes it with the fencing precondition. On success the
+    /// handle holds the new record; on error it keeps the old one.
+    pub async fn update<F>(&mut self, f: F) -> Result<&Record, JournalError>
+    where
+        F: FnOnce(&mut Record),
+    {
+        let mut next = self.record.clone();
+        f(&mut next);
+        next.updated = jiff::Timestamp::now().to_string();
+        next.run_id = self.run_id.clone();
+        if next.runs.last() != Some(&self.run_id) && !next.runs.contains(&self.run_id) {
+            next.runs.push(self.run_id.clone());
+        }
+        let phase_changed = next.phase != self.record.phase;
+        if self.cluster.dry_run() {
+            self.record = next;
+            return Ok(&self.record);
+        }
+        let ns = next.namespace.clone();
+        let name = config_map_name(&ns);
+        let api: kube::Api<ConfigMap> = self.cluster.namespaced(&self.state_ns);
+        let mut cm = self.config_map(&next)?;
+        cm.metadata.resource_version = self.resource_version.clone();
+        let pp = self.cluster.post_params();
+        let what = format!("write journal ConfigMap {}/{name}", self.state_ns);
+        match self.cluster.call(&what, || api.replace(&name, &pp, &cm)).await {
+            Ok(written) => {
+                self.resource_version = written.metadata.resource_version;
+            }
+            Err(e) if e.is_conflict() || e.is_not_found() => {
+                let current = self.cluster.get_opt(&api, &what, &name).await?;
+                match current {
+                    Some(c) if parse(&self.state_ns, &c).ok().as_ref() == Some(&next) => {
+                        self.resource_version = c.metadata.resource_version;
+                    }
+                    Some(c) => {
+                        let writer = parse(&self.state_ns, &c)
+                            .map(|r| r.run_id)
+                            .unwrap_or_else(|_| "unknown".into());
+                        return Err(JournalError::Fenced {
+                            namespace: ns,
+                            writer,
+                        });
+                    }
+                    None => {
+                        return Err(JournalError::Fenced {
+                            namespace: ns,
+                            writer: "deleted by someone".into(),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.record = next;
+        if phase_changed {
+            self.annotate().await;
+        }
+        Ok(&self.record)
+    }
+
+    async fn annotate(&self) {
+        let target = LabelTarget::Namespace {
+            name: self.record.namespace.clone(),
+        };
+        let v = phase_label(&self.record.phase);
+        if let Err(e) = self
+            .cluster
+            .set_annotations(&target, &[(STATE_ANNOTATION.to_string(), Some(v))])
+            .await
+        {
+            tracing::warn!(namespace = %self.record.namespace, error = %e, "could not annotate the namespace with its state");
+        }
+    }
+
+    fn config_map(&self, rec: &Record) -> Result<ConfigMap, JournalError> {
+        let text = serde_json::to_string_pretty(rec).map_err(|e| JournalError::Corrupt {
+            state_namespace: self.state_ns.clone(),
+            name: config_map_name(&rec.namespace),
+            message: e.to_string(),
+        })?;
+        Ok(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(config_map_name(&rec.namespace)),
+                namespace: Some(self.state_ns.clone()),
+                labels: Some(
+                    [
+                        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                        (ROLE_LABEL.to_string(), "journal".to_string()),
+                        (NAMESPACE_LABEL.to_string(), rec.namespace.clone()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            data: Some([(JOURNAL_KEY.to_string(), text)].into()),
+            ..Default::default()
+        })
+    }
+}

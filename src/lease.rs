@@ -1,0 +1,392 @@
+//! The fleet lock (DESIGN §4): a `coordination.k8s.io/v1` Lease `ambient-migrate` in the state namespace.
+//!
+//! - [`acquire`] creates the Lease, takes it over when it is free (no holder) or expired (`renewTime +
+//!   leaseDurationSeconds < now`), or fails with [`LeaseError::HeldBy`] **without writing anything**
+//!   (upstream maps that to exit code 5).
+//! - A background task renews it every `duration / 3` with a resourceVersion precondition (a replace, so a
+//!   concurrent writer makes our renew fail with 409 instead of silently overwriting).
+//! - Mutating code calls [`LeaseGuard::check`] before each mutation: it fails as soon as the lease cannot be
+//!   proven held, i.e. another holder was seen, or no renew succeeded within the renew deadline
+//!   (`2/3 * duration`, client-go's LeaseDuration/RenewDeadline ratio), measured on the local monotonic clock.
+//! - [`LeaseGuard::release`] clears `holderIdentity` (keeping the object, like client-go's
+//!   `ReleaseOnCancel`); dropping an unreleased guard stops renewing and releases in the background.
+//! - Dry-run runs never write the Lease: [`acquire`] only checks that nobody else holds it.
+//!
+//! Identity: `<hostname>-<uuid>` (Argo Rollouts uses `hostname_<uuid>` so two processes on one host differ).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::ObjectMeta;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, ClusterError, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Name of the fleet Lease.
+pub const LEASE_NAME: &str = "ambient-migrate";
+
+/// Lease errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another run holds the lease and it has not expired.
+    #[error(
+        "another ambient-migrate run holds Lease {namespace}/{name} (holder {holder}, last renewed {renew_time}); wait for it to finish, or delete the Lease if that run is known to be dead"
+    )]
+    HeldBy {
+        namespace: String,
+        name: String,
+        holder: String,
+        renew_time: String,
+    },
+    /// We cannot prove we still hold the lease: stop mutating.
+    #[error("lost Lease {namespace}/{name}: {reason}; stopping before the next mutation, rerun to resume")]
+    Lost {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    /// Cluster access failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Lease settings.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// State namespace holding the Lease.
+    pub namespace: String,
+    /// Lease name.
+    pub name: String,
+    /// `leaseDurationSeconds` (renewed every third of it).
+    pub duration: Duration,
+    /// Holder identity (also the journal's run id).
+    pub identity: String,
+}
+
+impl LeaseConfig {
+    /// Defaults: Lease `ambient-migrate`, 30 s, identity `<hostname>-<uuid>`.
+    pub fn new(namespace: &str) -> Self {
+        LeaseConfig {
+            namespace: namespace.to_string(),
+            name: LEASE_NAME.to_string(),
+            duration: Duration::from_secs(30),
+            identity: new_identity(),
+        }
+    }
+}
+
+/// `<hostname>-<uuid>`.
+pub fn new_identity() -> String {
+    format!("{}-{}", crate::cluster::hostname(), uuid::Uuid::new_v4())
+}
+
+#[derive(Debug)]
+struct State {
+    /// Start of the last successful renew (monotonic).
+    renewed_at: Instant,
+    lost: Option<String>,
+}
+
+/// Proof of holding the fleet Lease. Check it before every mutation.
+pub struct LeaseGuard {
+    cluster: Cluster,
+    cfg: LeaseConfig,
+    state: Arc<Mutex<State>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    released: bool,
+    virtual_only: bool,
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("cfg", &self.cfg)
+            .field("virtual_only", &self.virtual_only)
+            .finish()
+    }
+}
+
+fn lease_time(l: &Lease) -> Option<jiff::Timestamp> {
+    l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
+}
+
+fn holder(l: &Lease) -> Option<String> {
+    l.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())
+}
+
+fn expired(l: &Lease, now: jiff::Timestamp) -> bool {
+    let Some(spec) = l.spec.as_ref() else { return true };
+    let Some(renew) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let dur = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    renew.0 + jiff::SignedDuration::from_secs(dur) < now
+}
+
+fn held_by(cfg: &LeaseConfig, l: &Lease) -> LeaseError {
+    LeaseError::HeldBy {
+        namespace: cfg.namespace.clone(),
+        name: cfg.name.clone(),
+        holder: holder(l).unwrap_or_default(),
+        renew_time: lease_time(l)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "never".into()),
+    }
+}
+
+fn duration_secs(d: Duration) -> i32 {
+    i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+/// Acquires the fleet Lease (see the module docs). Writes nothing when another unexpired holder has it.
+pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, LeaseError> {
+    let api: kube::Api<Lease> = cluster.namespaced(&cfg.namespace);
+    let what = format!("get Lease {}/{}", cfg.namespace, cfg.name);
+    let start = Instant::now();
+    let existing = match cluster.get_opt(&api, &what, &cfg.name).await {
+        Ok(l) => l,
+        // The state namespace may not exist yet: no Lease.
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let now = jiff::Timestamp::now();
+    if let Some(l) = &existing
+        && let Some(h) = holder(l)
+        && h != cfg.identity
+        && !expired(l, now)
+    {
+        return Err(held_by(&cfg, l));
+    }
+    if cluster.dry_run() {
+        tracing::info!(lease = %cfg.name, "dry run: the Lease is free; not writing it");
+        return Ok(LeaseGuard {
+            cluster: cluster.clone(),
+            cfg,
+            state: Arc::new(Mutex::new(State {
+                renewed_at: start,
+                lost: None,
+            })),
+            renewer: None,
+            released: false,
+            virtual_only: true,
+        });
+    }
+    let micro = MicroTime(now);
+    let written = match existing {
+        None => {
+            cluster.ensure_namespace(&cfg.namespace).await?;
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    namespace: Some(cfg.namespace.clone()),
+                    labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(cfg.identity.clone()),
+                    lease_duration_seconds: Some(duration_secs(cfg.duration)),
+                    acquire_time: Some(micro.clone()),
+                    renew_time: Some(micro),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            let pp = cluster.post_params();
+            match cluster
+                .call(&format!("create Lease {}/{}", cfg.namespace, cfg.name), || {
+                    api.create(&pp, &lease)
+                })
+                .await
+            {
+                Ok(l) => l,
+                Err(e) if e.is_already_exists() => {
+                    let l = cluster.call(&what, || api.get(&cfg.name)).await?;
+                    if holder(&l).as_deref() == Some(cfg.identity.as_str()) {
+                        l
+                    } else {
+                        return Err(held_by(&cfg, &l));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Some(mut l) => {
+            let ours = holder(&l).as_deref() == Some(cfg.identity.as_str());
+            let spec = l.spec.get_or_insert_with(Default::default);
+            if !ours {
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                spec.acquire_time = Some(micro.clone());
+                tracing::info!(previous = ?spec.holder_identity, "taking over a free or expired Lease");
+            }
+            spec.holder_identity = Some(cfg.identity.clone());
+            spec.lease_duration_seconds = Some(duration_secs(cfg.duration));
+            spec.renew_time = Some(micro);
+            let pp = cluster.post_params();
+            match cluster
+                .call(&format!("take over Lease {}/{}", cfg.namespace, cfg.name), || {
+                    api.replace(&cfg.name, &pp, &l)
+                })
+                .await
+            {
+                Ok(l) => l,
+                Err(e) if e.is_conflict() => {
+                    // Someone else wrote it between our read and our write.
+                    let l = cluster.call(&what, || api.get(&cfg.name)).await?;
+                    if holder(&l).as_deref() == Some(cfg.identity.as_str()) {
+                        l
+                    } else {
+                        return Err(held_by(&cfg, &l));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    tracing::debug!(resource_version = ?written.metadata.resource_version, "Lease written");
+    let state = Arc::new(Mutex::new(State {
+        renewed_at: start,
+        lost: None,
+    }));
+    let renewer = tokio::spawn(renew_loop(cluster.clone(), cfg.clone(), state.clone()));
+    tracing::info!(lease = %cfg.name, holder = %cfg.identity, "acquired the fleet Lease");
+    Ok(LeaseGuard {
+        cluster: cluster.clone(),
+        cfg,
+        state,
+        renewer: Some(renewer),
+        released: false,
+        virtual_only: false,
+    })
+}
+
+async fn renew_loop(cluster: Cluster, cfg: LeaseConfig, state: Arc<Mutex<State>>) {
+    let api: kube::Api<Lease> = cluster.namespaced(&cfg.namespace);
+    let period = cfg.duration / 3;
+    let what = format!("renew Lease {}/{}", cfg.namespace, cfg.name);
+    loop {
+        tokio::time::sleep(period).await;
+        let attempt_start = Instant::now();
+        let res = async {
+            let mut l = cluster.call(&what, || api.get(&cfg.name)).await?;
+            // Only we write our identity, so a changed resourceVersion with our identity is our own
+            // earlier write (for example a renew retried after a lost answer).
+            if holder(&l).as_deref() != Some(cfg.identity.as_str()) {
+                return Ok(Err(format!(
+                    "the Lease was written by someone else (holder now {:?})",
+                    holder(&l).unwrap_or_default()
+                )));
+            }
+            l.spec.get_or_insert_with(Default::default).renew_time = Some(MicroTime(jiff::Timestamp::now()));
+            let pp = cluster.post_params();
+            match cluster.call(&what, || api.replace(&cfg.name, &pp, &l)).await {
+                Ok(_) => Ok(Ok(())),
+                Err(e) if e.is_conflict() => {
+                    Ok(Err("a concurrent write to the Lease won (409 Conflict)".into()))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        match res {
+            Ok(Ok(())) => st.renewed_at = attempt_start,
+            Ok(Err(reason)) => {
+                tracing::error!(lease = %cfg.name, %reason, "lost the fleet Lease");
+                st.lost = Some(reason);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = %cfg.name, error = %e, "could not renew the fleet Lease; retrying")
+            }
+        }
+    }
+}
+
+impl LeaseGuard {
+    /// Ok while the lease is provably held: no other holder seen and a renew succeeded within the renew
+    /// deadline (2/3 of the lease duration).
+    pub fn check(&self) -> Result<(), LeaseError> {
+        if self.virtual_only {
+            return Ok(());
+        }
+        let lost = |reason: String| LeaseError::Lost {
+            namespace: self.cfg.namespace.clone(),
+            name: self.cfg.name.clone(),
+            reason,
+        };
+        if self.released {
+            return Err(lost("already released".into()));
+        }
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = &st.lost {
+            return Err(lost(r.clone()));
+        }
+        let deadline = self.cfg.duration * 2 / 3;
+        let since = st.renewed_at.elapsed();
+        if since > deadline {
+            return Err(lost(format!(
+                "no successful renew for {since:?} (renew deadline {deadline:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The holder identity (the run id recorded in journals).
+    pub fn identity(&self) -> &str {
+        &self.cfg.identity
+    }
+
+    /// Stops renewing and clears the holder so the next run can start at once.
+    pub async fn release(mut self) -> Result<(), LeaseError> {
+        self.released = true;
+        if let Some(t) = self.renewer.take() {
+            t.abort();
+        }
+        if self.virtual_only {
+            return Ok(());
+        }
+        release_lease(&self.cluster, &self.cfg).await
+    }
+}
+
+async fn release_lease(cluster: &Cluster, cfg: &LeaseConfig) -> Result<(), LeaseError> {
+    let api: kube::Api<Lease> = cluster.namespaced(&cfg.namespace);
+    let what = format!("release Lease {}/{}", cfg.namespace, cfg.name);
+    let Some(mut l) = cluster.get_opt(&api, &what, &cfg.name).await? else {
+        return Ok(());
+    };
+    if holder(&l).as_deref() != Some(cfg.identity.as_str()) {
+        return Ok(());
+    }
+    if let Some(spec) = l.spec.as_mut() {
+        spec.holder_identity = None;
+    }
+    let pp = cluster.post_params();
+    match cluster.call(&what, || api.replace(&cfg.name, &pp, &l)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_conflict() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.renewer.take() {
+            t.abort();
+        }
+        if !self.released
+            && !self.virtual_only
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let cluster = self.cluster.clone();
+            let cfg = self.cfg.clone();
+            rt.spawn(async move {
+                if let Err(e) = release_lease(&cluster, &cfg).await {
+                    tracing::warn!(error = %e, "could not release the fleet Lease on drop");
+                }
+            });
+        }
+    }
+}
