@@ -12,8 +12,8 @@
 //! ztunnel pods there opt out with `sidecar.istio.io/inject: "false"` in real charts).
 //!
 //! Native sidecars: `detectNativeSidecar` (`pkg/kube/inject/webhook.go`): mode `true`/`false`, or `auto`
-//! = the pod's node kubelet is >= 1.33 when `spec.nodeName` is set, otherwise every node must be
-//! >= 1.33. Pods of Deployments are not scheduled at admission, so in a mixed cluster `auto` injects
+//! = the pod's node kubelet is at least 1.33 when `spec.nodeName` is set, otherwise every node must
+//! be at least 1.33. Pods of Deployments are not scheduled at admission, so in a mixed cluster `auto` injects
 //! classic sidecars, exactly as on a real cluster. Per-pod annotation `sidecar.istio.io/nativeSidecar`
 //! overrides. The injected shape follows `manifests/charts/istio-control/istio-discovery/files/
 //! injection-template.yaml`.
@@ -161,10 +161,7 @@ pub fn inject_required(settings: &Settings, ns: &str, pod: &Value) -> bool {
         // "The label is the new API; if both are present we prefer the label".
         selector = l.to_string();
     }
-    match selector.to_lowercase().as_str() {
-        "y" | "yes" | "true" | "on" | "" => true,
-        _ => false,
-    }
+    matches!(selector.to_lowercase().as_str(), "y" | "yes" | "true" | "on" | "")
 }
 
 fn kubelet_minor(v: &str) -> Option<u64> {

@@ -98,18 +98,17 @@ pub fn split_words(s: &str) -> Vec<String> {
     out
 }
 
-/// Runs curl from the pod through the traffic model.
-fn run_curl(_sim: &Sim, _namespace: &str, _pod: &str, argv: &[String]) -> CommandOutput {
-    // The traffic model's curl (`crate::traffic::curl::run`) is not available in this build.
-    let url = argv
-        .iter()
-        .find(|a| a.contains("://"))
-        .cloned()
-        .unwrap_or_default();
+/// Runs curl from the pod through the traffic model (`traffic::curl`, helper C's module).
+fn run_curl(sim: &Sim, namespace: &str, pod: &str, argv: &[String]) -> CommandOutput {
+    let source = crate::traffic::Source::Pod {
+        namespace: namespace.to_string(),
+        name: pod.to_string(),
+    };
+    let out = crate::traffic::curl::run(sim, source, argv);
     CommandOutput {
-        exit_code: 7,
-        stdout: String::new(),
-        stderr: format!("curl: (7) Failed to connect to {url}: meshsim traffic model unavailable\n"),
+        exit_code: out.exit_code,
+        stdout: out.stdout,
+        stderr: out.stderr,
     }
 }
 

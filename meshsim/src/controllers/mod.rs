@@ -48,9 +48,9 @@ pub fn install(sim: &Sim) -> anyhow::Result<()> {
     install::install(sim)?;
     let key = Arc::as_ptr(&sim.store) as usize;
     let mut reg = injector_registry().lock().unwrap_or_else(|e| e.into_inner());
-    if !reg.contains_key(&key) {
+    if let std::collections::hash_map::Entry::Vacant(e) = reg.entry(key) {
         let inj = injector::Injector::new(sim.settings.clone());
-        reg.insert(key, inj.down.clone());
+        e.insert(inj.down.clone());
         sim.store.add_admission(Arc::new(inj));
     }
     Ok(())

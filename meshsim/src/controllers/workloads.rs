@@ -180,7 +180,7 @@ fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, now: u64) {
                 None,
             );
         }
-    } else if !paused && !(recreate && all.iter().any(|r| r.replicas > 0)) {
+    } else if !paused && (!recreate || all.iter().all(|r| r.replicas == 0)) {
         let old_total: i64 = all.iter().map(|r| r.replicas).sum();
         let initial = if recreate {
             replicas
@@ -514,19 +514,18 @@ fn rolling_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64, 
     }
     // cleanupUnhealthyReplicas (oldest first)
     let mut cleaned = 0;
-    for i in 0..all.len() {
+    for (i, r) in all.iter_mut().enumerate() {
         if i == ni || cleaned >= max_scaled_down {
             continue;
         }
-        let avail = st(all[i].obj, "availableReplicas");
-        if all[i].replicas <= avail {
+        let avail = st(r.obj, "availableReplicas");
+        if r.replicas <= avail {
             continue;
         }
-        let down = (max_scaled_down - cleaned).min(all[i].replicas - avail);
+        let down = (max_scaled_down - cleaned).min(r.replicas - avail);
         if down > 0 {
-            let from = all[i].replicas;
-            scale_rs(sim, d, all[i].obj, from, from - down);
-            all[i].replicas -= down;
+            scale_rs(sim, d, r.obj, r.replicas, r.replicas - down);
+            r.replicas -= down;
             cleaned += down;
         }
     }
@@ -537,14 +536,13 @@ fn rolling_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64, 
     }
     let total = available - min_available;
     let mut done = 0;
-    for i in 0..all.len() {
-        if i == ni || done >= total || all[i].replicas == 0 {
+    for (i, r) in all.iter_mut().enumerate() {
+        if i == ni || done >= total || r.replicas == 0 {
             continue;
         }
-        let down = all[i].replicas.min(total - done);
-        let from = all[i].replicas;
-        scale_rs(sim, d, all[i].obj, from, from - down);
-        all[i].replicas -= down;
+        let down = r.replicas.min(total - done);
+        scale_rs(sim, d, r.obj, r.replicas, r.replicas - down);
+        r.replicas -= down;
         done += down;
     }
 }
@@ -817,14 +815,15 @@ fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
     let partition = s["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
         .as_i64()
         .unwrap_or(0);
-    if rolling && all_ready && extra.is_empty() {
-        if let Some(p) = (partition..replicas)
+    if rolling
+        && all_ready
+        && extra.is_empty()
+        && let Some(p) = (partition..replicas)
             .rev()
             .filter_map(|i| by_ord.get(&i))
             .find(|p| rev_of(p) != update_rev)
-        {
-            delete_pod_gracefully(sim, p, SSC);
-        }
+    {
+        delete_pod_gracefully(sim, p, SSC);
     }
     let active: Vec<&Value> = pods.iter().copied().filter(|p| pod_active(p)).collect();
     let min_ready = s["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
