@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
 
-/// A duration written like `"5s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"`; a bare integer means seconds.
+/// A duration written like `"5s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"` (a unit is required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
@@ -21,7 +21,7 @@ pub struct DurationError {
     pub why: String,
 }
 
-/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`, `"10"` (seconds).
+/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`; unitless numbers are rejected (ambiguous).
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let err = |why: &str| DurationError {
         input: s.to_string(),
@@ -94,16 +94,8 @@ impl Serialize for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
+        let t = String::deserialize(d)?;
+        t.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -639,9 +631,16 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration(" 10 ").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration(" 10s ").unwrap(), Duration::from_secs(10));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5").is_ok());
+        assert!(
+            parse_duration("5")
+                .unwrap_err()
+                .to_string()
+                .contains("missing unit")
+        );
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("-3s").is_err());
         assert!(
             parse_duration("5x")
                 .unwrap_err()
@@ -655,8 +654,7 @@ mod tests {
         assert_eq!(Dur::secs(0).to_string(), "0s");
         let d: Dur = serde_json::from_value(json!("250ms")).unwrap();
         assert_eq!(d, Dur::millis(250));
-        let d: Dur = serde_json::from_value(json!(7)).unwrap();
-        assert_eq!(d, Dur::secs(7));
+        assert!(serde_json::from_value::<Dur>(json!(7)).is_err());
         assert_eq!(serde_json::to_value(Dur::secs(7)).unwrap(), json!("7s"));
         assert!(serde_json::from_value::<Dur>(json!("abc")).is_err());
     }
