@@ -401,3 +401,17 @@ fn plan_options_follow_the_namespace_settings() {
         "from the job probe's source"
     );
 }
+
+#[test]
+fn shipped_ci_configs_are_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    load(Some(root.join("ci/fleet.toml")), &[], &[]).unwrap();
+    // the config embedded in the CronJob's ConfigMap
+    let cm: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("ci/k8s/configmap.yaml")).unwrap())
+            .unwrap();
+    let text = cm["data"]["config.toml"].as_str().expect("data.config.toml");
+    let (_d, path) = file("toml", text);
+    let s = load(Some(path), &[], &[]).unwrap();
+    assert_eq!(s.reports.dir, PathBuf::from("/reports"));
+}
