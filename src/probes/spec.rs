@@ -32,10 +32,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         return Err(err("empty"));
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| err("number too large"));
+        return Err(err("missing unit"));
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
