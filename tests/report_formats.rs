@@ -84,14 +84,22 @@ fn example() -> RunReport {
     shop.outcome = NamespaceOutcome::Migrated;
     shop.phase = Some(Phase::Migrated);
     shop.observability = Some(ObservabilityReport::from_findings(
-        &[Finding::new(
-            Severity::Warning,
-            "monitor-merged-endpoint",
-            ObjRef::new("monitoring.coreos.com/v1", "PodMonitor", "shop", "cart"),
-            "PodMonitor cart scrapes the sidecar's merged endpoint",
-            "point it at the application's metrics port",
-        )],
-        vec!["cart-7d9f-abcde".into()],
+        &[
+            Finding::new(
+                Severity::Warning,
+                "monitor-merged-endpoint",
+                ObjRef::new("monitoring.coreos.com/v1", "PodMonitor", "shop", "cart"),
+                "PodMonitor cart scrapes the sidecar's merged endpoint",
+                "point it at the application's metrics port",
+            ),
+            Finding::new(
+                Severity::Warning,
+                "prometheus-merge",
+                ObjRef::namespace("shop"),
+                "pods [\"cart-7d9f-abcde\", \"web-1\"] expose merged metrics on :15020/stats/prometheus",
+                "scrape ztunnel and waypoint pods",
+            ),
+        ],
         true,
     ));
 
@@ -446,7 +454,11 @@ fn markdown_has_table_reasons_and_a_gantt_per_namespace() {
         md.contains("reporter=\\\"waypoint\\\"") || md.contains("reporter=\"waypoint\""),
         "{md}"
     );
-    assert!(md.contains("`cart-7d9f-abcde`"), "{md}");
+    assert!(
+        md.contains("`cart-7d9f-abcde`, `web-1`"),
+        "pods parsed from the prometheus-merge finding: {md}"
+    );
+    assert!(md.contains("PodMonitor/shop/cart"), "{md}");
 
     // the Mermaid Gantt block
     let start = md.find("```mermaid\ngantt\n").expect("mermaid gantt block");

@@ -353,27 +353,47 @@ impl ObservabilityReport {
         v
     }
 
-    /// Builds the report from preflight findings (`prometheus-merge`, `monitor-merged-endpoint`) and the
-    /// pods seen before the restart; `None` when there is nothing to say.
-    pub fn from_findings(
-        findings: &[Finding],
-        merged_metrics_pods: Vec<String>,
-        with_waypoint: bool,
-    ) -> Self {
+    /// Builds the report from preflight findings: `prometheus-merge` (pods scraped through the sidecar; the
+    /// pod names are read from the finding's message, `pods ["a", "b"] expose ...`) and
+    /// `monitor-merged-endpoint` (one per monitor object).
+    pub fn from_findings(findings: &[Finding], with_waypoint: bool) -> Self {
+        use crate::assess::preflight::codes;
         let monitors = findings
             .iter()
-            .filter(|f| f.code == crate::assess::preflight::codes::MONITOR_MERGED_ENDPOINT)
+            .filter(|f| f.code == codes::MONITOR_MERGED_ENDPOINT)
             .map(|f| MonitorNote {
                 object: f.object.clone(),
                 message: f.message.clone(),
                 fix: f.fix.clone(),
             })
             .collect();
+        let mut merged_metrics_pods: Vec<String> = findings
+            .iter()
+            .filter(|f| f.code == codes::PROMETHEUS_MERGE)
+            .filter_map(|f| {
+                let list = f.message.split_once('[')?.1.split_once(']')?.0;
+                Some(
+                    list.split(',')
+                        .map(|p| p.trim().trim_matches('"').to_string())
+                        .filter(|p| !p.is_empty()),
+                )
+            })
+            .flatten()
+            .collect();
+        merged_metrics_pods.sort();
+        merged_metrics_pods.dedup();
         ObservabilityReport {
             merged_metrics_pods,
             monitors,
             reporter_changes: Self::standard_reporter_changes(with_waypoint),
         }
+    }
+
+    /// Replaces the merged-metrics pod list (e.g. with [`ObservabilityReport::merged_metrics_pods`] of the
+    /// pods seen before the restart).
+    pub fn with_merged_pods(mut self, pods: Vec<String>) -> Self {
+        self.merged_metrics_pods = pods;
+        self
     }
 
     /// Pods (JSON objects) whose scrape annotations point at the sidecar's merged endpoint: the webhook
