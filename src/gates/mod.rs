@@ -3,6 +3,7 @@
 //! objects; these functions decide.
 
 pub mod pods;
+pub mod policies;
 pub mod rollout;
 pub mod waypoint;
 
