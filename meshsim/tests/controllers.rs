@@ -1025,3 +1025,20 @@ async fn system_daemonsets_and_statefulsets() {
         get(sim, "", "nodes", "", "node-2").unwrap()["status"]["nodeInfo"]["kubeletVersion"] == "v1.33.2"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_of_250_deployments_becomes_ready() {
+    let yaml = fixtures::generate_fleet(50, 5, 2);
+    let t0 = Instant::now();
+    let env = start(settings(), vec![], &yaml);
+    let sim = &env.sim;
+    wait_until("fleet ready", 60, || {
+        let (ds, _) = sim.store.list(resources::id("apps", "deployments"), None);
+        ds.iter().filter(|d| d["metadata"]["namespace"].as_str().unwrap_or("").starts_with("fleet-")).count() == 250
+            && ds.iter().all(|d| rollout_status(d) == Ok(true))
+    })
+    .await;
+    let took = t0.elapsed();
+    eprintln!("fleet of 250 deployments / 500 pods ready in {took:?}");
+    assert!(took < Duration::from_secs(30), "too slow: {took:?}");
+}
