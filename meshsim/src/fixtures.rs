@@ -53,3 +53,51 @@ pub fn parse_text(text: &str, origin: &str) -> anyhow::Result<Vec<(ResId, Value)
     }
     Ok(out)
 }
+
+/// A fleet fixture for benchmarks and demos: `namespaces` namespaces `fleet-NNN` labelled
+/// `istio-injection=enabled`, each with `deployments` echo Deployments `app-N` (labels `app`, `version=v1`,
+/// own ServiceAccount, container port 8080) and a Service `app-N` (port 80 named `http` -> 8080).
+/// Multi-document YAML, as [`parse_text`] reads it.
+pub fn generate_fleet(namespaces: usize, deployments: usize, replicas: u32) -> String {
+    let mut out = String::new();
+    for n in 0..namespaces {
+        let ns = format!("fleet-{n:03}");
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    istio-injection: enabled\n"
+        ));
+        for d in 0..deployments {
+            let app = format!("app-{d}");
+            out.push_str(&format!(
+                "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {app}\n  namespace: {ns}\n"
+            ));
+            out.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\n  namespace: {ns}\n  labels:\n    app: {app}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {app}\n  template:\n    metadata:\n      labels:\n        app: {app}\n        version: v1\n    spec:\n      serviceAccountName: {app}\n      containers:\n      - name: echo\n        image: meshsim/echo:latest\n        ports:\n        - containerPort: 8080\n          name: http\n"
+            ));
+            out.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\n  namespace: {ns}\n  labels:\n    app: {app}\nspec:\n  selector:\n    app: {app}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_fleet_parses() {
+        let text = generate_fleet(2, 3, 2);
+        let objs = parse_text(&text, "fleet").unwrap();
+        assert_eq!(objs.len(), 2 * (1 + 3 * 3));
+        let dep = objs
+            .iter()
+            .find(|(_, o)| o["kind"] == "Deployment")
+            .map(|(_, o)| o)
+            .unwrap();
+        assert_eq!(dep["spec"]["replicas"], 2);
+        assert_eq!(dep["spec"]["template"]["spec"]["serviceAccountName"], "app-0");
+        let ns = &objs[0].1;
+        assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+    }
+}

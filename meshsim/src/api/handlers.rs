@@ -1,0 +1,485 @@
+//! Verb handlers for resource URLs: get, list, watch (in [`super::watch`]), create, update, patch, delete,
+//! deletecollection, the `status` subresource and `pods/log`. Semantics follow
+//! `k8s.io/apiserver/pkg/endpoints/handlers` (create.go, update.go, patch.go, delete.go, get.go).
+
+use std::sync::Arc;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::patch::{self, PatchKind};
+use super::routing::ResourcePath;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::table::{self, IncludeObject};
+use super::{Req, Resp, error_response, json_response, status_response, text_response};
+use crate::Sim;
+use crate::accounting::short_agent;
+use crate::store::{Propagation, StoreError, Target, WriteOpts};
+
+/// Entry point for resource URLs.
+pub async fn handle(sim: &Arc<Sim>, req: &Req, p: &ResourcePath) -> Resp {
+    let result = match (&req.method, p.name.is_some()) {
+        (&Method::GET, _) if req.is_watch() => return super::watch::start(sim, req, p),
+        (&Method::GET, true) => get(sim, req, p),
+        (&Method::GET, false) => list(sim, req, p),
+        (&Method::POST, false) => create(sim, req, p),
+        (&Method::PUT, true) => update(sim, req, p),
+        (&Method::PATCH, true) => patch(sim, req, p),
+        (&Method::DELETE, true) => delete(sim, req, p),
+        (&Method::DELETE, false) => delete_collection(sim, req, p),
+        _ => Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            &format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                req.method, req.path
+            ),
+        )),
+    };
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+fn bad(message: impl Into<String>) -> StoreError {
+    StoreError::BadRequest {
+        message: message.into(),
+    }
+}
+
+fn ns_of(p: &ResourcePath) -> &str {
+    p.namespace.as_deref().unwrap_or("")
+}
+
+fn name_of(p: &ResourcePath) -> &str {
+    p.name.as_deref().unwrap_or("")
+}
+
+fn write_opts(req: &Req, apply: bool) -> WriteOpts {
+    let manager = req
+        .q("fieldManager")
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            let a = short_agent(&req.user_agent);
+            (!a.is_empty()).then(|| a.to_string())
+        });
+    WriteOpts {
+        dry_run: req.dry_run(),
+        field_manager: manager,
+        apply,
+    }
+}
+
+fn target(p: &ResourcePath) -> Target {
+    if p.sub.as_deref() == Some("status") {
+        Target::Status
+    } else {
+        Target::Main
+    }
+}
+
+/// Parses a JSON (or YAML) body.
+fn parse_body(req: &Req) -> Result<Value, StoreError> {
+    let ct = req.content_type.split(';').next().unwrap_or("").trim();
+    if ct.contains("yaml") {
+        let text = std::str::from_utf8(&req.body).map_err(|e| bad(format!("body is not UTF-8: {e}")))?;
+        serde_saphyr::from_str(text).map_err(|e| bad(format!("error decoding YAML body: {e}")))
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding JSON body: {e}")))
+    }
+}
+
+fn not_acceptable_kind(p: &ResourcePath, obj: &Value) -> Result<(), StoreError> {
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != p.rt.kind
+    {
+        return Err(bad(format!(
+            "the kind in the body ({kind}) does not match the kind of the URL ({})",
+            p.rt.kind
+        )));
+    }
+    Ok(())
+}
+
+/// Fills or checks the body namespace against the URL (create and update handlers do the same).
+fn reconcile_namespace(p: &ResourcePath, obj: &mut Value) -> Result<(), StoreError> {
+    if !p.rt.namespaced {
+        return Ok(());
+    }
+    let url_ns = p
+        .namespace
+        .as_deref()
+        .ok_or_else(|| bad("a namespace is required in the URL for a namespaced resource"))?;
+    match obj["metadata"].get("namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() && ns != url_ns => Err(bad(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            if !obj.get("metadata").is_some_and(Value::is_object) {
+                obj["metadata"] = json!({});
+            }
+            obj["metadata"]["namespace"] = json!(url_ns);
+            Ok(())
+        }
+    }
+}
+
+fn object_response(req: &Req, p: &ResourcePath, code: u16, obj: &Value) -> Resp {
+    if table::wants_table(&req.accept) && p.sub.is_none() {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        let rv = obj["metadata"]["resourceVersion"].clone();
+        return json_response(
+            code,
+            &table::table(
+                p.rt,
+                std::slice::from_ref(obj),
+                json!({"resourceVersion": rv}),
+                include,
+            ),
+        );
+    }
+    json_response(code, obj)
+}
+
+fn get(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    let obj = sim
+        .store
+        .get(p.rt.id(), ns_of(p), name_of(p))
+        .ok_or_else(|| StoreError::NotFound {
+            resource: crate::store::qualified(p.rt.id()),
+            name: name_of(p).to_string(),
+        })?;
+    if p.sub.as_deref() == Some("log") {
+        let mut text = sim.logs.get(ns_of(p), name_of(p)).unwrap_or_default();
+        if let Some(n) = req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(n);
+            text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+        }
+        return Ok(text_response(200, text));
+    }
+    Ok(object_response(req, p, 200, &obj))
+}
+
+/// Label and field selectors of a request (400 on bad syntax).
+pub fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), StoreError> {
+    let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))
+        .map_err(|e| bad(format!("unable to parse labelSelector: {e}")))?;
+    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""))
+        .map_err(|e| bad(format!("unable to parse fieldSelector: {e}")))?;
+    Ok((labels, fields))
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The opaque continue token: hex of `<rv>\n<namespace>\n<name>` of the last item returned.
+fn continue_token(rv: u64, obj: &Value) -> String {
+    let m = &obj["metadata"];
+    hex(&format!(
+        "{rv}\n{}\n{}",
+        m["namespace"].as_str().unwrap_or(""),
+        m["name"].as_str().unwrap_or("")
+    ))
+}
+
+fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.is_some() {
+        return Err(bad("subresources cannot be listed"));
+    }
+    let (labels, fields) = selectors(req)?;
+    let (items, rv) = sim.store.list(p.rt.id(), p.namespace.as_deref());
+    let after: Option<(String, String)> = match req.q("continue").filter(|c| !c.is_empty()) {
+        Some(tok) => {
+            let decoded = unhex(tok).ok_or_else(|| bad("continue key is not valid"))?;
+            let mut parts = decoded.splitn(3, '\n');
+            let _rv = parts.next();
+            let ns = parts.next().ok_or_else(|| bad("continue key is not valid"))?;
+            let name = parts.next().ok_or_else(|| bad("continue key is not valid"))?;
+            Some((ns.to_string(), name.to_string()))
+        }
+        None => None,
+    };
+    let mut matching: Vec<Value> = items
+        .into_iter()
+        .filter(|o| {
+            after.as_ref().is_none_or(|(ans, aname)| {
+                let m = &o["metadata"];
+                let key = (
+                    m["namespace"].as_str().unwrap_or(""),
+                    m["name"].as_str().unwrap_or(""),
+                );
+                key > (ans.as_str(), aname.as_str())
+            })
+        })
+        .filter(|o| labels.matches(o) && fields.matches(o))
+        .collect();
+    let limit = req
+        .q("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = limit
+        && matching.len() > limit
+    {
+        let remaining = matching.len() - limit;
+        matching.truncate(limit);
+        meta["continue"] = json!(continue_token(rv, &matching[limit - 1]));
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    if table::wants_table(&req.accept) {
+        let include = IncludeObject::parse(req.q("includeObject"));
+        return Ok(json_response(200, &table::table(p.rt, &matching, meta, include)));
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", p.rt.kind),
+            "apiVersion": p.rt.api_version(),
+            "metadata": meta,
+            "items": matching,
+        }),
+    ))
+}
+
+fn create(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.is_some() {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "create is not allowed on a subresource",
+        ));
+    }
+    if p.rt.namespaced && p.namespace.is_none() {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let mut obj = parse_body(req)?;
+    if !obj.is_object() {
+        return Err(bad("the body of the request was not an object"));
+    }
+    not_acceptable_kind(p, &obj)?;
+    reconcile_namespace(p, &mut obj)?;
+    let created = sim.store.create(p.rt.id(), obj, &write_opts(req, false))?;
+    Ok(object_response(req, p, 201, &created))
+}
+
+fn update(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.as_deref() == Some("log") {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "pods/log only supports get",
+        ));
+    }
+    let mut obj = parse_body(req)?;
+    if !obj.is_object() {
+        return Err(bad("the body of the request was not an object"));
+    }
+    not_acceptable_kind(p, &obj)?;
+    reconcile_namespace(p, &mut obj)?;
+    let updated = sim.store.replace(
+        p.rt.id(),
+        ns_of(p),
+        name_of(p),
+        obj,
+        target(p),
+        &write_opts(req, false),
+    )?;
+    Ok(object_response(req, p, 200, &updated))
+}
+
+/// Whether a patch sets `metadata.resourceVersion` itself (then it is a precondition; otherwise patches
+/// apply to whatever version is current).
+fn patch_sets_rv(kind: PatchKind, patch: &Value) -> bool {
+    match kind {
+        PatchKind::Json => patch.as_array().is_some_and(|ops| {
+            ops.iter()
+                .any(|op| op["path"] == "/metadata/resourceVersion" && op["op"] != "test")
+        }),
+        _ => patch["metadata"]
+            .get("resourceVersion")
+            .is_some_and(|v| !v.is_null()),
+    }
+}
+
+fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.as_deref() == Some("log") {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "pods/log only supports get",
+        ));
+    }
+    let Some(kind) = PatchKind::from_content_type(&req.content_type) else {
+        return Ok(status_response(
+            415,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format ({})",
+                req.content_type
+            ),
+        ));
+    };
+    if kind == PatchKind::Strategic && p.rt.custom {
+        return Ok(status_response(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
+    let patch_val: Value = if kind == PatchKind::Apply {
+        let text = std::str::from_utf8(&req.body).map_err(|e| bad(format!("body is not UTF-8: {e}")))?;
+        serde_saphyr::from_str(text).map_err(|e| bad(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding patch: {e}")))?
+    };
+    let opts = write_opts(req, kind == PatchKind::Apply);
+    if kind == PatchKind::Apply {
+        if req.q("fieldManager").is_none_or(str::is_empty) {
+            return Err(StoreError::Invalid {
+                resource: String::new(),
+                name: String::new(),
+                message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            });
+        }
+        if !patch_val.is_object() {
+            return Err(bad("apply patch must be an object"));
+        }
+        not_acceptable_kind(p, &patch_val)?;
+    }
+    let keep_rv = patch_sets_rv(kind, &patch_val);
+    let custom = p.rt.custom;
+    let result = sim
+        .store
+        .update_with(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |old| {
+            let mut new = old.clone();
+            match kind {
+                PatchKind::Merge => patch::merge(&mut new, &patch_val),
+                PatchKind::Strategic => patch::strategic_merge(&mut new, &patch_val),
+                PatchKind::Apply => patch::apply(&mut new, &patch_val, custom),
+                PatchKind::Json => {
+                    patch::json_patch(&mut new, &patch_val).map_err(|e| StoreError::Invalid {
+                        resource: crate::store::qualified(p.rt.id()),
+                        name: name_of(p).to_string(),
+                        message: format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    })?
+                }
+            }
+            if !keep_rv && let Some(m) = new["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            Ok(new)
+        });
+    match result {
+        Ok(obj) => Ok(object_response(req, p, 200, &obj)),
+        Err(StoreError::NotFound { .. }) if kind == PatchKind::Apply && p.sub.is_none() => {
+            let mut obj = patch_val;
+            reconcile_namespace(p, &mut obj)?;
+            if obj["metadata"].get("name").is_none() {
+                obj["metadata"]["name"] = json!(name_of(p));
+            }
+            let created = sim.store.create(p.rt.id(), obj, &opts)?;
+            Ok(object_response(req, p, 201, &created))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `DeleteOptions` from the body, with query parameters as a fallback.
+fn delete_options(req: &Req) -> Result<(Propagation, Option<String>, bool), StoreError> {
+    let body: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .or(req.q("propagationPolicy"))
+        .unwrap_or("Background");
+    let propagation = match policy {
+        "Foreground" => Propagation::Foreground,
+        "Orphan" => Propagation::Orphan,
+        "Background" => Propagation::Background,
+        other => return Err(bad(format!("unknown propagationPolicy {other:?}"))),
+    };
+    let propagation = if body["orphanDependents"] == true {
+        Propagation::Orphan
+    } else {
+        propagation
+    };
+    let rv = body["preconditions"]["resourceVersion"]
+        .as_str()
+        .map(str::to_string);
+    let dry = req.dry_run() || body["dryRun"].as_array().is_some_and(|a| !a.is_empty());
+    Ok((propagation, rv, dry))
+}
+
+fn delete(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.is_some() {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "delete is not allowed on a subresource",
+        ));
+    }
+    let (propagation, rv, dry) = delete_options(req)?;
+    let obj = sim
+        .store
+        .delete(p.rt.id(), ns_of(p), name_of(p), propagation, dry, rv.as_deref())?;
+    Ok(json_response(200, &obj))
+}
+
+fn delete_collection(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.is_some() {
+        return Ok(status_response(
+            405,
+            "MethodNotAllowed",
+            "delete is not allowed on a subresource",
+        ));
+    }
+    let (labels, fields) = selectors(req)?;
+    let (propagation, _, dry) = delete_options(req)?;
+    let (items, _) = sim.store.list(p.rt.id(), p.namespace.as_deref());
+    let mut deleted = Vec::new();
+    for o in items.iter().filter(|o| labels.matches(o) && fields.matches(o)) {
+        let m = &o["metadata"];
+        match sim.store.delete(
+            p.rt.id(),
+            m["namespace"].as_str().unwrap_or(""),
+            m["name"].as_str().unwrap_or(""),
+            propagation,
+            dry,
+            None,
+        ) {
+            Ok(d) => deleted.push(d),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", p.rt.kind),
+            "apiVersion": p.rt.api_version(),
+            "metadata": {"resourceVersion": sim.store.resource_version().to_string()},
+            "items": deleted,
+        }),
+    ))
+}
