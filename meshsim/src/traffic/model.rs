@@ -208,7 +208,7 @@ enum Delivery {
         status: u16,
         body: String,
         headers: Vec<(String, String)>,
-        pod: Pod,
+        pod: Box<Pod>,
     },
 }
 
@@ -521,7 +521,7 @@ fn deliver(
         status,
         body,
         headers,
-        pod,
+        pod: Box::new(pod),
     }
 }
 
@@ -864,7 +864,13 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
             if client_envoy || f.enforcement.iter().any(|h| h == "sidecar") {
                 headers.push(("server".into(), "istio-envoy".into()));
             }
-            (Outcome::Http(status), headers, body, Class::AppReached, Some(pod))
+            (
+                Outcome::Http(status),
+                headers,
+                body,
+                Class::AppReached,
+                Some(*pod),
+            )
         }
         Delivery::Forbidden => {
             let (o, h, b) = envoy_reply(403, RBAC_DENIED);
