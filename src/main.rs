@@ -1,1 +1,41 @@
-fn main() {}
+//! `ambient-migrate`: parse the command line, set up logging (stderr), run, exit with the DESIGN §7 code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use ambient_migrate::cli::{Cli, LogFormat};
+
+fn init_tracing(cli: &Cli) {
+    let level = match (cli.verbose, cli.quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn,tower=warn,rustls=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == Some(LogFormat::Json) {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_checked();
+    init_tracing(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let code = rt.block_on(ambient_migrate::app::run(cli));
+    ExitCode::from(u8::try_from(code).unwrap_or(3))
+}

@@ -1,0 +1,775 @@
+//! The commands behind the CLI (DESIGN §7): configuration, cluster connection, fleet selection, and the
+//! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ListParams;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::assess::Severity;
+use crate::assess::plan::NamespacePlan;
+use crate::backup::{self, Backup};
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
+use crate::engine::{Engine, NamespaceOptions, NamespaceRun, OnGateFailure, Timeouts};
+use crate::fleet::{self, FleetOptions, NsOutcome};
+use crate::journal::Journal;
+use crate::lease::{self, LeaseConfig, LeaseError};
+use crate::report::{
+    self, NamespaceOutcome, NamespaceReport, RollbackOutcome, RollbackReport, RunReport, StepOutcome,
+    StepReport,
+};
+use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
+use crate::steps::Phase;
+
+/// Exit codes (DESIGN §7).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const GATE_FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const HUMAN_NEEDED: i32 = 3;
+    pub const BLOCKED: i32 = 4;
+    pub const LOCKED: i32 = 5;
+}
+
+/// Prints results: text lines or one JSON document on stdout; progress on stdout in text mode and on
+/// stderr in JSON mode (so stdout stays one parseable document).
+#[derive(Clone)]
+pub struct Out {
+    pub format: OutputFormat,
+}
+
+impl Out {
+    pub fn progress(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let json = self.format == OutputFormat::Json;
+        Arc::new(move |line: &str| {
+            let stamp = jiff::Timestamp::now().strftime("%H:%M:%S");
+            if json {
+                eprintln!("{stamp} {line}");
+            } else {
+                println!("{stamp} {line}");
+            }
+        })
+    }
+}
+
+/// Loads layered settings (exit 2 with every problem named on failure).
+pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
+    let mut overrides = cli.to_overrides();
+    if let Some(dir) = &cli.report_dir {
+        overrides.push(("reports.dir".into(), dir.display().to_string()));
+    }
+    match Settings::load(LoadOptions {
+        config_file: cli.config.clone(),
+        env: None,
+        cli_overrides: overrides,
+    }) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(e.exit_code())
+        }
+    }
+}
+
+/// Maps the settings of one namespace onto the engine's options.
+pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
+    NamespaceOptions {
+        plan: eff.plan_options(),
+        on_gate_failure: match eff.migration.on_gate_failure {
+            settings::OnGateFailure::Rollback => OnGateFailure::Rollback,
+            settings::OnGateFailure::Hold => OnGateFailure::Hold,
+        },
+        resume: Default::default(),
+        timeouts: Timeouts {
+            waypoint_ready: eff.timeouts.waypoint_ready,
+            rollout: eff.timeouts.rollout,
+            probes: eff.timeouts.step,
+            rollback: eff.timeouts.rollback,
+        },
+        probes: eff.probes.clone(),
+        retry_rolled_back: true,
+    }
+}
+
+async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, i32> {
+    let opts = ClusterOptions {
+        dry_run: cli.dry_run,
+        field_manager: s.field_manager.clone(),
+        request_timeout: s.timeouts.api_request,
+        ..ClusterOptions::default()
+    };
+    let conn = ConnectOptions {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
+    Cluster::connect(&conn, opts).await.map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })
+}
+
+/// The namespaces of the fleet: explicit list plus label selector, minus exclusions, canaries first.
+pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in &s.fleet.canary {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    for n in &s.fleet.namespaces {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    let api: kube::Api<Namespace> = cluster.all();
+    if !s.fleet.selector.is_empty() {
+        let lp = ListParams::default().labels(&s.fleet.selector);
+        let list = cluster
+            .call(&format!("list Namespaces {}", s.fleet.selector), || api.list(&lp))
+            .await
+            .map_err(|e| e.to_string())?;
+        for n in list.items.into_iter().filter_map(|n| n.metadata.name) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out.retain(|n| !s.fleet.exclude.contains(n) && *n != s.state_namespace);
+    if out.is_empty() {
+        return Err("no namespace selected: pass -n NS (repeatable), --selector, or set fleet.namespaces / fleet.selector in the config".into());
+    }
+    for n in &out {
+        let found = cluster
+            .get_opt(&api, &format!("get Namespace {n}"), n)
+            .await
+            .map_err(|e| e.to_string())?;
+        if found.is_none() {
+            return Err(format!(
+                "namespace {n} does not exist in the cluster: fix fleet.namespaces / -n"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch::Receiver<bool>) -> Engine {
+    Engine {
+        cluster: cluster.clone(),
+        state_namespace: s.state_namespace.clone(),
+        run_id: run_id.to_string(),
+        backup_dir: Some(s.reports.dir.join("backups")),
+        lease: None,
+        stop,
+        progress: out.progress(),
+        cluster_info: Default::default(),
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    if matches!(cli.command, Command::Demo) {
+        return crate::demo::run(&cli).await;
+    }
+    let s = match load_settings(&cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let cluster = match connect(&cli, &s).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let out = Out { format: cli.output };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    run_with(&cli, &s, &cluster, &out, stop_rx).await
+}
+
+/// Turns SIGTERM / SIGINT (a CI cancellation) into the stop signal.
+pub fn spawn_signal_handler(stop_tx: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!(
+            "stop requested: no new namespace starts; in-flight namespaces finish their step or roll back"
+        );
+        let _ = stop_tx.send(true);
+    });
+}
+
+/// The commands that need a cluster, with settings and connection in hand (the demo reuses it).
+pub async fn run_with(
+    cli: &Cli,
+    s: &Settings,
+    cluster: &Cluster,
+    out: &Out,
+    stop: watch::Receiver<bool>,
+) -> i32 {
+    let run_id = format!("run-{}", &uuid::Uuid::new_v4().to_string()[..8]);
+    match &cli.command {
+        Command::Plan => cmd_plan(cli, s, cluster, out, &run_id).await,
+        Command::Run => cmd_run(cli, s, cluster, out, &run_id, stop).await,
+        Command::Status => cmd_status(s, cluster, out).await,
+        Command::Rollback { to_step } => cmd_rollback(cli, s, cluster, out, &run_id, *to_step, stop).await,
+        Command::Backup { file } => cmd_backup(cli, s, cluster, file, &run_id).await,
+        Command::Restore { file } => cmd_restore(cluster, out, file).await,
+        Command::Demo => exit::USAGE,
+    }
+}
+
+fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
+    let mut t = String::new();
+    let state = if plan.blocked() { "BLOCKED" } else { "ready" };
+    t.push_str(&format!("namespace {ns}: {state}\n"));
+    for f in &plan.findings {
+        let sev = match f.severity {
+            Severity::Blocker => "blocker",
+            Severity::Warning => "warning",
+            _ => "info",
+        };
+        t.push_str(&format!("  [{sev}] {} {}: {}\n", f.code, f.object, f.message));
+        if !f.fix.is_empty() {
+            t.push_str(&format!("      fix: {}\n", f.fix));
+        }
+    }
+    t
+}
+
+fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
+    let mut t = findings_text(ns, plan);
+    for l in &plan.waypoint_labels {
+        t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
+    }
+    t.push_str(&format!(
+        "  step 2: label {} {}={}\n",
+        plan.ambient_label.target, plan.ambient_label.key, plan.ambient_label.value
+    ));
+    for (k, v) in plan.injection.pairs() {
+        t.push_str(&format!(
+            "  step 3: remove label {k} (was {v}; restored on rollback)\n"
+        ));
+    }
+    for b in &plan.bridges {
+        t.push_str(&format!("  step 4: create bridge {}\n", b.object));
+    }
+    for (i, batch) in plan.restart_batches.iter().enumerate() {
+        let names: Vec<String> = batch.iter().map(|w| w.to_string()).collect();
+        t.push_str(&format!(
+            "  step 4: restart batch {}: {}\n",
+            i + 1,
+            names.join(", ")
+        ));
+    }
+    for d in &plan.delete_at_step5 {
+        t.push_str(&format!("  step 5: delete {d}\n"));
+    }
+    for k in &plan.kept_policies {
+        t.push_str(&format!("  kept: {k}\n"));
+    }
+    t
+}
+
+async fn cmd_plan(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, run_id: &str) -> i32 {
+    let namespaces = match resolve_fleet(cluster, s).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let (_tx, rx) = watch::channel(false);
+    let eng = engine(cluster, s, out, run_id, rx);
+    let mut plans = Vec::new();
+    let mut blocked = false;
+    for ns in &namespaces {
+        let opts = namespace_options(&s.for_namespace(ns));
+        match eng.assess(ns, &opts).await {
+            Ok((_, plan)) => {
+                blocked |= plan.blocked();
+                plans.push((ns.clone(), plan));
+            }
+            Err(e) => {
+                eprintln!("error: namespace {ns}: {e}");
+                return exit::HUMAN_NEEDED;
+            }
+        }
+    }
+    if let Some(dir) = fixes_dir(cli) {
+        if let Err(e) = write_fixes(&dir, &plans) {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    }
+    match out.format {
+        OutputFormat::Json => {
+            let doc = json!({"namespaces": plans.iter().map(|(ns, p)| json!({"namespace": ns, "blocked": p.blocked(), "plan": p})).collect::<Vec<_>>()});
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        OutputFormat::Text => {
+            for (ns, p) in &plans {
+                print!("{}", plan_text(ns, p));
+            }
+        }
+    }
+    if blocked { exit::BLOCKED } else { exit::OK }
+}
+
+/// `plan --fixes-dir DIR` (or `--set plan.fixes_dir=DIR`): where the generated fix YAML goes.
+fn fixes_dir(cli: &Cli) -> Option<PathBuf> {
+    cli.set
+        .iter()
+        .find(|(k, _)| k == "plan.fixes_dir")
+        .map(|(_, v)| PathBuf::from(v))
+}
+
+/// Writes each finding's fix YAML as `<namespace>-<code>-<object>.yaml`.
+pub fn write_fixes(dir: &Path, plans: &[(String, NamespacePlan)]) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for (ns, p) in plans {
+        for f in &p.findings {
+            if let Some(y) = &f.fix_yaml {
+                let path = dir.join(format!("{ns}-{}-{}.yaml", f.code, f.object.name));
+                std::fs::write(&path, y).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                written.push(path);
+            }
+        }
+    }
+    Ok(written)
+}
+
+async fn cmd_run(
+    cli: &Cli,
+    s: &Settings,
+    cluster: &Cluster,
+    out: &Out,
+    run_id: &str,
+    stop: watch::Receiver<bool>,
+) -> i32 {
+    let namespaces = match resolve_fleet(cluster, s).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut report = RunReport::new(run_id, "run", &cluster_url(cli), &s.digest(), cli.dry_run);
+    let mut eng = engine(cluster, s, out, run_id, stop.clone());
+    let say = out.progress();
+
+    // Preflight of the whole fleet, read-only: any blocker stops the run before anything is written.
+    let mut blocked_reports = Vec::new();
+    for ns in &namespaces {
+        let opts = namespace_options(&s.for_namespace(ns));
+        let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
+            Ok(r) => r.map(|r| r.phase),
+            Err(e) => {
+                eprintln!("error: reading the journal of {ns}: {e}");
+                return exit::HUMAN_NEEDED;
+            }
+        };
+        if !matches!(
+            prior,
+            None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)
+        ) {
+            continue;
+        }
+        match eng.assess(ns, &opts).await {
+            Ok((_, plan)) if plan.blocked() => {
+                say(&format!("{ns}: preflight BLOCKED"));
+                eprint!("{}", findings_text(ns, &plan));
+                let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+                r.outcome = NamespaceOutcome::Blocked;
+                r.reason = Some(blocker_reason(&plan));
+                r.findings = plan.findings.clone();
+                blocked_reports.push(r);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: assessing namespace {ns}: {e}");
+                return exit::HUMAN_NEEDED;
+            }
+        }
+    }
+    if !blocked_reports.is_empty() {
+        for ns in &namespaces {
+            if !blocked_reports.iter().any(|r| &r.name == ns) {
+                let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+                r.outcome = NamespaceOutcome::NotStarted;
+                r.reason = Some("the fleet did not start: preflight blocked another namespace".into());
+                blocked_reports.push(r);
+            }
+        }
+        report.namespaces = blocked_reports;
+        report.finish();
+        report.exit_code = exit::BLOCKED;
+        finish_report(s, out, &report);
+        return exit::BLOCKED;
+    }
+
+    // The fleet lease (exit 5, nothing written, when another run holds it).
+    let guard = match lease::acquire(cluster, LeaseConfig::new(&s.state_namespace)).await {
+        Ok(g) => Arc::new(g),
+        Err(LeaseError::HeldBy { holder, .. }) => {
+            eprintln!(
+                "error: another ambient-migrate run ({holder}) holds the lease {}/ambient-migrate; nothing was changed. Wait for it to finish, or delete the Lease if that run is dead and the lease has not expired",
+                s.state_namespace
+            );
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: cannot take the fleet lease: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    eng.lease = Some(guard.clone());
+    let code = run_fleet(s, &eng, &namespaces, &mut report, stop).await;
+    finish_report(s, out, &report);
+    drop(eng);
+    if let Ok(g) = Arc::try_unwrap(guard) {
+        let _ = g.release().await;
+    }
+    code
+}
+
+fn blocker_reason(plan: &NamespacePlan) -> String {
+    plan.findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .map(|f| format!("{}: {}", f.object, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs the fleet with the engine and fills the report; returns the exit code.
+pub async fn run_fleet(
+    s: &Settings,
+    eng: &Engine,
+    namespaces: &[String],
+    report: &mut RunReport,
+    stop: watch::Receiver<bool>,
+) -> i32 {
+    let fopts = FleetOptions {
+        canaries: s.fleet.canary.clone(),
+        concurrency: s.fleet.concurrency.max(1) as usize,
+        max_failed_namespaces: s.fleet.max_failed_namespaces as usize,
+    };
+    let waves = fleet::waves(namespaces, &fopts);
+    let wave_of: BTreeMap<String, u32> = waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.iter().map(move |n| (n.clone(), i as u32)))
+        .collect();
+    let runs: Arc<Mutex<Vec<NamespaceRun>>> = Arc::new(Mutex::new(Vec::new()));
+    let settings = Arc::new(s.clone());
+    let eng2 = eng.clone();
+    let runs2 = runs.clone();
+    let result = fleet::run(namespaces, &fopts, stop, move |ns, _canary| {
+        let eng = eng2.clone();
+        let runs = runs2.clone();
+        let opts = namespace_options(&settings.for_namespace(&ns));
+        async move {
+            let r = eng.run_namespace(&ns, &opts).await;
+            let outcome = r.outcome;
+            runs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            outcome
+        }
+    })
+    .await;
+    if let Some(why) = &result.stopped {
+        (eng.progress)(&format!("fleet stopped: {why}"));
+    }
+    let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (ns, outcome) in &result.outcomes {
+        let canary = s.fleet.canary.contains(ns);
+        let wave = wave_of.get(ns).copied().unwrap_or(0);
+        let r = match runs.iter().find(|r| &r.namespace == ns) {
+            Some(run) => namespace_report(run, canary, wave),
+            None => {
+                let mut r = NamespaceReport::new(ns, canary, wave);
+                r.outcome = map_outcome(*outcome);
+                r.reason = result.stopped.clone();
+                r
+            }
+        };
+        report.namespaces.push(r);
+    }
+    report.finish();
+    report.exit_code
+}
+
+fn map_outcome(o: NsOutcome) -> NamespaceOutcome {
+    match o {
+        NsOutcome::Migrated => NamespaceOutcome::Migrated,
+        NsOutcome::AlreadyMigrated => NamespaceOutcome::Skipped,
+        NsOutcome::RolledBack => NamespaceOutcome::RolledBack,
+        NsOutcome::Held => NamespaceOutcome::Held,
+        NsOutcome::RollbackFailed | NsOutcome::Aborted => NamespaceOutcome::RollbackFailed,
+        NsOutcome::Blocked => NamespaceOutcome::Blocked,
+        NsOutcome::NotStarted => NamespaceOutcome::NotStarted,
+    }
+}
+
+/// A namespace's report section from its run.
+pub fn namespace_report(run: &NamespaceRun, canary: bool, wave: u32) -> NamespaceReport {
+    let mut r = NamespaceReport::new(&run.namespace, canary, wave);
+    r.outcome = map_outcome(run.outcome);
+    r.phase = run.phase;
+    r.started = Some(run.started);
+    r.ended = run.ended;
+    r.reason = run.reason.clone();
+    r.backup = run.backup_file.as_ref().map(|p| p.display().to_string());
+    r.findings = run.findings.clone();
+    r.steps = run
+        .steps
+        .iter()
+        .map(|st| StepReport {
+            step: st.step,
+            started: st.started,
+            ended: st.ended,
+            outcome: StepOutcome::from_gates(&st.gates),
+            gates: st.gates.clone(),
+            changes: st.changes.clone(),
+        })
+        .collect();
+    r.rollback = run.rollback.as_ref().map(|rb| RollbackReport {
+        from: rb.from,
+        undone: (1..=rb.from.number())
+            .rev()
+            .filter_map(crate::steps::Step::from_number)
+            .collect(),
+        started: rb.started,
+        ended: rb.ended,
+        outcome: if rb.ok {
+            RollbackOutcome::Verified
+        } else {
+            RollbackOutcome::Failed
+        },
+        gates: rb.gates.clone(),
+        message: Some(match &rb.error {
+            Some(e) => e.clone(),
+            None => rb.actions.join("; "),
+        }),
+    });
+    if run.outcome == NsOutcome::Migrated {
+        let with_waypoint = run.plan.as_ref().is_some_and(|p| !p.waypoint_labels.is_empty());
+        r.observability = Some(report::ObservabilityReport::from_findings(
+            &run.findings,
+            with_waypoint,
+        ));
+    }
+    r
+}
+
+fn cluster_url(cli: &Cli) -> String {
+    cli.context.clone().unwrap_or_else(|| "current-context".into())
+}
+
+/// Writes the report files and prints the summary (text) or the report (JSON) on stdout.
+pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
+    let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").map(PathBuf::from);
+    let wopts = report::WriteOptions::from_settings(&s.reports, step_summary);
+    match report::write_all(report, &wopts) {
+        Ok(paths) => {
+            for p in paths {
+                tracing::info!(path = %p.display(), "report written");
+            }
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    match out.format {
+        OutputFormat::Json => println!("{}", report::json::render(report)),
+        OutputFormat::Text => {
+            println!();
+            println!("{:<24} {:<16} why", "NAMESPACE", "OUTCOME");
+            for n in &report.namespaces {
+                println!(
+                    "{:<24} {:<16} {}",
+                    n.name,
+                    n.outcome.as_str(),
+                    n.why().or_else(|| n.reason.clone()).unwrap_or_default()
+                );
+            }
+            println!("{}", report.summary.message);
+            println!(
+                "exit code {}: {}",
+                report.exit_code,
+                report::markdown::exit_code_meaning(report.exit_code)
+            );
+        }
+    }
+}
+
+async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> i32 {
+    let records = match Journal::list_all(cluster, &s.state_namespace).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let filter = &s.fleet.namespaces;
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|r| filter.is_empty() || filter.contains(&r.namespace))
+        .collect();
+    match out.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default()),
+        OutputFormat::Text => {
+            println!("{:<24} {:<28} {:<10} outcome", "NAMESPACE", "PHASE", "RUN");
+            for r in &records {
+                println!(
+                    "{:<24} {:<28} {:<10} {}",
+                    r.namespace,
+                    crate::journal::phase_label(&r.phase),
+                    r.run_id,
+                    r.outcome.clone().unwrap_or_default()
+                );
+            }
+        }
+    }
+    exit::OK
+}
+
+async fn cmd_rollback(
+    cli: &Cli,
+    s: &Settings,
+    cluster: &Cluster,
+    out: &Out,
+    run_id: &str,
+    to_step: Option<u8>,
+    stop: watch::Receiver<bool>,
+) -> i32 {
+    let ns = cli.namespaces[0].clone();
+    let guard = match lease::acquire(cluster, LeaseConfig::new(&s.state_namespace)).await {
+        Ok(g) => Arc::new(g),
+        Err(LeaseError::HeldBy { holder, .. }) => {
+            eprintln!(
+                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
+            );
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: cannot take the fleet lease: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let mut eng = engine(cluster, s, out, run_id, stop);
+    eng.lease = Some(guard.clone());
+    let opts = namespace_options(&s.for_namespace(&ns));
+    let run = eng
+        .rollback_namespace(&ns, &opts, to_step.filter(|k| *k > 0))
+        .await;
+    let mut report = RunReport::new(run_id, "rollback", &cluster_url(cli), &s.digest(), cli.dry_run);
+    report.namespaces.push(namespace_report(&run, false, 0));
+    report.finish();
+    finish_report(s, out, &report);
+    drop(eng);
+    if let Ok(g) = Arc::try_unwrap(guard) {
+        let _ = g.release().await;
+    }
+    match run.outcome {
+        NsOutcome::RolledBack => exit::OK,
+        _ => exit::HUMAN_NEEDED,
+    }
+}
+
+async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run_id: &str) -> i32 {
+    let ns = &cli.namespaces[0];
+    let b = match backup::take(cluster, &s.state_namespace, ns, Some(run_id)).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let res = if file.as_os_str() == "-" {
+        b.to_yaml().map(|y| print!("{y}"))
+    } else {
+        b.write_file(file).map(|_| {
+            println!(
+                "backup of {ns} written to {} ({} objects)",
+                file.display(),
+                b.objects.len()
+            )
+        })
+    };
+    match res {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+async fn cmd_restore(cluster: &Cluster, out: &Out, file: &Path) -> i32 {
+    let b: Backup = match Backup::load_file(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    match backup::restore(cluster, &b).await {
+        Ok(r) => {
+            match out.format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+                OutputFormat::Text => {
+                    println!(
+                        "restored {}: {} labels, {} created, {} replaced, {} deleted; {}",
+                        b.namespace,
+                        r.labels_changed.len(),
+                        r.created.len(),
+                        r.replaced.len(),
+                        r.deleted.len(),
+                        if r.equal {
+                            "verified equal to the backup"
+                        } else {
+                            "DIFFERENCES REMAIN"
+                        }
+                    );
+                    for d in &r.differences {
+                        println!("  differs: {d}");
+                    }
+                }
+            }
+            if r.equal { exit::OK } else { exit::HUMAN_NEEDED }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::HUMAN_NEEDED
+        }
+    }
+}
+
+/// Waits up to `d` for `f` to hold (used by the demo to wait for its simulated cluster to settle).
+pub async fn settle<F: Fn() -> bool>(d: Duration, f: F) -> bool {
+    let until = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < until {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}

@@ -1,0 +1,798 @@
+//! The six step executors: each applies its mutation idempotently (journaling every change before it is
+//! sent) and then evaluates the step's gates (DESIGN §3 table).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::DynamicObject;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{EngineError, NsCtx, deadline, probing};
+use crate::assess::plan::{ActivationOrder, PolicyMigration};
+use crate::assess::policy::AuthzPolicy;
+use crate::cluster::Check;
+use crate::cluster::DynKind;
+use crate::cluster::LabelTarget;
+use crate::cluster::{WorkloadKind, restarted_at_now};
+use crate::gates::pods::{pods_gate, sidecar_free_and_enrolled, sidecar_ready};
+use crate::gates::{GateOutcome, GateResult};
+use crate::steps::gate_names as g;
+use crate::steps::{Change, LabelChange, ObjRef, Step};
+
+/// Applies `step` and evaluates its gates.
+pub(crate) async fn execute(ctx: &mut NsCtx<'_>, step: Step) -> Result<Vec<GateResult>, EngineError> {
+    match step {
+        Step::ActivateWaypoint => activate_waypoint(ctx).await,
+        Step::EnableAmbient => enable_ambient(ctx).await,
+        Step::RemoveInjection => remove_injection(ctx).await,
+        Step::Restart => restart(ctx).await,
+        Step::RemoveSidecarPolicies => remove_sidecar_policies(ctx).await,
+        Step::Validate => validate(ctx).await,
+    }
+}
+
+/// The label target of an object reference (Namespace or Service).
+pub(crate) fn label_target(r: &ObjRef) -> Result<LabelTarget, EngineError> {
+    match (r.kind.as_str(), &r.namespace) {
+        ("Namespace", _) => Ok(LabelTarget::Namespace { name: r.name.clone() }),
+        ("Service", Some(ns)) => Ok(LabelTarget::Service {
+            namespace: ns.clone(),
+            name: r.name.clone(),
+        }),
+        _ => Err(EngineError::Other(format!(
+            "cannot label {r}: only Namespaces and Services are labelled"
+        ))),
+    }
+}
+
+/// Sets (or removes, with `None`) a label, journaling `before` first. Re-running after a crash keeps the
+/// `before` recorded by the first attempt, so rollback restores the original value, not ours.
+pub(crate) async fn apply_label(
+    ctx: &mut NsCtx<'_>,
+    step: Step,
+    target: &ObjRef,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), EngineError> {
+    let lt = label_target(target)?;
+    let recorded = ctx.journal.record().changes.iter().any(|c| {
+        matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key)
+    });
+    if !recorded {
+        let before = ctx.engine.cluster.labels_of(&lt).await?.get(key).cloned();
+        if before.as_deref() == value {
+            return Ok(());
+        }
+        let change = Change::Label {
+            step,
+            change: LabelChange {
+                target: target.clone(),
+                key: key.to_string(),
+                before,
+                after: value.map(str::to_string),
+            },
+        };
+        ctx.engine.check_lease()?;
+        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
+    }
+    ctx.engine.check_lease()?;
+    ctx.engine.cluster.set_label(&lt, key, value).await?;
+    Ok(())
+}
+
+/// Creates a planned object (bridge or twin), journaled first; an existing object is left alone.
+async fn create_planned(
+    ctx: &mut NsCtx<'_>,
+    step: Step,
+    object: &ObjRef,
+    role: &str,
+    manifest: &serde_json::Value,
+) -> Result<(), EngineError> {
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
+        .ok_or_else(|| EngineError::Other(format!("cannot create {object}: unsupported kind")))?;
+    let recorded = ctx
+        .journal
+        .record()
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
+    if !recorded {
+        ctx.engine.check_lease()?;
+        let change = Change::Created {
+            step,
+            object: object.clone(),
+            role: role.to_string(),
+        };
+        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
+    }
+    let obj: DynamicObject = serde_json::from_value(manifest.clone())
+        .map_err(|e| EngineError::Other(format!("generated manifest for {object} is invalid: {e}")))?;
+    ctx.engine.check_lease()?;
+    match ctx.engine.cluster.create_dyn(kind, &ctx.ns, &obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes an object, journaled first (restorable from the backup); absent is fine.
+async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Result<(), EngineError> {
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
+        .ok_or_else(|| EngineError::Other(format!("cannot delete {object}: unsupported kind")))?;
+    let recorded = ctx
+        .journal
+        .record()
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Deleted { object: o, .. } if o == object));
+    if !recorded {
+        ctx.engine.check_lease()?;
+        let change = Change::Deleted {
+            step,
+            object: object.clone(),
+        };
+        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
+    }
+    ctx.engine.check_lease()?;
+    ctx.engine.cluster.delete_dyn(kind, &ctx.ns, &object.name).await?;
+    Ok(())
+}
+
+fn probes_for(ctx: &NsCtx<'_>, step: Step) -> Vec<crate::probes::spec::ProbeSpec> {
+    ctx.opts
+        .probes
+        .iter()
+        .filter(|p| p.runs_after(step))
+        .cloned()
+        .collect()
+}
+
+async fn probe_gate(ctx: &NsCtx<'_>, step: Step, gate: &str) -> Option<GateResult> {
+    let probes = probes_for(ctx, step);
+    if probes.is_empty() {
+        return None;
+    }
+    Some(
+        probing::run_gate(
+            &ctx.engine.cluster,
+            &probes,
+            gate,
+            deadline(ctx.opts.timeouts.probes),
+        )
+        .await,
+    )
+}
+
+fn stamp(mut g: GateResult, started: jiff::Timestamp) -> GateResult {
+    g.started = Some(started);
+    g.ended = Some(jiff::Timestamp::now());
+    g
+}
+
+// === step 1 ===
+
+async fn activate_waypoint(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::ActivateWaypoint;
+    let mut gates = Vec::new();
+    if ctx.opts.plan.policy_migration == PolicyMigration::Apply {
+        for t in ctx.plan.twins.clone() {
+            create_planned(ctx, step, &t.object, &t.role, &t.manifest).await?;
+        }
+    }
+    let bind = ctx.opts.plan.activation_order == ActivationOrder::BeforeAmbient;
+    if bind {
+        for l in ctx.plan.waypoint_labels.clone() {
+            apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
+        }
+    }
+    gates.push(waypoint_gate(ctx, bind).await?);
+    if ctx.opts.plan.policy_migration == PolicyMigration::Apply
+        && !ctx.plan.twins.is_empty()
+        && let Some(p) = probe_gate(ctx, step, g::PROBES).await
+    {
+        gates.push(p);
+    }
+    Ok(gates)
+}
+
+/// Waits for the waypoint gate (Gateway accepted, programmed with current generation, addressed; its
+/// Deployment ready; bound Services report `WaypointBound=True`), re-evaluating as objects change.
+async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let cluster = &ctx.engine.cluster;
+    let ns = ctx.ns.as_str();
+    let name = ctx.opts.plan.waypoint_name.clone();
+    let until = deadline(ctx.opts.timeouts.waypoint_ready);
+    let deps: kube::Api<Deployment> = cluster.namespaced(ns);
+    let svcs: kube::Api<Service> = cluster.namespaced(ns);
+    let bound_services: Vec<String> = if bound {
+        ctx.plan
+            .waypoint_labels
+            .iter()
+            .filter(|l| l.target.kind == "Service")
+            .map(|l| l.target.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    loop {
+        let gw = cluster.get_dyn(DynKind::Gateway, ns, &name).await?;
+        let gw = gw.map(|o| serde_json::to_value(&o).unwrap_or_default());
+        let dep = cluster
+            .get_opt(&deps, &format!("get Deployment {ns}/{name}"), &name)
+            .await?;
+        let services: Vec<Service> = if bound {
+            let lp = kube::api::ListParams::default();
+            let all = cluster
+                .call(&format!("list Services in {ns}"), || svcs.list(&lp))
+                .await?
+                .items;
+            all.into_iter()
+                .filter(|s| {
+                    let n = s.metadata.name.as_deref().unwrap_or("");
+                    n != name && (bound_services.is_empty() || bound_services.iter().any(|b| b == n))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let result = crate::gates::waypoint::waypoint_ready(ns, &name, gw.as_ref(), dep.as_ref(), &services);
+        if result.passed() {
+            return Ok(stamp(result, started));
+        }
+        if Instant::now() >= until {
+            return Ok(stamp(result.timed_out(), started));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// === step 2 ===
+
+async fn enable_ambient(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::EnableAmbient;
+    let l = ctx.plan.ambient_label.clone();
+    apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
+    let mut gates = vec![
+        labels_gate(ctx, &[(l.key.as_str(), Some(l.value.as_str()))]).await?,
+        ztunnel_gate(ctx).await?,
+    ];
+    if let Some(p) = probe_gate(ctx, step, g::PROBES).await {
+        gates.push(p);
+    }
+    Ok(gates)
+}
+
+async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let labels = ctx
+        .engine
+        .cluster
+        .labels_of(&LabelTarget::Namespace { name: ctx.ns.clone() })
+        .await?;
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| labels.get(*k).map(String::as_str) != *v)
+        .map(|(k, v)| format!("{k}: want {:?}, found {:?}", v, labels.get(*k)))
+        .collect();
+    let outcome = if wrong.is_empty() || ctx.engine.cluster.dry_run() {
+        GateOutcome::Pass
+    } else {
+        GateOutcome::Fail
+    };
+    let msg = if wrong.is_empty() {
+        format!("namespace {} carries the expected labels", ctx.ns)
+    } else if ctx.engine.cluster.dry_run() {
+        format!("dry run: labels not persisted ({})", wrong.join(", "))
+    } else {
+        format!("namespace {}: {}", ctx.ns, wrong.join(", "))
+    };
+    Ok(stamp(
+        GateResult::new(g::NAMESPACE_LABELS, outcome, json!({"labels": labels}), msg),
+        started,
+    ))
+}
+
+async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let sysns = "istio-system";
+    let api: kube::Api<DaemonSet> = ctx.engine.cluster.namespaced(sysns);
+    let ds = ctx
+        .engine
+        .cluster
+        .get_opt(&api, "get DaemonSet istio-system/ztunnel", "ztunnel")
+        .await?;
+    let Some(ds) = ds else {
+        return Ok(stamp(
+            GateResult::new(
+                g::ZTUNNEL_READY,
+                GateOutcome::Fail,
+                json!({"daemonset": null}),
+                "DaemonSet istio-system/ztunnel not found: install ztunnel (istioctl install --set profile=ambient)",
+            ),
+            started,
+        ));
+    };
+    let st = ds.status.clone().unwrap_or_default();
+    let ok = st.desired_number_scheduled > 0 && st.number_ready >= st.desired_number_scheduled;
+    let measured = json!({"desired": st.desired_number_scheduled, "ready": st.number_ready});
+    let msg = if ok {
+        format!(
+            "ztunnel ready on {}/{} nodes",
+            st.number_ready, st.desired_number_scheduled
+        )
+    } else {
+        format!(
+            "ztunnel ready on only {}/{} nodes: ambient pods on the others get no traffic; check `kubectl -n istio-system get pods -l app=ztunnel`",
+            st.number_ready, st.desired_number_scheduled
+        )
+    };
+    Ok(stamp(
+        GateResult::new(
+            g::ZTUNNEL_READY,
+            if ok { GateOutcome::Pass } else { GateOutcome::Fail },
+            measured,
+            msg,
+        ),
+        started,
+    ))
+}
+
+// === step 3 ===
+
+async fn remove_injection(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::RemoveInjection;
+    let ns_ref = ObjRef::namespace(&ctx.ns);
+    let pairs: Vec<(String, String)> = ctx
+        .plan
+        .injection
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    for (k, _) in &pairs {
+        apply_label(ctx, step, &ns_ref, k, None).await?;
+    }
+    let want: Vec<(&str, Option<&str>)> = vec![("istio-injection", None), ("istio.io/rev", None)];
+    let mut gates = vec![labels_gate(ctx, &want).await?];
+    if let Some(p) = probe_gate(ctx, step, g::PROBES).await {
+        gates.push(p);
+    }
+    Ok(gates)
+}
+
+// === step 4 ===
+
+pub(crate) fn workload_kind(r: &ObjRef) -> Option<WorkloadKind> {
+    match r.kind.as_str() {
+        "Deployment" => Some(WorkloadKind::Deployment),
+        "StatefulSet" => Some(WorkloadKind::StatefulSet),
+        "DaemonSet" => Some(WorkloadKind::DaemonSet),
+        _ => None,
+    }
+}
+
+async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::Restart;
+    let mut gates = Vec::new();
+    if ctx.opts.plan.bridges {
+        for b in ctx.plan.bridges.clone() {
+            create_planned(ctx, step, &b.object, &b.role, &b.manifest).await?;
+        }
+    }
+    let continuous: Vec<_> = ctx
+        .opts
+        .probes
+        .iter()
+        .filter(|p| p.runs_during_restart())
+        .cloned()
+        .collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let probes_task = (!continuous.is_empty())
+        .then(|| probing::spawn_continuous(ctx.engine.cluster.clone(), continuous, stop_rx));
+
+    let batches = ctx.plan.restart_batches.clone();
+    let until = deadline(ctx.opts.timeouts.rollout);
+    let mut rollout_results = Vec::new();
+    let mut pod_results = Vec::new();
+    for batch in &batches {
+        let mut generations = Vec::new();
+        for w in batch {
+            let Some(kind) = workload_kind(w) else { continue };
+            let existing = ctx.journal.record().changes.iter().find_map(|c| match c {
+                Change::Restarted {
+                    workload,
+                    restarted_at,
+                    ..
+                } if workload == w => Some(restarted_at.clone()),
+                _ => None,
+            });
+            let restarted_at = match existing {
+                Some(v) => v,
+                None => {
+                    let v = restarted_at_now();
+                    let change = Change::Restarted {
+                        step,
+                        workload: w.clone(),
+                        restarted_at: v.clone(),
+                        generation: None,
+                    };
+                    ctx.engine.check_lease()?;
+                    ctx.journal.update(|r| r.changes.push(change.clone())).await?;
+                    v
+                }
+            };
+            ctx.engine.check_lease()?;
+            let out = ctx
+                .engine
+                .cluster
+                .restart(kind, &ctx.ns, &w.name, &restarted_at)
+                .await?;
+            generations.push((w.clone(), kind, out.generation));
+        }
+        if ctx.engine.cluster.dry_run() {
+            continue;
+        }
+        // Rollouts of the batch, in parallel, watch-driven (kubectl's rules).
+        let waits = generations.iter().map(|(w, kind, gen_)| {
+            let cluster = ctx.engine.cluster.clone();
+            let ns = ctx.ns.clone();
+            async move {
+                (
+                    w.clone(),
+                    cluster.wait_rollout(*kind, &ns, &w.name, *gen_, until).await,
+                )
+            }
+        });
+        for (w, res) in futures::future::join_all(waits).await {
+            let (outcome, msg) = match &res {
+                Ok(done) => (GateOutcome::Pass, format!("{w}: {}", done.message)),
+                Err(e) if super::is_timeout(e) => (GateOutcome::Timeout, format!("{w}: {e}")),
+                Err(e) => (GateOutcome::Fail, format!("{w}: {e}")),
+            };
+            rollout_results.push((w, outcome, msg));
+        }
+        if rollout_results.iter().any(|(_, o, _)| *o != GateOutcome::Pass) {
+            break;
+        }
+        // Every new pod: no sidecar, enrolled, Ready.
+        for (w, _, _) in &generations {
+            pod_results.push(pods_ambient(ctx, w, until).await?);
+        }
+        if pod_results.iter().any(|r: &GateResult| !r.passed()) {
+            break;
+        }
+    }
+    let started = jiff::Timestamp::now();
+    let rollout_ok = rollout_results.iter().all(|(_, o, _)| *o == GateOutcome::Pass);
+    let worst = rollout_results
+        .iter()
+        .map(|(_, o, _)| *o)
+        .find(|o| *o != GateOutcome::Pass)
+        .unwrap_or(GateOutcome::Pass);
+    gates.push(stamp(
+        GateResult::new(
+            g::ROLLOUT,
+            worst,
+            json!(
+                rollout_results
+                    .iter()
+                    .map(|(w, o, m)| json!({"workload": w.to_string(), "outcome": o, "message": m}))
+                    .collect::<Vec<_>>()
+            ),
+            rollout_results
+                .iter()
+                .map(|(_, _, m)| m.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        started,
+    ));
+    if rollout_ok {
+        gates.extend(pod_results);
+    }
+    if ctx.opts.plan.activation_order == ActivationOrder::AfterRestart && gates.iter().all(|g| g.passed()) {
+        for l in ctx.plan.waypoint_labels.clone() {
+            apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
+        }
+        gates.push(waypoint_gate(ctx, true).await?);
+    }
+    let _ = stop_tx.send(true);
+    if let Some(t) = probes_task {
+        match t.await {
+            Ok(r) => gates.push(r),
+            Err(e) => gates.push(GateResult::new(
+                g::PROBES_CONTINUOUS,
+                GateOutcome::Error,
+                json!({}),
+                format!("continuous probes crashed: {e}"),
+            )),
+        }
+    }
+    Ok(gates)
+}
+
+/// The pods-ambient gate of one workload, waiting (watch-driven) until its current pods are all
+/// sidecar-free, enrolled and Ready, or the deadline passes.
+async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let (selector, replicas) = workload_selector(ctx, w).await?;
+    let res = ctx
+        .engine
+        .cluster
+        .wait_pods_set(&ctx.ns, &selector, until, |pods| {
+            let live: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            if live.len() < replicas {
+                return Check::Pending(format!("{} of {replicas} pods", live.len()));
+            }
+            let bad: Vec<String> = live
+                .iter()
+                .map(|p| sidecar_free_and_enrolled(p))
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
+                .collect();
+            if bad.is_empty() {
+                Check::Done
+            } else {
+                Check::Pending(bad.join("; "))
+            }
+        })
+        .await;
+    let pods: Vec<Pod> = match &res {
+        Ok(p) => p.pods.clone(),
+        Err(_) => list_pods(ctx, &selector).await?,
+    };
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let gate = pods_gate(g::PODS_AMBIENT, w, &live, replicas, sidecar_free_and_enrolled);
+    let gate = if res.as_ref().is_err_and(super::is_timeout) {
+        gate.timed_out()
+    } else {
+        gate
+    };
+    Ok(stamp(gate, started))
+}
+
+async fn list_pods(ctx: &NsCtx<'_>, selector: &str) -> Result<Vec<Pod>, EngineError> {
+    let api: kube::Api<Pod> = ctx.engine.cluster.namespaced(&ctx.ns);
+    let lp = kube::api::ListParams::default().labels(selector);
+    Ok(ctx
+        .engine
+        .cluster
+        .call(&format!("list Pods {selector} in {}", ctx.ns), || api.list(&lp))
+        .await?
+        .items)
+}
+
+/// The label selector and desired pod count of a workload.
+pub(crate) async fn workload_selector(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<(String, usize), EngineError> {
+    let cluster = &ctx.engine.cluster;
+    let what = format!("get {w}");
+    let to_sel = |m: Option<BTreeMap<String, String>>| {
+        m.unwrap_or_default()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match w.kind.as_str() {
+        "Deployment" => {
+            let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
+            let d = cluster.call(&what, || api.get(&w.name)).await?;
+            let spec = d.spec;
+            Ok((
+                to_sel(spec.selector.match_labels),
+                spec.replicas.unwrap_or(1).max(0) as usize,
+            ))
+        }
+        "StatefulSet" => {
+            let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
+            let s = cluster.call(&what, || api.get(&w.name)).await?;
+            let spec = s.spec;
+            Ok((
+                to_sel(spec.selector.match_labels),
+                spec.replicas.unwrap_or(1).max(0) as usize,
+            ))
+        }
+        "DaemonSet" => {
+            let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
+            let d = cluster.call(&what, || api.get(&w.name)).await?;
+            let want = d
+                .status
+                .as_ref()
+                .map(|s| s.desired_number_scheduled)
+                .unwrap_or(0)
+                .max(0) as usize;
+            Ok((to_sel(d.spec.selector.match_labels), want))
+        }
+        other => Err(EngineError::Other(format!(
+            "{w}: kind {other} cannot be restarted"
+        ))),
+    }
+}
+
+/// The rollback check of one workload: `istio-proxy` present and ready in every current pod.
+pub(crate) async fn pods_sidecar(
+    ctx: &NsCtx<'_>,
+    w: &ObjRef,
+    until: Instant,
+) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let (selector, replicas) = workload_selector(ctx, w).await?;
+    let res = ctx
+        .engine
+        .cluster
+        .wait_pods_set(&ctx.ns, &selector, until, |pods| {
+            let live: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            if live.len() != replicas {
+                return Check::Pending(format!("{} of {replicas} pods", live.len()));
+            }
+            let bad: Vec<String> = live
+                .iter()
+                .map(|p| sidecar_ready(p))
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
+                .collect();
+            if bad.is_empty() {
+                Check::Done
+            } else {
+                Check::Pending(bad.join("; "))
+            }
+        })
+        .await;
+    let pods: Vec<Pod> = match &res {
+        Ok(p) => p.pods.clone(),
+        Err(_) => list_pods(ctx, &selector).await?,
+    };
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let gate = pods_gate(g::PODS_SIDECAR, w, &live, replicas, sidecar_ready);
+    let gate = if res.as_ref().is_err_and(super::is_timeout) {
+        gate.timed_out()
+    } else {
+        gate
+    };
+    Ok(stamp(gate, started))
+}
+
+// === step 5 ===
+
+async fn remove_sidecar_policies(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::RemoveSidecarPolicies;
+    for o in ctx.plan.delete_at_step5.clone() {
+        delete_object(ctx, step, &o).await?;
+    }
+    let mut gates = Vec::new();
+    if let Some(p) = probe_gate(ctx, step, g::PROBES_L7).await {
+        gates.push(p);
+    }
+    gates.push(no_rejected_policy_gate(ctx).await?);
+    Ok(gates)
+}
+
+/// No selector AuthorizationPolicy left that ztunnel rejects (CUSTOM/AUDIT) or enforces without its
+/// HTTP rules (unless the settings explicitly allow unreplaced L7 policies).
+async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
+    let started = jiff::Timestamp::now();
+    let aps = ctx
+        .engine
+        .cluster
+        .list_dyn(DynKind::AuthorizationPolicy, &ctx.ns)
+        .await?;
+    let mut bad = Vec::new();
+    for ap in &aps {
+        let v = serde_json::to_value(ap).unwrap_or_default();
+        let rejected = v["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "ZtunnelAccepted" && c["status"] == "False")
+        });
+        let lossy = AuthzPolicy::parse(&v)
+            .map(|p| p.is_workload_scoped() && p.needs_waypoint())
+            .unwrap_or(false);
+        if rejected || (lossy && !ctx.opts.plan.allow_unreplaced_l7) {
+            bad.push(format!(
+                "AuthorizationPolicy {}/{}{}",
+                ctx.ns,
+                ap.metadata.name.as_deref().unwrap_or(""),
+                if rejected {
+                    " is rejected by ztunnel (ZtunnelAccepted=False)"
+                } else {
+                    " has L7 rules ztunnel cannot enforce"
+                }
+            ));
+        }
+    }
+    let outcome = if bad.is_empty() {
+        GateOutcome::Pass
+    } else {
+        GateOutcome::Fail
+    };
+    let msg = if bad.is_empty() {
+        "no selector policy left that ztunnel rejects or enforces partially".to_string()
+    } else {
+        format!(
+            "{}: move the L7 rules to a targetRefs policy on the waypoint",
+            bad.join("; ")
+        )
+    };
+    Ok(stamp(
+        GateResult::new(
+            g::NO_ZTUNNEL_REJECTED_POLICY,
+            outcome,
+            json!({"policies": bad}),
+            msg,
+        ),
+        started,
+    ))
+}
+
+// === step 6 ===
+
+async fn validate(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
+    let step = Step::Validate;
+    let mut gates = Vec::new();
+    let until = deadline(ctx.opts.timeouts.rollout);
+    if !ctx.engine.cluster.dry_run() {
+        let workloads: Vec<ObjRef> = ctx.plan.restart_batches.iter().flatten().cloned().collect();
+        let restarted: Vec<ObjRef> = ctx
+            .journal
+            .record()
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Restarted { workload, .. } => Some(workload.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut all: Vec<ObjRef> = restarted;
+        for w in workloads {
+            if !all.contains(&w) {
+                all.push(w);
+            }
+        }
+        for w in &all {
+            gates.push(pods_ambient(ctx, w, until).await?);
+        }
+    }
+    let probes: Vec<_> = ctx
+        .opts
+        .probes
+        .iter()
+        .filter(|p| p.runs_after(step))
+        .cloned()
+        .collect();
+    if !probes.is_empty() {
+        gates.push(
+            probing::run_gate(
+                &ctx.engine.cluster,
+                &probes,
+                g::PROBES_L7,
+                deadline(ctx.opts.timeouts.probes),
+            )
+            .await,
+        );
+    }
+    if gates.is_empty() {
+        gates.push(GateResult::new(
+            g::PODS_AMBIENT,
+            GateOutcome::Pass,
+            json!({}),
+            "nothing to validate (dry run)",
+        ));
+    }
+    Ok(gates)
+}

@@ -1,0 +1,670 @@
+//! The migration engine: one namespace through the six steps of the seed runbook, each gated, with a
+//! backup first and an automatic rollback in reverse when a gate fails (DESIGN §3-§5).
+//!
+//! Crash safety: every mutation is journaled *before* it is sent (with what rollback needs to undo it),
+//! every mutation is idempotent, and the phase is journaled with fenced writes; a rerun after a kill reads
+//! the journal and continues the step it was in (or rolls back, per `resume`), converging to Migrated or
+//! RolledBack. Before each mutation the fleet Lease must still be held.
+
+mod exec;
+pub mod probing;
+mod rollback;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::assess::plan::{NamespacePlan, PlanOptions};
+use crate::assess::{Finding, Snapshot};
+use crate::backup::{self, Backup};
+use crate::cluster::Cluster;
+use crate::cluster::EventType;
+use crate::fleet::NsOutcome;
+use crate::gates::GateResult;
+use crate::journal::{Journal, JournalError};
+use crate::lease::LeaseGuard;
+use crate::probes::spec::ProbeSpec;
+use crate::steps::{self, Change, Event, Phase, Step};
+
+/// What to do when a gate fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnGateFailure {
+    /// Undo the steps done so far, in reverse, and verify (default).
+    #[default]
+    Rollback,
+    /// Stop and leave the namespace as it is, recording why (a human decides).
+    Hold,
+}
+
+/// What a rerun does with a namespace that a dead run left mid-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resume {
+    /// Re-run the step it was in (every step is idempotent) and go on.
+    #[default]
+    Continue,
+    /// Roll it back.
+    Rollback,
+}
+
+/// Deadlines of the waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timeouts {
+    pub waypoint_ready: Duration,
+    pub rollout: Duration,
+    pub probes: Duration,
+    pub rollback: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            waypoint_ready: Duration::from_secs(120),
+            rollout: Duration::from_secs(600),
+            probes: Duration::from_secs(120),
+            rollback: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Everything the engine needs to know about one namespace's migration.
+#[derive(Debug, Clone)]
+pub struct NamespaceOptions {
+    pub plan: PlanOptions,
+    pub on_gate_failure: OnGateFailure,
+    pub resume: Resume,
+    pub timeouts: Timeouts,
+    pub probes: Vec<ProbeSpec>,
+    /// Retry a namespace a previous run rolled back (its state was restored and verified).
+    pub retry_rolled_back: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            plan: PlanOptions::default(),
+            on_gate_failure: OnGateFailure::Rollback,
+            resume: Resume::Continue,
+            timeouts: Timeouts::default(),
+            probes: Vec::new(),
+            retry_rolled_back: true,
+        }
+    }
+}
+
+/// Shared context of a run.
+#[derive(Clone)]
+pub struct Engine {
+    pub cluster: Cluster,
+    /// Namespace of the journal, backups and lease.
+    pub state_namespace: String,
+    /// Run id recorded in journals.
+    pub run_id: String,
+    /// Local directory for backup files (CI artifacts); none when `None`.
+    pub backup_dir: Option<PathBuf>,
+    /// The fleet lease; every mutation checks it first.
+    pub lease: Option<Arc<LeaseGuard>>,
+    /// Turns true on SIGTERM/Ctrl-C: the engine finishes the current step (or rolls back) and stops.
+    pub stop: watch::Receiver<bool>,
+    /// Where progress lines go (stdout in the CLI).
+    pub progress: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Cluster-wide facts, read once per run (Istio install, revisions, other namespaces' labels).
+    pub cluster_info: Arc<tokio::sync::OnceCell<crate::assess::ClusterInfo>>,
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRun {
+    pub step: Step,
+    pub started: jiff::Timestamp,
+    pub ended: Option<jiff::Timestamp>,
+    pub passed: bool,
+    pub gates: Vec<GateResult>,
+    pub changes: Vec<Change>,
+}
+
+/// A rollback as it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRun {
+    pub from: Step,
+    pub started: jiff::Timestamp,
+    pub ended: Option<jiff::Timestamp>,
+    pub ok: bool,
+    pub actions: Vec<String>,
+    pub gates: Vec<GateResult>,
+    pub error: Option<String>,
+}
+
+/// The result of running one namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceRun {
+    pub namespace: String,
+    pub outcome: NsOutcome,
+    pub phase: Option<Phase>,
+    pub findings: Vec<Finding>,
+    pub plan: Option<NamespacePlan>,
+    pub steps: Vec<StepRun>,
+    pub rollback: Option<RollbackRun>,
+    pub backup_file: Option<PathBuf>,
+    /// Why it failed, in one line naming the object.
+    pub reason: Option<String>,
+    pub started: jiff::Timestamp,
+    pub ended: Option<jiff::Timestamp>,
+}
+
+impl NamespaceRun {
+    fn new(ns: &str) -> Self {
+        NamespaceRun {
+            namespace: ns.to_string(),
+            outcome: NsOutcome::NotStarted,
+            phase: None,
+            findings: Vec::new(),
+            plan: None,
+            steps: Vec::new(),
+            rollback: None,
+            backup_file: None,
+            reason: None,
+            started: jiff::Timestamp::now(),
+            ended: None,
+        }
+    }
+
+    fn finish(mut self, outcome: NsOutcome, phase: Option<Phase>) -> Self {
+        self.outcome = outcome;
+        self.phase = phase;
+        self.ended = Some(jiff::Timestamp::now());
+        self
+    }
+}
+
+/// Errors that end a namespace run without a verdict of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+    #[error("journal of namespace {namespace}: {source}")]
+    State {
+        namespace: String,
+        #[source]
+        source: steps::StepError,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl EngineError {
+    /// Lost the lease or was fenced: another run owns the fleet now; stop without touching anything.
+    fn is_fenced(&self) -> bool {
+        matches!(self, EngineError::Lease(_))
+            || matches!(self, EngineError::Journal(JournalError::Fenced { .. }))
+    }
+}
+
+/// Per-namespace working state while a run is in progress.
+pub(crate) struct NsCtx<'a> {
+    pub engine: &'a Engine,
+    pub ns: String,
+    pub opts: &'a NamespaceOptions,
+    pub journal: Journal,
+    pub plan: NamespacePlan,
+    pub backup: Backup,
+}
+
+impl Engine {
+    fn say(&self, line: &str) {
+        (self.progress)(line);
+    }
+
+    /// Fails when the lease can no longer be proven held.
+    pub(crate) fn check_lease(&self) -> Result<(), EngineError> {
+        if let Some(l) = &self.lease {
+            l.check()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the namespace and plans it (read-only: used by `plan` and the fleet preflight).
+    pub async fn assess(
+        &self,
+        ns: &str,
+        opts: &NamespaceOptions,
+    ) -> Result<(Snapshot, NamespacePlan), EngineError> {
+        let info = self
+            .cluster_info
+            .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
+            .await?;
+        let snapshot = self.cluster.read_snapshot(ns, info).await?;
+        let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
+        Ok((snapshot, plan))
+    }
+
+    /// Runs one namespace to a terminal state. Never panics on cluster trouble: errors become
+    /// `RollbackFailed` (state unknown, a human is needed) or `Aborted` (lease lost / fenced).
+    pub async fn run_namespace(&self, ns: &str, opts: &NamespaceOptions) -> NamespaceRun {
+        let mut run = NamespaceRun::new(ns);
+        match self.run_namespace_inner(ns, opts, &mut run).await {
+            Ok((outcome, phase)) => run.finish(outcome, phase),
+            Err(e) => {
+                let fenced = e.is_fenced();
+                run.reason = Some(e.to_string());
+                tracing::error!(namespace = ns, error = %e, "namespace run stopped");
+                if fenced {
+                    run.finish(NsOutcome::Aborted, None)
+                } else {
+                    run.finish(NsOutcome::RollbackFailed, None)
+                }
+            }
+        }
+    }
+
+    async fn run_namespace_inner(
+        &self,
+        ns: &str,
+        opts: &NamespaceOptions,
+        run: &mut NamespaceRun,
+    ) -> Result<(NsOutcome, Option<Phase>), EngineError> {
+        let existing = Journal::load(&self.cluster, &self.state_namespace, ns).await?;
+        let prior = existing.as_ref().map(|r| r.phase);
+        match prior {
+            Some(Phase::Migrated) => {
+                self.say(&format!("{ns}: already migrated (journal), skipped"));
+                return Ok((NsOutcome::AlreadyMigrated, prior));
+            }
+            Some(Phase::RollbackFailed) => {
+                run.reason = Some(format!(
+                    "namespace {ns}: a previous rollback failed; inspect `ambient-migrate status -n {ns}` and fix by hand, then delete the journal ConfigMap journal-{ns} in {}",
+                    self.state_namespace
+                ));
+                return Ok((NsOutcome::RollbackFailed, prior));
+            }
+            Some(Phase::Held { at }) => {
+                run.reason = Some(format!(
+                    "namespace {ns} is held at step {} after a gate failure; run `ambient-migrate rollback -n {ns}` or fix and resume",
+                    at.number()
+                ));
+                return Ok((NsOutcome::Held, prior));
+            }
+            Some(Phase::RolledBack) if !opts.retry_rolled_back => {
+                return Ok((NsOutcome::RolledBack, prior));
+            }
+            _ => {}
+        }
+        let fresh = matches!(
+            prior,
+            None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)
+        );
+
+        // Preflight (read-only).
+        let (_snapshot, plan) = self.assess(ns, opts).await?;
+        run.findings = plan.findings.clone();
+        run.plan = Some(plan.clone());
+        if fresh && plan.blocked() {
+            let blockers: Vec<String> = plan
+                .findings
+                .iter()
+                .filter(|f| f.severity == crate::assess::Severity::Blocker)
+                .map(|f| format!("{}: {}", f.object, f.message))
+                .collect();
+            run.reason = Some(blockers.join("; "));
+            self.say(&format!("{ns}: preflight blocked: {}", blockers.join("; ")));
+            return Ok((NsOutcome::Blocked, prior));
+        }
+
+        // From here on we write: lease first.
+        self.check_lease()?;
+        let mut journal =
+            Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+        if matches!(journal.record().phase, Phase::RolledBack) {
+            journal
+                .update(|r| {
+                    r.phase = Phase::Pending;
+                    r.steps_done.clear();
+                    r.changes.clear();
+                    r.gates.clear();
+                    r.outcome = None;
+                })
+                .await?;
+        }
+        if journal.record().phase == Phase::Pending {
+            self.transition(&mut journal, ns, Event::PreflightPassed).await?;
+        }
+
+        // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
+        let backup = backup::take(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?;
+        if let Some(dir) = &self.backup_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                EngineError::Other(format!("cannot create backup directory {}: {e}", dir.display()))
+            })?;
+            let path = dir.join(format!("backup-{ns}.yaml"));
+            backup.write_file(&path)?;
+            run.backup_file = Some(path);
+        }
+        if journal.record().phase == Phase::Preflight {
+            let cm = backup::config_map_name(ns);
+            let file = run.backup_file.as_ref().map(|p| p.display().to_string());
+            journal
+                .update(|r| {
+                    r.backup = Some(crate::journal::BackupRef {
+                        config_map: cm.clone(),
+                        file: file.clone(),
+                        taken_at: jiff::Timestamp::now().to_string(),
+                    });
+                    if let Some(inj) = plan.injection.pairs().first() {
+                        r.original_injection = Some(crate::journal::InjectionLabel {
+                            key: inj.0.to_string(),
+                            value: inj.1.clone(),
+                        });
+                    }
+                })
+                .await?;
+            self.transition(&mut journal, ns, Event::BackedUp).await?;
+            self.event(
+                ns,
+                "BackupTaken",
+                &format!("ambient-migrate backed up namespace {ns} before migrating"),
+                EventType::Normal,
+            )
+            .await;
+        }
+
+        let mut ctx = NsCtx {
+            engine: self,
+            ns: ns.to_string(),
+            opts,
+            journal,
+            plan,
+            backup,
+        };
+
+        // A rerun of a namespace that a dead run left in a rollback finishes the rollback.
+        let phase = ctx.journal.record().phase;
+        if let Phase::RollingBack { from } = phase {
+            self.say(&format!("{ns}: resuming rollback from step {}", from.number()));
+            return self.finish_rollback(&mut ctx, from, None, run).await;
+        }
+        if !fresh && opts.resume == Resume::Rollback && phase.reached_step().is_some() {
+            let from = phase.reached_step().unwrap_or(Step::ActivateWaypoint);
+            self.say(&format!(
+                "{ns}: left mid-way by a previous run; rolling back (resume = rollback)"
+            ));
+            self.transition(&mut ctx.journal, ns, Event::RollbackRequested)
+                .await?;
+            return self.finish_rollback(&mut ctx, from, None, run).await;
+        }
+
+        // The steps, from where the journal says.
+        loop {
+            let phase = ctx.journal.record().phase;
+            let step = match phase {
+                Phase::BackedUp => Step::ActivateWaypoint,
+                Phase::StepDone(s) => match s.next() {
+                    Some(n) => n,
+                    None => break,
+                },
+                Phase::InStep(s) => s,
+                Phase::Migrated => break,
+                other => {
+                    return Err(EngineError::Other(format!(
+                        "namespace {ns}: unexpected journal phase {other:?}; inspect with `ambient-migrate status`"
+                    )));
+                }
+            };
+            if *self.stop.borrow() && !matches!(phase, Phase::InStep(_)) {
+                // Cancelled between steps: bring the namespace to a safe state (roll back what was done).
+                self.say(&format!(
+                    "{ns}: stop requested before step {}; rolling back",
+                    step.number()
+                ));
+                let from = phase.reached_step().unwrap_or(Step::ActivateWaypoint);
+                if phase == Phase::BackedUp {
+                    return Ok((NsOutcome::NotStarted, Some(phase)));
+                }
+                self.transition(&mut ctx.journal, ns, Event::RollbackRequested)
+                    .await?;
+                return self.finish_rollback(&mut ctx, from, None, run).await;
+            }
+            if !matches!(phase, Phase::InStep(_)) {
+                self.transition(&mut ctx.journal, ns, Event::StepStarted).await?;
+            }
+            self.say(&format!("{ns}: step {} {}", step.number(), step.name()));
+            let mut step_run = StepRun {
+                step,
+                started: jiff::Timestamp::now(),
+                ended: None,
+                passed: false,
+                gates: Vec::new(),
+                changes: Vec::new(),
+            };
+            let before = ctx.journal.record().changes.len();
+            let gates = match exec::execute(&mut ctx, step).await {
+                Ok(g) => g,
+                Err(e) if e.is_fenced() => return Err(e),
+                Err(e) => vec![GateResult::new(
+                    "step-action",
+                    crate::gates::GateOutcome::Error,
+                    serde_json::json!({"error": e.to_string()}),
+                    format!("step {} could not be applied: {e}", step.number()),
+                )],
+            };
+            step_run.changes = ctx.journal.record().changes[before..].to_vec();
+            for g in &gates {
+                ctx.journal.update(|r| r.push_gate(g.clone())).await?;
+            }
+            let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed()).collect();
+            step_run.passed = failed.is_empty();
+            step_run.gates = gates.clone();
+            step_run.ended = Some(jiff::Timestamp::now());
+            run.steps.push(step_run);
+            if failed.is_empty() {
+                self.transition(&mut ctx.journal, ns, Event::GatesPassed).await?;
+                self.event(
+                    ns,
+                    "StepSucceeded",
+                    &format!("step {} ({}) done, gates green", step.number(), step.name()),
+                    EventType::Normal,
+                )
+                .await;
+                continue;
+            }
+            let why = failed
+                .iter()
+                .map(|g| format!("{}: {}", g.gate, g.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            run.reason = Some(format!("step {} ({}) failed: {why}", step.number(), step.name()));
+            self.say(&format!("{ns}: step {} gate failed: {why}", step.number()));
+            self.event(
+                ns,
+                "GateFailed",
+                &format!("step {} ({}): {why}", step.number(), step.name()),
+                EventType::Warning,
+            )
+            .await;
+            if opts.on_gate_failure == OnGateFailure::Hold {
+                self.transition(&mut ctx.journal, ns, Event::GateFailedHold)
+                    .await?;
+                ctx.journal
+                    .update(|r| r.outcome = Some(format!("held: {why}")))
+                    .await?;
+                return Ok((NsOutcome::Held, Some(ctx.journal.record().phase)));
+            }
+            self.transition(&mut ctx.journal, ns, Event::GateFailed).await?;
+            return self.finish_rollback(&mut ctx, step, None, run).await;
+        }
+        ctx.journal
+            .update(|r| r.outcome = Some("migrated".into()))
+            .await?;
+        self.event(
+            ns,
+            "Migrated",
+            &format!("namespace {ns} migrated to ambient mode and validated"),
+            EventType::Normal,
+        )
+        .await;
+        self.say(&format!("{ns}: migrated"));
+        Ok((NsOutcome::Migrated, Some(ctx.journal.record().phase)))
+    }
+
+    async fn finish_rollback(
+        &self,
+        ctx: &mut NsCtx<'_>,
+        from: Step,
+        to_step: Option<u8>,
+        run: &mut NamespaceRun,
+    ) -> Result<(NsOutcome, Option<Phase>), EngineError> {
+        let ns = ctx.ns.clone();
+        self.event(
+            &ns,
+            "RollbackStarted",
+            &format!("rolling back from step {}", from.number()),
+            EventType::Warning,
+        )
+        .await;
+        let rb = rollback::execute(ctx, from, to_step).await;
+        let ok = rb.ok;
+        run.rollback = Some(rb.clone());
+        if rb.error.as_deref().is_some_and(|e| e.contains("lease")) {
+            return Err(EngineError::Other(rb.error.unwrap_or_default()));
+        }
+        if ok {
+            self.transition(&mut ctx.journal, &ns, Event::RollbackDone)
+                .await?;
+            ctx.journal
+                .update(|r| {
+                    r.outcome = Some(format!("rolled back: {}", run.reason.clone().unwrap_or_default()))
+                })
+                .await?;
+            self.event(
+                &ns,
+                "RolledBack",
+                "rollback done and verified: labels and config equal the backup, sidecars ready",
+                EventType::Warning,
+            )
+            .await;
+            self.say(&format!("{ns}: rolled back and verified"));
+            Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)))
+        } else {
+            self.transition(&mut ctx.journal, &ns, Event::RollbackError)
+                .await?;
+            let err = rb.error.clone().unwrap_or_default();
+            ctx.journal
+                .update(|r| r.outcome = Some(format!("rollback failed: {err}")))
+                .await?;
+            self.event(
+                &ns,
+                "RollbackFailed",
+                &format!("rollback failed, a human is needed: {err}"),
+                EventType::Warning,
+            )
+            .await;
+            self.say(&format!("{ns}: ROLLBACK FAILED: {err}"));
+            run.reason = Some(format!(
+                "{}; rollback failed: {err}",
+                run.reason.clone().unwrap_or_default()
+            ));
+            Ok((NsOutcome::RollbackFailed, Some(ctx.journal.record().phase)))
+        }
+    }
+
+    /// Operator rollback (`ambient-migrate rollback -n NS [--to-step K]`).
+    pub async fn rollback_namespace(
+        &self,
+        ns: &str,
+        opts: &NamespaceOptions,
+        to_step: Option<u8>,
+    ) -> NamespaceRun {
+        let mut run = NamespaceRun::new(ns);
+        let res: Result<(NsOutcome, Option<Phase>), EngineError> = async {
+            let Some(rec) = Journal::load(&self.cluster, &self.state_namespace, ns).await? else {
+                return Err(EngineError::Other(format!(
+                    "namespace {ns} has no journal in {}: nothing to roll back (was it migrated by ambient-migrate?)",
+                    self.state_namespace
+                )));
+            };
+            let Some(from) = rec.phase.reached_step() else {
+                return Err(EngineError::Other(format!(
+                    "namespace {ns} is in phase {:?}: no step to roll back",
+                    rec.phase
+                )));
+            };
+            self.check_lease()?;
+            let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+            let backup = backup::take(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?;
+            let (_, plan) = self.assess(ns, opts).await?;
+            if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
+                self.transition(&mut journal, ns, Event::RollbackRequested).await?;
+            }
+            let mut ctx = NsCtx { engine: self, ns: ns.to_string(), opts, journal, plan, backup };
+            run.reason = Some("rollback requested by an operator".into());
+            self.finish_rollback(&mut ctx, from, to_step, &mut run).await
+        }
+        .await;
+        match res {
+            Ok((o, p)) => run.finish(o, p),
+            Err(e) => {
+                run.reason = Some(e.to_string());
+                run.finish(NsOutcome::RollbackFailed, None)
+            }
+        }
+    }
+
+    pub(crate) async fn transition(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        event: Event,
+    ) -> Result<(), EngineError> {
+        self.check_lease()?;
+        let phase = journal.record().phase;
+        let next = steps::next(phase, event).map_err(|source| EngineError::State {
+            namespace: ns.to_string(),
+            source,
+        })?;
+        journal
+            .update(|r| {
+                r.phase = next;
+                if let Phase::StepDone(s) = next
+                    && !r.steps_done.contains(&s)
+                {
+                    r.steps_done.push(s);
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn event(&self, ns: &str, reason: &str, message: &str, type_: EventType) {
+        if self.cluster.dry_run() {
+            return;
+        }
+        let nsobj = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(ns.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let _ = self.cluster.emit_event(&nsobj, reason, message, type_).await;
+    }
+}
+
+/// True for a wait that ran out of time (as opposed to a wait that saw a failure).
+pub(crate) fn is_timeout(e: &crate::cluster::ClusterError) -> bool {
+    matches!(e, crate::cluster::ClusterError::Timeout { .. })
+}
+
+/// A deadline `d` from now.
+pub(crate) fn deadline(d: Duration) -> Instant {
+    Instant::now() + d
+}

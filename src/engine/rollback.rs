@@ -1,0 +1,351 @@
+//! Rollback execution: the ordered undo actions of `steps::plan::rollback_plan` (the seed's rollback table
+//! done in reverse, DESIGN §3), each idempotent, then verified: labels and config equal to the backup,
+//! every restarted workload's pods with `istio-proxy` present and ready, probes green.
+//!
+//! Every action is attempted even when an earlier one failed (a half-done rollback is worse than a
+//! complete one with one failed check); the rollback is `ok` only when every action and check succeeded.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::exec::{label_target, pods_sidecar, workload_kind};
+use super::{NsCtx, RollbackRun, deadline, probing};
+use crate::cluster::DynKind;
+use crate::cluster::restarted_at_now;
+use crate::gates::{GateOutcome, GateResult};
+use crate::steps::gate_names as g;
+use crate::steps::plan::{UndoAction, rollback_plan};
+use crate::steps::{Change, ObjRef, Step};
+
+const ROLLBACK_RESTART_KEY: &str = "rollbackRestartedAt";
+
+pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>) -> RollbackRun {
+    let mut run = RollbackRun {
+        from,
+        started: jiff::Timestamp::now(),
+        ended: None,
+        ok: true,
+        actions: Vec::new(),
+        gates: Vec::new(),
+        error: None,
+    };
+    let changes = ctx.journal.record().changes.clone();
+    let actions = match rollback_plan(&changes, from, to_step) {
+        Ok(a) => a,
+        Err(e) => {
+            run.ok = false;
+            run.error = Some(e.to_string());
+            run.ended = Some(jiff::Timestamp::now());
+            return run;
+        }
+    };
+    let until = deadline(ctx.opts.timeouts.rollback);
+    let mut errors: Vec<String> = Vec::new();
+    let mut generations: BTreeMap<ObjRef, i64> = BTreeMap::new();
+    let mut restored_from_backup = false;
+    for action in &actions {
+        if let Err(e) = ctx.engine.check_lease() {
+            errors.push(format!("lease lost during rollback: {e}"));
+            break;
+        }
+        let label = describe(action);
+        ctx.engine.say(&format!("{}: rollback: {label}", ctx.ns));
+        run.actions.push(label.clone());
+        let res: Result<(), String> = match action {
+            UndoAction::RestoreLabel { change, .. } => match label_target(&change.target) {
+                Ok(t) => ctx
+                    .engine
+                    .cluster
+                    .set_label(&t, &change.key, change.before.as_deref())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            UndoAction::DeleteCreated { object, .. } => {
+                match DynKind::from_group_kind(&object.api_version, &object.kind) {
+                    Some(k) => ctx
+                        .engine
+                        .cluster
+                        .delete_dyn(k, &ctx.ns, &object.name)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("cannot delete {object}: unsupported kind")),
+                }
+            }
+            UndoAction::RestoreFromBackup { object, .. } => {
+                // A bridge deleted at step 5 was created by the migration: it is not in the backup and
+                // its own DeleteCreated action removes it.
+                let ours = changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
+                if ours {
+                    Ok(())
+                } else {
+                    restored_from_backup = true;
+                    restore_object(ctx, object).await
+                }
+            }
+            UndoAction::RestartWorkloads { workloads, .. } => {
+                let value = match ctx
+                    .journal
+                    .record()
+                    .extra
+                    .get(ROLLBACK_RESTART_KEY)
+                    .and_then(|v| v.as_str())
+                {
+                    Some(v) => v.to_string(),
+                    None => {
+                        let v = restarted_at_now();
+                        let vv = v.clone();
+                        if let Err(e) = ctx
+                            .journal
+                            .update(|r| {
+                                r.extra.insert(ROLLBACK_RESTART_KEY.into(), json!(vv));
+                            })
+                            .await
+                        {
+                            errors.push(e.to_string());
+                        }
+                        v
+                    }
+                };
+                let mut errs = Vec::new();
+                for w in workloads {
+                    let Some(kind) = workload_kind(w) else { continue };
+                    match ctx.engine.cluster.restart(kind, &ctx.ns, &w.name, &value).await {
+                        Ok(o) => {
+                            generations.insert(w.clone(), o.generation);
+                        }
+                        Err(e) => errs.push(e.to_string()),
+                    }
+                }
+                if errs.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errs.join("; "))
+                }
+            }
+            UndoAction::WaitRollouts { workloads, .. } => {
+                let waits = workloads.iter().filter_map(|w| {
+                    let kind = workload_kind(w)?;
+                    let cluster = ctx.engine.cluster.clone();
+                    let ns = ctx.ns.clone();
+                    let gen_ = generations.get(w).copied().unwrap_or(0);
+                    Some(async move {
+                        (
+                            w.clone(),
+                            cluster.wait_rollout(kind, &ns, &w.name, gen_, until).await,
+                        )
+                    })
+                });
+                let errs: Vec<String> = futures::future::join_all(waits)
+                    .await
+                    .into_iter()
+                    .filter_map(|(w, r)| r.err().map(|e| format!("{w}: {e}")))
+                    .collect();
+                let outcome = if errs.is_empty() {
+                    GateOutcome::Pass
+                } else {
+                    GateOutcome::Fail
+                };
+                run.gates.push(GateResult::new(
+                    g::ROLLOUT,
+                    outcome,
+                    json!({"errors": errs}),
+                    if errs.is_empty() {
+                        "rollouts complete".to_string()
+                    } else {
+                        errs.join("; ")
+                    },
+                ));
+                if errs.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errs.join("; "))
+                }
+            }
+            UndoAction::RequireSidecars { workloads, .. } => {
+                let mut errs = Vec::new();
+                for w in workloads {
+                    match pods_sidecar(ctx, w, until).await {
+                        Ok(gate) => {
+                            if !gate.passed() {
+                                errs.push(format!("{w}: {}", gate.message));
+                            }
+                            run.gates.push(gate);
+                        }
+                        Err(e) => errs.push(format!("{w}: {e}")),
+                    }
+                }
+                if errs.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errs.join("; "))
+                }
+            }
+            UndoAction::VerifyBackup { objects } => {
+                verify(ctx, objects, restored_from_backup, &mut run).await
+            }
+            UndoAction::RunProbes => {
+                let probes: Vec<_> = ctx
+                    .opts
+                    .probes
+                    .iter()
+                    .filter(|p| p.runs_after_rollback())
+                    .cloned()
+                    .collect();
+                if probes.is_empty() {
+                    Ok(())
+                } else {
+                    let gate = probing::run_gate(
+                        &ctx.engine.cluster,
+                        &probes,
+                        g::PROBES,
+                        deadline(ctx.opts.timeouts.probes),
+                    )
+                    .await;
+                    let ok = gate.passed();
+                    let msg = gate.message.clone();
+                    run.gates.push(gate);
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("probes after rollback: {msg}"))
+                    }
+                }
+            }
+        };
+        if let Err(e) = res {
+            errors.push(format!("{label}: {e}"));
+        }
+    }
+    // Config identical to the backup is checked after every rollback, not only when objects were restored.
+    if !actions
+        .iter()
+        .any(|a| matches!(a, UndoAction::VerifyBackup { .. }))
+        && let Err(e) = verify(ctx, &[], restored_from_backup, &mut run).await
+    {
+        errors.push(format!("verify labels and config equal the backup: {e}"));
+    }
+    run.ok = errors.is_empty();
+    if !run.ok {
+        run.error = Some(errors.join("; "));
+    }
+    run.ended = Some(jiff::Timestamp::now());
+    run
+}
+
+/// Labels and config identical to the backup. The labels the migration manages and the backed-up kinds
+/// are compared; objects the tool created (bridges, twins) must be gone.
+async fn verify(
+    ctx: &NsCtx<'_>,
+    objects: &[ObjRef],
+    _restored: bool,
+    run: &mut RollbackRun,
+) -> Result<(), String> {
+    if ctx.engine.cluster.dry_run() {
+        return Ok(());
+    }
+    let diffs = crate::backup::verify(&ctx.engine.cluster, &ctx.backup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = if diffs.is_empty() {
+        GateOutcome::Pass
+    } else {
+        GateOutcome::Fail
+    };
+    let msg = if diffs.is_empty() {
+        format!(
+            "namespace {}: labels and config equal the backup ({} restored objects checked)",
+            ctx.ns,
+            objects.len()
+        )
+    } else {
+        format!(
+            "namespace {} differs from its backup: {}",
+            ctx.ns,
+            diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+        )
+    };
+    run.gates.push(GateResult::new(
+        g::BACKUP_EQUAL,
+        outcome,
+        json!({"differences": diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>()}),
+        msg.clone(),
+    ));
+    if diffs.is_empty() { Ok(()) } else { Err(msg) }
+}
+
+/// Puts one backed-up object back: re-created when missing (server fields stripped), replaced when it
+/// differs; nothing when it is already equal. Only that object: `--to-step` rollbacks must not reset labels.
+async fn restore_object(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> {
+    let Some(saved) = ctx
+        .backup
+        .objects
+        .iter()
+        .find(|o| ObjRef::from_value(o).kind == object.kind && ObjRef::from_value(o).name == object.name)
+    else {
+        return Err(format!(
+            "{object} is not in the backup of {}: cannot restore it",
+            ctx.ns
+        ));
+    };
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
+        .ok_or_else(|| format!("cannot restore {object}: unsupported kind"))?;
+    let mut want = saved.clone();
+    crate::backup::strip(&mut want);
+    let cluster = &ctx.engine.cluster;
+    let live = cluster
+        .get_dyn(kind, &ctx.ns, &object.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    match live {
+        None => {
+            let obj: kube::api::DynamicObject = serde_json::from_value(want).map_err(|e| e.to_string())?;
+            match cluster.create_dyn(kind, &ctx.ns, &obj).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_already_exists() => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Some(live) => {
+            let mut live_v = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+            let rv = live.metadata.resource_version.clone();
+            crate::backup::strip(&mut live_v);
+            if live_v == want {
+                return Ok(());
+            }
+            want["metadata"]["resourceVersion"] = json!(rv);
+            let obj: kube::api::DynamicObject = serde_json::from_value(want).map_err(|e| e.to_string())?;
+            cluster
+                .replace_dyn(kind, &ctx.ns, &obj)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn describe(a: &UndoAction) -> String {
+    match a {
+        UndoAction::RestoreLabel { change, .. } => match &change.before {
+            Some(v) => format!("set label {}={} on {}", change.key, v, change.target),
+            None => format!("remove label {} from {}", change.key, change.target),
+        },
+        UndoAction::DeleteCreated { object, .. } => format!("delete {object} (created by the migration)"),
+        UndoAction::RestoreFromBackup { object, .. } => format!("restore {object} from the backup"),
+        UndoAction::RestartWorkloads { workloads, .. } => format!("restart {} workloads", workloads.len()),
+        UndoAction::WaitRollouts { workloads, .. } => format!("wait for {} rollouts", workloads.len()),
+        UndoAction::RequireSidecars { workloads, .. } => {
+            format!(
+                "require istio-proxy ready in every pod of {} workloads",
+                workloads.len()
+            )
+        }
+        UndoAction::VerifyBackup { .. } => "verify labels and config equal the backup".to_string(),
+        UndoAction::RunProbes => "run the rollback probes".to_string(),
+    }
+}

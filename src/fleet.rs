@@ -1,0 +1,329 @@
+//! The fleet runner (DESIGN §6): canary namespaces first and alone, then the rest in bounded-concurrency
+//! waves, a fleet failure budget, already-migrated namespaces skipped, and a stop signal (SIGTERM / Ctrl-C
+//! from a CI cancellation) that starts nothing new but lets in-flight namespaces reach a safe state.
+//!
+//! The runner is generic over the per-namespace job so that its scheduling decisions are unit-tested
+//! without a cluster; the engine supplies the real job.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// How one namespace ended, as far as the fleet cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NsOutcome {
+    /// Migrated and validated (now or by an earlier run).
+    Migrated,
+    /// Already migrated by an earlier run: nothing done.
+    AlreadyMigrated,
+    /// A gate failed and the namespace was rolled back cleanly.
+    RolledBack,
+    /// A gate failed and `on_gate_failure = "hold"` left it as it was.
+    Held,
+    /// The rollback failed or the state is inconsistent: a human is needed.
+    RollbackFailed,
+    /// Preflight blocked it: nothing touched.
+    Blocked,
+    /// Not started (fleet stopped: canary failed, budget spent, or cancelled).
+    NotStarted,
+    /// The lease was lost or the journal fenced: stopped without finishing.
+    Aborted,
+}
+
+impl NsOutcome {
+    /// Counts against `max_failed_namespaces`.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            NsOutcome::RolledBack | NsOutcome::Held | NsOutcome::RollbackFailed | NsOutcome::Aborted
+        )
+    }
+
+    /// Success for the purpose of letting the fleet continue after canaries.
+    pub fn is_success(self) -> bool {
+        matches!(self, NsOutcome::Migrated | NsOutcome::AlreadyMigrated)
+    }
+}
+
+/// Scheduling settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetOptions {
+    /// Namespaces run one at a time, first; nothing else starts unless all of them succeed.
+    pub canaries: Vec<String>,
+    /// Namespaces in flight at once after the canaries (at least 1).
+    pub concurrency: usize,
+    /// Once more than this many namespaces failed, no new namespace starts.
+    pub max_failed_namespaces: usize,
+}
+
+/// The order in which namespaces start: canaries (in their given order) then the rest, in waves of
+/// `concurrency`. Duplicates are dropped; canaries not in the fleet are added first (validation of
+/// settings rejects them earlier with a clear message).
+pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for c in &opts.canaries {
+        if seen.insert(c.clone()) {
+            out.push(vec![c.clone()]);
+        }
+    }
+    let rest: Vec<String> = namespaces
+        .iter()
+        .filter(|n| seen.insert((*n).clone()))
+        .cloned()
+        .collect();
+    for chunk in rest.chunks(opts.concurrency.max(1)) {
+        out.push(chunk.to_vec());
+    }
+    out
+}
+
+/// What the runner did with each namespace, in start order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetResult {
+    pub outcomes: Vec<(String, NsOutcome)>,
+    /// Why the fleet stopped early, if it did.
+    pub stopped: Option<String>,
+    /// Most namespaces in flight at the same time (a test checks it against `concurrency`).
+    pub max_in_flight: usize,
+}
+
+/// Runs `job` for every namespace, canaries first. A canary that does not succeed stops the fleet; after
+/// the canaries, up to `concurrency` namespaces run at once (a new one starts as soon as one finishes,
+/// so a slow namespace does not hold a whole wave); when the failure budget is exceeded or `stop` turns
+/// true, nothing new starts and in-flight jobs finish (they watch `stop` themselves to reach a safe state).
+pub async fn run<F, Fut>(
+    namespaces: &[String],
+    opts: &FleetOptions,
+    stop: watch::Receiver<bool>,
+    job: F,
+) -> FleetResult
+where
+    F: Fn(String, bool) -> Fut,
+    Fut: Future<Output = NsOutcome> + Send + 'static,
+{
+    let plan = waves(namespaces, opts);
+    let canary_count = opts.canaries.iter().collect::<BTreeSet<_>>().len();
+    let mut outcomes: Vec<(String, NsOutcome)> = Vec::new();
+    let mut stopped: Option<String> = None;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut max_in_flight = 0usize;
+    let mut failed = 0usize;
+
+    let queue: Vec<(String, bool)> = plan
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, wave)| wave.into_iter().map(move |ns| (ns, i < canary_count)))
+        .collect();
+    let mut pending = queue.into_iter().peekable();
+    let mut set: tokio::task::JoinSet<(String, NsOutcome)> = tokio::task::JoinSet::new();
+    let limit = opts.concurrency.max(1);
+
+    loop {
+        // Start what may start.
+        while stopped.is_none() {
+            let Some((ns, canary)) = pending.peek().cloned() else {
+                break;
+            };
+            if *stop.borrow() {
+                stopped = Some("stop requested (SIGTERM/Ctrl-C): no new namespace starts".into());
+                break;
+            }
+            if failed > opts.max_failed_namespaces {
+                stopped = Some(format!(
+                    "failure budget spent: {failed} namespaces failed, max_failed_namespaces = {}",
+                    opts.max_failed_namespaces
+                ));
+                break;
+            }
+            // Canaries run alone: wait until nothing is in flight before and after them.
+            let busy = set.len();
+            if (canary && busy > 0) || busy >= limit {
+                break;
+            }
+            // Nothing else starts before every canary has finished (and succeeded: see below).
+            if !canary && outcomes.len() < canary_count {
+                break;
+            }
+            pending.next();
+            let fut = job(ns.clone(), canary);
+            let counter = in_flight.clone();
+            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            max_in_flight = max_in_flight.max(now);
+            set.spawn(async move {
+                let out = fut.await;
+                counter.fetch_sub(1, Ordering::SeqCst);
+                (ns, out)
+            });
+            if canary {
+                break;
+            }
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let (ns, outcome) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // A panicking job is a bug; the namespace state is unknown.
+                (format!("<panicked: {e}>"), NsOutcome::RollbackFailed)
+            }
+        };
+        let was_canary = opts.canaries.contains(&ns);
+        if outcome.is_failure() {
+            failed += 1;
+        }
+        outcomes.push((ns.clone(), outcome));
+        if was_canary && !outcome.is_success() && stopped.is_none() {
+            stopped = Some(format!(
+                "canary namespace {ns} did not migrate ({outcome:?}): the fleet stops"
+            ));
+        }
+    }
+    for (ns, _) in pending {
+        outcomes.push((ns, NsOutcome::NotStarted));
+    }
+    FleetResult {
+        outcomes,
+        stopped,
+        max_in_flight,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn opts(canaries: &[&str], concurrency: usize, budget: usize) -> FleetOptions {
+        FleetOptions {
+            canaries: names(canaries),
+            concurrency,
+            max_failed_namespaces: budget,
+        }
+    }
+
+    #[test]
+    fn canaries_come_first_and_alone() {
+        let w = waves(&names(&["a", "b", "c", "d", "e"]), &opts(&["c"], 2, 0));
+        assert_eq!(w, vec![names(&["c"]), names(&["a", "b"]), names(&["d", "e"])]);
+    }
+
+    async fn run_with(
+        ns: &[&str],
+        o: FleetOptions,
+        results: HashMap<&'static str, NsOutcome>,
+    ) -> FleetResult {
+        let (_tx, rx) = watch::channel(false);
+        let results = Arc::new(
+            results
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<HashMap<_, _>>(),
+        );
+        run(&names(ns), &o, rx, move |n, _canary| {
+            let r = results.get(&n).copied().unwrap_or(NsOutcome::Migrated);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn failed_canary_stops_everything_else() {
+        let r = run_with(
+            &["a", "b", "c"],
+            opts(&["a"], 2, 5),
+            HashMap::from([("a", NsOutcome::RolledBack)]),
+        )
+        .await;
+        assert_eq!(
+            r.outcomes,
+            vec![
+                ("a".into(), NsOutcome::RolledBack),
+                ("b".into(), NsOutcome::NotStarted),
+                ("c".into(), NsOutcome::NotStarted)
+            ]
+        );
+        assert!(r.stopped.unwrap().contains("canary"));
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_respected_and_failures_do_not_stop_within_budget() {
+        let r = run_with(
+            &["a", "b", "c", "d", "e", "f"],
+            opts(&[], 2, 1),
+            HashMap::from([("b", NsOutcome::RolledBack)]),
+        )
+        .await;
+        assert_eq!(r.max_in_flight, 2);
+        assert!(r.stopped.is_none());
+        assert_eq!(
+            r.outcomes
+                .iter()
+                .filter(|(_, o)| *o == NsOutcome::Migrated)
+                .count(),
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn budget_exceeded_stops_new_starts() {
+        let r = run_with(
+            &["a", "b", "c", "d", "e"],
+            opts(&[], 1, 0),
+            HashMap::from([("a", NsOutcome::RolledBack)]),
+        )
+        .await;
+        assert_eq!(r.outcomes[0], ("a".into(), NsOutcome::RolledBack));
+        assert!(r.outcomes[1..].iter().all(|(_, o)| *o == NsOutcome::NotStarted));
+        assert!(r.stopped.unwrap().contains("failure budget"));
+    }
+
+    #[tokio::test]
+    async fn stop_signal_starts_nothing_new_but_finishes_in_flight() {
+        let (tx, rx) = watch::channel(false);
+        let tx = Arc::new(tx);
+        let t2 = tx.clone();
+        let r = run(
+            &names(&["a", "b", "c", "d"]),
+            &opts(&[], 2, 9),
+            rx,
+            move |n, _| {
+                let t = t2.clone();
+                async move {
+                    if n == "a" {
+                        let _ = t.send(true);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    NsOutcome::Migrated
+                }
+            },
+        )
+        .await;
+        let started: Vec<_> = r
+            .outcomes
+            .iter()
+            .filter(|(_, o)| *o == NsOutcome::Migrated)
+            .collect();
+        assert_eq!(started.len(), 2, "a and b were in flight and finish");
+        assert!(
+            r.outcomes
+                .iter()
+                .any(|(n, o)| n == "c" && *o == NsOutcome::NotStarted)
+        );
+        assert!(r.stopped.unwrap().contains("stop requested"));
+    }
+}
