@@ -14,6 +14,7 @@ mod dynamic;
 mod events;
 mod labels;
 mod restart;
+mod snapshot;
 mod wait;
 
 use std::fmt::Debug;

@@ -2,3 +2,6 @@
 
 pub mod policy;
 pub mod spec;
+pub mod http;
+pub mod job;
+pub mod runner;

@@ -1,0 +1,196 @@
+//! Reads what the pure assessment needs ([`crate::assess::Snapshot`]): one namespace's objects, listed in
+//! parallel, plus the cluster-wide facts ([`ClusterInfo`]) read once per run.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::ListParams;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Cluster, ClusterError, DynKind};
+use crate::assess::{ClusterInfo, Snapshot};
+
+impl Cluster {
+    async fn list_ns<K>(&self, ns: &str, kind: &str) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let api: kube::Api<K> = self.namespaced(ns);
+        let lp = ListParams::default();
+        Ok(self
+            .call(&format!("list {kind} in {ns}"), || api.list(&lp))
+            .await?
+            .items)
+    }
+
+    async fn list_dyn_values(&self, kind: DynKind, ns: &str) -> Result<Vec<Value>, ClusterError> {
+        let objs = self.list_dyn(kind, ns).await?;
+        objs.iter()
+            .map(|o| {
+                serde_json::to_value(o).map_err(|e| ClusterError::Decode {
+                    what: format!("{kind} in {ns}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reads one namespace for the assessment, with the cluster-wide `info` read by
+    /// [`Cluster::read_cluster_info`].
+    pub async fn read_snapshot(&self, ns: &str, info: &ClusterInfo) -> Result<Snapshot, ClusterError> {
+        let ns_api: kube::Api<Namespace> = self.all();
+        let ns_what = format!("get Namespace {ns}");
+        let namespace = self.call(&ns_what, || ns_api.get(ns));
+        let core = futures::future::try_join5(
+            self.list_ns::<Service>(ns, "Services"),
+            self.list_ns::<Deployment>(ns, "Deployments"),
+            self.list_ns::<StatefulSet>(ns, "StatefulSets"),
+            self.list_ns::<DaemonSet>(ns, "DaemonSets"),
+            self.list_ns::<ReplicaSet>(ns, "ReplicaSets"),
+        );
+        let more = futures::future::try_join3(
+            self.list_ns::<Pod>(ns, "Pods"),
+            self.list_ns::<Job>(ns, "Jobs"),
+            self.list_ns::<CronJob>(ns, "CronJobs"),
+        );
+        let dynamic =
+            futures::future::try_join_all(DynKind::ALL.iter().map(|k| self.list_dyn_values(*k, ns)));
+        let (
+            namespace,
+            (services, deployments, statefulsets, daemonsets, replicasets),
+            (pods, jobs, cronjobs),
+            dyns,
+        ) = futures::future::try_join4(namespace, core, more, dynamic).await?;
+        let mut by_kind: BTreeMap<DynKind, Vec<Value>> = DynKind::ALL.iter().copied().zip(dyns).collect();
+        let mut take = |k: DynKind| by_kind.remove(&k).unwrap_or_default();
+        let names = |v: Vec<kube::api::ObjectMeta>| v.into_iter().filter_map(|m| m.name).collect::<Vec<_>>();
+        Ok(Snapshot {
+            namespace,
+            services,
+            deployments,
+            statefulsets,
+            daemonsets,
+            replicasets,
+            pods,
+            jobs: names(jobs.into_iter().map(|j| j.metadata).collect()),
+            cronjobs: names(cronjobs.into_iter().map(|j| j.metadata).collect()),
+            authorization_policies: take(DynKind::AuthorizationPolicy),
+            peer_authentications: take(DynKind::PeerAuthentication),
+            request_authentications: take(DynKind::RequestAuthentication),
+            virtual_services: take(DynKind::VirtualService),
+            destination_rules: take(DynKind::DestinationRule),
+            sidecars: take(DynKind::Sidecar),
+            service_entries: take(DynKind::ServiceEntry),
+            envoy_filters: take(DynKind::EnvoyFilter),
+            telemetries: take(DynKind::Telemetry),
+            http_routes: take(DynKind::HttpRoute),
+            gateways: take(DynKind::Gateway),
+            pod_monitors: take(DynKind::PodMonitor),
+            service_monitors: take(DynKind::ServiceMonitor),
+            cluster: info.clone(),
+        })
+    }
+
+    /// Reads the cluster-wide facts: ztunnel and istio-cni DaemonSets, the mesh config (root namespace,
+    /// trust domain), injector webhooks (revisions, tags, `enableNamespacesByDefault` = Istio's
+    /// `auto.sidecar-injector.istio.io` webhook), root-namespace policies and every namespace's labels.
+    pub async fn read_cluster_info(&self, system_ns: &str) -> Result<ClusterInfo, ClusterError> {
+        let ds_api: kube::Api<DaemonSet> = self.namespaced(system_ns);
+        let cm_api: kube::Api<ConfigMap> = self.namespaced(system_ns);
+        let mwc_api: kube::Api<MutatingWebhookConfiguration> = self.all();
+        let ns_api: kube::Api<Namespace> = self.all();
+        let lp = ListParams::default();
+        let (ztunnel, istio_cni, mesh_cm, mwcs, namespaces) = futures::future::try_join5(
+            self.call(&format!("get DaemonSet {system_ns}/ztunnel"), || {
+                ds_api.get_opt("ztunnel")
+            }),
+            self.call(&format!("get DaemonSet {system_ns}/istio-cni-node"), || {
+                ds_api.get_opt("istio-cni-node")
+            }),
+            self.call(&format!("get ConfigMap {system_ns}/istio"), || {
+                cm_api.get_opt("istio")
+            }),
+            self.call("list MutatingWebhookConfigurations", || mwc_api.list(&lp)),
+            self.call("list Namespaces", || ns_api.list(&lp)),
+        )
+        .await?;
+        let mut info = ClusterInfo {
+            system_namespace: system_ns.to_string(),
+            ztunnel,
+            istio_cni,
+            ..Default::default()
+        };
+        info.root_namespace = system_ns.to_string();
+        if let Some(mesh) = mesh_cm
+            .and_then(|cm| cm.data)
+            .and_then(|d| d.get("mesh").cloned())
+        {
+            match serde_saphyr::from_str::<Value>(&mesh) {
+                Ok(m) => {
+                    if let Some(td) = m.get("trustDomain").and_then(Value::as_str) {
+                        info.trust_domain = td.to_string();
+                    }
+                    if let Some(root) = m.get("rootNamespace").and_then(Value::as_str) {
+                        info.root_namespace = root.to_string();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot parse the mesh config in ConfigMap istio; using defaults")
+                }
+            }
+        }
+        let mut revisions = Vec::new();
+        for m in &mwcs.items {
+            let labels = m.metadata.labels.clone().unwrap_or_default();
+            let name = m.metadata.name.as_deref().unwrap_or("");
+            let is_injector = labels.get("app").map(String::as_str) == Some("sidecar-injector")
+                || name.starts_with("istio-sidecar-injector")
+                || name.starts_with("istio-revision-tag-");
+            if !is_injector {
+                continue;
+            }
+            let rev = labels
+                .get("istio.io/rev")
+                .cloned()
+                .unwrap_or_else(|| "default".into());
+            if let Some(tag) = labels.get("istio.io/tag") {
+                info.tags.insert(tag.clone(), rev);
+            } else if !revisions.contains(&rev) {
+                revisions.push(rev);
+            }
+            if m.webhooks
+                .iter()
+                .flatten()
+                .any(|w| w.name.starts_with("auto.sidecar-injector.istio.io"))
+            {
+                info.enable_namespaces_by_default = true;
+            }
+        }
+        if !revisions.is_empty() {
+            revisions.sort();
+            info.revisions = revisions;
+        }
+        info.namespace_labels = namespaces
+            .items
+            .into_iter()
+            .filter_map(|n| Some((n.metadata.name?, n.metadata.labels.unwrap_or_default())))
+            .collect();
+        let root = info.root_namespace.clone();
+        let (aps, pas) = futures::future::try_join(
+            self.list_dyn_values(DynKind::AuthorizationPolicy, &root),
+            self.list_dyn_values(DynKind::PeerAuthentication, &root),
+        )
+        .await?;
+        info.root_authorization_policies = aps;
+        info.root_peer_authentications = pas;
+        Ok(info)
+    }
+}
