@@ -80,11 +80,26 @@ fn target(p: &ResourcePath) -> Target {
 /// Parses a JSON (or YAML) body.
 fn parse_body(req: &Req) -> Result<Value, StoreError> {
     let ct = req.content_type.split(';').next().unwrap_or("").trim();
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(StoreError::Injected {
+            code: 415,
+            reason: "UnsupportedMediaType".into(),
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+            ),
+        });
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(&req.body).map_err(|e| bad(format!("body is not UTF-8: {e}")))?;
         serde_saphyr::from_str(text).map_err(|e| bad(format!("error decoding YAML body: {e}")))
     } else {
-        serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding JSON body: {e}")))
+        serde_json::from_slice(&req.body).map_err(|e| {
+            bad(format!(
+                "error decoding JSON body (Content-Type {:?}, {} bytes): {e}",
+                req.content_type,
+                req.body.len()
+            ))
+        })
     }
 }
 

@@ -59,9 +59,15 @@ impl Req {
         self.query.get(key).map(String::as_str)
     }
 
-    /// `dryRun=All` in the query.
+    /// `dryRun=All` in the query (or, for deletes, `dryRun: [All]` in the DeleteOptions body).
     pub fn dry_run(&self) -> bool {
-        self.q("dryRun").is_some_and(|v| !v.is_empty())
+        if self.q("dryRun").is_some_and(|v| !v.is_empty()) {
+            return true;
+        }
+        self.method == Method::DELETE
+            && !self.body.is_empty()
+            && serde_json::from_slice::<Value>(&self.body)
+                .is_ok_and(|b| b["dryRun"].as_array().is_some_and(|a| !a.is_empty()))
     }
 
     /// `watch=true` / `watch=1`.
