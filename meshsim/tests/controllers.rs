@@ -1034,11 +1034,107 @@ async fn fleet_of_250_deployments_becomes_ready() {
     let sim = &env.sim;
     wait_until("fleet ready", 60, || {
         let (ds, _) = sim.store.list(resources::id("apps", "deployments"), None);
-        ds.iter().filter(|d| d["metadata"]["namespace"].as_str().unwrap_or("").starts_with("fleet-")).count() == 250
+        ds.iter()
+            .filter(|d| {
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("fleet-")
+            })
+            .count()
+            == 250
             && ds.iter().all(|d| rollout_status(d) == Ok(true))
     })
     .await;
     let took = t0.elapsed();
     eprintln!("fleet of 250 deployments / 500 pods ready in {took:?}");
     assert!(took < Duration::from_secs(30), "too slow: {took:?}");
+}
+
+#[tokio::test]
+async fn recreate_and_paused_deployments() {
+    let yaml = format!(
+        "{}{}---\n{}",
+        ns_yaml("app", ""),
+        deployment_yaml("app", "rec", 2, "  strategy: {type: Recreate}\n"),
+        deployment_yaml("app", "held", 1, "")
+    );
+    let env = start(settings(), vec![], &yaml);
+    let sim = &env.sim;
+    for n in ["rec", "held"] {
+        wait_until("initial rollout", 10, || {
+            get(sim, "apps", "deployments", "app", n).is_some_and(|d| rollout_status(&d) == Ok(true))
+        })
+        .await;
+    }
+    // Recreate: never old and new pods at once.
+    restart(sim, "app", "rec", "2026-01-01T00:00:00Z");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pods = list(sim, "", "pods", "app");
+        let hashes: std::collections::BTreeSet<String> = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "rec")
+            .map(|p| {
+                p["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            hashes.len() <= 1,
+            "Recreate mixed pods of two templates: {hashes:?}"
+        );
+        let d = get(sim, "apps", "deployments", "app", "rec").unwrap();
+        if d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+            && rollout_status(&d) == Ok(true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "recreate did not finish");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Paused: a template change makes no new ReplicaSet until resumed.
+    let set_paused = |v: bool| {
+        sim.store
+            .update_with(
+                resources::id("apps", "deployments"),
+                "app",
+                "held",
+                Target::Main,
+                &WriteOpts::default(),
+                |o| {
+                    let mut o = o.clone();
+                    o["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+                    o["spec"]["paused"] = json!(v);
+                    Ok(o)
+                },
+            )
+            .unwrap();
+    };
+    set_paused(true);
+    restart(sim, "app", "held", "2026-01-01T00:00:00Z");
+    wait_until("paused condition", 5, || {
+        get(sim, "apps", "deployments", "app", "held")
+            .is_some_and(|d| cond(&d, "Progressing").is_some_and(|c| c["reason"] == "DeploymentPaused"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held_rs = |sim: &Sim| {
+        list(sim, "apps", "replicasets", "app")
+            .into_iter()
+            .filter(|r| r["metadata"]["name"].as_str().unwrap().starts_with("held-"))
+            .count()
+    };
+    assert_eq!(held_rs(sim), 1);
+    set_paused(false);
+    wait_until("resumed rollout", 10, || {
+        get(sim, "apps", "deployments", "app", "held").is_some_and(|d| {
+            d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+                && rollout_status(&d) == Ok(true)
+        })
+    })
+    .await;
+    assert_eq!(held_rs(sim), 2);
 }

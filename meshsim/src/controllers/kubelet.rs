@@ -143,23 +143,13 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             set_condition(&mut conds, "PodScheduled", "True", "", "", false, None);
             strip_empty(&mut conds);
             let t = target.clone();
-            if util::update(sim, res("", "pods"), ns(p), name(p), "default-scheduler", |o| {
+            // No Scheduled event: one event per pod (Started) keeps the event volume moderate.
+            util::update(sim, res("", "pods"), ns(p), name(p), "default-scheduler", |o| {
                 o["spec"]["nodeName"] = json!(t);
                 o["status"]["phase"] = json!("Pending");
                 o["status"]["conditions"] = json!(conds);
                 o["status"]["qosClass"] = json!("BestEffort");
-            })
-            .is_some()
-            {
-                emit(
-                    sim,
-                    p,
-                    false,
-                    "Scheduled",
-                    &format!("Successfully assigned {}/{} to {target}", ns(p), name(p)),
-                    "default-scheduler",
-                );
-            }
+            });
             continue;
         }
         if track.running.is_none() {

@@ -77,7 +77,9 @@ async fn run(sim: Arc<Sim>, down: Option<DownFaults>) {
         if let Some(d) = &down {
             *d.write().unwrap_or_else(|e| e.into_inner()) = snap.faults_of(FaultKind::InjectorDown);
         }
+        let t0 = std::time::Instant::now();
         pass(&sim, &snap, &mut state);
+        tracing::trace!(elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return; } }
             _ = tokio::time::sleep(tick) => {}

@@ -39,7 +39,15 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             continue;
         }
         let rss = rs_by_owner.get(uid(d)).cloned().unwrap_or_default();
-        deployment(sim, d, rss, state.now);
+        // oldPodsRunning (recreate.go): any pod of a ReplicaSet not matching the template, terminating
+        // ones included, that has not reached a terminal phase.
+        let template = template_ignoring_hash(&d["spec"]["template"]);
+        let old_pods_running = rss
+            .iter()
+            .filter(|r| template_ignoring_hash(&r["spec"]["template"]) != template)
+            .flat_map(|r| snap.owned_pods(uid(r)))
+            .any(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed");
+        deployment(sim, d, rss, old_pods_running);
     }
     for rs in &snap.replicasets {
         replicaset(sim, snap, rs, state.now);
@@ -131,7 +139,8 @@ fn scale_rs(sim: &Sim, d: &Value, rs: &Value, from: i64, to: i64) {
     );
 }
 
-fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, now: u64) {
+fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, old_pods_running: bool) {
+    let now = util::now_ms();
     let replicas = spec_replicas(d);
     let template = d["spec"]["template"].clone();
     let paused = d["spec"]["paused"].as_bool() == Some(true);
@@ -180,7 +189,7 @@ fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, now: u64) {
                 None,
             );
         }
-    } else if !paused && (!recreate || all.iter().all(|r| r.replicas == 0)) {
+    } else if !paused && (!recreate || (all.iter().all(|r| r.replicas == 0) && !old_pods_running)) {
         let old_total: i64 = all.iter().map(|r| r.replicas).sum();
         let initial = if recreate {
             replicas
@@ -261,7 +270,7 @@ fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, now: u64) {
     if !paused && created.is_none() {
         if let Some(ni) = new_idx {
             if recreate {
-                recreate_step(sim, d, &mut all, ni, replicas);
+                recreate_step(sim, d, &mut all, ni, replicas, old_pods_running);
             } else {
                 rolling_step(sim, d, &mut all, ni, replicas, now);
             }
@@ -459,6 +468,9 @@ fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, now: u64) {
     status_conds.sort_by_key(order);
     status["conditions"] = json!(status_conds);
     let rev = new_rev.map(|r| r.to_string());
+    if status == d["status"] && rev.as_deref().is_none_or(|r| annotation(d, REV) == Some(r)) {
+        return;
+    }
     util::update(sim, res("apps", "deployments"), ns(d), name(d), DC, |o| {
         o["status"] = status;
         if let Some(r) = rev {
@@ -548,7 +560,7 @@ fn rolling_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64, 
 }
 
 /// rolloutRecreate: old ReplicaSets to zero, wait for their pods to go, then the new one to full size.
-fn recreate_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64) {
+fn recreate_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64, old_pods_running: bool) {
     let mut scaled_down = false;
     for (i, r) in all.iter_mut().enumerate() {
         if i != ni && r.replicas > 0 {
@@ -560,11 +572,7 @@ fn recreate_step(sim: &Sim, d: &Value, all: &mut [Rs], ni: usize, replicas: i64)
     if scaled_down {
         return;
     }
-    let old_running = all
-        .iter()
-        .enumerate()
-        .any(|(i, r)| i != ni && st(r.obj, "replicas") > 0);
-    if old_running {
+    if old_pods_running {
         return;
     }
     if all[ni].replicas != replicas {
@@ -723,9 +731,11 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value, now: u64) {
     if !conds.is_empty() {
         status["conditions"] = json!(conds);
     }
-    util::update(sim, res("apps", "replicasets"), ns(rs), name(rs), RSC, |o| {
-        o["status"] = status;
-    });
+    if status != rs["status"] {
+        util::update(sim, res("apps", "replicasets"), ns(rs), name(rs), RSC, |o| {
+            o["status"] = status;
+        });
+    }
 }
 
 fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
@@ -846,9 +856,11 @@ fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
         "updateRevision": update_rev,
         "collisionCount": 0,
     });
-    util::update(sim, res("apps", "statefulsets"), ns(s), name(s), SSC, |o| {
-        o["status"] = status;
-    });
+    if status != s["status"] {
+        util::update(sim, res("apps", "statefulsets"), ns(s), name(s), SSC, |o| {
+            o["status"] = status;
+        });
+    }
 }
 
 fn daemonset(sim: &Sim, snap: &Snap, d: &Value, now: u64) {
@@ -954,7 +966,9 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value, now: u64) {
         "numberUnavailable": nodes.len().saturating_sub(available),
         "updatedNumberScheduled": updated,
     });
-    util::update(sim, res("apps", "daemonsets"), ns(d), name(d), DSC, |o| {
-        o["status"] = status;
-    });
+    if status != d["status"] {
+        util::update(sim, res("apps", "daemonsets"), ns(d), name(d), DSC, |o| {
+            o["status"] = status;
+        });
+    }
 }
