@@ -88,15 +88,81 @@ fn post_faults(sim: &Sim, req: &Req) -> Resp {
     }
 }
 
-// Adapters to the traffic model (helper C's `crate::traffic`): kept here so the API compiles whatever
-// state that module is in.
+// Adapters to the traffic model (`crate::traffic`, helper C's module).
 
-fn traffic_snapshot(_sim: &Sim) -> Value {
-    json!({"error": "traffic model not available in this build"})
+fn traffic_snapshot(sim: &Sim) -> Value {
+    sim.traffic.snapshot()
 }
 
-fn traffic_reset(_sim: &Sim) {}
+fn traffic_reset(sim: &Sim) {
+    sim.traffic.reset()
+}
 
-fn traffic_request(_sim: &Sim, _body: &Value) -> Result<Value, (u16, String)> {
-    Err((501, "traffic model not available in this build".into()))
+/// Body: `{"source": "ns/pod" | null, "method": "GET", "url": "http://svc.ns/path", "headers": {..}}`.
+fn traffic_request(sim: &Sim, body: &Value) -> Result<Value, (u16, String)> {
+    use crate::traffic::{self, Outcome, Source};
+    let source = match body.get("source") {
+        None | Some(Value::Null) => Source::External,
+        Some(Value::String(s)) => match s.split_once('/') {
+            Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() => Source::Pod {
+                namespace: ns.to_string(),
+                name: pod.to_string(),
+            },
+            _ => {
+                return Err((
+                    400,
+                    format!("source must be \"namespace/pod\" or null, got {s:?}"),
+                ));
+            }
+        },
+        Some(other) => return Err((400, format!("source must be a string or null, got {other}"))),
+    };
+    let url = body["url"]
+        .as_str()
+        .ok_or_else(|| (400, "url is required".to_string()))?
+        .to_string();
+    let method = body["method"].as_str().unwrap_or("GET").to_string();
+    let headers = match body.get("headers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect(),
+        Some(other) => return Err((400, format!("headers must be an object, got {other}"))),
+    };
+    let resp = traffic::handle(
+        sim,
+        &traffic::Request {
+            source,
+            method,
+            url,
+            headers,
+        },
+    );
+    let (outcome, status) = match resp.outcome {
+        Outcome::Http(code) => ("http", Some(code)),
+        Outcome::Reset => ("reset", None),
+        Outcome::DnsFailure => ("dns-failure", None),
+        Outcome::Refused => ("refused", None),
+    };
+    let headers: serde_json::Map<String, Value> = resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    Ok(json!({
+        "outcome": outcome,
+        "status": status,
+        "headers": headers,
+        "body": resp.body,
+        "enforcement": resp.enforcement,
+        "intended_allow": resp.intended_allow,
+        "wrongly_allowed": resp.wrongly_allowed,
+        "wrongly_denied": resp.wrongly_denied,
+    }))
 }
