@@ -265,6 +265,12 @@ impl Cluster {
     pub async fn connect(conn: &ConnectOptions, opts: ClusterOptions) -> Result<Self, ClusterError> {
         let mut config = load_config(conn).await?;
         config.default_retry = false;
+        // kube sends no User-Agent of its own; name ourselves so audit logs and request accounting can
+        // tell the runner's requests from kubectl's.
+        config.headers.push((
+            reqwest::header::USER_AGENT,
+            reqwest::header::HeaderValue::from_static(concat!("ambient-migrate/", env!("CARGO_PKG_VERSION"))),
+        ));
         let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
             message: e.to_string(),
         })?;

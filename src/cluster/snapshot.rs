@@ -25,10 +25,12 @@ impl Cluster {
     {
         let api: kube::Api<K> = self.namespaced(ns);
         let lp = ListParams::default();
-        Ok(self
-            .call(&format!("list {kind} in {ns}"), || api.list(&lp))
-            .await?
-            .items)
+        match self.call(&format!("list {kind} in {ns}"), || api.list(&lp)).await {
+            Ok(l) => Ok(l.items),
+            // A kind the API server does not serve (e.g. CronJobs in a minimal cluster): none of them.
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_dyn_values(&self, kind: DynKind, ns: &str) -> Result<Vec<Value>, ClusterError> {

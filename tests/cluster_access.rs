@@ -1,0 +1,346 @@
+//! Cluster access against meshsim: kubeconfig loading, idempotent label patches, dry run, restarts with
+//! rollout waits, pod waits, timeouts, snapshots, dynamic kinds and Events.
+
+mod common;
+
+use ambient_migrate::cluster::{
+    Check, Cluster, ClusterError, ClusterOptions, ConnectOptions, DynKind, EVENTS_NAMESPACE, EventType,
+    LabelTarget, RESTARTED_AT_ANNOTATION, WorkloadKind, restarted_at_now,
+};
+use common::{SEED, deadline, start};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+
+fn ns_target() -> LabelTarget {
+    LabelTarget::Namespace { name: "shop".into() }
+}
+
+#[tokio::test]
+async fn kubeconfig_errors_name_the_file_and_context() {
+    let missing = ConnectOptions {
+        kubeconfig: Some("/nonexistent/kubeconfig".into()),
+        context: None,
+    };
+    let err = Cluster::connect(&missing, ClusterOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Kubeconfig { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kc");
+    std::fs::write(&path, meshsim::kubeconfig_yaml("http://127.0.0.1:1")).unwrap();
+    let bad_ctx = ConnectOptions {
+        kubeconfig: Some(path),
+        context: Some("nope".into()),
+    };
+    let err = Cluster::connect(&bad_ctx, ClusterOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Context { .. }), "{err}");
+    assert!(
+        err.to_string().contains("nope") && err.to_string().contains("--context"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn label_changes_are_idempotent_and_return_the_previous_value() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let out = c
+        .set_label(&ns_target(), "istio.io/dataplane-mode", Some("ambient"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.before.as_deref(), out.after.as_deref(), out.changed),
+        (None, Some("ambient"), true)
+    );
+    assert_eq!(
+        c.labels_of(&ns_target()).await.unwrap()["istio.io/dataplane-mode"],
+        "ambient"
+    );
+
+    // Same value again: nothing is written.
+    env.reset_requests().await;
+    let again = c
+        .set_label(&ns_target(), "istio.io/dataplane-mode", Some("ambient"))
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.before.as_deref(), Some("ambient"));
+    let log = env.requests().await;
+    assert!(
+        log.iter().all(|r| r["verb"] == "get"),
+        "an unchanged label must not write: {log:?}"
+    );
+    env.reset_requests().await;
+
+    // Removal returns the previous value, and a second removal is a no-op.
+    let rm = c.set_label(&ns_target(), "istio-injection", None).await.unwrap();
+    assert_eq!((rm.before.as_deref(), rm.changed), (Some("enabled"), true));
+    assert!(
+        !c.labels_of(&ns_target())
+            .await
+            .unwrap()
+            .contains_key("istio-injection")
+    );
+    let rm2 = c.set_label(&ns_target(), "istio-injection", None).await.unwrap();
+    assert!(!rm2.changed);
+
+    // Services too, several keys at once.
+    let svc = LabelTarget::Service {
+        namespace: "shop".into(),
+        name: "api".into(),
+    };
+    let outs = c
+        .set_labels(
+            &svc,
+            &[
+                ("istio.io/use-waypoint".into(), Some("waypoint".into())),
+                ("app".into(), Some("api".into())),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(outs[0].changed && !outs[1].changed);
+    assert_eq!(
+        c.labels_of(&svc).await.unwrap()["istio.io/use-waypoint"],
+        "waypoint"
+    );
+
+    // The patches were JSON merge patches with our field manager.
+    let log = env.requests().await;
+    let patches: Vec<_> = log.iter().filter(|r| r["verb"] == "patch").collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert!(patches.iter().all(|r| {
+        r["user_agent"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ambient-migrate/")
+    }));
+}
+
+#[tokio::test]
+async fn dry_run_leaves_the_store_unchanged() {
+    let env = start(&[SEED]).await;
+    let dry = env
+        .cluster_with(ClusterOptions {
+            dry_run: true,
+            ..common::test_options()
+        })
+        .await;
+    let c = &env.cluster;
+    // Controllers keep writing pod status, so compare the touched objects' resourceVersions and the
+    // request log rather than the store-wide resourceVersion.
+    let ns_rv = || async {
+        c.all::<Namespace>()
+            .get("shop")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let dep_rv = || async {
+        c.namespaced::<Deployment>("shop")
+            .get("api")
+            .await
+            .unwrap()
+            .metadata
+            .generation
+    };
+    let (ns_before, gen_before) = (ns_rv().await, dep_rv().await);
+    env.reset_requests().await;
+    let out = dry
+        .set_label(&ns_target(), "istio.io/dataplane-mode", Some("ambient"))
+        .await
+        .unwrap();
+    assert!(out.changed);
+    let r = dry
+        .restart(WorkloadKind::Deployment, "shop", "api", &restarted_at_now())
+        .await
+        .unwrap();
+    assert!(r.patched);
+    assert!(
+        dry.delete_dyn(DynKind::AuthorizationPolicy, "shop", "api-allow-web-get")
+            .await
+            .unwrap()
+    );
+    let log = env.requests().await;
+    assert_eq!(
+        (ns_rv().await, dep_rv().await),
+        (ns_before, gen_before),
+        "dry run must not persist anything"
+    );
+    assert!(
+        !env.cluster
+            .labels_of(&ns_target())
+            .await
+            .unwrap()
+            .contains_key("istio.io/dataplane-mode")
+    );
+    assert!(
+        env.cluster
+            .get_dyn(DynKind::AuthorizationPolicy, "shop", "api-allow-web-get")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let writes: Vec<_> = log
+        .iter()
+        .filter(|r| ["create", "update", "patch", "delete"].contains(&r["verb"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(writes.len(), 3, "{log:?}");
+    assert!(
+        writes.iter().all(|r| r["dry_run"] == true),
+        "every write must be a dry run: {writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn restart_then_wait_rollout_completes_and_is_idempotent() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    // Let the fixture roll out first.
+    c.wait_rollout(WorkloadKind::Deployment, "shop", "api", 1, deadline(20))
+        .await
+        .unwrap();
+    let at = restarted_at_now();
+    let r = c
+        .restart(WorkloadKind::Deployment, "shop", "api", &at)
+        .await
+        .unwrap();
+    assert!(r.patched);
+    assert!(r.generation >= 2, "{r:?}");
+    let d: Deployment = c.namespaced::<Deployment>("shop").get("api").await.unwrap();
+    assert_eq!(
+        d.spec.template.metadata.unwrap().annotations.unwrap()[RESTARTED_AT_ANNOTATION],
+        at
+    );
+
+    let done = c
+        .wait_rollout(
+            WorkloadKind::Deployment,
+            "shop",
+            "api",
+            r.generation,
+            deadline(30),
+        )
+        .await
+        .unwrap();
+    assert!(done.observed_generation >= r.generation);
+    assert!(
+        done.message.contains("successfully rolled out"),
+        "{}",
+        done.message
+    );
+
+    // Resume: the same restartedAt is not patched again, generation unchanged.
+    let again = c
+        .restart(WorkloadKind::Deployment, "shop", "api", &at)
+        .await
+        .unwrap();
+    assert_eq!((again.patched, again.generation), (false, r.generation));
+
+    // Every api pod now carries the new template annotation and is Ready.
+    let pods = c
+        .wait_pods("shop", "app=api", deadline(30), |p: &Pod| {
+            let ann = p.metadata.annotations.clone().unwrap_or_default();
+            if ann.get(RESTARTED_AT_ANNOTATION) != Some(&at) {
+                return Err("old pod".into());
+            }
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready { Ok(()) } else { Err("not ready".into()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(pods.pods.len(), 2);
+}
+
+#[tokio::test]
+async fn waits_time_out_with_the_last_observed_state() {
+    let env = start(&[SEED]).await;
+    let api = env.cluster.namespaced::<Deployment>("shop");
+    let err = env
+        .cluster
+        .wait_until(api, "test wait", "api", deadline(1), |d: Option<&Deployment>| {
+            Check::Pending(format!("replicas {:?}", d.and_then(|d| d.spec.replicas)))
+        })
+        .await
+        .unwrap_err();
+    match err {
+        ClusterError::Timeout { last, .. } => assert!(last.contains("replicas Some(2)"), "{last}"),
+        other => panic!("expected timeout, got {other}"),
+    }
+    let err = env
+        .cluster
+        .wait_rollout(WorkloadKind::Deployment, "shop", "absent", 1, deadline(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::WaitFailed { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn snapshot_reads_the_namespace_and_cluster_facts() {
+    let env = start(&[SEED]).await;
+    let info = env.cluster.read_cluster_info("istio-system").await.unwrap();
+    assert!(info.ztunnel.is_some(), "ztunnel DaemonSet");
+    assert_eq!(info.trust_domain, "cluster.local");
+    assert!(
+        info.revisions.contains(&"default".to_string()),
+        "{:?}",
+        info.revisions
+    );
+    assert_eq!(info.namespace_labels["shop"]["istio-injection"], "enabled");
+    let snap = env.cluster.read_snapshot("shop", &info).await.unwrap();
+    assert_eq!(snap.ns(), "shop");
+    let names: Vec<_> = snap
+        .deployments
+        .iter()
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
+    for n in ["web", "api", "db"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    // web, api, db and the waypoint's Service (made by the waypoint controller).
+    assert_eq!(snap.services.len(), 4);
+    assert_eq!(snap.authorization_policies.len(), 3);
+    assert_eq!(snap.virtual_services.len(), 1);
+    assert_eq!(snap.http_routes.len(), 1);
+    assert_eq!(snap.gateways.len(), 1);
+    assert_eq!(snap.authorization_policies[0]["kind"], "AuthorizationPolicy");
+    assert_eq!(
+        snap.authorization_policies[0]["apiVersion"],
+        "security.istio.io/v1"
+    );
+}
+
+#[tokio::test]
+async fn events_are_recorded_for_the_namespace() {
+    let env = start(&[SEED]).await;
+    let ns: Namespace = env.cluster.all::<Namespace>().get("shop").await.unwrap();
+    assert!(
+        env.cluster
+            .emit_event(&ns, "StepStarted", "step 1 activate waypoint", EventType::Normal)
+            .await
+    );
+    let evs = env
+        .cluster
+        .namespaced::<Event>(EVENTS_NAMESPACE)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let ours: Vec<_> = evs
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("StepStarted"))
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].involved_object.name.as_deref(), Some("shop"));
+    assert_eq!(ours[0].involved_object.kind.as_deref(), Some("Namespace"));
+    assert_eq!(ours[0].reporting_component.as_deref(), Some("ambient-migrate"));
+}
