@@ -41,7 +41,7 @@ impl ProgressUpdate {
     }
 
     /// What counts as a state change: everything but the ready count, plus reaching full readiness.
-    fn state_key(&self) -> (Option<Step>, String, String, bool) {
+    fn state_key(&self) -> StateKey {
         (
             self.step,
             self.state.clone(),
@@ -51,11 +51,14 @@ impl ProgressUpdate {
     }
 }
 
+/// What must change for a line to print before the interval: step, state, detail, completion.
+type StateKey = (Option<Step>, String, String, bool);
+
 /// Rate-limited progress printer.
 pub struct Progress<W: Write> {
     out: W,
     interval: Duration,
-    last: HashMap<String, (Instant, (Option<Step>, String, String, bool))>,
+    last: HashMap<String, (Instant, StateKey)>,
 }
 
 impl<W: Write> Progress<W> {
