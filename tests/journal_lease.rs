@@ -1,0 +1,214 @@
+//! Journal fencing and the fleet Lease against meshsim.
+
+mod common;
+
+use std::time::Duration;
+
+use ambient_migrate::cluster::{ClusterOptions, LabelTarget};
+use ambient_migrate::journal::{Journal, JournalError, STATE_ANNOTATION, phase_label};
+use ambient_migrate::lease::{self, LeaseConfig, LeaseError};
+use ambient_migrate::steps::{Change, LabelChange, ObjRef, Phase, Step};
+use common::{SEED, start};
+
+const STATE_NS: &str = "ambient-migrate";
+
+#[tokio::test]
+async fn journal_writes_are_fenced() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let mut a = Journal::load_or_create(c, STATE_NS, "shop", "run-a")
+        .await
+        .unwrap();
+    assert_eq!(a.record().phase, Phase::Pending);
+    let mut stale = Journal::load_or_create(c, STATE_NS, "shop", "run-b")
+        .await
+        .unwrap();
+    assert_eq!(stale.resource_version(), a.resource_version());
+
+    a.update(|r| {
+        r.phase = Phase::InStep(Step::ActivateWaypoint);
+        r.changes.push(Change::Label {
+            step: Step::ActivateWaypoint,
+            change: LabelChange {
+                target: ObjRef::namespace("shop"),
+                key: "istio.io/use-waypoint".into(),
+                before: None,
+                after: Some("waypoint".into()),
+            },
+        });
+    })
+    .await
+    .unwrap();
+    let err = stale.update(|r| r.phase = Phase::RolledBack).await.unwrap_err();
+    match &err {
+        JournalError::Fenced { namespace, writer } => {
+            assert_eq!((namespace.as_str(), writer.as_str()), ("shop", "run-a"))
+        }
+        other => panic!("expected Fenced, got {other}"),
+    }
+    assert_eq!(
+        stale.record().phase,
+        Phase::Pending,
+        "a fenced handle keeps its old record"
+    );
+
+    // What is stored is a's record, a can keep writing, and the namespace shows the phase.
+    let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(stored.phase, Phase::InStep(Step::ActivateWaypoint));
+    assert_eq!(stored.changes.len(), 1);
+    assert_eq!(stored.run_id, "run-a");
+    a.update(|r| r.phase = Phase::StepDone(Step::ActivateWaypoint))
+        .await
+        .unwrap();
+    let ann = c
+        .labels_of(&LabelTarget::Namespace { name: "shop".into() })
+        .await
+        .unwrap();
+    assert!(
+        ann.is_empty() || !ann.contains_key(STATE_ANNOTATION),
+        "state is an annotation, not a label"
+    );
+    let ns: k8s_openapi::api::core::v1::Namespace = c.all().get("shop").await.unwrap();
+    assert_eq!(
+        ns.metadata.annotations.unwrap()[STATE_ANNOTATION],
+        phase_label(&Phase::StepDone(Step::ActivateWaypoint))
+    );
+
+    // A reloaded handle resumes from the stored record.
+    let resumed = Journal::load_or_create(c, STATE_NS, "shop", "run-c")
+        .await
+        .unwrap();
+    assert_eq!(resumed.record().phase, Phase::StepDone(Step::ActivateWaypoint));
+    let all = Journal::list_all(c, STATE_NS).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].runs, vec!["run-a".to_string()]);
+}
+
+#[tokio::test]
+async fn a_second_runner_gets_held_by_and_writes_nothing() {
+    let env = start(&[SEED]).await;
+    let first = lease::acquire(&env.cluster, LeaseConfig::new(STATE_NS))
+        .await
+        .unwrap();
+    first.check().unwrap();
+
+    env.reset_requests().await;
+    let other = env.cluster_with(common::test_options()).await;
+    let err = lease::acquire(&other, LeaseConfig::new(STATE_NS))
+        .await
+        .unwrap_err();
+    match &err {
+        LeaseError::HeldBy { holder, .. } => assert_eq!(holder, first.identity()),
+        e => panic!("expected HeldBy, got {e}"),
+    }
+    let log = env.requests().await;
+    assert!(!log.is_empty());
+    let writes: Vec<_> = log
+        .iter()
+        .filter(|r| ["create", "update", "patch", "delete"].contains(&r["verb"].as_str().unwrap_or("")))
+        .collect();
+    assert!(writes.is_empty(), "the second runner must not write: {writes:?}");
+
+    // After release the next runner acquires at once.
+    first.release().await.unwrap();
+    let second = lease::acquire(&other, LeaseConfig::new(STATE_NS)).await.unwrap();
+    second.check().unwrap();
+    second.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    c.ensure_namespace(STATE_NS).await.unwrap();
+    let api = c.namespaced::<Lease>(STATE_NS);
+    // A dead runner's Lease, last renewed 60 s ago with a 15 s duration.
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let dead = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(lease::LEASE_NAME.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("dead-runner".into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(old)),
+            acquire_time: Some(MicroTime(old)),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }),
+    };
+    api.create(&Default::default(), &dead).await.unwrap();
+    let cfg = LeaseConfig {
+        duration: Duration::from_secs(3),
+        ..LeaseConfig::new(STATE_NS)
+    };
+    let guard = lease::acquire(c, cfg).await.unwrap();
+    let l = api.get(lease::LEASE_NAME).await.unwrap().spec.unwrap();
+    assert_eq!(l.holder_identity.as_deref(), Some(guard.identity()));
+    assert_eq!(l.lease_transitions, Some(4));
+    guard.check().unwrap();
+
+    // Someone else overwrites the holder: the renewer (every 1 s) notices and check() fails.
+    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
+    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
+        .await
+        .unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = guard.check() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the loss is noticed within a renew period");
+    assert!(matches!(lost, LeaseError::Lost { .. }), "{lost}");
+    // Releasing a lost lease leaves the intruder's record alone.
+    guard.release().await.unwrap();
+    assert_eq!(
+        api.get(lease::LEASE_NAME)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("intruder")
+    );
+}
+
+#[tokio::test]
+async fn dry_run_acquire_checks_without_writing() {
+    let env = start(&[SEED]).await;
+    let dry = env
+        .cluster_with(ClusterOptions {
+            dry_run: true,
+            ..common::test_options()
+        })
+        .await;
+    env.reset_requests().await;
+    let g = lease::acquire(&dry, LeaseConfig::new(STATE_NS)).await.unwrap();
+    g.check().unwrap();
+    g.release().await.unwrap();
+    let writes = env
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| !["get", "list", "watch"].contains(&r["verb"].as_str().unwrap_or("")))
+        .count();
+    assert_eq!(writes, 0);
+    // A dry run still refuses to start while a real run holds the lease.
+    let real = lease::acquire(&env.cluster, LeaseConfig::new(STATE_NS))
+        .await
+        .unwrap();
+    assert!(matches!(
+        lease::acquire(&dry, LeaseConfig::new(STATE_NS)).await,
+        Err(LeaseError::HeldBy { .. })
+    ));
+    real.release().await.unwrap();
+}
