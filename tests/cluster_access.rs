@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use ambient_migrate::cluster::{
     Check, Cluster, ClusterError, ClusterOptions, ConnectOptions, DynKind, EVENTS_NAMESPACE, EventType,
     LabelTarget, RESTARTED_AT_ANNOTATION, WorkloadKind, restarted_at_now,
@@ -343,4 +345,68 @@ async fn events_are_recorded_for_the_namespace() {
     assert_eq!(ours[0].involved_object.name.as_deref(), Some("shop"));
     assert_eq!(ours[0].involved_object.kind.as_deref(), Some("Namespace"));
     assert_eq!(ours[0].reporting_component.as_deref(), Some("ambient-migrate"));
+}
+
+fn fault(v: serde_json::Value) -> meshsim::FaultSpec {
+    serde_json::from_value(v).expect("fault spec")
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_client_errors_are_not() {
+    let env = start(&[SEED]).await;
+    // Two 503s on reading the namespace: retried with backoff, then it works.
+    env.sim().faults.add(fault(serde_json::json!({
+        "kind": "api-error", "verb": "get", "resource": "namespaces", "name": "shop", "code": 503, "count": 2
+    })));
+    env.reset_requests().await;
+    let out = env
+        .cluster
+        .set_label(&ns_target(), "istio.io/dataplane-mode", Some("ambient"))
+        .await
+        .unwrap();
+    assert!(out.changed);
+    let gets = env
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["verb"] == "get" && r["resource"] == "namespaces")
+        .count();
+    assert_eq!(gets, 3, "two failed attempts and one success");
+
+    // A 403 fails at once, naming the object and the fix.
+    env.sim().faults.add(fault(serde_json::json!({
+        "kind": "api-error", "verb": "patch", "resource": "namespaces", "name": "shop", "code": 403, "count": 1
+    })));
+    env.reset_requests().await;
+    let err = env
+        .cluster
+        .set_label(&ns_target(), "istio.io/dataplane-mode", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Api { code: 403, .. }), "{err}");
+    assert!(
+        err.to_string().contains("Namespace shop") && err.to_string().contains("RBAC"),
+        "{err}"
+    );
+    let patches = env
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["verb"] == "patch")
+        .count();
+    assert_eq!(patches, 1, "a 403 is not retried");
+
+    // Persistent 503: bounded retries, then the error surfaces.
+    env.sim().faults.add(fault(serde_json::json!({
+        "kind": "api-error", "verb": "get", "resource": "services", "code": 503
+    })));
+    let started = std::time::Instant::now();
+    let svc = LabelTarget::Service {
+        namespace: "shop".into(),
+        name: "api".into(),
+    };
+    let err = env.cluster.labels_of(&svc).await.unwrap_err();
+    assert!(matches!(err, ClusterError::Api { code: 503, .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5), "retries are bounded");
 }

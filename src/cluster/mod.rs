@@ -159,7 +159,7 @@ impl ClusterError {
                 } else {
                     let hint = match s.code {
                         401 => "; the credentials in the kubeconfig were rejected",
-                        403 => "; grant the verb to the runner's identity (see ci/rbac.yaml)",
+                        403 => "; grant the verb to the runner's identity (RBAC: ci/k8s/clusterrole.yaml)",
                         422 => "; the object was rejected as invalid",
                         _ => "",
                     };
