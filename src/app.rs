@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
@@ -174,7 +173,15 @@ fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch:
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     if matches!(cli.command, Command::Demo) {
+        #[cfg(feature = "demo")]
         return crate::demo::run(&cli).await;
+        #[cfg(not(feature = "demo"))]
+        {
+            eprintln!(
+                "error: this build has no simulator: the demo needs the `demo` feature (build with default features)"
+            );
+            return exit::USAGE;
+        }
     }
     let s = match load_settings(&cli) {
         Ok(s) => s,
@@ -313,11 +320,11 @@ async fn cmd_plan(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, run_id:
             }
         }
     }
-    if let Some(dir) = fixes_dir(cli) {
-        if let Err(e) = write_fixes(&dir, &plans) {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+    if let Some(dir) = fixes_dir(cli)
+        && let Err(e) = write_fixes(&dir, &plans)
+    {
+        eprintln!("error: {e}");
+        return exit::USAGE;
     }
     match out.format {
         OutputFormat::Json => {
@@ -760,16 +767,4 @@ async fn cmd_restore(cluster: &Cluster, out: &Out, file: &Path) -> i32 {
             exit::HUMAN_NEEDED
         }
     }
-}
-
-/// Waits up to `d` for `f` to hold (used by the demo to wait for its simulated cluster to settle).
-pub async fn settle<F: Fn() -> bool>(d: Duration, f: F) -> bool {
-    let until = tokio::time::Instant::now() + d;
-    while tokio::time::Instant::now() < until {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }

@@ -32,14 +32,36 @@ pub fn plain_namespace(ns: &str, apps: &[&str], extra_deploy_spec: &str) -> Stri
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    istio-injection: enabled\n"
     );
     for app in apps {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {app}, namespace: {ns}}}\n\
----\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: {ns}, labels: {{app: {app}}}}}\n\
-spec:\n  replicas: 2\n{extra_deploy_spec}  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}, version: v1}}}}\n\
-    spec:\n      serviceAccountName: {app}\n      containers:\n      - name: {app}\n        image: example/echo:1\n        ports: [{{containerPort: 8080, name: http}}]\n\
----\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}, labels: {{app: {app}}}}}\n\
-spec:\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
-        ));
+        let lines = [
+            "---".to_string(),
+            "apiVersion: v1".into(),
+            "kind: ServiceAccount".into(),
+            format!("metadata: {{name: {app}, namespace: {ns}}}"),
+            "---".into(),
+            "apiVersion: apps/v1".into(),
+            "kind: Deployment".into(),
+            format!("metadata: {{name: {app}, namespace: {ns}, labels: {{app: {app}}}}}"),
+            "spec:".into(),
+            "  replicas: 2".into(),
+            format!("{extra_deploy_spec}  selector: {{matchLabels: {{app: {app}}}}}"),
+            "  template:".into(),
+            format!("    metadata: {{labels: {{app: {app}, version: v1}}}}"),
+            "    spec:".into(),
+            format!("      serviceAccountName: {app}"),
+            "      containers:".into(),
+            format!("      - name: {app}"),
+            "        image: example/echo:1".into(),
+            "        ports: [{containerPort: 8080, name: http}]".into(),
+            "---".into(),
+            "apiVersion: v1".into(),
+            "kind: Service".into(),
+            format!("metadata: {{name: {app}, namespace: {ns}, labels: {{app: {app}}}}}"),
+            "spec:".into(),
+            format!("  selector: {{app: {app}}}"),
+            "  ports: [{name: http, port: 80, targetPort: 8080}]".into(),
+        ];
+        y.push_str(&lines.join("\n"));
+        y.push('\n');
     }
     y
 }

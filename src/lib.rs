@@ -5,6 +5,7 @@ pub mod assess;
 pub mod backup;
 pub mod cli;
 pub mod cluster;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
 pub mod fleet;

@@ -66,6 +66,9 @@ pub struct WatchEvent {
     pub object: Value,
 }
 
+/// What a watch starts from: the events it missed (to replay) and a receiver for the next ones.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
 /// Errors with the reason and code a real apiserver would put in its Status object.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -392,7 +395,7 @@ impl Store {
     pub fn watch_from(
         &self,
         since: u64,
-    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), StoreError> {
+    ) -> Result<WatchStart, StoreError> {
         let inner = self.lock();
         if since < inner.compacted {
             return Err(StoreError::Gone {

@@ -176,7 +176,9 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
     let nsl = s.ns_labels();
     let a = super::preflight::analyze(s, opts);
     let ns_ref = ObjRef::namespace(&ns);
+    let no_waypoint = super::preflight::waypoint_gateway(s, opts).is_none();
     let waypoint_labels = match &opts.waypoint_scope {
+        _ if no_waypoint => Vec::new(),
         WaypointScope::Namespace => vec![PlannedLabel {
             target: ns_ref.clone(),
             key: "istio.io/use-waypoint".into(),

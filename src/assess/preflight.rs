@@ -573,7 +573,19 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             route_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    if wp_gw.is_none() {
+    if wp_gw.is_none() && needs_waypoint.is_empty() {
+        // Nothing L7 in the namespace: ztunnel alone enforces everything, step 1 has nothing to activate.
+        a.findings.push(Finding::new(
+            Severity::Info,
+            codes::NO_WAYPOINT,
+            gw_ref.clone(),
+            format!(
+                "no waypoint Gateway {ns}/{} and no L7 policy or route needs one: step 1 is skipped, the namespace runs on ztunnel alone",
+                opts.waypoint_name
+            ),
+            format!("to use L7 features later: istioctl waypoint apply -n {ns} --name {}", opts.waypoint_name),
+        ));
+    } else if wp_gw.is_none() {
         let why = if needs_waypoint.is_empty() {
             "step 1 activates it".to_string()
         } else {

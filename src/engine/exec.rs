@@ -119,6 +119,16 @@ async fn create_planned(
     }
 }
 
+/// Creates the planned bridge policies (when enabled).
+async fn create_bridges(ctx: &mut NsCtx<'_>, step: Step) -> Result<(), EngineError> {
+    if ctx.opts.plan.bridges {
+        for b in ctx.plan.bridges.clone() {
+            create_planned(ctx, step, &b.object, &b.role, &b.manifest).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes an object, journaled first (restorable from the backup); absent is fine.
 async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Result<(), EngineError> {
     let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
@@ -183,8 +193,24 @@ async fn activate_waypoint(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, Engin
             create_planned(ctx, step, &t.object, &t.role, &t.manifest).await?;
         }
     }
+    if ctx.plan.waypoint_labels.is_empty() && ctx.plan.twins.is_empty() {
+        return Ok(vec![GateResult::new(
+            g::WAYPOINT_READY,
+            GateOutcome::Pass,
+            json!({"waypoint": null}),
+            format!(
+                "no waypoint to activate in {}: nothing in the namespace needs L7 processing",
+                ctx.ns
+            ),
+        )]);
+    }
     let bind = ctx.opts.plan.activation_order == ActivationOrder::BeforeAmbient;
     if bind {
+        // Bridges go in before the waypoint is bound: from the moment a Service is bound, ambient callers
+        // (migrated namespaces, or new pods here once injection is off) reach it through the waypoint, and
+        // the destination (sidecar or ztunnel) sees the waypoint's identity, which the selector policy does
+        // not admit (traffic-model vectors V05/V06).
+        create_bridges(ctx, step).await?;
         for l in ctx.plan.waypoint_labels.clone() {
             apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
         }
@@ -379,11 +405,6 @@ pub(crate) fn workload_kind(r: &ObjRef) -> Option<WorkloadKind> {
 async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::Restart;
     let mut gates = Vec::new();
-    if ctx.opts.plan.bridges {
-        for b in ctx.plan.bridges.clone() {
-            create_planned(ctx, step, &b.object, &b.role, &b.manifest).await?;
-        }
-    }
     let continuous: Vec<_> = ctx
         .opts
         .probes
@@ -496,6 +517,7 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
         gates.extend(pod_results);
     }
     if ctx.opts.plan.activation_order == ActivationOrder::AfterRestart && gates.iter().all(|g| g.passed()) {
+        create_bridges(ctx, step).await?;
         for l in ctx.plan.waypoint_labels.clone() {
             apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
         }
