@@ -1138,3 +1138,59 @@ async fn recreate_and_paused_deployments() {
     .await;
     assert_eq!(held_rs(sim), 2);
 }
+
+#[tokio::test]
+async fn curl_job_calls_a_service_through_the_traffic_model() {
+    let yaml = format!(
+        "{}{}---\n{}",
+        ns_yaml("shop", ""),
+        deployment_yaml("shop", "web", 1, ""),
+        service_yaml("shop", "web", ""),
+    );
+    let job = String::from(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: probe, namespace: shop}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: curl\n        image: curlimages/curl\n        command: [curl, -s, -o, /dev/null, -w, '%{http_code}', 'http://web.shop.svc.cluster.local/']\n",
+    );
+    let env = start(settings(), vec![], &yaml);
+    let sim = &env.sim;
+    wait_until("web ready", 10, || {
+        active_pods(sim, "shop", "web").iter().any(ready)
+    })
+    .await;
+    // The probe starts once the backend serves (a probe started earlier would fail, as on a cluster).
+    sim.store
+        .load(fixtures::parse_text(&job, "job").unwrap())
+        .unwrap();
+    wait_until("probe finished", 10, || {
+        get(sim, "batch", "jobs", "shop", "probe").is_some_and(|j| {
+            ["Complete", "Failed"]
+                .iter()
+                .any(|t| cond(&j, t).is_some_and(|c| c["status"] == "True"))
+        })
+    })
+    .await;
+    let pod = list(sim, "", "pods", "shop")
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["job-name"] == "probe")
+        .unwrap();
+    let log = sim
+        .logs
+        .get("shop", pod["metadata"]["name"].as_str().unwrap())
+        .unwrap_or_default();
+    let job = get(sim, "batch", "jobs", "shop", "probe").unwrap();
+    let again = meshsim::traffic::curl::run(
+        sim,
+        meshsim::traffic::Source::Pod {
+            namespace: "shop".into(),
+            name: pod["metadata"]["name"].as_str().unwrap().into(),
+        },
+        &[
+            "curl".into(),
+            "-sS".into(),
+            "-i".into(),
+            "http://web.shop.svc.cluster.local/".into(),
+        ],
+    );
+    assert_eq!(log, "200", "curl output; again: {again:?}");
+    assert!(cond(&job, "Complete").is_some(), "job status: {}", job["status"]);
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+}
