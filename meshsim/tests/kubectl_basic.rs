@@ -136,14 +136,21 @@ async fn table_columns_for_pods_and_gateways() {
         .split_whitespace()
         .collect();
     // Expected total from the stored spec (an injector, when present, may add containers).
-    let pod = ts.sim().store.get(resources::core("pods"), "shop", "web-1").unwrap();
+    let pod = ts
+        .sim()
+        .store
+        .get(resources::core("pods"), "shop", "web-1")
+        .unwrap();
     let spec = &pod["spec"];
     let native = spec["initContainers"]
         .as_array()
         .map_or(0, |a| a.iter().filter(|c| c["restartPolicy"] == "Always").count());
     let total = spec["containers"].as_array().unwrap().len() + native;
     assert!(native >= 1 && total >= 2);
-    assert!(row[1].ends_with(&format!("/{total}")), "READY counts native sidecars: {row:?}");
+    assert!(
+        row[1].ends_with(&format!("/{total}")),
+        "READY counts native sidecars: {row:?}"
+    );
 
     let r = ts.kubectl(&["get", "pods", "-n", "shop", "-o", "wide"]).await;
     ok(&r);
@@ -245,6 +252,31 @@ spec:
         "{}",
         r.2
     );
+
+    // Typed-client generators send protobuf bodies.
+    ok(&ts.kubectl(&["create", "namespace", "made-by-kubectl"]).await);
+    assert!(
+        ts.sim()
+            .store
+            .get(resources::core("namespaces"), "", "made-by-kubectl")
+            .is_some()
+    );
+    ok(&ts
+        .kubectl(&["create", "configmap", "lit", "-n", "shop", "--from-literal=a=b"])
+        .await);
+    let lit = ts
+        .sim()
+        .store
+        .get(resources::core("configmaps"), "shop", "lit")
+        .unwrap();
+    assert_eq!(lit["data"]["a"], "b");
+    ok(&ts
+        .kubectl(&["create", "serviceaccount", "sa1", "-n", "shop"])
+        .await);
+    let r = ts
+        .kubectl(&["create", "deployment", "d", "--image=x", "-n", "shop"])
+        .await;
+    assert_ne!(r.0, 0, "protobuf Deployments are not decoded: {}", r.1);
 
     // delete waits for the object to be gone (GET, list + watch).
     let r = ts

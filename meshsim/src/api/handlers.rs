@@ -80,6 +80,11 @@ fn target(p: &ResourcePath) -> Target {
 /// Parses a JSON (or YAML) body.
 fn parse_body(req: &Req) -> Result<Value, StoreError> {
     let ct = req.content_type.split(';').next().unwrap_or("").trim();
+    if ct.contains("protobuf")
+        && let Some(v) = super::proto::decode(&req.body)
+    {
+        return Ok(v);
+    }
     if ct.contains("protobuf") || ct.contains("cbor") {
         return Err(StoreError::Injected {
             code: 415,

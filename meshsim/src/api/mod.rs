@@ -9,6 +9,7 @@ pub mod control;
 pub mod discovery;
 pub mod handlers;
 pub mod patch;
+pub mod proto;
 pub mod routing;
 pub mod selectors;
 pub mod table;
