@@ -385,6 +385,7 @@ async fn cmd_run(
 
     // Preflight of the whole fleet, read-only: any blocker stops the run before anything is written.
     let mut blocked_reports = Vec::new();
+    let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
@@ -400,7 +401,11 @@ async fn cmd_run(
         ) {
             continue;
         }
-        match eng.assess(ns, &opts).await {
+        let assessed = eng.assess(ns, &opts).await;
+        if let Ok((_, plan)) = &assessed {
+            callers.insert(ns.clone(), plan.callers.clone());
+        }
+        match assessed {
             Ok((_, plan)) if plan.blocked() => {
                 say(&format!("{ns}: preflight BLOCKED"));
                 eprint!("{}", findings_text(ns, &plan));
@@ -432,6 +437,14 @@ async fn cmd_run(
         finish_report(s, out, &report);
         return exit::BLOCKED;
     }
+
+    let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        let ordered = fleet::callers_first(&namespaces, &callers);
+        (eng.progress)(&format!("fleet order (callers first): {}", ordered.join(", ")));
+        ordered
+    } else {
+        namespaces
+    };
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
     let guard = match lease::acquire(cluster, LeaseConfig::new(&s.state_namespace)).await {

@@ -83,6 +83,41 @@ pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
     out
 }
 
+/// Orders namespaces so that callers come before the namespaces they call (`fleet.order = "callers-first"`):
+/// a migrated namespace's waypoint is bypassed by callers still on sidecars (DESIGN §3.1 fact 3), so
+/// migrating callers first shortens that window. Stable: namespaces without a caller relation keep their
+/// order; a cycle is broken where it is first entered.
+pub fn callers_first(
+    namespaces: &[String],
+    callers: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut visiting: BTreeSet<String> = BTreeSet::new();
+    fn visit(
+        n: &String,
+        namespaces: &[String],
+        callers: &std::collections::BTreeMap<String, Vec<String>>,
+        visiting: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if out.contains(n) || !visiting.insert(n.clone()) {
+            return;
+        }
+        for c in callers.get(n).into_iter().flatten() {
+            if namespaces.contains(c) {
+                visit(c, namespaces, callers, visiting, out);
+            }
+        }
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    for n in namespaces {
+        visit(n, namespaces, callers, &mut visiting, &mut out);
+    }
+    out
+}
+
 /// What the runner did with each namespace, in start order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetResult {
@@ -211,6 +246,17 @@ mod tests {
             concurrency,
             max_failed_namespaces: budget,
         }
+    }
+
+    #[test]
+    fn callers_go_first_and_cycles_keep_list_order() {
+        let mut callers = std::collections::BTreeMap::new();
+        callers.insert("api".to_string(), names(&["web", "batch"]));
+        callers.insert("web".to_string(), names(&["edge"]));
+        callers.insert("a".to_string(), names(&["b"]));
+        callers.insert("b".to_string(), names(&["a"]));
+        let order = callers_first(&names(&["api", "web", "edge", "db", "a", "b"]), &callers);
+        assert_eq!(order, names(&["edge", "web", "api", "db", "b", "a"]));
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub struct NamespacePlan {
     pub delete_at_step5: Vec<ObjRef>,
     /// L4 selector policies kept as they are.
     pub kept_policies: Vec<ObjRef>,
+    /// Namespaces that call this one (caller graph for `fleet.order = "callers-first"`).
+    #[serde(default)]
+    pub callers: Vec<String>,
     /// Preflight findings.
     pub findings: Vec<Finding>,
 }
@@ -222,6 +225,7 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         bridges: a.bridges,
         delete_at_step5,
         kept_policies: a.kept_policies,
+        callers: a.callers.iter().cloned().collect(),
         findings: a.findings,
     }
 }

@@ -89,6 +89,8 @@ pub struct Analysis {
     pub delete_routing: Vec<ObjRef>,
     /// Namespaces on sidecars calling this one.
     pub sidecar_callers: BTreeSet<String>,
+    /// Every other namespace calling this one (from policies' `from` and probe definitions).
+    pub callers: BTreeSet<String>,
 }
 
 /// The waypoint Gateway of the options, if it exists in the snapshot.
@@ -686,6 +688,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
         callers.extend(super::policy::caller_namespaces(p));
     }
     callers.remove(&ns);
+    a.callers = callers.clone();
     a.sidecar_callers = callers
         .into_iter()
         .filter(|c| {
