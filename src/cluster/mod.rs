@@ -409,8 +409,8 @@ impl Cluster {
         self.call(what, || api.get_opt(name)).await
     }
 
-    /// Ensures a namespace exists (used for the state namespace). Never dry-run: the state namespace is
-    /// infrastructure of the tool; in dry-run mode it is only created when the tool itself writes state.
+    /// Ensures a namespace exists (the state namespace). A dry-run `Cluster` only sends a dry-run
+    /// create, so state writers (journal, backup, lease) skip their writes in dry-run mode instead.
     pub async fn ensure_namespace(&self, name: &str) -> Result<(), ClusterError> {
         use k8s_openapi::api::core::v1::Namespace;
         let api: kube::Api<Namespace> = self.all();
