@@ -342,3 +342,63 @@ async fn binary_serves_until_sigterm_and_generates_fleets() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn watch_bookmarks_and_gone_error_event() {
+    let mut settings = common::fast_settings();
+    settings.bookmark_interval_ms = 100;
+    let ts = common::start_sim_with(meshsim::StartOptions {
+        settings,
+        fixture_texts: vec![NS.to_string()],
+        ..Default::default()
+    })
+    .await;
+    let a = ts.running.addr;
+    let rv = ts.sim().store.resource_version().to_string();
+    let path = format!(
+        "/api/v1/namespaces/shop/configmaps?watch=true&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion={rv}"
+    );
+    let (code, _, body) = http(a, "GET", &path, &[], "").await;
+    assert_eq!(code, 200);
+    let events: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 3, "about one bookmark per 100 ms: {events:?}");
+    // Controllers may write other kinds meanwhile: bookmarks carry the latest RV seen, never going back.
+    let mut last: u64 = rv.parse().unwrap();
+    for e in &events {
+        assert_eq!(e["type"], "BOOKMARK");
+        assert_eq!(e["object"]["kind"], "ConfigMap");
+        let brv: u64 = e["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(brv >= last);
+        last = brv;
+    }
+    // After compaction an old resourceVersion gets one ERROR event with a 410 Expired Status.
+    ts.sim()
+        .store
+        .create(
+            meshsim::resources::core("configmaps"),
+            json!({"metadata": {"name": "c", "namespace": "shop"}}),
+            &Default::default(),
+        )
+        .unwrap();
+    ts.sim().store.compact();
+    let path = format!("/api/v1/namespaces/shop/configmaps?watch=true&resourceVersion={rv}");
+    let (code, _, body) = http(a, "GET", &path, &[], "").await;
+    assert_eq!(code, 200);
+    let text = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let e: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(e["type"], "ERROR");
+    assert_eq!(
+        (e["object"]["code"].as_i64(), e["object"]["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+}
