@@ -12,18 +12,19 @@ use meshsim::{Settings, Sim, controllers, fixtures};
 use serde_json::{Value, json};
 
 fn settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency = Latencies {
-        controller_tick_ms: 5,
-        pod_start_ms: 10,
-        pod_ready_ms: 10,
-        pod_terminate_ms: 10,
-        cni_enroll_ms: 5,
-        waypoint_program_ms: 10,
-        job_run_ms: 10,
-        api_ms: 0,
-    };
-    s
+    Settings {
+        latency: Latencies {
+            controller_tick_ms: 5,
+            pod_start_ms: 10,
+            pod_ready_ms: 10,
+            pod_terminate_ms: 10,
+            cni_enroll_ms: 5,
+            waypoint_program_ms: 10,
+            job_run_ms: 10,
+            api_ms: 0,
+        },
+        ..Settings::default()
+    }
 }
 
 struct Env {
