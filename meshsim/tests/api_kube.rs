@@ -191,7 +191,13 @@ async fn server_side_dry_run_writes_nothing() {
         "dry run answers the would-be object"
     );
     api.delete("a", &DeleteParams::default().dry_run()).await.unwrap();
-    assert_eq!(store.resource_version(), before_rv);
+    // Controllers may write other objects meanwhile; nothing happened to configmaps in `t`.
+    let (backlog, _rx) = store.watch_from(before_rv).unwrap();
+    let cm_id = resources::core("configmaps");
+    assert!(
+        !backlog.iter().any(|e| e.res == cm_id && e.namespace == "t"),
+        "no configmap event"
+    );
     assert_eq!(store.list(resources::core("configmaps"), Some("t")).0, before);
     let log = ts.sim().accounting.log();
     assert_eq!(log.len(), 3);

@@ -110,7 +110,12 @@ async fn discovery_get_and_label() {
         .await;
     ok(&r);
     assert!(ns_labels(&ts, "shop").get("istio.io/dataplane-mode").is_none());
-    assert_eq!(ts.sim().store.resource_version(), rv);
+    let (backlog, _rx) = ts.sim().store.watch_from(rv).unwrap();
+    let ns_id = resources::core("namespaces");
+    assert!(
+        !backlog.iter().any(|e| e.res == ns_id),
+        "dry run wrote a namespace"
+    );
     let kubectl_patches = ts
         .sim()
         .accounting
