@@ -1,0 +1,288 @@
+//! End-to-end acceptance of the fleet job (DESIGN §6, issue 4) on a meshsim fleet, driving the real
+//! binary: a failed canary stops the fleet with nothing else touched; a namespace failing mid-fleet rolls
+//! back while the others migrate; the failure budget stops new starts; at most `concurrency` namespaces
+//! are in flight (measured from meshsim's request log); SIGTERM mid-run leaves every namespace Migrated,
+//! RolledBack (config equal to the backup) or untouched, with the reports written. Every run's report
+//! files are checked: the JSON against docs/report.schema.json, the JUnit file against the schema CI
+//! publishers accept, with one testcase per step and gate and the measurements of failed gates.
+
+mod fleet_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fleet_common::*;
+
+const LIMIT: Duration = Duration::from_secs(80);
+
+fn states(fleet: &Fleet, names: &[&str]) -> BTreeMap<String, NsState> {
+    names.iter().map(|n| (n.to_string(), fleet.ns_state(n))).collect()
+}
+
+/// Asserts that `ns` is exactly as before (labels, resourceVersions of the Namespace, pods and
+/// Deployments) and that the product sent no mutating request concerning it.
+fn assert_untouched(fleet: &Fleet, ns: &str, before: &NsState) {
+    assert_eq!(&fleet.ns_state(ns), before, "{ns} was touched");
+    let writes: Vec<String> = fleet
+        .product_log()
+        .iter()
+        .filter(|r| r.is_mutating() && concerns(r, ns))
+        .map(|r| format!("{} {} {}", r.verb, r.path, r.code))
+        .collect();
+    assert!(writes.is_empty(), "mutating requests for {ns}: {writes:#?}");
+}
+
+fn assert_reports(fleet: &Fleet) {
+    for ext in ["json", "xml", "md"] {
+        assert!(
+            fleet
+                .reports
+                .join(format!("ambient-migrate-report.{ext}"))
+                .is_file(),
+            "report .{ext} written"
+        );
+    }
+    assert_report_matches_schema(&fleet.reports);
+    check_junit(&fleet.reports);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_canary_stops_the_fleet_and_touches_nothing_else() {
+    let all = ["cfail", "alpha", "beta", "gamma"];
+    let fleet = Fleet::start(
+        &fixture(&[
+            ("cfail", true),
+            ("alpha", false),
+            ("beta", false),
+            ("gamma", false),
+        ]),
+        vec![crashloop("cfail")],
+    )
+    .await;
+    let before = states(&fleet, &all);
+    let cfg = fleet.write_config("fleet.toml", &fleet_config(&all, &["cfail"], 2, 5, ""));
+    let out = fleet
+        .run(&["run", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+
+    let outcomes = fleet.outcomes();
+    assert_eq!(outcomes["cfail"], "rolled-back", "{outcomes:?}");
+    for ns in ["alpha", "beta", "gamma"] {
+        assert_eq!(outcomes[ns], "not-started", "{outcomes:?}");
+        assert_untouched(&fleet, ns, &before[ns]);
+    }
+    let report = fleet.report();
+    let reason = report["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["name"] == "alpha")
+        .expect("alpha")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("canary"), "why alpha did not start: {reason}");
+    assert_restored(&fleet, "cfail", &before["cfail"]);
+    assert_eq!(fleet.journal("cfail").expect("journal")["phase"], "rolled-back");
+    assert_reports(&fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_namespace_mid_fleet_rolls_back_while_the_others_migrate_two_at_a_time() {
+    let all = ["can", "n1", "n2", "bad", "n3", "n4"];
+    let fleet = Fleet::start(
+        &fixture(&[
+            ("can", false),
+            ("n1", false),
+            ("n2", false),
+            ("bad", true),
+            ("n3", false),
+            ("n4", false),
+        ]),
+        vec![crashloop("bad")],
+    )
+    .await;
+    let before = states(&fleet, &all);
+    let cfg = fleet.write_config("fleet.toml", &fleet_config(&all, &["can"], 2, 1, ""));
+    let out = fleet
+        .run(&["run", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+
+    let outcomes = fleet.outcomes();
+    for ns in ["can", "n1", "n2", "n3", "n4"] {
+        assert_eq!(outcomes[ns], "migrated", "{ns}: {outcomes:?}");
+        assert_migrated(&fleet, ns);
+    }
+    assert_eq!(outcomes["bad"], "rolled-back", "{outcomes:?}");
+    assert_restored(&fleet, "bad", &before["bad"]);
+
+    // In flight, from meshsim's request log: the canary alone, then at most 2 at once (and really 2).
+    let log = fleet.product_log();
+    let intervals = in_flight(&log, &all);
+    assert_eq!(
+        intervals.len(),
+        all.len(),
+        "every namespace was written: {intervals:?}"
+    );
+    let (can_start, can_end) = intervals["can"];
+    for (ns, (s, e)) in &intervals {
+        if ns != "can" {
+            assert!(
+                *s > can_end || *e < can_start,
+                "{ns} in flight ({s}..{e}) while the canary was ({can_start}..{can_end})"
+            );
+        }
+    }
+    let overlap = max_overlap(&intervals);
+    eprintln!("in flight: {intervals:?}, max overlap {overlap}");
+    assert!(
+        overlap <= 2,
+        "{overlap} namespaces in flight at once: {intervals:#?}"
+    );
+    assert!(
+        overlap > 1,
+        "concurrency 2 never reached (the test could not fail): {intervals:#?}"
+    );
+
+    // The failed gate is in both reports, with its measurements.
+    let report = fleet.report();
+    let bad = report["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["name"] == "bad")
+        .expect("bad")
+        .clone();
+    let failed: Vec<_> = bad["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .flat_map(|s| s["gates"].as_array().cloned().unwrap_or_default())
+        .filter(|g| g["outcome"] != "pass")
+        .collect();
+    assert!(!failed.is_empty(), "bad has a failed gate: {bad:#}");
+    assert!(
+        failed
+            .iter()
+            .all(|g| g["measured"].as_object().is_some_and(|m| !m.is_empty())
+                || g["measured"].as_array().is_some_and(|m| !m.is_empty())),
+        "failed gates carry measurements: {failed:#?}"
+    );
+    assert_eq!(bad["rollback"]["outcome"], "verified", "{bad:#}");
+    assert_reports(&fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_budget_stops_new_starts() {
+    let all = ["f1", "f2", "later1", "later2"];
+    let fleet = Fleet::start(
+        &fixture(&[("f1", true), ("f2", true), ("later1", false), ("later2", false)]),
+        vec![crashloop("f1"), crashloop("f2")],
+    )
+    .await;
+    let before = states(&fleet, &all);
+    // One failure is within the budget (f2 still starts); the second one spends it.
+    let cfg = fleet.write_config("fleet.toml", &fleet_config(&all, &[], 1, 1, ""));
+    let out = fleet
+        .run(&["run", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let outcomes = fleet.outcomes();
+    assert_eq!(outcomes["f1"], "rolled-back", "{outcomes:?}");
+    assert_eq!(outcomes["f2"], "rolled-back", "{outcomes:?}");
+    for ns in ["later1", "later2"] {
+        assert_eq!(outcomes[ns], "not-started", "{outcomes:?}");
+        assert_untouched(&fleet, ns, &before[ns]);
+    }
+    for ns in ["f1", "f2"] {
+        assert_restored(&fleet, ns, &before[ns]);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("failure budget"), "{}", show(&out));
+    assert_reports(&fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_leaves_every_namespace_safe_and_writes_the_reports() {
+    let all = ["s1", "s2", "s3", "s4"];
+    let fleet = Fleet::start(
+        &fixture(&[("s1", false), ("s2", false), ("s3", false), ("s4", false)]),
+        vec![],
+    )
+    .await;
+    let before = states(&fleet, &all);
+    let cfg = fleet.write_config("fleet.toml", &fleet_config(&all, &[], 2, 5, ""));
+    let child = fleet
+        .command(&["run", "--config", cfg.to_str().expect("utf-8")])
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+
+    // Wait until a namespace is mid-way: the ambient label is on (step 2 done) but not finished.
+    let store = fleet.sim().store.clone();
+    let mut changes = store.changes();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mid = loop {
+        let hit = all.iter().find(|ns| {
+            store
+                .get(meshsim::resources::core("namespaces"), "", ns)
+                .is_some_and(|o| o["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient")
+        });
+        if let Some(ns) = hit {
+            break ns.to_string();
+        }
+        assert!(tokio::time::Instant::now() < until, "no namespace reached step 2");
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    };
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = match tokio::time::timeout(LIMIT, child.wait_with_output()).await {
+        Ok(o) => o.expect("wait"),
+        Err(_) => panic!("ambient-migrate did not exit after SIGTERM"),
+    };
+    let code = out.status.code();
+    assert!(
+        code.is_some(),
+        "exited by itself (not killed by the signal): {}",
+        show(&out)
+    );
+
+    let report = fleet.report();
+    let outcomes = outcomes_of(&report);
+    eprintln!("after SIGTERM at {mid}: exit {code:?}, outcomes {outcomes:?}");
+    assert_eq!(outcomes.len(), all.len(), "{outcomes:?}");
+    assert_eq!(
+        code,
+        Some(ambient_migrate::report::exit_code_for(
+            &ambient_migrate::report::json::parse(&report.to_string())
+                .expect("report")
+                .namespaces
+        )),
+        "exit code follows the outcomes: {}",
+        show(&out)
+    );
+    assert_ne!(outcomes[&mid], "not-started", "{mid} was in flight: {outcomes:?}");
+    assert!(
+        outcomes.values().any(|o| o == "not-started"),
+        "the stop must keep namespaces from starting: {outcomes:?}"
+    );
+    for ns in all {
+        match outcomes[ns].as_str() {
+            "migrated" => assert_migrated(&fleet, ns),
+            "rolled-back" => assert_restored(&fleet, ns, &before[ns]),
+            "not-started" => {
+                // Untouched, or (stopped right after the backup) with unchanged config.
+                let now = fleet.ns_state(ns);
+                assert_eq!(now.config_view(), before[ns].config_view(), "{ns} config changed");
+                assert_eq!(now.pods, before[ns].pods, "{ns} pods changed");
+            }
+            other => panic!("{ns} ended {other} after SIGTERM: {}", show(&out)),
+        }
+    }
+    assert_reports(&fleet);
+}
