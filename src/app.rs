@@ -57,6 +57,16 @@ impl Out {
     }
 }
 
+impl Out {
+    /// Where rate-limited progress lines go: stdout in text mode, stderr in JSON mode.
+    pub fn progress_writer(&self) -> Box<dyn std::io::Write + Send> {
+        match self.format {
+            OutputFormat::Json => Box::new(std::io::stderr()),
+            OutputFormat::Text => Box::new(std::io::stdout()),
+        }
+    }
+}
+
 /// Loads layered settings (exit 2 with every problem named on failure).
 pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
     let mut overrides = cli.to_overrides();
@@ -157,6 +167,13 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
     Ok(out)
 }
 
+/// The fleet Lease settings (`timeouts.lease` is its duration).
+fn lease_config(s: &Settings) -> LeaseConfig {
+    let mut c = LeaseConfig::new(&s.state_namespace);
+    c.duration = s.timeouts.lease;
+    c
+}
+
 fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch::Receiver<bool>) -> Engine {
     Engine {
         cluster: cluster.clone(),
@@ -167,6 +184,10 @@ fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch:
         stop,
         progress: out.progress(),
         cluster_info: Default::default(),
+        waits: Some(Arc::new(Mutex::new(crate::report::progress::Progress::new(
+            out.progress_writer(),
+            s.reports.progress_interval,
+        )))),
     }
 }
 
@@ -447,7 +468,7 @@ async fn cmd_run(
     };
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
-    let guard = match lease::acquire(cluster, LeaseConfig::new(&s.state_namespace)).await {
+    let guard = match lease::acquire(cluster, lease_config(s)).await {
         Ok(g) => Arc::new(g),
         Err(LeaseError::HeldBy { holder, .. }) => {
             eprintln!(
@@ -680,7 +701,7 @@ async fn cmd_rollback(
     stop: watch::Receiver<bool>,
 ) -> i32 {
     let ns = cli.namespaces[0].clone();
-    let guard = match lease::acquire(cluster, LeaseConfig::new(&s.state_namespace)).await {
+    let guard = match lease::acquire(cluster, lease_config(s)).await {
         Ok(g) => Arc::new(g),
         Err(LeaseError::HeldBy { holder, .. }) => {
             eprintln!(

@@ -543,6 +543,9 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
 async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let (selector, replicas) = workload_selector(ctx, w).await?;
+    let engine = ctx.engine;
+    let ns = ctx.ns.clone();
+    let detail = w.to_string();
     let res = ctx
         .engine
         .cluster
@@ -551,6 +554,14 @@ async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<Gat
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
+            let good = live.iter().filter(|p| sidecar_free_and_enrolled(p).ok).count() as u32;
+            engine.wait_progress(
+                &ns,
+                Some(Step::Restart),
+                "waiting for ambient pods",
+                (good, replicas as u32),
+                &detail,
+            );
             if live.len() < replicas {
                 return Check::Pending(format!("{} of {replicas} pods", live.len()));
             }
@@ -650,6 +661,9 @@ pub(crate) async fn pods_sidecar(
 ) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let (selector, replicas) = workload_selector(ctx, w).await?;
+    let engine = ctx.engine;
+    let ns = ctx.ns.clone();
+    let detail = w.to_string();
     let res = ctx
         .engine
         .cluster
@@ -658,6 +672,14 @@ pub(crate) async fn pods_sidecar(
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
+            let good = live.iter().filter(|p| sidecar_ready(p).ok).count() as u32;
+            engine.wait_progress(
+                &ns,
+                None,
+                "rollback: waiting for sidecars",
+                (good, replicas as u32),
+                &detail,
+            );
             if live.len() != replicas {
                 return Check::Pending(format!("{} of {replicas} pods", live.len()));
             }

@@ -28,6 +28,7 @@ use crate::gates::GateResult;
 use crate::journal::{Journal, JournalError};
 use crate::lease::LeaseGuard;
 use crate::probes::spec::ProbeSpec;
+use crate::report::progress::{Progress, ProgressUpdate};
 use crate::steps::{self, Change, Event, Phase, Step};
 
 /// What to do when a gate fails.
@@ -97,6 +98,9 @@ impl Default for NamespaceOptions {
     }
 }
 
+/// Rate-limited progress printer for long waits.
+pub type WaitProgress = Progress<Box<dyn std::io::Write + Send>>;
+
 /// Shared context of a run.
 #[derive(Clone)]
 pub struct Engine {
@@ -115,6 +119,8 @@ pub struct Engine {
     pub progress: Arc<dyn Fn(&str) + Send + Sync>,
     /// Cluster-wide facts, read once per run (Istio install, revisions, other namespaces' labels).
     pub cluster_info: Arc<tokio::sync::OnceCell<crate::assess::ClusterInfo>>,
+    /// Rate-limited progress of long waits ("pods ready 3/5"), one line per namespace per interval at most.
+    pub waits: Option<Arc<std::sync::Mutex<WaitProgress>>>,
 }
 
 /// One step as it ran.
@@ -224,6 +230,27 @@ pub(crate) struct NsCtx<'a> {
 impl Engine {
     fn say(&self, line: &str) {
         (self.progress)(line);
+    }
+
+    /// Reports progress of a long wait without flooding CI logs (see `report::progress`).
+    pub(crate) fn wait_progress(
+        &self,
+        ns: &str,
+        step: Option<Step>,
+        state: &str,
+        ready: (u32, u32),
+        detail: &str,
+    ) {
+        if let Some(p) = &self.waits {
+            let u = ProgressUpdate {
+                namespace: ns.to_string(),
+                step,
+                state: state.to_string(),
+                ready: Some(ready),
+                detail: detail.to_string(),
+            };
+            p.lock().unwrap_or_else(|e| e.into_inner()).update(&u);
+        }
     }
 
     /// Fails when the lease can no longer be proven held.
@@ -634,7 +661,13 @@ impl Engine {
         journal
             .update(|r| {
                 r.phase = next;
-                if let Phase::StepDone(s) = next
+                // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
+                let done = match next {
+                    Phase::StepDone(s) => Some(s),
+                    Phase::Migrated if matches!(phase, Phase::InStep(_)) => Some(Step::Validate),
+                    _ => None,
+                };
+                if let Some(s) = done
                     && !r.steps_done.contains(&s)
                 {
                     r.steps_done.push(s);
