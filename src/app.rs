@@ -400,7 +400,7 @@ async fn cmd_run(
             return exit::USAGE;
         }
     };
-    let mut report = RunReport::new(run_id, "run", &cluster_url(cli), &s.digest(), cli.dry_run);
+    let mut report = RunReport::new(run_id, "run", &cluster_url(cluster), &s.digest(), cli.dry_run);
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
 
@@ -621,8 +621,8 @@ pub fn namespace_report(run: &NamespaceRun, canary: bool, wave: u32) -> Namespac
     r
 }
 
-fn cluster_url(cli: &Cli) -> String {
-    cli.context.clone().unwrap_or_else(|| "current-context".into())
+fn cluster_url(cluster: &Cluster) -> String {
+    cluster.server_url().to_string()
 }
 
 /// Writes the report files and prints the summary (text) or the report (JSON) on stdout.
@@ -720,7 +720,13 @@ async fn cmd_rollback(
     let run = eng
         .rollback_namespace(&ns, &opts, to_step.filter(|k| *k > 0))
         .await;
-    let mut report = RunReport::new(run_id, "rollback", &cluster_url(cli), &s.digest(), cli.dry_run);
+    let mut report = RunReport::new(
+        run_id,
+        "rollback",
+        &cluster_url(cluster),
+        &s.digest(),
+        cli.dry_run,
+    );
     report.namespaces.push(namespace_report(&run, false, 0));
     report.finish();
     finish_report(s, out, &report);

@@ -251,6 +251,8 @@ pub struct ConnectOptions {
 pub struct Cluster {
     client: kube::Client,
     opts: Arc<ClusterOptions>,
+    /// API server URL (for reports); empty for clients built with `from_client`.
+    server: Arc<str>,
 }
 
 impl Debug for Cluster {
@@ -264,6 +266,7 @@ impl Cluster {
     /// (KUBECONFIG, ~/.kube/config, in-cluster).
     pub async fn connect(conn: &ConnectOptions, opts: ClusterOptions) -> Result<Self, ClusterError> {
         let mut config = load_config(conn).await?;
+        let server: Arc<str> = Arc::from(config.cluster_url.to_string());
         config.default_retry = false;
         // kube sends no User-Agent of its own; name ourselves so audit logs and request accounting can
         // tell the runner's requests from kubectl's.
@@ -274,7 +277,14 @@ impl Cluster {
         let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
             message: e.to_string(),
         })?;
-        Ok(Cluster::from_client(client, opts))
+        let mut c = Cluster::from_client(client, opts);
+        c.server = server;
+        Ok(c)
+    }
+
+    /// The API server URL this handle talks to (empty when built from a bare client).
+    pub fn server_url(&self) -> &str {
+        &self.server
     }
 
     /// Wraps an existing client (tests, or callers with their own tower stack).
@@ -282,6 +292,7 @@ impl Cluster {
         Cluster {
             client,
             opts: Arc::new(opts),
+            server: Arc::from(""),
         }
     }
 
@@ -292,6 +303,7 @@ impl Cluster {
         Cluster {
             client: self.client.clone(),
             opts: Arc::new(opts),
+            server: self.server.clone(),
         }
     }
 
