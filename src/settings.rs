@@ -250,6 +250,14 @@ pub struct Timeouts {
     /// One API request.
     #[serde(with = "human_duration")]
     pub api_request: Duration,
+    /// Duration of the fleet Lease (renewed every third of it). A run killed without releasing it blocks
+    /// the next run (exit 5) until it expires; whole seconds, at least 1.
+    #[serde(with = "human_duration", default = "default_lease")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Report files.
@@ -844,6 +852,7 @@ impl Settings {
             ("step", self.timeouts.step),
             ("rollback", self.timeouts.rollback),
             ("api_request", self.timeouts.api_request),
+            ("lease", self.timeouts.lease),
         ] {
             if d.is_zero() {
                 push(
