@@ -538,9 +538,16 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     Ok(gates)
 }
 
-/// The pods-ambient gate of one workload, waiting (watch-driven) until its current pods are all
-/// sidecar-free, enrolled and Ready, or the deadline passes.
-async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<GateResult, EngineError> {
+/// Waits (watch-driven) until every live pod of `w` passes `check` and there are as many as the workload
+/// wants, reporting progress; the gate result lists each pod's failures. Timeout when the deadline passes.
+async fn pods_wait_gate(
+    ctx: &NsCtx<'_>,
+    w: &ObjRef,
+    until: Instant,
+    gate: &str,
+    (step, state): (Option<Step>, &str),
+    check: fn(&Pod) -> crate::gates::pods::PodCheck,
+) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let (selector, replicas) = workload_selector(ctx, w).await?;
     let engine = ctx.engine;
@@ -554,20 +561,14 @@ async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<Gat
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
-            let good = live.iter().filter(|p| sidecar_free_and_enrolled(p).ok).count() as u32;
-            engine.wait_progress(
-                &ns,
-                Some(Step::Restart),
-                "waiting for ambient pods",
-                (good, replicas as u32),
-                &detail,
-            );
+            let good = live.iter().filter(|p| check(p).ok).count() as u32;
+            engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
             if live.len() < replicas {
                 return Check::Pending(format!("{} of {replicas} pods", live.len()));
             }
             let bad: Vec<String> = live
                 .iter()
-                .map(|p| sidecar_free_and_enrolled(p))
+                .map(|p| check(p))
                 .filter(|c| !c.ok)
                 .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
                 .collect();
@@ -586,13 +587,19 @@ async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<Gat
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    let gate = pods_gate(g::PODS_AMBIENT, w, &live, replicas, sidecar_free_and_enrolled);
+    let gate = pods_gate(gate, w, &live, replicas, check);
     let gate = if res.as_ref().is_err_and(super::is_timeout) {
         gate.timed_out()
     } else {
         gate
     };
     Ok(stamp(gate, started))
+}
+
+/// The pods-ambient gate of one workload: every current pod sidecar-free, enrolled and Ready.
+async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<GateResult, EngineError> {
+    let what = (Some(Step::Restart), "waiting for ambient pods");
+    pods_wait_gate(ctx, w, until, g::PODS_AMBIENT, what, sidecar_free_and_enrolled).await
 }
 
 async fn list_pods(ctx: &NsCtx<'_>, selector: &str) -> Result<Vec<Pod>, EngineError> {
@@ -659,58 +666,8 @@ pub(crate) async fn pods_sidecar(
     w: &ObjRef,
     until: Instant,
 ) -> Result<GateResult, EngineError> {
-    let started = jiff::Timestamp::now();
-    let (selector, replicas) = workload_selector(ctx, w).await?;
-    let engine = ctx.engine;
-    let ns = ctx.ns.clone();
-    let detail = w.to_string();
-    let res = ctx
-        .engine
-        .cluster
-        .wait_pods_set(&ctx.ns, &selector, until, |pods| {
-            let live: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            let good = live.iter().filter(|p| sidecar_ready(p).ok).count() as u32;
-            engine.wait_progress(
-                &ns,
-                None,
-                "rollback: waiting for sidecars",
-                (good, replicas as u32),
-                &detail,
-            );
-            if live.len() != replicas {
-                return Check::Pending(format!("{} of {replicas} pods", live.len()));
-            }
-            let bad: Vec<String> = live
-                .iter()
-                .map(|p| sidecar_ready(p))
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
-                .collect();
-            if bad.is_empty() {
-                Check::Done
-            } else {
-                Check::Pending(bad.join("; "))
-            }
-        })
-        .await;
-    let pods: Vec<Pod> = match &res {
-        Ok(p) => p.pods.clone(),
-        Err(_) => list_pods(ctx, &selector).await?,
-    };
-    let live: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    let gate = pods_gate(g::PODS_SIDECAR, w, &live, replicas, sidecar_ready);
-    let gate = if res.as_ref().is_err_and(super::is_timeout) {
-        gate.timed_out()
-    } else {
-        gate
-    };
-    Ok(stamp(gate, started))
+    let what = (None, "rollback: waiting for sidecars");
+    pods_wait_gate(ctx, w, until, g::PODS_SIDECAR, what, sidecar_ready).await
 }
 
 // === step 5 ===
