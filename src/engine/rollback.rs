@@ -98,7 +98,14 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
                 {
                     Some(v) => v.to_string(),
                     None => {
-                        let v = restarted_at_now();
+                        let mut v = restarted_at_now();
+                        if changes.iter().any(
+                            |c| matches!(c, Change::Restarted { restarted_at, .. } if *restarted_at == v),
+                        ) {
+                            // Step 4 restarted in this same second: the same value would leave the pod
+                            // templates unchanged and nothing would roll back to sidecars.
+                            v = jiff::Timestamp::now().to_string();
+                        }
                         let vv = v.clone();
                         if let Err(e) = ctx
                             .journal
