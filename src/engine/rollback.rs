@@ -135,6 +135,12 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
                     Err(errs.join("; "))
                 }
             }
+            // A dry run's restarts were not persisted: there is no rollout to wait for.
+            UndoAction::WaitRollouts { .. } | UndoAction::RequireSidecars { .. }
+                if ctx.engine.cluster.dry_run() =>
+            {
+                Ok(())
+            }
             UndoAction::WaitRollouts { workloads, .. } => {
                 let waits = workloads.iter().filter_map(|w| {
                     let kind = workload_kind(w)?;
