@@ -130,3 +130,251 @@ async fn happy_path_seed_namespace_migrates() {
     let again = env.run(&config, "again", &["run"]).await;
     assert_eq!(again.code, 0, "{again}");
 }
+
+/// A namespace on a non-default revision (`istio.io/rev=1-30`) and one on a revision tag
+/// (`istio.io/rev=prod` -> 1-30) migrate; `rollback -n` then restores that exact label and the sidecars
+/// (of that revision) come back ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_labelled_namespaces_migrate_and_roll_back() {
+    let mut settings = sim_settings();
+    settings.istio.revisions = vec!["default".into(), "1-30".into()];
+    settings.istio.tags = [("prod".to_string(), "1-30".to_string())].into();
+    let rev = seed_as("rev", "istio.io/rev: 1-30");
+    let tagged = seed_as("tagged", "istio.io/rev: prod");
+    let env = start_with(&[&rev, &tagged], vec![], settings).await;
+    env.wait_ready("rev").await;
+    env.wait_ready("tagged").await;
+    for ns in ["rev", "tagged"] {
+        for p in env.app_pods(ns) {
+            assert_eq!(
+                p["metadata"]["annotations"]["istio.io/rev"], "1-30",
+                "{ns}: injected by 1-30"
+            );
+        }
+    }
+    let before_rev = env.config_dump("rev");
+    let before_tagged = env.config_dump("tagged");
+    let proxy = env.proxy();
+    let cfg = Cfg::new(&["rev", "tagged"])
+        .probes("rev", &seed_probes("rev", &proxy))
+        .probes("tagged", &seed_probes("tagged", &proxy));
+    let config = env.write_config("rev", &cfg.toml());
+
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    for ns in ["rev", "tagged"] {
+        assert_eq!(out.ns_report(ns)["outcome"], "migrated", "{out}");
+        env.assert_migrated_pods(ns);
+        let j = env.journal(ns).expect("journal");
+        assert_eq!(j["originalInjection"]["key"], "istio.io/rev", "{j}");
+    }
+    assert_eq!(
+        env.journal("rev").expect("journal")["originalInjection"]["value"],
+        "1-30"
+    );
+    assert_eq!(
+        env.journal("tagged").expect("journal")["originalInjection"]["value"],
+        "prod"
+    );
+
+    for (ns, before, label) in [("rev", &before_rev, "1-30"), ("tagged", &before_tagged, "prod")] {
+        let rb = env
+            .run(&config, &format!("rollback-{ns}"), &["rollback", "-n", ns])
+            .await;
+        assert_eq!(rb.code, 0, "{rb}");
+        let labels = env.ns_labels(ns);
+        assert_eq!(
+            labels.get("istio.io/rev").map(String::as_str),
+            Some(label),
+            "{labels:?}"
+        );
+        assert!(labels.get("istio-injection").is_none(), "{labels:?}");
+        env.assert_rolled_back(ns, before, &out.backup_file(ns));
+        for p in env.app_pods(ns) {
+            assert_eq!(
+                p["metadata"]["annotations"]["istio.io/rev"], "1-30",
+                "{ns}: sidecar of revision 1-30"
+            );
+        }
+        assert_eq!(env.journal_phase(ns).as_deref(), Some("rolled-back"));
+    }
+}
+
+/// Preflight blockers: a pod template forcing injection (`sidecar.istio.io/inject: "true"`) and an L7
+/// selector policy with no targetRefs twin each give exit 4 with a message naming the object, and the
+/// binary sends no mutating request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_blockers_exit_4_and_write_nothing() {
+    let inject = seed_as("inject", "istio-injection: enabled").replacen(
+        "metadata: {labels: {app: web, version: v1}}",
+        "metadata: {labels: {app: web, version: v1, sidecar.istio.io/inject: \"true\"}}",
+        1,
+    );
+    assert!(inject.contains("sidecar.istio.io/inject"));
+    let twin = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: api-allow-web-get-waypoint, namespace: notwin}";
+    let notwin_full = seed_as("notwin", "istio-injection: enabled");
+    let start_twin = notwin_full.find(twin).expect("twin in seed");
+    let end_twin = start_twin + notwin_full[start_twin..].find("---").expect("next doc");
+    let notwin = format!("{}{}", &notwin_full[..start_twin], &notwin_full[end_twin + 4..]);
+    assert!(!notwin.contains("api-allow-web-get-waypoint"));
+
+    let env = start(&[&inject, &notwin], vec![]).await;
+    env.wait_ready("inject").await;
+    env.wait_ready("notwin").await;
+    for (ns, object) in [
+        ("inject", "Deployment/inject/web"),
+        ("notwin", "AuthorizationPolicy/notwin/api-allow-web-get"),
+    ] {
+        let (rv, objects) = env.store_dump();
+        env.running.sim.accounting.reset();
+        let cfg = Cfg::new(&[ns]).probes(ns, &seed_probes(ns, &env.proxy()));
+        let config = env.write_config(ns, &cfg.toml());
+        let out = env.run(&config, ns, &["run"]).await;
+        assert_eq!(out.code, 4, "{out}");
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(text.contains(object), "the message names {object}\n{out}");
+        assert_eq!(out.ns_report(ns)["outcome"], "blocked");
+        assert!(env.requests().len() > 1, "the binary read the cluster");
+        assert_eq!(
+            env.mutating_requests(),
+            Vec::<String>::new(),
+            "{ns}: nothing written"
+        );
+        let (rv2, objects2) = env.store_dump();
+        assert_eq!(rv, rv2, "{ns}: store unchanged");
+        assert_eq!(objects, objects2);
+        assert!(env.journal(ns).is_none());
+    }
+}
+
+/// `run --dry-run` leaves the cluster byte-for-byte unchanged: every object in the store and the store's
+/// resourceVersion are the same before and after; every mutation it sent was a server-side dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_leaves_the_cluster_unchanged() {
+    let env = start(&[SEED], vec![]).await;
+    env.wait_ready("shop").await;
+    let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    let config = env.write_config("dry", &cfg.toml());
+    let (rv, objects) = env.store_dump();
+    env.running.sim.accounting.reset();
+
+    let out = env.run(&config, "dry", &["run", "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.report()["dry_run"], true);
+    let (rv2, objects2) = env.store_dump();
+    assert_eq!(objects.len(), objects2.len());
+    for (a, b) in objects.iter().zip(&objects2) {
+        assert_eq!(a, b, "object changed by a dry run");
+    }
+    assert_eq!(rv, rv2, "store resourceVersion unchanged");
+    assert_eq!(env.mutating_requests(), Vec::<String>::new());
+    let dry: Vec<_> = env.requests().into_iter().filter(|r| r.dry_run).collect();
+    assert!(!dry.is_empty(), "mutations were sent as server-side dry runs");
+}
+
+/// `backup -n NS -o FILE`, a hand-made change, then `restore -f FILE`: the namespace equals the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore_round_trip() {
+    let env = start(&[SEED], vec![]).await;
+    env.wait_ready("shop").await;
+    let before = env.config_dump("shop");
+    let config = env.write_config("br", &Cfg::new(&["shop"]).toml());
+    let file = env.dir.path().join("shop-backup.yaml");
+    let out = env
+        .run(
+            &config,
+            "backup",
+            &["backup", "-n", "shop", "-o", file.to_str().expect("path")],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let dump = backup_dump(&file);
+    assert_eq!(dump["namespaceLabels"], before["namespaceLabels"]);
+    assert_eq!(dump["objects"], before["objects"]);
+    assert_eq!(dump["serviceLabels"], before["serviceLabels"]);
+
+    // Drift: relabel the namespace, delete the VirtualService, change the L4 policy.
+    let store = env.store();
+    let opts = meshsim::store::WriteOpts::default();
+    store
+        .update_with(
+            meshsim::resources::core("namespaces"),
+            "",
+            "shop",
+            meshsim::store::Target::Main,
+            &opts,
+            |o| {
+                let mut o = o.clone();
+                o["metadata"]["labels"]["istio.io/dataplane-mode"] = "ambient".into();
+                o["metadata"]["labels"]
+                    .as_object_mut()
+                    .expect("labels")
+                    .remove("istio-injection");
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("relabel");
+    let vs = meshsim::resources::id("networking.istio.io", "virtualservices");
+    store
+        .delete(
+            vs,
+            "shop",
+            "api",
+            meshsim::store::Propagation::Background,
+            false,
+            None,
+        )
+        .expect("delete vs");
+    let ap = meshsim::resources::id("security.istio.io", "authorizationpolicies");
+    store
+        .update_with(
+            ap,
+            "shop",
+            "db-allow-api",
+            meshsim::store::Target::Main,
+            &opts,
+            |o| {
+                let mut o = o.clone();
+                o["spec"]["rules"] = serde_json::json!([]);
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("edit policy");
+    assert_ne!(env.config_dump("shop"), before);
+
+    let out = env
+        .run(
+            &config,
+            "restore",
+            &["restore", "-f", file.to_str().expect("path")],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("verified equal"), "{out}");
+    assert_config_eq(&before, &env.config_dump("shop"), "after restore");
+    // Idempotent: a second restore changes nothing.
+    let (rv, _) = env.store_dump();
+    let again = env
+        .run(
+            &config,
+            "restore2",
+            &["restore", "-f", file.to_str().expect("path")],
+        )
+        .await;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again
+            .stdout
+            .contains("0 labels, 0 created, 0 replaced, 0 deleted"),
+        "{again}"
+    );
+    assert_eq!(env.store_dump().0, rv, "a no-op restore writes nothing");
+}
