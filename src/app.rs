@@ -70,6 +70,11 @@ impl Out {
 /// Loads layered settings (exit 2 with every problem named on failure).
 pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
     let mut overrides = cli.to_overrides();
+    // rollback/backup/restore/status schedule no fleet: the config's canaries (which must be part of the
+    // fleet) would otherwise turn `-n NS` into a configuration error. An explicit --canary/--set still wins.
+    if !matches!(cli.command, Command::Run | Command::Plan) && !cli.namespaces.is_empty() {
+        overrides.insert(0, ("fleet.canary".into(), String::new()));
+    }
     if let Some(dir) = &cli.report_dir {
         overrides.push(("reports.dir".into(), dir.display().to_string()));
     }
