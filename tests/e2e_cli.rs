@@ -213,7 +213,13 @@ async fn each_layer_overrides_the_previous_one() {
         "[fleet]\nnamespaces = [\"ns-a\"]\nconcurrency = 0\n",
     );
     let cfg = cfg.to_str().expect("utf-8");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "file",
             vec![("AMBIENT_MIGRATE_FLEET__CONCURRENCY", "3")],

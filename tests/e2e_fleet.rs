@@ -30,6 +30,17 @@ fn assert_untouched(fleet: &Fleet, ns: &str, before: &NsState) {
         .map(|r| format!("{} {} {}", r.verb, r.path, r.code))
         .collect();
     assert!(writes.is_empty(), "mutating requests for {ns}: {writes:#?}");
+    // Events are created in `default` (POST: no name in the URL), so look for them in the store.
+    let (events, _) = fleet
+        .sim()
+        .store
+        .list(meshsim::resources::core("events"), Some("default"));
+    let about: Vec<_> = events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == ns)
+        .map(|e| e["reason"].clone())
+        .collect();
+    assert!(about.is_empty(), "events about {ns}: {about:?}");
 }
 
 fn assert_reports(fleet: &Fleet) {
@@ -84,6 +95,16 @@ async fn failed_canary_stops_the_fleet_and_touches_nothing_else() {
         .to_string();
     assert!(reason.contains("canary"), "why alpha did not start: {reason}");
     assert_restored(&fleet, "cfail", &before["cfail"]);
+    let (events, _) = fleet
+        .sim()
+        .store
+        .list(meshsim::resources::core("events"), Some("default"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["involvedObject"]["name"] == "cfail" && e["reason"] == "RolledBack"),
+        "the canary's rollback is recorded as an Event"
+    );
     assert_eq!(fleet.journal("cfail").expect("journal")["phase"], "rolled-back");
     assert_reports(&fleet);
 }
