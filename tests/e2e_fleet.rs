@@ -193,6 +193,39 @@ async fn failing_namespace_mid_fleet_rolls_back_while_the_others_migrate_two_at_
     );
     assert_eq!(bad["rollback"]["outcome"], "verified", "{bad:#}");
     assert_reports(&fleet);
+
+    // A second run skips the migrated namespaces without writing to them, and retries the rolled-back one.
+    fleet.sim().accounting.reset();
+    let out = fleet
+        .run(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().expect("utf-8"),
+                "--output",
+                "json",
+            ],
+            LIMIT,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", show(&out)));
+    assert_eq!(printed, fleet.report(), "--output json prints the report");
+    let outcomes = fleet.outcomes();
+    for ns in ["can", "n1", "n2", "n3", "n4"] {
+        assert_eq!(outcomes[ns], "skipped", "{ns}: {outcomes:?}");
+        let writes: Vec<String> = fleet
+            .product_log()
+            .iter()
+            .filter(|r| r.is_mutating() && concerns(r, ns))
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .collect();
+        assert!(writes.is_empty(), "{ns} written on the rerun: {writes:?}");
+    }
+    assert_eq!(outcomes["bad"], "rolled-back", "{outcomes:?}");
+    assert_restored(&fleet, "bad", &before["bad"]);
+    assert_reports(&fleet);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
