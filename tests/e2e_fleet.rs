@@ -258,8 +258,39 @@ async fn failure_budget_stops_new_starts() {
     assert_reports(&fleet);
 }
 
+/// When the SIGTERM is sent.
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    /// A namespace carries the ambient label (step 2 applied).
+    AmbientLabel,
+    /// A namespace runs a pod without sidecar (step 4 restart in progress).
+    Restart,
+}
+
+fn reached(store: &meshsim::Store, ns: &str, at: Moment) -> bool {
+    match at {
+        Moment::AmbientLabel => store
+            .get(meshsim::resources::core("namespaces"), "", ns)
+            .is_some_and(|o| o["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient"),
+        Moment::Restart => store
+            .list(meshsim::resources::core("pods"), Some(ns))
+            .0
+            .iter()
+            .any(|p| !has_sidecar(p)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_run_leaves_every_namespace_safe_and_writes_the_reports() {
+async fn sigterm_after_step_2_leaves_every_namespace_safe_and_writes_the_reports() {
+    sigterm_mid_run(Moment::AmbientLabel).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_restart_leaves_every_namespace_safe_and_writes_the_reports() {
+    sigterm_mid_run(Moment::Restart).await;
+}
+
+async fn sigterm_mid_run(at: Moment) {
     let all = ["s1", "s2", "s3", "s4"];
     let fleet = Fleet::start(
         &fixture(&[("s1", false), ("s2", false), ("s3", false), ("s4", false)]),
@@ -274,20 +305,15 @@ async fn sigterm_mid_run_leaves_every_namespace_safe_and_writes_the_reports() {
         .expect("spawn");
     let pid = child.id().expect("pid");
 
-    // Wait until a namespace is mid-way: the ambient label is on (step 2 done) but not finished.
+    // Wait until a namespace is mid-way.
     let store = fleet.sim().store.clone();
     let mut changes = store.changes();
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     let mid = loop {
-        let hit = all.iter().find(|ns| {
-            store
-                .get(meshsim::resources::core("namespaces"), "", ns)
-                .is_some_and(|o| o["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient")
-        });
-        if let Some(ns) = hit {
+        if let Some(ns) = all.iter().find(|ns| reached(&store, ns, at)) {
             break ns.to_string();
         }
-        assert!(tokio::time::Instant::now() < until, "no namespace reached step 2");
+        assert!(tokio::time::Instant::now() < until, "no namespace reached {at:?}");
         let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
     };
     let kill = std::process::Command::new("kill")
@@ -308,7 +334,7 @@ async fn sigterm_mid_run_leaves_every_namespace_safe_and_writes_the_reports() {
 
     let report = fleet.report();
     let outcomes = outcomes_of(&report);
-    eprintln!("after SIGTERM at {mid}: exit {code:?}, outcomes {outcomes:?}");
+    eprintln!("after SIGTERM at {at:?} in {mid}: exit {code:?}, outcomes {outcomes:?}");
     assert_eq!(outcomes.len(), all.len(), "{outcomes:?}");
     assert_eq!(
         code,
