@@ -416,7 +416,7 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let probes_task = (!continuous.is_empty())
         .then(|| probing::spawn_continuous(ctx.engine.cluster.clone(), continuous, stop_rx));
 
-    let batches = ctx.plan.restart_batches.clone();
+    let batches = bridged_last(ctx, ctx.plan.restart_batches.clone()).await?;
     let until = deadline(ctx.opts.timeouts.rollout);
     let mut rollout_results = Vec::new();
     let mut pod_results = Vec::new();
@@ -594,6 +594,66 @@ async fn pods_wait_gate(
         gate
     };
     Ok(stamp(gate, started))
+}
+
+/// Step 4's order: workloads selected by a bridged L7 selector policy restart last, in their own batches.
+/// A caller still on its sidecar bypasses the waypoint (DESIGN §3.1 fact 3), so an old caller pod reaching a
+/// new ambient pod of such a workload is denied by ztunnel (the policy's HTTP rules are dropped, the bridge
+/// admits only the waypoint). Restarting the namespace's callers first means that when the protected
+/// workload's new pods appear, its callers here are ambient and go through the waypoint. The order depends
+/// only on the plan and the templates, so a resumed run computes the same one.
+async fn bridged_last(ctx: &NsCtx<'_>, batches: Vec<Vec<ObjRef>>) -> Result<Vec<Vec<ObjRef>>, EngineError> {
+    let selectors: Vec<BTreeMap<String, String>> = ctx
+        .plan
+        .bridges
+        .iter()
+        .filter_map(|b| serde_json::from_value(b.manifest["spec"]["selector"]["matchLabels"].clone()).ok())
+        .filter(|m: &BTreeMap<String, String>| !m.is_empty())
+        .collect();
+    if selectors.is_empty() {
+        return Ok(batches);
+    }
+    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (mut others, mut protected) = (Vec::new(), Vec::new());
+    for w in batches.iter().flatten() {
+        let labels = template_labels(ctx, w).await?;
+        if selectors
+            .iter()
+            .any(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        {
+            protected.push(w.clone());
+        } else {
+            others.push(w.clone());
+        }
+    }
+    if protected.is_empty() || others.is_empty() {
+        return Ok(batches);
+    }
+    let mut out: Vec<Vec<ObjRef>> = others.chunks(size).map(<[ObjRef]>::to_vec).collect();
+    out.extend(protected.chunks(size).map(<[ObjRef]>::to_vec));
+    Ok(out)
+}
+
+/// The pod template labels of a workload.
+async fn template_labels(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<BTreeMap<String, String>, EngineError> {
+    let cluster = &ctx.engine.cluster;
+    let what = format!("get {w}");
+    let meta = match w.kind.as_str() {
+        "Deployment" => {
+            let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
+            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+        }
+        "StatefulSet" => {
+            let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
+            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+        }
+        "DaemonSet" => {
+            let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
+            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+        }
+        _ => None,
+    };
+    Ok(meta.and_then(|m| m.labels).unwrap_or_default())
 }
 
 /// The pods-ambient gate of one workload: every current pod sidecar-free, enrolled and Ready.
