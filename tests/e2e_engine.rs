@@ -68,6 +68,18 @@ async fn happy_path_seed_namespace_migrates() {
         "bridges deleted at step 5: {left:?}"
     );
     assert_eq!(env.journal_phase("shop").as_deref(), Some("migrated"));
+    // api (protected by the bridged L7 policy) restarts after its caller web: an old web pod on its
+    // sidecar bypasses the waypoint and would be denied by ztunnel at a new api pod.
+    let journal = env.journal("shop").expect("journal");
+    let restarted: Vec<&str> = journal["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["type"] == "restarted")
+        .filter_map(|c| c["workload"]["name"].as_str())
+        .collect();
+    assert_eq!(restarted.last(), Some(&"api"), "{restarted:?}");
+    assert_eq!(restarted.len(), 3, "{restarted:?}");
 
     // Backups: the file and the in-cluster ConfigMap, both equal to the state before the run.
     let file = out.backup_file("shop");
