@@ -499,11 +499,11 @@ impl Env {
             Some("ambient")
         );
         assert!(
-            labels.get("istio-injection").is_none(),
+            !labels.contains_key("istio-injection"),
             "{ns}: injection label left: {labels:?}"
         );
         assert!(
-            labels.get("istio.io/rev").is_none(),
+            !labels.contains_key("istio.io/rev"),
             "{ns}: istio.io/rev left: {labels:?}"
         );
         let pods = self.app_pods(ns);
@@ -668,6 +668,7 @@ impl Cfg {
 }
 
 /// An http probe through meshsim's proxy, from `source` (`ns/workload`, or `None` = outside the mesh).
+#[allow(clippy::too_many_arguments)]
 pub fn http_probe(
     ns: &str,
     name: &str,
