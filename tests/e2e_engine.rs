@@ -390,3 +390,31 @@ async fn backup_then_restore_round_trip() {
     );
     assert_eq!(env.store_dump().0, rv, "a no-op restore writes nothing");
 }
+
+/// A dry run whose step-5 gate fails (an L7 probe expecting 200 where the sidecar answers 403) rolls back in
+/// dry run too: exit 1, still nothing written, no wait for restarts that were never persisted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_with_a_failing_gate_rolls_back_without_writing() {
+    let env = start(&[SEED], vec![]).await;
+    env.wait_ready("shop").await;
+    let wrong = format!(
+        "[[namespaces.shop.probes]]\nname = \"web-delete-api-expects-200\"\nkind = \"http\"\nurl = \"http://api.shop.svc.cluster.local/\"\nmethod = \"DELETE\"\nproxy = \"{}\"\nsource = \"shop/web\"\nl7 = true\nexpect = {{ status = \"200\" }}\npolicy = {{ interval = \"50ms\", count = 1, failure_limit = 0, error_limit = 2, timeout = \"2s\" }}\nschedule = {{ after_steps = [\"remove-sidecar-policies\"], during_restart = false, after_rollback = false }}\n",
+        env.proxy()
+    );
+    let cfg = Cfg::new(&["shop"])
+        .probes("shop", &seed_probes("shop", &env.proxy()))
+        .probes("shop", &wrong);
+    let config = env.write_config("dry-fail", &cfg.toml());
+    let (rv, objects) = env.store_dump();
+    env.running.sim.accounting.reset();
+
+    let out = env.run(&config, "dry-fail", &["run", "--dry-run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let nsr = out.ns_report("shop");
+    assert_eq!(nsr["outcome"], "rolled-back", "{nsr}");
+    assert_eq!(nsr["rollback"]["from"], "remove-sidecar-policies", "{nsr}");
+    assert_eq!(env.mutating_requests(), Vec::<String>::new());
+    let (rv2, objects2) = env.store_dump();
+    assert_eq!(objects, objects2, "a dry run changed an object");
+    assert_eq!(rv, rv2);
+}

@@ -135,3 +135,42 @@ spec:
         "the failing probe is named\n{out}"
     );
 }
+
+/// `on_gate_failure = "hold"`: step 2's gate fails, the namespace is left as it is (Held, exit 1); an
+/// operator's `rollback -n` then restores it to the backup with ready sidecars.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let before = env.config_dump("shop");
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
+    let config = env.write_config("hold", &cfg.toml());
+
+    let out = env.run(&config, "hold", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.ns_report("shop")["outcome"], "held", "{out}");
+    assert_eq!(env.journal_phase("shop").as_deref(), Some("held:enable-ambient"));
+    let labels = env.ns_labels("shop");
+    assert_eq!(
+        labels.get("istio.io/dataplane-mode").map(String::as_str),
+        Some("ambient"),
+        "left as it was"
+    );
+    // A rerun does not touch a held namespace.
+    let again = env.run(&config, "again", &["run"]).await;
+    assert_eq!(again.code, 1, "{again}");
+    assert_eq!(env.journal_phase("shop").as_deref(), Some("held:enable-ambient"));
+
+    let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
+    assert_eq!(rb.code, 0, "{rb}");
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
+    assert_eq!(env.journal_phase("shop").as_deref(), Some("rolled-back"));
+}
