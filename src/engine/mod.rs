@@ -353,6 +353,19 @@ impl Engine {
         let mut journal =
             Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
         if matches!(journal.record().phase, Phase::RolledBack) {
+            // A new attempt after a verified rollback: the operator may have changed the namespace since,
+            // so the old backup is stale (a rollback to it would revert those changes). Drop it first (a
+            // crash before the journal reset then still lands here), and back up what is there now.
+            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                self.cluster.namespaced(&self.state_namespace);
+            let name = backup::config_map_name(ns);
+            let dp = self.cluster.delete_params();
+            let what = format!("delete stale backup ConfigMap {}/{name}", self.state_namespace);
+            match self.cluster.call(&what, || api.delete(&name, &dp)).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
             journal
                 .update(|r| {
                     r.phase = Phase::Pending;
