@@ -174,3 +174,64 @@ async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
     env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
     assert_eq!(env.journal_phase("shop").as_deref(), Some("rolled-back"));
 }
+
+/// After a rollback, the operator changes the namespace's config and runs again: the new attempt backs up
+/// the config as it is now (not the first attempt's backup), so a second rollback keeps the operator's
+/// change instead of reverting it (or failing its verification).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_rollback_backs_up_the_current_config() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    let config = env.write_config("retry", &cfg.toml());
+    let first = env.run(&config, "first", &["run"]).await;
+    assert_eq!(first.code, 1, "{first}");
+
+    // The operator's change between the attempts: the L4 policy also admits web.
+    let ap = meshsim::resources::id("security.istio.io", "authorizationpolicies");
+    env.store()
+        .update_with(
+            ap,
+            "shop",
+            "db-allow-api",
+            meshsim::store::Target::Main,
+            &meshsim::store::WriteOpts::default(),
+            |o| {
+                let mut o = o.clone();
+                o["spec"]["rules"][0]["from"][0]["source"]["principals"]
+                    .as_array_mut()
+                    .expect("principals")
+                    .push("cluster.local/ns/shop/sa/web".into());
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("edit policy");
+    let before = env.config_dump("shop");
+
+    let second = env.run(&config, "second", &["run"]).await;
+    assert_eq!(second.code, 1, "{second}");
+    assert_eq!(second.ns_report("shop")["outcome"], "rolled-back", "{second}");
+    env.assert_rolled_back("shop", &before, &second.backup_file("shop"));
+    let cm = env
+        .store()
+        .get(meshsim::resources::core("configmaps"), STATE_NS, "backup-shop")
+        .expect("backup ConfigMap");
+    let stored = env.dir.path().join("stored-backup.yaml");
+    std::fs::write(&stored, cm["data"]["backup.yaml"].as_str().expect("yaml")).expect("write");
+    assert_eq!(
+        backup_dump(&stored)["objects"],
+        before["objects"],
+        "the in-cluster backup holds the operator's change"
+    );
+}
