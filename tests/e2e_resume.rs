@@ -83,14 +83,18 @@ async fn rerun(env: &Env, config: &std::path::Path) -> Output {
     }
 }
 
-/// Kill at `in-step:<step>`, rerun, expect Migrated with the full end state.
+/// Kill at `in-step:<step>` (or at another journal phase), rerun, expect Migrated with the full end state.
 async fn kill_in_step_then_converge(step: &str) {
+    kill_at_phase_then_converge(&format!("in-step:{step}")).await
+}
+
+async fn kill_at_phase_then_converge(phase: &str) {
     let env = start_with(&[SEED], vec![], slow_settings()).await;
     env.wait_ready("shop").await;
     let before = env.config_dump("shop");
     let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
     let config = env.write_config("resume", &cfg.toml());
-    run_and_kill_at(&env, &config, &format!("in-step:{step}")).await;
+    run_and_kill_at(&env, &config, phase).await;
 
     let out = rerun(&env, &config).await;
     match out.code {
@@ -128,6 +132,13 @@ async fn kill_in_step_then_converge(step: &str) {
         }
         _ => panic!("the rerun did not converge\n{out}"),
     }
+}
+
+/// Killed while taking the backup (journal `preflight`): the rerun backs up (or reuses the backup of the
+/// untouched namespace) and migrates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_backing_up_then_rerun_converges() {
+    kill_at_phase_then_converge("preflight").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
