@@ -488,7 +488,13 @@ async fn cmd_run(
         }
     };
     eng.lease = Some(guard.clone());
-    let code = run_fleet(s, &eng, &namespaces, &mut report, stop).await;
+    // callers-first: a namespace also waits for its in-fleet callers to finish (see run_fleet).
+    let after = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        callers
+    } else {
+        BTreeMap::new()
+    };
+    let code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop).await;
     finish_report(s, out, &report);
     drop(eng);
     if let Ok(g) = Arc::try_unwrap(guard) {
@@ -507,10 +513,14 @@ fn blocker_reason(plan: &NamespacePlan) -> String {
 }
 
 /// Runs the fleet with the engine and fills the report; returns the exit code.
+/// `after[ns]` lists namespaces (its callers) that must finish before `ns` starts; only those starting
+/// before `ns` count (no wait on a later one, so no deadlock): with concurrency > 1 the order alone would
+/// let a caller and its callee migrate at the same time, and the callee's waypoint be bypassed.
 pub async fn run_fleet(
     s: &Settings,
     eng: &Engine,
     namespaces: &[String],
+    after: &BTreeMap<String, Vec<String>>,
     report: &mut RunReport,
     stop: watch::Receiver<bool>,
 ) -> i32 {
@@ -525,6 +535,20 @@ pub async fn run_fleet(
         .enumerate()
         .flat_map(|(i, w)| w.iter().map(move |n| (n.clone(), i as u32)))
         .collect();
+    let queue: Vec<String> = waves.iter().flatten().cloned().collect();
+    let deps: Arc<BTreeMap<String, Vec<String>>> = Arc::new(
+        queue
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let earlier = &queue[..i];
+                let d = after.get(ns).into_iter().flatten();
+                (ns.clone(), d.filter(|c| earlier.contains(c)).cloned().collect())
+            })
+            .collect(),
+    );
+    let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
+    let done_tx = Arc::new(done_tx);
     let runs: Arc<Mutex<Vec<NamespaceRun>>> = Arc::new(Mutex::new(Vec::new()));
     let settings = Arc::new(s.clone());
     let eng2 = eng.clone();
@@ -533,10 +557,22 @@ pub async fn run_fleet(
         let eng = eng2.clone();
         let runs = runs2.clone();
         let opts = namespace_options(&settings.for_namespace(&ns));
+        let wait_for = deps.get(&ns).cloned().unwrap_or_default();
+        let (mut done, done_tx) = (done_rx.clone(), done_tx.clone());
         async move {
+            if !wait_for.is_empty() {
+                (eng.progress)(&format!(
+                    "{ns}: waiting for its callers {} to finish (callers first)",
+                    wait_for.join(", ")
+                ));
+                let _ = done.wait_for(|d| wait_for.iter().all(|c| d.contains(c))).await;
+            }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
             runs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            done_tx.send_modify(|d| {
+                d.insert(ns.clone());
+            });
             outcome
         }
     })
