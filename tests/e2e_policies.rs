@@ -86,7 +86,8 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
     let cfg = pc::RunConfig {
         namespaces: &["store", "front", "ledger"],
         order: "callers-first",
-        concurrency: 1,
+        // Two at a time: callers-first must still keep front (caller) and store (callee) apart.
+        concurrency: 2,
         bridges: true,
         migration: "off",
         job_probes: false,
@@ -155,6 +156,20 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
         .collect();
     let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
     assert!(pos("front") < pos("store"), "callers first: {order:?}");
+    // ... and, with concurrency 2, store started only once front had finished.
+    let ts = |ns: &str, key: &str| -> jiff::Timestamp {
+        let n = report["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == ns)
+            .unwrap();
+        n[key].as_str().unwrap_or("").parse().expect("timestamp")
+    };
+    assert!(
+        ts("store", "started") >= ts("front", "ended"),
+        "store started before its caller front finished"
+    );
 
     // The acceptance figures.
     for p in &t.paths {
@@ -316,7 +331,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
             steps[i]
         ));
     }
-    let before: Vec<(Value, Vec<(String, Value, Value)>, Vec<(String, Value, Value)>)> = names
+    let before: Vec<(Value, pc::Objects, pc::Objects)> = names
         .iter()
         .map(|ns| {
             (

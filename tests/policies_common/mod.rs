@@ -480,8 +480,7 @@ pub struct RunConfig<'a> {
 pub fn job_probe(
     table_ns: &str,
     name: &str,
-    src_ns: &str,
-    sa: &str,
+    (src_ns, sa): (&str, &str),
     method: &str,
     url: &str,
     status: &str,
@@ -515,8 +514,7 @@ impl RunConfig<'_> {
                 t.push_str(&job_probe(
                     "store",
                     "front-web-get-api",
-                    "front",
-                    "web",
+                    ("front", "web"),
                     "GET",
                     api,
                     "200",
@@ -525,8 +523,7 @@ impl RunConfig<'_> {
                 t.push_str(&job_probe(
                     "store",
                     "front-other-get-api-denied",
-                    "front",
-                    "other",
+                    ("front", "other"),
                     "GET",
                     api,
                     "403,503,0",
@@ -537,8 +534,7 @@ impl RunConfig<'_> {
                 t.push_str(&job_probe(
                     "ledger",
                     "writer-get-books",
-                    "ledger",
-                    "writer",
+                    ("ledger", "writer"),
                     "GET",
                     books,
                     "200",
@@ -547,8 +543,7 @@ impl RunConfig<'_> {
                 t.push_str(&job_probe(
                     "ledger",
                     "intruder-get-books-denied",
-                    "ledger",
-                    "intruder",
+                    ("ledger", "intruder"),
                     "GET",
                     books,
                     "403,503,0",
@@ -561,9 +556,12 @@ impl RunConfig<'_> {
     }
 }
 
+/// Objects as `(name, labels, spec)`.
+pub type Objects = Vec<(String, Value, Value)>;
+
 /// Objects of a kind in a namespace as `(name, labels, spec)`, sorted by name (for "identical to the
 /// backup" comparisons).
-pub fn objects(sim: &Sim, group: &str, plural: &str, ns: &str) -> Vec<(String, Value, Value)> {
+pub fn objects(sim: &Sim, group: &str, plural: &str, ns: &str) -> Objects {
     let res = if group.is_empty() {
         meshsim::resources::core(plural)
     } else {
