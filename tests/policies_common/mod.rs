@@ -635,7 +635,10 @@ pub fn seed_runbook_kubectl(
         ])?;
     }
     let until = Instant::now() + Duration::from_secs(30);
-    while waypoint {
+    loop {
+        if !waypoint {
+            break;
+        }
         let out = ok(&[
             "get",
             "gateway",
