@@ -418,3 +418,67 @@ async fn dry_run_with_a_failing_gate_rolls_back_without_writing() {
     assert_eq!(objects, objects2, "a dry run changed an object");
     assert_eq!(rv, rv2);
 }
+
+/// `rollback --to-step 4` of a migrated namespace undoes only step 5: the deleted L7 policy, VirtualService
+/// and DestinationRule come back from the backup, the bridge that stood beside the policy is re-created, the
+/// labels and pods stay migrated, and the journal says "step 4 done" so a later `run` finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_rollback_to_step_4_then_run_again() {
+    let seed = seed_as("part", "istio-injection: enabled");
+    let env = start(&[&seed], vec![]).await;
+    env.wait_ready("part").await;
+    let proxy = env.proxy();
+    let cfg = Cfg::new(&["part"]).probes("part", &seed_probes("part", &proxy));
+    let config = env.write_config("part", &cfg.toml());
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!env.exists(
+        "security.istio.io",
+        "authorizationpolicies",
+        "part",
+        "api-allow-web-get"
+    ));
+
+    let rb = env
+        .run(&config, "rollback", &["rollback", "-n", "part", "--to-step", "4"])
+        .await;
+    assert_eq!(rb.code, 0, "{rb}");
+    assert!(env.exists(
+        "security.istio.io",
+        "authorizationpolicies",
+        "part",
+        "api-allow-web-get"
+    ));
+    assert!(env.exists(
+        "security.istio.io",
+        "authorizationpolicies",
+        "part",
+        "api-allow-web-get-bridge-waypoint"
+    ));
+    assert!(env.exists("networking.istio.io", "virtualservices", "part", "api"));
+    assert!(env.exists("networking.istio.io", "destinationrules", "part", "api"));
+    let labels = env.ns_labels("part");
+    assert_eq!(
+        labels.get("istio.io/dataplane-mode").map(String::as_str),
+        Some("ambient")
+    );
+    assert!(!labels.contains_key("istio-injection"), "{labels:?}");
+    env.assert_migrated_pods("part");
+    assert_eq!(env.journal_phase("part").as_deref(), Some("step-done:restart"));
+
+    let again = env.run(&config, "run-again", &["run"]).await;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(!env.exists(
+        "security.istio.io",
+        "authorizationpolicies",
+        "part",
+        "api-allow-web-get"
+    ));
+    assert!(!env.exists(
+        "security.istio.io",
+        "authorizationpolicies",
+        "part",
+        "api-allow-web-get-bridge-waypoint"
+    ));
+    assert_eq!(env.journal_phase("part").as_deref(), Some("migrated"));
+}

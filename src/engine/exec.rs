@@ -107,7 +107,15 @@ async fn create_planned(
             object: object.clone(),
             role: role.to_string(),
         };
-        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
+        // The manifest is journaled too: a partial rollback (`--to-step`) that restores the policy a bridge
+        // stood beside must re-create the bridge, which is not in the backup.
+        let key = created_manifest_key(object);
+        ctx.journal
+            .update(|r| {
+                r.changes.push(change.clone());
+                r.extra.insert(key.clone(), manifest.clone());
+            })
+            .await?;
     }
     let obj: DynamicObject = serde_json::from_value(manifest.clone())
         .map_err(|e| EngineError::Other(format!("generated manifest for {object} is invalid: {e}")))?;
@@ -117,6 +125,11 @@ async fn create_planned(
         Err(e) if e.is_already_exists() => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Journal `extra` key of the manifest of an object the migration created.
+pub(crate) fn created_manifest_key(object: &ObjRef) -> String {
+    format!("manifest:{}/{}", object.kind, object.name)
 }
 
 /// Creates the planned bridge policies (when enabled).
@@ -641,15 +654,30 @@ async fn template_labels(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<BTreeMap<String,
     let meta = match w.kind.as_str() {
         "Deployment" => {
             let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
-            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+            cluster
+                .call(&what, || api.get(&w.name))
+                .await?
+                .spec
+                .template
+                .metadata
         }
         "StatefulSet" => {
             let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
-            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+            cluster
+                .call(&what, || api.get(&w.name))
+                .await?
+                .spec
+                .template
+                .metadata
         }
         "DaemonSet" => {
             let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
-            cluster.call(&what, || api.get(&w.name)).await?.spec.template.metadata
+            cluster
+                .call(&what, || api.get(&w.name))
+                .await?
+                .spec
+                .template
+                .metadata
         }
         _ => None,
     };

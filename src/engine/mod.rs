@@ -577,6 +577,23 @@ impl Engine {
         if rb.error.as_deref().is_some_and(|e| e.contains("lease")) {
             return Err(EngineError::Other(rb.error.unwrap_or_default()));
         }
+        if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {
+            // A partial rollback leaves the namespace as if step K had just finished: the journal forgets
+            // the undone steps and their changes, so a later `run` continues from step K+1.
+            self.check_lease()?;
+            ctx.journal
+                .update(|r| {
+                    r.phase = Phase::StepDone(k);
+                    r.steps_done.retain(|s| s.number() <= k.number());
+                    r.changes.retain(|c| c.step().number() <= k.number());
+                    r.outcome = Some(format!("rolled back to step {}", k.number()));
+                })
+                .await?;
+            let msg = format!("rolled back to step {} ({}), verified", k.number(), k.name());
+            self.event(&ns, "RolledBack", &msg, EventType::Warning).await;
+            self.say(&format!("{ns}: {msg}"));
+            return Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)));
+        }
         if ok {
             self.transition(&mut ctx.journal, &ns, Event::RollbackDone)
                 .await?;

@@ -43,7 +43,6 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
     let until = deadline(ctx.opts.timeouts.rollback);
     let mut errors: Vec<String> = Vec::new();
     let mut generations: BTreeMap<ObjRef, i64> = BTreeMap::new();
-    let mut restored_from_backup = false;
     for action in &actions {
         if let Err(e) = ctx.engine.check_lease() {
             errors.push(format!("lease lost during rollback: {e}"));
@@ -78,14 +77,17 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
             UndoAction::RestoreFromBackup { object, .. } => {
                 // A bridge deleted at step 5 was created by the migration: it is not in the backup and
                 // its own DeleteCreated action removes it.
-                let ours = changes
-                    .iter()
-                    .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
-                if ours {
-                    Ok(())
-                } else {
-                    restored_from_backup = true;
-                    restore_object(ctx, object).await
+                let created_at = changes.iter().find_map(|c| match c {
+                    Change::Created { object: o, step, .. } if o == object => Some(*step),
+                    _ => None,
+                });
+                match created_at {
+                    // Created by a step being undone too: its own DeleteCreated removes it.
+                    Some(st) if st.number() > to_step.unwrap_or(0) => Ok(()),
+                    // Created by a step that stays (a bridge from step 1, deleted at step 5, rolled back to
+                    // step 4): put it back from the journaled manifest.
+                    Some(_) => recreate_created(ctx, object).await,
+                    None => restore_object(ctx, object).await,
                 }
             }
             UndoAction::RestartWorkloads { workloads, .. } => {
@@ -199,9 +201,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
                     Err(errs.join("; "))
                 }
             }
-            UndoAction::VerifyBackup { objects } => {
-                verify(ctx, objects, restored_from_backup, &mut run).await
-            }
+            UndoAction::VerifyBackup { objects } => verify(ctx, objects, to_step, &actions, &mut run).await,
             UndoAction::RunProbes => {
                 let probes: Vec<_> = ctx
                     .opts
@@ -239,7 +239,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
     if !actions
         .iter()
         .any(|a| matches!(a, UndoAction::VerifyBackup { .. }))
-        && let Err(e) = verify(ctx, &[], restored_from_backup, &mut run).await
+        && let Err(e) = verify(ctx, &[], to_step, &actions, &mut run).await
     {
         errors.push(format!("verify labels and config equal the backup: {e}"));
     }
@@ -251,28 +251,64 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
     run
 }
 
-/// Labels and config identical to the backup. The labels the migration manages and the backed-up kinds
-/// are compared; objects the tool created (bridges, twins) must be gone.
+/// Labels and config identical to the backup. After a full rollback the whole backup is compared (labels
+/// the migration manages and every backed-up object; objects the tool created must be gone). After a
+/// partial one (`--to-step K`) only what was undone is compared: the restored objects and the restored
+/// labels (the steps up to K legitimately differ from the backup).
 async fn verify(
     ctx: &NsCtx<'_>,
     objects: &[ObjRef],
-    _restored: bool,
+    to_step: Option<u8>,
+    actions: &[UndoAction],
     run: &mut RollbackRun,
 ) -> Result<(), String> {
     if ctx.engine.cluster.dry_run() {
         return Ok(());
     }
-    let diffs = crate::backup::verify(&ctx.engine.cluster, &ctx.backup)
+    let mut diffs = crate::backup::verify(&ctx.engine.cluster, &ctx.backup)
         .await
         .map_err(|e| e.to_string())?;
+    let partial = to_step.is_some_and(|k| k > 0);
+    if partial {
+        let labels: Vec<(ObjRef, String)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                UndoAction::RestoreLabel { change, .. } => Some((change.target.clone(), change.key.clone())),
+                _ => None,
+            })
+            .collect();
+        let k = to_step.unwrap_or(0);
+        let kept_ours: Vec<ObjRef> = ctx
+            .journal
+            .record()
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Created { object, step, .. } if step.number() <= k => Some(object.clone()),
+                _ => None,
+            })
+            .collect();
+        diffs.retain(|d| !(d.what == "unexpected" && kept_ours.contains(&d.object)));
+        diffs.retain(|d| {
+            objects.contains(&d.object)
+                || labels.iter().any(|(t, k)| {
+                    t.kind == d.object.kind && t.name == d.object.name && d.what == format!("label {k}")
+                })
+        });
+    }
     let outcome = if diffs.is_empty() {
         GateOutcome::Pass
     } else {
         GateOutcome::Fail
     };
+    let scope = if partial {
+        "what was undone"
+    } else {
+        "labels and config"
+    };
     let msg = if diffs.is_empty() {
         format!(
-            "namespace {}: labels and config equal the backup ({} restored objects checked)",
+            "namespace {}: {scope} equal the backup ({} restored objects checked)",
             ctx.ns,
             objects.len()
         )
@@ -290,6 +326,24 @@ async fn verify(
         msg.clone(),
     ));
     if diffs.is_empty() { Ok(()) } else { Err(msg) }
+}
+
+/// Re-creates an object the migration created (a bridge), from the manifest journaled at its creation.
+async fn recreate_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> {
+    let key = super::exec::created_manifest_key(object);
+    let Some(manifest) = ctx.journal.record().extra.get(&key).cloned() else {
+        return Err(format!(
+            "the journal has no manifest for {object}: cannot re-create it"
+        ));
+    };
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
+        .ok_or_else(|| format!("cannot re-create {object}: unsupported kind"))?;
+    let obj: kube::api::DynamicObject = serde_json::from_value(manifest).map_err(|e| e.to_string())?;
+    match ctx.engine.cluster.create_dyn(kind, &ctx.ns, &obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Puts one backed-up object back: re-created when missing (server fields stripped), replaced when it
