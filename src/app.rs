@@ -72,7 +72,7 @@ pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
     let mut overrides = cli.to_overrides();
     // rollback/backup/restore/status schedule no fleet: the config's canaries (which must be part of the
     // fleet) would otherwise turn `-n NS` into a configuration error. An explicit --canary/--set still wins.
-    if !matches!(cli.command, Command::Run | Command::Plan) && !cli.namespaces.is_empty() {
+    if !matches!(cli.command, Command::Run | Command::Plan { .. }) && !cli.namespaces.is_empty() {
         overrides.insert(0, ("fleet.canary".into(), String::new()));
     }
     if let Some(dir) = &cli.report_dir {
@@ -259,7 +259,7 @@ pub async fn run_with(
 ) -> i32 {
     let run_id = format!("run-{}", &uuid::Uuid::new_v4().to_string()[..8]);
     match &cli.command {
-        Command::Plan => cmd_plan(cli, s, cluster, out, &run_id).await,
+        Command::Plan { fixes_dir } => cmd_plan(s, cluster, out, &run_id, fixes_dir.as_deref()).await,
         Command::Run => cmd_run(cli, s, cluster, out, &run_id, stop).await,
         Command::Status => cmd_status(s, cluster, out).await,
         Command::Rollback { to_step } => cmd_rollback(cli, s, cluster, out, &run_id, *to_step, stop).await,
@@ -321,7 +321,7 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     t
 }
 
-async fn cmd_plan(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, run_id: &str) -> i32 {
+async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixes_dir: Option<&Path>) -> i32 {
     let namespaces = match resolve_fleet(cluster, s).await {
         Ok(n) => n,
         Err(e) => {
@@ -346,8 +346,8 @@ async fn cmd_plan(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, run_id:
             }
         }
     }
-    if let Some(dir) = fixes_dir(cli)
-        && let Err(e) = write_fixes(&dir, &plans)
+    if let Some(dir) = fixes_dir
+        && let Err(e) = write_fixes(dir, &plans)
     {
         eprintln!("error: {e}");
         return exit::USAGE;
@@ -364,14 +364,6 @@ async fn cmd_plan(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, run_id:
         }
     }
     if blocked { exit::BLOCKED } else { exit::OK }
-}
-
-/// `plan --fixes-dir DIR` (or `--set plan.fixes_dir=DIR`): where the generated fix YAML goes.
-fn fixes_dir(cli: &Cli) -> Option<PathBuf> {
-    cli.set
-        .iter()
-        .find(|(k, _)| k == "plan.fixes_dir")
-        .map(|(_, v)| PathBuf::from(v))
 }
 
 /// Writes each finding's fix YAML as `<namespace>-<code>-<object>.yaml`.

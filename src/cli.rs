@@ -94,8 +94,13 @@ pub struct Cli {
 /// The subcommands (DESIGN §7).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Assess the fleet and print the plan, blockers and warnings; writes nothing.
-    Plan,
+    /// Assess the fleet and print the plan, blockers and warnings; writes nothing to the cluster.
+    Plan {
+        /// Also write every generated fix (targetRefs twins, waypoint admission, a missing waypoint Gateway)
+        /// as YAML files to this directory.
+        #[arg(long, value_name = "DIR")]
+        fixes_dir: Option<PathBuf>,
+    },
     /// Migrate the fleet: canaries first, then waves; roll back a namespace when a gate fails.
     Run,
     /// Print the journal of every namespace of the fleet (or the ones given with -n).
@@ -126,7 +131,7 @@ impl Command {
     /// Name of the subcommand as typed, for logs and reports.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Plan => "plan",
+            Command::Plan { .. } => "plan",
             Command::Run => "run",
             Command::Status => "status",
             Command::Rollback { .. } => "rollback",

@@ -257,6 +257,36 @@ async fn preflight_blockers_exit_4_and_write_nothing() {
         assert_eq!(objects, objects2);
         assert!(env.journal(ns).is_none());
     }
+    // `plan --fixes-dir` writes the generated twin for the policy that lacks one, and still writes nothing
+    // to the cluster.
+    let fixes = env.report_dir("fixes");
+    let cfg = Cfg::new(&["notwin"]);
+    let config = env.write_config("plan-notwin", &cfg.toml());
+    env.running.sim.accounting.reset();
+    let plan = env
+        .run(&config, "plan", &["plan", "--fixes-dir", fixes.to_str().unwrap()])
+        .await;
+    assert_eq!(plan.code, 4, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("AuthorizationPolicy/notwin/api-allow-web-get"),
+        "{plan}"
+    );
+    let written: Vec<String> = std::fs::read_dir(&fixes)
+        .expect("fixes dir")
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        written
+            .iter()
+            .any(|y| y.contains("targetRefs") && y.contains("api-allow-web-get")),
+        "a targetRefs twin is generated: {written:?}"
+    );
+    assert_eq!(
+        env.mutating_requests(),
+        Vec::<String>::new(),
+        "plan writes nothing"
+    );
 }
 
 /// `run --dry-run` leaves the cluster byte-for-byte unchanged: every object in the store and the store's
