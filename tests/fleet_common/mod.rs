@@ -543,91 +543,10 @@ pub fn assert_migrated(fleet: &Fleet, ns: &str) {
 
 // ---- report checks ----
 
-/// Minimal JSON Schema validator for the subset docs/report.schema.json uses (copied from
-/// tests/report_formats.rs, which does not expose it): type, enum, required, properties,
-/// additionalProperties=false, items, anyOf, $ref to #/$defs, minimum, and `pattern` (used only for
-/// timestamps, checked by parsing as an RFC 3339 UTC timestamp).
-pub fn validate_schema(schema: &Value, root: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("only local $defs refs");
-        return validate_schema(&root["$defs"][name], root, v, path, errs);
-    }
-    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
-        let ok = any.iter().any(|s| {
-            let mut e = Vec::new();
-            validate_schema(s, root, v, path, &mut e);
-            e.is_empty()
-        });
-        if !ok {
-            errs.push(format!("{path}: matches no alternative of anyOf"));
-        }
-        return;
-    }
-    if let Some(t) = schema.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => panic!("bad type"),
-        };
-        let ok = types.iter().any(|t| match *t {
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "string" => v.is_string(),
-            "integer" => v.is_i64() || v.is_u64(),
-            "number" => v.is_number(),
-            "boolean" => v.is_boolean(),
-            "null" => v.is_null(),
-            other => panic!("unsupported type {other}"),
-        });
-        if !ok {
-            errs.push(format!("{path}: expected {types:?}, got {v}"));
-            return;
-        }
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array)
-        && !e.contains(v)
-    {
-        errs.push(format!("{path}: {v} not in {e:?}"));
-    }
-    if let Some(min) = schema.get("minimum").and_then(Value::as_i64)
-        && v.as_i64().is_some_and(|n| n < min)
-    {
-        errs.push(format!("{path}: {v} < {min}"));
-    }
-    if schema.get("pattern").is_some() {
-        let s = v.as_str().unwrap_or("");
-        if !s.ends_with('Z') || s.parse::<Timestamp>().is_err() {
-            errs.push(format!("{path}: {s:?} is not an RFC 3339 UTC timestamp"));
-        }
-    }
-    if let Some(obj) = v.as_object() {
-        for req in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if !obj.contains_key(req.as_str().unwrap_or_default()) {
-                errs.push(format!("{path}: missing required {req}"));
-            }
-        }
-        let props = schema.get("properties").and_then(Value::as_object);
-        for (k, val) in obj {
-            match props.and_then(|p| p.get(k)) {
-                Some(s) => validate_schema(s, root, val, &format!("{path}.{k}"), errs),
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    errs.push(format!("{path}: unexpected property {k}"))
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
-        for (i, x) in arr.iter().enumerate() {
-            validate_schema(items, root, x, &format!("{path}[{i}]"), errs);
-        }
-    }
-}
+#[path = "../schema_check/mod.rs"]
+mod schema_check;
+/// The JSON Schema check shared with tests/report_formats.rs.
+pub use schema_check::validate as validate_schema;
 
 /// docs/report.schema.json.
 pub fn report_schema() -> Value {
