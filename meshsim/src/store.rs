@@ -392,10 +392,7 @@ impl Store {
 
     /// Events after `since` (exclusive) plus a receiver for later ones, taken atomically so nothing is lost
     /// or doubled. `Gone` when `since` is older than the kept history.
-    pub fn watch_from(
-        &self,
-        since: u64,
-    ) -> Result<WatchStart, StoreError> {
+    pub fn watch_from(&self, since: u64) -> Result<WatchStart, StoreError> {
         let inner = self.lock();
         if since < inner.compacted {
             return Err(StoreError::Gone {

@@ -289,7 +289,10 @@ async fn seed_runbook_and_rollback_with_kubectl() {
     // the patch of every object changed since the backup (status updates count) is refused with 409, as on
     // a real API server: the backup must be stripped first.
     let (code, _, err) = k.run(&["apply", "-f", raw_backup.to_str().unwrap()]);
-    assert_ne!(code, 0, "unstripped backup must fail on objects modified since the backup");
+    assert_ne!(
+        code, 0,
+        "unstripped backup must fail on objects modified since the backup"
+    );
     assert!(err.contains("the object has been modified"), "{err}");
     k.ok(&["apply", "-f", backup_file.to_str().unwrap()]);
     for (kind, name) in [
