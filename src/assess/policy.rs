@@ -9,8 +9,9 @@
 //! - L4: `to.operation.{ports,notPorts}`, `from.source.{principals,notPrincipals,namespaces,notNamespaces,
 //!   serviceAccounts,notServiceAccounts,ipBlocks,notIpBlocks}` and those five `when` keys.
 //! - ALLOW: a rule with any L7 attribute is dropped (an ALLOW policy left with no rule denies everything).
-//!   DENY: a rule loses its L7 attributes; if nothing L4 is left, the rule never fires (no effect); otherwise
-//!   it denies more than asked.
+//!   DENY: a rule loses its L7 attributes; a clause (`from`, `to`, each `when`) left with only emptied matches
+//!   never matches, so the rule never fires (no effect, upstream `hasEffectiveRules`); only when every clause
+//!   keeps an L4 field does it fire, and then it denies more than asked ([`deny_rule_fires_at_ztunnel`]).
 
 use crate::assess::json;
 use crate::steps::ObjRef;
@@ -269,9 +270,9 @@ impl AuthzPolicy {
                 }
             }
             _ => {
-                let broadened: Vec<usize> = l7_rules.iter().copied().filter(|i| classes[*i].has_l4).collect();
-                let no_effect: Vec<usize> =
-                    l7_rules.iter().copied().filter(|i| !classes[*i].has_l4).collect();
+                let fires = |i: &usize| self.rules.get(*i).is_some_and(deny_rule_fires_at_ztunnel);
+                let broadened: Vec<usize> = l7_rules.iter().copied().filter(fires).collect();
+                let no_effect: Vec<usize> = l7_rules.iter().copied().filter(|i| !fires(i)).collect();
                 if broadened.is_empty() && no_effect.len() == classes.len() {
                     ZtunnelEffect::DenyNoEffect
                 } else {
@@ -333,6 +334,40 @@ pub fn classify_rule(rule: &Value) -> RuleClass {
         }
     }
     c
+}
+
+/// Whether a DENY rule still fires at ztunnel once its HTTP attributes are removed. istiod turns the rule
+/// into clauses (`to`, `from`, one per `when` condition; `handleRule` in
+/// pilot/pkg/serviceregistry/ambient/authorization.go) whose matches lose their HTTP fields; ztunnel skips
+/// empty matches (`RbacMatch::is_empty`), so a clause left with only emptied matches never matches and the
+/// whole rule never fires ("no enforceable rules ... no effect", `hasEffectiveRules`). A rule fires only when
+/// every clause keeps at least one match with an L4 field: then it denies more than asked.
+pub fn deny_rule_fires_at_ztunnel(rule: &Value) -> bool {
+    let non_empty = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty()) || v.as_str().is_some();
+    let from_ok = |list: &Vec<Value>| {
+        list.iter().any(|f| {
+            f["source"].as_object().is_some_and(|src| {
+                src.iter()
+                    .any(|(k, v)| !L7_SOURCE_FIELDS.contains(&k.as_str()) && non_empty(v))
+            })
+        })
+    };
+    let to_ok = |list: &Vec<Value>| {
+        list.iter().any(|t| {
+            t["operation"].as_object().is_some_and(|op| {
+                op.iter()
+                    .any(|(k, v)| !L7_OPERATION_FIELDS.contains(&k.as_str()) && non_empty(v))
+            })
+        })
+    };
+    let from = rule["from"].as_array().filter(|a| !a.is_empty());
+    let to = rule["to"].as_array().filter(|a| !a.is_empty());
+    let when_ok = rule["when"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|w| L4_WHEN_KEYS.contains(&w["key"].as_str().unwrap_or("")));
+    from.is_none_or(from_ok) && to.is_none_or(to_ok) && when_ok
 }
 
 fn push_unique(v: &mut Vec<String>, s: String) {
@@ -699,18 +734,30 @@ mod tests {
             {"to": [{"operation": {"methods": ["DELETE"]}}]}]}),
         );
         assert_eq!(d7.ztunnel_effect(), ZtunnelEffect::DenyNoEffect);
+        // Vector DM: the `to` clause keeps only an emptied match, so the rule never fires (upstream
+        // hasEffectiveRules), even though its `from` part is L4.
         let dm = ap(
             json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY", "rules": [
             {"from": [{"source": {"namespaces": ["other"]}}], "to": [{"operation": {"methods": ["DELETE"]}}]}]}),
         );
+        assert_eq!(dm.ztunnel_effect(), ZtunnelEffect::DenyNoEffect);
+        assert!(dm.needs_waypoint());
+        // With a port next to the method the `to` clause survives: the DENY now covers every method.
+        let dp = ap(
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY", "rules": [
+            {"from": [{"source": {"namespaces": ["other"]}}], "to": [{"operation": {"methods": ["DELETE"], "ports": ["8080"]}}]}]}),
+        );
         assert_eq!(
-            dm.ztunnel_effect(),
+            dp.ztunnel_effect(),
             ZtunnelEffect::DenyDegraded {
                 broadened: vec![0],
                 no_effect: vec![]
             }
         );
-        assert!(dm.needs_waypoint());
+        // An L7 `when` condition empties its own clause.
+        let dw = ap(json!({"action": "DENY", "rules": [
+            {"from": [{"source": {"namespaces": ["other"]}}], "when": [{"key": "request.headers[x]", "values": ["1"]}]}]}));
+        assert_eq!(dw.ztunnel_effect(), ZtunnelEffect::DenyNoEffect);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub mod codes {
     pub const L7_DENY_UNENFORCED: &str = "l7-deny-unenforced";
     /// A mixed DENY denies more than asked at ztunnel between steps 4 and 5.
     pub const L7_DENY_BROADENED: &str = "l7-deny-broadened-window";
+    /// L7 selector DENY with a twin: ztunnel does not enforce it once pods are ambient (rule never fires).
+    pub const L7_DENY_ZTUNNEL_GAP: &str = "l7-deny-ztunnel-gap";
     /// L4 DENY on caller identity no longer matches waypoint-routed traffic.
     pub const L4_DENY_BYPASSED: &str = "l4-deny-sees-waypoint-identity";
     /// §3.1 (d): sidecar callers bypass the waypoint.
@@ -534,6 +536,20 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                             .with_yaml(yaml(&[&bridge])),
                         );
                     }
+                }
+                let unenforced = match p.ztunnel_effect() {
+                    ZtunnelEffect::DenyNoEffect => true,
+                    ZtunnelEffect::DenyDegraded { no_effect, .. } => !no_effect.is_empty(),
+                    _ => false,
+                };
+                if replaced && unenforced {
+                    a.findings.push(Finding::new(
+                        Severity::Warning,
+                        codes::L7_DENY_ZTUNNEL_GAP,
+                        pref.clone(),
+                        format!("{pref}: once its pods are ambient, ztunnel does not enforce this DENY (its HTTP parts are dropped and the rule never fires); the twin at the waypoint enforces it for waypoint-routed traffic, callers that bypass the waypoint are not denied"),
+                        "migrate the calling namespaces first (fleet.order = \"callers-first\") so no sidecar caller bypasses the waypoint",
+                    ));
                 }
                 if replaced
                     && let ZtunnelEffect::DenyDegraded { broadened, .. } = p.ztunnel_effect()
@@ -1272,7 +1288,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn mixed_deny_with_twin_warns_broadened() {
+    fn mixed_deny_with_twin_warns_of_the_ztunnel_gap() {
         let dm = policy(
             "api-other-no-delete",
             json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY", "rules": [
@@ -1283,8 +1299,14 @@ pub(crate) mod tests {
         twin["spec"].as_object_mut().unwrap().remove("selector");
         twin["spec"]["targetRefs"] = json!([{"kind": "Service", "name": "api"}]);
         let a = analyze(&snapshot(vec![dm, twin]), &PlanOptions::default());
+        // Upstream: the emptied `to` clause never matches, so ztunnel does not enforce it at all.
         assert!(
-            has(&a, Severity::Warning, codes::L7_DENY_BROADENED),
+            has(&a, Severity::Warning, codes::L7_DENY_ZTUNNEL_GAP),
+            "{:?}",
+            codes_of(&a)
+        );
+        assert!(
+            !has(&a, Severity::Warning, codes::L7_DENY_BROADENED),
             "{:?}",
             codes_of(&a)
         );
