@@ -604,6 +604,26 @@ fn cli_layer(overrides: &[(String, String)]) -> FlatLayer {
 
 /// Turns a config-crate error into a [`Problem`] naming the key path.
 fn problem_from_config(e: &ConfigError) -> Problem {
+    let mut p = problem_from_config_raw(e);
+    p.key = dotted(&p.key);
+    p
+}
+
+/// The config crate joins a list index and a field without a dot (`probes[0]source_namespace`).
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut prev = ' ';
+    for c in key.chars() {
+        if prev == ']' && c != '.' && c != '[' {
+            out.push('.');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+fn problem_from_config_raw(e: &ConfigError) -> Problem {
     let (key, origin, inner) = match e {
         ConfigError::At { error, origin, key } => (key.clone(), origin.clone(), error.as_ref()),
         other => (None, None, other),
@@ -1152,6 +1172,16 @@ fn validate_probes(prefix: &str, probes: &[ProbeSpec], p: &mut Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_keys_get_their_dot_after_an_index() {
+        assert_eq!(
+            dotted("namespaces.a.probes[0]source_namespace"),
+            "namespaces.a.probes[0].source_namespace"
+        );
+        assert_eq!(dotted("probes[1].name"), "probes[1].name");
+        assert_eq!(dotted("x[0][1]"), "x[0][1]");
+    }
 
     #[test]
     fn durations_round_trip() {
