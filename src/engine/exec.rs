@@ -562,7 +562,9 @@ async fn pods_wait_gate(
     check: fn(&Pod) -> crate::gates::pods::PodCheck,
 ) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
-    let (selector, replicas) = workload_selector(ctx, w).await?;
+    let WorkloadInfo {
+        selector, replicas, ..
+    } = workload_info(ctx, w).await?;
     let engine = ctx.engine;
     let ns = ctx.ns.clone();
     let detail = w.to_string();
@@ -629,7 +631,7 @@ async fn bridged_last(ctx: &NsCtx<'_>, batches: Vec<Vec<ObjRef>>) -> Result<Vec<
     let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let (mut others, mut protected) = (Vec::new(), Vec::new());
     for w in batches.iter().flatten() {
-        let labels = template_labels(ctx, w).await?;
+        let labels = workload_info(ctx, w).await?.template_labels;
         if selectors
             .iter()
             .any(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
@@ -645,43 +647,6 @@ async fn bridged_last(ctx: &NsCtx<'_>, batches: Vec<Vec<ObjRef>>) -> Result<Vec<
     let mut out: Vec<Vec<ObjRef>> = others.chunks(size).map(<[ObjRef]>::to_vec).collect();
     out.extend(protected.chunks(size).map(<[ObjRef]>::to_vec));
     Ok(out)
-}
-
-/// The pod template labels of a workload.
-async fn template_labels(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<BTreeMap<String, String>, EngineError> {
-    let cluster = &ctx.engine.cluster;
-    let what = format!("get {w}");
-    let meta = match w.kind.as_str() {
-        "Deployment" => {
-            let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
-            cluster
-                .call(&what, || api.get(&w.name))
-                .await?
-                .spec
-                .template
-                .metadata
-        }
-        "StatefulSet" => {
-            let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
-            cluster
-                .call(&what, || api.get(&w.name))
-                .await?
-                .spec
-                .template
-                .metadata
-        }
-        "DaemonSet" => {
-            let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
-            cluster
-                .call(&what, || api.get(&w.name))
-                .await?
-                .spec
-                .template
-                .metadata
-        }
-        _ => None,
-    };
-    Ok(meta.and_then(|m| m.labels).unwrap_or_default())
 }
 
 /// The pods-ambient gate of one workload: every current pod sidecar-free, enrolled and Ready.
@@ -701,8 +666,18 @@ async fn list_pods(ctx: &NsCtx<'_>, selector: &str) -> Result<Vec<Pod>, EngineEr
         .items)
 }
 
-/// The label selector and desired pod count of a workload.
-pub(crate) async fn workload_selector(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<(String, usize), EngineError> {
+/// What the pod gates need of a workload, from one read of it.
+pub(crate) struct WorkloadInfo {
+    /// Its pods' label selector (`k=v,...`).
+    pub selector: String,
+    /// How many pods it wants (DaemonSets: how many nodes it is scheduled on).
+    pub replicas: usize,
+    /// Its pod template's labels (which selector policies cover its pods).
+    pub template_labels: BTreeMap<String, String>,
+}
+
+/// Reads a Deployment, StatefulSet or DaemonSet once: selector, desired pods, template labels.
+pub(crate) async fn workload_info(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<WorkloadInfo, EngineError> {
     let cluster = &ctx.engine.cluster;
     let what = format!("get {w}");
     let to_sel = |m: Option<BTreeMap<String, String>>| {
@@ -712,35 +687,39 @@ pub(crate) async fn workload_selector(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<(St
             .collect::<Vec<_>>()
             .join(",")
     };
+    let info = |sel, replicas: Option<i32>, tpl: Option<kube::api::ObjectMeta>| WorkloadInfo {
+        selector: to_sel(sel),
+        replicas: replicas.unwrap_or(1).max(0) as usize,
+        template_labels: tpl.and_then(|m| m.labels).unwrap_or_default(),
+    };
     match w.kind.as_str() {
         "Deployment" => {
             let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
-            let d = cluster.call(&what, || api.get(&w.name)).await?;
-            let spec = d.spec;
-            Ok((
-                to_sel(spec.selector.match_labels),
-                spec.replicas.unwrap_or(1).max(0) as usize,
+            let spec = cluster.call(&what, || api.get(&w.name)).await?.spec;
+            Ok(info(
+                spec.selector.match_labels,
+                spec.replicas,
+                spec.template.metadata,
             ))
         }
         "StatefulSet" => {
             let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
-            let s = cluster.call(&what, || api.get(&w.name)).await?;
-            let spec = s.spec;
-            Ok((
-                to_sel(spec.selector.match_labels),
-                spec.replicas.unwrap_or(1).max(0) as usize,
+            let spec = cluster.call(&what, || api.get(&w.name)).await?.spec;
+            Ok(info(
+                spec.selector.match_labels,
+                spec.replicas,
+                spec.template.metadata,
             ))
         }
         "DaemonSet" => {
             let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
             let d = cluster.call(&what, || api.get(&w.name)).await?;
-            let want = d
-                .status
-                .as_ref()
-                .map(|s| s.desired_number_scheduled)
-                .unwrap_or(0)
-                .max(0) as usize;
-            Ok((to_sel(d.spec.selector.match_labels), want))
+            let want = d.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
+            Ok(info(
+                d.spec.selector.match_labels,
+                Some(want),
+                d.spec.template.metadata,
+            ))
         }
         other => Err(EngineError::Other(format!(
             "{w}: kind {other} cannot be restarted"
