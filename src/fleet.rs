@@ -7,8 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -146,7 +144,6 @@ where
     let canary_count = opts.canaries.iter().collect::<BTreeSet<_>>().len();
     let mut outcomes: Vec<(String, NsOutcome)> = Vec::new();
     let mut stopped: Option<String> = None;
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut max_in_flight = 0usize;
     let mut failed = 0usize;
 
@@ -187,14 +184,9 @@ where
             }
             pending.next();
             let fut = job(ns.clone(), canary);
-            let counter = in_flight.clone();
-            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            max_in_flight = max_in_flight.max(now);
-            set.spawn(async move {
-                let out = fut.await;
-                counter.fetch_sub(1, Ordering::SeqCst);
-                (ns, out)
-            });
+            set.spawn(async move { (ns, fut.await) });
+            // What the limit above counts: namespaces started and not yet collected.
+            max_in_flight = max_in_flight.max(set.len());
             if canary {
                 break;
             }
@@ -234,6 +226,7 @@ where
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn names(v: &[&str]) -> Vec<String> {

@@ -75,8 +75,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
                 }
             }
             UndoAction::RestoreFromBackup { object, .. } => {
-                // A bridge deleted at step 5 was created by the migration: it is not in the backup and
-                // its own DeleteCreated action removes it.
+                // Objects the migration created (bridges) are not in the backup; see the arms below.
                 let created_at = changes.iter().find_map(|c| match c {
                     Change::Created { object: o, step, .. } if o == object => Some(*step),
                     _ => None,
