@@ -7,11 +7,8 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::watch;
-
-use crate::app::{self, Out};
+use crate::app;
 use crate::cli::Cli;
-use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
 use crate::report::NamespaceOutcome;
 
 /// The seed runbook's namespace (also meshsim's kubectl conformance fixture).
@@ -147,7 +144,6 @@ pub fn sim_settings() -> meshsim::Settings {
 
 /// Runs the demo; returns the exit code (0 when the scenario ended as expected).
 pub async fn run(cli: &Cli) -> i32 {
-    let out = Out { format: cli.output };
     let work = std::env::temp_dir().join(format!("ambient-migrate-demo-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&work) {
         eprintln!("error: cannot create {}: {e}", work.display());
@@ -215,31 +211,11 @@ pub async fn run(cli: &Cli) -> i32 {
             return app::exit::USAGE;
         }
     };
-    let settings = match app::load_settings(&run_cli) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     // Wait for the fleet's sidecar pods to be up (as a real cluster would be before a migration).
-    let cluster = match Cluster::connect(
-        &ConnectOptions {
-            kubeconfig: Some(kubeconfig.clone()),
-            context: None,
-        },
-        ClusterOptions::default(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return app::exit::HUMAN_NEEDED;
-        }
-    };
     wait_fleet_ready(&running).await;
     let started = std::time::Instant::now();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    app::spawn_signal_handler(stop_tx);
-    let code = app::run_with(&run_cli, &settings, &cluster, &out, stop_rx).await;
+    // Exactly `ambient-migrate run` (boxed: `app::run` is what dispatches `demo` here).
+    let code = Box::pin(app::run(run_cli)).await;
 
     // Did it end as the scenario expects?
     let report_path = report_dir.join("ambient-migrate-report.json");

@@ -698,42 +698,16 @@ pub fn report(dir: &Path) -> Value {
 /// kubeconfig, fleet preflight, lease, engine, reports); returns the exit code. Benchmarks use it so that
 /// the process's peak memory includes the runner.
 pub async fn run_in_process(args: &[String]) -> i32 {
-    use ambient_migrate::app;
-    use ambient_migrate::cli::{Cli, OutputFormat};
-    use ambient_migrate::cluster::{Cluster, ClusterOptions, ConnectOptions};
+    use ambient_migrate::{app, cli::Cli};
     let mut full = vec!["ambient-migrate".to_string()];
     full.extend(args.iter().cloned());
-    let cli = match Cli::try_parse_checked(full) {
-        Ok(c) => c,
+    match Cli::try_parse_checked(full) {
+        Ok(cli) => app::run(cli).await,
         Err(e) => {
             eprintln!("usage: {e}");
-            return app::exit::USAGE;
+            app::exit::USAGE
         }
-    };
-    let settings = match app::load_settings(&cli) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let cluster = match Cluster::connect(
-        &ConnectOptions {
-            kubeconfig: cli.kubeconfig.clone(),
-            context: None,
-        },
-        ClusterOptions::default(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return app::exit::HUMAN_NEEDED;
-        }
-    };
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let out = app::Out {
-        format: OutputFormat::Text,
-    };
-    app::run_with(&cli, &settings, &cluster, &out, stop_rx).await
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM` of /proc/self/status), in KiB.
