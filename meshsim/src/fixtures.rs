@@ -33,7 +33,8 @@ pub fn load_path(path: &Path) -> anyhow::Result<Vec<(ResId, Value)>> {
 /// Parses multi-document YAML (or `kind: List`) into objects of served kinds. Unknown kinds are an error
 /// naming the document.
 pub fn parse_text(text: &str, origin: &str) -> anyhow::Result<Vec<(ResId, Value)>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, fixture_options(text.len()))
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     let mut out = Vec::new();
     let mut queue: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
     queue.reverse();
@@ -52,6 +53,25 @@ pub fn parse_text(text: &str, origin: &str) -> anyhow::Result<Vec<(ResId, Value)
         out.push((rt.id(), doc));
     }
     Ok(out)
+}
+
+/// YAML parser limits for a fixture of `len` bytes.
+///
+/// serde-saphyr's default budget caps a stream at 1,024 documents and 250,000 nodes, which refuses
+/// `generate`'s own output for 100 namespaces. A fixture is a local file the operator chose, not input from
+/// the network, so the caps grow with its size instead: a YAML document needs at least 4 bytes (`---\n`) and
+/// a node or parser event at least 1 byte, so these limits never refuse a well-formed file while still
+/// bounding the work a pathological one (anchor/alias storms, deep nesting: those caps stay at their
+/// defaults) can cause per byte read.
+fn fixture_options(len: usize) -> serde_saphyr::Options {
+    let defaults = serde_saphyr::Budget::default();
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: defaults.max_documents.max(len / 4 + 1),
+            max_nodes: defaults.max_nodes.max(len + 1),
+            max_events: defaults.max_events.max(2 * len + 2),
+        },
+    }
 }
 
 /// A fleet fixture for benchmarks and demos: `namespaces` namespaces `fleet-NNN` labelled
@@ -99,5 +119,27 @@ mod tests {
         assert_eq!(dep["spec"]["template"]["spec"]["serviceAccountName"], "app-0");
         let ns = &objs[0].1;
         assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+    }
+
+    #[test]
+    fn large_generated_fleet_parses() {
+        // 1,000 namespaces x 3 Deployments: 10,000 documents, far above serde-saphyr's default 1,024.
+        let text = generate_fleet(1_000, 3, 2);
+        let objs = parse_text(&text, "fleet").unwrap();
+        assert_eq!(objs.len(), 1_000 * (1 + 3 * 3));
+        assert_eq!(objs.last().unwrap().1["metadata"]["namespace"], "fleet-999");
+    }
+
+    #[test]
+    fn alias_storm_is_still_refused() {
+        // The size-scaled caps leave the alias/anchor heuristics at their defaults.
+        let mut text = String::from(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: y}\ndata:\n  a: &a v\n",
+        );
+        for i in 0..2_000 {
+            text.push_str(&format!("  k{i}: *a\n"));
+        }
+        let err = parse_text(&text, "storm.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("storm.yaml: ") && err.contains("alias"), "{err}");
     }
 }
