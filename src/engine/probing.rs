@@ -125,6 +125,11 @@ async fn measure(cluster: &Cluster, probe: &ProbeSpec, deadline: Instant) -> Mea
     }
 }
 
+/// True once the owner asked the probes to stop, or dropped its sender (it returned early on an error).
+fn stop_requested(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
 /// Continuous probing (step 4): measures every probe at its interval until `stop` turns true, then ends
 /// each probe with [`ProbeState::terminate`]: only a violated limit (the error budget) fails the gate.
 /// A probe that exceeds its budget stops early and fails the gate when it ends.
@@ -142,7 +147,7 @@ pub fn spawn_continuous(
                 let policy = &probe.policy;
                 let mut state = ProbeState::default();
                 loop {
-                    if *stop.borrow() {
+                    if stop_requested(&stop) {
                         break;
                     }
                     let m = measure(&cluster, probe, Instant::now() + policy.timeout.0).await;
@@ -157,6 +162,9 @@ pub fn spawn_continuous(
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(interval(probe)) => {}
+                        // An error means the sender is gone (the step ended early): that is a stop too,
+                        // and the loop head sees it; without that check `changed()` would return at once
+                        // forever and the loop would fire probes back to back.
                         _ = stop.changed() => {}
                     }
                 }
@@ -171,4 +179,24 @@ pub fn spawn_continuous(
         let runs = futures::future::join_all(futs).await;
         summarize(GATE_CONTINUOUS, runs, started)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_is_requested_by_a_true_value_or_a_dropped_sender() {
+        let (tx, rx) = watch::channel(false);
+        assert!(!stop_requested(&rx));
+        tx.send(true).unwrap();
+        assert!(stop_requested(&rx));
+
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        assert!(
+            stop_requested(&rx),
+            "a step that returned early drops the sender: the probes must end"
+        );
+    }
 }
