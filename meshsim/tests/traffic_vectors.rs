@@ -1,6 +1,5 @@
-//! The acceptance set of the traffic model: every case of tests/vectors/traffic-model.yaml (a copy of
-//! /work/shared/vectors/traffic-model.yaml) is built as a store state and sent through
-//! `traffic::handle`; result, x-request-id presence, intended decision and the wrongly-allowed /
+//! The acceptance set of the traffic model: every case of tests/vectors/traffic-model.yaml is built as a
+//! store state and sent through `traffic::handle`; result, x-request-id presence, intended decision and the wrongly-allowed /
 //! wrongly-denied flags are checked. Failures are reported by case id.
 
 mod traffic_common;
@@ -10,16 +9,6 @@ use serde_json::{Value, json};
 use traffic_common::*;
 
 const VECTORS: &str = include_str!("vectors/traffic-model.yaml");
-
-/// Cases where the vectors file disagrees with upstream code, with what upstream does and why.
-/// V15: the DENY rule `from: namespaces [other]` + `to: methods [DELETE]` is translated by istiod's
-/// `handleRule` into two clauses, the `to` clause holding one *empty* Match (its only field was the HTTP
-/// method); ztunnel's `Authorization::matches` (src/rbac.rs) skips empty matches, so that clause never
-/// matches and the rule never fires: the policy has no effect at ztunnel (istiod's own status calls this
-/// "no enforceable rules ... no effect", `hasEffectiveRules`, istio/istio PR 61166). A DENY that denies
-/// more than asked needs an L4 field left in every clause, e.g. `ports` next to `methods`: see the
-/// test `mixed_deny_with_a_port_denies_more_than_asked` below.
-const UPSTREAM_OVERRIDES: &[(&str, &str, bool, &str)] = &[("V15", "200", false, "allow")];
 
 struct Expect {
     result: String,
@@ -94,7 +83,7 @@ fn every_vector_passes() {
     for case in cases {
         let id = case["id"].as_str().unwrap();
         let e = &case["expect"];
-        let mut exp = Expect {
+        let exp = Expect {
             result: match &e["result"] {
                 Value::Number(n) => n.to_string(),
                 Value::String(s) => s.clone(),
@@ -103,13 +92,6 @@ fn every_vector_passes() {
             x_request_id: e["x_request_id"].as_bool(),
             intended: e["intended"].as_str().unwrap().to_string(),
         };
-        if let Some((_, r, x, i)) = UPSTREAM_OVERRIDES.iter().find(|o| o.0 == id) {
-            exp = Expect {
-                result: r.to_string(),
-                x_request_id: Some(*x),
-                intended: i.to_string(),
-            };
-        }
         let sim = build(case, &file["policies"]);
         let (cns, cname) = case["client"]["from"].as_str().unwrap().split_once('/').unwrap();
         let url = format!(
@@ -169,7 +151,7 @@ fn every_vector_passes() {
     assert!(failures.is_empty(), "failing vectors:\n{}", failures.join("\n"));
 }
 
-/// The vector V15 as upstream code makes it deny more than asked: the `to` operation keeps an L4 field
+/// The policy of vector V15 with a port next to its method: upstream makes it deny more than asked: the `to` operation keeps an L4 field
 /// (the port), so the clause survives the translation without its method, and every request from
 /// namespace `other` is refused, not only DELETE [ztun].
 #[test]
