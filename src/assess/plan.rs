@@ -62,7 +62,7 @@ impl Default for RestartKinds {
     }
 }
 
-/// Plan options; helper F's settings map onto these.
+/// Plan options; `crate::settings` maps the configuration onto these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", default)]
 pub struct PlanOptions {
