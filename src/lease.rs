@@ -122,7 +122,59 @@ fn expired(l: &Lease, now: jiff::Timestamp) -> bool {
         return true;
     };
     let dur = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    renew.0 + jiff::SignedDuration::from_secs(dur) < now
+    // A record's times are input: one near the end of time must not overflow (it is then never expired).
+    renew
+        .0
+        .checked_add(jiff::SignedDuration::from_secs(dur))
+        .is_ok_and(|end| end < now)
+}
+
+/// Longest a takeover waits to confirm that another holder's Lease has expired (a record can claim any
+/// `leaseDurationSeconds`; a dead runner's Lease must not block the fleet for longer than this).
+const MAX_CONFIRM: Duration = Duration::from_secs(300);
+
+/// How long to watch another holder's record, unchanged, before taking it over: its own
+/// `leaseDurationSeconds`, bounded by [`MAX_CONFIRM`].
+fn confirm_period(l: &Lease) -> Duration {
+    let secs = l
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(0);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(MAX_CONFIRM)
+}
+
+/// A Lease held by someone else whose `renewTime` looks expired by our wall clock: that judgement uses the
+/// other runner's clock (it wrote `renewTime`), so a holder whose clock runs behind ours would look expired
+/// while it still renews. As client-go's leader election does (`observedTime` in
+/// `tools/leaderelection/leaderelection.go`: expiry is `observedTime + leaseDuration` on the local clock),
+/// the takeover waits one lease duration, measured locally, and proceeds only if the record did not change
+/// meanwhile (same `resourceVersion`); any change means a live holder. Returns the record to replace.
+async fn confirm_expired(
+    cluster: &Cluster,
+    api: &kube::Api<Lease>,
+    cfg: &LeaseConfig,
+    seen: Lease,
+) -> Result<Lease, LeaseError> {
+    let wait = confirm_period(&seen);
+    tracing::info!(
+        holder = holder(&seen).unwrap_or_default(),
+        ?wait,
+        "the fleet Lease looks expired; watching it for one lease duration before taking it over"
+    );
+    tokio::time::sleep(wait).await;
+    let what = format!("get Lease {}/{}", cfg.namespace, cfg.name);
+    let now = cluster.call(&what, || api.get(&cfg.name)).await?;
+    if now.metadata.resource_version != seen.metadata.resource_version {
+        // Another holder wrote it meanwhile: it is alive, whatever its renewTime says. Released (or ours):
+        // take it over with the precondition of what we just read, so a concurrent writer still makes our
+        // replace fail with 409.
+        return match holder(&now) {
+            Some(h) if h != cfg.identity => Err(held_by(cfg, &now)),
+            _ => Ok(now),
+        };
+    }
+    Ok(seen)
 }
 
 fn held_by(cfg: &LeaseConfig, l: &Lease) -> LeaseError {
@@ -144,7 +196,6 @@ fn duration_secs(d: Duration) -> i32 {
 pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, LeaseError> {
     let api: kube::Api<Lease> = cluster.namespaced(&cfg.namespace);
     let what = format!("get Lease {}/{}", cfg.namespace, cfg.name);
-    let start = Instant::now();
     let existing = match cluster.get_opt(&api, &what, &cfg.name).await {
         Ok(l) => l,
         // The state namespace may not exist yet: no Lease.
@@ -152,13 +203,18 @@ pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, 
         Err(e) => return Err(e.into()),
     };
     let now = jiff::Timestamp::now();
-    if let Some(l) = &existing
-        && let Some(h) = holder(l)
-        && h != cfg.identity
-        && !expired(l, now)
-    {
-        return Err(held_by(&cfg, l));
-    }
+    let existing = match existing {
+        Some(l) if holder(&l).is_some_and(|h| h != cfg.identity) && !expired(&l, now) => {
+            return Err(held_by(&cfg, &l));
+        }
+        Some(l) if holder(&l).is_some_and(|h| h != cfg.identity) => {
+            Some(confirm_expired(cluster, &api, &cfg, l).await?)
+        }
+        other => other,
+    };
+    // The proof of holding starts when our write is sent, after any confirmation wait.
+    let start = Instant::now();
+    let now = jiff::Timestamp::now();
     if cluster.dry_run() {
         tracing::info!(lease = %cfg.name, "dry run: the Lease is free; not writing it");
         return Ok(LeaseGuard {
@@ -261,6 +317,36 @@ pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, 
     })
 }
 
+/// What one renew attempt proved.
+#[derive(Debug, PartialEq, Eq)]
+enum Renewal {
+    /// The Lease carries our renew: the proof is fresh.
+    Renewed,
+    /// Still ours, but this attempt's renew is not what is stored: try again next period (the proof ages).
+    NotYet,
+    /// Someone else holds it: stop mutating.
+    Lost(String),
+}
+
+/// After a 409 on renew: the stored record decides. Our identity with the `renewTime` we sent means our
+/// write landed (its answer was lost and the retry conflicted with it); our identity with another time is
+/// not a loss (only we write our identity) but not a renew either; another holder is a loss.
+fn after_conflict(stored: &Lease, identity: &str, sent: &MicroTime) -> Renewal {
+    match holder(stored) {
+        Some(h) if h == identity => {
+            if stored.spec.as_ref().and_then(|s| s.renew_time.as_ref()) == Some(sent) {
+                Renewal::Renewed
+            } else {
+                Renewal::NotYet
+            }
+        }
+        other => Renewal::Lost(format!(
+            "a concurrent write to the Lease won (409 Conflict; holder now {:?})",
+            other.unwrap_or_default()
+        )),
+    }
+}
+
 async fn renew_loop(cluster: Cluster, cfg: LeaseConfig, state: Arc<Mutex<State>>) {
     let api: kube::Api<Lease> = cluster.namespaced(&cfg.namespace);
     let period = cfg.duration / 3;
@@ -273,17 +359,21 @@ async fn renew_loop(cluster: Cluster, cfg: LeaseConfig, state: Arc<Mutex<State>>
             // Only we write our identity, so a changed resourceVersion with our identity is our own
             // earlier write (for example a renew retried after a lost answer).
             if holder(&l).as_deref() != Some(cfg.identity.as_str()) {
-                return Ok(Err(format!(
+                return Ok(Renewal::Lost(format!(
                     "the Lease was written by someone else (holder now {:?})",
                     holder(&l).unwrap_or_default()
                 )));
             }
-            l.spec.get_or_insert_with(Default::default).renew_time = Some(MicroTime(jiff::Timestamp::now()));
+            let sent = MicroTime(jiff::Timestamp::now());
+            l.spec.get_or_insert_with(Default::default).renew_time = Some(sent.clone());
             let pp = cluster.post_params();
             match cluster.call(&what, || api.replace(&cfg.name, &pp, &l)).await {
-                Ok(_) => Ok(Ok(())),
+                Ok(_) => Ok(Renewal::Renewed),
+                // A 409 also answers a retry whose first attempt landed but whose answer was lost: read
+                // the record again before concluding anything.
                 Err(e) if e.is_conflict() => {
-                    Ok(Err("a concurrent write to the Lease won (409 Conflict)".into()))
+                    let stored = cluster.call(&what, || api.get(&cfg.name)).await?;
+                    Ok(after_conflict(&stored, &cfg.identity, &sent))
                 }
                 Err(e) => Err(e),
             }
@@ -291,8 +381,11 @@ async fn renew_loop(cluster: Cluster, cfg: LeaseConfig, state: Arc<Mutex<State>>
         .await;
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         match res {
-            Ok(Ok(())) => st.renewed_at = attempt_start,
-            Ok(Err(reason)) => {
+            Ok(Renewal::Renewed) => st.renewed_at = attempt_start,
+            Ok(Renewal::NotYet) => {
+                tracing::warn!(lease = %cfg.name, "renew lost a race with our own earlier write; retrying")
+            }
+            Ok(Renewal::Lost(reason)) => {
                 tracing::error!(lease = %cfg.name, %reason, "lost the fleet Lease");
                 st.lost = Some(reason);
                 return;
@@ -388,5 +481,72 @@ impl Drop for LeaseGuard {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renew: Option<&MicroTime>, duration: Option<i32>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                renew_time: renew.cloned(),
+                lease_duration_seconds: duration,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_conflict_on_renew_is_judged_by_the_stored_record() {
+        let sent = MicroTime(jiff::Timestamp::now());
+        let earlier = MicroTime(sent.0 - jiff::SignedDuration::from_secs(5));
+        assert_eq!(
+            after_conflict(&lease(Some("me"), Some(&sent), None), "me", &sent),
+            Renewal::Renewed
+        );
+        assert_eq!(
+            after_conflict(&lease(Some("me"), Some(&earlier), None), "me", &sent),
+            Renewal::NotYet
+        );
+        assert!(matches!(
+            after_conflict(&lease(Some("other"), Some(&sent), None), "me", &sent),
+            Renewal::Lost(r) if r.contains("other")
+        ));
+        assert!(matches!(
+            after_conflict(&lease(None, None, None), "me", &sent),
+            Renewal::Lost(_)
+        ));
+    }
+
+    #[test]
+    fn a_renew_time_at_the_end_of_time_is_not_expired_and_does_not_panic() {
+        let end = MicroTime(jiff::Timestamp::MAX);
+        assert!(!expired(
+            &lease(Some("x"), Some(&end), Some(i32::MAX)),
+            jiff::Timestamp::now()
+        ));
+        let old = MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60));
+        assert!(expired(
+            &lease(Some("x"), Some(&old), Some(15)),
+            jiff::Timestamp::now()
+        ));
+    }
+
+    #[test]
+    fn the_takeover_wait_is_the_records_duration_within_a_bound() {
+        assert_eq!(
+            confirm_period(&lease(Some("x"), None, Some(15))),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            confirm_period(&lease(Some("x"), None, Some(i32::MAX))),
+            MAX_CONFIRM
+        );
+        assert_eq!(confirm_period(&lease(Some("x"), None, Some(-4))), Duration::ZERO);
+        assert_eq!(confirm_period(&lease(Some("x"), None, None)), Duration::ZERO);
     }
 }

@@ -124,7 +124,8 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
     let c = &env.cluster;
     c.ensure_namespace(STATE_NS).await.unwrap();
     let api = c.namespaced::<Lease>(STATE_NS);
-    // A dead runner's Lease, last renewed 60 s ago with a 15 s duration.
+    // A dead runner's Lease, last renewed 60 s ago with a 2 s duration. The takeover first watches it,
+    // unchanged, for those 2 s on the local clock.
     let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let dead = Lease {
         metadata: kube::api::ObjectMeta {
@@ -133,7 +134,7 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
         },
         spec: Some(LeaseSpec {
             holder_identity: Some("dead-runner".into()),
-            lease_duration_seconds: Some(15),
+            lease_duration_seconds: Some(2),
             renew_time: Some(MicroTime(old)),
             acquire_time: Some(MicroTime(old)),
             lease_transitions: Some(3),
@@ -145,7 +146,12 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
         duration: Duration::from_secs(3),
         ..LeaseConfig::new(STATE_NS)
     };
+    let t0 = std::time::Instant::now();
     let guard = lease::acquire(c, cfg).await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "taken over without confirming expiry"
+    );
     let l = api.get(lease::LEASE_NAME).await.unwrap().spec.unwrap();
     assert_eq!(l.holder_identity.as_deref(), Some(guard.identity()));
     assert_eq!(l.lease_transitions, Some(4));
@@ -180,6 +186,51 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
             .as_deref(),
         Some("intruder")
     );
+}
+
+/// A live holder whose clock runs 60 s behind ours: its renewTime always looks expired by our clock, but
+/// the record keeps changing, so the takeover (which watches it for one lease duration) must refuse.
+#[tokio::test]
+async fn a_live_holder_with_a_slow_clock_is_not_taken_over() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let env = start(&[SEED]).await;
+    let c = env.cluster.clone();
+    c.ensure_namespace(STATE_NS).await.unwrap();
+    let api = c.namespaced::<Lease>(STATE_NS);
+    let behind = || MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60));
+    let live = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(lease::LEASE_NAME.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("slow-clock-runner".into()),
+            lease_duration_seconds: Some(2),
+            renew_time: Some(behind()),
+            ..Default::default()
+        }),
+    };
+    api.create(&Default::default(), &live).await.unwrap();
+    let renewer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let mut l = api.get(lease::LEASE_NAME).await.unwrap();
+                l.spec.as_mut().unwrap().renew_time = Some(behind());
+                let _ = api.replace(lease::LEASE_NAME, &Default::default(), &l).await;
+            }
+        })
+    };
+    let err = lease::acquire(&c, LeaseConfig::new(STATE_NS)).await.unwrap_err();
+    renewer.abort();
+    match &err {
+        LeaseError::HeldBy { holder, .. } => assert_eq!(holder, "slow-clock-runner"),
+        other => panic!("expected HeldBy, got {other}"),
+    }
+    let l = api.get(lease::LEASE_NAME).await.unwrap().spec.unwrap();
+    assert_eq!(l.holder_identity.as_deref(), Some("slow-clock-runner"));
 }
 
 #[tokio::test]
