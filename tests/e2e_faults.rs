@@ -173,6 +173,21 @@ async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
     assert_eq!(rb.code, 0, "{rb}");
     env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
     assert_eq!(env.journal_phase("shop").as_deref(), Some("rolled-back"));
+
+    // The same rollback again (a CI retry): nothing to do, exit 0, and no write but the Lease's.
+    let writes_before = env.mutating_requests().len();
+    let again = env
+        .run(&config, "rollback-again", &["rollback", "-n", "shop"])
+        .await;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("nothing to roll back"), "{again}");
+    let writes: Vec<String> = env.mutating_requests()[writes_before..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "a repeated rollback wrote {writes:?}");
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
 }
 
 /// After a rollback, the operator changes the namespace's config and runs again: the new attempt backs up

@@ -649,6 +649,13 @@ impl Engine {
                     self.state_namespace
                 )));
             };
+            if rec.phase.nothing_to_undo() {
+                run.reason = Some(format!(
+                    "nothing to roll back: namespace {ns} carries no ambient-migrate change (journal phase {})",
+                    crate::journal::phase_label(&rec.phase)
+                ));
+                return Ok((NsOutcome::RolledBack, Some(rec.phase)));
+            }
             let Some(from) = rec.phase.reached_step() else {
                 return Err(EngineError::Other(format!(
                     "namespace {ns} is in phase {:?}: no step to roll back",

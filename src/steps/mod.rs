@@ -251,6 +251,16 @@ impl Phase {
         }
     }
 
+    /// True when the namespace carries none of our changes: nothing was mutated yet, or a rollback
+    /// already undid everything and was verified. An operator rollback there has nothing to do, and a
+    /// repeated one (a CI retry) must succeed rather than page someone.
+    pub fn nothing_to_undo(self) -> bool {
+        matches!(
+            self,
+            Phase::Pending | Phase::Preflight | Phase::BackedUp | Phase::RolledBack
+        )
+    }
+
     /// True for phases where nothing more happens without a human or a new run.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -431,6 +441,30 @@ impl Change {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_phases_without_our_changes_have_nothing_to_undo() {
+        for p in [
+            Phase::Pending,
+            Phase::Preflight,
+            Phase::BackedUp,
+            Phase::RolledBack,
+        ] {
+            assert!(p.nothing_to_undo(), "{p:?}");
+        }
+        for p in [
+            Phase::InStep(Step::ActivateWaypoint),
+            Phase::StepDone(Step::Restart),
+            Phase::Migrated,
+            Phase::RollingBack { from: Step::Restart },
+            Phase::RollbackFailed,
+            Phase::Held {
+                at: Step::EnableAmbient,
+            },
+        ] {
+            assert!(!p.nothing_to_undo(), "{p:?}");
+        }
+    }
 
     #[test]
     fn step_numbers_and_order() {
