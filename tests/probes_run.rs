@@ -125,3 +125,97 @@ async fn job_probe_runs_curl_with_the_workload_identity() {
         Measurement::Error(_)
     ));
 }
+
+/// A one-route HTTP/1.1 server on loopback: answers every request with `reply(path)` and records the
+/// request heads it received. Returns its `host:port` and the record.
+async fn raw_server(
+    reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let reply = std::sync::Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let record = record.clone();
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                record.lock().unwrap().push(head);
+                let _ = sock.write_all(&reply(&path)).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn redirect_to(location: &str) -> Vec<u8> {
+    format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+fn ok_body(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A redirect to another origin is not followed: the secret header never reaches the other host and the
+/// probe observes the 302 itself. A redirect within the origin is followed.
+#[tokio::test]
+async fn http_probe_follows_redirects_only_within_its_origin() {
+    let (other, other_seen) = raw_server(|_| ok_body("other")).await;
+    let target = format!("http://{other}/steal");
+    let (addr, seen) = raw_server(move |path| match path {
+        "/away" => redirect_to(&target),
+        "/here" => redirect_to("/final"),
+        _ => ok_body("final"),
+    })
+    .await;
+    let away: ambient_migrate::probes::spec::HttpProbe = serde_json::from_value(json!({
+        "url": format!("http://{addr}/away"), "headers": {"x-api-key": "s3cret"}
+    }))
+    .unwrap();
+    match http::observe(&away, Duration::from_secs(5)).await.unwrap() {
+        Observed::Response { status, .. } => assert_eq!(status, 302),
+        other => panic!("expected the 302 itself, got {other:?}"),
+    }
+    assert!(
+        other_seen.lock().unwrap().is_empty(),
+        "the other origin was contacted"
+    );
+
+    let here: ambient_migrate::probes::spec::HttpProbe = serde_json::from_value(json!({
+        "url": format!("http://{addr}/here"), "headers": {"x-api-key": "s3cret"}
+    }))
+    .unwrap();
+    match http::observe(&here, Duration::from_secs(5)).await.unwrap() {
+        Observed::Response { status, body, .. } => assert_eq!((status, body.as_str()), (200, "final")),
+        other => panic!("expected the redirect to be followed, got {other:?}"),
+    }
+    assert!(seen.lock().unwrap().iter().any(|h| h.starts_with("GET /final")));
+}
+
+/// A huge body is read only up to the cap.
+#[tokio::test]
+async fn http_probe_reads_at_most_the_body_cap() {
+    let big = "x".repeat(4 * 1024 * 1024);
+    let (addr, _) = raw_server(move |_| ok_body(&big)).await;
+    let p: ambient_migrate::probes::spec::HttpProbe =
+        serde_json::from_value(json!({"url": format!("http://{addr}/")})).unwrap();
+    match http::observe(&p, Duration::from_secs(10)).await.unwrap() {
+        Observed::Response { status, body, .. } => {
+            assert_eq!(status, 200);
+            assert_eq!(body.len(), http::MAX_BODY);
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}

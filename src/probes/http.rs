@@ -12,6 +12,12 @@
 //! A forward proxy reports upstream connect failures as `502`; meshsim's probe proxy marks them with
 //! `x-meshsim-error: refused|dns` — those are treated as "no response", like a direct connection error.
 //! Secret header values are never logged (headers are only shown through their redacting Display).
+//!
+//! Redirects are followed only within the probe URL's origin (scheme, host and port), at most
+//! [`MAX_REDIRECTS`] times: a redirect to another origin is not followed, so the probe's headers (secret
+//! ones included: reqwest strips only `Authorization`, `Cookie` and the like on a host change) never reach
+//! a host the probe did not name; the probe then observes the 3xx answer itself. The body is read up to
+//! [`MAX_BODY`] bytes (an expectation looks for a substring; a huge or endless body must not fill memory).
 
 use std::time::Duration;
 
@@ -22,6 +28,41 @@ use super::spec::{Expectation, HttpProbe};
 pub const SOURCE_HEADER: &str = "x-meshsim-source";
 /// Header meshsim's proxy puts on answers for requests that never reached the target.
 pub const PROXY_ERROR_HEADER: &str = "x-meshsim-error";
+
+/// Redirects followed within one origin before the 3xx answer is taken as the observation.
+pub const MAX_REDIRECTS: usize = 5;
+/// Bytes of the response body read; the rest is discarded.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The redirect rule: follow only to the origin the probe started at, and only a few times.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= MAX_REDIRECTS {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Reads at most [`MAX_BODY`] bytes of the body (lossy UTF-8).
+async fn read_capped(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < MAX_BODY {
+        match resp.chunk().await? {
+            Some(c) => {
+                let take = c.len().min(MAX_BODY - buf.len());
+                buf.extend_from_slice(&c[..take]);
+            }
+            None => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
 
 /// Sends one request and classifies it.
 pub async fn measure(probe: &HttpProbe, expect: &Expectation, timeout: Duration) -> Measurement {
@@ -35,7 +76,8 @@ pub async fn measure(probe: &HttpProbe, expect: &Expectation, timeout: Duration)
 pub async fn observe(probe: &HttpProbe, timeout: Duration) -> Result<Observed, String> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
-        .connect_timeout(timeout);
+        .connect_timeout(timeout)
+        .redirect(redirect_policy());
     if let Some(p) = &probe.proxy {
         let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| format!("invalid proxy URL {p:?}: {e}"))?;
         builder = builder.proxy(proxy);
@@ -84,7 +126,7 @@ pub async fn observe(probe: &HttpProbe, timeout: Duration) -> Result<Observed, S
             reason: format!("connection {why} (reported by the proxy)"),
         });
     }
-    let body = match resp.text().await {
+    let body = match read_capped(resp).await {
         Ok(b) => b,
         Err(e) => {
             return Ok(Observed::NoResponse {

@@ -30,6 +30,8 @@ use crate::cluster::{Check, Cluster, ClusterError, MANAGED_BY_LABEL, MANAGED_BY_
 /// Label naming the probe on its Jobs.
 pub const PROBE_LABEL: &str = "ambient-migrate.io/probe";
 const MARKER: &str = "__ambient_migrate__";
+/// Bytes of a probe pod's log read (`limitBytes`).
+const MAX_LOG_BYTES: i64 = 1024 * 1024;
 
 /// A DNS-1123 Job name `probe-<name>-<random>` (at most 63 characters).
 pub fn job_name(probe_name: &str) -> String {
@@ -271,8 +273,11 @@ async fn run(cluster: &Cluster, name: &str, probe: &JobProbe) -> Result<Observed
         .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
         .ok_or_else(|| "the Job finished without a pod".to_string())?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    // Capped like an http probe's body: curl's answer (with `-i`, the response) could be any size. A log
+    // cut by the cap loses the result marker and is reported as "no curl result".
     let logp = LogParams {
         container: Some("curl".into()),
+        limit_bytes: Some(MAX_LOG_BYTES),
         ..Default::default()
     };
     let log = match cluster
