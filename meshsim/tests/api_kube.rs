@@ -508,8 +508,19 @@ async fn api_error_faults_accounting_and_pod_logs() {
         .await
         .unwrap();
     assert_eq!(tail, "line2\n");
+    let capped = pods
+        .logs(
+            "curl",
+            &kube::api::LogParams {
+                limit_bytes: Some(8),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(capped, "line1\nli");
     wait_for("log request recorded", Duration::from_secs(2), || async {
-        ts.sim().accounting.count(|r| r.resource == "pods/log") == 2
+        ts.sim().accounting.count(|r| r.resource == "pods/log") == 3
     })
     .await;
 }

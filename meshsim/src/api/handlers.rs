@@ -175,6 +175,17 @@ fn get(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
             let start = lines.len().saturating_sub(n);
             text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
         }
+        // `limitBytes` after `tailLines`, as the kubelet applies them (its log reader cuts the selected
+        // lines at the byte limit: pkg/kubelet/kuberuntime/logs/logs.go, LimitWriter).
+        if let Some(n) = req.q("limitBytes").and_then(|n| n.parse::<usize>().ok())
+            && text.len() > n
+        {
+            let mut cut = n;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
         return Ok(text_response(200, text));
     }
     Ok(object_response(req, p, 200, &obj))
