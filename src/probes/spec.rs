@@ -21,7 +21,12 @@ pub struct DurationError {
     pub why: String,
 }
 
-/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`; unitless numbers are rejected (ambiguous).
+/// The longest duration any setting accepts: longer than any CI job or Lease, and far from the values at
+/// which deadline arithmetic (`Instant + d`, Lease seconds as `i32`) would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`; unitless numbers are rejected (ambiguous), and so is
+/// anything longer than [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let err = |why: &str| DurationError {
         input: s.to_string(),
@@ -55,6 +60,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
             _ => return Err(err(&format!("unknown unit {unit:?}"))),
         };
         total = total.checked_add(d).ok_or_else(|| err("too large"))?;
+    }
+    if total > MAX_DURATION {
+        return Err(err("longer than 720h (30 days), the longest duration accepted"));
     }
     Ok(total)
 }
@@ -646,6 +654,12 @@ mod tests {
         );
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5s3").is_err());
+        // Bounded: no deadline arithmetic can overflow on a setting.
+        assert_eq!(parse_duration("720h").unwrap(), MAX_DURATION);
+        let long = parse_duration("721h").unwrap_err();
+        assert!(long.why.contains("longest duration accepted"), "{long}");
+        assert!(parse_duration("18446744073709551615s").is_err());
+        assert!(parse_duration("5124095576030431h").is_err());
         assert_eq!(Dur::millis(1500).to_string(), "1500ms");
         assert_eq!(Dur::secs(120).to_string(), "2m");
         assert_eq!(Dur::secs(0).to_string(), "0s");
