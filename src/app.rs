@@ -223,30 +223,70 @@ pub async fn run(cli: Cli) -> i32 {
     run_with(&cli, &s, &cluster, &out, stop_rx).await
 }
 
-/// Turns SIGTERM / SIGINT (a CI cancellation) into the stop signal.
+/// Turns SIGTERM / SIGINT (a CI cancellation) into the stop signal; a second one ends the process at once.
+///
+/// The first signal starts nothing new and lets in-flight namespaces reach a safe state. A second signal
+/// means whoever sent it cannot wait: the process exits immediately with [`exit::HUMAN_NEEDED`]. That is
+/// safe because every mutation is journaled before it is sent (`docs/design.md` §4), so a namespace left
+/// mid-step is resumed or rolled back by the next run; the Lease is left to expire.
 pub fn spawn_signal_handler(stop_tx: watch::Sender<bool>) {
     tokio::spawn(async move {
+        let Some(mut signals) = Signals::new() else { return };
+        if signals.next().await.is_none() {
+            return;
+        }
+        tracing::warn!(
+            "stop requested: no new namespace starts; in-flight namespaces finish their step or roll back (a second signal stops at once)"
+        );
+        let _ = stop_tx.send(true);
+        if signals.next().await.is_none() {
+            return;
+        }
+        eprintln!(
+            "error: stopped at once by a second signal; namespaces in flight are left mid-step with current journals: run ambient-migrate again to resume or roll them back"
+        );
+        std::process::exit(exit::HUMAN_NEEDED);
+    });
+}
+
+/// SIGTERM and SIGINT, registered once so that no signal between two waits is missed.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Option<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
+            Some(Signals {
+                term: signal(SignalKind::terminate()).ok()?,
+                int: signal(SignalKind::interrupt()).ok()?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Some(Signals {})
+        }
+    }
+
+    /// The next signal; `None` when no more can arrive.
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                r = self.term.recv() => r,
+                r = self.int.recv() => r,
             }
         }
         #[cfg(not(unix))]
         {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::signal::ctrl_c().await.ok()
         }
-        tracing::warn!(
-            "stop requested: no new namespace starts; in-flight namespaces finish their step or roll back"
-        );
-        let _ = stop_tx.send(true);
-    });
+    }
 }
 
 /// The commands that need a cluster, with settings and connection in hand (the demo reuses it).

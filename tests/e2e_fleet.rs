@@ -366,3 +366,69 @@ async fn sigterm_mid_run(at: Moment) {
     }
     assert_reports(&fleet);
 }
+
+/// A second SIGTERM does not wait for in-flight namespaces: the process exits at once with 3, leaving a
+/// namespace mid-step; its journal is current, so the next run converges every namespace to Migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once_and_a_rerun_converges() {
+    let all = ["s1", "s2"];
+    let fleet = Fleet::start(&fixture(&[("s1", false), ("s2", false)]), vec![]).await;
+    let cfg = fleet.write_config(
+        "fleet.toml",
+        &fleet_config(&all, &[], 2, 5, "").replace("[timeouts]\n", "[timeouts]\nlease = \"2s\"\n"),
+    );
+    let child = fleet
+        .command(&["run", "--config", cfg.to_str().expect("utf-8")])
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid").to_string();
+    let store = fleet.sim().store.clone();
+    let mut changes = store.changes();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !all.iter().any(|ns| reached(&store, ns, Moment::Restart)) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no namespace reached the restart"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
+    for _ in 0..2 {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("a second SIGTERM ends the process at once")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("second signal"),
+        "{}",
+        show(&out)
+    );
+
+    // The rerun (once the 2 s Lease has expired and been watched for its duration) migrates both.
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rerun = loop {
+        let o = fleet
+            .run(&["run", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+            .await;
+        if o.status.code() != Some(5) {
+            break o;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the Lease never expired: {}",
+            show(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(rerun.status.code(), Some(0), "{}", show(&rerun));
+    for ns in all {
+        assert_migrated(&fleet, ns);
+    }
+}
