@@ -585,26 +585,28 @@ pub async fn run_fleet(
     let settings = Arc::new(s.clone());
     let eng2 = eng.clone();
     let runs2 = runs.clone();
+    let job_stop = stop.clone();
     let result = fleet::run(namespaces, &fopts, stop, move |ns, _canary| {
         let eng = eng2.clone();
         let runs = runs2.clone();
         let opts = namespace_options(&settings.for_namespace(&ns));
         let wait_for = deps.get(&ns).cloned().unwrap_or_default();
-        let (mut done, done_tx) = (done_rx.clone(), done_tx.clone());
+        let (mut done, done_tx, mut stop) = (done_rx.clone(), done_tx.clone(), job_stop.clone());
         async move {
+            let _finished = fleet::DoneGuard::new(&ns, done_tx);
             if !wait_for.is_empty() {
                 (eng.progress)(&format!(
                     "{ns}: waiting for its callers {} to finish (callers first)",
                     wait_for.join(", ")
                 ));
-                let _ = done.wait_for(|d| wait_for.iter().all(|c| d.contains(c))).await;
+                if !fleet::wait_for_callers(&mut done, &wait_for, &mut stop).await {
+                    (eng.progress)(&format!("{ns}: not started: the run was asked to stop"));
+                    return NsOutcome::NotStarted;
+                }
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
             runs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-            done_tx.send_modify(|d| {
-                d.insert(ns.clone());
-            });
             outcome
         }
     })

@@ -116,6 +116,56 @@ pub fn callers_first(
     out
 }
 
+/// Marks a namespace finished in the shared set when dropped: when its job returns, but also when it
+/// panics or is cancelled, so a namespace waiting for it (callers first) is never left waiting forever.
+pub struct DoneGuard {
+    ns: String,
+    done: std::sync::Arc<watch::Sender<BTreeSet<String>>>,
+}
+
+impl DoneGuard {
+    /// Guards `ns`; `done` is the set every waiting namespace watches.
+    pub fn new(ns: &str, done: std::sync::Arc<watch::Sender<BTreeSet<String>>>) -> Self {
+        DoneGuard {
+            ns: ns.to_string(),
+            done,
+        }
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.done.send_modify(|d| {
+            d.insert(self.ns.clone());
+        });
+    }
+}
+
+/// Waits until every namespace of `callers` has finished (callers first). Returns false, at once, when
+/// the run is asked to stop (or the stop sender is gone): the waiting namespace then does not start.
+pub async fn wait_for_callers(
+    done: &mut watch::Receiver<BTreeSet<String>>,
+    callers: &[String],
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
+    loop {
+        if stopped(stop) {
+            return false;
+        }
+        if callers.iter().all(|c| done.borrow().contains(c)) {
+            return true;
+        }
+        tokio::select! {
+            r = done.changed() => if r.is_err() {
+                // No sender left: nothing can finish any more.
+                return callers.iter().all(|c| done.borrow().contains(c));
+            },
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 /// What the runner did with each namespace, in start order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetResult {
@@ -239,6 +289,46 @@ mod tests {
             concurrency,
             max_failed_namespaces: budget,
         }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_panics_still_releases_its_callees() {
+        let (tx, rx) = watch::channel(BTreeSet::new());
+        let tx = Arc::new(tx);
+        let caller = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _g = DoneGuard::new("web", tx);
+                panic!("caller job crashed");
+            })
+        };
+        assert!(caller.await.unwrap_err().is_panic());
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut done = rx.clone();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(2),
+            wait_for_callers(&mut done, &names(&["web"]), &mut stop),
+        )
+        .await
+        .expect("the wait ends");
+        assert!(waited);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_for_callers() {
+        let (tx, rx) = watch::channel(BTreeSet::new());
+        let _keep = tx;
+        let (stop_tx, mut stop) = watch::channel(false);
+        let mut done = rx.clone();
+        let wait =
+            tokio::spawn(async move { wait_for_callers(&mut done, &names(&["web"]), &mut stop).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop_tx.send(true).unwrap();
+        let started = tokio::time::timeout(Duration::from_secs(2), wait)
+            .await
+            .expect("the wait honours stop")
+            .unwrap();
+        assert!(!started, "a stopped run must not start the waiting namespace");
     }
 
     #[test]
