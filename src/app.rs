@@ -105,6 +105,7 @@ pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
             rollout: eff.timeouts.rollout,
             probes: eff.timeouts.step,
             rollback: eff.timeouts.rollback,
+            step: eff.timeouts.step,
         },
         probes: eff.probes.clone(),
         retry_rolled_back: true,

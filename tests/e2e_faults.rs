@@ -75,6 +75,31 @@ async fn step1_waypoint_never_ready_rolls_back() {
     assert!(out.stdout.contains("waypoint"), "{out}");
 }
 
+/// `timeouts.step` is a hard limit: with the waypoint never ready, a 60 s waypoint timeout still ends
+/// the step after the 3 s step limit, and the namespace rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_limit_ends_a_longer_gate_wait() {
+    let t0 = std::time::Instant::now();
+    let out = fails_at_and_rolls_back(
+        "activate-waypoint",
+        vec![fault(FaultKind::WaypointNeverReady, "shop", None)],
+        "",
+        |c| {
+            c.waypoint_ready = "60s";
+            c.step = "3s";
+        },
+        false,
+    )
+    .await;
+    // Well under the 60 s the waypoint gate alone would have waited (setup and rollback included).
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "the step ran past its limit: {:?}\n{out}",
+        t0.elapsed()
+    );
+    assert!(out.stdout.contains("step 1 gate failed: waypoint-ready"), "{out}");
+}
+
 /// Step 2: the `web` application answers 503 once the namespace is ambient -> step 2's probes fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step2_service_errors_when_ambient_rolls_back() {

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{EngineError, NsCtx, deadline, probing};
+use super::{EngineError, NsCtx, probing};
 use crate::assess::plan::{ActivationOrder, PolicyMigration};
 use crate::assess::policy::AuthzPolicy;
 use crate::cluster::Check;
@@ -184,7 +184,7 @@ async fn probe_gate(ctx: &NsCtx<'_>, step: Step, gate: &str) -> Option<GateResul
             &ctx.engine.cluster,
             &probes,
             gate,
-            deadline(ctx.opts.timeouts.probes),
+            ctx.deadline(ctx.opts.timeouts.probes),
         )
         .await,
     )
@@ -245,7 +245,7 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
     let cluster = &ctx.engine.cluster;
     let ns = ctx.ns.as_str();
     let name = ctx.opts.plan.waypoint_name.clone();
-    let until = deadline(ctx.opts.timeouts.waypoint_ready);
+    let until = ctx.deadline(ctx.opts.timeouts.waypoint_ready);
     let deps: kube::Api<Deployment> = cluster.namespaced(ns);
     let svcs: kube::Api<Service> = cluster.namespaced(ns);
     let bound_services: Vec<String> = if bound {
@@ -430,7 +430,7 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
         .then(|| probing::spawn_continuous(ctx.engine.cluster.clone(), continuous, stop_rx));
 
     let batches = bridged_last(ctx, ctx.plan.restart_batches.clone()).await?;
-    let until = deadline(ctx.opts.timeouts.rollout);
+    let until = ctx.deadline(ctx.opts.timeouts.rollout);
     let mut rollout_results = Vec::new();
     let mut pod_results = Vec::new();
     for batch in &batches {
@@ -824,7 +824,7 @@ async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineEr
 async fn validate(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::Validate;
     let mut gates = Vec::new();
-    let until = deadline(ctx.opts.timeouts.rollout);
+    let until = ctx.deadline(ctx.opts.timeouts.rollout);
     if !ctx.engine.cluster.dry_run() {
         let workloads: Vec<ObjRef> = ctx.plan.restart_batches.iter().flatten().cloned().collect();
         let restarted: Vec<ObjRef> = ctx
@@ -860,7 +860,7 @@ async fn validate(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
                 &ctx.engine.cluster,
                 &probes,
                 g::PROBES_L7,
-                deadline(ctx.opts.timeouts.probes),
+                ctx.deadline(ctx.opts.timeouts.probes),
             )
             .await,
         );

@@ -60,6 +60,9 @@ pub struct Timeouts {
     pub rollout: Duration,
     pub probes: Duration,
     pub rollback: Duration,
+    /// Hard limit of one step, action and gates: every wait inside a step ends by then at the latest
+    /// (`timeouts.step`), so a gate with a longer own timeout still fails the step in time.
+    pub step: Duration,
 }
 
 impl Default for Timeouts {
@@ -69,6 +72,7 @@ impl Default for Timeouts {
             rollout: Duration::from_secs(600),
             probes: Duration::from_secs(120),
             rollback: Duration::from_secs(600),
+            step: Duration::from_secs(900),
         }
     }
 }
@@ -225,6 +229,18 @@ pub(crate) struct NsCtx<'a> {
     pub journal: Journal,
     pub plan: NamespacePlan,
     pub backup: Backup,
+    /// End of the running step's hard limit (`Timeouts::step`); `None` outside a step (rollback has its
+    /// own limit).
+    pub step_until: Option<Instant>,
+}
+
+impl NsCtx<'_> {
+    /// The deadline of a wait of at most `d` inside the current step: never later than the step's own
+    /// hard limit.
+    pub fn deadline(&self, d: Duration) -> Instant {
+        let own = deadline(d);
+        self.step_until.map_or(own, |u| own.min(u))
+    }
 }
 
 impl Engine {
@@ -425,6 +441,7 @@ impl Engine {
             journal,
             plan,
             backup,
+            step_until: None,
         };
 
         // A rerun of a namespace that a dead run left in a rollback finishes the rollback.
@@ -487,7 +504,10 @@ impl Engine {
                 changes: Vec::new(),
             };
             let before = ctx.journal.record().changes.len();
-            let gates = match exec::execute(&mut ctx, step).await {
+            ctx.step_until = Some(deadline(opts.timeouts.step));
+            let executed = exec::execute(&mut ctx, step).await;
+            ctx.step_until = None;
+            let gates = match executed {
                 Ok(g) => g,
                 Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => vec![GateResult::new(
@@ -669,7 +689,7 @@ impl Engine {
             if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
                 self.transition(&mut journal, ns, Event::RollbackRequested).await?;
             }
-            let mut ctx = NsCtx { engine: self, ns: ns.to_string(), opts, journal, plan, backup };
+            let mut ctx = NsCtx { engine: self, ns: ns.to_string(), opts, journal, plan, backup, step_until: None };
             run.reason = Some("rollback requested by an operator".into());
             self.finish_rollback(&mut ctx, from, to_step, &mut run).await
         }
