@@ -109,6 +109,7 @@ pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
         },
         probes: eff.probes.clone(),
         retry_rolled_back: true,
+        force_rollback: false,
     }
 }
 
@@ -303,7 +304,13 @@ pub async fn run_with(
         Command::Plan { fixes_dir } => cmd_plan(s, cluster, out, &run_id, fixes_dir.as_deref()).await,
         Command::Run => cmd_run(cli, s, cluster, out, &run_id, stop).await,
         Command::Status => cmd_status(s, cluster, out).await,
-        Command::Rollback { to_step } => cmd_rollback(cli, s, cluster, out, &run_id, *to_step, stop).await,
+        Command::Rollback { to_step, force } => {
+            let req = RollbackRequest {
+                to_step: *to_step,
+                force: *force,
+            };
+            cmd_rollback(cli, s, cluster, out, &run_id, req, stop).await
+        }
         Command::Backup { file } => cmd_backup(cli, s, cluster, file, &run_id).await,
         Command::Restore { file } => cmd_restore(cluster, out, file).await,
         Command::Demo => exit::USAGE,
@@ -767,15 +774,24 @@ async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> i32 {
     exit::OK
 }
 
+/// What an operator's `rollback` asks for.
+struct RollbackRequest {
+    /// Undo only the steps after this one.
+    to_step: Option<u8>,
+    /// Overwrite changes made after the migration instead of reporting them as conflicts.
+    force: bool,
+}
+
 async fn cmd_rollback(
     cli: &Cli,
     s: &Settings,
     cluster: &Cluster,
     out: &Out,
     run_id: &str,
-    to_step: Option<u8>,
+    req: RollbackRequest,
     stop: watch::Receiver<bool>,
 ) -> i32 {
+    let RollbackRequest { to_step, force } = req;
     let ns = cli.namespaces[0].clone();
     let guard = match lease::acquire(cluster, lease_config(s)).await {
         Ok(g) => Arc::new(g),
@@ -792,7 +808,10 @@ async fn cmd_rollback(
     };
     let mut eng = engine(cluster, s, out, run_id, stop);
     eng.lease = Some(guard.clone());
-    let opts = namespace_options(&s.for_namespace(&ns));
+    let opts = NamespaceOptions {
+        force_rollback: force,
+        ..namespace_options(&s.for_namespace(&ns))
+    };
     let run = eng
         .rollback_namespace(&ns, &opts, to_step.filter(|k| *k > 0))
         .await;

@@ -110,6 +110,10 @@ pub enum Command {
         /// Undo the steps after K (1..=6); without it, undo every step.
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=6))]
         to_step: Option<u8>,
+        /// Overwrite labels and objects that someone changed after the migration (without it, such a
+        /// change is reported as a conflict, left as it is, and the rollback exits 3).
+        #[arg(long)]
+        force: bool,
     },
     /// Write a backup of a namespace's labels and Istio configuration to a file (requires -n).
     Backup {
@@ -326,7 +330,13 @@ mod tests {
         }
         let cli =
             Cli::try_parse_checked(["ambient-migrate", "rollback", "-n", "shop", "--to-step", "2"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { to_step: Some(2) }));
+        assert!(matches!(
+            cli.command,
+            Command::Rollback {
+                to_step: Some(2),
+                force: false
+            }
+        ));
         let cli = Cli::try_parse_checked(["ambient-migrate", "-q", "plan", "--output", "json"]).unwrap();
         assert_eq!(cli.output, OutputFormat::Json);
         assert_eq!(

@@ -512,3 +512,67 @@ async fn partial_rollback_to_step_4_then_run_again() {
     ));
     assert_eq!(env.journal_phase("part").as_deref(), Some("migrated"));
 }
+
+/// An operator's change made after the migration survives an operator rollback: the label the operator
+/// changed is reported as a conflict and left alone (exit 3, with the `--force` fix named), everything
+/// else is rolled back; `rollback --force` then overwrites it and the namespace equals its backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_after_the_migration_survives_rollback_unless_forced() {
+    let env = start(&[SEED], vec![]).await;
+    env.wait_ready("shop").await;
+    let before = env.config_dump("shop");
+    let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    let config = env.write_config("edit", &cfg.toml());
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 0, "{out}");
+
+    // The operator moves the namespace to another waypoint.
+    env.store()
+        .update_with(
+            meshsim::resources::core("namespaces"),
+            "",
+            "shop",
+            meshsim::store::Target::Main,
+            &meshsim::store::WriteOpts::default(),
+            |o| {
+                let mut o = o.clone();
+                o["metadata"]["labels"]["istio.io/use-waypoint"] = "team-waypoint".into();
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("operator edit");
+
+    let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
+    assert_eq!(rb.code, 3, "a conflict needs a human\n{rb}");
+    let text = format!("{}{}", rb.stdout, rb.stderr);
+    assert!(
+        text.contains("conflict: label istio.io/use-waypoint") && text.contains("--force"),
+        "{rb}"
+    );
+    let labels = env.ns_labels("shop");
+    assert_eq!(
+        labels.get("istio.io/use-waypoint").map(String::as_str),
+        Some("team-waypoint"),
+        "the operator's change is kept: {labels:?}"
+    );
+    // The rest was rolled back: injection is back, ambient is off.
+    assert_eq!(
+        labels.get("istio-injection").map(String::as_str),
+        Some("enabled"),
+        "{labels:?}"
+    );
+    assert!(!labels.contains_key("istio.io/dataplane-mode"), "{labels:?}");
+    assert_eq!(env.journal_phase("shop").as_deref(), Some("rollback-failed"));
+
+    let forced = env
+        .run(&config, "rollback-force", &["rollback", "-n", "shop", "--force"])
+        .await;
+    assert_eq!(forced.code, 0, "{forced}");
+    assert!(!env.ns_labels("shop").contains_key("istio.io/use-waypoint"));
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
+    assert_eq!(env.journal_phase("shop").as_deref(), Some("rolled-back"));
+}

@@ -87,6 +87,9 @@ pub struct NamespaceOptions {
     pub probes: Vec<ProbeSpec>,
     /// Retry a namespace a previous run rolled back (its state was restored and verified).
     pub retry_rolled_back: bool,
+    /// Rollback overwrites labels and objects that someone changed after the migration did (`rollback
+    /// --force`); without it such a change is a conflict and the rollback stops short of it.
+    pub force_rollback: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -98,6 +101,7 @@ impl Default for NamespaceOptions {
             timeouts: Timeouts::default(),
             probes: Vec::new(),
             retry_rolled_back: true,
+            force_rollback: false,
         }
     }
 }
@@ -326,8 +330,7 @@ impl Engine {
             }
             Some(Phase::RollbackFailed) => {
                 run.reason = Some(format!(
-                    "namespace {ns}: a previous rollback failed; inspect `ambient-migrate status -n {ns}` and fix by hand, then delete the journal ConfigMap journal-{ns} in {}",
-                    self.state_namespace
+                    "namespace {ns}: a previous rollback failed; inspect `ambient-migrate status -n {ns}`, fix the cause, then run `ambient-migrate rollback -n {ns}` (add --force to overwrite changes made since the migration)"
                 ));
                 return Ok((NsOutcome::RollbackFailed, prior));
             }
@@ -676,7 +679,12 @@ impl Engine {
                 ));
                 return Ok((NsOutcome::RolledBack, Some(rec.phase)));
             }
-            let Some(from) = rec.phase.reached_step() else {
+            // A failed rollback's step is not recorded: undo everything journaled (idempotently).
+            let from = match rec.phase {
+                Phase::RollbackFailed => Some(Step::Validate),
+                p => p.reached_step(),
+            };
+            let Some(from) = from else {
                 return Err(EngineError::Other(format!(
                     "namespace {ns} is in phase {:?}: no step to roll back",
                     rec.phase

@@ -15,8 +15,8 @@ use crate::cluster::DynKind;
 use crate::cluster::restarted_at_now;
 use crate::gates::{GateOutcome, GateResult};
 use crate::steps::gate_names as g;
-use crate::steps::plan::{UndoAction, rollback_plan};
-use crate::steps::{Change, ObjRef, Step};
+use crate::steps::plan::{LabelUndo, UndoAction, label_undo, rollback_plan};
+use crate::steps::{Change, LabelChange, ObjRef, Step};
 
 const ROLLBACK_RESTART_KEY: &str = "rollbackRestartedAt";
 
@@ -52,16 +52,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
         ctx.engine.say(&format!("{}: rollback: {label}", ctx.ns));
         run.actions.push(label.clone());
         let res: Result<(), String> = match action {
-            UndoAction::RestoreLabel { change, .. } => match label_target(&change.target) {
-                Ok(t) => ctx
-                    .engine
-                    .cluster
-                    .set_label(&t, &change.key, change.before.as_deref())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+            UndoAction::RestoreLabel { change, .. } => restore_label(ctx, change).await,
             UndoAction::DeleteCreated { object, .. } => {
                 match DynKind::from_group_kind(&object.api_version, &object.kind) {
                     Some(k) => ctx
@@ -347,6 +338,42 @@ async fn recreate_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String
 
 /// Puts one backed-up object back: re-created when missing (server fields stripped), replaced when it
 /// differs; nothing when it is already equal. Only that object: `--to-step` rollbacks must not reset labels.
+/// Puts a label back to its journaled `before` value, unless someone changed it after the migration did
+/// (see [`label_undo`]): that is a conflict, reported with the fix, and only `--force` overwrites it.
+async fn restore_label(ctx: &NsCtx<'_>, change: &LabelChange) -> Result<(), String> {
+    let t = label_target(&change.target).map_err(|e| e.to_string())?;
+    let cluster = &ctx.engine.cluster;
+    let live = cluster.labels_of(&t).await.map_err(|e| e.to_string())?;
+    let write = match label_undo(change, live.get(&change.key).map(String::as_str)) {
+        LabelUndo::AlreadyUndone => false,
+        LabelUndo::Restore => true,
+        LabelUndo::Conflict { .. } if ctx.opts.force_rollback => true,
+        LabelUndo::Conflict { live } => {
+            return Err(format!(
+                "conflict: label {} on {} is {} but the migration left it {}: changed by someone since, so it was not reverted to {}; keep it and finish by hand, or run `ambient-migrate rollback -n {} --force` to overwrite it",
+                change.key,
+                change.target,
+                shown(live.as_deref()),
+                shown(change.after.as_deref()),
+                shown(change.before.as_deref()),
+                ctx.ns
+            ));
+        }
+    };
+    if !write {
+        return Ok(());
+    }
+    cluster
+        .set_label(&t, &change.key, change.before.as_deref())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn shown(v: Option<&str>) -> String {
+    v.map_or_else(|| "absent".to_string(), |v| format!("{v:?}"))
+}
+
 async fn restore_object(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> {
     let Some(saved) = ctx
         .backup
@@ -383,6 +410,14 @@ async fn restore_object(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> 
             crate::backup::strip(&mut live_v);
             if live_v == want {
                 return Ok(());
+            }
+            // The migration deleted it; someone created it again since. Replacing it would revert their
+            // version silently.
+            if !ctx.opts.force_rollback {
+                return Err(format!(
+                    "conflict: {object} was deleted by the migration and exists again with other content: not overwritten with the backup; keep it, or run `ambient-migrate rollback -n {} --force` to restore the backed-up version",
+                    ctx.ns
+                ));
             }
             want["metadata"]["resourceVersion"] = json!(rv);
             let obj: kube::api::DynamicObject = serde_json::from_value(want).map_err(|e| e.to_string())?;

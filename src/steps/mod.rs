@@ -302,7 +302,9 @@ pub fn next(phase: Phase, event: Event) -> Result<Phase, StepError> {
         (P::Held { at }, E::RollbackRequested) => P::RollingBack { from: at },
         (P::RollingBack { .. }, E::RollbackDone) => P::RolledBack,
         (P::RollingBack { .. }, E::RollbackError) => P::RollbackFailed,
-        (P::RollbackFailed, E::RollbackRequested) => return invalid,
+        // An operator retries a failed rollback once its cause is fixed (`rollback -n NS`, `--force` for
+        // conflicts): every journaled change is undone again; each undo is idempotent.
+        (P::RollbackFailed, E::RollbackRequested) => P::RollingBack { from: Step::Validate },
         _ => return invalid,
     })
 }
@@ -528,6 +530,11 @@ mod tests {
         assert_eq!(p.reached_step(), Some(Step::Restart));
         assert_eq!(next(p, Event::RollbackDone).unwrap(), Phase::RolledBack);
         assert_eq!(next(p, Event::RollbackError).unwrap(), Phase::RollbackFailed);
+        assert_eq!(
+            next(Phase::RollbackFailed, Event::RollbackRequested).unwrap(),
+            Phase::RollingBack { from: Step::Validate },
+            "an operator may retry a failed rollback"
+        );
         let held = next(Phase::InStep(Step::EnableAmbient), Event::GateFailedHold).unwrap();
         assert_eq!(
             held,

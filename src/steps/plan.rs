@@ -239,9 +239,70 @@ pub fn rollback_plan(
     Ok(actions)
 }
 
+/// What undoing a journaled label change does, given the label's live value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelUndo {
+    /// The label still holds what the migration wrote: write `before` back.
+    Restore,
+    /// The label already holds `before` (an earlier, interrupted rollback got this far): nothing to write.
+    AlreadyUndone,
+    /// Someone changed the label after the migration did: restoring would silently revert their change.
+    /// Only an explicit `--force` overwrites it.
+    Conflict {
+        /// The live value (`None` = absent).
+        live: Option<String>,
+    },
+}
+
+/// Compares the live value of a label with the journaled change: the rollback only undoes what the
+/// migration itself left.
+pub fn label_undo(change: &LabelChange, live: Option<&str>) -> LabelUndo {
+    if live == change.before.as_deref() {
+        LabelUndo::AlreadyUndone
+    } else if live == change.after.as_deref() {
+        LabelUndo::Restore
+    } else {
+        LabelUndo::Conflict {
+            live: live.map(str::to_string),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_is_restored_only_from_the_value_the_migration_left() {
+        let change = LabelChange {
+            target: ObjRef::namespace("shop"),
+            key: "istio-injection".into(),
+            before: Some("enabled".into()),
+            after: None,
+        };
+        assert_eq!(label_undo(&change, None), LabelUndo::Restore);
+        assert_eq!(label_undo(&change, Some("enabled")), LabelUndo::AlreadyUndone);
+        assert_eq!(
+            label_undo(&change, Some("disabled")),
+            LabelUndo::Conflict {
+                live: Some("disabled".into())
+            }
+        );
+        let added = LabelChange {
+            target: ObjRef::namespace("shop"),
+            key: "istio.io/dataplane-mode".into(),
+            before: None,
+            after: Some("ambient".into()),
+        };
+        assert_eq!(label_undo(&added, Some("ambient")), LabelUndo::Restore);
+        assert_eq!(label_undo(&added, None), LabelUndo::AlreadyUndone);
+        assert_eq!(
+            label_undo(&added, Some("none")),
+            LabelUndo::Conflict {
+                live: Some("none".into())
+            }
+        );
+    }
 
     fn ns() -> ObjRef {
         ObjRef::namespace("app")
