@@ -208,6 +208,21 @@ pub static REGISTRY: &[ResourceType] = &[
         false,
         ["all"]
     ),
+    // CronJobs are stored and served (the CronJob manifest users copy is applied to meshsim); no controller
+    // creates Jobs from their schedule. Short name, category and status subresource as registered in
+    // kubernetes `pkg/registry/batch/cronjob/storage/storage.go`.
+    rt!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        ["cj"],
+        true,
+        true,
+        false,
+        ["all"]
+    ),
     rt!(
         "coordination.k8s.io",
         "v1",
@@ -228,6 +243,57 @@ pub static REGISTRY: &[ResourceType] = &[
         "mutatingwebhookconfiguration",
         [],
         false,
+        false,
+        false,
+        []
+    ),
+    // RBAC objects are stored and served but not enforced: every request is allowed, as with the
+    // AlwaysAllow authorizer. Scopes as in kubernetes `pkg/registry/rbac/*/storage/storage.go` (no short
+    // names, no status subresource).
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        [],
+        false,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        [],
+        false,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        [],
+        true,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        [],
+        true,
         false,
         false,
         []
