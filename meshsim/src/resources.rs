@@ -60,6 +60,27 @@ macro_rules! rt {
     };
 }
 
+/// A kind of `rbac.authorization.k8s.io/v1`: built in, no short names, no status subresource.
+const fn rbac(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> ResourceType {
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names: &[],
+        namespaced,
+        has_status: false,
+        custom: false,
+        categories: &[],
+    }
+}
+
 /// Every kind meshsim serves.
 pub static REGISTRY: &[ResourceType] = &[
     rt!(
@@ -250,54 +271,15 @@ pub static REGISTRY: &[ResourceType] = &[
     // RBAC objects are stored and served but not enforced: every request is allowed, as with the
     // AlwaysAllow authorizer. Scopes as in kubernetes `pkg/registry/rbac/*/storage/storage.go` (no short
     // names, no status subresource).
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        "clusterrole",
-        [],
-        false,
-        false,
-        false,
-        []
-    ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
+    rbac("ClusterRole", "clusterroles", "clusterrole", false),
+    rbac(
         "ClusterRoleBinding",
         "clusterrolebindings",
         "clusterrolebinding",
-        [],
         false,
-        false,
-        false,
-        []
     ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        "role",
-        [],
-        true,
-        false,
-        false,
-        []
-    ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        "rolebinding",
-        [],
-        true,
-        false,
-        false,
-        []
-    ),
+    rbac("Role", "roles", "role", true),
+    rbac("RoleBinding", "rolebindings", "rolebinding", true),
     rt!(
         "gateway.networking.k8s.io",
         "v1",
