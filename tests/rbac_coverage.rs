@@ -82,7 +82,7 @@ struct Access {
 }
 
 /// RBAC terms from the URL, for requests meshsim could not classify (verb `unknown`: a kind it does not
-/// serve, such as CronJobs; a real cluster serves them and checks RBAC all the same).
+/// serve; a real cluster may serve it and checks RBAC all the same).
 fn access_from_path(r: &RequestRecord) -> Access {
     let (path, query) = r.path.split_once('?').unwrap_or((r.path.as_str(), ""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -192,10 +192,10 @@ async fn step(fleet: &Fleet, args: &[&str], codes: &[i32]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_call_of_the_product_is_allowed_by_ci_k8s_rbac() {
-    // The state namespace exists as ci/k8s/namespace.yaml creates it at install time.
+    // The state namespace exists as ci/k8s/00-namespace.yaml creates it at install time.
     let state_ns =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ci/k8s/namespace.yaml"))
-            .expect("ci/k8s/namespace.yaml");
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ci/k8s/00-namespace.yaml"))
+            .expect("ci/k8s/00-namespace.yaml");
     let fleet = Fleet::start_with(
         vec![state_ns, ambient_migrate::demo::fleet_fixture()],
         ambient_migrate::demo::faults(),

@@ -60,6 +60,27 @@ macro_rules! rt {
     };
 }
 
+/// A kind of `rbac.authorization.k8s.io/v1`: built in, no short names, no status subresource.
+const fn rbac(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> ResourceType {
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names: &[],
+        namespaced,
+        has_status: false,
+        custom: false,
+        categories: &[],
+    }
+}
+
 /// Every kind meshsim serves.
 pub static REGISTRY: &[ResourceType] = &[
     rt!(
@@ -208,6 +229,21 @@ pub static REGISTRY: &[ResourceType] = &[
         false,
         ["all"]
     ),
+    // CronJobs are stored and served (the CronJob manifest users copy is applied to meshsim); no controller
+    // creates Jobs from their schedule. Short name, category and status subresource as registered in
+    // kubernetes `pkg/registry/batch/cronjob/storage/storage.go`.
+    rt!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        ["cj"],
+        true,
+        true,
+        false,
+        ["all"]
+    ),
     rt!(
         "coordination.k8s.io",
         "v1",
@@ -232,6 +268,18 @@ pub static REGISTRY: &[ResourceType] = &[
         false,
         []
     ),
+    // RBAC objects are stored and served but not enforced: every request is allowed, as with the
+    // AlwaysAllow authorizer. Scopes as in kubernetes `pkg/registry/rbac/*/storage/storage.go` (no short
+    // names, no status subresource).
+    rbac("ClusterRole", "clusterroles", "clusterrole", false),
+    rbac(
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+    ),
+    rbac("Role", "roles", "role", true),
+    rbac("RoleBinding", "rolebindings", "rolebinding", true),
     rt!(
         "gateway.networking.k8s.io",
         "v1",

@@ -287,8 +287,13 @@ fn default_method() -> String {
     "GET".into()
 }
 
-/// Default curl image of job probes.
-pub const DEFAULT_JOB_IMAGE: &str = "curlimages/curl";
+/// Default curl image of job probes, pinned by tag and digest: a probe Job must run the same curl on
+/// every node and every run, and an implicit `latest` would let a registry push change what the gates
+/// measure. The digest is the multi-arch index digest of the 8.21.0 tag as public manifests pin it (not
+/// pulled on our build machines); refresh with `crane digest curlimages/curl:TAG`. Documented with the
+/// same value in `config/default.toml`.
+pub const DEFAULT_JOB_IMAGE: &str =
+    "curlimages/curl:8.21.0@sha256:7c12af72ceb38b7432ab85e1a265cff6ae58e06f95539d539b654f2cfa64bb13";
 
 /// Job probe: a Kubernetes Job running curl in `source_namespace` as `service_account`, so the request
 /// carries a mesh identity (needed for L7 AuthorizationPolicy expectations).
@@ -305,7 +310,7 @@ pub struct JobProbe {
     pub method: String,
     /// Request headers.
     pub headers: Headers,
-    /// Container image (default `curlimages/curl`).
+    /// Container image (default [`DEFAULT_JOB_IMAGE`], a digest-pinned `curlimages/curl`).
     pub image: String,
     /// Deadline for the Job to finish.
     pub timeout: Dur,
@@ -724,6 +729,28 @@ mod tests {
         assert_eq!(p.expect.status, StatusSet::default());
         assert_eq!(p.policy, ProbePolicy::default());
         assert_eq!(p.caller_and_target(), (Some("app".into()), Some("app".into())));
+    }
+
+    #[test]
+    fn default_job_image_is_pinned_and_documented_in_default_toml() {
+        let (name_tag, digest) = DEFAULT_JOB_IMAGE
+            .split_once("@sha256:")
+            .expect("pinned by digest");
+        assert!(
+            name_tag.starts_with("curlimages/curl:8."),
+            "{name_tag}: a curl 8 tag"
+        );
+        assert_eq!(digest.len(), 64, "a sha256 digest: {digest}");
+        assert!(
+            digest
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        let documented = format!("image = \"{DEFAULT_JOB_IMAGE}\"");
+        assert!(
+            crate::settings::DEFAULT_TOML.contains(&documented),
+            "config/default.toml documents the job probe image as {documented}"
+        );
     }
 
     #[test]
