@@ -21,13 +21,14 @@ pub enum DynKind {
     ServiceEntry,
     EnvoyFilter,
     Telemetry,
+    WasmPlugin,
     PodMonitor,
     ServiceMonitor,
 }
 
 impl DynKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DynKind; 13] = [
+    pub const ALL: [DynKind; 14] = [
         DynKind::Gateway,
         DynKind::HttpRoute,
         DynKind::AuthorizationPolicy,
@@ -39,6 +40,7 @@ impl DynKind {
         DynKind::ServiceEntry,
         DynKind::EnvoyFilter,
         DynKind::Telemetry,
+        DynKind::WasmPlugin,
         DynKind::PodMonitor,
         DynKind::ServiceMonitor,
     ];
@@ -72,6 +74,7 @@ impl DynKind {
             DynKind::ServiceEntry => ("networking.istio.io", "v1", "ServiceEntry", "serviceentries"),
             DynKind::EnvoyFilter => ("networking.istio.io", "v1", "EnvoyFilter", "envoyfilters"),
             DynKind::Telemetry => ("telemetry.istio.io", "v1", "Telemetry", "telemetries"),
+            DynKind::WasmPlugin => ("extensions.istio.io", "v1alpha1", "WasmPlugin", "wasmplugins"),
             DynKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
             DynKind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
         }
