@@ -365,6 +365,18 @@ pub static REGISTRY: &[ResourceType] = &[
         ["istio-io"]
     ),
     rt!(
+        "extensions.istio.io",
+        "v1alpha1",
+        "WasmPlugin",
+        "wasmplugins",
+        "wasmplugin",
+        [],
+        true,
+        true,
+        true,
+        ["istio-io"]
+    ),
+    rt!(
         "monitoring.coreos.com",
         "v1",
         "PodMonitor",

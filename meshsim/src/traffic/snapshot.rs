@@ -133,6 +133,8 @@ pub struct World {
     pub namespaces: BTreeMap<String, NsData>,
     /// ztunnel pods: (node, ready).
     pub ztunnels: Vec<(String, bool)>,
+    /// External hosts, ServiceEntries, Sidecar resources and the mesh outbound mode (egress requests).
+    pub egress: super::egress::Egress,
 }
 
 impl World {
