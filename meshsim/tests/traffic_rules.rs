@@ -438,9 +438,10 @@ fn steps_out_of_order_show_up_in_the_counters() {
 #[test]
 fn egress_registry_only_is_enforced_by_sidecars_not_by_ztunnel() {
     // istio/istio issue 34632 (REGISTRY_ONLY: BlackHoleCluster, 502) and 54281 (ztunnel ignores it).
-    let mut settings = meshsim::Settings::default();
-    settings.external_hosts = vec!["api.partner.example".into(), "allowed.partner.example".into()];
-    let s = sim_with(settings);
+    let s = sim_with(meshsim::Settings {
+        external_hosts: vec!["api.partner.example".into(), "allowed.partner.example".into()],
+        ..Default::default()
+    });
     namespace(&s, "app", json!({}));
     namespace(&s, "amb", json!({}));
     pod(&s, "app", "web-1", json!({"app": "web"}), "web", "sidecar", true);
