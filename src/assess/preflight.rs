@@ -38,7 +38,7 @@ pub mod codes {
     /// DestinationRule subsets (not used by waypoints unless an HTTPRoute replaces them).
     pub const DR_SUBSETS: &str = "destinationrule-subsets";
     /// EnvoyFilter objects (not supported with waypoints; see `sidecar_only`).
-    pub const ENVOYFILTER: &str = super::super::sidecar_only::codes::ENVOYFILTER;
+    pub const ENVOYFILTER: &str = crate::assess::sidecar_only::codes::ENVOYFILTER;
     /// Pods relying on Prometheus metrics merging.
     pub const PROMETHEUS_MERGE: &str = "prometheus-merge";
     /// PodMonitor/ServiceMonitor scraping the merged endpoint.

@@ -586,42 +586,25 @@ fn proxy_annotation(key: &str) -> bool {
             && !matches!(key, "sidecar.istio.io/inject" | "sidecar.istio.io/status"))
 }
 
-fn annotations(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
+fn annotations<'a>(s: &'a Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
     let ns = s.ns();
-    let mut templates: Vec<(ObjRef, &k8s_openapi::api::core::v1::PodTemplateSpec)> = Vec::new();
-    for d in &s.deployments {
-        templates.push((
-            ObjRef::new(
-                "apps/v1",
-                "Deployment",
-                ns,
-                d.metadata.name.as_deref().unwrap_or(""),
-            ),
-            &d.spec.template,
-        ));
-    }
-    for d in &s.statefulsets {
-        templates.push((
-            ObjRef::new(
-                "apps/v1",
-                "StatefulSet",
-                ns,
-                d.metadata.name.as_deref().unwrap_or(""),
-            ),
-            &d.spec.template,
-        ));
-    }
-    for d in &s.daemonsets {
-        templates.push((
-            ObjRef::new(
-                "apps/v1",
-                "DaemonSet",
-                ns,
-                d.metadata.name.as_deref().unwrap_or(""),
-            ),
-            &d.spec.template,
-        ));
-    }
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    let named = |kind: &str, meta: &kube::api::ObjectMeta, t: &'a PodTemplateSpec| {
+        let name = meta.name.as_deref().unwrap_or("");
+        (ObjRef::new("apps/v1", kind, ns, name), t)
+    };
+    let templates = (s.deployments.iter())
+        .map(|d| named("Deployment", &d.metadata, &d.spec.template))
+        .chain(
+            s.statefulsets
+                .iter()
+                .map(|d| named("StatefulSet", &d.metadata, &d.spec.template)),
+        )
+        .chain(
+            s.daemonsets
+                .iter()
+                .map(|d| named("DaemonSet", &d.metadata, &d.spec.template)),
+        );
     for (r, t) in templates {
         let meta = t.metadata.clone().unwrap_or_default();
         if meta
@@ -759,6 +742,9 @@ mod tests {
         assert_eq!(hits.len(), 1, "{code}: {c:#?}");
         hits[0]
     }
+    fn sev(s: &Snapshot, o: &PlanOptions, code: &str) -> Severity {
+        only(&assess(s, o), code).severity
+    }
     fn restricted_sidecar() -> Value {
         obj(
             "networking.istio.io/v1",
@@ -798,9 +784,12 @@ mod tests {
         assert!(x.accepted);
         assert!(x.finding().message.contains("accepted by migration.accept_loss"));
         // Another loss accepted does not cover this one.
-        let c = assess(&s, &accepting(Loss::JwtValidation));
         assert_eq!(
-            only(&c, codes::SIDECAR_EGRESS_REGISTRY_ONLY).severity,
+            sev(
+                &s,
+                &accepting(Loss::JwtValidation),
+                codes::SIDECAR_EGRESS_REGISTRY_ONLY
+            ),
             Severity::Blocker
         );
     }
@@ -826,9 +815,8 @@ mod tests {
             .remove("outboundTrafficPolicy");
         s.sidecars.push(sc);
         s.cluster.outbound_traffic_policy = Some("REGISTRY_ONLY".into());
-        let c = assess(&s, &opts());
         assert_eq!(
-            only(&c, codes::SIDECAR_EGRESS_REGISTRY_ONLY).severity,
+            sev(&s, &opts(), codes::SIDECAR_EGRESS_REGISTRY_ONLY),
             Severity::Blocker
         );
     }
@@ -902,7 +890,7 @@ mod tests {
         s2.services[0].metadata.labels =
             Some([("istio.io/use-waypoint".to_string(), "none".to_string())].into());
         assert_eq!(
-            only(&assess(&s2, &opts()), codes::REQUEST_AUTHN_WITHOUT_TWIN).severity,
+            sev(&s2, &opts(), codes::REQUEST_AUTHN_WITHOUT_TWIN),
             Severity::Blocker
         );
     }
@@ -925,9 +913,12 @@ mod tests {
         let x = only(&c, codes::JWT_POLICY_WITHOUT_TWIN);
         assert_eq!(x.severity, Severity::Blocker);
         assert!(x.fix.contains("twin"));
-        let c = assess(&s, &accepting(Loss::JwtValidation));
         assert_eq!(
-            only(&c, codes::JWT_POLICY_WITHOUT_TWIN).severity,
+            sev(
+                &s,
+                &accepting(Loss::JwtValidation),
+                codes::JWT_POLICY_WITHOUT_TWIN
+            ),
             Severity::Warning
         );
         // request.auth.claims in `when` counts too; a bound twin clears it.
@@ -1047,8 +1038,10 @@ mod tests {
         let l = only(&c, codes::ENVOYFILTER);
         assert_eq!((l.severity, l.object.name.as_str()), (Severity::Warning, "lua"));
         assert!(l.stops_working.contains("migration blocker"));
-        let c = assess(&s, &accepting(Loss::EnvoyfilterAuth));
-        assert_eq!(only(&c, codes::ENVOYFILTER_AUTH).severity, Severity::Warning);
+        assert_eq!(
+            sev(&s, &accepting(Loss::EnvoyfilterAuth), codes::ENVOYFILTER_AUTH),
+            Severity::Warning
+        );
     }
 
     fn annotate(s: &mut Snapshot, ann: &[(&str, &str)]) {

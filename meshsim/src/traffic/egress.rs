@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::model::{Class, Decided};
+use super::snapshot::str_map;
 use super::{Outcome, Response};
 use crate::resources;
 use crate::store::StoreView;
@@ -59,16 +60,6 @@ pub enum EgressCaller {
     Sidecar,
     Ambient,
     Other,
-}
-
-fn str_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn parse_sidecar(o: &Value) -> SidecarRes {

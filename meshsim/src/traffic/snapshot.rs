@@ -156,7 +156,8 @@ impl World {
     }
 }
 
-fn str_map(v: &Value) -> BTreeMap<String, String> {
+/// A JSON object of strings as a map (labels, selectors); other values are skipped.
+pub(crate) fn str_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
             m.iter()
