@@ -365,6 +365,18 @@ pub static REGISTRY: &[ResourceType] = &[
         ["istio-io"]
     ),
     rt!(
+        "networking.istio.io",
+        "v1beta1",
+        "ProxyConfig",
+        "proxyconfigs",
+        "proxyconfig",
+        [],
+        true,
+        true,
+        true,
+        ["istio-io", "networking-istio-io"]
+    ),
+    rt!(
         "extensions.istio.io",
         "v1alpha1",
         "WasmPlugin",

@@ -78,6 +78,9 @@ pub struct Snapshot {
     /// extensions.istio.io WasmPlugin objects (sidecar-only when workload-scoped).
     #[serde(default)]
     pub wasm_plugins: Vec<serde_json::Value>,
+    /// networking.istio.io ProxyConfig objects (sidecar-only when they select workloads).
+    #[serde(default)]
+    pub proxy_configs: Vec<serde_json::Value>,
     /// gateway.networking.k8s.io HTTPRoute objects.
     #[serde(default)]
     pub http_routes: Vec<serde_json::Value>,

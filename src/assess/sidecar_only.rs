@@ -19,6 +19,7 @@
 //! | `envoyfilter-unsupported` | - | istio.io docs/ambient/migrate/migrate-policies |
 //! | `capture-exclusion-annotation` | - | istio/istio issue 49829; Istio 1.24.0 change notes |
 //! | `sidecar-proxy-annotation` | - | istio/istio issue 49829 (no ambient equivalent of per-pod proxy settings) |
+//! | `proxyconfig-selects-workloads` | - | istio/api networking/v1beta1/proxy_config.proto (`selector`) |
 //! | `destinationrule-policy-without-waypoint` | - | istio.io docs/ambient/migrate/migrate-policies |
 
 use std::collections::BTreeMap;
@@ -58,6 +59,8 @@ pub mod codes {
     pub const CAPTURE_ANNOTATION: &str = "capture-exclusion-annotation";
     /// A pod template with per-proxy annotations (`proxy.istio.io/config`, `sidecar.istio.io/*`).
     pub const PROXY_ANNOTATION: &str = "sidecar-proxy-annotation";
+    /// A ProxyConfig selecting workloads, whose proxies go away.
+    pub const PROXYCONFIG_SELECTOR: &str = "proxyconfig-selects-workloads";
     /// A DestinationRule traffic policy on a host that gets no waypoint.
     pub const DR_POLICY_WITHOUT_WAYPOINT: &str = "destinationrule-policy-without-waypoint";
 }
@@ -204,6 +207,7 @@ pub fn assess(s: &Snapshot, opts: &PlanOptions) -> Vec<BehaviourChange> {
     telemetries(s, opts, &mut out);
     envoy_filters(s, opts, &mut out);
     annotations(s, opts, &mut out);
+    proxy_configs(s, opts, &mut out);
     destination_rules(s, opts, &mut out);
     out
 }
@@ -652,6 +656,33 @@ fn annotations<'a>(s: &'a Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourC
     }
 }
 
+fn proxy_configs(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
+    for pc in s
+        .proxy_configs
+        .iter()
+        .filter(|v| has_selector(v, "/spec/selector/matchLabels"))
+    {
+        let selector = json::str_map(pc, "/spec/selector/matchLabels");
+        if selector.contains_key("gateway.networking.k8s.io/gateway-name") {
+            continue; // it configures a waypoint or gateway, which stays
+        }
+        let mut set: Vec<String> = pc["spec"]
+            .as_object()
+            .map(|m| m.keys().filter(|k| *k != "selector").cloned().collect())
+            .unwrap_or_default();
+        set.sort();
+        out.push(BehaviourChange::new(
+            codes::PROXYCONFIG_SELECTOR,
+            ObjRef::from_value(pc),
+            None,
+            opts,
+            format!("ProxyConfig {} sets {} for the proxies of workloads {selector:?}; after the restart those pods run no proxy, so it applies to nothing", json::name(pc), set.join(", ")),
+            format!("delete it after the migration; if the waypoint needs the same settings, select its pods (label gateway.networking.k8s.io/gateway-name={})", opts.waypoint_name),
+            "istio/api networking/v1beta1/proxy_config.proto (selector: the workloads whose proxies it configures); istio/api PR 3517",
+        ));
+    }
+}
+
 /// Client-side traffic-policy fields only a waypoint (or sidecar) applies; TLS only when it originates TLS.
 fn dr_policy_fields(policy: &Value) -> Vec<String> {
     let mut f = Vec::new();
@@ -1038,6 +1069,7 @@ mod tests {
         let l = only(&c, codes::ENVOYFILTER);
         assert_eq!((l.severity, l.object.name.as_str()), (Severity::Warning, "lua"));
         assert!(l.stops_working.contains("migration blocker"));
+        assert!(l.fix.contains("WasmPlugin"), "{}", l.fix);
         assert_eq!(
             sev(&s, &accepting(Loss::EnvoyfilterAuth), codes::ENVOYFILTER_AUTH),
             Severity::Warning
@@ -1097,6 +1129,43 @@ mod tests {
         assert!(x.stops_working.contains("proxy.istio.io/config") && x.stops_working.contains("proxyCPU"));
         assert!(!x.stops_working.contains("inject"));
         assert!(x.fix.contains("remove them"));
+    }
+
+    #[test]
+    fn proxy_config_selecting_workloads_warns() {
+        let mut s = snapshot(vec![]);
+        s.proxy_configs.push(obj(
+            "networking.istio.io/v1beta1",
+            "ProxyConfig",
+            "api-concurrency",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "concurrency": 4}),
+        ));
+        // Namespace-wide and waypoint ProxyConfigs still apply (to the waypoint).
+        s.proxy_configs.push(obj(
+            "networking.istio.io/v1beta1",
+            "ProxyConfig",
+            "ns",
+            json!({"concurrency": 2}),
+        ));
+        s.proxy_configs.push(obj(
+            "networking.istio.io/v1beta1",
+            "ProxyConfig",
+            "wp",
+            json!({"selector": {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "waypoint"}}, "concurrency": 2}),
+        ));
+        let c = assess(&s, &opts());
+        let x = only(&c, codes::PROXYCONFIG_SELECTOR);
+        assert_eq!(
+            (x.severity, x.object.name.as_str()),
+            (Severity::Warning, "api-concurrency")
+        );
+        assert!(x.stops_working.contains("concurrency"), "{}", x.stops_working);
+        assert!(
+            x.fix.contains("gateway.networking.k8s.io/gateway-name=waypoint"),
+            "{}",
+            x.fix
+        );
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

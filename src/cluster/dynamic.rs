@@ -22,13 +22,14 @@ pub enum DynKind {
     EnvoyFilter,
     Telemetry,
     WasmPlugin,
+    ProxyConfig,
     PodMonitor,
     ServiceMonitor,
 }
 
 impl DynKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DynKind; 14] = [
+    pub const ALL: [DynKind; 15] = [
         DynKind::Gateway,
         DynKind::HttpRoute,
         DynKind::AuthorizationPolicy,
@@ -41,6 +42,7 @@ impl DynKind {
         DynKind::EnvoyFilter,
         DynKind::Telemetry,
         DynKind::WasmPlugin,
+        DynKind::ProxyConfig,
         DynKind::PodMonitor,
         DynKind::ServiceMonitor,
     ];
@@ -75,6 +77,7 @@ impl DynKind {
             DynKind::EnvoyFilter => ("networking.istio.io", "v1", "EnvoyFilter", "envoyfilters"),
             DynKind::Telemetry => ("telemetry.istio.io", "v1", "Telemetry", "telemetries"),
             DynKind::WasmPlugin => ("extensions.istio.io", "v1alpha1", "WasmPlugin", "wasmplugins"),
+            DynKind::ProxyConfig => ("networking.istio.io", "v1beta1", "ProxyConfig", "proxyconfigs"),
             DynKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
             DynKind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
         }

@@ -94,6 +94,7 @@ impl Cluster {
             envoy_filters: take(DynKind::EnvoyFilter),
             telemetries: take(DynKind::Telemetry),
             wasm_plugins: take(DynKind::WasmPlugin),
+            proxy_configs: take(DynKind::ProxyConfig),
             http_routes: take(DynKind::HttpRoute),
             gateways: take(DynKind::Gateway),
             pod_monitors: take(DynKind::PodMonitor),
