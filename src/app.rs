@@ -366,6 +366,7 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     for k in &plan.kept_policies {
         t.push_str(&format!("  kept: {k}\n"));
     }
+    t.push_str(&report::behaviour::text(ns, &plan.behaviour_changes));
     t
 }
 
@@ -479,6 +480,7 @@ async fn cmd_run(
                 r.outcome = NamespaceOutcome::Blocked;
                 r.reason = Some(blocker_reason(&plan));
                 r.findings = plan.findings.clone();
+                r.behaviour_changes = plan.behaviour_changes.clone();
                 blocked_reports.push(r);
             }
             Ok(_) => {}
@@ -663,6 +665,11 @@ pub fn namespace_report(run: &NamespaceRun, canary: bool, wave: u32) -> Namespac
     r.reason = run.reason.clone();
     r.backup = run.backup_file.as_ref().map(|p| p.display().to_string());
     r.findings = run.findings.clone();
+    r.behaviour_changes = run
+        .plan
+        .as_ref()
+        .map(|p| p.behaviour_changes.clone())
+        .unwrap_or_default();
     r.steps = run
         .steps
         .iter()
@@ -732,6 +739,9 @@ pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
                     n.outcome.as_str(),
                     n.why().or_else(|| n.reason.clone()).unwrap_or_default()
                 );
+            }
+            for n in &report.namespaces {
+                print!("{}", report::behaviour::text(&n.name, &n.behaviour_changes));
             }
             println!("{}", report.summary.message);
             println!(

@@ -29,6 +29,7 @@ pub const LIST_KEYS: &[&str] = &[
     "fleet.exclude",
     "fleet.canary",
     "migration.waypoint.services",
+    "migration.accept_loss",
 ];
 
 pub use crate::probes::spec::ProbeSpec;
@@ -100,6 +101,16 @@ string_enum! {
 string_enum! {
     /// What happens to targetRefs twins of sidecar-only L7 policies.
     PolicyMigration { Off = "off", Generate = "generate", Apply = "apply" }
+}
+string_enum! {
+    /// A security control whose loss with the sidecars is accepted (`migration.accept_loss`); each value is
+    /// documented in config/default.toml.
+    AcceptLoss {
+        EgressLockdown = "egress-lockdown",
+        JwtValidation = "jwt-validation",
+        EnvoyfilterAuth = "envoyfilter-auth",
+        WasmAuth = "wasm-auth",
+    }
 }
 string_enum! {
     /// Log line format on stderr.
@@ -189,6 +200,9 @@ pub struct Migration {
     pub allow_unreplaced_l7: bool,
     /// Bridges and twins (DESIGN §3.1).
     pub policies: Policies,
+    /// Security controls the sidecars enforced whose loss is accepted (they then warn, not block).
+    #[serde(default)]
+    pub accept_loss: Vec<AcceptLoss>,
 }
 
 /// Waypoint settings of step 1.
@@ -320,6 +334,9 @@ pub struct MigrationOverrides {
     #[allow(missing_docs)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<PoliciesOverrides>,
+    #[allow(missing_docs)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_loss: Option<Vec<AcceptLoss>>,
 }
 
 /// Optional counterpart of [`Waypoint`].
@@ -399,6 +416,9 @@ impl Migration {
             m.policies.keep_bridges = p.keep_bridges.unwrap_or(m.policies.keep_bridges);
             m.policies.migration = p.migration.unwrap_or(m.policies.migration);
         }
+        if let Some(v) = &o.accept_loss {
+            m.accept_loss = v.clone();
+        }
         m
     }
 }
@@ -467,6 +487,19 @@ impl EffectiveSettings {
                 PolicyMigration::Apply => p::PolicyMigration::Apply,
             },
             extra_callers,
+            accept_loss: m
+                .accept_loss
+                .iter()
+                .map(|l| {
+                    use crate::assess::sidecar_only::Loss;
+                    match l {
+                        AcceptLoss::EgressLockdown => Loss::EgressLockdown,
+                        AcceptLoss::JwtValidation => Loss::JwtValidation,
+                        AcceptLoss::EnvoyfilterAuth => Loss::EnvoyfilterAuth,
+                        AcceptLoss::WasmAuth => Loss::WasmAuth,
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -547,7 +580,8 @@ struct FlatLayer {
 
 fn is_list_key(key: &str) -> bool {
     LIST_KEYS.contains(&key)
-        || (key.starts_with("namespaces.") && key.ends_with(".migration.waypoint.services"))
+        || (key.starts_with("namespaces.")
+            && (key.ends_with(".migration.waypoint.services") || key.ends_with(".migration.accept_loss")))
 }
 
 impl Source for FlatLayer {

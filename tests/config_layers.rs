@@ -415,3 +415,44 @@ fn shipped_ci_configs_are_valid() {
     let s = load(Some(path), &[], &[]).unwrap();
     assert_eq!(s.reports.dir, PathBuf::from("/reports"));
 }
+
+#[test]
+fn accepted_losses_are_typed_merged_per_namespace_and_checked() {
+    use ambient_migrate::assess::sidecar_only::Loss;
+    let (_d, path) = file(
+        "toml",
+        "[migration]\naccept_loss = [\"egress-lockdown\"]\n[namespaces.shop.migration]\naccept_loss = [\"jwt-validation\", \"envoyfilter-auth\"]\n",
+    );
+    let s = load(Some(path), &[], &[]).unwrap();
+    assert_eq!(
+        s.for_namespace("web").plan_options().accept_loss,
+        vec![Loss::EgressLockdown]
+    );
+    assert_eq!(
+        s.for_namespace("shop").plan_options().accept_loss,
+        vec![Loss::JwtValidation, Loss::EnvoyfilterAuth]
+    );
+    assert!(Settings::defaults().migration.accept_loss.is_empty());
+    // Lists from the environment and the command line are comma separated.
+    let s = load(
+        None,
+        &[(
+            "AMBIENT_MIGRATE_MIGRATION__ACCEPT_LOSS",
+            "wasm-auth,egress-lockdown",
+        )],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.for_namespace("x").plan_options().accept_loss,
+        vec![Loss::WasmAuth, Loss::EgressLockdown]
+    );
+    // An unknown value: exit 2, the key, the value and the accepted values named.
+    let msg = one_problem(load(None, &[], &[("migration.accept_loss", "egress")]));
+    assert!(msg.contains("accept_loss"), "{msg}");
+    assert!(msg.contains("\"egress\""), "{msg}");
+    assert!(
+        msg.contains("\"egress-lockdown\"") && msg.contains("\"jwt-validation\""),
+        "{msg}"
+    );
+}

@@ -471,3 +471,66 @@ fn observability_lists_merged_pods() {
         "no L7 metrics without a waypoint"
     );
 }
+
+// ---- Behaviour that changes ----
+
+#[test]
+fn behaviour_changes_are_in_json_with_schema_and_in_markdown() {
+    use ambient_migrate::assess::plan::{PlanOptions, plan_namespace};
+    use ambient_migrate::assess::sidecar_only::{Loss, codes};
+    let snapshot: ambient_migrate::assess::Snapshot = serde_json::from_value(json!({
+        "namespace": {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}},
+        "sidecars": [{"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                      "metadata": {"name": "default", "namespace": "shop"},
+                      "spec": {"egress": [{"hosts": ["./*"]}], "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}],
+        "envoyFilters": [{"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                          "metadata": {"name": "lua", "namespace": "shop"}, "spec": {}}]
+    }))
+    .unwrap();
+    let opts = PlanOptions {
+        accept_loss: vec![Loss::EgressLockdown],
+        ..Default::default()
+    };
+    let mut r = example();
+    r.namespaces[0].behaviour_changes = plan_namespace(&snapshot, &opts).behaviour_changes;
+    r.namespaces[2].behaviour_changes = plan_namespace(&snapshot, &PlanOptions::default()).behaviour_changes;
+    let text = report::json::render(&r);
+    assert_eq!(report::json::parse(&text).unwrap(), r);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let shop = &v["namespaces"][0]["behaviour_changes"];
+    assert_eq!(shop[0]["code"], codes::SIDECAR_EGRESS_REGISTRY_ONLY);
+    assert_eq!(shop[0]["loss"], "egress-lockdown");
+    assert_eq!(shop[0]["accepted"], true);
+    assert_eq!(shop[0]["severity"], "warning");
+    assert_eq!(v["namespaces"][2]["behaviour_changes"][0]["severity"], "blocker");
+    assert_eq!(shop[1]["code"], codes::ENVOYFILTER);
+    let s = schema();
+    let mut errs = Vec::new();
+    validate(&s, &s, &v, "$", &mut errs);
+    assert!(errs.is_empty(), "schema violations: {errs:#?}");
+    // Reports written before the section existed still parse.
+    let mut old = v.clone();
+    old["namespaces"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("behaviour_changes");
+    assert!(
+        report::json::parse(&old.to_string()).unwrap().namespaces[0]
+            .behaviour_changes
+            .is_empty()
+    );
+    let md = report::markdown::render(&r);
+    let sec = &md[md.find("### Behaviour that changes").expect("section")..];
+    assert!(
+        sec.contains("#### `shop`") && sec.contains("#### `legacy`"),
+        "{sec}"
+    );
+    assert!(
+        sec.contains(
+            "| accepted (loses egress-lockdown) | `sidecar-egress-registry-only` | `Sidecar/shop/default` |"
+        ),
+        "{sec}"
+    );
+    assert!(sec.contains("| blocker (loses egress-lockdown) |"), "{sec}");
+    assert!(sec.contains("istio/istio issue 54281"), "{sec}");
+}

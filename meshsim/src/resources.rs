@@ -413,6 +413,30 @@ pub static REGISTRY: &[ResourceType] = &[
         ["istio-io"]
     ),
     rt!(
+        "networking.istio.io",
+        "v1beta1",
+        "ProxyConfig",
+        "proxyconfigs",
+        "proxyconfig",
+        [],
+        true,
+        true,
+        true,
+        ["istio-io", "networking-istio-io"]
+    ),
+    rt!(
+        "extensions.istio.io",
+        "v1alpha1",
+        "WasmPlugin",
+        "wasmplugins",
+        "wasmplugin",
+        [],
+        true,
+        true,
+        true,
+        ["istio-io"]
+    ),
+    rt!(
         "monitoring.coreos.com",
         "v1",
         "PodMonitor",

@@ -18,6 +18,9 @@ pub struct Settings {
     pub watch_history: usize,
     /// Interval of BOOKMARK events on watches that ask for them.
     pub bookmark_interval_ms: u64,
+    /// DNS names outside the cluster that resolve and answer (an echo server): the destinations of egress
+    /// requests (`traffic::egress`). Empty: every non-Service host fails DNS.
+    pub external_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -37,6 +40,7 @@ impl Default for Settings {
             latency: Latencies::default(),
             watch_history: 50_000,
             bookmark_interval_ms: 1_000,
+            external_hosts: Vec::new(),
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct IstioSettings {
     pub install: bool,
     /// Trust domain used in SPIFFE identities (`cluster.local/ns/<ns>/sa/<sa>`).
     pub trust_domain: String,
+    /// `meshConfig.outboundTrafficPolicy.mode` written to the mesh ConfigMap (`ALLOW_ANY`,
+    /// `REGISTRY_ONLY`); `None` leaves it unset (Istio's default, ALLOW_ANY).
+    pub outbound_traffic_policy: Option<String>,
 }
 
 impl Default for IstioSettings {
@@ -87,6 +94,7 @@ impl Default for IstioSettings {
             enable_namespaces_by_default: false,
             install: true,
             trust_domain: "cluster.local".into(),
+            outbound_traffic_policy: None,
         }
     }
 }

@@ -434,3 +434,59 @@ fn steps_out_of_order_show_up_in_the_counters() {
     assert_eq!(r.outcome, Outcome::Reset);
     assert_eq!(s.traffic.snapshot()["wrongly_denied"], 1);
 }
+
+#[test]
+fn egress_registry_only_is_enforced_by_sidecars_not_by_ztunnel() {
+    // istio/istio issue 34632 (REGISTRY_ONLY: BlackHoleCluster, 502) and 54281 (ztunnel ignores it).
+    let s = sim_with(meshsim::Settings {
+        external_hosts: vec!["api.partner.example".into(), "allowed.partner.example".into()],
+        ..Default::default()
+    });
+    namespace(&s, "app", json!({}));
+    namespace(&s, "amb", json!({}));
+    pod(&s, "app", "web-1", json!({"app": "web"}), "web", "sidecar", true);
+    pod(&s, "amb", "web-1", json!({"app": "web"}), "web", "ambient", true);
+    let out = "http://api.partner.example/v1";
+    let allowed = "http://allowed.partner.example/";
+    // Without a lockdown every caller goes through; unknown external names still fail DNS.
+    assert_eq!(
+        send(&s, from("app", "web"), "GET", out, &[]).outcome,
+        Outcome::Http(200)
+    );
+    assert_eq!(
+        send(&s, from("app", "web"), "GET", "http://unknown.example/", &[]).outcome,
+        Outcome::DnsFailure
+    );
+    // The mesh config's REGISTRY_ONLY (ConfigMap istio, key mesh) and a ServiceEntry for one host.
+    apply_yaml(
+        &s,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: \"outboundTrafficPolicy:\\n  mode: REGISTRY_ONLY\\n\"\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: partner, namespace: app}\nspec:\n  hosts: [allowed.partner.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n",
+    );
+    let r = send(&s, from("app", "web"), "GET", out, &[]);
+    assert_eq!(r.outcome, Outcome::Http(502), "{r:?}");
+    assert!(!r.intended_allow && !r.wrongly_denied);
+    assert_eq!(
+        send(&s, from("app", "web"), "GET", allowed, &[]).outcome,
+        Outcome::Http(200)
+    );
+    let r = send(&s, from("amb", "web"), "GET", out, &[]);
+    assert_eq!(r.outcome, Outcome::Http(200));
+    assert!(
+        r.wrongly_allowed,
+        "the lockdown the mesh asks for is gone for the ambient pod"
+    );
+    // A Sidecar resource of the namespace overrides the mesh: ALLOW_ANY lets it through again.
+    apply_yaml(
+        &s,
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: app}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+    );
+    assert_eq!(
+        send(&s, from("app", "web"), "GET", out, &[]).outcome,
+        Outcome::Http(200)
+    );
+    let c = s.traffic.snapshot();
+    assert_eq!(
+        c["by_destination"]["external/api.partner.example"]["denied"], 1,
+        "{c}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod injection;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
+pub mod sidecar_only;
 
 use crate::steps::ObjRef;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -74,6 +75,12 @@ pub struct Snapshot {
     /// telemetry.istio.io Telemetry objects.
     #[serde(default)]
     pub telemetries: Vec<serde_json::Value>,
+    /// extensions.istio.io WasmPlugin objects (sidecar-only when workload-scoped).
+    #[serde(default)]
+    pub wasm_plugins: Vec<serde_json::Value>,
+    /// networking.istio.io ProxyConfig objects (sidecar-only when they select workloads).
+    #[serde(default)]
+    pub proxy_configs: Vec<serde_json::Value>,
     /// gateway.networking.k8s.io HTTPRoute objects.
     #[serde(default)]
     pub http_routes: Vec<serde_json::Value>,
@@ -118,6 +125,10 @@ pub struct ClusterInfo {
     pub enable_namespaces_by_default: bool,
     /// Labels of every other namespace (for the caller graph: sidecar vs ambient callers).
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The mesh config's `outboundTrafficPolicy.mode` (`ALLOW_ANY`, `REGISTRY_ONLY`; `None` = unset, which
+    /// Istio treats as `ALLOW_ANY`): sidecars enforce it, ztunnel does not.
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<String>,
 }
 
 impl Default for ClusterInfo {
@@ -134,6 +145,7 @@ impl Default for ClusterInfo {
             tags: BTreeMap::new(),
             enable_namespaces_by_default: false,
             namespace_labels: BTreeMap::new(),
+            outbound_traffic_policy: None,
         }
     }
 }

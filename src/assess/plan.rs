@@ -87,6 +87,9 @@ pub struct PlanOptions {
     /// Namespaces known to call this one besides those named in policies (e.g. from probe definitions:
     /// `ProbeSpec::caller_and_target`), for the sidecar-caller check.
     pub extra_callers: Vec<String>,
+    /// Security controls whose loss is accepted (`migration.accept_loss`): their findings warn instead of
+    /// blocking, and are reported as accepted.
+    pub accept_loss: Vec<super::sidecar_only::Loss>,
 }
 
 impl Default for PlanOptions {
@@ -102,6 +105,7 @@ impl Default for PlanOptions {
             keep_bridges: false,
             policy_migration: PolicyMigration::Off,
             extra_callers: Vec::new(),
+            accept_loss: Vec::new(),
         }
     }
 }
@@ -162,6 +166,9 @@ pub struct NamespacePlan {
     pub callers: Vec<String>,
     /// Preflight findings.
     pub findings: Vec<Finding>,
+    /// Behaviour that changes: sidecar-only settings ambient ignores (also among `findings`).
+    #[serde(default)]
+    pub behaviour_changes: Vec<super::sidecar_only::BehaviourChange>,
 }
 
 impl NamespacePlan {
@@ -227,6 +234,7 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         kept_policies: a.kept_policies,
         callers: a.callers.iter().cloned().collect(),
         findings: a.findings,
+        behaviour_changes: a.behaviour_changes,
     }
 }
 

@@ -37,8 +37,8 @@ pub mod codes {
     pub const VS_AND_HTTPROUTE: &str = "virtualservice-and-httproute";
     /// DestinationRule subsets (not used by waypoints unless an HTTPRoute replaces them).
     pub const DR_SUBSETS: &str = "destinationrule-subsets";
-    /// EnvoyFilter objects (not supported with waypoints).
-    pub const ENVOYFILTER: &str = "envoyfilter-unsupported";
+    /// EnvoyFilter objects (not supported with waypoints; see `sidecar_only`).
+    pub const ENVOYFILTER: &str = crate::assess::sidecar_only::codes::ENVOYFILTER;
     /// Pods relying on Prometheus metrics merging.
     pub const PROMETHEUS_MERGE: &str = "prometheus-merge";
     /// PodMonitor/ServiceMonitor scraping the merged endpoint.
@@ -93,6 +93,8 @@ pub struct Analysis {
     pub sidecar_callers: BTreeSet<String>,
     /// Every other namespace calling this one (from policies' `from` and probe definitions).
     pub callers: BTreeSet<String>,
+    /// Sidecar-only settings the migration drops (also in `findings`).
+    pub behaviour_changes: Vec<super::sidecar_only::BehaviourChange>,
 }
 
 /// The waypoint Gateway of the options, if it exists in the snapshot.
@@ -663,15 +665,10 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             a.delete_routing.push(ObjRef::from_value(dr));
         }
     }
-    for ef in &s.envoy_filters {
-        a.findings.push(Finding::new(
-            Severity::Warning,
-            codes::ENVOYFILTER,
-            ObjRef::from_value(ef),
-            format!("EnvoyFilter {} patches sidecars; EnvoyFilter is not supported with waypoint proxies", json::name(ef)),
-            "re-implement it (TrafficExtension/WasmPlugin at the waypoint, or an HTTPRoute filter) before migrating",
-        ));
-    }
+    // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
+    let changes = super::sidecar_only::assess(s, opts);
+    a.findings.extend(changes.iter().map(|c| c.finding()));
+    a.behaviour_changes = changes;
 
     // PeerAuthentication DISABLE.
     for pa in s

@@ -21,13 +21,15 @@ pub enum DynKind {
     ServiceEntry,
     EnvoyFilter,
     Telemetry,
+    WasmPlugin,
+    ProxyConfig,
     PodMonitor,
     ServiceMonitor,
 }
 
 impl DynKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DynKind; 13] = [
+    pub const ALL: [DynKind; 15] = [
         DynKind::Gateway,
         DynKind::HttpRoute,
         DynKind::AuthorizationPolicy,
@@ -39,6 +41,8 @@ impl DynKind {
         DynKind::ServiceEntry,
         DynKind::EnvoyFilter,
         DynKind::Telemetry,
+        DynKind::WasmPlugin,
+        DynKind::ProxyConfig,
         DynKind::PodMonitor,
         DynKind::ServiceMonitor,
     ];
@@ -72,6 +76,8 @@ impl DynKind {
             DynKind::ServiceEntry => ("networking.istio.io", "v1", "ServiceEntry", "serviceentries"),
             DynKind::EnvoyFilter => ("networking.istio.io", "v1", "EnvoyFilter", "envoyfilters"),
             DynKind::Telemetry => ("telemetry.istio.io", "v1", "Telemetry", "telemetries"),
+            DynKind::WasmPlugin => ("extensions.istio.io", "v1alpha1", "WasmPlugin", "wasmplugins"),
+            DynKind::ProxyConfig => ("networking.istio.io", "v1beta1", "ProxyConfig", "proxyconfigs"),
             DynKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
             DynKind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
         }

@@ -93,6 +93,8 @@ impl Cluster {
             service_entries: take(DynKind::ServiceEntry),
             envoy_filters: take(DynKind::EnvoyFilter),
             telemetries: take(DynKind::Telemetry),
+            wasm_plugins: take(DynKind::WasmPlugin),
+            proxy_configs: take(DynKind::ProxyConfig),
             http_routes: take(DynKind::HttpRoute),
             gateways: take(DynKind::Gateway),
             pod_monitors: take(DynKind::PodMonitor),
@@ -102,7 +104,7 @@ impl Cluster {
     }
 
     /// Reads the cluster-wide facts: ztunnel and istio-cni DaemonSets, the mesh config (root namespace,
-    /// trust domain), injector webhooks (revisions, tags, `enableNamespacesByDefault` = Istio's
+    /// trust domain, outbound traffic policy), injector webhooks (revisions, tags, `enableNamespacesByDefault` = Istio's
     /// `auto.sidecar-injector.istio.io` webhook), root-namespace policies and every namespace's labels.
     pub async fn read_cluster_info(&self, system_ns: &str) -> Result<ClusterInfo, ClusterError> {
         let ds_api: kube::Api<DaemonSet> = self.namespaced(system_ns);
@@ -143,6 +145,10 @@ impl Cluster {
                     if let Some(root) = m.get("rootNamespace").and_then(Value::as_str) {
                         info.root_namespace = root.to_string();
                     }
+                    info.outbound_traffic_policy = m
+                        .pointer("/outboundTrafficPolicy/mode")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot parse the mesh config in ConfigMap istio; using defaults")

@@ -229,6 +229,16 @@ pub fn render(report: &RunReport) -> String {
         }
     }
 
+    let changes: String = report
+        .namespaces
+        .iter()
+        .map(|n| super::behaviour::markdown(&n.name, &n.behaviour_changes))
+        .collect();
+    if !changes.is_empty() {
+        m.push_str("### Behaviour that changes\n\nSidecar-only settings ambient ignores (codes and sources: `docs/findings.md`).\n\n");
+        m.push_str(&changes);
+    }
+
     m.push_str("### Timeline\n\n");
     m.push_str(&gantt(report));
     m

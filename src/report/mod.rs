@@ -7,6 +7,7 @@
 //! failed unit failed. The model carries exactly that: per step, every [`GateResult`] with its `measured`
 //! JSON; per namespace, the reason, the rollback and the preflight findings.
 
+pub mod behaviour;
 pub mod json;
 pub mod junit;
 pub mod markdown;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::assess::sidecar_only::BehaviourChange;
 use crate::assess::{Finding, Severity};
 use crate::gates::{GateOutcome, GateResult};
 use crate::steps::{Change, ObjRef, Phase, Step};
@@ -129,6 +131,9 @@ pub struct NamespaceReport {
     pub rollback: Option<RollbackReport>,
     /// What monitoring must change after the migration.
     pub observability: Option<ObservabilityReport>,
+    /// Behaviour that changes: sidecar-only settings ambient ignores, accepted losses marked (from the plan).
+    #[serde(default)]
+    pub behaviour_changes: Vec<BehaviourChange>,
 }
 
 impl NamespaceReport {
@@ -148,6 +153,7 @@ impl NamespaceReport {
             steps: Vec::new(),
             rollback: None,
             observability: None,
+            behaviour_changes: Vec::new(),
         }
     }
 

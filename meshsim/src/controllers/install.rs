@@ -95,8 +95,9 @@ pub fn install(sim: &Sim) -> anyhow::Result<()> {
             json!({
                 "metadata": {"name": cm, "namespace": sys, "labels": {"istio.io/rev": rev}},
                 "data": {"mesh": format!(
-                    "defaultConfig:\n  discoveryAddress: {dname}.{sys}.svc:15012\nenablePrometheusMerge: {}\nrootNamespace: {sys}\ntrustDomain: {}\n",
-                    s.istio.prometheus_merge, s.istio.trust_domain)},
+                    "defaultConfig:\n  discoveryAddress: {dname}.{sys}.svc:15012\nenablePrometheusMerge: {}\nrootNamespace: {sys}\ntrustDomain: {}\n{}",
+                    s.istio.prometheus_merge, s.istio.trust_domain,
+                    s.istio.outbound_traffic_policy.as_ref().map(|m| format!("outboundTrafficPolicy:\n  mode: {m}\n")).unwrap_or_default())},
             }),
         )?;
     }

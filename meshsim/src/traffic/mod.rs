@@ -5,10 +5,12 @@
 //!
 //! Layout: [`snapshot`] reads the store into plain structs; [`model`] is the pure decision logic over
 //! them; [`policy`] evaluates AuthorizationPolicy/PeerAuthentication (Envoy in full, ztunnel's L4
-//! translation); [`routing`] applies VirtualService/DestinationRule/HTTPRoute; [`curl`] runs curl
+//! translation); [`routing`] applies VirtualService/DestinationRule/HTTPRoute; [`egress`] decides requests
+//! to hosts outside the cluster (the sidecar-only outbound policy); [`curl`] runs curl
 //! command lines; [`proxy`] serves an HTTP forward proxy for probes.
 
 pub mod curl;
+pub mod egress;
 pub mod model;
 pub mod policy;
 pub mod proxy;
@@ -99,9 +101,11 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     }
     let ns_refs: Vec<&str> = namespaces.iter().map(String::as_str).collect();
     let istio = &sim.settings.istio;
-    let world = sim
-        .store
-        .read(|v| snapshot::load(v, &istio.trust_domain, &istio.system_namespace, &ns_refs));
+    let world = sim.store.read(|v| {
+        let mut w = snapshot::load(v, &istio.trust_domain, &istio.system_namespace, &ns_refs);
+        w.egress = egress::load(v, &istio.system_namespace, src_ns, &sim.settings.external_hosts);
+        w
+    });
     let env = SimEnv { sim, seq };
     let d = model::decide(&world, &env, req);
     sim.traffic.record(&d);

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::egress::{self, EgressCaller};
 use super::policy::{self, AuthzPolicy, ConnAttrs, Decision, RequestAttrs};
 use super::routing::{self, RouteInput, RouteResult};
 use super::snapshot::{DataPlane, Gateway, Pod, Service, World};
@@ -119,6 +120,8 @@ pub fn target_of(host: &str, source_ns: Option<&str>) -> Option<(String, String)
 #[derive(Debug, Clone)]
 struct Caller {
     namespace: Option<String>,
+    /// The source pod's labels (Sidecar `workloadSelector` for egress).
+    labels: BTreeMap<String, String>,
     dataplane: Caller4,
     identity: Option<String>,
 }
@@ -604,6 +607,7 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
     let caller = match &req.source {
         Source::External => Caller {
             namespace: None,
+            labels: BTreeMap::new(),
             dataplane: Caller4::External,
             identity: None,
         },
@@ -635,6 +639,7 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
             }
             Caller {
                 namespace: Some(namespace.clone()),
+                labels: pod.labels.clone(),
                 identity: matches!(cls, Caller4::Sidecar | Caller4::Ambient)
                     .then(|| pod.identity(&w.trust_domain)),
                 dataplane: cls,
@@ -647,6 +652,26 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
     };
     if url.scheme != "http" {
         return simple(Outcome::Refused, Class::Error, None);
+    }
+    // A host outside the cluster (not a Service): egress, decided by the caller's outbound policy.
+    let in_cluster = target_of(&url.host, caller.namespace.as_deref())
+        .is_some_and(|(name, ns)| service(w, &ns, &name).is_some());
+    if !in_cluster && w.egress.is_external(&url.host) {
+        let kind = match caller.dataplane {
+            Caller4::Sidecar => EgressCaller::Sidecar,
+            Caller4::Ambient => EgressCaller::Ambient,
+            Caller4::Plain | Caller4::External => EgressCaller::Other,
+        };
+        let source = caller.namespace.as_deref().map(|ns| (ns, &caller.labels));
+        return egress::decide(
+            &w.egress,
+            kind,
+            source,
+            &req.method.to_ascii_uppercase(),
+            &url.host,
+            &url.path_and_query,
+            || env.request_id(),
+        );
     }
     let Some((svc_name, svc_ns)) = target_of(&url.host, caller.namespace.as_deref()) else {
         return simple(Outcome::DnsFailure, Class::Error, None);

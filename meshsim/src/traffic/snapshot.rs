@@ -133,6 +133,8 @@ pub struct World {
     pub namespaces: BTreeMap<String, NsData>,
     /// ztunnel pods: (node, ready).
     pub ztunnels: Vec<(String, bool)>,
+    /// External hosts, ServiceEntries, Sidecar resources and the mesh outbound mode (egress requests).
+    pub egress: super::egress::Egress,
 }
 
 impl World {
@@ -154,7 +156,8 @@ impl World {
     }
 }
 
-fn str_map(v: &Value) -> BTreeMap<String, String> {
+/// A JSON object of strings as a map (labels, selectors); other values are skipped.
+pub(crate) fn str_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
             m.iter()

@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 /// A simulation with an empty store and default settings (trust domain `cluster.local`, root
 /// namespace `istio-system`).
 pub fn sim() -> Arc<Sim> {
-    let s = Sim::new(Settings::default(), Vec::new());
+    sim_with(Settings::default())
+}
+
+/// [`sim`] with other settings (e.g. `external_hosts`).
+pub fn sim_with(settings: Settings) -> Arc<Sim> {
+    let s = Sim::new(settings, Vec::new());
     // ztunnel on both nodes, ready.
     for node in ["node-1", "node-2"] {
         load(
