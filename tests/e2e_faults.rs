@@ -275,3 +275,101 @@ async fn retry_after_rollback_backs_up_the_current_config() {
         "the in-cluster backup holds the operator's change"
     );
 }
+
+const BRIDGE: &str = "api-allow-web-get-bridge-waypoint";
+
+fn authz() -> meshsim::resources::ResId {
+    meshsim::resources::id("security.istio.io", "authorizationpolicies")
+}
+
+/// A bridge that already exists before the run (applied by hand from `plan --fixes-dir`) is adopted, not
+/// created: the rollback after a failed gate leaves it in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_bridge_survives_the_rollback() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let by_hand = serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": BRIDGE, "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "action": "ALLOW",
+                 "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/waypoint"]}}]}]}
+    });
+    env.store()
+        .create(authz(), by_hand, &meshsim::store::WriteOpts::default())
+        .expect("operator applies the bridge");
+    let before = env.config_dump("shop");
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    let config = env.write_config("adopt", &cfg.toml());
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("already exists"), "{out}");
+    assert!(env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
+}
+
+/// A bridge the migration created and an operator edited afterwards is a conflict for the rollback (kept,
+/// exit 3, `--force` named); `rollback --force` deletes it and the namespace equals its backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_bridge_is_a_rollback_conflict_unless_forced() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let before = env.config_dump("shop");
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
+    let config = env.write_config("edit-bridge", &cfg.toml());
+    let out = env.run(&config, "hold", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
+
+    env.store()
+        .update_with(
+            authz(),
+            "shop",
+            BRIDGE,
+            meshsim::store::Target::Main,
+            &meshsim::store::WriteOpts::default(),
+            |o| {
+                let mut o = o.clone();
+                o["spec"]["rules"][0]["from"][0]["source"]["principals"]
+                    .as_array_mut()
+                    .expect("principals")
+                    .push("cluster.local/ns/shop/sa/web".into());
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("operator edits the bridge");
+
+    let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
+    assert_eq!(rb.code, 3, "{rb}");
+    let text = format!("{}{}", rb.stdout, rb.stderr);
+    assert!(
+        text.contains("was changed since") && text.contains("--force"),
+        "{rb}"
+    );
+    assert!(env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
+
+    let forced = env
+        .run(&config, "rollback-force", &["rollback", "-n", "shop", "--force"])
+        .await;
+    assert_eq!(forced.code, 0, "{forced}");
+    assert!(!env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
+}

@@ -84,7 +84,8 @@ pub(crate) async fn apply_label(
     Ok(())
 }
 
-/// Creates a planned object (bridge or twin), journaled first; an existing object is left alone.
+/// Creates a planned object (bridge or twin), journaled first; an object that already exists is adopted:
+/// left alone and not journaled, so a rollback never deletes what the migration did not create.
 async fn create_planned(
     ctx: &mut NsCtx<'_>,
     step: Step,
@@ -101,6 +102,21 @@ async fn create_planned(
         .iter()
         .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
     if !recorded {
+        // An object that exists before we create it (applied by hand from `plan --fixes-dir`, or by
+        // another tool) is adopted, not created: it is not journaled, so no rollback ever deletes it.
+        if ctx
+            .engine
+            .cluster
+            .get_dyn(kind, &ctx.ns, &object.name)
+            .await?
+            .is_some()
+        {
+            ctx.engine.say(&format!(
+                "{}: {object} already exists: used as it is and never deleted by a rollback",
+                ctx.ns
+            ));
+            return Ok(());
+        }
         ctx.engine.check_lease()?;
         let change = Change::Created {
             step,

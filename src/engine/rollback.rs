@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::exec::{label_target, pods_sidecar, workload_kind};
+use super::exec::{created_manifest_key, label_target, pods_sidecar, workload_kind};
 use super::{NsCtx, RollbackRun, deadline, probing};
 use crate::cluster::DynKind;
 use crate::cluster::restarted_at_now;
@@ -53,18 +53,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
         run.actions.push(label.clone());
         let res: Result<(), String> = match action {
             UndoAction::RestoreLabel { change, .. } => restore_label(ctx, change).await,
-            UndoAction::DeleteCreated { object, .. } => {
-                match DynKind::from_group_kind(&object.api_version, &object.kind) {
-                    Some(k) => ctx
-                        .engine
-                        .cluster
-                        .delete_dyn(k, &ctx.ns, &object.name)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    None => Err(format!("cannot delete {object}: unsupported kind")),
-                }
-            }
+            UndoAction::DeleteCreated { object, .. } => delete_created(ctx, object).await,
             UndoAction::RestoreFromBackup { object, .. } => {
                 // Objects the migration created (bridges) are not in the backup; see the arms below.
                 let created_at = changes.iter().find_map(|c| match c {
@@ -338,6 +327,37 @@ async fn recreate_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String
 
 /// Puts one backed-up object back: re-created when missing (server fields stripped), replaced when it
 /// differs; nothing when it is already equal. Only that object: `--to-step` rollbacks must not reset labels.
+/// Deletes an object the migration created, unless someone changed it since: its spec is compared with
+/// the journaled manifest, and a different one is a conflict (only `--force` deletes it). A journal from
+/// before manifests were recorded has nothing to compare with: the object is deleted as before.
+async fn delete_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> {
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
+        .ok_or_else(|| format!("cannot delete {object}: unsupported kind"))?;
+    let cluster = &ctx.engine.cluster;
+    let Some(live) = cluster
+        .get_dyn(kind, &ctx.ns, &object.name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let created = ctx.journal.record().extra.get(&created_manifest_key(object));
+    if let Some(manifest) = created
+        && !ctx.opts.force_rollback
+        && live.data.get("spec") != manifest.get("spec")
+    {
+        return Err(format!(
+            "conflict: {object}, created by the migration, was changed since (its spec differs from what was created): not deleted; keep it, or run `ambient-migrate rollback -n {} --force` to delete it",
+            ctx.ns
+        ));
+    }
+    cluster
+        .delete_dyn(kind, &ctx.ns, &object.name)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Puts a label back to its journaled `before` value, unless someone changed it after the migration did
 /// (see [`label_undo`]): that is a conflict, reported with the fix, and only `--force` overwrites it.
 async fn restore_label(ctx: &NsCtx<'_>, change: &LabelChange) -> Result<(), String> {
