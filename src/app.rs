@@ -847,13 +847,36 @@ async fn cmd_rollback(
 
 async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run_id: &str) -> i32 {
     let ns = &cli.namespaces[0];
-    let b = match backup::take(cluster, &s.state_namespace, ns, Some(run_id)).await {
+    // Mid-migration, the backup that matters is the one the migration started from (the truth a rollback
+    // restores); otherwise the namespace as it is now. Nothing is written to the cluster either way: a
+    // stored copy would be taken for the truth by a later run.
+    let recorded = match crate::journal::Journal::load(cluster, &s.state_namespace, ns).await {
+        Ok(j) => j
+            .filter(|r| !r.phase.nothing_to_undo())
+            .and_then(|r| r.backup)
+            .and_then(|b| b.identity()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let taken = match &recorded {
+        Some(id) => backup::load_recorded(cluster, &s.state_namespace, ns, id).await,
+        None => Backup::read_live(cluster, ns, Some(run_id)).await,
+    };
+    let b = match taken {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::HUMAN_NEEDED;
         }
     };
+    if recorded.is_some() {
+        eprintln!(
+            "{ns} is being migrated: writing the backup it was migrated from (taken {})",
+            b.taken_at
+        );
+    }
     let res = if file.as_os_str() == "-" {
         b.to_yaml().map(|y| print!("{y}"))
     } else {

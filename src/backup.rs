@@ -98,6 +98,31 @@ pub enum BackupError {
         namespace: String,
         state_namespace: String,
     },
+    /// The migration started from a backup that is no longer stored: the pre-migration state cannot be
+    /// read back from the cluster, and the live state must not take its place.
+    #[error(
+        "the backup namespace {namespace} was migrated from ({recorded}) is missing from ConfigMap {state_namespace}/backup-{namespace}; nothing was replaced: restore it from its file ({file}) with `ambient-migrate restore -f FILE -n {namespace}`, or re-create the ConfigMap from that file"
+    )]
+    Lost {
+        namespace: String,
+        state_namespace: String,
+        /// When the recorded backup was taken, and its digest.
+        recorded: String,
+        file: String,
+    },
+    /// The stored backup is not the one the journal recorded (replaced or edited since).
+    #[error(
+        "ConfigMap {state_namespace}/backup-{namespace} holds a backup ({found}) that is not the one namespace {namespace} was migrated from ({recorded}); nothing was rolled back from it: put the recorded backup back from its file ({file})"
+    )]
+    Mismatch {
+        namespace: String,
+        state_namespace: String,
+        /// When the recorded backup was taken, and its digest.
+        recorded: String,
+        /// The same for the stored one.
+        found: String,
+        file: String,
+    },
 }
 
 /// A namespace's saved configuration.
@@ -423,6 +448,14 @@ impl Backup {
         )?))
     }
 
+    /// SHA-256 of the backup's YAML, `sha256:<hex>`: its identity in the journal.
+    pub fn digest(&self) -> Result<String, BackupError> {
+        let yaml = self.to_yaml()?;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, yaml.as_bytes());
+        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("sha256:{hex}"))
+    }
+
     /// The objects as `(kind, name) -> object`.
     fn object_map(&self) -> BTreeMap<(DynKind, String), &Value> {
         self.objects
@@ -437,19 +470,61 @@ impl Backup {
     }
 }
 
-/// Takes the backup of `ns` before the first mutation and stores it in the cluster, unless one is
-/// already stored: then that one is returned (a resumed run must not overwrite the pre-migration truth).
-/// In dry-run mode nothing is stored.
-pub async fn take(
+/// What the journal records of the backup a migration started from: enough to tell it from any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupIdentity {
+    /// When it was taken.
+    pub taken_at: String,
+    /// SHA-256 of its YAML ([`Backup::digest`]).
+    pub digest: String,
+    /// The local copy written, if any (named in errors: it is how a person gets the truth back).
+    pub file: Option<String>,
+}
+
+/// Loads the stored backup of `ns` and checks that it is the one the migration started from. A missing or
+/// different backup is an error: the live, half-migrated state must never silently stand in for it.
+pub async fn load_recorded(
+    cluster: &Cluster,
+    state_ns: &str,
+    ns: &str,
+    recorded: &BackupIdentity,
+) -> Result<Backup, BackupError> {
+    let file = recorded
+        .file
+        .clone()
+        .unwrap_or_else(|| "the CI artifact backup-<ns>.yaml of the run that migrated it".into());
+    let describe = |taken_at: &str, digest: &str| format!("taken {taken_at}, {digest}");
+    let Some(stored) = Backup::load_from_cluster(cluster, state_ns, ns).await? else {
+        return Err(BackupError::Lost {
+            namespace: ns.to_string(),
+            state_namespace: state_ns.to_string(),
+            recorded: describe(&recorded.taken_at, &recorded.digest),
+            file,
+        });
+    };
+    let found = stored.digest()?;
+    if found != recorded.digest {
+        return Err(BackupError::Mismatch {
+            namespace: ns.to_string(),
+            state_namespace: state_ns.to_string(),
+            recorded: describe(&recorded.taken_at, &recorded.digest),
+            found: describe(&stored.taken_at, &found),
+            file,
+        });
+    }
+    Ok(stored)
+}
+
+/// Takes the backup of `ns` from the live cluster and stores it, replacing whatever backup is stored.
+/// Call it only before the migration's first mutation: the live state is then the truth, and a stored
+/// backup (an old `backup -n`, one left by an earlier attempt) is stale. In dry-run mode nothing is
+/// stored.
+pub async fn take_fresh(
     cluster: &Cluster,
     state_ns: &str,
     ns: &str,
     run_id: Option<&str>,
 ) -> Result<Backup, BackupError> {
-    if let Some(existing) = Backup::load_from_cluster(cluster, state_ns, ns).await? {
-        tracing::info!(namespace = ns, taken_at = %existing.taken_at, "using the backup already stored");
-        return Ok(existing);
-    }
     let backup = Backup::read_live(cluster, ns, run_id).await?;
     if cluster.dry_run() {
         return Ok(backup);
@@ -482,12 +557,21 @@ pub async fn take(
         .await
     {
         Ok(_) => Ok(backup),
-        Err(e) if e.is_already_exists() => Backup::load_from_cluster(cluster, state_ns, ns)
-            .await?
-            .ok_or_else(|| BackupError::Missing {
-                namespace: ns.to_string(),
-                state_namespace: state_ns.to_string(),
-            }),
+        Err(e) if e.is_already_exists() => {
+            let what = format!("replace stale backup ConfigMap {state_ns}/{name}");
+            let mut cm = cm;
+            cm.metadata.resource_version = cluster
+                .call(&what, || api.get(&name))
+                .await?
+                .metadata
+                .resource_version;
+            cluster.call(&what, || api.replace(&name, &pp, &cm)).await?;
+            tracing::info!(
+                namespace = ns,
+                "replaced a stale stored backup with the live state"
+            );
+            Ok(backup)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -76,6 +76,21 @@ pub struct BackupRef {
     pub file: Option<String>,
     /// When it was taken.
     pub taken_at: String,
+    /// SHA-256 of the backup ([`crate::backup::Backup::digest`]): every later use checks the stored
+    /// backup is this one. Absent in journals written before identities were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl BackupRef {
+    /// The identity to check the stored backup against (`None` for a journal without a digest).
+    pub fn identity(&self) -> Option<crate::backup::BackupIdentity> {
+        Some(crate::backup::BackupIdentity {
+            taken_at: self.taken_at.clone(),
+            digest: self.digest.clone()?,
+            file: self.file.clone(),
+        })
+    }
 }
 
 /// One namespace's journal.

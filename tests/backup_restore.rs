@@ -28,7 +28,9 @@ async fn restore_undoes_label_and_object_changes_and_verifies() {
     let c = &env.cluster;
     // Unrelated label present before the backup: restore must not touch it later.
     c.set_label(&ns(), "team", Some("payments")).await.unwrap();
-    let b = backup::take(c, STATE_NS, "shop", Some("run-1")).await.unwrap();
+    let b = backup::take_fresh(c, STATE_NS, "shop", Some("run-1"))
+        .await
+        .unwrap();
     assert_eq!(b.namespace_labels["istio-injection"], "enabled");
     assert_eq!(
         b.objects.len(),
@@ -135,10 +137,12 @@ async fn restore_undoes_label_and_object_changes_and_verifies() {
 }
 
 #[tokio::test]
-async fn backup_yaml_round_trips_through_a_file_and_the_cluster_copy_is_kept() {
+async fn backup_yaml_round_trips_through_a_file_and_the_cluster_copy_is_checked() {
     let env = start(&[SEED]).await;
     let c = &env.cluster;
-    let b = backup::take(c, STATE_NS, "shop", Some("run-1")).await.unwrap();
+    let b = backup::take_fresh(c, STATE_NS, "shop", Some("run-1"))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shop.yaml");
     b.write_file(&path).unwrap();
@@ -153,16 +157,40 @@ async fn backup_yaml_round_trips_through_a_file_and_the_cluster_copy_is_kept() {
     );
     assert_eq!(Backup::load_file(&path).unwrap(), b);
 
-    // The in-cluster copy is the first backup: a later take (resumed run, labels changed) loads it.
-    let stored = Backup::load_from_cluster(c, STATE_NS, "shop")
-        .await
-        .unwrap()
-        .unwrap();
+    // The in-cluster copy is loaded only as the backup the journal recorded (its digest).
+    let id = backup::BackupIdentity {
+        taken_at: b.taken_at.clone(),
+        digest: b.digest().unwrap(),
+        file: Some(path.display().to_string()),
+    };
+    let stored = backup::load_recorded(c, STATE_NS, "shop", &id).await.unwrap();
     assert_eq!(stored, b);
+
+    // Replaced since (an old `backup -n`-style copy, another attempt): refused, naming the file.
     c.set_label(&ns(), "istio-injection", None).await.unwrap();
-    let again = backup::take(c, STATE_NS, "shop", Some("run-2")).await.unwrap();
-    assert_eq!(again, b);
-    assert_eq!(again.run_id.as_deref(), Some("run-1"));
+    let other = backup::take_fresh(c, STATE_NS, "shop", Some("run-2"))
+        .await
+        .unwrap();
+    assert_ne!(other.digest().unwrap(), id.digest);
+    let err = backup::load_recorded(c, STATE_NS, "shop", &id).await.unwrap_err();
+    assert!(
+        matches!(err, backup::BackupError::Mismatch { .. }) && err.to_string().contains("shop.yaml"),
+        "{err}"
+    );
+
+    // Missing: refused too, never replaced by the live state.
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = c.namespaced(STATE_NS);
+    cms.delete(&backup::config_map_name("shop"), &Default::default())
+        .await
+        .unwrap();
+    let err = backup::load_recorded(c, STATE_NS, "shop", &id).await.unwrap_err();
+    assert!(matches!(err, backup::BackupError::Lost { .. }), "{err}");
+    assert!(
+        Backup::load_from_cluster(c, STATE_NS, "shop")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A file that is not a backup is refused with its name.
     let bad = dir.path().join("bad.yaml");

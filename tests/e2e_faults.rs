@@ -373,3 +373,133 @@ async fn an_edited_bridge_is_a_rollback_conflict_unless_forced() {
     assert!(!env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
     env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
 }
+
+/// A backup stored before this attempt (an old tool's `backup -n`, a leftover after a journal was
+/// deleted) is stale: the run backs up the live namespace before its first mutation, so the rollback
+/// restores the state the run found, not the stale one. `backup -n` itself writes nothing to the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_stored_backup_is_never_the_truth() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let stale_policy = serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "gone-since", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}, "action": "DENY",
+                 "rules": [{"from": [{"source": {"namespaces": ["nowhere"]}}]}]}
+    });
+    env.store()
+        .create(authz(), stale_policy, &meshsim::store::WriteOpts::default())
+        .expect("policy");
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    let config = env.write_config("stale", &cfg.toml());
+    let file = env.dir.path().join("month-old.yaml");
+    let writes = env.mutating_requests().len();
+    let b = env
+        .run(
+            &config,
+            "backup",
+            &["backup", "-n", "shop", "-o", file.to_str().expect("utf-8")],
+        )
+        .await;
+    assert_eq!(b.code, 0, "{b}");
+    let wrote: Vec<String> = env.mutating_requests()[writes..].to_vec();
+    assert!(wrote.is_empty(), "`backup -n` wrote to the cluster: {wrote:?}");
+
+    // That month-old backup sits in the cluster as if stored, then the policy goes away.
+    let _ = env.store().create(
+        meshsim::resources::core("namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STATE_NS}}),
+        &meshsim::store::WriteOpts::default(),
+    );
+    env.store()
+        .create(
+            meshsim::resources::core("configmaps"),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "backup-shop", "namespace": STATE_NS,
+                             "labels": {"app.kubernetes.io/managed-by": "ambient-migrate"}},
+                "data": {"backup.yaml": std::fs::read_to_string(&file).expect("backup file")}
+            }),
+            &meshsim::store::WriteOpts::default(),
+        )
+        .expect("stale backup stored");
+    env.store()
+        .delete(
+            authz(),
+            "shop",
+            "gone-since",
+            meshsim::store::Propagation::Background,
+            false,
+            None,
+        )
+        .expect("operator deletes the policy");
+    let before = env.config_dump("shop");
+
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        !env.exists("security.istio.io", "authorizationpolicies", "shop", "gone-since"),
+        "the rollback restored the stale backup"
+    );
+    env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
+}
+
+/// The backup a migration started from goes missing mid-way: the rollback refuses (exit 3) naming the
+/// file to restore from, and does not treat the half-migrated live state as the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_backup_mid_migration_stops_the_rollback_with_the_fix() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
+    let config = env.write_config("lost", &cfg.toml());
+    let out = env.run(&config, "hold", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    env.store()
+        .delete(
+            meshsim::resources::core("configmaps"),
+            STATE_NS,
+            "backup-shop",
+            meshsim::store::Propagation::Background,
+            false,
+            None,
+        )
+        .expect("backup lost");
+    let writes = env.mutating_requests().len();
+    let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
+    assert_eq!(rb.code, 3, "{rb}");
+    let text = format!("{}{}", rb.stdout, rb.stderr);
+    assert!(
+        text.contains("is missing from ConfigMap") && text.contains("backup-shop.yaml"),
+        "{rb}"
+    );
+    let wrote: Vec<String> = env.mutating_requests()[writes..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect();
+    assert!(
+        wrote.is_empty(),
+        "nothing may be written without the backup: {wrote:?}"
+    );
+    assert!(
+        env.store()
+            .get(meshsim::resources::core("configmaps"), STATE_NS, "backup-shop")
+            .is_none(),
+        "the live state must not be stored as the backup"
+    );
+}

@@ -373,18 +373,9 @@ impl Engine {
             Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
         if matches!(journal.record().phase, Phase::RolledBack) {
             // A new attempt after a verified rollback: the operator may have changed the namespace since,
-            // so the old backup is stale (a rollback to it would revert those changes). Drop it first (a
-            // crash before the journal reset then still lands here), and back up what is there now.
-            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-                self.cluster.namespaced(&self.state_namespace);
-            let name = backup::config_map_name(ns);
-            let dp = self.cluster.delete_params();
-            let what = format!("delete stale backup ConfigMap {}/{name}", self.state_namespace);
-            match self.cluster.call(&what, || api.delete(&name, &dp)).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+            // so the old backup is stale (a rollback to it would revert those changes). The journal starts
+            // over, and the backup is taken fresh before the first mutation (`backup_for`), replacing the
+            // stored one.
             journal
                 .update(|r| {
                     r.phase = Phase::Pending;
@@ -392,6 +383,7 @@ impl Engine {
                     r.changes.clear();
                     r.gates.clear();
                     r.outcome = None;
+                    r.backup = None;
                 })
                 .await?;
         }
@@ -400,7 +392,7 @@ impl Engine {
         }
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
-        let backup = backup::take(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?;
+        let backup = self.backup_for(&journal, ns).await?;
         if let Some(dir) = &self.backup_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 EngineError::Other(format!("cannot create backup directory {}: {e}", dir.display()))
@@ -410,6 +402,7 @@ impl Engine {
             run.backup_file = Some(path);
         }
         if journal.record().phase == Phase::Preflight {
+            let digest = backup.digest()?;
             let cm = backup::config_map_name(ns);
             let file = run.backup_file.as_ref().map(|p| p.display().to_string());
             journal
@@ -417,7 +410,8 @@ impl Engine {
                     r.backup = Some(crate::journal::BackupRef {
                         config_map: cm.clone(),
                         file: file.clone(),
-                        taken_at: jiff::Timestamp::now().to_string(),
+                        taken_at: backup.taken_at.clone(),
+                        digest: Some(digest.clone()),
                     });
                     if let Some(inj) = plan.injection.pairs().first() {
                         r.original_injection = Some(crate::journal::InjectionLabel {
@@ -692,7 +686,7 @@ impl Engine {
             };
             self.check_lease()?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
-            let backup = backup::take(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?;
+            let backup = self.backup_for(&journal, ns).await?;
             let (_, plan) = self.assess(ns, opts).await?;
             if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
                 self.transition(&mut journal, ns, Event::RollbackRequested).await?;
@@ -708,6 +702,32 @@ impl Engine {
                 run.reason = Some(e.to_string());
                 run.finish(NsOutcome::RollbackFailed, None)
             }
+        }
+    }
+
+    /// The backup this attempt works from. Before the first mutation (phase pending or preflight) it is
+    /// taken fresh from the live namespace, replacing any stored one (an old `backup -n`, a leftover of
+    /// an earlier attempt). From then on it is the recorded one, checked against the journal's identity:
+    /// a missing or different backup is an error, never replaced by the half-migrated live state.
+    async fn backup_for(&self, journal: &Journal, ns: &str) -> Result<Backup, EngineError> {
+        let rec = journal.record();
+        if matches!(rec.phase, Phase::Pending | Phase::Preflight) {
+            return Ok(
+                backup::take_fresh(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?,
+            );
+        }
+        match rec.backup.as_ref().and_then(|b| b.identity()) {
+            Some(id) => Ok(backup::load_recorded(&self.cluster, &self.state_namespace, ns, &id).await?),
+            // A journal written before identities were recorded: the stored backup is all there is.
+            None => Backup::load_from_cluster(&self.cluster, &self.state_namespace, ns)
+                .await?
+                .ok_or_else(|| {
+                    backup::BackupError::Missing {
+                        namespace: ns.to_string(),
+                        state_namespace: self.state_namespace.clone(),
+                    }
+                    .into()
+                }),
         }
     }
 
