@@ -223,6 +223,75 @@ fn parse(state_ns: &str, cm: &ConfigMap) -> Result<Record, JournalError> {
     })
 }
 
+/// Checks that a stored journal only speaks of namespace `ns` and of what the migration itself touches,
+/// before anything acts on it: whoever can edit a ConfigMap in the state namespace must not be able to
+/// make a rollback of `ns` relabel another namespace, strip a label the tool never manages, or delete
+/// objects of kinds it never creates. Returns the first offending entry.
+pub fn validate(record: &Record, ns: &str) -> Result<(), String> {
+    if record.namespace != ns {
+        return Err(format!(
+            "it is the journal of namespace {:?}, not of {ns}",
+            record.namespace
+        ));
+    }
+    let in_ns = |o: &crate::steps::ObjRef| o.namespace.as_deref().is_none_or(|n| n == ns);
+    for (i, c) in record.changes.iter().enumerate() {
+        let bad = |why: String| Err(format!("changes[{i}]: {why}"));
+        match c {
+            Change::Label { change, .. } => {
+                let t = &change.target;
+                let target_ok = match t.kind.as_str() {
+                    "Namespace" => t.name == ns && t.namespace.is_none(),
+                    "Service" => t.namespace.as_deref() == Some(ns),
+                    _ => false,
+                };
+                if !target_ok {
+                    return bad(format!(
+                        "label target {t} is not namespace {ns} or one of its Services"
+                    ));
+                }
+                if !crate::backup::ISTIO_LABEL_KEYS.contains(&change.key.as_str()) {
+                    return bad(format!(
+                        "label key {:?} is not one the migration changes",
+                        change.key
+                    ));
+                }
+            }
+            Change::Restarted { workload, .. } => {
+                if !matches!(workload.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet")
+                    || !in_ns(workload)
+                {
+                    return bad(format!("restarted workload {workload} is not a workload of {ns}"));
+                }
+            }
+            Change::Created { object, .. } | Change::Deleted { object, .. } => {
+                let known = crate::cluster::DynKind::from_group_kind(&object.api_version, &object.kind);
+                if known.is_none() || !in_ns(object) {
+                    return bad(format!("{object} is not an Istio or Gateway API object of {ns}"));
+                }
+            }
+        }
+    }
+    if let Some(inj) = &record.original_injection
+        && !matches!(inj.key.as_str(), "istio-injection" | "istio.io/rev")
+    {
+        return Err(format!(
+            "originalInjection key {:?} is not an injection label",
+            inj.key
+        ));
+    }
+    Ok(())
+}
+
+fn checked(state_ns: &str, ns: &str, record: Record) -> Result<Record, JournalError> {
+    validate(&record, ns).map_err(|message| JournalError::Corrupt {
+        state_namespace: state_ns.to_string(),
+        name: config_map_name(ns),
+        message,
+    })?;
+    Ok(record)
+}
+
 impl Journal {
     /// Loads the journal of `ns`, or creates it (phase `Pending`) when none exists. `run_id` is the Lease
     /// holder identity of this run.
@@ -248,7 +317,7 @@ impl Journal {
             record: Record::new(ns, run_id),
         };
         if let Some(cm) = existing {
-            j.record = parse(state_ns, &cm)?;
+            j.record = checked(state_ns, ns, parse(state_ns, &cm)?)?;
             j.resource_version = cm.metadata.resource_version.clone();
             return Ok(j);
         }
@@ -293,7 +362,7 @@ impl Journal {
         let name = config_map_name(ns);
         let what = format!("get journal ConfigMap {state_ns}/{name}");
         match cluster.get_opt(&api, &what, &name).await {
-            Ok(Some(cm)) => Ok(Some(parse(state_ns, &cm)?)),
+            Ok(Some(cm)) => Ok(Some(checked(state_ns, ns, parse(state_ns, &cm)?)?)),
             Ok(None) => Ok(None),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -428,5 +497,112 @@ impl Journal {
             data: Some([(JOURNAL_KEY.to_string(), text)].into()),
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::{LabelChange, ObjRef};
+
+    fn label(target: ObjRef, key: &str) -> Change {
+        Change::Label {
+            step: Step::EnableAmbient,
+            change: LabelChange {
+                target,
+                key: key.into(),
+                before: None,
+                after: Some("ambient".into()),
+            },
+        }
+    }
+
+    fn with(changes: Vec<Change>) -> Record {
+        let mut r = Record::new("shop", "run-1");
+        r.changes = changes;
+        r
+    }
+
+    #[test]
+    fn a_journal_that_stays_within_its_namespace_is_accepted() {
+        let r = with(vec![
+            label(ObjRef::namespace("shop"), "istio.io/dataplane-mode"),
+            label(
+                ObjRef::new("v1", "Service", "shop", "api"),
+                "istio.io/use-waypoint",
+            ),
+            Change::Created {
+                step: Step::ActivateWaypoint,
+                object: ObjRef::new("security.istio.io/v1", "AuthorizationPolicy", "shop", "b"),
+                role: "bridge".into(),
+            },
+            Change::Restarted {
+                step: Step::Restart,
+                workload: ObjRef::new("apps/v1", "Deployment", "shop", "web"),
+                restarted_at: "t".into(),
+                generation: None,
+            },
+        ]);
+        assert_eq!(validate(&r, "shop"), Ok(()));
+    }
+
+    #[test]
+    fn entries_reaching_outside_the_namespace_or_its_managed_labels_are_refused() {
+        let cases = [
+            (
+                label(ObjRef::namespace("kube-system"), "istio-injection"),
+                "not namespace shop",
+            ),
+            (
+                label(
+                    ObjRef::new("v1", "Service", "other", "api"),
+                    "istio.io/use-waypoint",
+                ),
+                "not namespace shop",
+            ),
+            (
+                label(ObjRef::namespace("shop"), "team"),
+                "not one the migration changes",
+            ),
+            (
+                Change::Deleted {
+                    step: Step::RemoveSidecarPolicies,
+                    object: ObjRef::new("v1", "Secret", "shop", "creds"),
+                },
+                "not an Istio",
+            ),
+            (
+                Change::Created {
+                    step: Step::ActivateWaypoint,
+                    object: ObjRef::new("security.istio.io/v1", "AuthorizationPolicy", "prod", "x"),
+                    role: "twin".into(),
+                },
+                "not an Istio",
+            ),
+            (
+                Change::Restarted {
+                    step: Step::Restart,
+                    workload: ObjRef::new("apps/v1", "Deployment", "kube-system", "coredns"),
+                    restarted_at: "t".into(),
+                    generation: None,
+                },
+                "not a workload of shop",
+            ),
+        ];
+        for (c, why) in cases {
+            let err = validate(&with(vec![c.clone()]), "shop").unwrap_err();
+            assert!(
+                err.starts_with("changes[0]: ") && err.contains(why),
+                "{c:?}: {err}"
+            );
+        }
+        let err = validate(&with(vec![]), "payments").unwrap_err();
+        assert!(err.contains("not of payments"), "{err}");
+        let mut r = with(vec![]);
+        r.original_injection = Some(InjectionLabel {
+            key: "team".into(),
+            value: "x".into(),
+        });
+        assert!(validate(&r, "shop").unwrap_err().contains("originalInjection"));
     }
 }

@@ -503,3 +503,66 @@ async fn a_missing_backup_mid_migration_stops_the_rollback_with_the_fix() {
         "the live state must not be stored as the backup"
     );
 }
+
+/// A journal edited to reach outside its namespace (here: a label change on kube-system) is refused before
+/// anything acts on it: the rollback exits 3 naming the entry, and kube-system keeps its labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_journal_is_refused_before_the_rollback_acts() {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    let env = start(&[SEED], vec![f]).await;
+    env.wait_ready("shop").await;
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
+    let config = env.write_config("tamper", &cfg.toml());
+    let out = env.run(&config, "hold", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let cms = meshsim::resources::core("configmaps");
+    env.store()
+        .update_with(
+            cms,
+            STATE_NS,
+            "journal-shop",
+            meshsim::store::Target::Main,
+            &meshsim::store::WriteOpts::default(),
+            |o| {
+                let mut o = o.clone();
+                let mut j: serde_json::Value =
+                    serde_json::from_str(o["data"]["journal.json"].as_str().expect("journal")).expect("json");
+                j["changes"]
+                    .as_array_mut()
+                    .expect("changes")
+                    .push(serde_json::json!({
+                        "type": "label", "step": "enable-ambient",
+                        "target": {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system"},
+                        "key": "istio-injection", "before": null, "after": "enabled"
+                    }));
+                o["data"]["journal.json"] = j.to_string().into();
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("meta")
+                    .remove("resourceVersion");
+                Ok(o)
+            },
+        )
+        .expect("tamper");
+    let writes = env.mutating_requests().len();
+    let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
+    assert_eq!(rb.code, 3, "{rb}");
+    let text = format!("{}{}", rb.stdout, rb.stderr);
+    assert!(
+        text.contains("is not a valid journal") && text.contains("kube-system"),
+        "{rb}"
+    );
+    let wrote: Vec<String> = env.mutating_requests()[writes..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect();
+    assert!(wrote.is_empty(), "{wrote:?}");
+}
