@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use super::policy::{Measurement, Observed, check};
-use super::spec::{Expectation, HttpProbe};
+use super::spec::{Expectation, HttpProbe, redacted_url};
 
 /// Header that makes meshsim's proxy send the request as pod `ns/pod`.
 pub const SOURCE_HEADER: &str = "x-meshsim-source";
@@ -79,7 +79,8 @@ pub async fn observe(probe: &HttpProbe, timeout: Duration) -> Result<Observed, S
         .connect_timeout(timeout)
         .redirect(redirect_policy());
     if let Some(p) = &probe.proxy {
-        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| format!("invalid proxy URL {p:?}: {e}"))?;
+        let proxy = reqwest::Proxy::all(p.as_str())
+            .map_err(|e| format!("invalid proxy URL {}: {e}", redacted_url(p)))?;
         builder = builder.proxy(proxy);
     }
     let client = builder
@@ -97,13 +98,18 @@ pub async fn observe(probe: &HttpProbe, timeout: Duration) -> Result<Observed, S
     if let Some(b) = &probe.body {
         req = req.body(b.clone());
     }
-    let req = req
-        .build()
-        .map_err(|e| format!("invalid request to {}: {e}", probe.url))?;
-    tracing::debug!(url = %probe.url, method = %probe.method, headers = %probe.headers, "http probe");
+    let req = req.build().map_err(|e| {
+        format!(
+            "invalid request to {}: {}",
+            redacted_url(&probe.url),
+            e.without_url()
+        )
+    })?;
+    tracing::debug!(url = %redacted_url(&probe.url), method = %probe.method, headers = %probe.headers, "http probe");
     let resp = match client.execute(req).await {
         Ok(r) => r,
-        Err(e) => return classify_error(probe, &e),
+        // reqwest puts the URL in its errors: they go to reports and Events, so without it.
+        Err(e) => return classify_error(probe, &e.without_url()),
     };
     let status = resp.status().as_u16();
     let headers: Vec<(String, String)> = resp
@@ -143,7 +149,7 @@ pub async fn observe(probe: &HttpProbe, timeout: Duration) -> Result<Observed, S
 
 fn classify_error(probe: &HttpProbe, e: &reqwest::Error) -> Result<Observed, String> {
     if e.is_builder() {
-        return Err(format!("invalid request to {}: {e}", probe.url));
+        return Err(format!("invalid request to {}: {e}", redacted_url(&probe.url)));
     }
     if e.is_timeout() {
         return Ok(Observed::NoResponse {
@@ -153,7 +159,11 @@ fn classify_error(probe: &HttpProbe, e: &reqwest::Error) -> Result<Observed, Str
     if e.is_connect() {
         if let Some(p) = &probe.proxy {
             // With a proxy the connection is to the proxy: the probe itself cannot run.
-            return Err(format!("cannot connect to proxy {p}: {}", chain(e)));
+            return Err(format!(
+                "cannot connect to proxy {}: {}",
+                redacted_url(p),
+                chain(e)
+            ));
         }
         return Ok(Observed::NoResponse {
             reason: format!("connection failed: {}", chain(e)),

@@ -226,11 +226,62 @@ impl<'de> Deserialize<'de> for Headers {
     }
 }
 
+/// Query parameter names whose values are treated as secrets in shown URLs (case-insensitive).
+const SECRET_QUERY_KEYS: [&str; 9] = [
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "secret",
+    "sig",
+    "signature",
+];
+
+/// A URL safe to show in logs, Events and reports: the password of `user:password@` and the values of
+/// query parameters that carry credentials ([`SECRET_QUERY_KEYS`]) are replaced by [`REDACTED`]. A URL
+/// that does not parse is shown as its scheme and host part only, up to the first `/` after `//`.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        return format!("{scheme}://{host}/{REDACTED}");
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some(REDACTED));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_QUERY_KEYS.iter().any(|s| s.eq_ignore_ascii_case(&k));
+                (
+                    k.into_owned(),
+                    if secret {
+                        REDACTED.to_string()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
 /// HTTP probe: a request sent by the runner (directly, or through `proxy`, e.g. meshsim's proxy endpoint).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "HttpProbeRaw")]
 pub struct HttpProbe {
-    /// URL, e.g. `http://api.app.svc.cluster.local/get`.
+    /// URL, e.g. `http://api.app.svc.cluster.local/get` (shown redacted, see [`redacted_url`]).
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Method (default GET).
     pub method: String,
@@ -304,7 +355,8 @@ pub struct JobProbe {
     pub source_namespace: String,
     /// Service account of the Job's pod.
     pub service_account: String,
-    /// URL.
+    /// URL (shown redacted, see [`redacted_url`]).
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Method.
     pub method: String,
@@ -633,6 +685,27 @@ pub fn url_namespace(url: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn shown_urls_hide_credentials() {
+        assert_eq!(
+            redacted_url("https://probe:hunter2@api.example.com/health?token=abc&x=1"),
+            format!(
+                "https://probe:{}@api.example.com/health?token=%3Credacted%3E&x=1",
+                "%3Credacted%3E"
+            )
+        );
+        assert_eq!(redacted_url("http://api.shop/get"), "http://api.shop/get");
+        let odd = redacted_url("http://user:pw@[bad/x?key=1");
+        assert!(!odd.contains("pw") && !odd.contains("user"), "{odd}");
+        let p: HttpProbe = serde_json::from_value(json!({"url": "http://u:secret@api/x?api_key=k"})).unwrap();
+        let shown = serde_json::to_string(&p).unwrap();
+        assert!(!shown.contains("secret") && !shown.contains("=k"), "{shown}");
+        assert_eq!(
+            p.url, "http://u:secret@api/x?api_key=k",
+            "the real URL is kept for sending"
+        );
+    }
 
     #[test]
     fn durations() {
