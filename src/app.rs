@@ -529,7 +529,7 @@ async fn cmd_run(
             return exit::HUMAN_NEEDED;
         }
     };
-    eng.lease = Some(guard.clone());
+    eng.hold(guard.clone());
     // callers-first: a namespace also waits for its in-fleet callers to finish (see run_fleet).
     let after = if s.fleet.order == settings::FleetOrder::CallersFirst {
         callers
@@ -817,7 +817,7 @@ async fn cmd_rollback(
         }
     };
     let mut eng = engine(cluster, s, out, run_id, stop);
-    eng.lease = Some(guard.clone());
+    eng.hold(guard.clone());
     let opts = NamespaceOptions {
         force_rollback: force,
         ..namespace_options(&s.for_namespace(&ns))

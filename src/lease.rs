@@ -426,6 +426,24 @@ impl LeaseGuard {
         Ok(())
     }
 
+    /// When the proof of holding ends, for [`Cluster::fenced`]: the last successful renew plus the renew
+    /// deadline (2/3 of the duration), now once the Lease is lost, never for a dry run's virtual lease.
+    pub fn fence(&self) -> crate::cluster::Fence {
+        if self.virtual_only {
+            return Arc::new(|| None);
+        }
+        let state = self.state.clone();
+        let deadline = self.cfg.duration * 2 / 3;
+        Arc::new(move || {
+            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            Some(if st.lost.is_some() {
+                Instant::now()
+            } else {
+                st.renewed_at + deadline
+            })
+        })
+    }
+
     /// The holder identity (the run id recorded in journals).
     pub fn identity(&self) -> &str {
         &self.cfg.identity

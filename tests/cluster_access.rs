@@ -410,3 +410,49 @@ async fn transient_errors_are_retried_and_client_errors_are_not() {
     assert!(err.is_transient());
     assert!(started.elapsed() < Duration::from_secs(5), "retries are bounded");
 }
+
+/// A fenced handle sends nothing once the Lease proof has ended, and cuts an attempt off at that instant
+/// instead of retrying for minutes (here: a 3 s API latency against a fence 300 ms away).
+#[tokio::test]
+async fn a_fenced_cluster_sends_nothing_after_the_lease_proof_ends() {
+    let env = start(&[SEED]).await;
+    let sent = || {
+        env.running
+            .sim
+            .accounting
+            .count(|r| r.resource == "namespaces" && r.verb == "patch")
+    };
+    let ended: ambient_migrate::cluster::Fence =
+        std::sync::Arc::new(|| Some(tokio::time::Instant::now() - Duration::from_millis(1)));
+    let fenced = env.cluster.fenced(ended);
+    let err = fenced
+        .set_label(&ns_target(), "team", Some("a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Fenced { .. }), "{err}");
+    assert_eq!(sent(), 0, "nothing may be sent after the fence");
+
+    // Slow answers: the attempt is cut at the fence, with no retry.
+    let mut slow = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, None);
+    slow.resource = Some("namespaces".into());
+    slow.latency_ms = Some(3_000);
+    env.running.sim.faults.add(slow);
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    let soon: ambient_migrate::cluster::Fence = std::sync::Arc::new(move || Some(until));
+    let t0 = std::time::Instant::now();
+    let err = env
+        .cluster
+        .fenced(soon)
+        .set_label(&ns_target(), "team", Some("b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Fenced { .. }), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // Unfenced, the same handle works.
+    env.running.sim.faults.clear();
+    env.cluster
+        .set_label(&ns_target(), "team", Some("c"))
+        .await
+        .unwrap();
+}

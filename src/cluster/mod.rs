@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use backon::{ExponentialBuilder, Retryable};
 use kube::api::{DeleteParams, PatchParams, PostParams};
@@ -101,6 +102,10 @@ pub enum ClusterError {
         after: Duration,
         attempts: usize,
     },
+    /// The request was not sent (or not retried) because the run can no longer prove it holds the fleet
+    /// Lease: a write after that point could land after another run took over.
+    #[error("{what}: not sent: the fleet Lease can no longer be proven held; stopping before it")]
+    Fenced { what: String },
     /// A wait reached its deadline; `last` is the last observed state.
     #[error("{what}: timed out after {after:?}; last observed: {last}")]
     Timeout {
@@ -192,12 +197,14 @@ fn is_transient_code(code: u16) -> bool {
 enum Attempt {
     Kube(kube::Error),
     TimedOut,
+    Fenced,
 }
 
 impl Attempt {
     fn transient(&self) -> bool {
         match self {
             Attempt::TimedOut => true,
+            Attempt::Fenced => false,
             Attempt::Kube(kube::Error::Api(s)) => is_transient_code(s.code),
             Attempt::Kube(
                 kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_),
@@ -253,7 +260,12 @@ pub struct Cluster {
     opts: Arc<ClusterOptions>,
     /// API server URL (for reports); empty for clients built with `from_client`.
     server: Arc<str>,
+    /// Until when requests may be sent (see [`Cluster::fenced`]); `None` = no limit.
+    fence: Option<Fence>,
 }
+
+/// When the proof of holding the fleet Lease ends (`None`: no Lease to prove, e.g. a dry run).
+pub type Fence = Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
 
 impl Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,6 +305,7 @@ impl Cluster {
             client,
             opts: Arc::new(opts),
             server: Arc::from(""),
+            fence: None,
         }
     }
 
@@ -304,6 +317,18 @@ impl Cluster {
             client: self.client.clone(),
             opts: Arc::new(opts),
             server: self.server.clone(),
+            fence: self.fence.clone(),
+        }
+    }
+
+    /// The same connection, fenced by the fleet Lease: no request is sent once `fence` says the proof of
+    /// holding the Lease has ended, each attempt is cut off at that instant, and no retry goes past it.
+    /// Without this a mutation checked against the Lease could still be retried for minutes (up to
+    /// `max_retries` attempts of `request_timeout`) while the Lease lasts seconds.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Cluster {
+            fence: Some(fence),
+            ..self.clone()
         }
     }
 
@@ -372,12 +397,21 @@ impl Cluster {
     {
         let timeout = self.opts.request_timeout;
         let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let fence = self.fence.clone();
         let op = || {
+            // The attempt's own deadline, cut at the end of the Lease proof when fenced.
+            let until = fence.as_ref().and_then(|f| f());
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let fut = f();
+            let fut = (left != Some(Duration::ZERO)).then(&mut f);
             async move {
-                match tokio::time::timeout(timeout, fut).await {
+                let Some(fut) = fut else {
+                    return Err(Attempt::Fenced);
+                };
+                let limit = left.map_or(timeout, |l| l.min(timeout));
+                match tokio::time::timeout(limit, fut).await {
                     Ok(r) => r.map_err(Attempt::Kube),
+                    Err(_) if Some(limit) == left && limit < timeout => Err(Attempt::Fenced),
                     Err(_) => Err(Attempt::TimedOut),
                 }
             }
@@ -394,6 +428,7 @@ impl Cluster {
                 let msg = match e {
                     Attempt::Kube(k) => k.to_string(),
                     Attempt::TimedOut => format!("no answer within {timeout:?}"),
+                    Attempt::Fenced => "fleet Lease proof ended".to_string(),
                 };
                 tracing::warn!(request = what, error = %msg, retry_in = ?dur, "transient API failure, retrying");
             })
@@ -404,6 +439,9 @@ impl Cluster {
                 what: what.to_string(),
                 after: timeout,
                 attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            Attempt::Fenced => ClusterError::Fenced {
+                what: what.to_string(),
             },
         })
     }

@@ -222,6 +222,14 @@ impl EngineError {
     fn is_fenced(&self) -> bool {
         matches!(self, EngineError::Lease(_))
             || matches!(self, EngineError::Journal(JournalError::Fenced { .. }))
+            || matches!(
+                self,
+                EngineError::Cluster(crate::cluster::ClusterError::Fenced { .. })
+            )
+            || matches!(
+                self,
+                EngineError::Journal(JournalError::Cluster(crate::cluster::ClusterError::Fenced { .. }))
+            )
     }
 }
 
@@ -248,6 +256,13 @@ impl NsCtx<'_> {
 }
 
 impl Engine {
+    /// Works under `guard` from now on: every mutation checks it first, and every request the engine
+    /// sends is fenced by it (none is sent or retried once the Lease can no longer be proven held).
+    pub fn hold(&mut self, guard: Arc<LeaseGuard>) {
+        self.cluster = self.cluster.fenced(guard.fence());
+        self.lease = Some(guard);
+    }
+
     fn say(&self, line: &str) {
         (self.progress)(line);
     }
