@@ -203,6 +203,9 @@ pub struct Journal {
     run_id: String,
     resource_version: Option<String>,
     record: Record,
+    /// A write sent whose answer never arrived (the caller's future was dropped mid-request, e.g. a step
+    /// abandoned on shutdown). It may or may not have landed; the next update settles it first.
+    pending: Option<Record>,
 }
 
 fn parse(state_ns: &str, cm: &ConfigMap) -> Result<Record, JournalError> {
@@ -315,6 +318,7 @@ impl Journal {
             run_id: run_id.to_string(),
             resource_version: None,
             record: Record::new(ns, run_id),
+            pending: None,
         };
         if let Some(cm) = existing {
             j.record = checked(state_ns, ns, parse(state_ns, &cm)?)?;
@@ -405,6 +409,9 @@ impl Journal {
     where
         F: FnOnce(&mut Record),
     {
+        if let Some(pending) = self.pending.take() {
+            self.settle(pending).await?;
+        }
         let mut next = self.record.clone();
         f(&mut next);
         next.updated = jiff::Timestamp::now().to_string();
@@ -424,7 +431,10 @@ impl Journal {
         cm.metadata.resource_version = self.resource_version.clone();
         let pp = self.cluster.post_params();
         let what = format!("write journal ConfigMap {}/{name}", self.state_ns);
-        match self.cluster.call(&what, || api.replace(&name, &pp, &cm)).await {
+        self.pending = Some(next.clone());
+        let sent = self.cluster.call(&what, || api.replace(&name, &pp, &cm)).await;
+        self.pending = None;
+        match sent {
             Ok(written) => {
                 self.resource_version = written.metadata.resource_version;
             }
@@ -458,6 +468,31 @@ impl Journal {
             self.annotate().await;
         }
         Ok(&self.record)
+    }
+
+    /// Settles a write whose answer never arrived: the stored journal says whether it landed. Ours (the
+    /// pending record) is adopted; the previous one means it never landed; anything else is another
+    /// writer.
+    async fn settle(&mut self, pending: Record) -> Result<(), JournalError> {
+        let ns = pending.namespace.clone();
+        let name = config_map_name(&ns);
+        let api: kube::Api<ConfigMap> = self.cluster.namespaced(&self.state_ns);
+        let what = format!(
+            "read journal ConfigMap {}/{name} after an interrupted write",
+            self.state_ns
+        );
+        let cm = self.cluster.call(&what, || api.get(&name)).await?;
+        let stored = parse(&self.state_ns, &cm)?;
+        if stored == pending {
+            self.record = pending;
+        } else if stored != self.record {
+            return Err(JournalError::Fenced {
+                namespace: ns,
+                writer: stored.run_id,
+            });
+        }
+        self.resource_version = cm.metadata.resource_version;
+        Ok(())
     }
 
     async fn annotate(&self) {

@@ -263,3 +263,42 @@ async fn dry_run_acquire_checks_without_writing() {
     ));
     real.release().await.unwrap();
 }
+
+/// A journal write whose answer never arrives (the caller gave up, e.g. a step abandoned on shutdown) but
+/// which landed: the next update settles it from the stored journal instead of taking its own write for
+/// another runner's (which would fence the run and strand the namespace mid-step).
+#[tokio::test]
+async fn a_journal_write_whose_answer_was_lost_is_settled_by_the_next_update() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let mut j = Journal::load_or_create(c, STATE_NS, "shop", "run-a")
+        .await
+        .unwrap();
+    let mut late = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, Some(STATE_NS));
+    late.resource = Some("configmaps".into());
+    late.verb = Some("update".into());
+    late.latency_ms = Some(1_500);
+    late.delay_answer = true;
+    let id = env.running.sim.faults.add(late);
+    let cut = tokio::time::timeout(
+        Duration::from_millis(300),
+        j.update(|r| r.phase = Phase::InStep(Step::ActivateWaypoint)),
+    )
+    .await;
+    assert!(cut.is_err(), "the update was cut off before its answer");
+    env.running.sim.faults.remove(&id);
+    // The write landed meanwhile.
+    let stored = loop {
+        let s = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+        if s.phase == Phase::InStep(Step::ActivateWaypoint) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stored.run_id, "run-a");
+    j.update(|r| r.phase = Phase::StepDone(Step::ActivateWaypoint))
+        .await
+        .expect("settled, not fenced");
+    let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(stored.phase, Phase::StepDone(Step::ActivateWaypoint));
+}

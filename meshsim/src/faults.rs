@@ -93,6 +93,10 @@ pub struct FaultSpec {
     /// api-latency: delay per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// api-latency: wait after the request was applied instead of before, so a client that gives up
+    /// waiting loses the answer of a write that landed (a lost answer, retried into a 409).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_answer: bool,
     /// watch-drop: close watches after this long (0 = right after the backlog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_ms: Option<u64>,
@@ -126,6 +130,7 @@ impl FaultSpec {
             count: None,
             rate: None,
             latency_ms: None,
+            delay_answer: false,
             after_ms: None,
             node: None,
             service: None,

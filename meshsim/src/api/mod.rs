@@ -257,6 +257,7 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
     let info = describe(&req, &route);
     let api = info.verb != "discovery" && info.verb != "unknown";
     let mut delay = sim.settings.latency.api_ms;
+    let mut delay_answer = 0;
     if api {
         let ns = fault_namespace(&info);
         for f in sim
@@ -265,7 +266,11 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
                 fault_selects(f, &info)
             })
         {
-            delay += f.latency_ms.unwrap_or(0);
+            if f.delay_answer {
+                delay_answer += f.latency_ms.unwrap_or(0);
+            } else {
+                delay += f.latency_ms.unwrap_or(0);
+            }
         }
     }
     if delay > 0 {
@@ -299,6 +304,10 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
         }
         None => dispatch(&sim, &req, &route).await,
     };
+    // Applied already: a client that stops waiting now loses the answer, not the write.
+    if delay_answer > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_answer)).await;
+    }
     let record = RequestRecord {
         time: crate::store::now_micro(),
         verb: info.verb,
