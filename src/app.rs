@@ -106,6 +106,7 @@ pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
             probes: eff.timeouts.step,
             rollback: eff.timeouts.rollback,
             step: eff.timeouts.step,
+            shutdown: eff.timeouts.shutdown,
         },
         probes: eff.probes.clone(),
         retry_rolled_back: true,
@@ -221,7 +222,7 @@ pub async fn run(cli: Cli) -> i32 {
     };
     let out = Out { format: cli.output };
     let (stop_tx, stop_rx) = watch::channel(false);
-    spawn_signal_handler(stop_tx);
+    spawn_signal_handler(stop_tx, s.timeouts.shutdown);
     run_with(&cli, &s, &cluster, &out, stop_rx).await
 }
 
@@ -231,21 +232,25 @@ pub async fn run(cli: Cli) -> i32 {
 /// means whoever sent it cannot wait: the process exits immediately with [`exit::HUMAN_NEEDED`]. That is
 /// safe because every mutation is journaled before it is sent (`docs/design.md` §4), so a namespace left
 /// mid-step is resumed or rolled back by the next run; the Lease is left to expire.
-pub fn spawn_signal_handler(stop_tx: watch::Sender<bool>) {
+pub fn spawn_signal_handler(stop_tx: watch::Sender<bool>, shutdown: std::time::Duration) {
     tokio::spawn(async move {
         let Some(mut signals) = Signals::new() else { return };
         if signals.next().await.is_none() {
             return;
         }
         tracing::warn!(
-            "stop requested: no new namespace starts; in-flight namespaces finish their step or roll back (a second signal stops at once)"
+            "stop requested: no new namespace starts; in-flight namespaces abandon their step and roll back within {shutdown:?} (a second signal stops at once)"
         );
         let _ = stop_tx.send(true);
-        if signals.next().await.is_none() {
-            return;
-        }
+        let why = tokio::select! {
+            s = signals.next() => match s {
+                Some(()) => "at once by a second signal",
+                None => return,
+            },
+            () = tokio::time::sleep(shutdown) => "when timeouts.shutdown ran out",
+        };
         eprintln!(
-            "error: stopped at once by a second signal; namespaces in flight are left mid-step with current journals: run ambient-migrate again to resume or roll them back"
+            "error: stopped {why}; namespaces in flight are left mid-step with current journals: run ambient-migrate again to resume or roll them back"
         );
         std::process::exit(exit::HUMAN_NEEDED);
     });

@@ -268,10 +268,18 @@ pub struct Timeouts {
     /// the next run (exit 5) until it expires; whole seconds, at least 1.
     #[serde(with = "human_duration", default = "default_lease")]
     pub lease: Duration,
+    /// How long a SIGTERM may take to bring in-flight namespaces to a safe state (their running step is
+    /// abandoned and they roll back within it); then the process exits with code 3.
+    #[serde(with = "human_duration", default = "default_shutdown")]
+    pub shutdown: Duration,
 }
 
 fn default_lease() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_shutdown() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// Report files.
@@ -907,6 +915,7 @@ impl Settings {
             ("rollback", self.timeouts.rollback),
             ("api_request", self.timeouts.api_request),
             ("lease", self.timeouts.lease),
+            ("shutdown", self.timeouts.shutdown),
         ] {
             if d.is_zero() {
                 push(

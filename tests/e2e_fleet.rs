@@ -368,11 +368,13 @@ async fn sigterm_mid_run(at: Moment) {
 }
 
 /// A second SIGTERM does not wait for in-flight namespaces: the process exits at once with 3, leaving a
-/// namespace mid-step; its journal is current, so the next run converges every namespace to Migrated.
+/// namespace mid-step or mid-rollback; its journal is current, so the next run converges every namespace
+/// to Migrated or RolledBack equal to its state before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_stops_at_once_and_a_rerun_converges() {
     let all = ["s1", "s2"];
     let fleet = Fleet::start(&fixture(&[("s1", false), ("s2", false)]), vec![]).await;
+    let before = states(&fleet, &all);
     let cfg = fleet.write_config(
         "fleet.toml",
         &fleet_config(&all, &[], 2, 5, "").replace("[timeouts]\n", "[timeouts]\nlease = \"2s\"\n"),
@@ -427,8 +429,69 @@ async fn a_second_sigterm_stops_at_once_and_a_rerun_converges() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(rerun.status.code(), Some(0), "{}", show(&rerun));
+    // The first signal turned the in-flight namespace to a rollback, which the second cut short: the rerun
+    // finishes that rollback; the others migrate.
+    assert!(matches!(rerun.status.code(), Some(0 | 1)), "{}", show(&rerun));
+    let outcomes = outcomes_of(&fleet.report());
     for ns in all {
-        assert_migrated(&fleet, ns);
+        match outcomes[ns].as_str() {
+            "migrated" => assert_migrated(&fleet, ns),
+            "rolled-back" => assert_restored(&fleet, ns, &before[ns]),
+            other => panic!("{ns} ended {other}: {}", show(&rerun)),
+        }
     }
+}
+
+/// A stop during a long step does not wait for the step: the namespace abandons it and rolls back at once
+/// (here the restart would wait up to 60 s for crash-looping pods), well within `timeouts.shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_step_abandons_the_step_and_rolls_back() {
+    let fleet = Fleet::start(&fixture(&[("s1", false)]), vec![crashloop("s1")]).await;
+    let before = states(&fleet, &["s1"]);
+    let cfg = fleet.write_config(
+        "fleet.toml",
+        &fleet_config(&["s1"], &[], 1, 5, "")
+            .replace("rollout = \"8s\"", "rollout = \"60s\"")
+            .replace("step = \"15s\"", "step = \"60s\"\nshutdown = \"40s\""),
+    );
+    let child = fleet
+        .command(&["run", "--config", cfg.to_str().expect("utf-8")])
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid").to_string();
+    let store = fleet.sim().store.clone();
+    let mut changes = store.changes();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reached(&store, "s1", Moment::Restart) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "s1 never reached the restart"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
+    let stopped_at = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the stop does not wait for the 60 s step")
+        .expect("wait");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(25),
+        "{:?}\n{}",
+        stopped_at.elapsed(),
+        show(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let outcomes = outcomes_of(&fleet.report());
+    assert_eq!(outcomes["s1"], "rolled-back", "{outcomes:?}\n{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("abandoning it and rolling back"),
+        "{}",
+        show(&out)
+    );
+    assert_restored(&fleet, "s1", &before["s1"]);
 }

@@ -63,6 +63,8 @@ pub struct Timeouts {
     /// Hard limit of one step, action and gates: every wait inside a step ends by then at the latest
     /// (`timeouts.step`), so a gate with a longer own timeout still fails the step in time.
     pub step: Duration,
+    /// Once a stop is requested, the namespace's rollback must end within this (`timeouts.shutdown`).
+    pub shutdown: Duration,
 }
 
 impl Default for Timeouts {
@@ -73,6 +75,7 @@ impl Default for Timeouts {
             probes: Duration::from_secs(120),
             rollback: Duration::from_secs(600),
             step: Duration::from_secs(900),
+            shutdown: Duration::from_secs(120),
         }
     }
 }
@@ -121,7 +124,8 @@ pub struct Engine {
     pub backup_dir: Option<PathBuf>,
     /// The fleet lease; every mutation checks it first.
     pub lease: Option<Arc<LeaseGuard>>,
-    /// Turns true on SIGTERM/Ctrl-C: the engine finishes the current step (or rolls back) and stops.
+    /// Turns true on SIGTERM/Ctrl-C: a namespace abandons its running step and rolls back, within
+    /// `Timeouts::shutdown`.
     pub stop: watch::Receiver<bool>,
     /// Where progress lines go (stdout in the CLI).
     pub progress: Arc<dyn Fn(&str) + Send + Sync>,
@@ -244,6 +248,8 @@ pub(crate) struct NsCtx<'a> {
     /// End of the running step's hard limit (`Timeouts::step`); `None` outside a step (rollback has its
     /// own limit).
     pub step_until: Option<Instant>,
+    /// End of the shutdown budget once a stop was requested (`Timeouts::shutdown`).
+    pub shutdown_until: Option<Instant>,
 }
 
 impl NsCtx<'_> {
@@ -252,6 +258,19 @@ impl NsCtx<'_> {
     pub fn deadline(&self, d: Duration) -> Instant {
         let own = deadline(d);
         self.step_until.map_or(own, |u| own.min(u))
+    }
+
+    /// The deadline of the rollback: `timeouts.rollback`, cut to the shutdown budget when stopping.
+    pub fn rollback_deadline(&self) -> Instant {
+        let own = deadline(self.opts.timeouts.rollback);
+        self.shutdown_until.map_or(own, |u| own.min(u))
+    }
+}
+
+/// Resolves when a stop is requested; never when the stop sender is gone without one (nobody can ask).
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -454,6 +473,7 @@ impl Engine {
             plan,
             backup,
             step_until: None,
+            shutdown_until: None,
         };
 
         // A rerun of a namespace that a dead run left in a rollback finishes the rollback.
@@ -499,6 +519,7 @@ impl Engine {
                 if phase == Phase::BackedUp {
                     return Ok((NsOutcome::NotStarted, Some(phase)));
                 }
+                ctx.shutdown_until = Some(deadline(opts.timeouts.shutdown));
                 self.transition(&mut ctx.journal, ns, Event::RollbackRequested)
                     .await?;
                 return self.finish_rollback(&mut ctx, from, None, run).await;
@@ -517,8 +538,29 @@ impl Engine {
             };
             let before = ctx.journal.record().changes.len();
             ctx.step_until = Some(deadline(opts.timeouts.step));
-            let executed = exec::execute(&mut ctx, step).await;
+            let executed = tokio::select! {
+                r = exec::execute(&mut ctx, step) => Some(r),
+                () = stop_requested(self.stop.clone()) => None,
+            };
             ctx.step_until = None;
+            let Some(executed) = executed else {
+                // Stopped mid-step: the step is abandoned where it was (every mutation it sent is
+                // journaled; an interrupted journal write is settled by the next one) and the namespace
+                // rolls back within the shutdown budget.
+                self.say(&format!(
+                    "{ns}: stop requested during step {}; abandoning it and rolling back",
+                    step.number()
+                ));
+                ctx.shutdown_until = Some(deadline(opts.timeouts.shutdown));
+                run.reason = Some(format!(
+                    "stop requested during step {} ({}): rolled back",
+                    step.number(),
+                    step.name()
+                ));
+                self.transition(&mut ctx.journal, ns, Event::RollbackRequested)
+                    .await?;
+                return self.finish_rollback(&mut ctx, step, None, run).await;
+            };
             let gates = match executed {
                 Ok(g) => g,
                 Err(e) if e.is_fenced() => return Err(e),
@@ -706,7 +748,7 @@ impl Engine {
             if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
                 self.transition(&mut journal, ns, Event::RollbackRequested).await?;
             }
-            let mut ctx = NsCtx { engine: self, ns: ns.to_string(), opts, journal, plan, backup, step_until: None };
+            let mut ctx = NsCtx { engine: self, ns: ns.to_string(), opts, journal, plan, backup, step_until: None, shutdown_until: None };
             run.reason = Some("rollback requested by an operator".into());
             self.finish_rollback(&mut ctx, from, to_step, &mut run).await
         }

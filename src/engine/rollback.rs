@@ -40,7 +40,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
             return run;
         }
     };
-    let until = deadline(ctx.opts.timeouts.rollback);
+    let until = ctx.rollback_deadline();
     let mut errors: Vec<String> = Vec::new();
     let mut generations: BTreeMap<ObjRef, i64> = BTreeMap::new();
     for action in &actions {
