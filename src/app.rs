@@ -317,7 +317,7 @@ pub async fn run_with(
             cmd_rollback(cli, s, cluster, out, &run_id, req, stop).await
         }
         Command::Backup { file } => cmd_backup(cli, s, cluster, file, &run_id).await,
-        Command::Restore { file } => cmd_restore(cluster, out, file).await,
+        Command::Restore { file } => cmd_restore(cli, s, cluster, out, file).await,
         Command::Demo => exit::USAGE,
     }
 }
@@ -902,7 +902,8 @@ async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run
     }
 }
 
-async fn cmd_restore(cluster: &Cluster, out: &Out, file: &Path) -> i32 {
+async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file: &Path) -> i32 {
+    // Every document is validated before the first write (Backup::from_yaml).
     let b: Backup = match Backup::load_file(file) {
         Ok(b) => b,
         Err(e) => {
@@ -910,7 +911,36 @@ async fn cmd_restore(cluster: &Cluster, out: &Out, file: &Path) -> i32 {
             return exit::USAGE;
         }
     };
-    match backup::restore(cluster, &b).await {
+    if let Some(ns) = cli.namespaces.first()
+        && (cli.namespaces.len() > 1 || *ns != b.namespace)
+    {
+        eprintln!(
+            "error: {} is a backup of namespace {}, not of {}; pass -n {} (or no -n) to restore it",
+            file.display(),
+            b.namespace,
+            cli.namespaces.join(","),
+            b.namespace
+        );
+        return exit::USAGE;
+    }
+    // Like every command that writes: one run at a time on the fleet.
+    let guard = match lease::acquire(cluster, lease_config(s)).await {
+        Ok(g) => g,
+        Err(LeaseError::HeldBy { holder, .. }) => {
+            eprintln!(
+                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
+            );
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: cannot take the fleet lease: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let fenced = cluster.fenced(guard.fence());
+    let restored = backup::restore(&fenced, &b).await;
+    let _ = guard.release().await;
+    match restored {
         Ok(r) => {
             match out.format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),

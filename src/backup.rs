@@ -341,37 +341,63 @@ impl Backup {
         let mut ns_doc = None;
         let mut service_labels = BTreeMap::new();
         let mut objects = Vec::new();
-        for d in docs.into_iter().filter(|d| !d.is_null()) {
-            let labels = |d: &Value| -> BTreeMap<String, String> {
-                serde_json::from_value(
-                    d.pointer("/metadata/labels")
-                        .cloned()
-                        .unwrap_or_else(|| json!({})),
-                )
-                .unwrap_or_default()
+        // Every document is checked before anything is returned, so a restore never starts from a file
+        // that would stop it half way: labels must be a string map (a malformed one would otherwise read
+        // as "no labels" and strip every Istio label), names present, and every object in the backed-up
+        // namespace.
+        for (i, d) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
+            let what = format!("document {} ({})", i + 1, ObjRef::from_value(&d));
+            let labels = |d: &Value| -> Result<BTreeMap<String, String>, BackupError> {
+                match d.pointer("/metadata/labels") {
+                    None | Some(Value::Null) => Ok(BTreeMap::new()),
+                    Some(l) => serde_json::from_value(l.clone()).map_err(|e| {
+                        invalid(format!("{what}: metadata.labels must map names to strings: {e}"))
+                    }),
+                }
             };
+            let name = d
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid(format!("{what}: no metadata.name")))?
+                .to_string();
             match (
                 d.get("apiVersion").and_then(Value::as_str),
                 d.get("kind").and_then(Value::as_str),
             ) {
-                (Some("v1"), Some("Namespace")) => ns_doc = Some(d),
+                (Some("v1"), Some("Namespace")) => {
+                    labels(&d)?;
+                    if ns_doc.replace(d).is_some() {
+                        return Err(invalid(format!("{what}: a second Namespace document")));
+                    }
+                }
                 (Some("v1"), Some("Service")) => {
-                    let name = d
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    service_labels.insert(name, labels(&d));
+                    service_labels.insert(name, labels(&d)?);
                 }
                 _ => {
                     if kind_of(&d).is_none() {
-                        return Err(invalid(format!("unexpected document {}", ObjRef::from_value(&d))));
+                        return Err(invalid(format!("unexpected {what}")));
                     }
+                    labels(&d)?;
                     objects.push(d);
                 }
             }
         }
         let ns_doc = ns_doc.ok_or_else(|| invalid("no Namespace document".into()))?;
+        let ns_name = ns_doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for o in &objects {
+            if let Some(other) = o.pointer("/metadata/namespace").and_then(Value::as_str)
+                && other != ns_name
+            {
+                return Err(invalid(format!(
+                    "{} is in namespace {other}, not in the backed-up namespace {ns_name}",
+                    ObjRef::from_value(o)
+                )));
+            }
+        }
         let s = |p: &str| ns_doc.pointer(p).and_then(Value::as_str).map(str::to_string);
         let namespace_labels = serde_json::from_value(
             ns_doc
@@ -785,4 +811,56 @@ pub async fn verify(cluster: &Cluster, backup: &Backup) -> Result<Vec<Difference
         }
     }
     Ok(diffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    istio-injection: enabled\n";
+
+    fn parse(extra: &str) -> Result<Backup, String> {
+        Backup::from_yaml(&format!("{NS}{extra}"), "shop.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_valid_file_parses() {
+        let b = parse(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  namespace: shop\n  labels:\n    istio.io/use-waypoint: waypoint\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\n  namespace: shop\nspec: {}\n",
+        )
+        .unwrap();
+        assert_eq!(b.service_labels["api"]["istio.io/use-waypoint"], "waypoint");
+        assert_eq!(b.objects.len(), 1);
+    }
+
+    #[test]
+    fn every_document_is_checked_before_a_restore_can_start() {
+        let cases = [
+            // Malformed labels must not read as "no labels" (which would strip every Istio label).
+            (
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  labels: [a, b]\n",
+                "metadata.labels must map names to strings",
+            ),
+            (
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  labels: {}\n",
+                "no metadata.name",
+            ),
+            (
+                "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\n  namespace: kube-system\nspec: {}\n",
+                "not in the backed-up namespace shop",
+            ),
+            (
+                "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
+                "unexpected document 2",
+            ),
+            (
+                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n",
+                "a second Namespace document",
+            ),
+        ];
+        for (doc, why) in cases {
+            let err = parse(doc).unwrap_err();
+            assert!(err.contains("shop.yaml") && err.contains(why), "{why}: {err}");
+        }
+    }
 }

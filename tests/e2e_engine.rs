@@ -419,8 +419,31 @@ async fn backup_then_restore_round_trip() {
             .contains("0 labels, 0 created, 0 replaced, 0 deleted"),
         "{again}"
     );
-    let wrote = env.mutating_requests()[writes..].to_vec();
+    // Only the fleet Lease, which a restore takes like every writing command.
+    let wrote: Vec<String> = env.mutating_requests()[writes..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect();
     assert!(wrote.is_empty(), "a no-op restore writes nothing: {wrote:?}");
+
+    // -n must name the backed-up namespace: a mismatch is a usage error and nothing is sent.
+    let writes = env.mutating_requests().len();
+    let wrong = env
+        .run(
+            &config,
+            "restore-wrong",
+            &["restore", "-n", "payments", "-f", file.to_str().expect("path")],
+        )
+        .await;
+    assert_eq!(wrong.code, 2, "{wrong}");
+    assert!(
+        wrong
+            .stderr
+            .contains("is a backup of namespace shop, not of payments"),
+        "{wrong}"
+    );
+    assert_eq!(env.mutating_requests().len(), writes);
 }
 
 /// A dry run whose step-5 gate fails (an L7 probe expecting 200 where the sidecar answers 403) rolls back in
