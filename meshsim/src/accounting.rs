@@ -33,6 +33,9 @@ pub struct RequestRecord {
     pub code: u16,
     pub method: String,
     pub path: String,
+    /// The authenticated (or impersonated) user name the request was authorised as.
+    #[serde(default)]
+    pub user: String,
 }
 
 impl RequestRecord {
@@ -155,6 +158,7 @@ mod tests {
             code: 200,
             method: "PATCH".into(),
             path: "/api/v1/namespaces/shop".into(),
+            user: "kubernetes-admin".into(),
         }
     }
 
