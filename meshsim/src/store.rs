@@ -546,6 +546,7 @@ impl Store {
             });
         }
         self.admit(&inner, res, Op::Create, &mut obj)?;
+        validate_data_size(res, &name, &obj)?;
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
         obj["metadata"]["generation"] = json!(1);
@@ -680,6 +681,7 @@ impl Store {
         if target != Target::Status {
             self.admit(&inner, res, Op::Update, &mut new)?;
         }
+        validate_data_size(res, name, &new)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         let unchanged = without_managed(&new) == without_managed(&old);
         if unchanged {
@@ -846,6 +848,51 @@ pub fn random_suffix(n: usize) -> String {
     (0..n)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+/// The most a ConfigMap's or Secret's data may hold (`MaxSecretSize`, `pkg/apis/core/types.go`: 1 MiB).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Bytes a base64 string decodes to.
+fn decoded_len(b64: &str) -> usize {
+    let trimmed = b64.trim_end_matches('=');
+    trimmed.len() * 3 / 4
+}
+
+/// `ValidateConfigMap` / `ValidateSecret` (`pkg/apis/core/validation/validation.go`): the values of `data`
+/// and `binaryData` (Secrets: `data` decoded plus `stringData`) may total at most [`MAX_DATA_BYTES`];
+/// more is 422 with `field.TooLong` ("Too long: must have at most 1048576 bytes", on field `[]` for a
+/// ConfigMap and `data` for a Secret).
+fn validate_data_size(res: ResId, name: &str, obj: &Value) -> Result<(), StoreError> {
+    let rt = resources::get(res);
+    if !rt.group.is_empty() || !matches!(rt.kind, "ConfigMap" | "Secret") {
+        return Ok(());
+    }
+    let values = |field: &str| {
+        obj.get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_str())
+    };
+    let (total, field): (usize, &str) = if rt.kind == "ConfigMap" {
+        let text: usize = values("data").map(str::len).sum();
+        (text + values("binaryData").map(decoded_len).sum::<usize>(), "[]")
+    } else {
+        let data: usize = values("data").map(decoded_len).sum();
+        (data + values("stringData").map(str::len).sum::<usize>(), "data")
+    };
+    if total <= MAX_DATA_BYTES {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        resource: qualified(res),
+        name: name.to_string(),
+        message: format!(
+            "{} \"{name}\" is invalid: {field}: Too long: must have at most {MAX_DATA_BYTES} bytes",
+            rt.kind
+        ),
+    })
 }
 
 /// DNS-1123 subdomain check (what the apiserver requires of most names).
