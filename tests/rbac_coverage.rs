@@ -283,7 +283,12 @@ async fn every_api_call_of_the_product_is_allowed_by_ci_k8s_rbac() {
     );
 
     let log = fleet.product_log();
-    let calls: BTreeSet<Access> = log.iter().filter(|r| r.verb != "discovery").map(access).collect();
+    // Self-subject reviews are granted to every authenticated user (`system:basic-user`).
+    let calls: BTreeSet<Access> = log
+        .iter()
+        .filter(|r| r.verb != "discovery" && r.group != "authorization.k8s.io")
+        .map(access)
+        .collect();
     // The session really exercised what the role is about (otherwise this test could not fail).
     for (verb, resource) in [
         ("create", "jobs"),

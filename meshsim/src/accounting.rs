@@ -40,8 +40,13 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// A write that reached the store: create/update/patch/delete/deletecollection without dry run.
+    /// Reviews (`selfsubjectaccessreviews`, ...) are creates that store nothing, so they are not writes.
     pub fn is_mutating(&self) -> bool {
-        !self.dry_run && is_mutating_verb(&self.verb)
+        !self.dry_run
+            && is_mutating_verb(&self.verb)
+            && !crate::resources::REVIEWS
+                .iter()
+                .any(|r| r.plural == self.resource && r.group == self.group)
     }
 
     /// The first word of the user agent (`kubectl`, `ambient-migrate`, ...), for grouping.
