@@ -552,6 +552,10 @@ impl RunConfig<'_> {
             }
         }
         t.push_str(&self.extra);
+        // The probe Jobs' identities of these scenarios, allow-listed as an operator would.
+        t.push_str(
+            "\n[job_probes]\nallowed_service_accounts = [\"front/web\", \"front/other\", \"ledger/writer\", \"ledger/intruder\"]\nallowed_images = [\"curlimages/curl\"]\n",
+        );
         t
     }
 }
