@@ -516,6 +516,19 @@ async fn cmd_run(
         if let Ok((_, plan)) = &assessed {
             callers.insert(ns.clone(), plan.callers.clone());
         }
+        // The namespace's backup must fit in its ConfigMap, or the run would stop after its first writes.
+        if let Ok((snap, plan)) = &assessed
+            && !plan.blocked()
+            && let Err(e) = Backup::from_snapshot(snap, Some(run_id)).check_fits()
+        {
+            say(&format!("{ns}: preflight BLOCKED"));
+            eprintln!("error: {e}");
+            let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+            r.outcome = NamespaceOutcome::Blocked;
+            r.reason = Some(e.to_string());
+            blocked_reports.push(r);
+            continue;
+        }
         match assessed {
             Ok((_, plan)) if plan.blocked() => {
                 say(&format!("{ns}: preflight BLOCKED"));
