@@ -24,6 +24,11 @@ use meshsim::accounting::RequestRecord;
 use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
 use serde_json::Value;
 
+#[path = "../sa_common/mod.rs"]
+pub mod sa_common;
+#[allow(unused_imports)]
+pub use sa_common::{SERVICE_ACCOUNT_USER, remove_verb, shipped_namespace_bindings, shipped_rbac};
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 
@@ -131,6 +136,9 @@ impl Fleet {
             kubeconfig,
             reports,
         };
+        // The binary runs as the shipped ServiceAccount (see sa_common).
+        let rbac = sa_common::shipped_rbac_for(&f.running);
+        f.use_service_account(&rbac).await;
         f.wait_pods_ready(Duration::from_secs(20)).await;
         f
     }
@@ -239,130 +247,17 @@ impl Fleet {
     }
 }
 
-/// The user name of the shipped ServiceAccount (`ci/k8s/serviceaccount.yaml`).
-pub const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:ambient-migrate:ambient-migrate";
-
-/// The documents of the shipped install that carry identity and RBAC: the state namespace, the
-/// ServiceAccount, the (Cluster)Roles and their bindings (`ci/k8s/`; the CronJob and its ConfigMap are
-/// left out: meshsim serves no CronJobs). Tests may edit them (remove a verb) before
-/// [`Fleet::use_service_account`].
-pub fn shipped_rbac() -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/k8s");
-    [
-        "namespace.yaml",
-        "serviceaccount.yaml",
-        "clusterrole.yaml",
-        "clusterrolebinding.yaml",
-    ]
-    .iter()
-    .flat_map(|f| {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("ci/k8s/{f}: {e}"));
-        serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("ci/k8s/{f}: {e}"))
-    })
-    .filter(|d| !d.is_null())
-    .collect()
-}
-
-/// The per-namespace bindings of `ci/k8s/per-namespace/` instantiated for the fleet namespaces and the
-/// Job probes' source namespaces, as the README tells an operator to.
-pub fn shipped_namespace_bindings(fleet: &[&str], probes: &[&str]) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/k8s/per-namespace");
-    let instantiate = |file: &str, placeholder: &str, namespaces: &[&str]| -> Vec<Value> {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        namespaces
-            .iter()
-            .map(|ns| serde_saphyr::from_str(&text.replace(placeholder, ns)).expect("valid YAML"))
-            .collect()
-    };
-    let mut out = instantiate("fleet-rolebinding.yaml", "FLEET_NAMESPACE", fleet);
-    out.extend(instantiate("probe-rolebinding.yaml", "PROBE_NAMESPACE", probes));
-    out
-}
-
-/// Removes `verb` from the rules of the (Cluster)Role `role` that grant `resource`; panics when no rule did.
-pub fn remove_verb(docs: &mut [Value], role: &str, resource: &str, verb: &str) {
-    let mut removed = false;
-    for d in docs
-        .iter_mut()
-        .filter(|d| d["metadata"]["name"] == role && d["rules"].is_array())
-    {
-        for r in d["rules"].as_array_mut().into_iter().flatten() {
-            let grants = r["resources"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == resource));
-            if let (true, Some(verbs)) = (grants, r["verbs"].as_array_mut()) {
-                let before = verbs.len();
-                verbs.retain(|v| v != verb);
-                removed |= verbs.len() < before;
-            }
-        }
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        sa_common::assert_nothing_forbidden(&self.running);
     }
-    assert!(removed, "no rule of {role} grants {verb} {resource}");
 }
 
 impl Fleet {
-    /// Runs kubectl as the cluster administrator with `input` on stdin; `(exit code, stdout, stderr)`.
-    pub async fn kubectl(&self, args: &[&str], input: Option<&str>) -> (i32, String, String) {
-        use tokio::io::AsyncWriteExt;
-        let admin = self.dir.path().join("admin-kubeconfig");
-        std::fs::write(&admin, self.running.kubeconfig_yaml()).expect("write admin kubeconfig");
-        let mut child = tokio::process::Command::new("kubectl")
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kubectl-cache"))
-            .args(args)
-            .env("KUBECONFIG", &admin)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("kubectl runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(input.unwrap_or("").as_bytes())
-            .await
-            .expect("write stdin");
-        drop(stdin);
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("kubectl finishes within 60 s")
-            .expect("kubectl output");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Applies `rbac` with `kubectl apply`, issues a token for the `ambient-migrate` ServiceAccount with
-    /// `kubectl create token`, and points the fleet's kubeconfig at that token: every later run of the
-    /// binary acts as the ServiceAccount (and meets the API server's 403s where the RBAC says no).
+    /// Re-installs `rbac` (the shipped documents, edited) and a fresh ServiceAccount token; later runs of
+    /// the binary use it.
     pub async fn use_service_account(&self, rbac: &[Value]) {
-        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": rbac});
-        let r = self.kubectl(&["apply", "-f", "-"], Some(&list.to_string())).await;
-        assert_eq!(r.0, 0, "kubectl apply of the RBAC failed: {r:?}");
-        let r = self
-            .kubectl(
-                &[
-                    "create",
-                    "token",
-                    "ambient-migrate",
-                    "-n",
-                    "ambient-migrate",
-                    "--duration=2h",
-                ],
-                None,
-            )
-            .await;
-        assert_eq!(r.0, 0, "kubectl create token failed: {r:?}");
-        let token = r.1.trim();
-        assert!(!token.is_empty(), "empty token");
-        let kubeconfig = self.running.kubeconfig_yaml().replace(
-            &format!("token: {}", meshsim::api::auth::ADMIN_TOKEN),
-            &format!("token: {token}"),
-        );
-        std::fs::write(&self.kubeconfig, kubeconfig).expect("write kubeconfig");
+        sa_common::install(&self.running, self.dir.path(), &self.kubeconfig, rbac).await;
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`seed_runbook_kubectl`]: the seed runbook's commands (steps 1-5), run with the real kubectl.
 #![allow(dead_code)]
 
+#[path = "../sa_common/mod.rs"]
+pub mod sa_common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
