@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod api;
 pub mod controllers;
 pub mod faults;
+pub mod fields;
 pub mod fixtures;
 pub mod resources;
 pub mod settings;

@@ -199,6 +199,10 @@ pub struct WriteOpts {
     pub field_manager: Option<String>,
     /// The operation recorded with the field manager (`Update` or `Apply`).
     pub apply: bool,
+    /// The applied configuration of a server-side apply: the fields the manager then owns.
+    pub applied: Option<Value>,
+    /// `force=true` on an apply: take conflicting fields from their other managers.
+    pub force: bool,
 }
 
 /// Delete propagation (`propagationPolicy`).
@@ -432,33 +436,27 @@ impl Store {
         self.changed.send_replace(inner.rv);
     }
 
-    fn managed_fields(obj: &mut Value, opts: &WriteOpts, subresource: Option<&str>) {
+    /// Records the write in `managedFields` (field ownership, see [`crate::fields`]).
+    fn managed_fields(obj: &mut Value, old: Option<&Value>, opts: &WriteOpts, subresource: Option<&str>) {
         let Some(manager) = opts.field_manager.as_deref() else {
             return;
         };
-        let meta = &mut obj["metadata"];
-        let operation = if opts.apply { "Apply" } else { "Update" };
-        let mut entries: Vec<Value> = meta
-            .get("managedFields")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| !(e["manager"] == manager && e["operation"] == operation))
-            .collect();
-        let mut entry = json!({
-            "manager": manager,
-            "operation": operation,
-            "apiVersion": obj_api_version(obj),
-            "time": now_rfc3339(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {},
-        });
-        if let Some(s) = subresource {
-            entry["subresource"] = json!(s);
-        }
-        entries.push(entry);
-        obj["metadata"]["managedFields"] = Value::Array(entries);
+        let applied = if opts.apply {
+            Some(opts.applied.clone().unwrap_or_else(|| json!({})))
+        } else {
+            None
+        };
+        let api_version = obj_api_version(obj).as_str().unwrap_or("").to_string();
+        crate::fields::record(
+            obj,
+            old,
+            manager,
+            applied.as_ref(),
+            opts.force,
+            &api_version,
+            &now_rfc3339(),
+            subresource,
+        );
     }
 
     /// Creates an object (`POST`). Fills kind/apiVersion, name from generateName, uid, resourceVersion,
@@ -553,7 +551,7 @@ impl Store {
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("deletionTimestamp");
         }
-        Self::managed_fields(&mut obj, opts, None);
+        Self::managed_fields(&mut obj, None, opts, None);
         if opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
             return Ok(obj);
@@ -687,7 +685,12 @@ impl Store {
         if unchanged {
             return Ok(old);
         }
-        Self::managed_fields(&mut new, opts, (target == Target::Status).then_some("status"));
+        Self::managed_fields(
+            &mut new,
+            Some(&old),
+            opts,
+            (target == Target::Status).then_some("status"),
+        );
         if opts.dry_run {
             return Ok(new);
         }

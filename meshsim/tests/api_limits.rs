@@ -113,3 +113,95 @@ async fn bodies_over_three_mebibytes_are_413_and_stale_updates_409() {
         .expect("j");
     assert_eq!(stored["data"]["a"], "first");
 }
+
+const CM_V1: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mesh\n  namespace: state\ndata:\n  mode: sidecar\n";
+const CM_V2: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mesh\n  namespace: state\ndata:\n  mode: ambient\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_conflicts_are_409_unless_forced() {
+    let ts = start_sim(NS).await;
+    let ok = |r: &(i32, String, String)| assert_eq!(r.0, 0, "kubectl failed: {r:?}");
+    ok(&ts
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=ci", "-f", "-"],
+            CM_V1,
+        )
+        .await);
+    // Someone else changes the field with a plain patch (operation Update): they own it now.
+    ok(&ts
+        .kubectl(&[
+            "patch",
+            "configmap",
+            "mesh",
+            "-n",
+            "state",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"mode":"hand-edited"}}"#,
+        ])
+        .await);
+    // Re-applying a different value is a conflict, named as kube-apiserver names it.
+    let r = ts
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=ci", "-f", "-"],
+            CM_V2,
+        )
+        .await;
+    assert_ne!(r.0, 0, "{r:?}");
+    assert!(
+        r.2.contains("Apply failed with 1 conflict: conflict with \"kubectl-patch\" using v1 at ")
+            && r.2.contains(": .data.mode"),
+        "{}",
+        r.2
+    );
+    let cm = |ts: &common::TestSim| {
+        ts.sim()
+            .store
+            .get(meshsim::resources::core("configmaps"), "state", "mesh")
+            .expect("mesh")
+    };
+    assert_eq!(cm(&ts)["data"]["mode"], "hand-edited");
+    // The same over raw HTTP: 409 Conflict.
+    let (code, body) = send(
+        &ts,
+        "PATCH",
+        "/api/v1/namespaces/state/configmaps/mesh?fieldManager=ci",
+        "application/apply-patch+yaml",
+        &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mesh"}, "data": {"mode": "ambient"}}),
+    )
+    .await;
+    assert_eq!((code, body["reason"].as_str()), (409, Some("Conflict")), "{body}");
+    // --force-conflicts takes the field over; the hand edit's manager no longer owns it.
+    ok(&ts
+        .kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=ci",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            CM_V2,
+        )
+        .await);
+    let now = cm(&ts);
+    assert_eq!(now["data"]["mode"], "ambient");
+    let owners: Vec<&str> = now["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .filter(|e| e["fieldsV1"]["f:data"]["f:mode"].is_object())
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert_eq!(owners, vec!["ci"]);
+    // Applying the value the field already has is no conflict (shared ownership).
+    ok(&ts
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            CM_V2,
+        )
+        .await);
+}

@@ -67,6 +67,8 @@ fn write_opts(req: &Req, apply: bool) -> WriteOpts {
         dry_run: req.dry_run(),
         field_manager: manager,
         apply,
+        applied: None,
+        force: matches!(req.q("force"), Some("true" | "1")),
     }
 }
 
@@ -427,8 +429,9 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     } else {
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding patch: {e}")))?
     };
-    let opts = write_opts(req, kind == PatchKind::Apply);
+    let mut opts = write_opts(req, kind == PatchKind::Apply);
     if kind == PatchKind::Apply {
+        opts.applied = Some(patch_val.clone());
         if req.q("fieldManager").is_none_or(str::is_empty) {
             return Err(StoreError::Invalid {
                 resource: String::new(),
@@ -446,6 +449,21 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     let result = sim
         .store
         .update_with(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |old| {
+            // Server-side apply: changing a field another manager owns is a conflict unless forced.
+            if kind == PatchKind::Apply
+                && !opts.force
+                && let Some(message) = crate::fields::apply_conflicts(
+                    old,
+                    &patch_val,
+                    opts.field_manager.as_deref().unwrap_or(""),
+                )
+            {
+                return Err(StoreError::Conflict {
+                    resource: crate::store::qualified(p.rt.id()),
+                    name: name_of(p).to_string(),
+                    message,
+                });
+            }
             let mut new = old.clone();
             match kind {
                 PatchKind::Merge => patch::merge(&mut new, &patch_val),
