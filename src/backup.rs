@@ -61,6 +61,19 @@ pub const BACKED_UP_KINDS: [DynKind; 9] = [
 /// `MaxSecretSize` (1 MiB, `pkg/apis/core/validation/validation.go` `ValidateConfigMap`). The in-cluster
 /// backup is one ConfigMap.
 pub const MAX_CONFIGMAP_DATA_BYTES: usize = 1024 * 1024;
+/// Each Service's labels by name, as a backup keeps them.
+fn service_labels(services: &[Service]) -> BTreeMap<String, BTreeMap<String, String>> {
+    services
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 /// Label keys restore sets back on the Namespace and Services.
 pub const ISTIO_LABEL_KEYS: [&str; 6] = [
     "istio-injection",
@@ -253,16 +266,7 @@ impl Backup {
         let services = cluster
             .call(&format!("list Services in {ns}"), || svc_api.list(&lp))
             .await?;
-        let service_labels = services
-            .items
-            .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    s.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let service_labels = service_labels(&services.items);
         let lists =
             futures::future::try_join_all(BACKED_UP_KINDS.iter().map(|k| cluster.list_dyn(*k, ns))).await?;
         let mut objects = Vec::new();
@@ -289,16 +293,7 @@ impl Backup {
     /// objects, same stripping), so its size is known before anything is written.
     pub fn from_snapshot(snap: &Snapshot, run_id: Option<&str>) -> Backup {
         let ns = snap.namespace.metadata.name.clone().unwrap_or_default();
-        let service_labels = snap
-            .services
-            .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    s.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let service_labels = service_labels(&snap.services);
         let mut objects: Vec<Value> = [
             &snap.authorization_policies,
             &snap.peer_authentications,

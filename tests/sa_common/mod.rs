@@ -25,24 +25,37 @@ const SYSTEM_NAMESPACES: &[&str] = &[
     "ambient-migrate",
 ];
 
-/// The documents of the shipped install that carry identity and RBAC: the state namespace, the
-/// ServiceAccount, the (Cluster)Roles and their bindings (the CronJob and its ConfigMap are left out:
-/// meshsim serves no CronJobs).
+/// The documents of the shipped install (`ci/k8s/*.yaml`) that carry identity and RBAC: the state
+/// namespace, the ServiceAccount, the (Cluster)Roles and their bindings (the CronJob and its ConfigMap are
+/// left out: meshsim serves no CronJobs).
 pub fn shipped_rbac() -> Vec<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/k8s");
-    [
-        "namespace.yaml",
-        "serviceaccount.yaml",
-        "clusterrole.yaml",
-        "clusterrolebinding.yaml",
-    ]
-    .iter()
-    .flat_map(|f| {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("ci/k8s/{f}: {e}"));
-        serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("ci/k8s/{f}: {e}"))
-    })
-    .filter(|d| !d.is_null())
-    .collect()
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ci/k8s")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let kinds = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "ClusterRoleBinding",
+        "RoleBinding",
+    ];
+    // In the order an apply needs them: the namespace before what lives in it.
+    let rank = |d: &Value| kinds.iter().position(|k| d["kind"] == *k);
+    let mut docs: Vec<Value> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        })
+        .filter(|d| rank(d).is_some())
+        .collect();
+    docs.sort_by_key(rank);
+    docs
 }
 
 /// The per-namespace bindings of `ci/k8s/per-namespace/` instantiated for fleet namespaces and Job probe
