@@ -90,6 +90,12 @@ async fn the_shipped_rbac_covers_a_rollback_and_its_retry() {
 
     let out = fleet.run(&["run", "--config", cfg], LIMIT).await;
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let reviews = fleet
+        .product_log()
+        .iter()
+        .filter(|r| r.resource == "selfsubjectaccessreviews")
+        .count();
+    eprintln!("SelfSubjectAccessReviews of a 2-namespace run: {reviews}");
     let outcomes = fleet.outcomes();
     assert_eq!(outcomes["ok"], "migrated", "{outcomes:?}");
     assert_eq!(outcomes["bad"], "rolled-back", "{outcomes:?}");
@@ -133,4 +139,59 @@ async fn a_probe_job_outside_the_allow_lists_is_refused_before_any_request() {
     assert!(stderr.contains("namespaces.shop.probes[0].image"), "{stderr}");
     assert!(stderr.contains("\"evil.example/miner:1\""), "{stderr}");
     assert_eq!(fleet.product_log().len(), 0, "no request reached the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_rollback_prove_their_permissions_too() {
+    let fleet = Fleet::start(&fixture(&[("shop", false)]), vec![]).await;
+    let mut rbac = shipped_rbac();
+    rbac.extend(shipped_namespace_bindings(&["shop"], &[]));
+    remove_verb(&mut rbac, "ambient-migrate-state", "configmaps", "create");
+    remove_verb(
+        &mut rbac,
+        "ambient-migrate-fleet",
+        "authorizationpolicies",
+        "delete",
+    );
+    fleet.use_service_account(&rbac).await;
+    let cfg = fleet.write_config("fleet.toml", &fleet_config(&["shop"], &[], 1, 0, ""));
+    let cfg = cfg.to_str().expect("utf-8");
+    let file = fleet.dir.path().join("shop.yaml");
+    let out = fleet
+        .run(
+            &[
+                "backup",
+                "--config",
+                cfg,
+                "-n",
+                "shop",
+                "-o",
+                file.to_str().expect("utf-8"),
+            ],
+            LIMIT,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("create configmaps in namespace ambient-migrate"),
+        "{stderr}"
+    );
+    assert!(!file.exists(), "no backup file on refusal");
+    let out = fleet
+        .run(&["rollback", "--config", cfg, "-n", "shop"], LIMIT)
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("delete authorizationpolicies.security.istio.io in namespace shop"),
+        "{stderr}"
+    );
+    let writes: Vec<String> = fleet
+        .product_log()
+        .iter()
+        .filter(|r| r.is_mutating())
+        .map(|r| format!("{} {}", r.verb, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
 }
