@@ -41,12 +41,7 @@ async fn a_backup_over_one_mebibyte_is_refused_before_the_first_write() {
     let outcomes = fleet.outcomes();
     assert_eq!(outcomes["big"], "blocked", "{outcomes:?}");
     assert_eq!(outcomes["small"], "not-started", "{outcomes:?}");
-    let writes: Vec<String> = fleet
-        .product_log()
-        .iter()
-        .filter(|r| r.is_mutating())
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
+    let writes = fleet.product_writes();
     assert!(writes.is_empty(), "written before the refusal: {writes:?}");
     assert_eq!(fleet.ns_state("big"), before);
 

@@ -57,11 +57,7 @@ async fn a_missing_verb_stops_run_before_any_write() {
         log.iter().all(|r| r.user == SERVICE_ACCOUNT_USER),
         "every request ran as the SA"
     );
-    let writes: Vec<String> = log
-        .iter()
-        .filter(|r| r.is_mutating())
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
+    let writes = fleet.product_writes();
     assert!(
         writes.is_empty(),
         "writes despite the missing permission: {writes:?}"
@@ -187,11 +183,6 @@ async fn backup_and_rollback_prove_their_permissions_too() {
         stderr.contains("delete authorizationpolicies.security.istio.io in namespace shop"),
         "{stderr}"
     );
-    let writes: Vec<String> = fleet
-        .product_log()
-        .iter()
-        .filter(|r| r.is_mutating())
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
+    let writes = fleet.product_writes();
     assert!(writes.is_empty(), "{writes:?}");
 }

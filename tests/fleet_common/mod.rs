@@ -215,6 +215,15 @@ impl Fleet {
             .collect()
     }
 
+    /// The product's writes that reached the store (`verb path`), oldest first.
+    pub fn product_writes(&self) -> Vec<String> {
+        self.product_log()
+            .iter()
+            .filter(|r| r.is_mutating())
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .collect()
+    }
+
     /// The JSON report of the last run (panics when missing or invalid JSON).
     pub fn report(&self) -> Value {
         let p = self.reports.join("ambient-migrate-report.json");
