@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::assess::Severity;
+use crate::assess::permissions::{self, Permission};
 use crate::assess::plan::NamespacePlan;
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
@@ -375,6 +376,74 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     t
 }
 
+/// Source namespaces of the Job probes the targets' settings define.
+fn probe_namespaces(s: &Settings, targets: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in targets {
+        for p in &s.for_namespace(ns).probes {
+            if let crate::probes::spec::ProbeKind::Job(j) = &p.kind
+                && !out.contains(&j.source_namespace)
+            {
+                out.push(j.source_namespace.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Asks the API server (SelfSubjectAccessReview) for every permission `command` needs on `targets`;
+/// returns the missing ones, or exit 3 when the API cannot answer.
+async fn missing_permissions(
+    cluster: &Cluster,
+    s: &Settings,
+    command: permissions::Command,
+    targets: &[String],
+) -> Result<Vec<Permission>, i32> {
+    let probes = probe_namespaces(s, targets);
+    let needed = permissions::required(&permissions::Scope {
+        command,
+        targets,
+        state_namespace: &s.state_namespace,
+        probe_namespaces: &probes,
+    });
+    cluster.missing_permissions(&needed).await.map_err(|e| {
+        eprintln!("error: cannot check the runner's permissions: {e}");
+        exit::HUMAN_NEEDED
+    })
+}
+
+/// What to tell a platform engineer about missing permissions: each one, then the RBAC rules to add.
+fn missing_permissions_text(command: &str, missing: &[Permission]) -> String {
+    let mut t = format!(
+        "the identity running ambient-migrate lacks {} permission(s) that `{command}` needs (asked with SelfSubjectAccessReview):\n",
+        missing.len()
+    );
+    for p in missing {
+        t.push_str(&format!("  - {} ({})\n", permissions::describe(p), p.why));
+    }
+    t.push_str("Add these RBAC rules (ci/k8s/ has the shipped roles):\n");
+    t.push_str(&permissions::rbac_rules(missing));
+    t
+}
+
+/// Stops a writing command before its first write when permissions are missing (exit 4, nothing
+/// changed); `Ok` when every permission is granted.
+async fn prove_permissions(
+    cluster: &Cluster,
+    s: &Settings,
+    command: permissions::Command,
+    name: &str,
+    targets: &[String],
+) -> Result<(), i32> {
+    let missing = missing_permissions(cluster, s, command, targets).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprint!("error: {}", missing_permissions_text(name, &missing));
+    eprintln!("nothing was changed.");
+    Err(exit::BLOCKED)
+}
+
 async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixes_dir: Option<&Path>) -> i32 {
     let namespaces = match resolve_fleet(cluster, s).await {
         Ok(n) => n,
@@ -383,6 +452,13 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
             return exit::USAGE;
         }
     };
+    let missing = match missing_permissions(cluster, s, permissions::Command::Run, &namespaces).await {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    if !missing.is_empty() {
+        eprint!("warning: {}", missing_permissions_text("run", &missing));
+    }
     let (_tx, rx) = watch::channel(false);
     let eng = engine(cluster, s, out, run_id, rx);
     let mut plans = Vec::new();
@@ -408,7 +484,10 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     }
     match out.format {
         OutputFormat::Json => {
-            let doc = json!({"namespaces": plans.iter().map(|(ns, p)| json!({"namespace": ns, "blocked": p.blocked(), "plan": p})).collect::<Vec<_>>()});
+            let doc = json!({
+                "namespaces": plans.iter().map(|(ns, p)| json!({"namespace": ns, "blocked": p.blocked(), "plan": p})).collect::<Vec<_>>(),
+                "missingPermissions": missing,
+            });
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         OutputFormat::Text => {
@@ -452,6 +531,20 @@ async fn cmd_run(
         }
     };
     let mut report = RunReport::new(run_id, "run", &cluster_url(cluster), &s.digest(), cli.dry_run);
+    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces).await {
+        for ns in &namespaces {
+            let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+            r.outcome = NamespaceOutcome::NotStarted;
+            r.reason = Some(
+                "the fleet did not start: the runner lacks RBAC permissions (see the error output)".into(),
+            );
+            report.namespaces.push(r);
+        }
+        report.finish();
+        report.exit_code = code;
+        finish_report(s, out, &report);
+        return code;
+    }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
 
@@ -476,6 +569,19 @@ async fn cmd_run(
         let assessed = eng.assess(ns, &opts).await;
         if let Ok((_, plan)) = &assessed {
             callers.insert(ns.clone(), plan.callers.clone());
+        }
+        // The namespace's backup must fit in its ConfigMap, or the run would stop after its first writes.
+        if let Ok((snap, plan)) = &assessed
+            && !plan.blocked()
+            && let Err(e) = Backup::from_snapshot(snap, Some(run_id)).check_fits()
+        {
+            say(&format!("{ns}: preflight BLOCKED"));
+            eprintln!("error: {e}");
+            let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+            r.outcome = NamespaceOutcome::Blocked;
+            r.reason = Some(e.to_string());
+            blocked_reports.push(r);
+            continue;
         }
         match assessed {
             Ok((_, plan)) if plan.blocked() => {
@@ -808,6 +914,12 @@ async fn cmd_rollback(
 ) -> i32 {
     let RollbackRequest { to_step, force } = req;
     let ns = cli.namespaces[0].clone();
+    let targets = [ns.clone()];
+    if let Err(code) =
+        prove_permissions(cluster, s, permissions::Command::Rollback, "rollback", &targets).await
+    {
+        return code;
+    }
     let guard = match lease::acquire(cluster, lease_config(s)).await {
         Ok(g) => Arc::new(g),
         Err(LeaseError::HeldBy { holder, .. }) => {
@@ -852,6 +964,10 @@ async fn cmd_rollback(
 
 async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run_id: &str) -> i32 {
     let ns = &cli.namespaces[0];
+    let targets = [ns.clone()];
+    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Backup, "backup", &targets).await {
+        return code;
+    }
     // Mid-migration, the backup that matters is the one the migration started from (the truth a rollback
     // restores); otherwise the namespace as it is now. Nothing is written to the cluster either way: a
     // stored copy would be taken for the truth by a later run.
@@ -922,6 +1038,11 @@ async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file
             b.namespace
         );
         return exit::USAGE;
+    }
+    let targets = [b.namespace.clone()];
+    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Restore, "restore", &targets).await
+    {
+        return code;
     }
     // Like every command that writes: one run at a time on the fleet.
     let guard = match lease::acquire(cluster, lease_config(s)).await {

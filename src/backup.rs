@@ -36,6 +36,7 @@ use kube::api::{DynamicObject, ListParams, ObjectMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::assess::Snapshot;
 use crate::cluster::{
     Cluster, ClusterError, DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL,
 };
@@ -56,6 +57,23 @@ pub const BACKED_UP_KINDS: [DynKind; 9] = [
     DynKind::HttpRoute,
     DynKind::Gateway,
 ];
+/// The most a ConfigMap's data may hold: kube-apiserver's ConfigMap validation refuses more than
+/// `MaxSecretSize` (1 MiB, `pkg/apis/core/validation/validation.go` `ValidateConfigMap`). The in-cluster
+/// backup is one ConfigMap.
+pub const MAX_CONFIGMAP_DATA_BYTES: usize = 1024 * 1024;
+/// Each Service's labels by name, as a backup keeps them.
+fn service_labels(services: &[Service]) -> BTreeMap<String, BTreeMap<String, String>> {
+    services
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 /// Label keys restore sets back on the Namespace and Services.
 pub const ISTIO_LABEL_KEYS: [&str; 6] = [
     "istio-injection",
@@ -90,6 +108,15 @@ pub enum BackupError {
     /// The YAML is not a backup this tool wrote.
     #[error("{source_name} is not a valid ambient-migrate backup: {message}")]
     Invalid { source_name: String, message: String },
+    /// The backup would not fit in its ConfigMap.
+    #[error(
+        "the backup of namespace {namespace} is {bytes} bytes of YAML, more than the {limit} bytes a ConfigMap can hold (the API server would refuse it with 422 Invalid); nothing was changed in {namespace}. Shrink its Istio configuration (for example drop kubectl.kubernetes.io/last-applied-configuration annotations from its policies, or consolidate large AuthorizationPolicies) or migrate it by hand"
+    )]
+    TooLarge {
+        namespace: String,
+        bytes: usize,
+        limit: usize,
+    },
     /// No backup exists in the cluster.
     #[error(
         "no backup of namespace {namespace} in ConfigMap {state_namespace}/backup-{namespace}; take one with `ambient-migrate backup -n {namespace}`"
@@ -264,16 +291,7 @@ impl Backup {
         let services = cluster
             .call(&format!("list Services in {ns}"), || svc_api.list(&lp))
             .await?;
-        let service_labels = services
-            .items
-            .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    s.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let service_labels = service_labels(&services.items);
         let lists =
             futures::future::try_join_all(BACKED_UP_KINDS.iter().map(|k| cluster.list_dyn(*k, ns))).await?;
         let mut objects = Vec::new();
@@ -294,6 +312,55 @@ impl Backup {
             service_labels,
             objects,
         })
+    }
+
+    /// The backup `read_live` would take, built from the preflight's snapshot of the namespace (same
+    /// objects, same stripping), so its size is known before anything is written.
+    pub fn from_snapshot(snap: &Snapshot, run_id: Option<&str>) -> Backup {
+        let ns = snap.namespace.metadata.name.clone().unwrap_or_default();
+        let service_labels = service_labels(&snap.services);
+        let mut objects: Vec<Value> = [
+            &snap.authorization_policies,
+            &snap.peer_authentications,
+            &snap.request_authentications,
+            &snap.virtual_services,
+            &snap.destination_rules,
+            &snap.sidecars,
+            &snap.telemetries,
+            &snap.http_routes,
+            &snap.gateways,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let mut v = o.clone();
+            strip(&mut v);
+            v
+        })
+        .collect();
+        objects.sort_by_key(obj_key);
+        Backup {
+            namespace: ns,
+            taken_at: jiff::Timestamp::now().to_string(),
+            run_id: run_id.map(str::to_string),
+            namespace_labels: snap.namespace.metadata.labels.clone().unwrap_or_default(),
+            service_labels,
+            objects,
+        }
+    }
+
+    /// The size of the backup's YAML, or [`BackupError::TooLarge`] when it would not fit in its
+    /// ConfigMap ([`MAX_CONFIGMAP_DATA_BYTES`]).
+    pub fn check_fits(&self) -> Result<usize, BackupError> {
+        let bytes = self.to_yaml()?.len();
+        if bytes > MAX_CONFIGMAP_DATA_BYTES {
+            return Err(BackupError::TooLarge {
+                namespace: self.namespace.clone(),
+                bytes,
+                limit: MAX_CONFIGMAP_DATA_BYTES,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Multi-document YAML with a comment header (see the module docs).
@@ -552,6 +619,7 @@ pub async fn take_fresh(
     run_id: Option<&str>,
 ) -> Result<Backup, BackupError> {
     let backup = Backup::read_live(cluster, ns, run_id).await?;
+    backup.check_fits()?;
     if cluster.dry_run() {
         return Ok(backup);
     }

@@ -126,6 +126,9 @@ pub fn config_toml(proxy: &str) -> String {
     t.push_str(
         "[[namespaces.shop.probes]]\nname = \"web-delete-api-denied\"\nkind = \"job\"\nsource_namespace = \"shop\"\nservice_account = \"web\"\nurl = \"http://api.shop.svc.cluster.local/\"\nmethod = \"DELETE\"\ntimeout = \"15s\"\nl7 = true\nexpect = { status = \"403\" }\npolicy = { interval = \"100ms\", count = 1, error_limit = 2, timeout = \"15s\" }\nschedule = { after_steps = [\"remove-sidecar-policies\", \"validate\"], after_rollback = true }\n",
     );
+    t.push_str(
+        "\n[job_probes]\nallowed_service_accounts = [\"shop/web\"]\nallowed_images = [\"curlimages/curl\"]\n",
+    );
     t
 }
 

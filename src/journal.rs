@@ -50,6 +50,15 @@ pub enum JournalError {
         name: String,
         message: String,
     },
+    /// The record would not fit in its ConfigMap even without gate results.
+    #[error(
+        "journal of namespace {namespace} would be {bytes} bytes, more than the {limit} bytes a ConfigMap can hold (the API server would refuse it with 422), even without gate results; the namespace has too many recorded changes for one journal: migrate it in parts (exclude workloads) or by hand"
+    )]
+    TooLarge {
+        namespace: String,
+        bytes: usize,
+        limit: usize,
+    },
     /// Cluster access failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -165,6 +174,28 @@ impl Record {
             self.gates.drain(..excess);
         }
     }
+}
+
+/// Makes a record fit in its ConfigMap ([`crate::backup::MAX_CONFIGMAP_DATA_BYTES`]) before it is written:
+/// the oldest gate results go first (they are diagnostics, also in the reports); the changes, which
+/// rollback needs, are never dropped. Returns how many gate results were dropped, or the size without
+/// any gate result when even that does not fit.
+pub fn fit(rec: &mut Record) -> Result<usize, usize> {
+    let size = |r: &Record| {
+        serde_json::to_string_pretty(r)
+            .map(|t| t.len())
+            .unwrap_or(usize::MAX)
+    };
+    let limit = crate::backup::MAX_CONFIGMAP_DATA_BYTES;
+    let mut dropped = 0;
+    while size(rec) > limit {
+        if rec.gates.is_empty() {
+            return Err(size(rec));
+        }
+        rec.gates.remove(0);
+        dropped += 1;
+    }
+    Ok(dropped)
 }
 
 /// Short text for the phase (`pending`, `in-step:restart`, `rolling-back:restart`), used in the Namespace
@@ -418,6 +449,21 @@ impl Journal {
         next.run_id = self.run_id.clone();
         if next.runs.last() != Some(&self.run_id) && !next.runs.contains(&self.run_id) {
             next.runs.push(self.run_id.clone());
+        }
+        match fit(&mut next) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                namespace = %next.namespace,
+                dropped = n,
+                "journal near the ConfigMap size limit: dropped the oldest gate results"
+            ),
+            Err(bytes) => {
+                return Err(JournalError::TooLarge {
+                    namespace: next.namespace.clone(),
+                    bytes,
+                    limit: crate::backup::MAX_CONFIGMAP_DATA_BYTES,
+                });
+            }
         }
         let phase_changed = next.phase != self.record.phase;
         if self.cluster.dry_run() {

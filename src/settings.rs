@@ -160,6 +160,9 @@ pub struct Settings {
     /// Per-namespace overrides, by namespace name.
     #[serde(default)]
     pub namespaces: BTreeMap<String, NamespaceOverrides>,
+    /// What a Job probe may run as: its service account and image must be allow-listed here.
+    #[serde(default)]
+    pub job_probes: JobProbes,
     /// Report files.
     pub reports: Reports,
     /// Logging.
@@ -309,6 +312,85 @@ pub struct Log {
     pub format: LogFormat,
     /// Level or filter directive.
     pub level: String,
+}
+
+/// `job_probes`: allow lists checked at config validation, before any request. A probe Job runs code (its
+/// image) as an identity (its service account) in its source namespace; whoever can edit the config must
+/// not be able to pick any identity or image the runner's RBAC could create Jobs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobProbes {
+    /// Service accounts a probe Job may use: `name` (in any probe namespace) or `namespace/name`.
+    pub allowed_service_accounts: Vec<String>,
+    /// Images a probe Job may use: an entry without tag or digest allows any tag or digest of that
+    /// repository (`curlimages/curl` allows `curlimages/curl:8.11.1` and `curlimages/curl@sha256:...`);
+    /// an entry with a tag or digest allows exactly that reference.
+    pub allowed_images: Vec<String>,
+}
+
+impl Default for JobProbes {
+    fn default() -> Self {
+        JobProbes {
+            allowed_service_accounts: vec!["default".into()],
+            allowed_images: vec![image_repository(crate::probes::spec::DEFAULT_JOB_IMAGE).to_string()],
+        }
+    }
+}
+
+/// The repository of an image reference (tag and digest removed; a registry port is kept).
+pub fn image_repository(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
+}
+
+impl JobProbes {
+    /// Whether a probe Job in `namespace` may run as `service_account`.
+    pub fn allows_service_account(&self, namespace: &str, service_account: &str) -> bool {
+        self.allowed_service_accounts
+            .iter()
+            .any(|a| a == service_account || *a == format!("{namespace}/{service_account}"))
+    }
+
+    /// Whether a probe Job may run `image`.
+    pub fn allows_image(&self, image: &str) -> bool {
+        self.allowed_images
+            .iter()
+            .any(|a| a == image || (image_repository(a) == a.as_str() && image_repository(image) == a))
+    }
+}
+
+/// Job probes whose service account or image is not allow-listed.
+fn validate_job_probes(prefix: &str, probes: &[ProbeSpec], allow: &JobProbes, p: &mut Vec<Problem>) {
+    for (i, probe) in probes.iter().enumerate() {
+        let crate::probes::spec::ProbeKind::Job(j) = &probe.kind else {
+            continue;
+        };
+        if !allow.allows_service_account(&j.source_namespace, &j.service_account) {
+            p.push(Problem {
+                key: format!("{prefix}[{i}].service_account"),
+                message: format!(
+                    "probe {:?} runs as service account {:?} in {:?}, which is not in job_probes.allowed_service_accounts {:?}",
+                    probe.name, j.service_account, j.source_namespace, allow.allowed_service_accounts
+                ),
+                origin: None,
+                fix: "use an allowed service account, or add it (`name` or `namespace/name`) to job_probes.allowed_service_accounts".into(),
+            });
+        }
+        if !allow.allows_image(&j.image) {
+            p.push(Problem {
+                key: format!("{prefix}[{i}].image"),
+                message: format!(
+                    "probe {:?} uses image {:?}, which is not in job_probes.allowed_images {:?}",
+                    probe.name, j.image, allow.allowed_images
+                ),
+                origin: None,
+                fix: "use an allowed image, or add it (repository, or an exact tag/digest) to job_probes.allowed_images".into(),
+            });
+        }
+    }
 }
 
 /// `namespaces.<ns>`: what differs for one namespace.
@@ -941,6 +1023,7 @@ impl Settings {
         }
         validate_migration("migration", &self.migration, &mut p);
         validate_probes("probes", &self.probes, &mut p);
+        validate_job_probes("probes", &self.probes, &self.job_probes, &mut p);
         for (ns, o) in &self.namespaces {
             if let Some(m) = &o.migration {
                 validate_migration(
@@ -949,6 +1032,12 @@ impl Settings {
                     &mut p,
                 );
             }
+            validate_job_probes(
+                &format!("namespaces.{ns}.probes"),
+                &o.probes,
+                &self.job_probes,
+                &mut p,
+            );
             if !o.probes.is_empty() {
                 let all: Vec<ProbeSpec> = self.probes.iter().chain(&o.probes).cloned().collect();
                 let mut q = Vec::new();
@@ -1241,6 +1330,29 @@ mod tests {
         for bad in ["", "30", "5 minutes", "m5", "1.5s", "-3s", "10x"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn job_probe_allow_lists_match_names_and_image_repositories() {
+        let a = JobProbes {
+            allowed_service_accounts: vec!["default".into(), "web/prober".into()],
+            allowed_images: vec!["curlimages/curl".into(), "registry:5000/tools/curl:8.1".into()],
+        };
+        assert!(a.allows_service_account("any", "default"));
+        assert!(a.allows_service_account("web", "prober"));
+        assert!(!a.allows_service_account("kube-system", "prober"));
+        assert!(a.allows_image("curlimages/curl"));
+        assert!(a.allows_image("curlimages/curl:8.11.1"));
+        assert!(a.allows_image("curlimages/curl@sha256:0123"));
+        assert!(a.allows_image("registry:5000/tools/curl:8.1"));
+        assert!(!a.allows_image("registry:5000/tools/curl:8.2"));
+        assert!(!a.allows_image("evil/curl"));
+        assert!(!a.allows_image("curlimages/curl-evil"));
+        assert_eq!(
+            image_repository("registry:5000/tools/curl"),
+            "registry:5000/tools/curl"
+        );
+        assert!(JobProbes::default().allows_image(crate::probes::spec::DEFAULT_JOB_IMAGE));
     }
 
     #[test]

@@ -34,6 +34,9 @@ async fn start(fixture: String) -> (meshsim::Running, tempfile::TempDir) {
     })
     .await
     .expect("meshsim starts");
+    // The binary runs as the shipped ServiceAccount (see sa_common).
+    let rbac = pc::sa_common::shipped_rbac_for(&running);
+    pc::sa_common::install(&running, dir.path(), &dir.path().join("kubeconfig"), &rbac).await;
     (running, dir)
 }
 
@@ -75,6 +78,7 @@ fn policy_names(sim: &meshsim::Sim, ns: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_gap() {
     let (running, dir) = start(pc::policy_fleet(1)).await;
+    let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     assert!(
@@ -215,6 +219,7 @@ async fn seed_order_shows_outage_window_and_security_gap() {
     // runbook has none). The L4 trap is left out: the seed order cannot pass it without policy migration
     // (see the strategy test; the benchmark measures it with the scripted kubectl runbook).
     let (running, dir) = start(pc::policy_fleet(1)).await;
+    let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     assert!(pc::wait_pods_ready(&sim, &["front", "store"], 4, 20).await);
@@ -312,6 +317,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
         .collect::<Vec<_>>()
         .join("---\n");
     let (running, dir) = start(fixture).await;
+    let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     let ns_refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -302,3 +302,71 @@ async fn a_journal_write_whose_answer_was_lost_is_settled_by_the_next_update() {
     let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
     assert_eq!(stored.phase, Phase::StepDone(Step::ActivateWaypoint));
 }
+
+#[tokio::test]
+async fn a_journal_near_the_configmap_limit_keeps_its_changes_and_fits() {
+    use ambient_migrate::gates::{GateOutcome, GateResult};
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let mut j = Journal::load_or_create(c, STATE_NS, "shop", "run-a")
+        .await
+        .unwrap();
+    // 100 gate results of ~20 KB each: ~2 MB, twice what meshsim (like kube-apiserver) accepts.
+    j.update(|r| {
+        r.changes.push(Change::Label {
+            step: Step::EnableAmbient,
+            change: LabelChange {
+                target: ObjRef::namespace("shop"),
+                key: "istio.io/dataplane-mode".into(),
+                before: None,
+                after: Some("ambient".into()),
+            },
+        });
+        for i in 0..100 {
+            r.push_gate(GateResult::new(
+                &format!("gate-{i:03}"),
+                GateOutcome::Pass,
+                serde_json::json!({"pods": "p".repeat(20_000)}),
+                "ok",
+            ));
+        }
+    })
+    .await
+    .expect("the write fits after dropping the oldest gate results");
+    let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(stored.changes.len(), 1, "changes are never dropped");
+    assert!(
+        stored.gates.len() < 100 && !stored.gates.is_empty(),
+        "{}",
+        stored.gates.len()
+    );
+    assert_eq!(
+        stored.gates.last().unwrap().gate,
+        "gate-099",
+        "the newest results are kept"
+    );
+    let cm = env
+        .sim()
+        .store
+        .get(meshsim::resources::core("configmaps"), STATE_NS, "journal-shop")
+        .unwrap();
+    let bytes = cm["data"]["journal.json"].as_str().unwrap().len();
+    assert!(bytes <= meshsim::store::MAX_DATA_BYTES, "{bytes}");
+
+    // A record too large even without gate results is refused with a clear error; nothing is written.
+    let before = env.store_rv();
+    let err = j
+        .update(|r| {
+            r.extra
+                .insert("huge".into(), serde_json::json!("x".repeat(2 * 1024 * 1024)));
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::TooLarge { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than the 1048576 bytes a ConfigMap can hold"),
+        "{err}"
+    );
+    assert_eq!(env.store_rv(), before);
+}

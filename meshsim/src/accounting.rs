@@ -33,12 +33,20 @@ pub struct RequestRecord {
     pub code: u16,
     pub method: String,
     pub path: String,
+    /// The authenticated (or impersonated) user name the request was authorised as.
+    #[serde(default)]
+    pub user: String,
 }
 
 impl RequestRecord {
     /// A write that reached the store: create/update/patch/delete/deletecollection without dry run.
+    /// Reviews (`selfsubjectaccessreviews`, ...) are creates that store nothing, so they are not writes.
     pub fn is_mutating(&self) -> bool {
-        !self.dry_run && is_mutating_verb(&self.verb)
+        !self.dry_run
+            && is_mutating_verb(&self.verb)
+            && !crate::resources::REVIEWS
+                .iter()
+                .any(|r| r.plural == self.resource && r.group == self.group)
     }
 
     /// The first word of the user agent (`kubectl`, `ambient-migrate`, ...), for grouping.
@@ -155,6 +163,7 @@ mod tests {
             code: 200,
             method: "PATCH".into(),
             path: "/api/v1/namespaces/shop".into(),
+            user: "kubernetes-admin".into(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod api;
 pub mod controllers;
 pub mod faults;
+pub mod fields;
 pub mod fixtures;
 pub mod resources;
 pub mod settings;
@@ -31,6 +32,8 @@ pub struct Sim {
     pub traffic: traffic::Counters,
     /// Container logs by (namespace, pod), served at `pods/<name>/log` (curl Jobs write their output here).
     pub logs: PodLogs,
+    /// ServiceAccount tokens issued through `serviceaccounts/token` (TokenRequest).
+    pub tokens: api::auth::Tokens,
 }
 
 impl Sim {
@@ -45,6 +48,7 @@ impl Sim {
             accounting: accounting::Accounting::default(),
             traffic: traffic::Counters::default(),
             logs: PodLogs::default(),
+            tokens: api::auth::Tokens::default(),
         })
     }
 }
@@ -123,10 +127,12 @@ impl Drop for Running {
     }
 }
 
-/// A kubeconfig for `server`, with context, cluster and user all named `meshsim`.
+/// A kubeconfig for `server`, with context, cluster and user all named `meshsim`; the user is the cluster
+/// administrator ([`api::auth::ADMIN_TOKEN`], group `system:masters`).
 pub fn kubeconfig_yaml(server: &str) -> String {
+    let token = api::auth::ADMIN_TOKEN;
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: meshsim\n  cluster:\n    server: {server}\ncontexts:\n- name: meshsim\n  context:\n    cluster: meshsim\n    user: meshsim\n    namespace: default\ncurrent-context: meshsim\nusers:\n- name: meshsim\n  user:\n    token: meshsim\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: meshsim\n  cluster:\n    server: {server}\ncontexts:\n- name: meshsim\n  context:\n    cluster: meshsim\n    user: meshsim\n    namespace: default\ncurrent-context: meshsim\nusers:\n- name: meshsim\n  user:\n    token: {token}\npreferences: {{}}\n"
     )
 }
 

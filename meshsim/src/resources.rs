@@ -460,7 +460,94 @@ pub static REGISTRY: &[ResourceType] = &[
         true,
         []
     ),
+    // RBAC objects (rbac.authorization.k8s.io/v1), evaluated by `api::auth` on every request.
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        [],
+        false,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        [],
+        false,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        [],
+        true,
+        false,
+        false,
+        []
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        [],
+        true,
+        false,
+        false,
+        []
+    ),
 ];
+
+/// A create-only kind that is answered, never stored (reviews: `kubectl auth can-i`, `kubectl auth whoami`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+/// The review kinds meshsim answers (`authorization.k8s.io/v1` and `authentication.k8s.io/v1`).
+pub static REVIEWS: &[ReviewType] = &[
+    ReviewType {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+    },
+    ReviewType {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+    },
+    ReviewType {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+    },
+];
+
+/// A review kind by URL group, version and plural.
+pub fn review_by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ReviewType> {
+    REVIEWS
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
 
 /// Looks a type up the way URLs name it: group ("" for core), version and plural.
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -493,15 +580,25 @@ pub fn id(group: &str, plural: &str) -> ResId {
         .id()
 }
 
-/// The API groups in discovery order.
+/// The API groups in discovery order (stored kinds first, then the review-only groups).
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in REGISTRY {
-        if !r.group.is_empty() && !out.contains(&r.group) {
-            out.push(r.group);
+    for g in REGISTRY
+        .iter()
+        .map(|r| r.group)
+        .chain(REVIEWS.iter().map(|r| r.group))
+    {
+        if !g.is_empty() && !out.contains(&g) {
+            out.push(g);
         }
     }
     out
+}
+
+/// Whether `group/version` is served (by a stored kind or a review kind).
+pub fn serves_version(group: &str, version: &str) -> bool {
+    REGISTRY.iter().any(|r| r.group == group && r.version == version)
+        || REVIEWS.iter().any(|r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]

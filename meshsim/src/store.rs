@@ -199,6 +199,10 @@ pub struct WriteOpts {
     pub field_manager: Option<String>,
     /// The operation recorded with the field manager (`Update` or `Apply`).
     pub apply: bool,
+    /// The applied configuration of a server-side apply: the fields the manager then owns.
+    pub applied: Option<Value>,
+    /// `force=true` on an apply: take conflicting fields from their other managers.
+    pub force: bool,
 }
 
 /// Delete propagation (`propagationPolicy`).
@@ -432,33 +436,27 @@ impl Store {
         self.changed.send_replace(inner.rv);
     }
 
-    fn managed_fields(obj: &mut Value, opts: &WriteOpts, subresource: Option<&str>) {
+    /// Records the write in `managedFields` (field ownership, see [`crate::fields`]).
+    fn managed_fields(obj: &mut Value, old: Option<&Value>, opts: &WriteOpts, subresource: Option<&str>) {
         let Some(manager) = opts.field_manager.as_deref() else {
             return;
         };
-        let meta = &mut obj["metadata"];
-        let operation = if opts.apply { "Apply" } else { "Update" };
-        let mut entries: Vec<Value> = meta
-            .get("managedFields")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| !(e["manager"] == manager && e["operation"] == operation))
-            .collect();
-        let mut entry = json!({
-            "manager": manager,
-            "operation": operation,
-            "apiVersion": obj_api_version(obj),
-            "time": now_rfc3339(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {},
-        });
-        if let Some(s) = subresource {
-            entry["subresource"] = json!(s);
-        }
-        entries.push(entry);
-        obj["metadata"]["managedFields"] = Value::Array(entries);
+        let applied = if opts.apply {
+            Some(opts.applied.clone().unwrap_or_else(|| json!({})))
+        } else {
+            None
+        };
+        let api_version = obj_api_version(obj).as_str().unwrap_or("").to_string();
+        crate::fields::record(
+            obj,
+            old,
+            manager,
+            applied.as_ref(),
+            opts.force,
+            &api_version,
+            &now_rfc3339(),
+            subresource,
+        );
     }
 
     /// Creates an object (`POST`). Fills kind/apiVersion, name from generateName, uid, resourceVersion,
@@ -546,13 +544,14 @@ impl Store {
             });
         }
         self.admit(&inner, res, Op::Create, &mut obj)?;
+        validate_data_size(res, &name, &obj)?;
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
         obj["metadata"]["generation"] = json!(1);
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("deletionTimestamp");
         }
-        Self::managed_fields(&mut obj, opts, None);
+        Self::managed_fields(&mut obj, None, opts, None);
         if opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
             return Ok(obj);
@@ -680,12 +679,18 @@ impl Store {
         if target != Target::Status {
             self.admit(&inner, res, Op::Update, &mut new)?;
         }
+        validate_data_size(res, name, &new)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         let unchanged = without_managed(&new) == without_managed(&old);
         if unchanged {
             return Ok(old);
         }
-        Self::managed_fields(&mut new, opts, (target == Target::Status).then_some("status"));
+        Self::managed_fields(
+            &mut new,
+            Some(&old),
+            opts,
+            (target == Target::Status).then_some("status"),
+        );
         if opts.dry_run {
             return Ok(new);
         }
@@ -846,6 +851,51 @@ pub fn random_suffix(n: usize) -> String {
     (0..n)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+/// The most a ConfigMap's or Secret's data may hold (`MaxSecretSize`, `pkg/apis/core/types.go`: 1 MiB).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Bytes a base64 string decodes to.
+fn decoded_len(b64: &str) -> usize {
+    let trimmed = b64.trim_end_matches('=');
+    trimmed.len() * 3 / 4
+}
+
+/// `ValidateConfigMap` / `ValidateSecret` (`pkg/apis/core/validation/validation.go`): the values of `data`
+/// and `binaryData` (Secrets: `data` decoded plus `stringData`) may total at most [`MAX_DATA_BYTES`];
+/// more is 422 with `field.TooLong` ("Too long: must have at most 1048576 bytes", on field `[]` for a
+/// ConfigMap and `data` for a Secret).
+fn validate_data_size(res: ResId, name: &str, obj: &Value) -> Result<(), StoreError> {
+    let rt = resources::get(res);
+    if !rt.group.is_empty() || !matches!(rt.kind, "ConfigMap" | "Secret") {
+        return Ok(());
+    }
+    let values = |field: &str| {
+        obj.get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_str())
+    };
+    let (total, field): (usize, &str) = if rt.kind == "ConfigMap" {
+        let text: usize = values("data").map(str::len).sum();
+        (text + values("binaryData").map(decoded_len).sum::<usize>(), "[]")
+    } else {
+        let data: usize = values("data").map(decoded_len).sum();
+        (data + values("stringData").map(str::len).sum::<usize>(), "data")
+    };
+    if total <= MAX_DATA_BYTES {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        resource: qualified(res),
+        name: name.to_string(),
+        message: format!(
+            "{} \"{name}\" is invalid: {field}: Too long: must have at most {MAX_DATA_BYTES} bytes",
+            rt.kind
+        ),
+    })
 }
 
 /// DNS-1123 subdomain check (what the apiserver requires of most names).

@@ -7,6 +7,7 @@
 //! converts to `Value` losslessly (`serde_json::to_value(&dyn_obj)`).
 
 pub mod injection;
+pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

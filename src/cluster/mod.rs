@@ -10,6 +10,7 @@
 //! `backon`'s exponential backoff (100 ms doubling, at most 2 s between attempts, jitter, 5 retries).
 //! Any other 4xx fails at once; 409 surfaces as [`ClusterError::Conflict`] so fenced writes can stop.
 
+mod access;
 mod dynamic;
 mod events;
 mod labels;

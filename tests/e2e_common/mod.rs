@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 
 /// meshsim's seed fixture (namespace `shop`).
 pub const SEED: &str = include_str!("../../meshsim/fixtures/seed.yaml");
+#[path = "../sa_common/mod.rs"]
+pub mod sa_common;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 /// The tool's state namespace.
@@ -78,6 +81,12 @@ pub struct Env {
     pub running: Running,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        sa_common::assert_nothing_forbidden(&self.running);
+    }
 }
 
 /// What a run of the binary produced.
@@ -136,6 +145,9 @@ pub async fn start_with(fixtures: &[&str], faults: Vec<FaultSpec>, settings: Set
     })
     .await
     .expect("meshsim starts");
+    // The binary runs as the shipped ServiceAccount (see sa_common).
+    let rbac = sa_common::shipped_rbac_for(&running);
+    sa_common::install(&running, dir.path(), &kubeconfig, &rbac).await;
     Env {
         running,
         dir,

@@ -24,6 +24,11 @@ use meshsim::accounting::RequestRecord;
 use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
 use serde_json::Value;
 
+#[path = "../sa_common/mod.rs"]
+pub mod sa_common;
+#[allow(unused_imports)]
+pub use sa_common::{SERVICE_ACCOUNT_USER, remove_verb, shipped_namespace_bindings, shipped_rbac};
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 
@@ -131,6 +136,9 @@ impl Fleet {
             kubeconfig,
             reports,
         };
+        // The binary runs as the shipped ServiceAccount (see sa_common).
+        let rbac = sa_common::shipped_rbac_for(&f.running);
+        f.use_service_account(&rbac).await;
         f.wait_pods_ready(Duration::from_secs(20)).await;
         f
     }
@@ -207,6 +215,15 @@ impl Fleet {
             .collect()
     }
 
+    /// The product's writes that reached the store (`verb path`), oldest first.
+    pub fn product_writes(&self) -> Vec<String> {
+        self.product_log()
+            .iter()
+            .filter(|r| r.is_mutating())
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .collect()
+    }
+
     /// The JSON report of the last run (panics when missing or invalid JSON).
     pub fn report(&self) -> Value {
         let p = self.reports.join("ambient-migrate-report.json");
@@ -236,6 +253,20 @@ impl Fleet {
         data.values()
             .filter_map(Value::as_str)
             .find_map(|t| serde_json::from_str::<Value>(t).ok())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        sa_common::assert_nothing_forbidden(&self.running);
+    }
+}
+
+impl Fleet {
+    /// Re-installs `rbac` (the shipped documents, edited) and a fresh ServiceAccount token; later runs of
+    /// the binary use it.
+    pub async fn use_service_account(&self, rbac: &[Value]) {
+        sa_common::install(&self.running, self.dir.path(), &self.kubeconfig, rbac).await;
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`seed_runbook_kubectl`]: the seed runbook's commands (steps 1-5), run with the real kubectl.
 #![allow(dead_code)]
 
+#[path = "../sa_common/mod.rs"]
+pub mod sa_common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -552,6 +554,10 @@ impl RunConfig<'_> {
             }
         }
         t.push_str(&self.extra);
+        // The probe Jobs' identities of these scenarios, allow-listed as an operator would.
+        t.push_str(
+            "\n[job_probes]\nallowed_service_accounts = [\"front/web\", \"front/other\", \"ledger/writer\", \"ledger/intruder\"]\nallowed_images = [\"curlimages/curl\"]\n",
+        );
         t
     }
 }

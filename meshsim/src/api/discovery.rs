@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::{self, REGISTRY};
+use crate::resources::{self, REGISTRY, REVIEWS};
 
 /// The Kubernetes version meshsim claims.
 pub fn version() -> Value {
@@ -38,6 +38,7 @@ fn group_json(group: &str) -> Value {
             .iter()
             .filter(|r| r.group == group)
             .map(|r| r.version)
+            .chain(REVIEWS.iter().filter(|r| r.group == group).map(|r| r.version))
             .collect();
         v.dedup();
         v
@@ -117,6 +118,30 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "verbs": ["get"],
             }));
         }
+        if r.group.is_empty() && r.kind == "ServiceAccount" {
+            // The TokenRequest subresource (`kubectl create token`).
+            resources_json.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
+    }
+    for r in REVIEWS
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        resources_json.push(json!({
+            "name": r.plural,
+            "singularName": r.kind.to_lowercase(),
+            "namespaced": false,
+            "kind": r.kind,
+            "verbs": ["create"],
+        }));
     }
     let gv = if group.is_empty() {
         version.to_string()

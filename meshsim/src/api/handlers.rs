@@ -23,6 +23,7 @@ pub async fn handle(sim: &Arc<Sim>, req: &Req, p: &ResourcePath) -> Resp {
         (&Method::GET, true) => get(sim, req, p),
         (&Method::GET, false) => list(sim, req, p),
         (&Method::POST, false) => create(sim, req, p),
+        (&Method::POST, true) if p.sub.as_deref() == Some("token") => create(sim, req, p),
         (&Method::PUT, true) => update(sim, req, p),
         (&Method::PATCH, true) => patch(sim, req, p),
         (&Method::DELETE, true) => delete(sim, req, p),
@@ -66,6 +67,8 @@ fn write_opts(req: &Req, apply: bool) -> WriteOpts {
         dry_run: req.dry_run(),
         field_manager: manager,
         apply,
+        applied: None,
+        force: matches!(req.q("force"), Some("true" | "1")),
     }
 }
 
@@ -77,8 +80,8 @@ fn target(p: &ResourcePath) -> Target {
     }
 }
 
-/// Parses a JSON (or YAML) body.
-fn parse_body(req: &Req) -> Result<Value, StoreError> {
+/// Parses a JSON (or YAML, or protobuf of the few kinds [`super::proto`] knows) body.
+pub fn parse_body(req: &Req) -> Result<Value, StoreError> {
     let ct = req.content_type.split(';').next().unwrap_or("").trim();
     if ct.contains("protobuf")
         && let Some(v) = super::proto::decode(&req.body)
@@ -284,7 +287,65 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     ))
 }
 
+/// Default and minimum lifetime of a requested token (`pkg/apis/authentication/validation` and the
+/// TokenRequest REST storage, `pkg/registry/core/serviceaccount/storage/token.go`): one hour when unset,
+/// at least ten minutes.
+const TOKEN_DEFAULT_SECONDS: i64 = 3600;
+const TOKEN_MIN_SECONDS: i64 = 600;
+
+/// `POST serviceaccounts/NAME/token`: a TokenRequest answered with a token for that ServiceAccount.
+fn token_request(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    let body = parse_body(req)?;
+    let sa = sim
+        .store
+        .get(p.rt.id(), ns_of(p), name_of(p))
+        .ok_or_else(|| StoreError::NotFound {
+            resource: "serviceaccounts".into(),
+            name: name_of(p).to_string(),
+        })?;
+    let seconds = body["spec"]["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(TOKEN_DEFAULT_SECONDS);
+    if seconds < TOKEN_MIN_SECONDS {
+        return Err(StoreError::Invalid {
+            resource: "tokenrequests.authentication.k8s.io".into(),
+            name: name_of(p).to_string(),
+            message: format!(
+                "TokenRequest.authentication.k8s.io {:?} is invalid: spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes",
+                name_of(p)
+            ),
+        });
+    }
+    let uid = sa["metadata"]["uid"].as_str().unwrap_or("");
+    let ttl = std::time::Duration::from_secs(seconds.unsigned_abs());
+    let (token, expires) = sim.tokens.issue(ns_of(p), name_of(p), uid, ttl);
+    let expires = jiff::Timestamp::try_from(expires)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_default();
+    let mut spec = body["spec"].clone();
+    if !spec.is_object() {
+        spec = json!({});
+    }
+    spec["expirationSeconds"] = json!(seconds);
+    if spec.get("audiences").is_none_or(Value::is_null) {
+        spec["audiences"] = json!(["https://kubernetes.default.svc.cluster.local"]);
+    }
+    Ok(json_response(
+        201,
+        &json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name_of(p), "namespace": ns_of(p), "creationTimestamp": crate::store::now_rfc3339()},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": expires},
+        }),
+    ))
+}
+
 fn create(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
+    if p.sub.as_deref() == Some("token") {
+        return token_request(sim, req, p);
+    }
     if p.sub.is_some() {
         return Ok(status_response(
             405,
@@ -379,8 +440,9 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     } else {
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("error decoding patch: {e}")))?
     };
-    let opts = write_opts(req, kind == PatchKind::Apply);
+    let mut opts = write_opts(req, kind == PatchKind::Apply);
     if kind == PatchKind::Apply {
+        opts.applied = Some(patch_val.clone());
         if req.q("fieldManager").is_none_or(str::is_empty) {
             return Err(StoreError::Invalid {
                 resource: String::new(),
@@ -398,6 +460,21 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     let result = sim
         .store
         .update_with(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |old| {
+            // Server-side apply: changing a field another manager owns is a conflict unless forced.
+            if kind == PatchKind::Apply
+                && !opts.force
+                && let Some(message) = crate::fields::apply_conflicts(
+                    old,
+                    &patch_val,
+                    opts.field_manager.as_deref().unwrap_or(""),
+                )
+            {
+                return Err(StoreError::Conflict {
+                    resource: crate::store::qualified(p.rt.id()),
+                    name: name_of(p).to_string(),
+                    message,
+                });
+            }
             let mut new = old.clone();
             match kind {
                 PatchKind::Merge => patch::merge(&mut new, &patch_val),

@@ -5,6 +5,7 @@
 //! Every Kubernetes request goes through [`handle`]: settings latency and `api-latency` faults, then
 //! `api-error` faults, then the handler; the outcome is recorded in [`crate::accounting`].
 
+pub mod auth;
 pub mod control;
 pub mod discovery;
 pub mod handlers;
@@ -196,6 +197,18 @@ fn describe(req: &Req, route: &Route) -> RequestInfo {
                 name: p.name.clone(),
             }
         }
+        Route::Review(r) => RequestInfo {
+            verb: if req.method == Method::POST {
+                "create"
+            } else {
+                "unknown"
+            }
+            .into(),
+            resource: r.plural.into(),
+            plural: r.plural.into(),
+            group: r.group.into(),
+            ..Default::default()
+        },
         Route::NotFound(_) => RequestInfo {
             verb: "unknown".into(),
             ..Default::default()
@@ -255,15 +268,172 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
         return control::handle(&sim, &req, sub).await;
     }
     let info = describe(&req, &route);
+    let (resp, user) = match admit(&sim, &parts.headers, &req, &route, &info) {
+        Admission::Allowed(user) => (serve_admitted(&sim, &req, &route, &info, &user).await, user.name),
+        Admission::Refused(resp, name) => (resp, name),
+    };
+    let record = RequestRecord {
+        time: crate::store::now_micro(),
+        verb: info.verb,
+        resource: info.resource,
+        group: info.group,
+        namespace: info.namespace,
+        name: info.name,
+        user_agent: req.user_agent.clone(),
+        dry_run: req.dry_run(),
+        code: resp.status().as_u16(),
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        user,
+    };
+    tracing::debug!(method = %record.method, path = %record.path, code = record.code, user = %record.user, "request");
+    sim.accounting.record(record);
+    resp
+}
+
+/// The largest request body the server reads (`MaxRequestBodyBytes` of
+/// `k8s.io/apiserver/pkg/server/config.go`: 3 MiB); larger bodies get 413 (`limitedReadBody` in
+/// `k8s.io/apiserver/pkg/endpoints/handlers/rest.go`).
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The request's authorisation attributes (`k8s.io/apiserver/pkg/endpoints/request/requestinfo.go`): a
+/// Namespace object's own URL carries its name as the namespace; a list or watch with a
+/// `metadata.name=` field selector carries that name.
+pub fn attributes(req: &Req, route: &Route, info: &RequestInfo) -> auth::Attributes {
+    match route {
+        Route::Resource(p) => {
+            let own_ns = p.rt.plural == "namespaces" && p.rt.group.is_empty();
+            let namespace = if own_ns {
+                p.name.clone()
+            } else {
+                p.namespace.clone()
+            };
+            let name = p.name.clone().or_else(|| {
+                matches!(info.verb.as_str(), "list" | "watch")
+                    .then(|| field_selector_name(req.q("fieldSelector").unwrap_or("")))
+                    .flatten()
+            });
+            auth::Attributes {
+                verb: info.verb.clone(),
+                resource_request: true,
+                group: p.rt.group.into(),
+                version: p.rt.version.into(),
+                resource: p.rt.plural.into(),
+                subresource: p.sub.clone().unwrap_or_default(),
+                namespace: namespace.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+                path: req.path.clone(),
+            }
+        }
+        Route::Review(r) => auth::Attributes {
+            verb: info.verb.clone(),
+            resource_request: true,
+            group: r.group.into(),
+            version: r.version.into(),
+            resource: r.plural.into(),
+            path: req.path.clone(),
+            ..Default::default()
+        },
+        _ => auth::Attributes {
+            verb: req.method.as_str().to_lowercase(),
+            path: req.path.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+/// The name a `metadata.name=X` (or `==`) field selector requires.
+fn field_selector_name(sel: &str) -> Option<String> {
+    sel.split(',').find_map(|term| {
+        let v = term.trim().strip_prefix("metadata.name")?;
+        let v = v.strip_prefix("==").or_else(|| v.strip_prefix('='))?;
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// The outcome of authentication, impersonation and authorisation.
+enum Admission {
+    /// The identity the request runs as.
+    Allowed(auth::User),
+    /// The refusal (401, 400, 403) and the name of whoever asked.
+    Refused(Resp, String),
+}
+
+/// Authentication, impersonation and authorisation of a request.
+fn admit(sim: &Sim, headers: &hyper::HeaderMap, req: &Req, route: &Route, info: &RequestInfo) -> Admission {
+    let one = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let imp = auth::Impersonation {
+        user: one("impersonate-user"),
+        groups: headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect(),
+        uid: one("impersonate-uid"),
+    };
+    let authorization = one("authorization").unwrap_or_default();
+    sim.store.read(|view| {
+        let Some(requester) = auth::authenticate(view, &sim.tokens, &authorization) else {
+            return Admission::Refused(
+                status_response(401, "Unauthorized", "Unauthorized"),
+                String::new(),
+            );
+        };
+        let user = if imp.is_empty() {
+            requester
+        } else {
+            match auth::impersonate(view, &requester, &imp) {
+                Ok(u) => u,
+                Err(auth::ImpersonationError::BadRequest(m)) => {
+                    return Admission::Refused(status_response(400, "BadRequest", &m), requester.name);
+                }
+                Err(auth::ImpersonationError::Forbidden(a)) => {
+                    let status = auth::forbidden_status(&requester, &a, "");
+                    return Admission::Refused(json_response(403, &status), requester.name);
+                }
+            }
+        };
+        let attrs = attributes(req, route, info);
+        match auth::authorize(view, &user, &attrs) {
+            auth::Decision::Allow(_) => Admission::Allowed(user),
+            auth::Decision::Deny(reason) => {
+                let status = auth::forbidden_status(&user, &attrs, &reason);
+                Admission::Refused(json_response(403, &status), user.name)
+            }
+        }
+    })
+}
+
+/// An authorised request: body limit, latency and faults, then the handler.
+async fn serve_admitted(
+    sim: &Arc<Sim>,
+    req: &Req,
+    route: &Route,
+    info: &RequestInfo,
+    user: &auth::User,
+) -> Resp {
+    if req.body.len() > MAX_REQUEST_BODY_BYTES {
+        return status_response(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}"),
+        );
+    }
     let api = info.verb != "discovery" && info.verb != "unknown";
     let mut delay = sim.settings.latency.api_ms;
     let mut delay_answer = 0;
     if api {
-        let ns = fault_namespace(&info);
+        let ns = fault_namespace(info);
         for f in sim
             .faults
             .matching(&*sim.store, FaultKind::ApiLatency, ns.as_deref(), |f| {
-                fault_selects(f, &info)
+                fault_selects(f, info)
             })
         {
             if f.delay_answer {
@@ -277,10 +447,10 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let injected = if api {
-        let ns = fault_namespace(&info);
+        let ns = fault_namespace(info);
         sim.faults
             .matching(&*sim.store, FaultKind::ApiError, ns.as_deref(), |f| {
-                fault_selects(f, &info)
+                fault_selects(f, info)
             })
             .into_iter()
             .next()
@@ -302,27 +472,12 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
             };
             error_response(&e)
         }
-        None => dispatch(&sim, &req, &route).await,
+        None => dispatch(sim, req, route, user).await,
     };
     // Applied already: a client that stops waiting now loses the answer, not the write.
     if delay_answer > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay_answer)).await;
     }
-    let record = RequestRecord {
-        time: crate::store::now_micro(),
-        verb: info.verb,
-        resource: info.resource,
-        group: info.group,
-        namespace: info.namespace,
-        name: info.name,
-        user_agent: req.user_agent.clone(),
-        dry_run: req.dry_run(),
-        code: resp.status().as_u16(),
-        method: req.method.to_string(),
-        path: req.path.clone(),
-    };
-    tracing::debug!(method = %record.method, path = %record.path, code = record.code, "request");
-    sim.accounting.record(record);
     resp
 }
 
@@ -344,7 +499,7 @@ pub fn injected_reason(code: u16) -> &'static str {
     }
 }
 
-async fn dispatch(sim: &Arc<Sim>, req: &Req, route: &Route) -> Resp {
+async fn dispatch(sim: &Arc<Sim>, req: &Req, route: &Route, user: &auth::User) -> Resp {
     let get_only = req.method == Method::GET;
     match route {
         Route::Version if get_only => json_response(200, &discovery::version()),
@@ -373,6 +528,20 @@ async fn dispatch(sim: &Arc<Sim>, req: &Req, route: &Route) -> Resp {
             ),
         },
         Route::Resource(p) => handlers::handle(sim, req, p).await,
+        Route::Review(r) if req.method == Method::POST => {
+            let body = match handlers::parse_body(req) {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
+            match sim.store.read(|view| auth::review(view, user, r.kind, &body)) {
+                Ok(v) => json_response(201, &v),
+                Err(m) => status_response(
+                    422,
+                    "Invalid",
+                    &format!("{}.{} \"\" is invalid: {m}", r.kind, r.group),
+                ),
+            }
+        }
         Route::NotFound(msg) => status_response(404, "NotFound", msg),
         Route::Control(_) => status_response(404, "NotFound", "not found"),
         _ => status_response(

@@ -157,8 +157,8 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
 
 /// Server-side apply merge (simplified): the applied configuration is merged into the live object like a
 /// strategic merge patch for built-in kinds and like a merge patch for custom kinds (lists atomic, as CRD
-/// lists are by default). Fields the manager applied before and omits now are NOT removed, and conflicts
-/// with other managers are never reported (every apply behaves as if `force=true`).
+/// lists are by default). Fields the manager applied before and omits now are NOT removed. Conflicts with
+/// other managers are checked before the merge (`crate::fields::apply_conflicts`).
 pub fn apply(target: &mut Value, applied: &Value, custom: bool) {
     if custom {
         merge(target, applied);

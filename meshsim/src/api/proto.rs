@@ -165,6 +165,9 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             _ => {}
         }
     }
+    if api_version == "authentication.k8s.io/v1" || api_version == "authorization.k8s.io/v1" {
+        return decode_auth(&api_version, &kind, raw);
+    }
     if api_version != "v1" {
         return None;
     }
@@ -206,6 +209,71 @@ pub fn decode(body: &[u8]) -> Option<Value> {
     }
     if !string_data.is_empty() {
         obj["stringData"] = Value::Object(string_data);
+    }
+    Some(obj)
+}
+
+/// The string fields of a message, by field number.
+fn string_fields(b: &[u8], names: &[(u64, &str)]) -> Option<Value> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        if let (Field::Bytes(s), Some((_, name))) = (f, names.iter().find(|(k, _)| *k == n)) {
+            m.insert(name.to_string(), json!(string(s)?));
+        }
+    }
+    Some(Value::Object(m))
+}
+
+/// The request bodies of `kubectl create token` and `kubectl auth can-i|whoami`, field numbers from
+/// `k8s.io/api/authentication/v1/generated.proto` (TokenRequestSpec: audiences 1, expirationSeconds 4) and
+/// `k8s.io/api/authorization/v1/generated.proto` (SelfSubjectAccessReviewSpec: resourceAttributes 1,
+/// nonResourceAttributes 2; ResourceAttributes: namespace 1, verb 2, group 3, version 4, resource 5,
+/// subresource 6, name 7; NonResourceAttributes: path 1, verb 2; SelfSubjectRulesReviewSpec: namespace 1).
+fn decode_auth(api_version: &str, kind: &str, raw: &[u8]) -> Option<Value> {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}, "spec": {}});
+    for (n, f) in fields(raw)? {
+        let Field::Bytes(b) = f else { continue };
+        match (kind, n) {
+            (_, 1) => obj["metadata"] = object_meta(b)?,
+            ("TokenRequest", 2) => {
+                let mut audiences = Vec::new();
+                for (sn, sf) in fields(b)? {
+                    match (sn, sf) {
+                        (1, Field::Bytes(a)) => audiences.push(json!(string(a)?)),
+                        (4, Field::Varint(v)) => obj["spec"]["expirationSeconds"] = json!(v),
+                        _ => {}
+                    }
+                }
+                obj["spec"]["audiences"] = json!(audiences);
+            }
+            ("SelfSubjectAccessReview", 2) => {
+                for (sn, sf) in fields(b)? {
+                    match (sn, sf) {
+                        (1, Field::Bytes(r)) => {
+                            obj["spec"]["resourceAttributes"] = string_fields(
+                                r,
+                                &[
+                                    (1, "namespace"),
+                                    (2, "verb"),
+                                    (3, "group"),
+                                    (4, "version"),
+                                    (5, "resource"),
+                                    (6, "subresource"),
+                                    (7, "name"),
+                                ],
+                            )?
+                        }
+                        (2, Field::Bytes(r)) => {
+                            obj["spec"]["nonResourceAttributes"] =
+                                string_fields(r, &[(1, "path"), (2, "verb")])?
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ("SelfSubjectRulesReview", 2) => obj["spec"] = string_fields(b, &[(1, "namespace")])?,
+            _ => {}
+        }
     }
     Some(obj)
 }

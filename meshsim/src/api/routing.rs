@@ -28,6 +28,8 @@ pub enum Route {
     OpenApiV3(String),
     /// A resource endpoint.
     Resource(ResourcePath),
+    /// A review kind's collection (`POST` only; answered, never stored).
+    Review(&'static resources::ReviewType),
     /// `/meshsim/...` control endpoints (path after `/meshsim/`).
     Control(String),
     /// Something the server does not serve (message for the 404 Status).
@@ -86,10 +88,7 @@ pub fn route(path: &str) -> Route {
             }
         }
         ["apis", g, v] => {
-            if resources::REGISTRY
-                .iter()
-                .any(|r| r.group == *g && r.version == *v)
-            {
+            if resources::serves_version(g, v) {
                 Route::ResourceList {
                     group: g.to_string(),
                     version: v.to_string(),
@@ -121,6 +120,12 @@ fn resource_route(group: &str, version: &str, segs: &[&str], path: &str) -> Rout
     let Some(plural) = rest.first() else {
         return not_found();
     };
+    if namespace.is_none()
+        && rest.len() == 1
+        && let Some(review) = resources::review_by_plural(group, version, plural)
+    {
+        return Route::Review(review);
+    }
     let Some(rt) = resources::by_plural(group, version, plural) else {
         return not_found();
     };
@@ -133,7 +138,10 @@ fn resource_route(group: &str, version: &str, segs: &[&str], path: &str) -> Rout
         return not_found();
     }
     if let Some(s) = &sub {
-        let ok = (s == "status" && rt.has_status) || (s == "log" && rt.kind == "Pod" && rt.group.is_empty());
+        let core = rt.group.is_empty();
+        let ok = (s == "status" && rt.has_status)
+            || (s == "log" && rt.kind == "Pod" && core)
+            || (s == "token" && rt.kind == "ServiceAccount" && core);
         if !ok {
             return not_found();
         }

@@ -1,0 +1,281 @@
+//! Field ownership for server-side apply (simplified from `sigs.k8s.io/structured-merge-diff` as the
+//! apiserver's field manager uses it, `k8s.io/apimachinery/pkg/util/managedfields`): each
+//! `metadata.managedFields` entry owns a set of leaf paths, kept as `fieldsV1` (`{"f:data": {"f:key": {}}}`).
+//! An Update (create, PUT, non-apply PATCH) takes the leaves whose value it changed away from every other
+//! manager; an Apply owns exactly the leaves of the applied configuration. An Apply that would change a
+//! leaf another manager owns is a conflict (409) unless `force=true`, which takes the leaf over. Lists are
+//! atomic leaves here (the real field manager merges keyed lists element by element).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+/// A leaf path (`["data", "key"]`).
+pub type FieldPath = Vec<String>;
+
+/// Top-level and metadata fields nobody owns (identity and server-set fields).
+fn skipped(path: &[String]) -> bool {
+    match path {
+        [top] => matches!(top.as_str(), "apiVersion" | "kind"),
+        [top, ..] if top == "status" => false,
+        [m, f, ..] if m == "metadata" => !matches!(
+            f.as_str(),
+            "labels" | "annotations" | "ownerReferences" | "finalizers"
+        ),
+        _ => false,
+    }
+}
+
+fn walk(v: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                prefix.push(k.clone());
+                if !skipped(prefix) {
+                    walk(x, prefix, out);
+                }
+                prefix.pop();
+            }
+        }
+        _ => {
+            if !prefix.is_empty() {
+                out.insert(prefix.clone());
+            }
+        }
+    }
+}
+
+/// The leaf paths of an object or applied configuration (empty maps and lists are leaves).
+pub fn leaves(v: &Value) -> BTreeSet<FieldPath> {
+    let mut out = BTreeSet::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, k| cur.get(k))
+}
+
+/// Leaves whose value differs between `old` and `new` (added, changed or removed).
+pub fn changed(old: Option<&Value>, new: &Value) -> BTreeSet<FieldPath> {
+    let Some(old) = old else {
+        return leaves(new);
+    };
+    let mut out: BTreeSet<FieldPath> = leaves(new)
+        .into_iter()
+        .filter(|p| at(old, p) != at(new, p))
+        .collect();
+    out.extend(leaves(old).into_iter().filter(|p| at(new, p).is_none()));
+    out
+}
+
+/// `fieldsV1` of a set of leaves.
+pub fn to_fields_v1(set: &BTreeSet<FieldPath>) -> Value {
+    let mut root = Map::new();
+    for p in set {
+        let mut node = &mut root;
+        for k in p {
+            node = node
+                .entry(format!("f:{k}"))
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("fieldsV1 nodes are objects");
+        }
+    }
+    Value::Object(root)
+}
+
+/// The leaves of a `fieldsV1` tree (only `f:` keys are read).
+pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
+    fn go(v: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+        let Some(m) = v.as_object() else { return };
+        let children: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| k.starts_with("f:")).collect();
+        if children.is_empty() && !prefix.is_empty() {
+            out.insert(prefix.clone());
+        }
+        for (k, x) in children {
+            prefix.push(k[2..].to_string());
+            go(x, prefix, out);
+            prefix.pop();
+        }
+    }
+    let mut out = BTreeSet::new();
+    go(v, &mut Vec::new(), &mut out);
+    out
+}
+
+/// `.data.key`, as conflict messages print a path.
+pub fn path_string(p: &[String]) -> String {
+    p.iter().map(|k| format!(".{k}")).collect()
+}
+
+/// `printManager` of `conflict.go`: `"name"` for an Apply entry, `"name" using v1 at <time>` for an
+/// Update entry.
+fn print_manager(entry: &Value) -> String {
+    let name = format!("{:?}", entry["manager"].as_str().unwrap_or(""));
+    if entry["operation"] == "Update" {
+        let api = entry["apiVersion"].as_str().unwrap_or("");
+        match entry["time"].as_str() {
+            Some(t) => format!("{name} using {api} at {t}"),
+            None => format!("{name} using {api}"),
+        }
+    } else {
+        name
+    }
+}
+
+/// The conflicts of applying `applied` as `manager` to `live`: leaves the applied configuration sets to a
+/// value other than the live one while another manager owns them. `None` when there are none; otherwise
+/// the message `getConflictMessage` (`k8s.io/apimachinery/pkg/util/managedfields/internal/conflict.go`)
+/// writes.
+pub fn apply_conflicts(live: &Value, applied: &Value, manager: &str) -> Option<String> {
+    let entries = live["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for p in leaves(applied) {
+        if at(live, &p) == at(applied, &p) || at(live, &p).is_none() {
+            continue;
+        }
+        for e in entries.iter().filter(|e| e["manager"] != manager) {
+            if from_fields_v1(&e["fieldsV1"]).contains(&p) {
+                found.push((print_manager(e), path_string(&p)));
+            }
+        }
+    }
+    match found.len() {
+        0 => None,
+        1 => Some(format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            found[0].0, found[0].1
+        )),
+        n => {
+            let mut managers: Vec<&String> = found.iter().map(|(m, _)| m).collect();
+            managers.sort();
+            managers.dedup();
+            let mut lines = Vec::new();
+            for m in managers {
+                lines.push(format!("conflicts with {m}:"));
+                lines.extend(
+                    found
+                        .iter()
+                        .filter(|(x, _)| x == m)
+                        .map(|(_, p)| format!("- {p}")),
+                );
+            }
+            Some(format!("Apply failed with {n} conflicts: {}", lines.join("\n")))
+        }
+    }
+}
+
+/// Rewrites `obj`'s `managedFields` after a write by `manager`: an Apply owns `applied`'s leaves (and,
+/// when forced, takes them from every other manager); an Update adds the leaves it changed (from `old`)
+/// and takes them from every other manager. Entries left owning nothing are dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    obj: &mut Value,
+    old: Option<&Value>,
+    manager: &str,
+    applied: Option<&Value>,
+    force: bool,
+    api_version: &str,
+    time: &str,
+    subresource: Option<&str>,
+) {
+    let operation = if applied.is_some() { "Apply" } else { "Update" };
+    let mut entries: Vec<Value> = obj["metadata"]
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mine_before = entries
+        .iter()
+        .find(|e| e["manager"] == manager && e["operation"] == operation)
+        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .unwrap_or_default();
+    let (mine, taken): (BTreeSet<FieldPath>, BTreeSet<FieldPath>) = match applied {
+        Some(a) => {
+            let set = leaves(a);
+            let taken = if force { set.clone() } else { BTreeSet::new() };
+            (set, taken)
+        }
+        None => {
+            let ch = changed(old, obj);
+            (mine_before.union(&ch).cloned().collect(), ch)
+        }
+    };
+    entries.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
+    for e in entries.iter_mut() {
+        let owned = from_fields_v1(&e["fieldsV1"]);
+        let left: BTreeSet<FieldPath> = owned.difference(&taken).cloned().collect();
+        if left.len() != owned.len() {
+            e["fieldsV1"] = to_fields_v1(&left);
+        }
+    }
+    entries.retain(|e| e["fieldsV1"].as_object().is_none_or(|m| !m.is_empty()));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&mine),
+    });
+    if let Some(s) = subresource {
+        entry["subresource"] = json!(s);
+    }
+    entries.push(entry);
+    obj["metadata"]["managedFields"] = Value::Array(entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_v1_round_trips_and_conflicts_name_the_owner() {
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"k": "v", "j": "w"}});
+        let set = leaves(&obj);
+        assert!(set.contains(&vec!["data".to_string(), "k".to_string()]));
+        assert!(!set.contains(&vec!["metadata".to_string(), "name".to_string()]));
+        assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
+        assert_eq!(to_fields_v1(&set)["f:data"]["f:k"], json!({}));
+
+        let mut live = obj.clone();
+        record(
+            &mut live,
+            None,
+            "creator",
+            None,
+            false,
+            "v1",
+            "2026-01-01T00:00:00Z",
+            None,
+        );
+        // Same value: shared, no conflict; a different value owned by the creator: conflict.
+        let same = json!({"data": {"k": "v"}});
+        assert_eq!(apply_conflicts(&live, &same, "ci"), None);
+        let other = json!({"data": {"k": "x", "j": "y"}});
+        assert_eq!(
+            apply_conflicts(&live, &other, "ci").unwrap(),
+            "Apply failed with 2 conflicts: conflicts with \"creator\" using v1 at 2026-01-01T00:00:00Z:\n- .data.j\n- .data.k"
+        );
+        // A forced apply takes the leaves over.
+        let mut forced = live.clone();
+        forced["data"] = json!({"k": "x", "j": "y"});
+        record(
+            &mut forced,
+            Some(&live),
+            "ci",
+            Some(&other),
+            true,
+            "v1",
+            "t",
+            None,
+        );
+        assert_eq!(apply_conflicts(&forced, &json!({"data": {"k": "z"}}), "ci"), None);
+        assert!(apply_conflicts(&forced, &json!({"metadata": {"labels": {"a": "2"}}}), "ci").is_some());
+    }
+}

@@ -1,0 +1,453 @@
+//! The Kubernetes permissions a command needs, decided from what it will touch, so the runner can ask the
+//! API server (SelfSubjectAccessReview) before its first write and stop with every missing grant named,
+//! instead of meeting a 403 half way through a namespace.
+//!
+//! The sets mirror the calls the code makes (verbs as RBAC names them: `get`, `list`, `watch`, `create`,
+//! `update`, `patch`, `delete`), per scope: cluster-wide objects (Namespaces, webhook configurations),
+//! each target namespace, the state namespace (journals, backups, the fleet Lease), the Istio system
+//! namespace (mesh config, ztunnel, root-namespace policies), the namespace Events about Namespaces are
+//! recorded in, and each Job probe's source namespace. Pure: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::cluster::EVENTS_NAMESPACE;
+
+/// The Istio system namespace the engine reads (ztunnel DaemonSet, mesh config, root-namespace policies).
+pub const ISTIO_NAMESPACE: &str = "istio-system";
+
+/// The command whose permissions are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Read-only assessment (missing permissions are reported, never fatal).
+    Plan,
+    Run,
+    Rollback,
+    Restore,
+    Backup,
+}
+
+/// What a command will touch.
+#[derive(Debug, Clone)]
+pub struct Scope<'a> {
+    pub command: Command,
+    /// The namespaces migrated, rolled back, restored or backed up.
+    pub targets: &'a [String],
+    pub state_namespace: &'a str,
+    /// Source namespaces of Job probes (Jobs, their pods and logs live there).
+    pub probe_namespaces: &'a [String],
+}
+
+/// One permission: a verb on a resource (`plural` or `plural/sub`) of an API group, in a namespace or at
+/// cluster scope (`namespace: None`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Permission {
+    pub namespace: Option<String>,
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+    /// Why the command needs it (shown next to the missing rule).
+    pub why: String,
+}
+
+/// `(group, resources)` of the objects a namespace's backup holds and restore/rollback recreate, replace or
+/// delete (`backup.rs`), plus the bridge and twin policies and HTTPRoutes steps 4 and 5 create.
+const BACKED_UP: &[(&str, &[&str])] = &[
+    (
+        "security.istio.io",
+        &[
+            "authorizationpolicies",
+            "peerauthentications",
+            "requestauthentications",
+        ],
+    ),
+    (
+        "networking.istio.io",
+        &["virtualservices", "destinationrules", "sidecars"],
+    ),
+    ("telemetry.istio.io", &["telemetries"]),
+    ("gateway.networking.k8s.io", &["gateways", "httproutes"]),
+];
+
+/// `(group, resources)` the preflight lists in every target namespace.
+const ASSESSED: &[(&str, &[&str])] = &[
+    ("", &["pods", "services"]),
+    (
+        "apps",
+        &["deployments", "statefulsets", "daemonsets", "replicasets"],
+    ),
+    ("batch", &["jobs", "cronjobs"]),
+    (
+        "security.istio.io",
+        &[
+            "authorizationpolicies",
+            "peerauthentications",
+            "requestauthentications",
+        ],
+    ),
+    (
+        "networking.istio.io",
+        &[
+            "virtualservices",
+            "destinationrules",
+            "sidecars",
+            "serviceentries",
+            "envoyfilters",
+            "proxyconfigs",
+        ],
+    ),
+    ("telemetry.istio.io", &["telemetries"]),
+    ("extensions.istio.io", &["wasmplugins"]),
+    ("gateway.networking.k8s.io", &["gateways", "httproutes"]),
+    ("monitoring.coreos.com", &["podmonitors", "servicemonitors"]),
+];
+
+/// Permissions by (namespace, group, resource, verb); the first reason given is kept.
+type Key = (Option<String>, String, String, String);
+struct Acc(BTreeMap<Key, String>);
+
+impl Acc {
+    fn add(&mut self, ns: Option<&str>, group: &str, resources: &[&str], verbs: &[&str], why: &str) {
+        for r in resources {
+            for v in verbs {
+                let key = (
+                    ns.map(str::to_string),
+                    group.to_string(),
+                    r.to_string(),
+                    v.to_string(),
+                );
+                self.0.entry(key).or_insert_with(|| why.to_string());
+            }
+        }
+    }
+
+    fn each(&mut self, namespaces: &[String], group: &str, resources: &[&str], verbs: &[&str], why: &str) {
+        for ns in namespaces {
+            self.add(Some(ns), group, resources, verbs, why);
+        }
+    }
+}
+
+/// Every permission `scope.command` needs, sorted, one entry per (namespace, group, resource, verb).
+pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
+    use Command::*;
+    let c = scope.command;
+    let t = scope.targets;
+    let state = Some(scope.state_namespace);
+    let istio = Some(ISTIO_NAMESPACE);
+    let mut a = Acc(BTreeMap::new());
+    let writes = matches!(c, Run | Rollback | Restore);
+    let steps = matches!(c, Run | Rollback);
+
+    a.add(
+        None,
+        "",
+        &["namespaces"],
+        &["get", "list"],
+        "fleet selection and namespace labels",
+    );
+    if writes {
+        a.add(
+            None,
+            "",
+            &["namespaces"],
+            &["patch"],
+            "injection, dataplane-mode and waypoint labels",
+        );
+    }
+    if matches!(c, Plan | Run) {
+        for (g, rs) in ASSESSED {
+            a.each(t, g, rs, &["list"], "preflight inventory");
+        }
+        a.add(
+            None,
+            "admissionregistration.k8s.io",
+            &["mutatingwebhookconfigurations"],
+            &["list"],
+            "injector revisions and tags",
+        );
+        a.add(istio, "", &["configmaps"], &["get"], "mesh config");
+        a.add(
+            istio,
+            "security.istio.io",
+            &["authorizationpolicies", "peerauthentications"],
+            &["list"],
+            "root-namespace policies",
+        );
+    }
+    if matches!(c, Run | Rollback | Backup) {
+        a.add(istio, "apps", &["daemonsets"], &["get"], "ztunnel readiness");
+    }
+    if writes {
+        a.add(
+            state,
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"],
+            "fleet lease",
+        );
+    }
+    // Backups: read in the target, stored (or loaded) in the state namespace.
+    if matches!(c, Run | Rollback | Backup | Restore) {
+        for (g, rs) in BACKED_UP {
+            a.each(t, g, rs, &["list"], "namespace backup");
+        }
+        a.each(
+            t,
+            "",
+            &["services"],
+            &["list"],
+            "namespace backup (Service labels)",
+        );
+    }
+    // The journal and the recorded backup are read; `backup` writes nothing to the cluster.
+    if matches!(c, Run | Rollback | Backup) {
+        a.add(
+            state,
+            "",
+            &["configmaps"],
+            &["get"],
+            "journals and backup ConfigMaps",
+        );
+    }
+    if matches!(c, Run | Rollback) {
+        a.add(
+            state,
+            "",
+            &["configmaps"],
+            &["create"],
+            "journals and backup ConfigMaps",
+        );
+    }
+    if writes {
+        for (g, rs) in BACKED_UP {
+            a.each(
+                t,
+                g,
+                rs,
+                &["get", "create", "update", "delete"],
+                "bridges, twins, restore from backup",
+            );
+        }
+        a.each(
+            t,
+            "",
+            &["services"],
+            &["get", "patch"],
+            "waypoint labels on Services, restore",
+        );
+    }
+    if steps {
+        a.each(
+            t,
+            "apps",
+            &["deployments", "statefulsets", "daemonsets"],
+            &["get", "list", "watch", "patch"],
+            "rolling restarts and rollout gates",
+        );
+        a.each(t, "apps", &["replicasets"], &["list"], "rollout gate");
+        a.each(t, "", &["pods"], &["list"], "sidecar and ambient gates");
+        a.each(t, "", &["services"], &["list"], "waypoint binding gate");
+        a.add(
+            state,
+            "",
+            &["configmaps"],
+            &["list", "update"],
+            "journals; a stale stored backup is replaced before the first mutation",
+        );
+        a.add(
+            Some(EVENTS_NAMESPACE),
+            "",
+            &["events"],
+            &["create"],
+            "Events about Namespaces",
+        );
+        let probes = scope.probe_namespaces;
+        a.each(
+            probes,
+            "batch",
+            &["jobs"],
+            &["create", "get", "list", "watch", "delete"],
+            "Job probes",
+        );
+        a.each(probes, "", &["pods"], &["list"], "Job probe pods");
+        a.each(probes, "", &["pods/log"], &["get"], "Job probe output");
+    }
+    a.0.into_iter()
+        .map(|((namespace, group, resource, verb), why)| Permission {
+            namespace,
+            group,
+            resource,
+            verb,
+            why,
+        })
+        .collect()
+}
+
+/// The cluster-scope questions worth asking first: one per (group, resource, verb) needed in two or more
+/// namespaces. A yes covers every namespace; a no says nothing about any single one.
+pub fn cluster_wide_candidates(needed: &[Permission]) -> Vec<Permission> {
+    let mut count: BTreeMap<(&str, &str, &str), (usize, &str)> = BTreeMap::new();
+    for p in needed.iter().filter(|p| p.namespace.is_some()) {
+        let e = count
+            .entry((p.group.as_str(), p.resource.as_str(), p.verb.as_str()))
+            .or_insert((0, p.why.as_str()));
+        e.0 += 1;
+    }
+    count
+        .into_iter()
+        .filter(|(_, (n, _))| *n >= 2)
+        .map(|((group, resource, verb), (_, why))| Permission {
+            namespace: None,
+            group: group.into(),
+            resource: resource.into(),
+            verb: verb.into(),
+            why: why.into(),
+        })
+        .collect()
+}
+
+/// The missing permissions as RBAC rules a platform engineer can paste: one block per scope (the
+/// ClusterRole's rules, then each namespace's Role rules), one rule per (group, resource), verbs merged.
+pub fn rbac_rules(missing: &[Permission]) -> String {
+    // scope -> (group, resource) -> (verbs, reasons)
+    type Rules<'a> = BTreeMap<(&'a str, &'a str), (BTreeSet<&'a str>, BTreeSet<&'a str>)>;
+    let mut by_scope: BTreeMap<Option<&str>, Rules<'_>> = BTreeMap::new();
+    for p in missing {
+        let e = by_scope
+            .entry(p.namespace.as_deref())
+            .or_default()
+            .entry((p.group.as_str(), p.resource.as_str()))
+            .or_default();
+        e.0.insert(p.verb.as_str());
+        e.1.insert(p.why.as_str());
+    }
+    let mut out = String::new();
+    for (scope, rules) in by_scope {
+        match scope {
+            None => out.push_str("# ClusterRole rules (cluster scope):\n"),
+            Some(ns) => out.push_str(&format!("# Role rules in namespace {ns}:\n")),
+        }
+        for ((group, resource), (verbs, why)) in rules {
+            let verbs: Vec<String> = verbs.iter().map(|v| format!("\"{v}\"")).collect();
+            out.push_str(&format!(
+                "- apiGroups: [\"{group}\"]\n  resources: [\"{resource}\"]\n  verbs: [{}]  # {}\n",
+                verbs.join(", "),
+                why.into_iter().collect::<Vec<_>>().join("; ")
+            ));
+        }
+    }
+    out
+}
+
+/// One line per missing permission: `verb group/resource in namespace` (or `at cluster scope`).
+pub fn describe(p: &Permission) -> String {
+    let res = if p.group.is_empty() {
+        p.resource.clone()
+    } else {
+        format!("{}.{}", p.resource, p.group)
+    };
+    match &p.namespace {
+        Some(ns) => format!("{} {res} in namespace {ns}", p.verb),
+        None => format!("{} {res} at cluster scope", p.verb),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(ps: &[Permission], ns: Option<&str>, group: &str, resource: &str, verb: &str) -> bool {
+        ps.iter().any(|p| {
+            p.namespace.as_deref() == ns && p.group == group && p.resource == resource && p.verb == verb
+        })
+    }
+
+    #[test]
+    fn run_needs_writes_in_targets_state_and_probe_namespaces() {
+        let targets = vec!["shop".to_string()];
+        let probes = vec!["web".to_string()];
+        let s = Scope {
+            command: Command::Run,
+            targets: &targets,
+            state_namespace: "ambient-migrate",
+            probe_namespaces: &probes,
+        };
+        let ps = required(&s);
+        assert!(has(&ps, None, "", "namespaces", "patch"));
+        assert!(has(&ps, Some("ambient-migrate"), "", "configmaps", "delete"));
+        assert!(has(
+            &ps,
+            Some("ambient-migrate"),
+            "coordination.k8s.io",
+            "leases",
+            "update"
+        ));
+        assert!(has(&ps, Some("shop"), "apps", "deployments", "patch"));
+        assert!(has(
+            &ps,
+            Some("shop"),
+            "security.istio.io",
+            "authorizationpolicies",
+            "delete"
+        ));
+        assert!(has(&ps, Some("web"), "batch", "jobs", "create"));
+        assert!(has(&ps, Some("web"), "", "pods/log", "get"));
+        assert!(has(&ps, Some("default"), "", "events", "create"));
+        // Nothing outside the scope: no Jobs in the target without probes there, no secrets anywhere.
+        assert!(!has(&ps, Some("shop"), "batch", "jobs", "create"));
+        assert!(!ps.iter().any(|p| p.resource == "secrets"));
+    }
+
+    #[test]
+    fn plan_is_read_only_and_backup_writes_only_the_state_namespace() {
+        let targets = vec!["shop".to_string()];
+        let read_only = |c| {
+            let s = Scope {
+                command: c,
+                targets: &targets,
+                state_namespace: "st",
+                probe_namespaces: &[],
+            };
+            required(&s)
+        };
+        let plan = read_only(Command::Plan);
+        assert!(
+            plan.iter()
+                .all(|p| matches!(p.verb.as_str(), "get" | "list" | "watch")),
+            "{plan:?}"
+        );
+        let backup = read_only(Command::Backup);
+        let writes: Vec<_> = backup
+            .iter()
+            .filter(|p| !matches!(p.verb.as_str(), "get" | "list" | "watch"))
+            .collect();
+        assert!(!writes.is_empty());
+        assert!(
+            writes
+                .iter()
+                .all(|p| p.namespace.as_deref() == Some("st") && p.resource == "configmaps")
+        );
+    }
+
+    #[test]
+    fn missing_permissions_render_as_rules() {
+        let p = |ns: Option<&str>, verb: &str| Permission {
+            namespace: ns.map(str::to_string),
+            group: String::new(),
+            resource: "configmaps".into(),
+            verb: verb.into(),
+            why: "journals".into(),
+        };
+        let text = rbac_rules(&[p(Some("st"), "delete"), p(Some("st"), "update"), p(None, "list")]);
+        assert_eq!(
+            text,
+            "# ClusterRole rules (cluster scope):\n- apiGroups: [\"\"]\n  resources: [\"configmaps\"]\n  verbs: [\"list\"]  # journals\n# Role rules in namespace st:\n- apiGroups: [\"\"]\n  resources: [\"configmaps\"]\n  verbs: [\"delete\", \"update\"]  # journals\n"
+        );
+        assert_eq!(
+            describe(&p(Some("st"), "delete")),
+            "delete configmaps in namespace st"
+        );
+    }
+}
