@@ -25,7 +25,7 @@ async fn a_missing_verb_stops_run_before_any_write() {
     let fleet = Fleet::start(&fixture(&[("shop", false)]), vec![]).await;
     let mut rbac = shipped_rbac();
     rbac.extend(shipped_namespace_bindings(&["shop"], &[]));
-    remove_verb(&mut rbac, "ambient-migrate-state", "configmaps", "delete");
+    remove_verb(&mut rbac, "ambient-migrate-state", "configmaps", "update");
     fleet.use_service_account(&rbac).await;
     let before = fleet.ns_state("shop");
     let cfg = fleet.write_config("fleet.toml", &fleet_config(&["shop"], &[], 1, 0, ""));
@@ -35,13 +35,13 @@ async fn a_missing_verb_stops_run_before_any_write() {
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("delete configmaps in namespace ambient-migrate"),
+        stderr.contains("update configmaps in namespace ambient-migrate"),
         "{}",
         show(&out)
     );
     assert!(
         stderr.contains(
-            "# Role rules in namespace ambient-migrate:\n- apiGroups: [\"\"]\n  resources: [\"configmaps\"]\n  verbs: [\"delete\"]"
+            "# Role rules in namespace ambient-migrate:\n- apiGroups: [\"\"]\n  resources: [\"configmaps\"]\n  verbs: [\"update\"]"
         ),
         "{}",
         show(&out)
@@ -69,7 +69,7 @@ async fn a_missing_verb_stops_run_before_any_write() {
     let out = fleet.run(&["plan", "--config", cfg], LIMIT).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("delete configmaps in namespace ambient-migrate"),
+        String::from_utf8_lossy(&out.stderr).contains("update configmaps in namespace ambient-migrate"),
         "{}",
         show(&out)
     );
@@ -97,8 +97,9 @@ async fn the_shipped_rbac_covers_a_rollback_and_its_retry() {
     assert_eq!(outcomes["bad"], "rolled-back", "{outcomes:?}");
     assert_eq!(forbidden(&fleet), Vec::<String>::new());
 
-    // The retry of the rolled-back namespace deletes its stale backup first (the verb the state Role once
-    // lacked: the namespace then ended rollback-failed, exit 3, on a 403); it rolls back again, cleanly.
+    // The retry of the rolled-back namespace replaces its stale backup with a fresh one before its first
+    // mutation (a delete, which the state Role once lacked, ended the namespace rollback-failed on a 403);
+    // it rolls back again, cleanly.
     fleet.sim().accounting.reset();
     let out = fleet.run(&["run", "--config", cfg], LIMIT).await;
     assert_eq!(forbidden(&fleet), Vec::<String>::new());
@@ -106,11 +107,18 @@ async fn the_shipped_rbac_covers_a_rollback_and_its_retry() {
     assert_eq!(outcomes["bad"], "rolled-back", "{outcomes:?}\n{}", show(&out));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(
-        fleet
+        fleet.product_log().iter().any(|r| r.verb == "update"
+            && r.resource == "configmaps"
+            && r.name.as_deref() == Some("backup-bad")
+            && r.user == SERVICE_ACCOUNT_USER),
+        "the retry replaced the stale backup as the ServiceAccount"
+    );
+    assert!(
+        !fleet
             .product_log()
             .iter()
-            .any(|r| r.verb == "delete" && r.resource == "configmaps" && r.user == SERVICE_ACCOUNT_USER),
-        "the retry deleted the stale backup as the ServiceAccount"
+            .any(|r| r.verb == "delete" && r.resource == "configmaps"),
+        "no backup is deleted"
     );
     assert_eq!(forbidden(&fleet), Vec::<String>::new());
 }
@@ -142,7 +150,7 @@ async fn backup_and_rollback_prove_their_permissions_too() {
     let fleet = Fleet::start(&fixture(&[("shop", false)]), vec![]).await;
     let mut rbac = shipped_rbac();
     rbac.extend(shipped_namespace_bindings(&["shop"], &[]));
-    remove_verb(&mut rbac, "ambient-migrate-state", "configmaps", "create");
+    remove_verb(&mut rbac, "ambient-migrate-state", "configmaps", "get");
     remove_verb(
         &mut rbac,
         "ambient-migrate-fleet",
@@ -170,7 +178,7 @@ async fn backup_and_rollback_prove_their_permissions_too() {
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("create configmaps in namespace ambient-migrate"),
+        stderr.contains("get configmaps in namespace ambient-migrate"),
         "{stderr}"
     );
     assert!(!file.exists(), "no backup file on refusal");

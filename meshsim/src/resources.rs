@@ -268,9 +268,8 @@ pub static REGISTRY: &[ResourceType] = &[
         false,
         []
     ),
-    // RBAC objects are stored and served but not enforced: every request is allowed, as with the
-    // AlwaysAllow authorizer. Scopes as in kubernetes `pkg/registry/rbac/*/storage/storage.go` (no short
-    // names, no status subresource).
+    // RBAC objects (rbac.authorization.k8s.io/v1), evaluated by `api::auth` on every request. Scopes as in
+    // kubernetes `pkg/registry/rbac/*/storage/storage.go` (no short names, no status subresource).
     rbac("ClusterRole", "clusterroles", "clusterrole", false),
     rbac(
         "ClusterRoleBinding",
@@ -458,55 +457,6 @@ pub static REGISTRY: &[ResourceType] = &[
         true,
         false,
         true,
-        []
-    ),
-    // RBAC objects (rbac.authorization.k8s.io/v1), evaluated by `api::auth` on every request.
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        "clusterrole",
-        [],
-        false,
-        false,
-        false,
-        []
-    ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        "clusterrolebinding",
-        [],
-        false,
-        false,
-        false,
-        []
-    ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        "role",
-        [],
-        true,
-        false,
-        false,
-        []
-    ),
-    rt!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        "rolebinding",
-        [],
-        true,
-        false,
-        false,
         []
     ),
 ];

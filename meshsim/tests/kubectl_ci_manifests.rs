@@ -20,10 +20,21 @@ fn dir_arg() -> String {
     manifests_dir().display().to_string()
 }
 
-/// Every document of `ci/k8s/` with its store id, namespace ("" for cluster-scoped kinds) and name.
+/// Every document of the files directly in `ci/k8s/` (what `kubectl apply -f ci/k8s/` reads: it does not
+/// recurse without `-R`, so the per-namespace templates under `ci/k8s/per-namespace/` are not part of it),
+/// with its store id, namespace ("" for cluster-scoped kinds) and name.
 fn manifest_objects() -> Vec<(usize, String, String, Value)> {
-    let objs =
-        meshsim::fixtures::load_path(&manifests_dir()).expect("ci/k8s parses and every kind is served");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifests_dir())
+        .expect("ci/k8s")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let objs: Vec<(usize, Value)> = files
+        .iter()
+        .flat_map(|f| meshsim::fixtures::load_path(f).expect("ci/k8s parses and every kind is served"))
+        .collect();
     objs.into_iter()
         .map(|(res, doc)| {
             let ns = if resources::get(res).namespaced {
