@@ -1,0 +1,1519 @@
+//! Enforcement equivalence: what the mesh decides for every request class at every moment of a namespace's
+//! plan, compared with what the policies ask for.
+//!
+//! Pure (no I/O). Three parts:
+//! - the data-plane model ([`decide`], [`intent`]): the destination sidecar evaluates its selector and
+//!   namespace policies in full; ztunnel enforces the L4 translation of the same policies; a waypoint enforces
+//!   `targetRefs` policies with the caller's identity and presents its own identity downstream; sidecar
+//!   callers bypass waypoints; STRICT mTLS rejects callers without a mesh identity. Each rule cites the
+//!   upstream code path it follows.
+//! - request classes ([`classes`]) derived from the policies and the namespace: every identity, namespace and
+//!   service account a rule names plus one that none names and "no mesh identity"; every Service port; every
+//!   method, path and header a rule names plus one that none names.
+//! - the moments of the plan ([`moments`]): before anything, after each step, each restart batch of step 4
+//!   (old sidecar pods beside new ambient ones) and, when fleet callers migrate after this namespace, the end
+//!   of the fleet; [`check`] evaluates every class at every moment against the intent.
+
+use super::plan::{ActivationOrder, NamespacePlan, PolicyMigration};
+use super::policy::{Action, Attachment, AuthzPolicy, Identity, L4_WHEN_KEYS};
+use super::preflight::namespace_on_sidecars;
+use super::{Snapshot, json, labels_match};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The data plane of a workload or caller at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlane {
+    /// An `istio-proxy` sidecar.
+    Sidecar,
+    /// Enrolled in ambient (ztunnel).
+    Ambient,
+    /// Not in the mesh: plaintext, no identity.
+    None,
+}
+
+impl DataPlane {
+    /// Name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Sidecar => "sidecar",
+            DataPlane::Ambient => "ambient",
+            DataPlane::None => "no mesh",
+        }
+    }
+}
+
+/// A workload of the namespace (a pod template).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// `Kind/name`.
+    pub name: String,
+    /// Pod template labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pod ServiceAccount.
+    pub service_account: String,
+    /// Container ports `(name, port)`.
+    pub ports: Vec<(Option<String>, u16)>,
+}
+
+/// A Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SvcPort {
+    /// Service port.
+    pub port: u16,
+    /// Target port: a number or a container port name.
+    pub target: Result<u16, String>,
+}
+
+/// A Service of the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Svc {
+    /// Name.
+    pub name: String,
+    /// Selector (Services without one are not modelled).
+    pub selector: BTreeMap<String, String>,
+    /// Ports.
+    pub ports: Vec<SvcPort>,
+}
+
+/// What the model reads from the snapshot once.
+#[derive(Clone, Debug)]
+pub struct Mesh {
+    /// Namespace.
+    pub namespace: String,
+    /// Trust domain.
+    pub trust_domain: String,
+    /// Root namespace.
+    pub root_namespace: String,
+    /// Services (waypoint Services excluded).
+    pub services: Vec<Svc>,
+    /// Workloads (waypoint Deployments excluded).
+    pub workloads: Vec<Workload>,
+    /// Waypoint Gateways usable for Services: name (class `istio-waypoint`, `istio.io/waypoint-for` service
+    /// or all).
+    pub waypoints: BTreeSet<String>,
+    /// PeerAuthentications of the namespace and of the root namespace.
+    pub peer_authentications: Vec<Value>,
+    /// Root-namespace AuthorizationPolicies (mesh-wide).
+    pub root_policies: Vec<AuthzPolicy>,
+}
+
+fn u16_of(v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> Result<u16, String> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        IntOrString::Int(n) => Ok(*n as u16),
+        IntOrString::String(s) => s.parse::<u16>().map_err(|_| s.clone()),
+    }
+}
+
+impl Mesh {
+    /// Reads the snapshot.
+    pub fn from_snapshot(s: &Snapshot) -> Mesh {
+        let services = s
+            .services
+            .iter()
+            .filter(|svc| {
+                !svc.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("gateway.networking.k8s.io/gateway-name"))
+            })
+            .filter_map(|svc| {
+                let spec = svc.spec.as_ref()?;
+                let selector = spec.selector.clone().unwrap_or_default();
+                if selector.is_empty() {
+                    return None;
+                }
+                let ports = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| SvcPort {
+                        port: p.port as u16,
+                        target: p.target_port.as_ref().map(u16_of).unwrap_or(Ok(p.port as u16)),
+                    })
+                    .collect();
+                Some(Svc {
+                    name: svc.metadata.name.clone().unwrap_or_default(),
+                    selector,
+                    ports,
+                })
+            })
+            .collect();
+        let mut workloads = Vec::new();
+        let mut add = |kind: &str, name: &Option<String>, t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+            let labels = t
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            if labels.contains_key("gateway.networking.k8s.io/gateway-name") {
+                return;
+            }
+            let spec = t.spec.clone().unwrap_or_default();
+            let ports = spec
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .map(|p| (p.name.clone(), p.container_port as u16))
+                .collect();
+            workloads.push(Workload {
+                name: format!("{kind}/{}", name.clone().unwrap_or_default()),
+                labels,
+                service_account: spec
+                    .service_account_name
+                    .or(spec.service_account)
+                    .unwrap_or_else(|| "default".into()),
+                ports,
+            });
+        };
+        for d in &s.deployments {
+            add("Deployment", &d.metadata.name, &d.spec.template);
+        }
+        for d in &s.statefulsets {
+            add("StatefulSet", &d.metadata.name, &d.spec.template);
+        }
+        for d in &s.daemonsets {
+            add("DaemonSet", &d.metadata.name, &d.spec.template);
+        }
+        let waypoints = s
+            .gateways
+            .iter()
+            .filter(|g| {
+                g.pointer("/spec/gatewayClassName").and_then(Value::as_str)
+                    == Some(crate::gates::waypoint::WAYPOINT_CLASS)
+            })
+            .filter(|g| {
+                // istio.io/waypoint-for: service (default) and all carry Service traffic
+                // (pilot/pkg/serviceregistry/ambient/waypoints.go).
+                matches!(
+                    json::str_map(g, "/metadata/labels")
+                        .get("istio.io/waypoint-for")
+                        .map(String::as_str)
+                        .unwrap_or("service"),
+                    "service" | "all"
+                )
+            })
+            .map(|g| json::name(g).to_string())
+            .collect();
+        Mesh {
+            namespace: s.ns().to_string(),
+            trust_domain: s.cluster.trust_domain.clone(),
+            root_namespace: s.cluster.root_namespace.clone(),
+            services,
+            workloads,
+            waypoints,
+            peer_authentications: s
+                .peer_authentications
+                .iter()
+                .chain(s.cluster.root_peer_authentications.iter())
+                .cloned()
+                .collect(),
+            root_policies: s
+                .cluster
+                .root_authorization_policies
+                .iter()
+                .filter_map(|v| AuthzPolicy::parse(v).ok())
+                .collect(),
+        }
+    }
+
+    /// The container port a Service port reaches on `w`.
+    pub fn target_port(&self, p: &SvcPort, w: &Workload) -> u16 {
+        match &p.target {
+            Ok(n) => *n,
+            Err(name) => w
+                .ports
+                .iter()
+                .find(|(n, _)| n.as_deref() == Some(name.as_str()))
+                .map(|(_, p)| *p)
+                .unwrap_or(p.port),
+        }
+    }
+
+    /// Workloads a Service selects.
+    pub fn endpoints<'a>(&'a self, svc: &'a Svc) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.workloads
+            .iter()
+            .filter(move |w| labels_match(&svc.selector, &w.labels))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Policy evaluation.
+
+/// Istio string match: `*` is presence (non-empty), `prefix*`, `*suffix`, exact. Upstream:
+/// pilot/pkg/security/authz/matcher/string.go (`StringMatcherWithPrefix`: `*` becomes the regex `.+`).
+pub fn string_match(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return !value.is_empty();
+    }
+    if let Some(s) = pattern.strip_prefix('*') {
+        return value.ends_with(s);
+    }
+    if let Some(p) = pattern.strip_suffix('*') {
+        return value.starts_with(p);
+    }
+    pattern == value
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// A positive list (when non-empty) must match the value, a negative list (when non-empty) must not; an
+/// absent value matches no pattern. Upstream: pilot/pkg/security/authz/model/model.go (`values` are OR-ed,
+/// `notValues` negated, fields AND-ed).
+fn pos_neg(pos: &[&str], neg: &[&str], value: Option<&str>) -> bool {
+    let any = |l: &[&str]| value.is_some_and(|v| l.iter().any(|p| string_match(p, v)));
+    (pos.is_empty() || any(pos)) && (neg.is_empty() || !any(neg))
+}
+
+/// What an Envoy (sidecar or waypoint) knows of a request.
+#[derive(Clone, Debug)]
+pub struct Attrs<'a> {
+    /// Peer identity from mTLS, `None` for plaintext.
+    pub peer: Option<&'a Identity>,
+    /// Port the enforcing proxy sees.
+    pub port: u16,
+    /// Method.
+    pub method: &'a str,
+    /// Path.
+    pub path: &'a str,
+    /// Host.
+    pub host: &'a str,
+    /// Request headers (lower-case names).
+    pub headers: &'a [(String, String)],
+}
+
+fn peer_principal(peer: Option<&Identity>) -> Option<String> {
+    peer.map(Identity::principal)
+}
+
+/// `serviceAccounts` entries are `<ns>/<sa>` or `<sa>` in the policy's namespace.
+fn sa_match(entry: &str, policy_ns: &str, peer: Option<&Identity>) -> bool {
+    let (ns, sa) = entry.split_once('/').unwrap_or((policy_ns, entry));
+    peer.is_some_and(|p| p.namespace == ns && p.service_account == sa)
+}
+
+fn envoy_source(src: &Value, policy_ns: &str, a: &Attrs<'_>) -> bool {
+    let principal = peer_principal(a.peer);
+    let ns = a.peer.map(|p| p.namespace.as_str());
+    let sas = strs(&src["serviceAccounts"]);
+    let not_sas = strs(&src["notServiceAccounts"]);
+    // No JWT and no source IP are modelled: requestPrincipals and ip blocks match no value.
+    pos_neg(
+        &strs(&src["principals"]),
+        &strs(&src["notPrincipals"]),
+        principal.as_deref(),
+    ) && pos_neg(
+        &strs(&src["requestPrincipals"]),
+        &strs(&src["notRequestPrincipals"]),
+        None,
+    ) && pos_neg(&strs(&src["namespaces"]), &strs(&src["notNamespaces"]), ns)
+        && (sas.is_empty() || sas.iter().any(|e| sa_match(e, policy_ns, a.peer)))
+        && !not_sas.iter().any(|e| sa_match(e, policy_ns, a.peer))
+        && pos_neg(&strs(&src["ipBlocks"]), &strs(&src["notIpBlocks"]), None)
+        && pos_neg(
+            &strs(&src["remoteIpBlocks"]),
+            &strs(&src["notRemoteIpBlocks"]),
+            None,
+        )
+}
+
+fn host_match(pattern: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let bare = host.split(':').next().unwrap_or(&host).to_string();
+    let p = pattern.to_ascii_lowercase();
+    string_match(&p, &host) || string_match(&p, &bare)
+}
+
+fn envoy_operation(op: &Value, a: &Attrs<'_>) -> bool {
+    let port = a.port.to_string();
+    let hosts = strs(&op["hosts"]);
+    let hosts_ok = (hosts.is_empty() || hosts.iter().any(|p| host_match(p, a.host)))
+        && !strs(&op["notHosts"]).iter().any(|p| host_match(p, a.host));
+    hosts_ok
+        && pos_neg(&strs(&op["ports"]), &strs(&op["notPorts"]), Some(&port))
+        && pos_neg(&strs(&op["methods"]), &strs(&op["notMethods"]), Some(a.method))
+        && pos_neg(&strs(&op["paths"]), &strs(&op["notPaths"]), Some(a.path))
+}
+
+fn condition_value(key: &str, a: &Attrs<'_>) -> Option<String> {
+    if let Some(h) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        return a
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(h))
+            .map(|(_, v)| v.clone());
+    }
+    match key {
+        "source.namespace" => a.peer.map(|p| p.namespace.clone()),
+        "source.principal" => peer_principal(a.peer),
+        "source.serviceAccount" => a.peer.map(|p| format!("{}/{}", p.namespace, p.service_account)),
+        "destination.port" => Some(a.port.to_string()),
+        // IPs, SNI and JWT claims are not modelled: no value.
+        _ => None,
+    }
+}
+
+/// Does a rule match in full (Envoy RBAC as istiod builds it: pilot/pkg/security/authz/builder/builder.go,
+/// `from`, `to` and each `when` AND-ed, entries of `from`/`to` OR-ed)?
+pub fn envoy_rule_matches(rule: &Value, policy_ns: &str, a: &Attrs<'_>) -> bool {
+    let from = rule["from"].as_array().filter(|l| !l.is_empty());
+    let to = rule["to"].as_array().filter(|l| !l.is_empty());
+    from.is_none_or(|l| l.iter().any(|f| envoy_source(&f["source"], policy_ns, a)))
+        && to.is_none_or(|l| l.iter().any(|t| envoy_operation(&t["operation"], a)))
+        && rule["when"].as_array().into_iter().flatten().all(|c| {
+            let v = condition_value(c["key"].as_str().unwrap_or(""), a);
+            pos_neg(&strs(&c["values"]), &strs(&c["notValues"]), v.as_deref())
+        })
+}
+
+/// Envoy's decision over the policies applying to it: DENY first, then ALLOW (when any ALLOW policy applies,
+/// one of its rules must match). CUSTOM and AUDIT do not decide; dry-run policies are not enforced.
+/// Upstream: builder.go builds the DENY filter before the ALLOW filter; istio.io authorization-policy
+/// reference ("Authorization Policy" evaluation order).
+pub fn envoy_allows(policies: &[&AuthzPolicy], a: &Attrs<'_>) -> bool {
+    let live: Vec<&&AuthzPolicy> = policies.iter().filter(|p| !p.dry_run).collect();
+    let fires = |p: &AuthzPolicy| p.rules.iter().any(|r| envoy_rule_matches(r, &p.namespace, a));
+    if live.iter().any(|p| p.action == Action::Deny && fires(p)) {
+        return false;
+    }
+    let allows: Vec<&&&AuthzPolicy> = live.iter().filter(|p| p.action == Action::Allow).collect();
+    allows.is_empty() || allows.iter().any(|p| fires(p))
+}
+
+/// One `istio.workload.Authorization` match after istiod's L4 translation.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct L4Match {
+    namespaces: Vec<String>,
+    not_namespaces: Vec<String>,
+    principals: Vec<String>,
+    not_principals: Vec<String>,
+    service_accounts: Vec<(String, String)>,
+    not_service_accounts: Vec<(String, String)>,
+    ip_blocks: bool,
+    not_ip_blocks: bool,
+    ports: Vec<u16>,
+    not_ports: Vec<u16>,
+}
+
+impl L4Match {
+    /// ztunnel `RbacMatch::is_empty`: an empty match is skipped, it never matches (istio/ztunnel src/rbac.rs).
+    fn is_empty(&self) -> bool {
+        *self == L4Match::default()
+    }
+}
+
+fn owned(v: &Value) -> Vec<String> {
+    strs(v).into_iter().map(str::to_string).collect()
+}
+
+fn ports_of(v: &Value) -> Vec<u16> {
+    strs(v).iter().filter_map(|p| p.parse().ok()).collect()
+}
+
+fn sa_pairs(v: &Value, ns: &str) -> Vec<(String, String)> {
+    strs(v)
+        .iter()
+        .map(|e| match e.split_once('/') {
+            Some((n, s)) => (n.to_string(), s.to_string()),
+            None => (ns.to_string(), e.to_string()),
+        })
+        .collect()
+}
+
+const HTTP_OPERATION: [&str; 6] = ["hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"];
+const HTTP_SOURCE: [&str; 4] = [
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+];
+
+/// istiod's `handleRule` (pilot/pkg/serviceregistry/ambient/authorization.go): a rule becomes clauses (the
+/// `to` list, the `from` list, one per `when` condition) of matches keeping only L4 fields. An ALLOW rule with
+/// any HTTP attribute is dropped (`None`); a DENY rule keeps its clauses with the HTTP parts emptied.
+fn l4_rule(deny: bool, rule: &Value, ns: &str) -> Option<Vec<Vec<L4Match>>> {
+    let non_empty = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
+    let mut http = false;
+    let mut clauses = Vec::new();
+    let to: Vec<L4Match> = rule["to"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let o = &t["operation"];
+            http |= HTTP_OPERATION.iter().any(|f| non_empty(&o[*f]));
+            L4Match {
+                ports: ports_of(&o["ports"]),
+                not_ports: ports_of(&o["notPorts"]),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if !to.is_empty() {
+        clauses.push(to);
+    }
+    let from: Vec<L4Match> = rule["from"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let s = &f["source"];
+            http |= HTTP_SOURCE.iter().any(|f| non_empty(&s[*f]));
+            L4Match {
+                namespaces: owned(&s["namespaces"]),
+                not_namespaces: owned(&s["notNamespaces"]),
+                principals: owned(&s["principals"]),
+                not_principals: owned(&s["notPrincipals"]),
+                service_accounts: sa_pairs(&s["serviceAccounts"], ns),
+                not_service_accounts: sa_pairs(&s["notServiceAccounts"], ns),
+                ip_blocks: non_empty(&s["ipBlocks"]),
+                not_ip_blocks: non_empty(&s["notIpBlocks"]),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if !from.is_empty() {
+        clauses.push(from);
+    }
+    for c in rule["when"].as_array().into_iter().flatten() {
+        let key = c["key"].as_str().unwrap_or("");
+        http |= !L4_WHEN_KEYS.contains(&key);
+        let pick = |k: &str, f: &str| if key == k { owned(&c[f]) } else { Vec::new() };
+        let ip = |f: &str| (key == "source.ip" || key == "destination.ip") && non_empty(&c[f]);
+        clauses.push(vec![L4Match {
+            namespaces: pick("source.namespace", "values"),
+            not_namespaces: pick("source.namespace", "notValues"),
+            principals: pick("source.principal", "values"),
+            not_principals: pick("source.principal", "notValues"),
+            ports: if key == "destination.port" {
+                ports_of(&c["values"])
+            } else {
+                Vec::new()
+            },
+            not_ports: if key == "destination.port" {
+                ports_of(&c["notValues"])
+            } else {
+                Vec::new()
+            },
+            ip_blocks: ip("values"),
+            not_ip_blocks: ip("notValues"),
+            ..Default::default()
+        }]);
+    }
+    if !deny && http {
+        return None;
+    }
+    Some(clauses)
+}
+
+/// ztunnel's match of one translated match against a connection (istio/ztunnel src/rbac.rs
+/// `Authorization::matches`): principals without the `spiffe://` prefix, a plaintext peer has none.
+fn l4_match(m: &L4Match, peer: Option<&Identity>, port: u16) -> bool {
+    if m.is_empty() {
+        return false;
+    }
+    let principal = peer_principal(peer).unwrap_or_default();
+    let ns = peer.map(|p| p.namespace.clone()).unwrap_or_default();
+    let strings = |pos: &[String], neg: &[String], v: &str| {
+        let any = |l: &[String]| l.iter().any(|p| string_match(p, v));
+        (pos.is_empty() || any(pos)) && (neg.is_empty() || !any(neg))
+    };
+    let sa_ok = |l: &[(String, String)]| {
+        peer.is_some_and(|p| {
+            l.iter()
+                .any(|(n, s)| *n == p.namespace && *s == p.service_account)
+        })
+    };
+    // No source IP is known: a positive ip block never matches, a negative one always passes.
+    !m.ip_blocks
+        && (m.ports.is_empty() || m.ports.contains(&port))
+        && !m.not_ports.contains(&port)
+        && (m.service_accounts.is_empty() || sa_ok(&m.service_accounts))
+        && (m.not_service_accounts.is_empty() || !sa_ok(&m.not_service_accounts))
+        && (peer.is_some() || m.principals.is_empty())
+        && strings(&m.principals, &m.not_principals, &principal)
+        && strings(&m.namespaces, &m.not_namespaces, &ns)
+}
+
+fn l4_policy_matches(rules: &[Vec<Vec<L4Match>>], peer: Option<&Identity>, port: u16) -> bool {
+    rules.iter().any(|rule| {
+        rule.iter()
+            .all(|clause| clause.is_empty() || clause.iter().any(|m| l4_match(m, peer, port)))
+    })
+}
+
+/// ztunnel's inbound authorization of the L4 translation of `policies` (istio/ztunnel src/state.rs
+/// `assert_rbac`: DENY first, then ALLOW). targetRefs, CUSTOM, AUDIT and dry-run policies are never sent to
+/// ztunnel (`convertAuthorizationPolicy`).
+pub fn ztunnel_allows(policies: &[&AuthzPolicy], peer: Option<&Identity>, port: u16) -> bool {
+    let mut allows = Vec::new();
+    for p in policies.iter().filter(|p| !p.dry_run && p.is_workload_scoped()) {
+        let deny = match p.action {
+            Action::Allow => false,
+            Action::Deny => true,
+            Action::Custom | Action::Audit => continue,
+        };
+        let rules: Vec<Vec<Vec<L4Match>>> = p
+            .rules
+            .iter()
+            .filter_map(|r| l4_rule(deny, r, &p.namespace))
+            .collect();
+        if deny {
+            if l4_policy_matches(&rules, peer, port) {
+                return false;
+            }
+        } else {
+            allows.push(rules);
+        }
+    }
+    allows.is_empty() || allows.iter().any(|r| l4_policy_matches(r, peer, port))
+}
+
+/// STRICT mTLS for a workload port: mesh (root, no selector), namespace, then workload PeerAuthentication;
+/// UNSET inherits; the oldest wins at each level; the workload policy's port-level mode overrides. Upstream:
+/// pilot/pkg/security/authn/policy_applier.go (`ComposePeerAuthentication`).
+pub fn strict_mtls(m: &Mesh, labels: &BTreeMap<String, String>, port: u16) -> bool {
+    let created = |p: &Value| json::str_map(p, "/metadata").get("creationTimestamp").cloned();
+    let sel = |p: &Value| json::str_map(p, "/spec/selector/matchLabels");
+    let oldest = |f: &dyn Fn(&Value) -> bool| {
+        m.peer_authentications
+            .iter()
+            .filter(|p| f(p))
+            .min_by_key(|p| created(p).unwrap_or_default())
+    };
+    let root = m.root_namespace.as_str();
+    let ns = m.namespace.as_str();
+    let mesh = oldest(&|p| json::namespace(p) == root && sel(p).is_empty());
+    let nsp = oldest(&|p| json::namespace(p) == ns && ns != root && sel(p).is_empty());
+    let wl = oldest(&|p| {
+        json::namespace(p) == ns && ns != root && !sel(p).is_empty() && labels_match(&sel(p), labels)
+    });
+    let mut strict = false;
+    for p in [mesh, nsp, wl].into_iter().flatten() {
+        match p.pointer("/spec/mtls/mode").and_then(Value::as_str) {
+            Some("UNSET") | None => {}
+            Some(mode) => strict = mode == "STRICT",
+        }
+    }
+    if let Some(w) = wl
+        && let Some(mode) = w
+            .pointer(&format!("/spec/portLevelMtls/{port}/mode"))
+            .and_then(Value::as_str)
+        && mode != "UNSET"
+    {
+        strict = mode == "STRICT";
+    }
+    strict
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Moments.
+
+/// The namespace at one moment of its plan.
+#[derive(Clone, Debug)]
+pub struct Moment {
+    /// Short label: `0`, `1`, `2`, `3`, `4.1` (after restart batch 1), `4`, `5`, `fleet`.
+    pub label: String,
+    /// Namespace labels.
+    pub ns_labels: BTreeMap<String, String>,
+    /// `istio.io/use-waypoint` labels set on Services.
+    pub service_waypoint: BTreeMap<String, String>,
+    /// The namespace's AuthorizationPolicies that exist.
+    pub policies: Vec<AuthzPolicy>,
+    /// Data plane of each workload.
+    pub workloads: BTreeMap<String, DataPlane>,
+    /// Data plane of a new pod of the namespace (a caller that is not one of the workloads).
+    pub new_pods: DataPlane,
+    /// Data planes callers in other namespaces may have (empty: no mesh identity from there).
+    pub caller_namespaces: BTreeMap<String, Vec<DataPlane>>,
+    /// Data planes of a caller in a namespace no rule names.
+    pub elsewhere: Vec<DataPlane>,
+}
+
+/// Where other namespaces stand in the fleet relative to this one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetPosition {
+    /// Fleet namespaces that finish before this one starts (ambient throughout).
+    pub before: BTreeSet<String>,
+    /// Fleet namespaces that start after this one finished (current data plane, ambient at the fleet's end).
+    pub after: BTreeSet<String>,
+    /// Fleet namespaces that may run at the same time (either data plane).
+    pub concurrent: BTreeSet<String>,
+}
+
+/// The data plane of a namespace's new pods from its labels: an injection label wins (sidecar), then
+/// `istio.io/dataplane-mode=ambient`; otherwise not in the mesh.
+pub fn namespace_dataplane(labels: &BTreeMap<String, String>) -> DataPlane {
+    if namespace_on_sidecars(labels) {
+        DataPlane::Sidecar
+    } else if labels.get("istio.io/dataplane-mode").map(String::as_str) == Some("ambient") {
+        DataPlane::Ambient
+    } else {
+        DataPlane::None
+    }
+}
+
+fn meshed(dp: DataPlane) -> Vec<DataPlane> {
+    if dp == DataPlane::None {
+        Vec::new()
+    } else {
+        vec![dp]
+    }
+}
+
+/// Step 4's restart order, as the engine runs it: workloads selected by a bridged selector policy restart
+/// last, in their own batches (so their callers here are ambient when their new pods appear).
+pub fn restart_order(m: &Mesh, plan: &NamespacePlan) -> Vec<Vec<String>> {
+    let batches: Vec<Vec<String>> = plan
+        .restart_batches
+        .iter()
+        .map(|b| b.iter().map(|w| format!("{}/{}", w.kind, w.name)).collect())
+        .collect();
+    let selectors: Vec<BTreeMap<String, String>> = plan
+        .bridges
+        .iter()
+        .map(|b| json::str_map(&b.manifest, "/spec/selector/matchLabels"))
+        .filter(|m| !m.is_empty())
+        .collect();
+    if selectors.is_empty() {
+        return batches;
+    }
+    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let protected = |w: &String| {
+        m.workloads
+            .iter()
+            .find(|x| &x.name == w)
+            .is_some_and(|x| selectors.iter().any(|s| labels_match(s, &x.labels)))
+    };
+    let (last, first): (Vec<String>, Vec<String>) = batches.iter().flatten().cloned().partition(protected);
+    if last.is_empty() || first.is_empty() {
+        return batches;
+    }
+    let mut out: Vec<Vec<String>> = first.chunks(size).map(<[String]>::to_vec).collect();
+    out.extend(last.chunks(size).map(<[String]>::to_vec));
+    out
+}
+
+fn parse_all(values: &[Value]) -> Vec<AuthzPolicy> {
+    values.iter().filter_map(|v| AuthzPolicy::parse(v).ok()).collect()
+}
+
+/// The moments of `plan`: before anything (`0`), after each step, after each restart batch of step 4, and
+/// the end of the fleet when callers of this namespace migrate after it.
+pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPosition) -> Vec<Moment> {
+    let ns = s.ns();
+    let restarted: BTreeSet<String> = plan
+        .restart_batches
+        .iter()
+        .flatten()
+        .map(|w| format!("{}/{}", w.kind, w.name))
+        .collect();
+    let labels = s.ns_labels();
+    let ns_ambient = labels.get("istio.io/dataplane-mode").map(String::as_str) == Some("ambient");
+    let start_dp = |w: &Workload| {
+        if restarted.contains(&w.name) {
+            DataPlane::Sidecar
+        } else if ns_ambient {
+            DataPlane::Ambient
+        } else {
+            DataPlane::None
+        }
+    };
+    let mut caller_namespaces = BTreeMap::new();
+    let mut elsewhere: BTreeSet<DataPlane> = [DataPlane::Ambient].into();
+    for (other, l) in &s.cluster.namespace_labels {
+        if other == ns {
+            continue;
+        }
+        let now = namespace_dataplane(l);
+        let dps = if fleet.before.contains(other) {
+            vec![DataPlane::Ambient]
+        } else if fleet.concurrent.contains(other) {
+            let mut v = meshed(now);
+            v.push(DataPlane::Ambient);
+            v.dedup();
+            v
+        } else {
+            meshed(now)
+        };
+        let in_fleet =
+            fleet.before.contains(other) || fleet.after.contains(other) || fleet.concurrent.contains(other);
+        if !in_fleet {
+            elsewhere.extend(meshed(now));
+        }
+        caller_namespaces.insert(other.clone(), dps);
+    }
+    let service_waypoint = s
+        .services
+        .iter()
+        .filter_map(|svc| {
+            let v = svc.metadata.labels.as_ref()?.get("istio.io/use-waypoint")?;
+            Some((svc.metadata.name.clone().unwrap_or_default(), v.clone()))
+        })
+        .collect();
+    let mut cur = Moment {
+        label: "0".into(),
+        ns_labels: labels.clone(),
+        service_waypoint,
+        policies: parse_all(&s.authorization_policies),
+        workloads: m
+            .workloads
+            .iter()
+            .map(|w| (w.name.clone(), start_dp(w)))
+            .collect(),
+        new_pods: namespace_dataplane(&labels),
+        caller_namespaces,
+        elsewhere: elsewhere.into_iter().collect(),
+    };
+    let mut out = vec![cur.clone()];
+    let add = |cur: &mut Moment, objs: &[super::plan::PlannedObject]| {
+        for o in objs {
+            if let Ok(p) = AuthzPolicy::parse(&o.manifest)
+                && !cur.policies.iter().any(|x| x.name == p.name)
+            {
+                cur.policies.push(p);
+            }
+        }
+    };
+    let bind = |cur: &mut Moment| {
+        for l in &plan.waypoint_labels {
+            if l.target.kind == "Namespace" {
+                cur.ns_labels.insert(l.key.clone(), l.value.clone());
+            } else {
+                cur.service_waypoint
+                    .insert(l.target.name.clone(), l.value.clone());
+            }
+        }
+    };
+    let before_ambient = plan.options.activation_order == ActivationOrder::BeforeAmbient;
+    // Step 1: twins (apply mode), then bridges and the waypoint label (engine: activate_waypoint).
+    if plan.options.policy_migration == PolicyMigration::Apply {
+        add(&mut cur, &plan.twins);
+    }
+    if before_ambient {
+        add(&mut cur, &plan.bridges);
+        bind(&mut cur);
+    }
+    cur.label = "1".into();
+    out.push(cur.clone());
+    // Step 2: pods without a sidecar are enrolled at once; sidecars take precedence.
+    cur.ns_labels
+        .insert(plan.ambient_label.key.clone(), plan.ambient_label.value.clone());
+    for dp in cur.workloads.values_mut() {
+        if *dp == DataPlane::None {
+            *dp = DataPlane::Ambient;
+        }
+    }
+    cur.new_pods = namespace_dataplane(&cur.ns_labels);
+    cur.label = "2".into();
+    out.push(cur.clone());
+    // Step 3: new pods start without a sidecar.
+    for (k, _) in plan.injection.pairs() {
+        cur.ns_labels.remove(k);
+    }
+    cur.new_pods = namespace_dataplane(&cur.ns_labels);
+    cur.label = "3".into();
+    out.push(cur.clone());
+    // Step 4: batch by batch.
+    let order = restart_order(m, plan);
+    let n = order.len();
+    for (i, batch) in order.iter().enumerate() {
+        for w in batch {
+            cur.workloads.insert(w.clone(), DataPlane::Ambient);
+        }
+        if i + 1 < n || !before_ambient {
+            cur.label = format!("4.{}", i + 1);
+            out.push(cur.clone());
+        }
+    }
+    if !before_ambient {
+        add(&mut cur, &plan.bridges);
+        bind(&mut cur);
+    }
+    cur.label = "4".into();
+    out.push(cur.clone());
+    // Step 5: deletions.
+    cur.policies.retain(|p| {
+        !plan
+            .delete_at_step5
+            .iter()
+            .any(|d| d.kind == "AuthorizationPolicy" && d.name == p.name)
+    });
+    cur.label = "5".into();
+    out.push(cur.clone());
+    // The fleet's end: namespaces after this one are ambient.
+    let later: Vec<&String> = fleet.after.iter().chain(fleet.concurrent.iter()).collect();
+    if later.iter().any(|n| cur.caller_namespaces.contains_key(*n)) {
+        for n in later {
+            if let Some(v) = cur.caller_namespaces.get_mut(n) {
+                *v = vec![DataPlane::Ambient];
+            }
+        }
+        cur.label = "fleet".into();
+        out.push(cur);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decisions.
+
+/// The waypoint a Service uses at a moment: its own `istio.io/use-waypoint` label, else the namespace's;
+/// `none` opts out; only waypoints of this namespace are modelled. Upstream: istio/api labels.yaml,
+/// pilot/pkg/serviceregistry/ambient/waypoints.go.
+pub fn waypoint_of<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc) -> Option<&'a str> {
+    let name = at
+        .service_waypoint
+        .get(&svc.name)
+        .or_else(|| at.ns_labels.get("istio.io/use-waypoint"))?;
+    if at.ns_labels.contains_key("istio.io/use-waypoint-namespace")
+        && !at.service_waypoint.contains_key(&svc.name)
+    {
+        return None;
+    }
+    m.waypoints.get(name.as_str()).map(String::as_str)
+}
+
+/// Selector, namespace-wide and root policies that apply to workload `w` (sidecar or ztunnel).
+fn workload_policies<'a>(m: &'a Mesh, at: &'a Moment, w: &Workload) -> Vec<&'a AuthzPolicy> {
+    at.policies
+        .iter()
+        .chain(m.root_policies.iter())
+        .filter(|p| p.selector().is_some_and(|s| labels_match(&s, &w.labels)))
+        .collect()
+}
+
+/// Policies a waypoint enforces for traffic to `svc`: targetRefs to the Service, to the waypoint Gateway, and
+/// to the `istio-waypoint` GatewayClass in the root namespace (istio.io docs/ambient/usage/l7-features).
+fn waypoint_policies<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc, gw: Option<&str>) -> Vec<&'a AuthzPolicy> {
+    let targets = |p: &AuthzPolicy, f: &dyn Fn(&super::policy::TargetRef) -> bool| match &p.attachment {
+        Attachment::TargetRefs { refs } => refs.iter().any(f),
+        _ => false,
+    };
+    let mut out: Vec<&AuthzPolicy> = at
+        .policies
+        .iter()
+        .filter(|p| targets(p, &|r| r.is_service() && r.name == svc.name))
+        .collect();
+    if let Some(g) = gw {
+        out.extend(
+            at.policies
+                .iter()
+                .filter(|p| targets(p, &|r| r.kind == "Gateway" && r.name == g)),
+        );
+        out.extend(
+            m.root_policies
+                .iter()
+                .filter(|p| targets(p, &|r| r.kind == "GatewayClass" && r.name == "istio-waypoint")),
+        );
+    }
+    out.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    out
+}
+
+/// A request of a class.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Request {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// `GET /path [h=v]`.
+    pub fn describe(&self) -> String {
+        let mut t = format!("{} {}", self.method, self.path);
+        for (k, v) in &self.headers {
+            t.push_str(&format!(" [{k}: {v}]"));
+        }
+        t
+    }
+}
+
+/// Where a decision was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hop {
+    /// The waypoint's targetRefs policies.
+    Waypoint,
+    /// The destination sidecar's RBAC.
+    Sidecar,
+    /// ztunnel at the destination.
+    Ztunnel,
+    /// STRICT mTLS refused a caller without identity.
+    Mtls,
+    /// Nothing enforced (destination not in the mesh).
+    Nothing,
+}
+
+/// The mesh's decision for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The destination application is reached.
+    pub allowed: bool,
+    /// Which hop decided (the last one when allowed).
+    pub hop: Hop,
+    /// The request went through the waypoint.
+    pub via_waypoint: bool,
+}
+
+/// One request as the mesh handles it at moment `at`: a caller with `identity` on `caller` data plane sends
+/// `req` to `svc:port`, landing on workload `dest`. Paths follow istio.io docs/ambient/migrate (sidecar
+/// callers route themselves and bypass waypoints) and docs/ambient/usage/l4-policy (a waypoint does not
+/// impersonate the caller: the destination sees the waypoint's identity).
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    m: &Mesh,
+    at: &Moment,
+    identity: Option<&Identity>,
+    caller: DataPlane,
+    svc: &Svc,
+    port: &SvcPort,
+    req: &Request,
+    dest: &Workload,
+) -> Verdict {
+    let host = format!("{}.{}.svc.cluster.local", svc.name, m.namespace);
+    let tport = m.target_port(port, dest);
+    let mut via_waypoint = false;
+    let mut peer = if caller == DataPlane::None {
+        None
+    } else {
+        identity.cloned()
+    };
+    if caller == DataPlane::Ambient
+        && let Some(gw) = waypoint_of(m, at, svc)
+    {
+        via_waypoint = true;
+        // The waypoint authorizes with the caller's identity on the Service port.
+        let a = Attrs {
+            peer: peer.as_ref(),
+            port: port.port,
+            method: &req.method,
+            path: &req.path,
+            host: &host,
+            headers: &req.headers,
+        };
+        if !envoy_allows(&waypoint_policies(m, at, svc, Some(gw)), &a) {
+            return Verdict {
+                allowed: false,
+                hop: Hop::Waypoint,
+                via_waypoint,
+            };
+        }
+        peer = Some(Identity {
+            trust_domain: m.trust_domain.clone(),
+            namespace: m.namespace.clone(),
+            service_account: gw.to_string(),
+        });
+    }
+    let dp = at.workloads.get(&dest.name).copied().unwrap_or(DataPlane::None);
+    let verdict = |allowed, hop| Verdict {
+        allowed,
+        hop,
+        via_waypoint,
+    };
+    if dp == DataPlane::None {
+        return verdict(true, Hop::Nothing);
+    }
+    // PeerAuthentication is enforced by the destination's proxy (sidecar or ztunnel).
+    if peer.is_none() && strict_mtls(m, &dest.labels, tport) {
+        return verdict(false, Hop::Mtls);
+    }
+    let pols = workload_policies(m, at, dest);
+    match dp {
+        DataPlane::Sidecar => {
+            let a = Attrs {
+                peer: peer.as_ref(),
+                port: tport,
+                method: &req.method,
+                path: &req.path,
+                host: &host,
+                headers: &req.headers,
+            };
+            verdict(envoy_allows(&pols, &a), Hop::Sidecar)
+        }
+        _ => verdict(ztunnel_allows(&pols, peer.as_ref(), tport), Hop::Ztunnel),
+    }
+}
+
+/// What the policies ask for: every policy that applies to the destination (selector, namespace-wide, root,
+/// targetRefs of the Service and, when the Service uses a waypoint at `base`, of the waypoint) read in full
+/// with the real caller identity, and STRICT mTLS against a caller without identity.
+pub fn intent(
+    m: &Mesh,
+    base: &Moment,
+    identity: Option<&Identity>,
+    svc: &Svc,
+    port: &SvcPort,
+    req: &Request,
+    dest: &Workload,
+) -> bool {
+    let tport = m.target_port(port, dest);
+    if identity.is_none() && strict_mtls(m, &dest.labels, tport) {
+        return false;
+    }
+    let mut pols = workload_policies(m, base, dest);
+    pols.extend(waypoint_policies(m, base, svc, waypoint_of(m, base, svc)));
+    let host = format!("{}.{}.svc.cluster.local", svc.name, m.namespace);
+    let a = Attrs {
+        peer: identity,
+        port: tport,
+        method: &req.method,
+        path: &req.path,
+        host: &host,
+        headers: &req.headers,
+    };
+    envoy_allows(&pols, &a)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Classes.
+
+/// Where a caller class lives (decides its data plane at each moment).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// Pods of these workloads of the namespace.
+    Workloads(Vec<String>),
+    /// A new pod of the namespace.
+    OwnNamespace,
+    /// Another namespace.
+    Namespace(String),
+    /// A namespace no rule names.
+    Elsewhere,
+    /// Outside the mesh.
+    NoMesh,
+}
+
+/// A caller class.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Caller {
+    /// For reports.
+    pub label: String,
+    /// Its identity (`None`: no mesh identity).
+    pub identity: Option<Identity>,
+    /// Where it lives.
+    pub origin: Origin,
+}
+
+impl Caller {
+    /// The data planes it may have at `at`.
+    pub fn dataplanes(&self, at: &Moment) -> Vec<DataPlane> {
+        match &self.origin {
+            Origin::Workloads(ws) => {
+                let mut v: Vec<DataPlane> = ws
+                    .iter()
+                    .filter_map(|w| at.workloads.get(w).copied())
+                    .flat_map(meshed)
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            Origin::OwnNamespace => meshed(at.new_pods),
+            Origin::Namespace(n) => at.caller_namespaces.get(n).cloned().unwrap_or_default(),
+            Origin::Elsewhere => at.elsewhere.clone(),
+            Origin::NoMesh => vec![DataPlane::None],
+        }
+    }
+}
+
+/// Name used for a namespace, service account, method or path no rule names.
+pub const UNNAMED: &str = "unnamed";
+
+/// A concrete value matching an Istio pattern (`None` for `*`).
+fn concrete(pattern: &str, fill: &str) -> Option<String> {
+    if pattern == "*" || pattern.is_empty() {
+        return None;
+    }
+    if let Some(p) = pattern.strip_suffix('*') {
+        return Some(format!("{p}{fill}"));
+    }
+    if let Some(s) = pattern.strip_prefix('*') {
+        return Some(format!("{fill}{s}"));
+    }
+    Some(pattern.to_string())
+}
+
+/// Every policy rule's sources and conditions, visited.
+fn for_each_rule(policies: &[&AuthzPolicy], mut f: impl FnMut(&AuthzPolicy, &Value)) {
+    for p in policies {
+        for r in &p.rules {
+            f(p, r);
+        }
+    }
+}
+
+/// The caller classes: identities, namespaces and service accounts named by any rule, the workloads of the
+/// namespace, another identity of the namespace, an identity in a namespace no rule names, no identity.
+pub fn callers(m: &Mesh, policies: &[&AuthzPolicy]) -> Vec<Caller> {
+    let td = m.trust_domain.clone();
+    let id = |ns: &str, sa: &str| Identity {
+        trust_domain: td.clone(),
+        namespace: ns.to_string(),
+        service_account: sa.to_string(),
+    };
+    let mut ids: BTreeSet<Identity> = BTreeSet::new();
+    let principal = |p: &str, ids: &mut BTreeSet<Identity>| {
+        let fills = [
+            UNNAMED.to_string(),
+            format!("{UNNAMED}/sa/{UNNAMED}"),
+            format!("ns/{UNNAMED}/sa/{UNNAMED}"),
+            format!("/ns/{UNNAMED}/sa/{UNNAMED}"),
+            format!("{td}/ns/{UNNAMED}"),
+            format!("{td}/ns/{UNNAMED}/sa/"),
+        ];
+        if let Some(i) = fills
+            .iter()
+            .filter_map(|f| concrete(p, f))
+            .find_map(|c| Identity::parse(&c))
+        {
+            ids.insert(i);
+        }
+    };
+    for_each_rule(policies, |p, r| {
+        for f in r["from"].as_array().into_iter().flatten() {
+            let s = &f["source"];
+            for k in ["principals", "notPrincipals"] {
+                for v in strs(&s[k]) {
+                    principal(v, &mut ids);
+                }
+            }
+            for k in ["namespaces", "notNamespaces"] {
+                for v in strs(&s[k]) {
+                    if let Some(n) = concrete(v, UNNAMED) {
+                        ids.insert(id(&n, "default"));
+                    }
+                }
+            }
+            for k in ["serviceAccounts", "notServiceAccounts"] {
+                for v in strs(&s[k]) {
+                    let (n, sa) = v.split_once('/').unwrap_or((&p.namespace, v));
+                    ids.insert(id(n, sa));
+                }
+            }
+        }
+        for c in r["when"].as_array().into_iter().flatten() {
+            let key = c["key"].as_str().unwrap_or("");
+            for v in strs(&c["values"]).into_iter().chain(strs(&c["notValues"])) {
+                match key {
+                    "source.principal" => principal(v, &mut ids),
+                    "source.namespace" => {
+                        if let Some(n) = concrete(v, UNNAMED) {
+                            ids.insert(id(&n, "default"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    for w in &m.workloads {
+        ids.insert(id(&m.namespace, &w.service_account));
+    }
+    ids.insert(id(&m.namespace, UNNAMED));
+    ids.insert(id(&format!("{UNNAMED}-ns"), UNNAMED));
+    let mut out: Vec<Caller> = ids
+        .into_iter()
+        .filter(|i| i.trust_domain == td)
+        .map(|i| {
+            let origin = if i.namespace == m.namespace {
+                let ws: Vec<String> = m
+                    .workloads
+                    .iter()
+                    .filter(|w| w.service_account == i.service_account)
+                    .map(|w| w.name.clone())
+                    .collect();
+                if ws.is_empty() {
+                    Origin::OwnNamespace
+                } else {
+                    Origin::Workloads(ws)
+                }
+            } else if i.namespace == format!("{UNNAMED}-ns") {
+                Origin::Elsewhere
+            } else {
+                Origin::Namespace(i.namespace.clone())
+            };
+            Caller {
+                label: format!("{}/{}", i.namespace, i.service_account),
+                identity: Some(i),
+                origin,
+            }
+        })
+        .collect();
+    out.push(Caller {
+        label: "no mesh identity".into(),
+        identity: None,
+        origin: Origin::NoMesh,
+    });
+    out
+}
+
+/// The requests: every method, path and header value a rule names plus a method and path none names.
+pub fn requests(policies: &[&AuthzPolicy]) -> Vec<Request> {
+    let mut methods: BTreeSet<String> = BTreeSet::new();
+    let mut paths: BTreeSet<String> = BTreeSet::new();
+    let mut headers: BTreeSet<(String, String)> = BTreeSet::new();
+    for_each_rule(policies, |_, r| {
+        for t in r["to"].as_array().into_iter().flatten() {
+            let o = &t["operation"];
+            for v in strs(&o["methods"]).into_iter().chain(strs(&o["notMethods"])) {
+                methods.extend(concrete(v, "X"));
+            }
+            for v in strs(&o["paths"]).into_iter().chain(strs(&o["notPaths"])) {
+                paths.extend(concrete(v, &format!("/{UNNAMED}")));
+            }
+        }
+        for c in r["when"].as_array().into_iter().flatten() {
+            let key = c["key"].as_str().unwrap_or("");
+            if let Some(h) = key
+                .strip_prefix("request.headers[")
+                .and_then(|k| k.strip_suffix(']'))
+            {
+                for v in strs(&c["values"]).into_iter().chain(strs(&c["notValues"])) {
+                    headers.insert((
+                        h.to_ascii_lowercase(),
+                        concrete(v, UNNAMED).unwrap_or(UNNAMED.into()),
+                    ));
+                }
+            }
+        }
+    });
+    let unnamed_method = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+        .iter()
+        .find(|m| !methods.contains(**m))
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "PROPFIND".into());
+    methods.insert(unnamed_method);
+    paths.insert(format!("/{UNNAMED}"));
+    let mut header_sets: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    header_sets.extend(headers.into_iter().map(|h| vec![h]));
+    let mut out = Vec::new();
+    for m in &methods {
+        for p in &paths {
+            for h in &header_sets {
+                out.push(Request {
+                    method: m.clone(),
+                    path: p.clone(),
+                    headers: h.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The check.
+
+/// Outage (intended allow, denied) or gap (intended deny, allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DifferenceKind {
+    /// A request the policies allow is denied.
+    Outage,
+    /// A request the policies deny reaches the application.
+    Gap,
+}
+
+/// One row of the enforcement table: a class whose decision differs from the intent at some moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Difference {
+    /// Caller class (`ns/sa` or `no mesh identity`).
+    pub caller: String,
+    /// Caller data planes for which it differs.
+    pub caller_dataplanes: Vec<DataPlane>,
+    /// `service:port` (and the workload when the Service selects several).
+    pub destination: String,
+    /// Method, path and headers.
+    pub request: String,
+    /// The intended decision.
+    pub intent: bool,
+    /// Decision per moment (same order as the table's moments): `allow`, `deny`, or `allow/deny` when the
+    /// caller's data plane decides.
+    pub decisions: Vec<String>,
+    /// Moments during which it differs.
+    pub steps: Vec<String>,
+    /// Outage or gap.
+    pub kind: DifferenceKind,
+    /// Differs already before the migration (not caused by it).
+    pub pre_existing: bool,
+    /// Why: the hop that decided and the path.
+    pub cause: String,
+    /// What removes it.
+    pub fix: String,
+}
+
+/// The enforcement table of a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementTable {
+    /// Moment labels (`0` = before the migration).
+    pub moments: Vec<String>,
+    /// Classes evaluated (caller x destination x request).
+    pub classes: usize,
+    /// Classes whose decision equals the intent at every moment.
+    pub equal: usize,
+    /// The classes that differ.
+    pub differences: Vec<Difference>,
+}
+
+impl EnforcementTable {
+    /// Differences the migration causes (not pre-existing).
+    pub fn caused(&self) -> impl Iterator<Item = &Difference> {
+        self.differences.iter().filter(|d| !d.pre_existing)
+    }
+}
+
+fn fix_for(kind: DifferenceKind, caller: DataPlane, v: &Verdict) -> &'static str {
+    match (kind, caller, v.via_waypoint, v.hop) {
+        (DifferenceKind::Gap, DataPlane::Ambient, true, _) => {
+            "enforce the destination's policy at the waypoint: a targetRefs twin of the selector policy (generated; policy_migration = \"apply\" creates it before step 1)"
+        }
+        (DifferenceKind::Gap, DataPlane::Sidecar, _, _) => {
+            "migrate the calling namespace first (fleet.order = \"callers-first\"), or keep the bridges (keep_bridges = true) so ztunnel admits only the waypoint"
+        }
+        (DifferenceKind::Gap, _, _, _) => {
+            "keep an L4 policy admitting only the waypoint at the destination (keep_bridges = true), or STRICT mTLS for callers without identity"
+        }
+        (DifferenceKind::Outage, _, true, Hop::Waypoint) => {
+            "give the waypoint the policy's rules (targetRefs twin with the same rules as the selector policy)"
+        }
+        (DifferenceKind::Outage, _, true, _) => {
+            "admit the waypoint identity at the destination (bridges = true, or the generated waypoint admission)"
+        }
+        (DifferenceKind::Outage, DataPlane::Sidecar, false, _) => {
+            "restart the namespace's callers before the destination, or migrate the calling namespace first (callers-first)"
+        }
+        (DifferenceKind::Outage, _, _, _) => {
+            "bind the Service to a waypoint with a targetRefs twin (ztunnel drops HTTP rules), or enable bridges"
+        }
+    }
+}
+
+fn word(b: bool) -> &'static str {
+    if b { "allow" } else { "deny" }
+}
+
+/// Evaluates every class at every moment against the intent.
+pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> EnforcementTable {
+    let m = Mesh::from_snapshot(s);
+    let ms = moments(s, &m, plan, fleet);
+    let base = &ms[0];
+    let mut all: Vec<&AuthzPolicy> = ms.iter().flat_map(|x| x.policies.iter()).collect();
+    all.extend(m.root_policies.iter());
+    all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    all.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    let classes = callers(&m, &all);
+    let reqs = requests(&all);
+    let mut table = EnforcementTable {
+        moments: ms.iter().map(|x| x.label.clone()).collect(),
+        ..Default::default()
+    };
+    for svc in &m.services {
+        let dests: Vec<&Workload> = m.endpoints(svc).collect();
+        for port in &svc.ports {
+            for dest in &dests {
+                let dest_label = if dests.len() > 1 {
+                    format!("{}:{} ({})", svc.name, port.port, dest.name)
+                } else {
+                    format!("{}:{}", svc.name, port.port)
+                };
+                for c in &classes {
+                    for r in &reqs {
+                        table.classes += 1;
+                        let want = intent(&m, base, c.identity.as_ref(), svc, port, r, dest);
+                        let mut decisions = Vec::with_capacity(ms.len());
+                        let mut steps = Vec::new();
+                        let mut dps = BTreeSet::new();
+                        // The verdict explaining the difference: the first moment the migration changes.
+                        let mut first_new: Option<(DataPlane, Verdict)> = None;
+                        let mut first_any: Option<(DataPlane, Verdict)> = None;
+                        let mut base_bad = false;
+                        for (i, at) in ms.iter().enumerate() {
+                            let vs: Vec<(DataPlane, Verdict)> = c
+                                .dataplanes(at)
+                                .into_iter()
+                                .map(|dp| (dp, decide(&m, at, c.identity.as_ref(), dp, svc, port, r, dest)))
+                                .collect();
+                            let allowed: BTreeSet<bool> = vs.iter().map(|(_, v)| v.allowed).collect();
+                            decisions.push(match allowed.len() {
+                                0 => "-".to_string(),
+                                1 => word(allowed.contains(&true)).to_string(),
+                                _ => "allow/deny".to_string(),
+                            });
+                            let Some(&(dp, v)) = vs.iter().find(|(_, v)| v.allowed != want) else {
+                                continue;
+                            };
+                            steps.push(at.label.clone());
+                            dps.extend(vs.iter().filter(|(_, v)| v.allowed != want).map(|(d, _)| *d));
+                            first_any.get_or_insert((dp, v));
+                            if i == 0 {
+                                base_bad = true;
+                            } else if !base_bad || decisions[i] != decisions[0] {
+                                first_new.get_or_insert((dp, v));
+                            }
+                        }
+                        let later_new = first_new.is_some();
+                        let first_bad = first_new.or(first_any);
+                        let Some((dp, v)) = first_bad else {
+                            table.equal += 1;
+                            continue;
+                        };
+                        let kind = if want {
+                            DifferenceKind::Outage
+                        } else {
+                            DifferenceKind::Gap
+                        };
+                        let path = if v.via_waypoint {
+                            "through the waypoint"
+                        } else {
+                            "direct"
+                        };
+                        table.differences.push(Difference {
+                            caller: c.label.clone(),
+                            caller_dataplanes: dps.into_iter().collect(),
+                            destination: dest_label.clone(),
+                            request: r.describe(),
+                            intent: want,
+                            decisions,
+                            steps,
+                            kind,
+                            pre_existing: base_bad && !later_new,
+                            cause: format!(
+                                "{} caller, {path}: {} decides {}",
+                                dp.as_str(),
+                                match v.hop {
+                                    Hop::Waypoint => "the waypoint",
+                                    Hop::Sidecar => "the destination sidecar",
+                                    Hop::Ztunnel => "ztunnel at the destination",
+                                    Hop::Mtls => "STRICT mTLS",
+                                    Hop::Nothing => "nothing (destination outside the mesh)",
+                                },
+                                word(v.allowed)
+                            ),
+                            fix: fix_for(kind, dp, &v).to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    table
+}
