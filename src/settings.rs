@@ -29,6 +29,7 @@ pub const LIST_KEYS: &[&str] = &[
     "fleet.exclude",
     "fleet.canary",
     "migration.waypoint.services",
+    "migration.policies.accept_differences",
 ];
 
 pub use crate::probes::spec::ProbeSpec;
@@ -100,6 +101,10 @@ string_enum! {
 string_enum! {
     /// What happens to targetRefs twins of sidecar-only L7 policies.
     PolicyMigration { Off = "off", Generate = "generate", Apply = "apply" }
+}
+string_enum! {
+    /// A kind of enforcement difference a namespace may migrate with (`migration.policies.accept_differences`).
+    AcceptDifference { Outage = "outage", Gap = "gap" }
 }
 string_enum! {
     /// Log line format on stderr.
@@ -229,6 +234,9 @@ pub struct Policies {
     pub keep_bridges: bool,
     /// targetRefs twins: off, generate, apply.
     pub migration: PolicyMigration,
+    /// Enforcement differences (outage, gap) that do not block the namespace.
+    #[serde(default)]
+    pub accept_differences: Vec<AcceptDifference>,
 }
 
 /// Deadlines.
@@ -363,6 +371,8 @@ pub struct PoliciesOverrides {
     pub keep_bridges: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<PolicyMigration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_differences: Option<Vec<AcceptDifference>>,
 }
 
 impl Migration {
@@ -398,6 +408,9 @@ impl Migration {
             m.policies.bridges = p.bridges.unwrap_or(m.policies.bridges);
             m.policies.keep_bridges = p.keep_bridges.unwrap_or(m.policies.keep_bridges);
             m.policies.migration = p.migration.unwrap_or(m.policies.migration);
+            if let Some(v) = &p.accept_differences {
+                m.policies.accept_differences = v.clone();
+            }
         }
         m
     }
@@ -467,6 +480,15 @@ impl EffectiveSettings {
                 PolicyMigration::Apply => p::PolicyMigration::Apply,
             },
             extra_callers,
+            accept_differences: m
+                .policies
+                .accept_differences
+                .iter()
+                .map(|a| match a {
+                    AcceptDifference::Outage => crate::assess::enforcement::DifferenceKind::Outage,
+                    AcceptDifference::Gap => crate::assess::enforcement::DifferenceKind::Gap,
+                })
+                .collect(),
         }
     }
 }

@@ -1230,7 +1230,10 @@ pub fn callers(m: &Mesh, policies: &[&AuthzPolicy]) -> Vec<Caller> {
     ids.insert(id(&format!("{UNNAMED}-ns"), UNNAMED));
     let mut out: Vec<Caller> = ids
         .into_iter()
-        .filter(|i| i.trust_domain == td)
+        // The waypoint's own identity is held by the waypoint only: it is a hop, not a caller.
+        .filter(|i| {
+            i.trust_domain == td && !(i.namespace == m.namespace && m.waypoints.contains(&i.service_account))
+        })
         .map(|i| {
             let origin = if i.namespace == m.namespace {
                 let ws: Vec<String> = m
@@ -1516,4 +1519,329 @@ pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> Enfor
         }
     }
     table
+}
+
+/// Finding codes of the equivalence check.
+pub mod codes {
+    /// A request the policies deny reaches the application at some moment of the plan.
+    pub const GAP: &str = "enforcement-gap";
+    /// A request the policies allow is denied at some moment of the plan.
+    pub const OUTAGE: &str = "enforcement-outage";
+    /// The decision differs from the policies already before the migration (not caused by it).
+    pub const PRE_EXISTING: &str = "enforcement-differs-before-migration";
+}
+
+/// Every code [`findings`] emits.
+pub const FINDING_CODES: [&str; 3] = [codes::GAP, codes::OUTAGE, codes::PRE_EXISTING];
+
+fn steps_text(steps: &[String]) -> String {
+    let named: Vec<String> = steps
+        .iter()
+        .map(|s| match s.as_str() {
+            "0" => "before the migration".to_string(),
+            "fleet" => "until the fleet's later namespaces migrate".to_string(),
+            s if s.starts_with("4.") => format!("step 4 after restart batch {}", &s[2..]),
+            s => format!("after step {s}"),
+        })
+        .collect();
+    named.join(", ")
+}
+
+/// The findings of a table, one per (caller, destination, kind): blockers for differences the migration
+/// causes, warnings when `accept` lists their kind, infos for differences that exist before it.
+pub fn findings(namespace: &str, table: &EnforcementTable, accept: &[DifferenceKind]) -> Vec<super::Finding> {
+    use super::{Finding, Severity};
+    let mut groups: BTreeMap<(bool, DifferenceKind, String, String), Vec<&Difference>> = BTreeMap::new();
+    for d in &table.differences {
+        groups
+            .entry((d.pre_existing, d.kind, d.destination.clone(), d.caller.clone()))
+            .or_default()
+            .push(d);
+    }
+    groups
+        .into_iter()
+        .map(|((pre, kind, dest, caller), ds)| {
+            let first = ds[0];
+            let (code, severity) = match (pre, kind) {
+                (true, _) => (codes::PRE_EXISTING, Severity::Info),
+                (false, DifferenceKind::Gap) => (codes::GAP, Severity::Blocker),
+                (false, DifferenceKind::Outage) => (codes::OUTAGE, Severity::Blocker),
+            };
+            let severity = if severity == Severity::Blocker && accept.contains(&kind) {
+                Severity::Warning
+            } else {
+                severity
+            };
+            let mut steps: Vec<String> = ds.iter().flat_map(|d| d.steps.iter().cloned()).collect();
+            steps.sort_by_key(|s| table.moments.iter().position(|m| m == s));
+            steps.dedup();
+            let dps: BTreeSet<&str> = ds
+                .iter()
+                .flat_map(|d| d.caller_dataplanes.iter().map(|p| p.as_str()))
+                .collect();
+            let reqs: Vec<&str> = ds.iter().map(|d| d.request.as_str()).collect();
+            let what = match kind {
+                DifferenceKind::Gap => "reach(es) the application although the policies deny it",
+                DifferenceKind::Outage => "is/are denied although the policies allow it",
+            };
+            let svc = dest.split(':').next().unwrap_or(&dest);
+            Finding::new(
+                severity,
+                code,
+                crate::steps::ObjRef::new("v1", "Service", namespace, svc),
+                format!(
+                    "{kind:?} for caller {caller} ({}) to {namespace}/{dest}: {} {what}, {} ({})",
+                    dps.into_iter().collect::<Vec<_>>().join("/"),
+                    reqs.join(", "),
+                    steps_text(&steps),
+                    first.cause
+                )
+                .replacen("Gap", "gap", 1)
+                .replacen("Outage", "outage", 1),
+                if accept.contains(&kind) && !pre {
+                    format!(
+                        "accepted (migration.policies.accept_differences); to remove it: {}",
+                        first.fix
+                    )
+                } else {
+                    first.fix.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::assess::Severity;
+    use crate::assess::plan::{PlanOptions, plan_namespace};
+    use serde_json::json;
+
+    fn app(name: &str) -> (Value, Value) {
+        (
+            json!({"metadata": {"name": name, "namespace": "shop"},
+                "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"serviceAccountName": name, "containers": [{"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}]}}}}),
+            json!({"metadata": {"name": name, "namespace": "shop"},
+                "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        )
+    }
+
+    fn ready(name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "istio-system"}, "spec": {"selector": {}, "template": {}},
+               "status": {"desiredNumberScheduled": 1, "numberReady": 1, "currentNumberScheduled": 1,
+                          "numberMisscheduled": 0}})
+    }
+
+    fn policy(name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+               "metadata": {"name": name, "namespace": "shop"}, "spec": spec})
+    }
+
+    /// The seed's `shop`: web, api, db; an L7 ALLOW on api with its twin; an L4 ALLOW on db that admits the
+    /// waypoint and has no twin.
+    pub(crate) fn shop(waypoint: bool, policies: Vec<Value>) -> Snapshot {
+        let (d, s): (Vec<Value>, Vec<Value>) = ["web", "api", "db"].iter().map(|n| app(n)).unzip();
+        let gws = if waypoint {
+            vec![
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "waypoint", "namespace": "shop"}, "spec": {"gatewayClassName": "istio-waypoint"}}),
+            ]
+        } else {
+            Vec::new()
+        };
+        serde_json::from_value(json!({
+            "namespace": {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}},
+            "services": s, "deployments": d, "gateways": gws, "authorizationPolicies": policies,
+            "cluster": {"ztunnel": ready("ztunnel"), "istioCni": ready("istio-cni-node")},
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn db_admits_waypoint() -> Value {
+        policy(
+            "db-allow-api",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/api", "cluster.local/ns/shop/sa/waypoint"]}}]}]}),
+        )
+    }
+
+    fn blockers(p: &NamespacePlan) -> Vec<String> {
+        p.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Blocker)
+            .map(|f| format!("{}: {}", f.code, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn l4_allow_admitting_the_waypoint_without_twin_is_a_gap_until_apply_twins_it() {
+        let s = shop(true, vec![db_admits_waypoint()]);
+        let p = plan_namespace(&s, &PlanOptions::default());
+        let gaps: Vec<&Difference> = p.enforcement.caused().collect();
+        assert!(
+            gaps.iter().any(|d| d.kind == DifferenceKind::Gap
+                && d.caller == "shop/web"
+                && d.destination == "db:80"
+                && d.caller_dataplanes == vec![DataPlane::Ambient]
+                && d.steps.contains(&"5".to_string())),
+            "{:#?}",
+            p.enforcement
+        );
+        assert!(p.blocked());
+        let b = blockers(&p);
+        assert!(
+            b.iter()
+                .any(|m| m.starts_with(codes::GAP) && m.contains("shop/web")),
+            "{b:#?}"
+        );
+        let hazard = p
+            .findings
+            .iter()
+            .find(|f| f.code == crate::assess::preflight::codes::L4_ADMITS_WAYPOINT_NO_TWIN)
+            .expect("hazard explains it");
+        let yaml = hazard.fix_yaml.as_deref().unwrap();
+        assert!(
+            yaml.contains("db-allow-api-waypoint") && yaml.contains("targetRefs"),
+            "{yaml}"
+        );
+        // The twin removes the gap: planned before step 1 in apply mode.
+        let apply = PlanOptions {
+            policy_migration: PolicyMigration::Apply,
+            ..Default::default()
+        };
+        let p = plan_namespace(&s, &apply);
+        assert!(p.twins.iter().any(|t| t.object.name == "db-allow-api-waypoint"));
+        assert_eq!(p.enforcement.caused().count(), 0, "{:#?}", p.enforcement);
+        assert!(!p.blocked(), "{:#?}", blockers(&p));
+        // Accepting gaps turns the blocker into a warning.
+        let accept = PlanOptions {
+            accept_differences: vec![DifferenceKind::Gap],
+            ..Default::default()
+        };
+        assert!(!plan_namespace(&s, &accept).blocked());
+    }
+
+    #[test]
+    fn every_moment_of_the_plan_is_listed() {
+        let s = shop(true, vec![db_admits_waypoint()]);
+        let p = plan_namespace(
+            &s,
+            &PlanOptions {
+                batch_size: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            p.enforcement.moments,
+            vec!["0", "1", "2", "3", "4.1", "4.2", "4", "5"]
+        );
+        assert!(p.enforcement.classes > p.enforcement.differences.len());
+        assert_eq!(
+            p.enforcement.equal + p.enforcement.differences.len(),
+            p.enforcement.classes
+        );
+    }
+
+    fn seed_policies() -> Vec<Value> {
+        let l7 = json!({"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}],
+                        "to": [{"operation": {"methods": ["GET"]}}]});
+        vec![
+            policy(
+                "api-allow-web-get",
+                json!({"selector": {"matchLabels": {"app": "api"}}, "rules": [l7.clone()]}),
+            ),
+            policy(
+                "api-allow-web-get-waypoint",
+                json!({"targetRefs": [{"kind": "Service", "group": "", "name": "api"}], "rules": [l7]}),
+            ),
+            db_admits_waypoint(),
+        ]
+    }
+
+    #[test]
+    fn seed_namespace_is_equivalent_with_twins_and_kept_bridges() {
+        let s = shop(true, seed_policies());
+        let apply = PlanOptions {
+            policy_migration: PolicyMigration::Apply,
+            ..Default::default()
+        };
+        // Without kept bridges, once step 5 deletes the L7 policy and its bridge, ztunnel at api admits
+        // callers without identity: nothing sends them through the waypoint.
+        let p = plan_namespace(&s, &apply);
+        let caused: Vec<&Difference> = p.enforcement.caused().collect();
+        assert!(!caused.is_empty());
+        assert!(
+            caused.iter().all(|d| d.caller == "no mesh identity"
+                && d.destination == "api:80"
+                && d.kind == DifferenceKind::Gap
+                && d.steps == vec!["5".to_string()]
+                && d.fix.contains("keep_bridges")),
+            "{caused:#?}"
+        );
+        let kept = PlanOptions {
+            keep_bridges: true,
+            ..apply
+        };
+        let p = plan_namespace(&s, &kept);
+        assert_eq!(p.enforcement.caused().count(), 0, "{:#?}", p.enforcement);
+        assert!(!p.blocked(), "{:#?}", blockers(&p));
+        assert_eq!(p.enforcement.equal, p.enforcement.classes);
+        assert!(p.enforcement.classes >= 36, "{}", p.enforcement.classes);
+    }
+
+    #[test]
+    fn namespace_without_waypoint_has_no_waypoint_findings_and_is_not_blocked() {
+        use crate::assess::preflight::codes as h;
+        // Only an L4 policy that does not admit a waypoint; no Gateway, nothing L7.
+        let only_api = policy(
+            "db-allow-api",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "rules": [
+                {"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/api"]}}]}]}),
+        );
+        let mut s = shop(false, vec![only_api]);
+        s.cluster.namespace_labels.insert(
+            "front".into(),
+            [("istio-injection".to_string(), "enabled".to_string())].into(),
+        );
+        let p = plan_namespace(&s, &PlanOptions::default());
+        assert!(p.waypoint_labels.is_empty());
+        assert!(!p.blocked(), "{:#?}", blockers(&p));
+        for code in [
+            h::L4_DENIES_WAYPOINT,
+            h::L4_ADMITS_WAYPOINT_NO_TWIN,
+            h::SIDECAR_CALLERS,
+            h::L4_DENY_BYPASSED,
+        ] {
+            assert!(
+                p.findings.iter().all(|f| f.code != code),
+                "{code}: {:#?}",
+                p.findings
+            );
+        }
+        let nw = p.findings.iter().find(|f| f.code == h::NO_WAYPOINT).unwrap();
+        assert_eq!(nw.severity, Severity::Info);
+        assert_eq!(p.enforcement.caused().count(), 0, "{:#?}", p.enforcement);
+    }
+
+    #[test]
+    fn restart_order_puts_bridged_workloads_last() {
+        let s = shop(true, seed_policies());
+        let p = plan_namespace(
+            &s,
+            &PlanOptions {
+                batch_size: 3,
+                ..Default::default()
+            },
+        );
+        let order = restart_order(&Mesh::from_snapshot(&s), &p);
+        assert_eq!(
+            order,
+            vec![
+                vec!["Deployment/db".to_string(), "Deployment/web".to_string()],
+                vec!["Deployment/api".to_string()]
+            ]
+        );
+    }
 }

@@ -87,6 +87,9 @@ pub struct PlanOptions {
     /// Namespaces known to call this one besides those named in policies (e.g. from probe definitions:
     /// `ProbeSpec::caller_and_target`), for the sidecar-caller check.
     pub extra_callers: Vec<String>,
+    /// Enforcement differences the migration may cause without blocking the namespace (default none: every
+    /// outage or gap the plan does not remove blocks it).
+    pub accept_differences: Vec<super::enforcement::DifferenceKind>,
 }
 
 impl Default for PlanOptions {
@@ -102,6 +105,7 @@ impl Default for PlanOptions {
             keep_bridges: false,
             policy_migration: PolicyMigration::Off,
             extra_callers: Vec::new(),
+            accept_differences: Vec::new(),
         }
     }
 }
@@ -162,6 +166,9 @@ pub struct NamespacePlan {
     pub callers: Vec<String>,
     /// Preflight findings.
     pub findings: Vec<Finding>,
+    /// Every request class at every moment of the plan against the intent (only the classes that differ).
+    #[serde(default)]
+    pub enforcement: super::enforcement::EnforcementTable,
 }
 
 impl NamespacePlan {
@@ -214,7 +221,7 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
     };
     let mut delete_at_step5 = a.delete_policies.clone();
     delete_at_step5.extend(a.delete_routing.iter().cloned());
-    NamespacePlan {
+    let mut plan = NamespacePlan {
         namespace: ns.clone(),
         options: opts.clone(),
         waypoint_labels,
@@ -227,7 +234,24 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         kept_policies: a.kept_policies,
         callers: a.callers.iter().cloned().collect(),
         findings: a.findings,
-    }
+        enforcement: Default::default(),
+    };
+    check_enforcement(s, &mut plan, &super::enforcement::FleetPosition::default());
+    plan
+}
+
+/// (Re)evaluates the plan's enforcement table for a fleet position and replaces its enforcement findings:
+/// the fleet runner calls it again once the order is known (callers migrating first are ambient).
+pub fn check_enforcement(s: &Snapshot, plan: &mut NamespacePlan, fleet: &super::enforcement::FleetPosition) {
+    let table = super::enforcement::check(s, plan, fleet);
+    plan.findings
+        .retain(|f| !super::enforcement::FINDING_CODES.contains(&f.code.as_str()));
+    plan.findings.extend(super::enforcement::findings(
+        &plan.namespace,
+        &table,
+        &plan.options.accept_differences,
+    ));
+    plan.enforcement = table;
 }
 
 /// Workloads step 4 restarts, in batches of `batch_size`: enabled kinds whose pods have sidecars (or whose
