@@ -1,7 +1,7 @@
 //! The commands behind the CLI (DESIGN §7): configuration, cluster connection, fleet selection, and the
 //! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,8 +10,9 @@ use kube::api::ListParams;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::assess::Severity;
-use crate::assess::plan::NamespacePlan;
+use crate::assess::enforcement::FleetPosition;
+use crate::assess::plan::{NamespacePlan, check_enforcement};
+use crate::assess::{Severity, Snapshot};
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
@@ -318,6 +319,7 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     for k in &plan.kept_policies {
         t.push_str(&format!("  kept: {k}\n"));
     }
+    t.push_str(&plan.enforcement.text("  "));
     t
 }
 
@@ -331,14 +333,14 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     };
     let (_tx, rx) = watch::channel(false);
     let eng = engine(cluster, s, out, run_id, rx);
-    let mut plans = Vec::new();
-    let mut blocked = false;
+    let mut assessed = Vec::new();
+    let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         match eng.assess(ns, &opts).await {
-            Ok((_, plan)) => {
-                blocked |= plan.blocked();
-                plans.push((ns.clone(), plan));
+            Ok((snap, plan)) => {
+                callers.insert(ns.clone(), plan.callers.clone());
+                assessed.push((ns.clone(), snap, plan));
             }
             Err(e) => {
                 eprintln!("error: namespace {ns}: {e}");
@@ -346,6 +348,14 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
             }
         }
     }
+    // The enforcement check sees the fleet order the run would use.
+    let order = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        fleet::callers_first(&namespaces, &callers)
+    } else {
+        namespaces.clone()
+    };
+    let blocked = !fleet_enforcement(s, &order, &callers, &mut assessed).is_empty();
+    let plans: Vec<(String, NamespacePlan)> = assessed.into_iter().map(|(ns, _, p)| (ns, p)).collect();
     if let Some(dir) = fixes_dir
         && let Err(e) = write_fixes(dir, &plans)
     {
@@ -401,8 +411,9 @@ async fn cmd_run(
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
 
-    // Preflight of the whole fleet, read-only: any blocker stops the run before anything is written.
-    let mut blocked_reports = Vec::new();
+    // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
+    // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
+    let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
@@ -419,33 +430,48 @@ async fn cmd_run(
         ) {
             continue;
         }
-        let assessed = eng.assess(ns, &opts).await;
-        if let Ok((_, plan)) = &assessed {
-            callers.insert(ns.clone(), plan.callers.clone());
-        }
-        match assessed {
-            Ok((_, plan)) if plan.blocked() => {
-                say(&format!("{ns}: preflight BLOCKED"));
-                eprint!("{}", findings_text(ns, &plan));
-                let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
-                r.outcome = NamespaceOutcome::Blocked;
-                r.reason = Some(blocker_reason(&plan));
-                r.findings = plan.findings.clone();
-                blocked_reports.push(r);
+        match eng.assess(ns, &opts).await {
+            Ok((snap, plan)) => {
+                callers.insert(ns.clone(), plan.callers.clone());
+                assessed.push((ns.clone(), snap, plan));
             }
-            Ok(_) => {}
             Err(e) => {
                 eprintln!("error: assessing namespace {ns}: {e}");
                 return exit::HUMAN_NEEDED;
             }
         }
     }
-    if !blocked_reports.is_empty() {
+    let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        let ordered = fleet::callers_first(&namespaces, &callers);
+        (eng.progress)(&format!("fleet order (callers first): {}", ordered.join(", ")));
+        ordered
+    } else {
+        namespaces
+    };
+    let blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed);
+    let mut blocked_reports = Vec::new();
+    for (ns, _, plan) in assessed.iter().filter(|(ns, _, _)| blocked.contains(ns)) {
+        say(&format!("{ns}: preflight BLOCKED"));
+        eprint!("{}", findings_text(ns, plan));
+        let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+        r.outcome = NamespaceOutcome::Blocked;
+        r.reason = Some(blocker_reason(plan));
+        r.findings = plan.findings.clone();
+        r.enforcement = Some(plan.enforcement.clone());
+        blocked_reports.push(r);
+    }
+    let canary_blocked = blocked.iter().any(|n| s.fleet.canary.contains(n));
+    if !blocked.is_empty() && (s.fleet.on_blocked == settings::OnBlocked::Stop || canary_blocked) {
+        let why = if canary_blocked {
+            "the fleet did not start: preflight blocked a canary namespace"
+        } else {
+            "the fleet did not start: preflight blocked another namespace (fleet.on_blocked = \"stop\")"
+        };
         for ns in &namespaces {
-            if !blocked_reports.iter().any(|r| &r.name == ns) {
+            if !blocked.contains(ns) {
                 let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
                 r.outcome = NamespaceOutcome::NotStarted;
-                r.reason = Some("the fleet did not start: preflight blocked another namespace".into());
+                r.reason = Some(why.into());
                 blocked_reports.push(r);
             }
         }
@@ -455,14 +481,14 @@ async fn cmd_run(
         finish_report(s, out, &report);
         return exit::BLOCKED;
     }
-
-    let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
-        let ordered = fleet::callers_first(&namespaces, &callers);
-        (eng.progress)(&format!("fleet order (callers first): {}", ordered.join(", ")));
-        ordered
-    } else {
-        namespaces
-    };
+    if !blocked.is_empty() {
+        (eng.progress)(&format!(
+            "skipping blocked namespace(s) {} (fleet.on_blocked = \"skip\"); the others migrate",
+            blocked.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
+    report.namespaces = blocked_reports;
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
     let guard = match lease::acquire(cluster, lease_config(s)).await {
@@ -493,6 +519,77 @@ async fn cmd_run(
         let _ = g.release().await;
     }
     code
+}
+
+/// Where every other fleet namespace stands relative to `ns` in the run order: with one namespace at a time
+/// (and for canaries, which run alone) earlier ones finish before and later ones start after; with more,
+/// only callers that callers-first makes `ns` wait for are certainly done, the others may overlap.
+pub fn fleet_position(
+    s: &Settings,
+    order: &[String],
+    callers: &BTreeMap<String, Vec<String>>,
+    ns: &str,
+) -> FleetPosition {
+    let fopts = FleetOptions {
+        canaries: s.fleet.canary.clone(),
+        concurrency: s.fleet.concurrency.max(1) as usize,
+        max_failed_namespaces: s.fleet.max_failed_namespaces as usize,
+    };
+    let queue: Vec<String> = fleet::waves(order, &fopts).into_iter().flatten().collect();
+    let mut pos = FleetPosition::default();
+    let Some(me) = queue.iter().position(|n| n == ns) else {
+        return pos;
+    };
+    let canary = |n: &String| s.fleet.canary.contains(n);
+    let serial = fopts.concurrency == 1 || canary(&queue[me]);
+    let waits_for = |n: &String| {
+        s.fleet.order == settings::FleetOrder::CallersFirst && callers.get(ns).is_some_and(|c| c.contains(n))
+    };
+    for (j, other) in queue.iter().enumerate() {
+        if j == me {
+            continue;
+        }
+        let set = if j < me && (serial || canary(other) || waits_for(other)) {
+            &mut pos.before
+        } else if j > me && (serial || canary(other)) {
+            &mut pos.after
+        } else {
+            &mut pos.concurrent
+        };
+        set.insert(other.clone());
+    }
+    pos
+}
+
+/// Re-evaluates each plan's enforcement with its fleet position; a blocked namespace is not migrated, so
+/// the others are checked again without it (it stays as it is) until nothing changes. Returns the blocked
+/// namespaces.
+pub fn fleet_enforcement(
+    s: &Settings,
+    order: &[String],
+    callers: &BTreeMap<String, Vec<String>>,
+    assessed: &mut [(String, Snapshot, NamespacePlan)],
+) -> BTreeSet<String> {
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..=assessed.len() {
+        let running: Vec<String> = order.iter().filter(|n| !blocked.contains(*n)).cloned().collect();
+        let mut now = BTreeSet::new();
+        for (ns, snap, plan) in assessed.iter_mut() {
+            if blocked.contains(ns) {
+                now.insert(ns.clone());
+                continue;
+            }
+            check_enforcement(snap, plan, &fleet_position(s, &running, callers, ns));
+            if plan.blocked() {
+                now.insert(ns.clone());
+            }
+        }
+        if now == blocked {
+            break;
+        }
+        blocked = now;
+    }
+    blocked
 }
 
 fn blocker_reason(plan: &NamespacePlan) -> String {
@@ -613,6 +710,7 @@ pub fn namespace_report(run: &NamespaceRun, canary: bool, wave: u32) -> Namespac
     r.reason = run.reason.clone();
     r.backup = run.backup_file.as_ref().map(|p| p.display().to_string());
     r.findings = run.findings.clone();
+    r.enforcement = run.plan.as_ref().map(|p| p.enforcement.clone());
     r.steps = run
         .steps
         .iter()

@@ -83,6 +83,10 @@ string_enum! {
     FleetOrder { AsListed = "as-listed", CallersFirst = "callers-first" }
 }
 string_enum! {
+    /// What a namespace blocked by preflight does to the fleet.
+    OnBlocked { Skip = "skip", Stop = "stop" }
+}
+string_enum! {
     /// Where the `istio.io/use-waypoint` label goes in step 1.
     WaypointScope { Namespace = "namespace", Services = "services" }
 }
@@ -178,6 +182,13 @@ pub struct Fleet {
     pub max_failed_namespaces: u32,
     /// Wave order.
     pub order: FleetOrder,
+    /// A blocked namespace is skipped (the others migrate) or stops the whole fleet.
+    #[serde(default = "default_on_blocked")]
+    pub on_blocked: OnBlocked,
+}
+
+fn default_on_blocked() -> OnBlocked {
+    OnBlocked::Skip
 }
 
 /// How one namespace is migrated (overridable per namespace).

@@ -1611,6 +1611,121 @@ pub fn findings(namespace: &str, table: &EnforcementTable, accept: &[DifferenceK
         .collect()
 }
 
+/// Rows shown per namespace in text and Markdown (the JSON report has them all).
+pub const SHOWN_ROWS: usize = 40;
+
+impl EnforcementTable {
+    /// One sentence: classes, moments, how many stay equal.
+    pub fn summary(&self) -> String {
+        let caused = self.caused().count();
+        format!(
+            "{} request classes x {} moments ({}): {} equal to the intent throughout, {} differ ({} caused by the migration, {} already before it)",
+            self.classes,
+            self.moments.len(),
+            self.moments.join(" "),
+            self.equal,
+            self.differences.len(),
+            caused,
+            self.differences.len() - caused
+        )
+    }
+
+    /// Plain-text table (the plan command's output).
+    pub fn text(&self, indent: &str) -> String {
+        let mut t = format!(
+            "{indent}enforcement: {}
+",
+            self.summary()
+        );
+        if self.differences.is_empty() {
+            return t;
+        }
+        t.push_str(&format!(
+            "{indent}  {:<28} {:<16} {:<28} {:<6} {}  kind\n",
+            "caller",
+            "destination",
+            "request",
+            "intent",
+            self.moments.iter().map(|m| format!("{m:>5}")).collect::<String>()
+        ));
+        for d in self.differences.iter().take(SHOWN_ROWS) {
+            t.push_str(&format!(
+                "{indent}  {:<28} {:<16} {:<28} {:<6} {}  {}{}\n",
+                d.caller,
+                d.destination,
+                d.request,
+                word(d.intent),
+                d.decisions
+                    .iter()
+                    .map(|x| format!("{:>5}", short(x)))
+                    .collect::<String>(),
+                if d.kind == DifferenceKind::Gap {
+                    "gap"
+                } else {
+                    "outage"
+                },
+                if d.pre_existing { " (before migration)" } else { "" }
+            ));
+        }
+        if self.differences.len() > SHOWN_ROWS {
+            t.push_str(&format!(
+                "{indent}  ... {} more in the JSON output\n",
+                self.differences.len() - SHOWN_ROWS
+            ));
+        }
+        t
+    }
+
+    /// Markdown table (the run report).
+    pub fn markdown(&self) -> String {
+        let mut m = format!("{}\n", self.summary());
+        if self.differences.is_empty() {
+            return m;
+        }
+        m.push_str(&format!(
+            "\n| Caller | Destination | Request | Intent | {} | Kind | Fix |\n|---|---|---|---|{}---|---|\n",
+            self.moments.join(" | "),
+            "---|".repeat(self.moments.len())
+        ));
+        for d in self.differences.iter().take(SHOWN_ROWS) {
+            m.push_str(&format!(
+                "| `{}` ({}) | `{}` | `{}` | {} | {} | {}{} | {} |\n",
+                d.caller,
+                d.caller_dataplanes
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                d.destination,
+                d.request,
+                word(d.intent),
+                d.decisions.join(" | "),
+                if d.kind == DifferenceKind::Gap {
+                    "gap"
+                } else {
+                    "outage"
+                },
+                if d.pre_existing { " (before migration)" } else { "" },
+                d.fix.replace('|', "\\|")
+            ));
+        }
+        if self.differences.len() > SHOWN_ROWS {
+            m.push_str(&format!(
+                "\n{} more rows in the JSON report.\n",
+                self.differences.len() - SHOWN_ROWS
+            ));
+        }
+        m
+    }
+}
+
+fn short(decision: &str) -> &str {
+    match decision {
+        "allow/deny" => "both",
+        d => d,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

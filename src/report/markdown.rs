@@ -229,6 +229,20 @@ pub fn render(report: &RunReport) -> String {
         }
     }
 
+    let enf: Vec<&NamespaceReport> = report
+        .namespaces
+        .iter()
+        .filter(|n| n.enforcement.is_some())
+        .collect();
+    if !enf.is_empty() {
+        m.push_str("### Enforcement equivalence\n\n");
+        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
+        for n in enf {
+            let t = n.enforcement.as_ref().expect("filtered");
+            let _ = writeln!(m, "#### `{}`\n\n{}", n.name, t.markdown());
+        }
+    }
+
     m.push_str("### Timeline\n\n");
     m.push_str(&gantt(report));
     m

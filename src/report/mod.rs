@@ -129,6 +129,10 @@ pub struct NamespaceReport {
     pub rollback: Option<RollbackReport>,
     /// What monitoring must change after the migration.
     pub observability: Option<ObservabilityReport>,
+    /// Enforcement equivalence: the request classes whose decision differs from the intent at some moment
+    /// of the plan, and how many stay equal (`None` when the namespace was not assessed).
+    #[serde(default)]
+    pub enforcement: Option<crate::assess::enforcement::EnforcementTable>,
 }
 
 impl NamespaceReport {
@@ -148,6 +152,7 @@ impl NamespaceReport {
             steps: Vec::new(),
             rollback: None,
             observability: None,
+            enforcement: None,
         }
     }
 
