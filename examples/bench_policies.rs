@@ -74,6 +74,9 @@ async fn main() {
             concurrency: 1,
             bridges: true,
             migration: "apply",
+            keep_bridges: true,
+            accept: "",
+            on_blocked: "skip",
             job_probes: true,
             extra: String::new(),
         };
@@ -105,6 +108,9 @@ async fn main() {
             concurrency: 1,
             bridges: false,
             migration: "off",
+            keep_bridges: false,
+            accept: "\"outage\", \"gap\"",
+            on_blocked: "skip",
             job_probes: false,
             extra: String::new(),
         };
