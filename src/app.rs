@@ -489,6 +489,12 @@ async fn cmd_run(
     }
     let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
     report.namespaces = blocked_reports;
+    if namespaces.is_empty() && !report.namespaces.is_empty() {
+        // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
+        report.finish();
+        finish_report(s, out, &report);
+        return report.exit_code;
+    }
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
     let guard = match lease::acquire(cluster, lease_config(s)).await {
@@ -937,5 +943,69 @@ async fn cmd_restore(cluster: &Cluster, out: &Out, file: &Path) -> i32 {
             eprintln!("error: {e}");
             exit::HUMAN_NEEDED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::LoadOptions;
+
+    fn settings(overrides: &[(&str, &str)]) -> Settings {
+        Settings::load(LoadOptions {
+            config_file: None,
+            env: Some(Default::default()),
+            cli_overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .expect("settings")
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fleet_position_one_at_a_time_is_before_and_after() {
+        let s = settings(&[("fleet.namespaces", "a,b,c"), ("fleet.concurrency", "1")]);
+        let p = fleet_position(&s, &names(&["a", "b", "c"]), &BTreeMap::new(), "b");
+        assert_eq!(p.before, ["a".to_string()].into());
+        assert_eq!(p.after, ["c".to_string()].into());
+        assert!(p.concurrent.is_empty());
+    }
+
+    #[test]
+    fn fleet_position_in_parallel_only_waited_callers_are_before() {
+        let s = settings(&[
+            ("fleet.namespaces", "front,other,store,late"),
+            ("fleet.concurrency", "2"),
+            ("fleet.order", "callers-first"),
+        ]);
+        let callers = BTreeMap::from([("store".to_string(), names(&["front"]))]);
+        let p = fleet_position(
+            &s,
+            &names(&["front", "other", "store", "late"]),
+            &callers,
+            "store",
+        );
+        assert_eq!(p.before, ["front".to_string()].into());
+        assert!(p.after.is_empty());
+        assert_eq!(p.concurrent, ["late".to_string(), "other".to_string()].into());
+        // A canary runs alone: everything else comes after it.
+        let s = settings(&[
+            ("fleet.namespaces", "front,other,store"),
+            ("fleet.concurrency", "2"),
+            ("fleet.canary", "store"),
+        ]);
+        let p = fleet_position(
+            &s,
+            &names(&["front", "other", "store"]),
+            &BTreeMap::new(),
+            "store",
+        );
+        assert_eq!(p.after, ["front".to_string(), "other".to_string()].into());
+        assert!(p.before.is_empty() && p.concurrent.is_empty());
     }
 }

@@ -22,7 +22,7 @@ pub fn exit_code_meaning(code: i32) -> &'static str {
         1 => "a namespace failed a gate and was rolled back (or held) cleanly",
         2 => "usage or configuration error, nothing touched",
         3 => "a rollback failed or the state is inconsistent: a human is needed",
-        4 => "preflight blocked, nothing touched",
+        4 => "preflight blocked a namespace: nothing of it touched",
         5 => "another run holds the lock",
         _ => "unexpected",
     }
