@@ -309,7 +309,7 @@ fn world_objects(
         ));
     }
     for p in &at.policies {
-        objs.push(p.raw.clone());
+        objs.push(p.policy.raw.clone());
     }
     objs.extend(s.peer_authentications.iter().cloned());
     for (ns, name, sa, dp) in callers {
@@ -329,7 +329,10 @@ fn model_matches_meshsim_on_generated_namespaces() {
         let plan = plan_namespace(&case.snapshot, &case.opts);
         let mesh = Mesh::from_snapshot(&case.snapshot);
         let moments = enforcement::moments(&case.snapshot, &mesh, &plan, &case.fleet);
-        let all: Vec<_> = moments.iter().flat_map(|m| m.policies.iter()).collect();
+        let all: Vec<_> = moments
+            .iter()
+            .flat_map(|m| m.policies.iter().map(|c| &c.policy))
+            .collect();
         let classes = enforcement::callers(&mesh, &all);
         let reqs = enforcement::requests(&all);
         if !enforcement::check(&case.snapshot, &plan, &case.fleet)
@@ -339,6 +342,7 @@ fn model_matches_meshsim_on_generated_namespaces() {
             with_difference += 1;
         }
         for at in &moments {
+            let view = enforcement::View::new(&mesh, at);
             let mut caller_pods = Vec::new();
             for (ci, c) in classes.iter().enumerate() {
                 for dp in c.dataplanes(at) {
@@ -385,30 +389,13 @@ fn model_matches_meshsim_on_generated_namespaces() {
                                             headers: req.headers.clone(),
                                         },
                                     );
-                                    let ours = enforcement::decide(
-                                        &mesh,
-                                        at,
-                                        c.identity.as_ref(),
-                                        dp,
-                                        svc,
-                                        port,
-                                        req,
-                                        dest,
-                                    );
+                                    let ours = view.decide(c.identity.as_ref(), dp, svc, port, req, dest);
                                     compared += 1;
                                     let theirs = sim.class == Class::AppReached;
                                     let mut bad = ours.allowed != theirs;
                                     let mut what = "decision";
                                     if at.label == "0" {
-                                        let want = enforcement::intent(
-                                            &mesh,
-                                            at,
-                                            c.identity.as_ref(),
-                                            svc,
-                                            port,
-                                            req,
-                                            dest,
-                                        );
+                                        let want = view.intent(c.identity.as_ref(), svc, port, req, dest);
                                         if want != sim.response.intended_allow {
                                             bad = true;
                                             what = "intent";
@@ -427,7 +414,7 @@ fn model_matches_meshsim_on_generated_namespaces() {
                                             sim.class,
                                             sim.response.intended_allow,
                                             sim.response.enforcement,
-                                            serde_json::to_string(&at.policies.iter().map(|p| &p.raw["spec"]).collect::<Vec<_>>()).unwrap()
+                                            serde_json::to_string(&at.policies.iter().map(|p| &p.policy.raw["spec"]).collect::<Vec<_>>()).unwrap()
                                         ));
                                     } else if bad {
                                         mismatches.push(String::new());

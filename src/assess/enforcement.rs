@@ -97,7 +97,9 @@ pub struct Mesh {
     /// PeerAuthentications of the namespace and of the root namespace.
     pub peer_authentications: Vec<Value>,
     /// Root-namespace AuthorizationPolicies (mesh-wide).
-    pub root_policies: Vec<AuthzPolicy>,
+    pub root_policies: Vec<Compiled>,
+    /// STRICT mTLS per (workload, port), for every port a Service reaches.
+    strict: BTreeMap<(String, u16), bool>,
 }
 
 fn u16_of(v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> Result<u16, String> {
@@ -198,7 +200,7 @@ impl Mesh {
             })
             .map(|g| json::name(g).to_string())
             .collect();
-        Mesh {
+        let mut m = Mesh {
             namespace: s.ns().to_string(),
             trust_domain: s.cluster.trust_domain.clone(),
             root_namespace: s.cluster.root_namespace.clone(),
@@ -216,8 +218,29 @@ impl Mesh {
                 .root_authorization_policies
                 .iter()
                 .filter_map(|v| AuthzPolicy::parse(v).ok())
+                .map(Compiled::new)
                 .collect(),
+            strict: BTreeMap::new(),
+        };
+        let mut strict = BTreeMap::new();
+        for svc in &m.services {
+            for w in m.endpoints(svc) {
+                for p in &svc.ports {
+                    let port = m.target_port(p, w);
+                    strict.insert((w.name.clone(), port), strict_mtls(&m, &w.labels, port));
+                }
+            }
         }
+        m.strict = strict;
+        m
+    }
+
+    /// STRICT mTLS for workload `w` on `port`.
+    pub fn strict(&self, w: &Workload, port: u16) -> bool {
+        self.strict
+            .get(&(w.name.clone(), port))
+            .copied()
+            .unwrap_or_else(|| strict_mtls(self, &w.labels, port))
     }
 
     /// The container port a Service port reaches on `w`.
@@ -267,12 +290,35 @@ fn strs(v: &Value) -> Vec<&str> {
         .collect()
 }
 
+fn owned(v: &Value) -> Vec<String> {
+    strs(v).into_iter().map(str::to_string).collect()
+}
+
+fn non_empty(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| !a.is_empty())
+}
+
 /// A positive list (when non-empty) must match the value, a negative list (when non-empty) must not; an
 /// absent value matches no pattern. Upstream: pilot/pkg/security/authz/model/model.go (`values` are OR-ed,
 /// `notValues` negated, fields AND-ed).
-fn pos_neg(pos: &[&str], neg: &[&str], value: Option<&str>) -> bool {
-    let any = |l: &[&str]| value.is_some_and(|v| l.iter().any(|p| string_match(p, v)));
-    (pos.is_empty() || any(pos)) && (neg.is_empty() || !any(neg))
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PosNeg {
+    pos: Vec<String>,
+    neg: Vec<String>,
+}
+
+impl PosNeg {
+    fn of(v: &Value, pos: &str, neg: &str) -> PosNeg {
+        PosNeg {
+            pos: owned(&v[pos]),
+            neg: owned(&v[neg]),
+        }
+    }
+
+    fn matches(&self, value: Option<&str>) -> bool {
+        let any = |l: &[String]| value.is_some_and(|v| l.iter().any(|p| string_match(p, v)));
+        (self.pos.is_empty() || any(&self.pos)) && (self.neg.is_empty() || !any(&self.neg))
+    }
 }
 
 /// What an Envoy (sidecar or waypoint) knows of a request.
@@ -292,39 +338,137 @@ pub struct Attrs<'a> {
     pub headers: &'a [(String, String)],
 }
 
-fn peer_principal(peer: Option<&Identity>) -> Option<String> {
-    peer.map(Identity::principal)
-}
-
 /// `serviceAccounts` entries are `<ns>/<sa>` or `<sa>` in the policy's namespace.
-fn sa_match(entry: &str, policy_ns: &str, peer: Option<&Identity>) -> bool {
-    let (ns, sa) = entry.split_once('/').unwrap_or((policy_ns, entry));
-    peer.is_some_and(|p| p.namespace == ns && p.service_account == sa)
+fn sa_pairs(v: &Value, ns: &str) -> Vec<(String, String)> {
+    strs(v)
+        .iter()
+        .map(|e| match e.split_once('/') {
+            Some((n, s)) => (n.to_string(), s.to_string()),
+            None => (ns.to_string(), e.to_string()),
+        })
+        .collect()
 }
 
-fn envoy_source(src: &Value, policy_ns: &str, a: &Attrs<'_>) -> bool {
-    let principal = peer_principal(a.peer);
-    let ns = a.peer.map(|p| p.namespace.as_str());
-    let sas = strs(&src["serviceAccounts"]);
-    let not_sas = strs(&src["notServiceAccounts"]);
-    // No JWT and no source IP are modelled: requestPrincipals and ip blocks match no value.
-    pos_neg(
-        &strs(&src["principals"]),
-        &strs(&src["notPrincipals"]),
-        principal.as_deref(),
-    ) && pos_neg(
-        &strs(&src["requestPrincipals"]),
-        &strs(&src["notRequestPrincipals"]),
-        None,
-    ) && pos_neg(&strs(&src["namespaces"]), &strs(&src["notNamespaces"]), ns)
-        && (sas.is_empty() || sas.iter().any(|e| sa_match(e, policy_ns, a.peer)))
-        && !not_sas.iter().any(|e| sa_match(e, policy_ns, a.peer))
-        && pos_neg(&strs(&src["ipBlocks"]), &strs(&src["notIpBlocks"]), None)
-        && pos_neg(
-            &strs(&src["remoteIpBlocks"]),
-            &strs(&src["notRemoteIpBlocks"]),
-            None,
-        )
+fn sa_in(list: &[(String, String)], peer: Option<&Identity>) -> bool {
+    peer.is_some_and(|p| {
+        list.iter()
+            .any(|(n, s)| *n == p.namespace && *s == p.service_account)
+    })
+}
+
+/// `from.source`, read once.
+#[derive(Clone, Debug)]
+struct Src {
+    principals: PosNeg,
+    request_principals: PosNeg,
+    namespaces: PosNeg,
+    service_accounts: Vec<(String, String)>,
+    not_service_accounts: Vec<(String, String)>,
+    ip_blocks: PosNeg,
+    remote_ip_blocks: PosNeg,
+}
+
+/// `to.operation`, read once.
+#[derive(Clone, Debug)]
+struct Op {
+    hosts: Vec<String>,
+    not_hosts: Vec<String>,
+    ports: PosNeg,
+    methods: PosNeg,
+    paths: PosNeg,
+}
+
+/// One `when` condition.
+#[derive(Clone, Debug)]
+struct Cond {
+    key: String,
+    values: PosNeg,
+}
+
+/// A rule as Envoy evaluates it.
+#[derive(Clone, Debug)]
+struct Rule {
+    from: Vec<Src>,
+    to: Vec<Op>,
+    when: Vec<Cond>,
+}
+
+impl Rule {
+    fn of(r: &Value, ns: &str) -> Rule {
+        Rule {
+            from: r["from"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let s = &f["source"];
+                    Src {
+                        principals: PosNeg::of(s, "principals", "notPrincipals"),
+                        request_principals: PosNeg::of(s, "requestPrincipals", "notRequestPrincipals"),
+                        namespaces: PosNeg::of(s, "namespaces", "notNamespaces"),
+                        service_accounts: sa_pairs(&s["serviceAccounts"], ns),
+                        not_service_accounts: sa_pairs(&s["notServiceAccounts"], ns),
+                        ip_blocks: PosNeg::of(s, "ipBlocks", "notIpBlocks"),
+                        remote_ip_blocks: PosNeg::of(s, "remoteIpBlocks", "notRemoteIpBlocks"),
+                    }
+                })
+                .collect(),
+            to: r["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let o = &t["operation"];
+                    Op {
+                        hosts: owned(&o["hosts"]),
+                        not_hosts: owned(&o["notHosts"]),
+                        ports: PosNeg::of(o, "ports", "notPorts"),
+                        methods: PosNeg::of(o, "methods", "notMethods"),
+                        paths: PosNeg::of(o, "paths", "notPaths"),
+                    }
+                })
+                .collect(),
+            when: r["when"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| Cond {
+                    key: c["key"].as_str().unwrap_or("").to_string(),
+                    values: PosNeg::of(c, "values", "notValues"),
+                })
+                .collect(),
+        }
+    }
+
+    /// Does the rule match in full (Envoy RBAC as istiod builds it: pilot/pkg/security/authz/builder/
+    /// builder.go; `from`, `to` and each `when` AND-ed, entries of `from`/`to` OR-ed)?
+    fn matches(&self, a: &Attrs<'_>, principal: Option<&str>) -> bool {
+        let ns = a.peer.map(|p| p.namespace.as_str());
+        // No JWT and no source IP are modelled: requestPrincipals and ip blocks match no value.
+        let src_ok = |s: &Src| {
+            s.principals.matches(principal)
+                && s.request_principals.matches(None)
+                && s.namespaces.matches(ns)
+                && (s.service_accounts.is_empty() || sa_in(&s.service_accounts, a.peer))
+                && !sa_in(&s.not_service_accounts, a.peer)
+                && s.ip_blocks.matches(None)
+                && s.remote_ip_blocks.matches(None)
+        };
+        let port = a.port.to_string();
+        let op_ok = |o: &Op| {
+            (o.hosts.is_empty() || o.hosts.iter().any(|p| host_match(p, a.host)))
+                && !o.not_hosts.iter().any(|p| host_match(p, a.host))
+                && o.ports.matches(Some(&port))
+                && o.methods.matches(Some(a.method))
+                && o.paths.matches(Some(a.path))
+        };
+        (self.from.is_empty() || self.from.iter().any(src_ok))
+            && (self.to.is_empty() || self.to.iter().any(op_ok))
+            && self.when.iter().all(|c| {
+                let v = condition_value(&c.key, a, principal);
+                c.values.matches(v.as_deref())
+            })
+    }
 }
 
 fn host_match(pattern: &str, host: &str) -> bool {
@@ -334,18 +478,7 @@ fn host_match(pattern: &str, host: &str) -> bool {
     string_match(&p, &host) || string_match(&p, &bare)
 }
 
-fn envoy_operation(op: &Value, a: &Attrs<'_>) -> bool {
-    let port = a.port.to_string();
-    let hosts = strs(&op["hosts"]);
-    let hosts_ok = (hosts.is_empty() || hosts.iter().any(|p| host_match(p, a.host)))
-        && !strs(&op["notHosts"]).iter().any(|p| host_match(p, a.host));
-    hosts_ok
-        && pos_neg(&strs(&op["ports"]), &strs(&op["notPorts"]), Some(&port))
-        && pos_neg(&strs(&op["methods"]), &strs(&op["notMethods"]), Some(a.method))
-        && pos_neg(&strs(&op["paths"]), &strs(&op["notPaths"]), Some(a.path))
-}
-
-fn condition_value(key: &str, a: &Attrs<'_>) -> Option<String> {
+fn condition_value(key: &str, a: &Attrs<'_>, principal: Option<&str>) -> Option<String> {
     if let Some(h) = key
         .strip_prefix("request.headers[")
         .and_then(|k| k.strip_suffix(']'))
@@ -358,7 +491,7 @@ fn condition_value(key: &str, a: &Attrs<'_>) -> Option<String> {
     }
     match key {
         "source.namespace" => a.peer.map(|p| p.namespace.clone()),
-        "source.principal" => peer_principal(a.peer),
+        "source.principal" => principal.map(str::to_string),
         "source.serviceAccount" => a.peer.map(|p| format!("{}/{}", p.namespace, p.service_account)),
         "destination.port" => Some(a.port.to_string()),
         // IPs, SNI and JWT claims are not modelled: no value.
@@ -366,31 +499,61 @@ fn condition_value(key: &str, a: &Attrs<'_>) -> Option<String> {
     }
 }
 
-/// Does a rule match in full (Envoy RBAC as istiod builds it: pilot/pkg/security/authz/builder/builder.go,
-/// `from`, `to` and each `when` AND-ed, entries of `from`/`to` OR-ed)?
-pub fn envoy_rule_matches(rule: &Value, policy_ns: &str, a: &Attrs<'_>) -> bool {
-    let from = rule["from"].as_array().filter(|l| !l.is_empty());
-    let to = rule["to"].as_array().filter(|l| !l.is_empty());
-    from.is_none_or(|l| l.iter().any(|f| envoy_source(&f["source"], policy_ns, a)))
-        && to.is_none_or(|l| l.iter().any(|t| envoy_operation(&t["operation"], a)))
-        && rule["when"].as_array().into_iter().flatten().all(|c| {
-            let v = condition_value(c["key"].as_str().unwrap_or(""), a);
-            pos_neg(&strs(&c["values"]), &strs(&c["notValues"]), v.as_deref())
-        })
+/// A policy read once for both enforcement points: its rules as Envoy evaluates them and, for selector and
+/// namespace-wide ALLOW/DENY policies, the L4 translation ztunnel receives.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The policy.
+    pub policy: AuthzPolicy,
+    rules: Vec<Rule>,
+    /// `None`: not sent to ztunnel (targetRefs, CUSTOM, AUDIT, dry-run).
+    l4: Option<Vec<Vec<Vec<L4Match>>>>,
+}
+
+impl Compiled {
+    /// Reads a policy.
+    pub fn new(policy: AuthzPolicy) -> Compiled {
+        let rules = policy
+            .rules
+            .iter()
+            .map(|r| Rule::of(r, &policy.namespace))
+            .collect();
+        // convertAuthorizationPolicy: targetRefs, CUSTOM, AUDIT and dry-run policies are not sent.
+        let deny = match policy.action {
+            Action::Deny => Some(true),
+            Action::Allow => Some(false),
+            Action::Custom | Action::Audit => None,
+        };
+        let l4 = deny
+            .filter(|_| !policy.dry_run && policy.is_workload_scoped())
+            .map(|deny| {
+                policy
+                    .rules
+                    .iter()
+                    .filter_map(|r| l4_rule(deny, r, &policy.namespace))
+                    .collect()
+            });
+        Compiled { policy, rules, l4 }
+    }
+
+    fn fires(&self, a: &Attrs<'_>, principal: Option<&str>) -> bool {
+        self.rules.iter().any(|r| r.matches(a, principal))
+    }
 }
 
 /// Envoy's decision over the policies applying to it: DENY first, then ALLOW (when any ALLOW policy applies,
 /// one of its rules must match). CUSTOM and AUDIT do not decide; dry-run policies are not enforced.
 /// Upstream: builder.go builds the DENY filter before the ALLOW filter; istio.io authorization-policy
 /// reference ("Authorization Policy" evaluation order).
-pub fn envoy_allows(policies: &[&AuthzPolicy], a: &Attrs<'_>) -> bool {
-    let live: Vec<&&AuthzPolicy> = policies.iter().filter(|p| !p.dry_run).collect();
-    let fires = |p: &AuthzPolicy| p.rules.iter().any(|r| envoy_rule_matches(r, &p.namespace, a));
-    if live.iter().any(|p| p.action == Action::Deny && fires(p)) {
+pub fn envoy_allows(policies: &[&Compiled], a: &Attrs<'_>) -> bool {
+    let principal = a.peer.map(Identity::principal);
+    let principal = principal.as_deref();
+    let live = || policies.iter().filter(|p| !p.policy.dry_run);
+    if live().any(|p| p.policy.action == Action::Deny && p.fires(a, principal)) {
         return false;
     }
-    let allows: Vec<&&&AuthzPolicy> = live.iter().filter(|p| p.action == Action::Allow).collect();
-    allows.is_empty() || allows.iter().any(|p| fires(p))
+    let mut allows = live().filter(|p| p.policy.action == Action::Allow).peekable();
+    allows.peek().is_none() || allows.any(|p| p.fires(a, principal))
 }
 
 /// One `istio.workload.Authorization` match after istiod's L4 translation.
@@ -415,22 +578,8 @@ impl L4Match {
     }
 }
 
-fn owned(v: &Value) -> Vec<String> {
-    strs(v).into_iter().map(str::to_string).collect()
-}
-
 fn ports_of(v: &Value) -> Vec<u16> {
     strs(v).iter().filter_map(|p| p.parse().ok()).collect()
-}
-
-fn sa_pairs(v: &Value, ns: &str) -> Vec<(String, String)> {
-    strs(v)
-        .iter()
-        .map(|e| match e.split_once('/') {
-            Some((n, s)) => (n.to_string(), s.to_string()),
-            None => (ns.to_string(), e.to_string()),
-        })
-        .collect()
 }
 
 const HTTP_OPERATION: [&str; 6] = ["hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"];
@@ -445,7 +594,6 @@ const HTTP_SOURCE: [&str; 4] = [
 /// `to` list, the `from` list, one per `when` condition) of matches keeping only L4 fields. An ALLOW rule with
 /// any HTTP attribute is dropped (`None`); a DENY rule keeps its clauses with the HTTP parts emptied.
 fn l4_rule(deny: bool, rule: &Value, ns: &str) -> Option<Vec<Vec<L4Match>>> {
-    let non_empty = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
     let mut http = false;
     let mut clauses = Vec::new();
     let to: Vec<L4Match> = rule["to"]
@@ -493,21 +641,20 @@ fn l4_rule(deny: bool, rule: &Value, ns: &str) -> Option<Vec<Vec<L4Match>>> {
         http |= !L4_WHEN_KEYS.contains(&key);
         let pick = |k: &str, f: &str| if key == k { owned(&c[f]) } else { Vec::new() };
         let ip = |f: &str| (key == "source.ip" || key == "destination.ip") && non_empty(&c[f]);
+        let port = |f: &str| {
+            if key == "destination.port" {
+                ports_of(&c[f])
+            } else {
+                Vec::new()
+            }
+        };
         clauses.push(vec![L4Match {
             namespaces: pick("source.namespace", "values"),
             not_namespaces: pick("source.namespace", "notValues"),
             principals: pick("source.principal", "values"),
             not_principals: pick("source.principal", "notValues"),
-            ports: if key == "destination.port" {
-                ports_of(&c["values"])
-            } else {
-                Vec::new()
-            },
-            not_ports: if key == "destination.port" {
-                ports_of(&c["notValues"])
-            } else {
-                Vec::new()
-            },
+            ports: port("values"),
+            not_ports: port("notValues"),
             ip_blocks: ip("values"),
             not_ip_blocks: ip("notValues"),
             ..Default::default()
@@ -521,65 +668,52 @@ fn l4_rule(deny: bool, rule: &Value, ns: &str) -> Option<Vec<Vec<L4Match>>> {
 
 /// ztunnel's match of one translated match against a connection (istio/ztunnel src/rbac.rs
 /// `Authorization::matches`): principals without the `spiffe://` prefix, a plaintext peer has none.
-fn l4_match(m: &L4Match, peer: Option<&Identity>, port: u16) -> bool {
+fn l4_match(m: &L4Match, peer: Option<&Identity>, principal: &str, port: u16) -> bool {
     if m.is_empty() {
         return false;
     }
-    let principal = peer_principal(peer).unwrap_or_default();
-    let ns = peer.map(|p| p.namespace.clone()).unwrap_or_default();
+    let ns = peer.map(|p| p.namespace.as_str()).unwrap_or_default();
     let strings = |pos: &[String], neg: &[String], v: &str| {
         let any = |l: &[String]| l.iter().any(|p| string_match(p, v));
         (pos.is_empty() || any(pos)) && (neg.is_empty() || !any(neg))
-    };
-    let sa_ok = |l: &[(String, String)]| {
-        peer.is_some_and(|p| {
-            l.iter()
-                .any(|(n, s)| *n == p.namespace && *s == p.service_account)
-        })
     };
     // No source IP is known: a positive ip block never matches, a negative one always passes.
     !m.ip_blocks
         && (m.ports.is_empty() || m.ports.contains(&port))
         && !m.not_ports.contains(&port)
-        && (m.service_accounts.is_empty() || sa_ok(&m.service_accounts))
-        && (m.not_service_accounts.is_empty() || !sa_ok(&m.not_service_accounts))
+        && (m.service_accounts.is_empty() || sa_in(&m.service_accounts, peer))
+        && (m.not_service_accounts.is_empty() || !sa_in(&m.not_service_accounts, peer))
         && (peer.is_some() || m.principals.is_empty())
-        && strings(&m.principals, &m.not_principals, &principal)
-        && strings(&m.namespaces, &m.not_namespaces, &ns)
+        && strings(&m.principals, &m.not_principals, principal)
+        && strings(&m.namespaces, &m.not_namespaces, ns)
 }
 
-fn l4_policy_matches(rules: &[Vec<Vec<L4Match>>], peer: Option<&Identity>, port: u16) -> bool {
+fn l4_policy_matches(
+    rules: &[Vec<Vec<L4Match>>],
+    peer: Option<&Identity>,
+    principal: &str,
+    port: u16,
+) -> bool {
     rules.iter().any(|rule| {
         rule.iter()
-            .all(|clause| clause.is_empty() || clause.iter().any(|m| l4_match(m, peer, port)))
+            .all(|clause| clause.is_empty() || clause.iter().any(|m| l4_match(m, peer, principal, port)))
     })
 }
 
 /// ztunnel's inbound authorization of the L4 translation of `policies` (istio/ztunnel src/state.rs
-/// `assert_rbac`: DENY first, then ALLOW). targetRefs, CUSTOM, AUDIT and dry-run policies are never sent to
-/// ztunnel (`convertAuthorizationPolicy`).
-pub fn ztunnel_allows(policies: &[&AuthzPolicy], peer: Option<&Identity>, port: u16) -> bool {
-    let mut allows = Vec::new();
-    for p in policies.iter().filter(|p| !p.dry_run && p.is_workload_scoped()) {
-        let deny = match p.action {
-            Action::Allow => false,
-            Action::Deny => true,
-            Action::Custom | Action::Audit => continue,
-        };
-        let rules: Vec<Vec<Vec<L4Match>>> = p
-            .rules
+/// `assert_rbac`: DENY first, then ALLOW).
+pub fn ztunnel_allows(policies: &[&Compiled], peer: Option<&Identity>, port: u16) -> bool {
+    let principal = peer.map(Identity::principal).unwrap_or_default();
+    let sent = || {
+        policies
             .iter()
-            .filter_map(|r| l4_rule(deny, r, &p.namespace))
-            .collect();
-        if deny {
-            if l4_policy_matches(&rules, peer, port) {
-                return false;
-            }
-        } else {
-            allows.push(rules);
-        }
+            .filter_map(|p| Some((p.policy.action, p.l4.as_ref()?)))
+    };
+    if sent().any(|(a, r)| a == Action::Deny && l4_policy_matches(r, peer, &principal, port)) {
+        return false;
     }
-    allows.is_empty() || allows.iter().any(|r| l4_policy_matches(r, peer, port))
+    let mut allows = sent().filter(|(a, _)| *a == Action::Allow).peekable();
+    allows.peek().is_none() || allows.any(|(_, r)| l4_policy_matches(r, peer, &principal, port))
 }
 
 /// STRICT mTLS for a workload port: mesh (root, no selector), namespace, then workload PeerAuthentication;
@@ -632,7 +766,7 @@ pub struct Moment {
     /// `istio.io/use-waypoint` labels set on Services.
     pub service_waypoint: BTreeMap<String, String>,
     /// The namespace's AuthorizationPolicies that exist.
-    pub policies: Vec<AuthzPolicy>,
+    pub policies: Vec<Compiled>,
     /// Data plane of each workload.
     pub workloads: BTreeMap<String, DataPlane>,
     /// Data plane of a new pod of the namespace (a caller that is not one of the workloads).
@@ -707,8 +841,12 @@ pub fn restart_order(m: &Mesh, plan: &NamespacePlan) -> Vec<Vec<String>> {
     out
 }
 
-fn parse_all(values: &[Value]) -> Vec<AuthzPolicy> {
-    values.iter().filter_map(|v| AuthzPolicy::parse(v).ok()).collect()
+fn parse_all(values: &[Value]) -> Vec<Compiled> {
+    values
+        .iter()
+        .filter_map(|v| AuthzPolicy::parse(v).ok())
+        .map(Compiled::new)
+        .collect()
 }
 
 /// The moments of `plan`: before anything (`0`), after each step, after each restart batch of step 4, and
@@ -782,9 +920,9 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
     let add = |cur: &mut Moment, objs: &[super::plan::PlannedObject]| {
         for o in objs {
             if let Ok(p) = AuthzPolicy::parse(&o.manifest)
-                && !cur.policies.iter().any(|x| x.name == p.name)
+                && !cur.policies.iter().any(|x| x.policy.name == p.name)
             {
-                cur.policies.push(p);
+                cur.policies.push(Compiled::new(p));
             }
         }
     };
@@ -850,7 +988,7 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
         !plan
             .delete_at_step5
             .iter()
-            .any(|d| d.kind == "AuthorizationPolicy" && d.name == p.name)
+            .any(|d| d.kind == "AuthorizationPolicy" && d.name == p.policy.name)
     });
     cur.label = "5".into();
     out.push(cur.clone());
@@ -888,22 +1026,26 @@ pub fn waypoint_of<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc) -> Option<&'a str
 }
 
 /// Selector, namespace-wide and root policies that apply to workload `w` (sidecar or ztunnel).
-fn workload_policies<'a>(m: &'a Mesh, at: &'a Moment, w: &Workload) -> Vec<&'a AuthzPolicy> {
+fn workload_policies<'a>(m: &'a Mesh, at: &'a Moment, w: &Workload) -> Vec<&'a Compiled> {
     at.policies
         .iter()
         .chain(m.root_policies.iter())
-        .filter(|p| p.selector().is_some_and(|s| labels_match(&s, &w.labels)))
+        .filter(|p| match &p.policy.attachment {
+            Attachment::Selector { match_labels } => labels_match(match_labels, &w.labels),
+            Attachment::NamespaceWide => true,
+            Attachment::TargetRefs { .. } => false,
+        })
         .collect()
 }
 
 /// Policies a waypoint enforces for traffic to `svc`: targetRefs to the Service, to the waypoint Gateway, and
 /// to the `istio-waypoint` GatewayClass in the root namespace (istio.io docs/ambient/usage/l7-features).
-fn waypoint_policies<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc, gw: Option<&str>) -> Vec<&'a AuthzPolicy> {
-    let targets = |p: &AuthzPolicy, f: &dyn Fn(&super::policy::TargetRef) -> bool| match &p.attachment {
+fn waypoint_policies<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc, gw: Option<&str>) -> Vec<&'a Compiled> {
+    let targets = |p: &Compiled, f: &dyn Fn(&super::policy::TargetRef) -> bool| match &p.policy.attachment {
         Attachment::TargetRefs { refs } => refs.iter().any(f),
         _ => false,
     };
-    let mut out: Vec<&AuthzPolicy> = at
+    let mut out: Vec<&Compiled> = at
         .policies
         .iter()
         .filter(|p| targets(p, &|r| r.is_service() && r.name == svc.name))
@@ -920,7 +1062,7 @@ fn waypoint_policies<'a>(m: &'a Mesh, at: &'a Moment, svc: &Svc, gw: Option<&str
                 .filter(|p| targets(p, &|r| r.kind == "GatewayClass" && r.name == "istio-waypoint")),
         );
     }
-    out.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    out.dedup_by(|a, b| a.policy.namespace == b.policy.namespace && a.policy.name == b.policy.name);
     out
 }
 
@@ -973,113 +1115,173 @@ pub struct Verdict {
     pub via_waypoint: bool,
 }
 
-/// One request as the mesh handles it at moment `at`: a caller with `identity` on `caller` data plane sends
-/// `req` to `svc:port`, landing on workload `dest`. Paths follow istio.io docs/ambient/migrate (sidecar
-/// callers route themselves and bypass waypoints) and docs/ambient/usage/l4-policy (a waypoint does not
-/// impersonate the caller: the destination sees the waypoint's identity).
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    m: &Mesh,
-    at: &Moment,
-    identity: Option<&Identity>,
-    caller: DataPlane,
-    svc: &Svc,
-    port: &SvcPort,
-    req: &Request,
-    dest: &Workload,
-) -> Verdict {
-    let host = format!("{}.{}.svc.cluster.local", svc.name, m.namespace);
-    let tport = m.target_port(port, dest);
-    let mut via_waypoint = false;
-    let mut peer = if caller == DataPlane::None {
-        None
-    } else {
-        identity.cloned()
-    };
-    if caller == DataPlane::Ambient
-        && let Some(gw) = waypoint_of(m, at, svc)
-    {
-        via_waypoint = true;
-        // The waypoint authorizes with the caller's identity on the Service port.
-        let a = Attrs {
-            peer: peer.as_ref(),
-            port: port.port,
-            method: &req.method,
-            path: &req.path,
-            host: &host,
-            headers: &req.headers,
-        };
-        if !envoy_allows(&waypoint_policies(m, at, svc, Some(gw)), &a) {
-            return Verdict {
-                allowed: false,
-                hop: Hop::Waypoint,
-                via_waypoint,
-            };
-        }
-        peer = Some(Identity {
-            trust_domain: m.trust_domain.clone(),
-            namespace: m.namespace.clone(),
-            service_account: gw.to_string(),
-        });
-    }
-    let dp = at.workloads.get(&dest.name).copied().unwrap_or(DataPlane::None);
-    let verdict = |allowed, hop| Verdict {
-        allowed,
-        hop,
-        via_waypoint,
-    };
-    if dp == DataPlane::None {
-        return verdict(true, Hop::Nothing);
-    }
-    // PeerAuthentication is enforced by the destination's proxy (sidecar or ztunnel).
-    if peer.is_none() && strict_mtls(m, &dest.labels, tport) {
-        return verdict(false, Hop::Mtls);
-    }
-    let pols = workload_policies(m, at, dest);
-    match dp {
-        DataPlane::Sidecar => {
-            let a = Attrs {
-                peer: peer.as_ref(),
-                port: tport,
-                method: &req.method,
-                path: &req.path,
-                host: &host,
-                headers: &req.headers,
-            };
-            verdict(envoy_allows(&pols, &a), Hop::Sidecar)
-        }
-        _ => verdict(ztunnel_allows(&pols, peer.as_ref(), tport), Hop::Ztunnel),
-    }
+/// A moment prepared for many decisions: the policies each workload's proxy enforces, the waypoint each
+/// Service uses (with the policies it enforces) and the policies the intent reads.
+pub struct View<'a> {
+    /// The namespace.
+    pub mesh: &'a Mesh,
+    /// The moment.
+    pub at: &'a Moment,
+    workload: BTreeMap<&'a str, Vec<&'a Compiled>>,
+    waypoint: BTreeMap<&'a str, Option<(Identity, Vec<&'a Compiled>)>>,
+    intent: BTreeMap<(&'a str, &'a str), Vec<&'a Compiled>>,
+    host: BTreeMap<&'a str, String>,
 }
 
-/// What the policies ask for: every policy that applies to the destination (selector, namespace-wide, root,
-/// targetRefs of the Service and, when the Service uses a waypoint at `base`, of the waypoint) read in full
-/// with the real caller identity, and STRICT mTLS against a caller without identity.
-pub fn intent(
-    m: &Mesh,
-    base: &Moment,
-    identity: Option<&Identity>,
-    svc: &Svc,
-    port: &SvcPort,
-    req: &Request,
-    dest: &Workload,
-) -> bool {
-    let tport = m.target_port(port, dest);
-    if identity.is_none() && strict_mtls(m, &dest.labels, tport) {
-        return false;
+impl<'a> View<'a> {
+    /// Prepares moment `at` of `m`.
+    pub fn new(m: &'a Mesh, at: &'a Moment) -> View<'a> {
+        let workload: BTreeMap<&str, Vec<&Compiled>> = m
+            .workloads
+            .iter()
+            .map(|w| (w.name.as_str(), workload_policies(m, at, w)))
+            .collect();
+        let mut waypoint = BTreeMap::new();
+        let mut intent = BTreeMap::new();
+        let mut host = BTreeMap::new();
+        for svc in &m.services {
+            let gw = waypoint_of(m, at, svc);
+            waypoint.insert(
+                svc.name.as_str(),
+                gw.map(|g| {
+                    let id = Identity {
+                        trust_domain: m.trust_domain.clone(),
+                        namespace: m.namespace.clone(),
+                        service_account: g.to_string(),
+                    };
+                    (id, waypoint_policies(m, at, svc, Some(g)))
+                }),
+            );
+            let wp = waypoint_policies(m, at, svc, gw);
+            for w in m.endpoints(svc) {
+                let mut pols = workload[w.name.as_str()].clone();
+                pols.extend(wp.iter().copied());
+                intent.insert((svc.name.as_str(), w.name.as_str()), pols);
+            }
+            host.insert(
+                svc.name.as_str(),
+                format!("{}.{}.svc.cluster.local", svc.name, m.namespace),
+            );
+        }
+        View {
+            mesh: m,
+            at,
+            workload,
+            waypoint,
+            intent,
+            host,
+        }
     }
-    let mut pols = workload_policies(m, base, dest);
-    pols.extend(waypoint_policies(m, base, svc, waypoint_of(m, base, svc)));
-    let host = format!("{}.{}.svc.cluster.local", svc.name, m.namespace);
-    let a = Attrs {
-        peer: identity,
-        port: tport,
-        method: &req.method,
-        path: &req.path,
-        host: &host,
-        headers: &req.headers,
-    };
-    envoy_allows(&pols, &a)
+
+    /// One request as the mesh handles it at this moment: a caller with `identity` on `caller` data plane
+    /// sends `req` to `svc:port`, landing on workload `dest`. Paths follow istio.io docs/ambient/migrate
+    /// (sidecar callers route themselves and bypass waypoints) and docs/ambient/usage/l4-policy (a waypoint
+    /// does not impersonate the caller: the destination sees the waypoint's identity).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        identity: Option<&Identity>,
+        caller: DataPlane,
+        svc: &Svc,
+        port: &SvcPort,
+        req: &Request,
+        dest: &Workload,
+    ) -> Verdict {
+        let m = self.mesh;
+        let host = self.host.get(svc.name.as_str()).map(String::as_str).unwrap_or("");
+        let tport = m.target_port(port, dest);
+        let mut via_waypoint = false;
+        let mut peer = if caller == DataPlane::None { None } else { identity };
+        if caller == DataPlane::Ambient
+            && let Some(Some((wp_id, wp_pols))) = self.waypoint.get(svc.name.as_str())
+        {
+            via_waypoint = true;
+            // The waypoint authorizes with the caller's identity on the Service port.
+            let a = Attrs {
+                peer,
+                port: port.port,
+                method: &req.method,
+                path: &req.path,
+                host,
+                headers: &req.headers,
+            };
+            if !envoy_allows(wp_pols, &a) {
+                return Verdict {
+                    allowed: false,
+                    hop: Hop::Waypoint,
+                    via_waypoint,
+                };
+            }
+            peer = Some(wp_id);
+        }
+        let dp = self
+            .at
+            .workloads
+            .get(&dest.name)
+            .copied()
+            .unwrap_or(DataPlane::None);
+        let verdict = |allowed, hop| Verdict {
+            allowed,
+            hop,
+            via_waypoint,
+        };
+        if dp == DataPlane::None {
+            return verdict(true, Hop::Nothing);
+        }
+        // PeerAuthentication is enforced by the destination's proxy (sidecar or ztunnel).
+        if peer.is_none() && m.strict(dest, tport) {
+            return verdict(false, Hop::Mtls);
+        }
+        let empty = Vec::new();
+        let pols = self.workload.get(dest.name.as_str()).unwrap_or(&empty);
+        match dp {
+            DataPlane::Sidecar => {
+                let a = Attrs {
+                    peer,
+                    port: tport,
+                    method: &req.method,
+                    path: &req.path,
+                    host,
+                    headers: &req.headers,
+                };
+                verdict(envoy_allows(pols, &a), Hop::Sidecar)
+            }
+            _ => verdict(ztunnel_allows(pols, peer, tport), Hop::Ztunnel),
+        }
+    }
+
+    /// What the policies ask for, reading this moment as the baseline: every policy that applies to the
+    /// destination (selector, namespace-wide, root, targetRefs of the Service and, when the Service uses a
+    /// waypoint, of the waypoint) in full with the real caller identity, and STRICT mTLS against a caller
+    /// without identity.
+    pub fn intent(
+        &self,
+        identity: Option<&Identity>,
+        svc: &Svc,
+        port: &SvcPort,
+        req: &Request,
+        dest: &Workload,
+    ) -> bool {
+        let m = self.mesh;
+        let tport = m.target_port(port, dest);
+        if identity.is_none() && m.strict(dest, tport) {
+            return false;
+        }
+        let empty = Vec::new();
+        let pols = self
+            .intent
+            .get(&(svc.name.as_str(), dest.name.as_str()))
+            .unwrap_or(&empty);
+        let a = Attrs {
+            peer: identity,
+            port: tport,
+            method: &req.method,
+            path: &req.path,
+            host: self.host.get(svc.name.as_str()).map(String::as_str).unwrap_or(""),
+            headers: &req.headers,
+        };
+        envoy_allows(pols, &a)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1279,7 +1481,12 @@ pub fn requests(policies: &[&AuthzPolicy]) -> Vec<Request> {
                 methods.extend(concrete(v, "X"));
             }
             for v in strs(&o["paths"]).into_iter().chain(strs(&o["notPaths"])) {
-                paths.extend(concrete(v, &format!("/{UNNAMED}")));
+                let fill = if v.ends_with("/*") {
+                    UNNAMED.to_string()
+                } else {
+                    format!("/{UNNAMED}")
+                };
+                paths.extend(concrete(v, &fill));
             }
         }
         for c in r["when"].as_array().into_iter().flatten() {
@@ -1418,9 +1625,12 @@ fn word(b: bool) -> &'static str {
 pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> EnforcementTable {
     let m = Mesh::from_snapshot(s);
     let ms = moments(s, &m, plan, fleet);
-    let base = &ms[0];
-    let mut all: Vec<&AuthzPolicy> = ms.iter().flat_map(|x| x.policies.iter()).collect();
-    all.extend(m.root_policies.iter());
+    let mut all: Vec<&AuthzPolicy> = ms
+        .iter()
+        .flat_map(|x| x.policies.iter())
+        .chain(m.root_policies.iter())
+        .map(|c| &c.policy)
+        .collect();
     all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     all.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
     let classes = callers(&m, &all);
@@ -1429,43 +1639,89 @@ pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> Enfor
         moments: ms.iter().map(|x| x.label.clone()).collect(),
         ..Default::default()
     };
+    let views: Vec<View<'_>> = ms.iter().map(|at| View::new(&m, at)).collect();
+    // Moments with the same policies, the same waypoint binding and the same destination data plane decide
+    // every request alike: each class is decided once per distinct state (the policy set changes at step 1
+    // and step 5 only, data planes at steps 2 and 4).
+    let mut policy_version = Vec::with_capacity(ms.len());
+    for (i, at) in ms.iter().enumerate() {
+        let names = |x: &Moment| {
+            x.policies
+                .iter()
+                .map(|c| c.policy.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let same = i > 0 && names(&ms[i - 1]) == names(at);
+        let v = if same { policy_version[i - 1] } else { i };
+        policy_version.push(v);
+    }
+    let dps_of: Vec<Vec<Vec<DataPlane>>> = classes
+        .iter()
+        .map(|c| ms.iter().map(|at| c.dataplanes(at)).collect())
+        .collect();
     for svc in &m.services {
         let dests: Vec<&Workload> = m.endpoints(svc).collect();
         for port in &svc.ports {
             for dest in &dests {
+                let state: Vec<(usize, bool, DataPlane)> = ms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, at)| {
+                        (
+                            policy_version[i],
+                            waypoint_of(&m, at, svc).is_some(),
+                            at.workloads.get(&dest.name).copied().unwrap_or(DataPlane::None),
+                        )
+                    })
+                    .collect();
                 let dest_label = if dests.len() > 1 {
                     format!("{}:{} ({})", svc.name, port.port, dest.name)
                 } else {
                     format!("{}:{}", svc.name, port.port)
                 };
-                for c in &classes {
+                for (c, class_dps) in classes.iter().zip(&dps_of) {
                     for r in &reqs {
                         table.classes += 1;
-                        let want = intent(&m, base, c.identity.as_ref(), svc, port, r, dest);
-                        let mut decisions = Vec::with_capacity(ms.len());
-                        let mut steps = Vec::new();
-                        let mut dps = BTreeSet::new();
+                        let want = views[0].intent(c.identity.as_ref(), svc, port, r, dest);
+                        let mut decisions: Vec<&'static str> = Vec::with_capacity(ms.len());
+                        let mut steps: Vec<usize> = Vec::new();
+                        let mut dps: Vec<DataPlane> = Vec::new();
                         // The verdict explaining the difference: the first moment the migration changes.
                         let mut first_new: Option<(DataPlane, Verdict)> = None;
                         let mut first_any: Option<(DataPlane, Verdict)> = None;
                         let mut base_bad = false;
-                        for (i, at) in ms.iter().enumerate() {
-                            let vs: Vec<(DataPlane, Verdict)> = c
-                                .dataplanes(at)
-                                .into_iter()
-                                .map(|dp| (dp, decide(&m, at, c.identity.as_ref(), dp, svc, port, r, dest)))
-                                .collect();
-                            let allowed: BTreeSet<bool> = vs.iter().map(|(_, v)| v.allowed).collect();
-                            decisions.push(match allowed.len() {
-                                0 => "-".to_string(),
-                                1 => word(allowed.contains(&true)).to_string(),
-                                _ => "allow/deny".to_string(),
+                        let mut memo: Vec<((usize, bool, DataPlane), DataPlane, Verdict)> = Vec::new();
+                        for (i, view) in views.iter().enumerate() {
+                            let (mut allow, mut deny) = (false, false);
+                            let mut bad: Option<(DataPlane, Verdict)> = None;
+                            for &dp in &class_dps[i] {
+                                let v = match memo.iter().find(|(k, d, _)| *k == state[i] && *d == dp) {
+                                    Some((_, _, v)) => *v,
+                                    None => {
+                                        let v = view.decide(c.identity.as_ref(), dp, svc, port, r, dest);
+                                        memo.push((state[i], dp, v));
+                                        v
+                                    }
+                                };
+                                allow |= v.allowed;
+                                deny |= !v.allowed;
+                                if v.allowed != want {
+                                    bad.get_or_insert((dp, v));
+                                    if !dps.contains(&dp) {
+                                        dps.push(dp);
+                                    }
+                                }
+                            }
+                            decisions.push(match (allow, deny) {
+                                (true, true) => "allow/deny",
+                                (true, false) => "allow",
+                                (false, true) => "deny",
+                                (false, false) => "-",
                             });
-                            let Some(&(dp, v)) = vs.iter().find(|(_, v)| v.allowed != want) else {
+                            let Some((dp, v)) = bad else {
                                 continue;
                             };
-                            steps.push(at.label.clone());
-                            dps.extend(vs.iter().filter(|(_, v)| v.allowed != want).map(|(d, _)| *d));
+                            steps.push(i);
                             first_any.get_or_insert((dp, v));
                             if i == 0 {
                                 base_bad = true;
@@ -1489,14 +1745,15 @@ pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> Enfor
                         } else {
                             "direct"
                         };
+                        dps.sort();
                         table.differences.push(Difference {
                             caller: c.label.clone(),
-                            caller_dataplanes: dps.into_iter().collect(),
+                            caller_dataplanes: dps,
                             destination: dest_label.clone(),
                             request: r.describe(),
                             intent: want,
-                            decisions,
-                            steps,
+                            decisions: decisions.into_iter().map(str::to_string).collect(),
+                            steps: steps.into_iter().map(|i| ms[i].label.clone()).collect(),
                             kind,
                             pre_existing: base_bad && !later_new,
                             cause: format!(
