@@ -59,6 +59,25 @@ fn outcomes(report: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Writes `cfg` as `<name>.toml` in `dir` and runs `ambient-migrate run` with its reports in `<dir>/<name>`:
+/// exit code, stdout, stderr and the report directory.
+async fn run_config(
+    dir: &std::path::Path,
+    name: &str,
+    cfg: &pc::RunConfig<'_>,
+    kubeconfig: &std::path::Path,
+) -> (i32, String, String, std::path::PathBuf) {
+    let cfg_path = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let rep_dir = pc::subdir(dir, name);
+    let (code, stdout, stderr) = pc::run_cli(
+        std::path::Path::new(BIN),
+        &pc::run_args(&cfg_path, kubeconfig, &rep_dir, &[]),
+    )
+    .await;
+    (code, stdout, stderr, rep_dir)
+}
+
 /// Names of the AuthorizationPolicies of `ns` carrying `ambient-migrate.io/role=<role>`.
 fn managed(sim: &meshsim::Sim, ns: &str, role: &str) -> Vec<String> {
     pc::objects(sim, "security.istio.io", "authorizationpolicies", ns)
@@ -100,14 +119,7 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
         job_probes: false,
         extra: String::new(),
     };
-    let cfg_path = dir.path().join("off.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "blocked");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "blocked", &cfg, &kubeconfig).await;
     assert_eq!(code, 4, "blocked run exits 4\n{stdout}\n{stderr}");
     assert!(
         stderr.contains(pc::LEDGER_L4) || stdout.contains(pc::LEDGER_L4),
@@ -139,14 +151,7 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
         job_probes: true,
         ..cfg
     };
-    let cfg_path = dir.path().join("apply.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "apply");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "apply", &cfg, &kubeconfig).await;
     // Keep measuring a little after the run: the end state must be right too.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
@@ -246,14 +251,7 @@ async fn seed_order_shows_outage_window_and_security_gap() {
         job_probes: false,
         extra: String::new(),
     };
-    let cfg_path = dir.path().join("seed.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "seed");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, _) = run_config(dir.path(), "seed", &cfg, &kubeconfig).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
     eprintln!("{}", t.table());
@@ -302,7 +300,7 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
         job_probes: false,
         extra: String::new(),
     };
-    let cfg_path = dir.path().join("defaults.toml");
+    let cfg_path = dir.path().join("plan.toml");
     std::fs::write(&cfg_path, cfg.toml()).unwrap();
 
     // plan: vault is blocked by the gap, the generated twin is written as the fix.
@@ -332,12 +330,7 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
 
     // run with defaults: vault is reported and untouched, plain migrates (on_blocked = skip).
     let traffic = pc::Traffic::start(sim.clone(), pc::holes_paths(), Duration::from_millis(10));
-    let rep_dir = pc::subdir(dir.path(), "defaults");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "defaults", &cfg, &kubeconfig).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
     eprintln!("{}", t.table());
@@ -396,14 +389,7 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
         migration: "apply",
         ..cfg
     };
-    let cfg_path = dir.path().join("apply.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "apply");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "apply", &cfg, &kubeconfig).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
     eprintln!("{}", t.table());
@@ -507,14 +493,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
         job_probes: false,
         extra,
     };
-    let cfg_path = dir.path().join("rb.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "rb");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "rb", &cfg, &kubeconfig).await;
     assert_eq!(code, 1, "every namespace rolled back cleanly\n{stdout}\n{stderr}");
     let report = pc::report(&rep_dir);
     for (i, ns) in names.iter().enumerate() {
