@@ -328,6 +328,19 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
         "{written:?}"
     );
 
+    // A blocked canary stops the fleet even with on_blocked = skip: nothing is written.
+    let canary_reports = pc::subdir(dir.path(), "canary");
+    let (code, stdout, stderr) = pc::run_cli(
+        std::path::Path::new(BIN),
+        &pc::run_args(&cfg_path, &kubeconfig, &canary_reports, &["--canary", "vault"]),
+    )
+    .await;
+    assert_eq!(code, 4, "{stdout}\n{stderr}");
+    let o = outcomes(&pc::report(&canary_reports));
+    assert_eq!(o.get("vault").map(String::as_str), Some("blocked"), "{o:?}");
+    assert_eq!(o.get("plain").map(String::as_str), Some("not-started"), "{o:?}");
+    assert_eq!(mutating_by_us(&sim), 0, "a blocked canary: nothing written");
+
     // run with defaults: vault is reported and untouched, plain migrates (on_blocked = skip).
     let traffic = pc::Traffic::start(sim.clone(), pc::holes_paths(), Duration::from_millis(10));
     let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "defaults", &cfg, &kubeconfig).await;
