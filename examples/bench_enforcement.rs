@@ -157,7 +157,7 @@ fn main() {
     }
     println!("# bench_enforcement: {n} namespaces");
     println!(
-        "request classes: {classes} ({} per namespace), moments per namespace: {:.1}, decisions evaluated: {}",
+        "request classes: {classes} ({} per namespace), moments per namespace: {:.1}, class x moment decisions per namespace: {}",
         classes / n.max(1),
         moments as f64 / n.max(1) as f64,
         classes * moments / n.max(1)
