@@ -423,9 +423,10 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
 }
 
 /// A namespace with everything the rollback must undo: an L7 selector ALLOW with its twin (a bridge is
-/// created before step 1) and an L4 trap (apply mode generates a twin and a waypoint admission).
+/// created before step 1), an L4 trap (apply mode generates a twin and a waypoint admission) and an L4
+/// policy admitting the waypoint (apply mode generates its twin).
 fn rollback_namespace(ns: &str) -> String {
-    let mut y = pc::namespace(ns, &["web", "api", "books"], 1);
+    let mut y = pc::namespace(ns, &["web", "api", "books", "safe"], 1);
     y.push_str(&pc::waypoint(ns));
     let l7 = format!(
         "  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\"]}}}}]\n    to: [{{operation: {{methods: [\"GET\"]}}}}]\n"
@@ -443,6 +444,10 @@ fn rollback_namespace(ns: &str) -> String {
     }
     y.push_str(&format!(
         "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: books-l4, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: books}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\"]}}}}]\n"
+    ));
+    // An L4 policy that already admits the waypoint: apply mode generates its targetRefs twin.
+    y.push_str(&format!(
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: safe-l4, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: safe}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\", \"cluster.local/ns/{ns}/sa/waypoint\"]}}}}]\n"
     ));
     y
 }
@@ -467,7 +472,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     let ns_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert!(pc::wait_pods_ready(&sim, &ns_refs, 18, 30).await);
+    assert!(pc::wait_pods_ready(&sim, &ns_refs, 24, 30).await);
     let proxy = running.proxy_url().expect("proxy");
 
     // A probe that always fails (expects 599), run only after step k (during the restart for k = 4).
@@ -542,7 +547,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
                 && r.code < 300
         })
         .count();
-    assert!(created >= 6 * 3, "bridges and twins created: {created}");
+    assert!(created >= 6 * 4, "bridges and twins created: {created}");
 }
 
 // --- hazard rules vs meshsim's ztunnel translation, field by field ---
