@@ -2,14 +2,14 @@
 //! plan, compared with what the policies ask for.
 //!
 //! Pure (no I/O). Three parts:
-//! - the data-plane model ([`decide`], [`intent`]): the destination sidecar evaluates its selector and
-//!   namespace policies in full; ztunnel enforces the L4 translation of the same policies; a waypoint enforces
-//!   `targetRefs` policies with the caller's identity and presents its own identity downstream; sidecar
-//!   callers bypass waypoints; STRICT mTLS rejects callers without a mesh identity. Each rule cites the
-//!   upstream code path it follows.
-//! - request classes ([`classes`]) derived from the policies and the namespace: every identity, namespace and
-//!   service account a rule names plus one that none names and "no mesh identity"; every Service port; every
-//!   method, path and header a rule names plus one that none names.
+//! - the data-plane model ([`View::decide`], [`View::intent`]): the destination sidecar evaluates its
+//!   selector and namespace policies in full; ztunnel enforces the L4 translation of the same policies; a
+//!   waypoint enforces `targetRefs` policies with the caller's identity and presents its own identity
+//!   downstream; sidecar callers bypass waypoints; STRICT mTLS rejects callers without a mesh identity. Each
+//!   rule cites the upstream code path it follows.
+//! - request classes ([`callers`], [`requests`]) derived from the policies and the namespace: every identity,
+//!   namespace and service account a rule names plus one that none names and "no mesh identity"; every
+//!   Service port; every method, path and header a rule names plus one that none names.
 //! - the moments of the plan ([`moments`]): before anything, after each step, each restart batch of step 4
 //!   (old sidecar pods beside new ambient ones) and, when fleet callers migrate after this namespace, the end
 //!   of the fleet; [`check`] evaluates every class at every moment against the intent.
@@ -572,7 +572,8 @@ struct L4Match {
 }
 
 impl L4Match {
-    /// ztunnel `RbacMatch::is_empty`: an empty match is skipped, it never matches (istio/ztunnel src/rbac.rs).
+    /// ztunnel `RbacMatch::is_empty`: an empty match is skipped, it never matches
+    /// (istio/ztunnel src/rbac.rs).
     fn is_empty(&self) -> bool {
         *self == L4Match::default()
     }
@@ -591,8 +592,8 @@ const HTTP_SOURCE: [&str; 4] = [
 ];
 
 /// istiod's `handleRule` (pilot/pkg/serviceregistry/ambient/authorization.go): a rule becomes clauses (the
-/// `to` list, the `from` list, one per `when` condition) of matches keeping only L4 fields. An ALLOW rule with
-/// any HTTP attribute is dropped (`None`); a DENY rule keeps its clauses with the HTTP parts emptied.
+/// `to` list, the `from` list, one per `when` condition) of matches keeping only L4 fields. An ALLOW rule
+/// with any HTTP attribute is dropped (`None`); a DENY rule keeps its clauses with the HTTP parts emptied.
 fn l4_rule(deny: bool, rule: &Value, ns: &str) -> Option<Vec<Vec<L4Match>>> {
     let mut http = false;
     let mut clauses = Vec::new();
