@@ -1592,10 +1592,16 @@ impl EnforcementTable {
     }
 }
 
-fn fix_for(kind: DifferenceKind, caller: DataPlane, v: &Verdict) -> &'static str {
-    match (kind, caller, v.via_waypoint, v.hop) {
+fn fix_for(kind: DifferenceKind, caller: DataPlane, v: &Verdict, allow_policies: &[&str]) -> String {
+    let fix = match (kind, caller, v.via_waypoint, v.hop) {
+        (DifferenceKind::Gap, DataPlane::Ambient, true, _) if !allow_policies.is_empty() => {
+            return format!(
+                "enforce {} at the waypoint: a targetRefs twin (generated; policy_migration = \"apply\" creates it before step 1)",
+                allow_policies.join(", ")
+            );
+        }
         (DifferenceKind::Gap, DataPlane::Ambient, true, _) => {
-            "enforce the destination's policy at the waypoint: a targetRefs twin of the selector policy (generated; policy_migration = \"apply\" creates it before step 1)"
+            "enforce the destination's policy at the waypoint: a targetRefs policy with the same rules"
         }
         (DifferenceKind::Gap, DataPlane::Sidecar, _, _) => {
             "migrate the calling namespace first (fleet.order = \"callers-first\"), or keep the bridges (keep_bridges = true) so ztunnel admits only the waypoint"
@@ -1615,7 +1621,8 @@ fn fix_for(kind: DifferenceKind, caller: DataPlane, v: &Verdict) -> &'static str
         (DifferenceKind::Outage, _, _, _) => {
             "bind the Service to a waypoint with a targetRefs twin (ztunnel drops HTTP rules), or enable bridges"
         }
-    }
+    };
+    fix.to_string()
 }
 
 fn word(b: bool) -> &'static str {
@@ -1664,6 +1671,15 @@ pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> Enfor
         let dests: Vec<&Workload> = m.endpoints(svc).collect();
         for port in &svc.ports {
             for dest in &dests {
+                // The selector ALLOW policies of the destination before the migration (named in fixes).
+                let allow_names: Vec<&str> = views[0]
+                    .workload
+                    .get(dest.name.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p.policy.action == Action::Allow)
+                    .map(|p| p.policy.name.as_str())
+                    .collect();
                 let state: Vec<(usize, bool, DataPlane)> = ms
                     .iter()
                     .enumerate()
@@ -1769,7 +1785,7 @@ pub fn check(s: &Snapshot, plan: &NamespacePlan, fleet: &FleetPosition) -> Enfor
                                 },
                                 word(v.allowed)
                             ),
-                            fix: fix_for(kind, dp, &v).to_string(),
+                            fix: fix_for(kind, dp, &v, &allow_names),
                         });
                     }
                 }
@@ -1904,7 +1920,7 @@ impl EnforcementTable {
             "destination",
             "request",
             "intent",
-            self.moments.iter().map(|m| format!("{m:>5}")).collect::<String>()
+            self.moments.iter().map(|m| format!("{m:>6}")).collect::<String>()
         ));
         for d in self.differences.iter().take(SHOWN_ROWS) {
             t.push_str(&format!(
@@ -2068,6 +2084,18 @@ pub(crate) mod tests {
             b.iter()
                 .any(|m| m.starts_with(codes::GAP) && m.contains("shop/web")),
             "{b:#?}"
+        );
+        let web = gaps.iter().find(|d| d.caller == "shop/web").unwrap();
+        assert!(
+            web.fix.contains("db-allow-api") && web.fix.contains("targetRefs twin"),
+            "{}",
+            web.fix
+        );
+        // The text table shows the class and its decision at every moment.
+        let text = p.enforcement.text("");
+        assert!(
+            text.contains("shop/web") && text.contains("db:80") && text.contains("gap"),
+            "{text}"
         );
         let hazard = p
             .findings
