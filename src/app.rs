@@ -951,7 +951,7 @@ mod tests {
     use super::*;
     use crate::settings::LoadOptions;
 
-    fn settings(overrides: &[(&str, &str)]) -> Settings {
+    fn load(overrides: &[(&str, &str)]) -> Result<Settings, String> {
         Settings::load(LoadOptions {
             config_file: None,
             env: Some(Default::default()),
@@ -960,7 +960,11 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         })
-        .expect("settings")
+        .map_err(|e| e.to_string())
+    }
+
+    fn settings(overrides: &[(&str, &str)]) -> Settings {
+        load(overrides).expect("settings")
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -1007,5 +1011,34 @@ mod tests {
         );
         assert_eq!(p.after, ["front".to_string(), "other".to_string()].into());
         assert!(p.before.is_empty() && p.concurrent.is_empty());
+    }
+
+    #[test]
+    fn accept_differences_and_on_blocked_load_and_validate() {
+        let s = load(&[("fleet.namespaces", "a")]).unwrap();
+        assert_eq!(s.fleet.on_blocked, crate::settings::OnBlocked::Skip);
+        assert!(s.for_namespace("a").plan_options().accept_differences.is_empty());
+        let s = load(&[
+            ("fleet.namespaces", "a"),
+            ("migration.policies.accept_differences", "gap,outage"),
+            ("fleet.on_blocked", "stop"),
+        ])
+        .unwrap();
+        assert_eq!(s.fleet.on_blocked, crate::settings::OnBlocked::Stop);
+        assert_eq!(
+            s.for_namespace("a").plan_options().accept_differences,
+            vec![
+                crate::assess::enforcement::DifferenceKind::Gap,
+                crate::assess::enforcement::DifferenceKind::Outage
+            ]
+        );
+        let e = load(&[
+            ("fleet.namespaces", "a"),
+            ("migration.policies.accept_differences", "leaks"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("accept_differences") && e.contains("leaks"), "{e}");
+        let e = load(&[("fleet.namespaces", "a"), ("fleet.on_blocked", "maybe")]).unwrap_err();
+        assert!(e.contains("on_blocked") && e.contains("maybe"), "{e}");
     }
 }
