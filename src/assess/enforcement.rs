@@ -809,39 +809,6 @@ fn meshed(dp: DataPlane) -> Vec<DataPlane> {
     }
 }
 
-/// Step 4's restart order, as the engine runs it: workloads selected by a bridged selector policy restart
-/// last, in their own batches (so their callers here are ambient when their new pods appear).
-pub fn restart_order(m: &Mesh, plan: &NamespacePlan) -> Vec<Vec<String>> {
-    let batches: Vec<Vec<String>> = plan
-        .restart_batches
-        .iter()
-        .map(|b| b.iter().map(|w| format!("{}/{}", w.kind, w.name)).collect())
-        .collect();
-    let selectors: Vec<BTreeMap<String, String>> = plan
-        .bridges
-        .iter()
-        .map(|b| json::str_map(&b.manifest, "/spec/selector/matchLabels"))
-        .filter(|m| !m.is_empty())
-        .collect();
-    if selectors.is_empty() {
-        return batches;
-    }
-    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let protected = |w: &String| {
-        m.workloads
-            .iter()
-            .find(|x| &x.name == w)
-            .is_some_and(|x| selectors.iter().any(|s| labels_match(s, &x.labels)))
-    };
-    let (last, first): (Vec<String>, Vec<String>) = batches.iter().flatten().cloned().partition(protected);
-    if last.is_empty() || first.is_empty() {
-        return batches;
-    }
-    let mut out: Vec<Vec<String>> = first.chunks(size).map(<[String]>::to_vec).collect();
-    out.extend(last.chunks(size).map(<[String]>::to_vec));
-    out
-}
-
 fn parse_all(values: &[Value]) -> Vec<Compiled> {
     values
         .iter()
@@ -967,7 +934,11 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
     cur.label = "3".into();
     out.push(cur.clone());
     // Step 4: batch by batch.
-    let order = restart_order(m, plan);
+    let order: Vec<Vec<String>> = plan
+        .restart_batches
+        .iter()
+        .map(|b| b.iter().map(|w| format!("{}/{}", w.kind, w.name)).collect())
+        .collect();
     let n = order.len();
     for (i, batch) in order.iter().enumerate() {
         for w in batch {
@@ -2227,7 +2198,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn restart_order_puts_bridged_workloads_last() {
+    fn plan_restarts_bridged_workloads_last() {
         let s = shop(true, seed_policies());
         let p = plan_namespace(
             &s,
@@ -2236,13 +2207,19 @@ pub(crate) mod tests {
                 ..Default::default()
             },
         );
-        let order = restart_order(&Mesh::from_snapshot(&s), &p);
+        let names: Vec<Vec<String>> = p
+            .restart_batches
+            .iter()
+            .map(|b| b.iter().map(|w| w.name.clone()).collect())
+            .collect();
         assert_eq!(
-            order,
-            vec![
-                vec!["Deployment/db".to_string(), "Deployment/web".to_string()],
-                vec!["Deployment/api".to_string()]
-            ]
+            names,
+            vec![vec!["db".to_string(), "web".to_string()], vec!["api".to_string()]]
         );
+        // The moments follow that order: api (bridged) is still on its sidecar after the first batch.
+        let ms = moments(&s, &Mesh::from_snapshot(&s), &p, &FleetPosition::default());
+        let m41 = ms.iter().find(|m| m.label == "4.1").unwrap();
+        assert_eq!(m41.workloads["Deployment/api"], DataPlane::Sidecar);
+        assert_eq!(m41.workloads["Deployment/web"], DataPlane::Ambient);
     }
 }

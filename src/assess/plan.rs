@@ -227,7 +227,7 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         waypoint_labels,
         ambient_label,
         injection: super::injection::InjectionLabel::from_labels(&nsl),
-        restart_batches: restart_batches(s, opts),
+        restart_batches: bridged_last(s, restart_batches(s, opts), &a.bridges),
         twins: a.twins,
         bridges: a.bridges,
         delete_at_step5,
@@ -252,6 +252,56 @@ pub fn check_enforcement(s: &Snapshot, plan: &mut NamespacePlan, fleet: &super::
         &plan.options.accept_differences,
     ));
     plan.enforcement = table;
+}
+
+/// Step 4's order: workloads selected by a bridged selector policy restart last, in their own batches. A
+/// caller still on its sidecar bypasses the waypoint (istio.io docs/ambient/migrate), so an old caller pod
+/// reaching a new ambient pod of such a workload is denied by ztunnel (the policy's HTTP rules are dropped,
+/// the bridge admits only the waypoint). Restarting the namespace's callers first means that when the
+/// protected workload's new pods appear, its callers here are ambient and go through the waypoint. The
+/// order depends only on the plan and the pod templates, so a resumed run computes the same one.
+pub fn bridged_last(s: &Snapshot, batches: Vec<Vec<ObjRef>>, bridges: &[PlannedObject]) -> Vec<Vec<ObjRef>> {
+    let selectors: Vec<std::collections::BTreeMap<String, String>> = bridges
+        .iter()
+        .map(|b| super::json::str_map(&b.manifest, "/spec/selector/matchLabels"))
+        .filter(|m| !m.is_empty())
+        .collect();
+    if selectors.is_empty() {
+        return batches;
+    }
+    let template = |w: &ObjRef| {
+        let t = match w.kind.as_str() {
+            "Deployment" => s
+                .deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+            "StatefulSet" => s
+                .statefulsets
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+            _ => s
+                .daemonsets
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+        };
+        t.and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (protected, others): (Vec<ObjRef>, Vec<ObjRef>) = batches.iter().flatten().cloned().partition(|w| {
+        let labels = template(w);
+        selectors.iter().any(|sel| super::labels_match(sel, &labels))
+    });
+    if protected.is_empty() || others.is_empty() {
+        return batches;
+    }
+    let mut out: Vec<Vec<ObjRef>> = others.chunks(size).map(<[ObjRef]>::to_vec).collect();
+    out.extend(protected.chunks(size).map(<[ObjRef]>::to_vec));
+    out
 }
 
 /// Workloads step 4 restarts, in batches of `batch_size`: enabled kinds whose pods have sidecars (or whose
@@ -358,9 +408,10 @@ mod tests {
             .iter()
             .map(|b| b.iter().map(|r| r.name.clone()).collect())
             .collect();
+        // api is behind the bridged L7 policy: it restarts last, in its own batch.
         assert_eq!(
             batches,
-            vec![vec!["api".to_string(), "db".to_string()], vec!["web".to_string()]]
+            vec![vec!["db".to_string(), "web".to_string()], vec!["api".to_string()]]
         );
         assert_eq!(p.bridges.len(), 1);
         assert_eq!(p.delete_at_step5.len(), 2);
