@@ -1,7 +1,7 @@
 //! The commands behind the CLI (DESIGN §7): configuration, cluster connection, fleet selection, and the
 //! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,9 +10,10 @@ use kube::api::ListParams;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::assess::Severity;
+use crate::assess::enforcement::FleetPosition;
 use crate::assess::permissions::{self, Permission};
-use crate::assess::plan::NamespacePlan;
+use crate::assess::plan::{NamespacePlan, check_enforcement};
+use crate::assess::{Severity, Snapshot};
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
@@ -373,6 +374,7 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
         t.push_str(&format!("  kept: {k}\n"));
     }
     t.push_str(&report::behaviour::text(ns, &plan.behaviour_changes));
+    t.push_str(&plan.enforcement.text("  "));
     t
 }
 
@@ -461,14 +463,14 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     }
     let (_tx, rx) = watch::channel(false);
     let eng = engine(cluster, s, out, run_id, rx);
-    let mut plans = Vec::new();
-    let mut blocked = false;
+    let mut assessed = Vec::new();
+    let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         match eng.assess(ns, &opts).await {
-            Ok((_, plan)) => {
-                blocked |= plan.blocked();
-                plans.push((ns.clone(), plan));
+            Ok((snap, plan)) => {
+                callers.insert(ns.clone(), plan.callers.clone());
+                assessed.push((ns.clone(), snap, plan));
             }
             Err(e) => {
                 eprintln!("error: namespace {ns}: {e}");
@@ -476,6 +478,14 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
             }
         }
     }
+    // The enforcement check sees the fleet order the run would use.
+    let order = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        fleet::callers_first(&namespaces, &callers)
+    } else {
+        namespaces.clone()
+    };
+    let blocked = !fleet_enforcement(s, &order, &callers, &mut assessed).is_empty();
+    let plans: Vec<(String, NamespacePlan)> = assessed.into_iter().map(|(ns, _, p)| (ns, p)).collect();
     if let Some(dir) = fixes_dir
         && let Err(e) = write_fixes(dir, &plans)
     {
@@ -548,9 +558,11 @@ async fn cmd_run(
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
 
-    // Preflight of the whole fleet, read-only: any blocker stops the run before anything is written.
-    let mut blocked_reports = Vec::new();
+    // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
+    // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
+    let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
@@ -566,47 +578,61 @@ async fn cmd_run(
         ) {
             continue;
         }
-        let assessed = eng.assess(ns, &opts).await;
-        if let Ok((_, plan)) = &assessed {
-            callers.insert(ns.clone(), plan.callers.clone());
-        }
-        // The namespace's backup must fit in its ConfigMap, or the run would stop after its first writes.
-        if let Ok((snap, plan)) = &assessed
-            && !plan.blocked()
-            && let Err(e) = Backup::from_snapshot(snap, Some(run_id)).check_fits()
-        {
-            say(&format!("{ns}: preflight BLOCKED"));
-            eprintln!("error: {e}");
-            let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
-            r.outcome = NamespaceOutcome::Blocked;
-            r.reason = Some(e.to_string());
-            blocked_reports.push(r);
-            continue;
-        }
-        match assessed {
-            Ok((_, plan)) if plan.blocked() => {
-                say(&format!("{ns}: preflight BLOCKED"));
-                eprint!("{}", findings_text(ns, &plan));
-                let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
-                r.outcome = NamespaceOutcome::Blocked;
-                r.reason = Some(blocker_reason(&plan));
-                r.findings = plan.findings.clone();
-                r.behaviour_changes = plan.behaviour_changes.clone();
-                blocked_reports.push(r);
+        match eng.assess(ns, &opts).await {
+            Ok((snap, plan)) => {
+                callers.insert(ns.clone(), plan.callers.clone());
+                // The namespace's backup must fit in its ConfigMap, or the run would stop after its first
+                // writes.
+                if let Err(e) = Backup::from_snapshot(&snap, Some(run_id)).check_fits() {
+                    too_large.insert(ns.clone(), e.to_string());
+                }
+                assessed.push((ns.clone(), snap, plan));
             }
-            Ok(_) => {}
             Err(e) => {
                 eprintln!("error: assessing namespace {ns}: {e}");
                 return exit::HUMAN_NEEDED;
             }
         }
     }
-    if !blocked_reports.is_empty() {
+    let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
+        let ordered = fleet::callers_first(&namespaces, &callers);
+        (eng.progress)(&format!("fleet order (callers first): {}", ordered.join(", ")));
+        ordered
+    } else {
+        namespaces
+    };
+    let mut blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed);
+    blocked.extend(too_large.keys().cloned());
+    let mut blocked_reports = Vec::new();
+    for (ns, _, plan) in assessed.iter().filter(|(ns, _, _)| blocked.contains(ns)) {
+        say(&format!("{ns}: preflight BLOCKED"));
+        eprint!("{}", findings_text(ns, plan));
+        let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+        r.outcome = NamespaceOutcome::Blocked;
+        r.reason = match too_large.get(ns) {
+            Some(e) if !plan.blocked() => {
+                eprintln!("error: {e}");
+                Some(e.clone())
+            }
+            _ => Some(blocker_reason(plan)),
+        };
+        r.findings = plan.findings.clone();
+        r.behaviour_changes = plan.behaviour_changes.clone();
+        r.enforcement = Some(plan.enforcement.clone());
+        blocked_reports.push(r);
+    }
+    let canary_blocked = blocked.iter().any(|n| s.fleet.canary.contains(n));
+    if !blocked.is_empty() && (s.fleet.on_blocked == settings::OnBlocked::Stop || canary_blocked) {
+        let why = if canary_blocked {
+            "the fleet did not start: preflight blocked a canary namespace"
+        } else {
+            "the fleet did not start: preflight blocked another namespace (fleet.on_blocked = \"stop\")"
+        };
         for ns in &namespaces {
-            if !blocked_reports.iter().any(|r| &r.name == ns) {
+            if !blocked.contains(ns) {
                 let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
                 r.outcome = NamespaceOutcome::NotStarted;
-                r.reason = Some("the fleet did not start: preflight blocked another namespace".into());
+                r.reason = Some(why.into());
                 blocked_reports.push(r);
             }
         }
@@ -616,14 +642,20 @@ async fn cmd_run(
         finish_report(s, out, &report);
         return exit::BLOCKED;
     }
-
-    let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
-        let ordered = fleet::callers_first(&namespaces, &callers);
-        (eng.progress)(&format!("fleet order (callers first): {}", ordered.join(", ")));
-        ordered
-    } else {
-        namespaces
-    };
+    if !blocked.is_empty() {
+        (eng.progress)(&format!(
+            "skipping blocked namespace(s) {} (fleet.on_blocked = \"skip\"); the others migrate",
+            blocked.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
+    report.namespaces = blocked_reports;
+    if namespaces.is_empty() && !report.namespaces.is_empty() {
+        // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
+        report.finish();
+        finish_report(s, out, &report);
+        return report.exit_code;
+    }
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
     let guard = match lease::acquire(cluster, lease_config(s)).await {
@@ -654,6 +686,77 @@ async fn cmd_run(
         let _ = g.release().await;
     }
     code
+}
+
+/// Where every other fleet namespace stands relative to `ns` in the run order: with one namespace at a time
+/// (and for canaries, which run alone) earlier ones finish before and later ones start after; with more,
+/// only callers that callers-first makes `ns` wait for are certainly done, the others may overlap.
+pub fn fleet_position(
+    s: &Settings,
+    order: &[String],
+    callers: &BTreeMap<String, Vec<String>>,
+    ns: &str,
+) -> FleetPosition {
+    let fopts = FleetOptions {
+        canaries: s.fleet.canary.clone(),
+        concurrency: s.fleet.concurrency.max(1) as usize,
+        max_failed_namespaces: s.fleet.max_failed_namespaces as usize,
+    };
+    let queue: Vec<String> = fleet::waves(order, &fopts).into_iter().flatten().collect();
+    let mut pos = FleetPosition::default();
+    let Some(me) = queue.iter().position(|n| n == ns) else {
+        return pos;
+    };
+    let canary = |n: &String| s.fleet.canary.contains(n);
+    let serial = fopts.concurrency == 1 || canary(&queue[me]);
+    let waits_for = |n: &String| {
+        s.fleet.order == settings::FleetOrder::CallersFirst && callers.get(ns).is_some_and(|c| c.contains(n))
+    };
+    for (j, other) in queue.iter().enumerate() {
+        if j == me {
+            continue;
+        }
+        let set = if j < me && (serial || canary(other) || waits_for(other)) {
+            &mut pos.before
+        } else if j > me && (serial || canary(other)) {
+            &mut pos.after
+        } else {
+            &mut pos.concurrent
+        };
+        set.insert(other.clone());
+    }
+    pos
+}
+
+/// Re-evaluates each plan's enforcement with its fleet position; a blocked namespace is not migrated, so
+/// the others are checked again without it (it stays as it is) until nothing changes. Returns the blocked
+/// namespaces.
+pub fn fleet_enforcement(
+    s: &Settings,
+    order: &[String],
+    callers: &BTreeMap<String, Vec<String>>,
+    assessed: &mut [(String, Snapshot, NamespacePlan)],
+) -> BTreeSet<String> {
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..=assessed.len() {
+        let running: Vec<String> = order.iter().filter(|n| !blocked.contains(*n)).cloned().collect();
+        let mut now = BTreeSet::new();
+        for (ns, snap, plan) in assessed.iter_mut() {
+            if blocked.contains(ns) {
+                now.insert(ns.clone());
+                continue;
+            }
+            check_enforcement(snap, plan, &fleet_position(s, &running, callers, ns));
+            if plan.blocked() {
+                now.insert(ns.clone());
+            }
+        }
+        if now == blocked {
+            break;
+        }
+        blocked = now;
+    }
+    blocked
 }
 
 fn blocker_reason(plan: &NamespacePlan) -> String {
@@ -781,6 +884,7 @@ pub fn namespace_report(run: &NamespaceRun, canary: bool, wave: u32) -> Namespac
         .as_ref()
         .map(|p| p.behaviour_changes.clone())
         .unwrap_or_default();
+    r.enforcement = run.plan.as_ref().map(|p| p.enforcement.clone());
     r.steps = run
         .steps
         .iter()
@@ -1090,5 +1194,102 @@ async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file
             eprintln!("error: {e}");
             exit::HUMAN_NEEDED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::LoadOptions;
+
+    fn load(overrides: &[(&str, &str)]) -> Result<Settings, String> {
+        Settings::load(LoadOptions {
+            config_file: None,
+            env: Some(Default::default()),
+            cli_overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn settings(overrides: &[(&str, &str)]) -> Settings {
+        load(overrides).expect("settings")
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fleet_position_one_at_a_time_is_before_and_after() {
+        let s = settings(&[("fleet.namespaces", "a,b,c"), ("fleet.concurrency", "1")]);
+        let p = fleet_position(&s, &names(&["a", "b", "c"]), &BTreeMap::new(), "b");
+        assert_eq!(p.before, ["a".to_string()].into());
+        assert_eq!(p.after, ["c".to_string()].into());
+        assert!(p.concurrent.is_empty());
+    }
+
+    #[test]
+    fn fleet_position_in_parallel_only_waited_callers_are_before() {
+        let s = settings(&[
+            ("fleet.namespaces", "front,other,store,late"),
+            ("fleet.concurrency", "2"),
+            ("fleet.order", "callers-first"),
+        ]);
+        let callers = BTreeMap::from([("store".to_string(), names(&["front"]))]);
+        let p = fleet_position(
+            &s,
+            &names(&["front", "other", "store", "late"]),
+            &callers,
+            "store",
+        );
+        assert_eq!(p.before, ["front".to_string()].into());
+        assert!(p.after.is_empty());
+        assert_eq!(p.concurrent, ["late".to_string(), "other".to_string()].into());
+        // A canary runs alone: everything else comes after it.
+        let s = settings(&[
+            ("fleet.namespaces", "front,other,store"),
+            ("fleet.concurrency", "2"),
+            ("fleet.canary", "store"),
+        ]);
+        let p = fleet_position(
+            &s,
+            &names(&["front", "other", "store"]),
+            &BTreeMap::new(),
+            "store",
+        );
+        assert_eq!(p.after, ["front".to_string(), "other".to_string()].into());
+        assert!(p.before.is_empty() && p.concurrent.is_empty());
+    }
+
+    #[test]
+    fn accept_differences_and_on_blocked_load_and_validate() {
+        let s = load(&[("fleet.namespaces", "a")]).unwrap();
+        assert_eq!(s.fleet.on_blocked, crate::settings::OnBlocked::Skip);
+        assert!(s.for_namespace("a").plan_options().accept_differences.is_empty());
+        let s = load(&[
+            ("fleet.namespaces", "a"),
+            ("migration.policies.accept_differences", "gap,outage"),
+            ("fleet.on_blocked", "stop"),
+        ])
+        .unwrap();
+        assert_eq!(s.fleet.on_blocked, crate::settings::OnBlocked::Stop);
+        assert_eq!(
+            s.for_namespace("a").plan_options().accept_differences,
+            vec![
+                crate::assess::enforcement::DifferenceKind::Gap,
+                crate::assess::enforcement::DifferenceKind::Outage
+            ]
+        );
+        let e = load(&[
+            ("fleet.namespaces", "a"),
+            ("migration.policies.accept_differences", "leaks"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("accept_differences") && e.contains("leaks"), "{e}");
+        let e = load(&[("fleet.namespaces", "a"), ("fleet.on_blocked", "maybe")]).unwrap_err();
+        assert!(e.contains("on_blocked") && e.contains("maybe"), "{e}");
     }
 }

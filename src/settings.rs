@@ -30,6 +30,7 @@ pub const LIST_KEYS: &[&str] = &[
     "fleet.canary",
     "migration.waypoint.services",
     "migration.accept_loss",
+    "migration.policies.accept_differences",
 ];
 
 pub use crate::probes::spec::ProbeSpec;
@@ -83,6 +84,10 @@ string_enum! {
     FleetOrder { AsListed = "as-listed", CallersFirst = "callers-first" }
 }
 string_enum! {
+    /// What a namespace blocked by preflight does to the fleet.
+    OnBlocked { Skip = "skip", Stop = "stop" }
+}
+string_enum! {
     /// Where the `istio.io/use-waypoint` label goes in step 1.
     WaypointScope { Namespace = "namespace", Services = "services" }
 }
@@ -111,6 +116,10 @@ string_enum! {
         EnvoyfilterAuth = "envoyfilter-auth",
         WasmAuth = "wasm-auth",
     }
+}
+string_enum! {
+    /// A kind of enforcement difference a namespace may migrate with (`migration.policies.accept_differences`).
+    AcceptDifference { Outage = "outage", Gap = "gap" }
 }
 string_enum! {
     /// Log line format on stderr.
@@ -187,6 +196,13 @@ pub struct Fleet {
     pub max_failed_namespaces: u32,
     /// Wave order.
     pub order: FleetOrder,
+    /// A blocked namespace is skipped (the others migrate) or stops the whole fleet.
+    #[serde(default = "default_on_blocked")]
+    pub on_blocked: OnBlocked,
+}
+
+fn default_on_blocked() -> OnBlocked {
+    OnBlocked::Skip
 }
 
 /// How one namespace is migrated (overridable per namespace).
@@ -246,6 +262,9 @@ pub struct Policies {
     pub keep_bridges: bool,
     /// targetRefs twins: off, generate, apply.
     pub migration: PolicyMigration,
+    /// Enforcement differences (outage, gap) that do not block the namespace.
+    #[serde(default)]
+    pub accept_differences: Vec<AcceptDifference>,
 }
 
 /// Deadlines.
@@ -470,6 +489,8 @@ pub struct PoliciesOverrides {
     pub keep_bridges: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<PolicyMigration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_differences: Option<Vec<AcceptDifference>>,
 }
 
 impl Migration {
@@ -505,6 +526,9 @@ impl Migration {
             m.policies.bridges = p.bridges.unwrap_or(m.policies.bridges);
             m.policies.keep_bridges = p.keep_bridges.unwrap_or(m.policies.keep_bridges);
             m.policies.migration = p.migration.unwrap_or(m.policies.migration);
+            if let Some(v) = &p.accept_differences {
+                m.policies.accept_differences = v.clone();
+            }
         }
         if let Some(v) = &o.accept_loss {
             m.accept_loss = v.clone();
@@ -588,6 +612,15 @@ impl EffectiveSettings {
                         AcceptLoss::EnvoyfilterAuth => Loss::EnvoyfilterAuth,
                         AcceptLoss::WasmAuth => Loss::WasmAuth,
                     }
+                })
+                .collect(),
+            accept_differences: m
+                .policies
+                .accept_differences
+                .iter()
+                .map(|a| match a {
+                    AcceptDifference::Outage => crate::assess::enforcement::DifferenceKind::Outage,
+                    AcceptDifference::Gap => crate::assess::enforcement::DifferenceKind::Gap,
                 })
                 .collect(),
         }

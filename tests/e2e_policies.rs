@@ -9,6 +9,9 @@
 //!   the outage window and the security gap (so the measurement can fail).
 //! - `rollback_*`: a gate failing at each of the six steps; every rollback removes every bridge and
 //!   generated twin, labels and policies end identical to the backup.
+//! - `equivalence_holes_*`: a namespace whose L4 policy admits the waypoint without a twin is blocked by
+//!   default (the twin is the fix) while a namespace without a waypoint migrates with no waypoint finding;
+//!   with policy migration `apply` the first migrates too, with 0 leaked and 0 failed requests.
 //! - `hazard_rules_*`: the preflight's ztunnel classification agrees with meshsim's translation, field by
 //!   field (ALLOW dropped / DENY without effect / DENY broadened).
 
@@ -59,6 +62,25 @@ fn outcomes(report: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Writes `cfg` as `<name>.toml` in `dir` and runs `ambient-migrate run` with its reports in `<dir>/<name>`:
+/// exit code, stdout, stderr and the report directory.
+async fn run_config(
+    dir: &std::path::Path,
+    name: &str,
+    cfg: &pc::RunConfig<'_>,
+    kubeconfig: &std::path::Path,
+) -> (i32, String, String, std::path::PathBuf) {
+    let cfg_path = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let rep_dir = pc::subdir(dir, name);
+    let (code, stdout, stderr) = pc::run_cli(
+        std::path::Path::new(BIN),
+        &pc::run_args(&cfg_path, kubeconfig, &rep_dir, &[]),
+    )
+    .await;
+    (code, stdout, stderr, rep_dir)
+}
+
 /// Names of the AuthorizationPolicies of `ns` carrying `ambient-migrate.io/role=<role>`.
 fn managed(sim: &meshsim::Sim, ns: &str, role: &str) -> Vec<String> {
     pc::objects(sim, "security.istio.io", "authorizationpolicies", ns)
@@ -94,17 +116,14 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
         concurrency: 2,
         bridges: true,
         migration: "off",
+        keep_bridges: false,
+        accept: "",
+        // This phase checks that a blocked fleet writes nothing at all.
+        on_blocked: "stop",
         job_probes: false,
         extra: String::new(),
     };
-    let cfg_path = dir.path().join("off.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "blocked");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "blocked", &cfg, &kubeconfig).await;
     assert_eq!(code, 4, "blocked run exits 4\n{stdout}\n{stderr}");
     assert!(
         stderr.contains(pc::LEDGER_L4) || stdout.contains(pc::LEDGER_L4),
@@ -128,19 +147,15 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
 
     // 2. This strategy: policy migration apply, bridges, callers first; continuous traffic.
     let traffic = pc::Traffic::start(sim.clone(), pc::paths(), Duration::from_millis(20));
+    // Bridges are kept: after step 5 they are what denies callers that bypass the waypoint (no mesh
+    // identity, sidecars), which the enforcement check otherwise reports as a gap.
     let cfg = pc::RunConfig {
         migration: "apply",
+        keep_bridges: true,
         job_probes: true,
         ..cfg
     };
-    let cfg_path = dir.path().join("apply.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "apply");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "apply", &cfg, &kubeconfig).await;
     // Keep measuring a little after the run: the end state must be right too.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
@@ -195,12 +210,12 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
     let c = sim.traffic.snapshot();
     eprintln!("meshsim counters: {c}");
 
-    // End state: the L7 selector policy is gone, its twin stays; the bridge is gone; ledger's generated
-    // twin and waypoint admission exist (they carry the policy now), the L4 policy is kept.
+    // End state: the L7 selector policy is gone, its twin stays; the bridge is kept (bypass protection);
+    // ledger's generated twin and waypoint admission exist (they carry the policy now), the L4 policy is kept.
     let store = policy_names(&sim, "store");
     assert!(!store.contains(&pc::STORE_L7.to_string()), "{store:?}");
     assert!(store.contains(&pc::STORE_TWIN.to_string()), "{store:?}");
-    assert!(managed(&sim, "store", "bridge").is_empty(), "{store:?}");
+    assert_eq!(managed(&sim, "store", "bridge").len(), 1, "{store:?}");
     let twins = managed(&sim, "ledger", "twin");
     assert_eq!(twins.len(), 2, "targetRefs twin + waypoint admission: {twins:?}");
     assert!(policy_names(&sim, "ledger").contains(&pc::LEDGER_L4.to_string()));
@@ -234,17 +249,14 @@ async fn seed_order_shows_outage_window_and_security_gap() {
         concurrency: 1,
         bridges: false,
         migration: "off",
+        keep_bridges: false,
+        // The seed order is run on purpose, to measure its outage window and gap.
+        accept: "\"outage\", \"gap\"",
+        on_blocked: "skip",
         job_probes: false,
         extra: String::new(),
     };
-    let cfg_path = dir.path().join("seed.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "seed");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, _) = run_config(dir.path(), "seed", &cfg, &kubeconfig).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
     eprintln!("{}", t.table());
@@ -275,10 +287,151 @@ async fn seed_order_shows_outage_window_and_security_gap() {
     assert!(sim_bad > 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint() {
+    let (running, dir) = start(pc::holes_fleet(1)).await;
+    let sim = running.sim.clone();
+    let kubeconfig = dir.path().join("kubeconfig");
+    assert!(pc::wait_pods_ready(&sim, &["vault", "plain"], 6, 20).await);
+    let cfg = pc::RunConfig {
+        namespaces: &["vault", "plain"],
+        order: "as-listed",
+        concurrency: 1,
+        bridges: true,
+        migration: "off",
+        keep_bridges: false,
+        accept: "",
+        on_blocked: "skip",
+        job_probes: false,
+        extra: String::new(),
+    };
+    let cfg_path = dir.path().join("plan.toml");
+    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+
+    // plan: vault is blocked by the gap, the generated twin is written as the fix.
+    let fixes = pc::subdir(dir.path(), "fixes");
+    let mut args = pc::run_args(&cfg_path, &kubeconfig, &pc::subdir(dir.path(), "plan"), &[]);
+    args[0] = "plan".into();
+    args.extend(["--fixes-dir".to_string(), fixes.display().to_string()]);
+    let (code, stdout, stderr) = pc::run_cli(std::path::Path::new(BIN), &args).await;
+    assert_eq!(code, 4, "{stdout}\n{stderr}");
+    assert!(stdout.contains("namespace vault: BLOCKED"), "{stdout}");
+    assert!(stdout.contains("namespace plain: ready"), "{stdout}");
+    assert!(stdout.contains("enforcement-gap"), "{stdout}");
+    assert!(
+        stdout.contains("vault/thief"),
+        "the leaking caller is named: {stdout}"
+    );
+    let written: Vec<String> = std::fs::read_dir(&fixes)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        written
+            .iter()
+            .any(|y| y.contains(pc::VAULT_TWIN) && y.contains("targetRefs") && y.contains("name: safe")),
+        "{written:?}"
+    );
+
+    // A blocked canary stops the fleet even with on_blocked = skip: nothing is written.
+    let canary_reports = pc::subdir(dir.path(), "canary");
+    let (code, stdout, stderr) = pc::run_cli(
+        std::path::Path::new(BIN),
+        &pc::run_args(&cfg_path, &kubeconfig, &canary_reports, &["--canary", "vault"]),
+    )
+    .await;
+    assert_eq!(code, 4, "{stdout}\n{stderr}");
+    let o = outcomes(&pc::report(&canary_reports));
+    assert_eq!(o.get("vault").map(String::as_str), Some("blocked"), "{o:?}");
+    assert_eq!(o.get("plain").map(String::as_str), Some("not-started"), "{o:?}");
+    assert_eq!(mutating_by_us(&sim), 0, "a blocked canary: nothing written");
+
+    // run with defaults: vault is reported and untouched, plain migrates (on_blocked = skip).
+    let traffic = pc::Traffic::start(sim.clone(), pc::holes_paths(), Duration::from_millis(10));
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "defaults", &cfg, &kubeconfig).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = traffic.finish();
+    eprintln!("{}", t.table());
+    assert_eq!(
+        code, 4,
+        "a blocked namespace makes the run exit 4\n{stdout}\n{stderr}"
+    );
+    let report = pc::report(&rep_dir);
+    let o = outcomes(&report);
+    assert_eq!(o.get("vault").map(String::as_str), Some("blocked"), "{o:?}");
+    assert_eq!(o.get("plain").map(String::as_str), Some("migrated"), "{o:?}");
+    assert!(
+        pc::ns_labels(&sim, "vault")
+            .get("istio.io/dataplane-mode")
+            .is_none()
+    );
+    assert!(managed(&sim, "vault", "twin").is_empty());
+    let plain = report["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "plain")
+        .unwrap();
+    let codes: Vec<&str> = plain["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    for waypoint_code in [
+        "l4-policy-denies-waypoint",
+        "l4-policy-admits-waypoint-without-twin",
+        "sidecar-callers-bypass-waypoint",
+        "l4-policy-sees-waypoint-identity",
+    ] {
+        assert!(!codes.contains(&waypoint_code), "{waypoint_code} in {codes:?}");
+    }
+    assert_eq!(
+        plain["enforcement"]["differences"],
+        json!([]),
+        "{}",
+        plain["enforcement"]
+    );
+    let plain_paths: Vec<&pc::PathSummary> =
+        t.paths.iter().filter(|p| p.name.starts_with("plain/")).collect();
+    assert!(
+        plain_paths.iter().all(|p| p.requests >= 10 && p.bad() == 0),
+        "{}",
+        t.table()
+    );
+
+    // apply: the twin is created before step 1 and vault migrates without leaking a request.
+    let traffic = pc::Traffic::start(sim.clone(), pc::holes_paths(), Duration::from_millis(10));
+    let cfg = pc::RunConfig {
+        namespaces: &["vault"],
+        migration: "apply",
+        ..cfg
+    };
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "apply", &cfg, &kubeconfig).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = traffic.finish();
+    eprintln!("{}", t.table());
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        outcomes(&pc::report(&rep_dir)).get("vault").map(String::as_str),
+        Some("migrated")
+    );
+    assert_eq!(managed(&sim, "vault", "twin"), vec![pc::VAULT_TWIN.to_string()]);
+    let thief = t
+        .paths
+        .iter()
+        .find(|p| p.name.starts_with("vault/thief"))
+        .unwrap();
+    assert!(thief.requests >= 20, "{}", t.table());
+    assert_eq!(t.wrongly_allowed(), 0, "leaked requests:\n{}", t.table());
+    assert_eq!(t.failed(), 0, "failed legitimate requests:\n{}", t.table());
+}
+
 /// A namespace with everything the rollback must undo: an L7 selector ALLOW with its twin (a bridge is
-/// created before step 1) and an L4 trap (apply mode generates a twin and a waypoint admission).
+/// created before step 1), an L4 trap (apply mode generates a twin and a waypoint admission) and an L4
+/// policy admitting the waypoint (apply mode generates its twin).
 fn rollback_namespace(ns: &str) -> String {
-    let mut y = pc::namespace(ns, &["web", "api", "books"], 1);
+    let mut y = pc::namespace(ns, &["web", "api", "books", "safe"], 1);
     y.push_str(&pc::waypoint(ns));
     let l7 = format!(
         "  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\"]}}}}]\n    to: [{{operation: {{methods: [\"GET\"]}}}}]\n"
@@ -296,6 +449,10 @@ fn rollback_namespace(ns: &str) -> String {
     }
     y.push_str(&format!(
         "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: books-l4, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: books}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\"]}}}}]\n"
+    ));
+    // An L4 policy that already admits the waypoint: apply mode generates its targetRefs twin.
+    y.push_str(&format!(
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: safe-l4, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: safe}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{principals: [\"cluster.local/ns/{ns}/sa/web\", \"cluster.local/ns/{ns}/sa/waypoint\"]}}}}]\n"
     ));
     y
 }
@@ -321,7 +478,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     let ns_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert!(pc::wait_pods_ready(&sim, &ns_refs, 18, 30).await);
+    assert!(pc::wait_pods_ready(&sim, &ns_refs, 24, 30).await);
     let proxy = running.proxy_url().expect("proxy");
 
     // A probe that always fails (expects 599), run only after step k (during the restart for k = 4).
@@ -353,17 +510,14 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
         concurrency: 3,
         bridges: true,
         migration: "apply",
+        keep_bridges: false,
+        // This test is about rollback; the plaintext gap after step 5 (no kept bridge) is accepted.
+        accept: "\"outage\", \"gap\"",
+        on_blocked: "skip",
         job_probes: false,
         extra,
     };
-    let cfg_path = dir.path().join("rb.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
-    let rep_dir = pc::subdir(dir.path(), "rb");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &pc::run_args(&cfg_path, &kubeconfig, &rep_dir, &[]),
-    )
-    .await;
+    let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "rb", &cfg, &kubeconfig).await;
     assert_eq!(code, 1, "every namespace rolled back cleanly\n{stdout}\n{stderr}");
     let report = pc::report(&rep_dir);
     for (i, ns) in names.iter().enumerate() {
@@ -399,7 +553,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
                 && r.code < 300
         })
         .count();
-    assert!(created >= 6 * 3, "bridges and twins created: {created}");
+    assert!(created >= 6 * 4, "bridges and twins created: {created}");
 }
 
 // --- hazard rules vs meshsim's ztunnel translation, field by field ---

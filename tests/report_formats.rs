@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ambient_migrate::assess::enforcement::{DataPlane, Difference, DifferenceKind, EnforcementTable};
 use ambient_migrate::assess::{Finding, Severity};
 use ambient_migrate::gates::{GateOutcome, GateResult};
 use ambient_migrate::report::{
@@ -83,6 +84,26 @@ fn example() -> RunReport {
     shop.ended = Some(at(t0, t));
     shop.outcome = NamespaceOutcome::Migrated;
     shop.phase = Some(Phase::Migrated);
+    shop.enforcement = Some(EnforcementTable {
+        moments: ["0", "1", "2", "3", "4.1", "4", "5"].map(String::from).to_vec(),
+        classes: 36,
+        equal: 35,
+        differences: vec![Difference {
+            caller: "no mesh identity".into(),
+            caller_dataplanes: vec![DataPlane::None],
+            destination: "api:80".into(),
+            request: "GET /unnamed".into(),
+            intent: false,
+            decisions: ["deny", "deny", "deny", "deny", "deny", "deny", "allow"]
+                .map(String::from)
+                .to_vec(),
+            steps: vec!["5".into()],
+            kind: DifferenceKind::Gap,
+            pre_existing: false,
+            cause: "no mesh caller, direct: ztunnel at the destination decides allow".into(),
+            fix: "keep_bridges = true".into(),
+        }],
+    });
     shop.observability = Some(ObservabilityReport::from_findings(
         &[
             Finding::new(
@@ -377,6 +398,13 @@ fn markdown_has_table_reasons_and_a_gantt_per_namespace() {
         "pods parsed from the prometheus-merge finding: {md}"
     );
     assert!(md.contains("PodMonitor/shop/cart"), "{md}");
+    // enforcement equivalence: the differing class, its decision per moment, the count of equal ones
+    assert!(md.contains("### Enforcement equivalence"), "{md}");
+    assert!(md.contains("35 equal to the intent throughout"), "{md}");
+    assert!(
+        md.contains("| `no mesh identity` (no mesh) | `api:80` | `GET /unnamed` | deny | deny | deny | deny | deny | deny | deny | allow | gap |"),
+        "{md}"
+    );
 
     // the Mermaid Gantt block
     let start = md.find("```mermaid\ngantt\n").expect("mermaid gantt block");

@@ -6,6 +6,7 @@
 //! `kind`, `metadata`, `spec`, `status`), because k8s-openapi has no types for them and a `DynamicObject`
 //! converts to `Value` losslessly (`serde_json::to_value(&dyn_obj)`).
 
+pub mod enforcement;
 pub mod injection;
 pub mod permissions;
 pub mod plan;

@@ -90,6 +90,9 @@ pub struct PlanOptions {
     /// Security controls whose loss is accepted (`migration.accept_loss`): their findings warn instead of
     /// blocking, and are reported as accepted.
     pub accept_loss: Vec<super::sidecar_only::Loss>,
+    /// Enforcement differences the migration may cause without blocking the namespace (default none: every
+    /// outage or gap the plan does not remove blocks it).
+    pub accept_differences: Vec<super::enforcement::DifferenceKind>,
 }
 
 impl Default for PlanOptions {
@@ -106,6 +109,7 @@ impl Default for PlanOptions {
             policy_migration: PolicyMigration::Off,
             extra_callers: Vec::new(),
             accept_loss: Vec::new(),
+            accept_differences: Vec::new(),
         }
     }
 }
@@ -169,6 +173,9 @@ pub struct NamespacePlan {
     /// Behaviour that changes: sidecar-only settings ambient ignores (also among `findings`).
     #[serde(default)]
     pub behaviour_changes: Vec<super::sidecar_only::BehaviourChange>,
+    /// Every request class at every moment of the plan against the intent (only the classes that differ).
+    #[serde(default)]
+    pub enforcement: super::enforcement::EnforcementTable,
 }
 
 impl NamespacePlan {
@@ -221,13 +228,13 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
     };
     let mut delete_at_step5 = a.delete_policies.clone();
     delete_at_step5.extend(a.delete_routing.iter().cloned());
-    NamespacePlan {
+    let mut plan = NamespacePlan {
         namespace: ns.clone(),
         options: opts.clone(),
         waypoint_labels,
         ambient_label,
         injection: super::injection::InjectionLabel::from_labels(&nsl),
-        restart_batches: restart_batches(s, opts),
+        restart_batches: bridged_last(s, restart_batches(s, opts), &a.bridges),
         twins: a.twins,
         bridges: a.bridges,
         delete_at_step5,
@@ -235,7 +242,74 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         callers: a.callers.iter().cloned().collect(),
         findings: a.findings,
         behaviour_changes: a.behaviour_changes,
+        enforcement: Default::default(),
+    };
+    check_enforcement(s, &mut plan, &super::enforcement::FleetPosition::default());
+    plan
+}
+
+/// (Re)evaluates the plan's enforcement table for a fleet position and replaces its enforcement findings:
+/// the fleet runner calls it again once the order is known (callers migrating first are ambient).
+pub fn check_enforcement(s: &Snapshot, plan: &mut NamespacePlan, fleet: &super::enforcement::FleetPosition) {
+    let table = super::enforcement::check(s, plan, fleet);
+    plan.findings
+        .retain(|f| !super::enforcement::FINDING_CODES.contains(&f.code.as_str()));
+    plan.findings.extend(super::enforcement::findings(
+        &plan.namespace,
+        &table,
+        &plan.options.accept_differences,
+    ));
+    plan.enforcement = table;
+}
+
+/// Step 4's order: workloads selected by a bridged selector policy restart last, in their own batches. A
+/// caller still on its sidecar bypasses the waypoint (istio.io docs/ambient/migrate), so an old caller pod
+/// reaching a new ambient pod of such a workload is denied by ztunnel (the policy's HTTP rules are dropped,
+/// the bridge admits only the waypoint). Restarting the namespace's callers first means that when the
+/// protected workload's new pods appear, its callers here are ambient and go through the waypoint. The
+/// order depends only on the plan and the pod templates, so a resumed run computes the same one.
+pub fn bridged_last(s: &Snapshot, batches: Vec<Vec<ObjRef>>, bridges: &[PlannedObject]) -> Vec<Vec<ObjRef>> {
+    let selectors: Vec<std::collections::BTreeMap<String, String>> = bridges
+        .iter()
+        .map(|b| super::json::str_map(&b.manifest, "/spec/selector/matchLabels"))
+        .filter(|m| !m.is_empty())
+        .collect();
+    if selectors.is_empty() {
+        return batches;
     }
+    let template = |w: &ObjRef| {
+        let t = match w.kind.as_str() {
+            "Deployment" => s
+                .deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+            "StatefulSet" => s
+                .statefulsets
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+            _ => s
+                .daemonsets
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                .map(|d| &d.spec.template),
+        };
+        t.and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (protected, others): (Vec<ObjRef>, Vec<ObjRef>) = batches.iter().flatten().cloned().partition(|w| {
+        let labels = template(w);
+        selectors.iter().any(|sel| super::labels_match(sel, &labels))
+    });
+    if protected.is_empty() || others.is_empty() {
+        return batches;
+    }
+    let mut out: Vec<Vec<ObjRef>> = others.chunks(size).map(<[ObjRef]>::to_vec).collect();
+    out.extend(protected.chunks(size).map(<[ObjRef]>::to_vec));
+    out
 }
 
 /// Workloads step 4 restarts, in batches of `batch_size`: enabled kinds whose pods have sidecars (or whose
@@ -342,9 +416,10 @@ mod tests {
             .iter()
             .map(|b| b.iter().map(|r| r.name.clone()).collect())
             .collect();
+        // api is behind the bridged L7 policy: it restarts last, in its own batch.
         assert_eq!(
             batches,
-            vec![vec!["api".to_string(), "db".to_string()], vec!["web".to_string()]]
+            vec![vec!["db".to_string(), "web".to_string()], vec!["api".to_string()]]
         );
         assert_eq!(p.bridges.len(), 1);
         assert_eq!(p.delete_at_step5.len(), 2);

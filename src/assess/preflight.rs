@@ -47,6 +47,9 @@ pub mod codes {
     pub const REPORTER_LABEL: &str = "reporter-label-changes";
     /// §3.1 (a): L4 selector ALLOW denies waypoint-routed traffic.
     pub const L4_DENIES_WAYPOINT: &str = "l4-policy-denies-waypoint";
+    /// An L4 selector ALLOW admitting the waypoint identity without a targetRefs twin: waypoint-routed
+    /// callers it does not admit reach the destination.
+    pub const L4_ADMITS_WAYPOINT_NO_TWIN: &str = "l4-policy-admits-waypoint-without-twin";
     /// §3.1 (a) resolved by generated twins (apply mode).
     pub const L4_TWINNED: &str = "l4-policy-twinned";
     /// §3.1 (b): outage window between steps 4 and 5 (no bridge).
@@ -365,7 +368,13 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     // Waypoint.
     let wp_gw = waypoint_gateway(s, opts);
     let wp_id = waypoint_identity(s, opts);
-    let bound = bound_services(s, opts);
+    // Without a waypoint Gateway step 1 binds nothing (the plan has no waypoint label): no hazard that depends
+    // on waypoint-routed traffic applies.
+    let bound = if wp_gw.is_some() {
+        bound_services(s, opts)
+    } else {
+        BTreeSet::new()
+    };
     let gw_ref = ObjRef::new(
         "gateway.networking.k8s.io/v1",
         "Gateway",
@@ -439,11 +448,30 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                             .with_yaml(fix_yaml),
                         );
                     }
+                } else if p.action == Action::Allow && twin.is_none() {
+                    // The policy admits the waypoint, so ztunnel admits every caller the waypoint forwards,
+                    // and nothing at the waypoint checks the original source.
+                    if apply && can_generate {
+                        a.twins.push(planned(gen_twin.clone(), "twin"));
+                    }
+                    a.findings.push(
+                        Finding::new(
+                            if apply && can_generate { Severity::Info } else { Severity::Warning },
+                            codes::L4_ADMITS_WAYPOINT_NO_TWIN,
+                            pref.clone(),
+                            format!("L4 ALLOW policy {pref} admits the waypoint identity {} but has no targetRefs twin: once step 1 binds Service(s) {} to the waypoint, ztunnel at the destination admits every caller the waypoint forwards, and nothing at the waypoint checks the caller{}", wp_id.principal(), svcs_bound.join(", "), if apply && can_generate { "; the generated twin is created before step 1" } else { "" }),
+                            "apply the generated targetRefs twin (it enforces the same rules at the waypoint with the caller's identity), or set policy_migration = \"apply\"",
+                        )
+                        .with_yaml(yaml(&[&gen_twin])),
+                    );
                 } else if p.action == Action::Deny
                     && p.rules
                         .iter()
                         .any(|r| r["from"].is_array() || r["when"].is_array())
                 {
+                    if apply && can_generate && twin.is_none() {
+                        a.twins.push(planned(gen_twin.clone(), "twin"));
+                    }
                     a.findings.push(
                         Finding::new(
                             Severity::Warning,

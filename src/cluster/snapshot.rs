@@ -103,6 +103,22 @@ impl Cluster {
         })
     }
 
+    /// Every namespace's labels, read now: other namespaces change data plane while a fleet migrates, and the
+    /// enforcement check needs their current one (a caller migrated earlier in the run is ambient).
+    pub async fn read_namespace_labels(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>, ClusterError>
+    {
+        let ns_api: kube::Api<Namespace> = self.all();
+        let lp = ListParams::default();
+        let list = self.call("list Namespaces", || ns_api.list(&lp)).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|n| Some((n.metadata.name?, n.metadata.labels.unwrap_or_default())))
+            .collect())
+    }
+
     /// Reads the cluster-wide facts: ztunnel and istio-cni DaemonSets, the mesh config (root namespace,
     /// trust domain, outbound traffic policy), injector webhooks (revisions, tags, `enableNamespacesByDefault` = Istio's
     /// `auto.sidecar-injector.istio.io` webhook), root-namespace policies and every namespace's labels.

@@ -445,7 +445,8 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let probes_task = (!continuous.is_empty())
         .then(|| probing::spawn_continuous(ctx.engine.cluster.clone(), continuous, stop_rx));
 
-    let batches = bridged_last(ctx, ctx.plan.restart_batches.clone()).await?;
+    // The plan orders the batches (workloads behind a bridged policy last: `assess::plan::bridged_last`).
+    let batches = ctx.plan.restart_batches.clone();
     let until = ctx.deadline(ctx.opts.timeouts.rollout);
     let mut rollout_results = Vec::new();
     let mut pod_results = Vec::new();
@@ -627,44 +628,6 @@ async fn pods_wait_gate(
     Ok(stamp(gate, started))
 }
 
-/// Step 4's order: workloads selected by a bridged L7 selector policy restart last, in their own batches.
-/// A caller still on its sidecar bypasses the waypoint (DESIGN §3.1 fact 3), so an old caller pod reaching a
-/// new ambient pod of such a workload is denied by ztunnel (the policy's HTTP rules are dropped, the bridge
-/// admits only the waypoint). Restarting the namespace's callers first means that when the protected
-/// workload's new pods appear, its callers here are ambient and go through the waypoint. The order depends
-/// only on the plan and the templates, so a resumed run computes the same one.
-async fn bridged_last(ctx: &NsCtx<'_>, batches: Vec<Vec<ObjRef>>) -> Result<Vec<Vec<ObjRef>>, EngineError> {
-    let selectors: Vec<BTreeMap<String, String>> = ctx
-        .plan
-        .bridges
-        .iter()
-        .filter_map(|b| serde_json::from_value(b.manifest["spec"]["selector"]["matchLabels"].clone()).ok())
-        .filter(|m: &BTreeMap<String, String>| !m.is_empty())
-        .collect();
-    if selectors.is_empty() {
-        return Ok(batches);
-    }
-    let size = batches.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let (mut others, mut protected) = (Vec::new(), Vec::new());
-    for w in batches.iter().flatten() {
-        let labels = workload_info(ctx, w).await?.template_labels;
-        if selectors
-            .iter()
-            .any(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
-        {
-            protected.push(w.clone());
-        } else {
-            others.push(w.clone());
-        }
-    }
-    if protected.is_empty() || others.is_empty() {
-        return Ok(batches);
-    }
-    let mut out: Vec<Vec<ObjRef>> = others.chunks(size).map(<[ObjRef]>::to_vec).collect();
-    out.extend(protected.chunks(size).map(<[ObjRef]>::to_vec));
-    Ok(out)
-}
-
 /// The pods-ambient gate of one workload: every current pod sidecar-free, enrolled and Ready.
 async fn pods_ambient(ctx: &NsCtx<'_>, w: &ObjRef, until: Instant) -> Result<GateResult, EngineError> {
     let what = (Some(Step::Restart), "waiting for ambient pods");
@@ -688,11 +651,9 @@ pub(crate) struct WorkloadInfo {
     pub selector: String,
     /// How many pods it wants (DaemonSets: how many nodes it is scheduled on).
     pub replicas: usize,
-    /// Its pod template's labels (which selector policies cover its pods).
-    pub template_labels: BTreeMap<String, String>,
 }
 
-/// Reads a Deployment, StatefulSet or DaemonSet once: selector, desired pods, template labels.
+/// Reads a Deployment, StatefulSet or DaemonSet once: selector and desired pods.
 pub(crate) async fn workload_info(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<WorkloadInfo, EngineError> {
     let cluster = &ctx.engine.cluster;
     let what = format!("get {w}");
@@ -703,39 +664,26 @@ pub(crate) async fn workload_info(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<Workloa
             .collect::<Vec<_>>()
             .join(",")
     };
-    let info = |sel, replicas: Option<i32>, tpl: Option<kube::api::ObjectMeta>| WorkloadInfo {
+    let info = |sel, replicas: Option<i32>| WorkloadInfo {
         selector: to_sel(sel),
         replicas: replicas.unwrap_or(1).max(0) as usize,
-        template_labels: tpl.and_then(|m| m.labels).unwrap_or_default(),
     };
     match w.kind.as_str() {
         "Deployment" => {
             let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
             let spec = cluster.call(&what, || api.get(&w.name)).await?.spec;
-            Ok(info(
-                spec.selector.match_labels,
-                spec.replicas,
-                spec.template.metadata,
-            ))
+            Ok(info(spec.selector.match_labels, spec.replicas))
         }
         "StatefulSet" => {
             let api: kube::Api<StatefulSet> = cluster.namespaced(&ctx.ns);
             let spec = cluster.call(&what, || api.get(&w.name)).await?.spec;
-            Ok(info(
-                spec.selector.match_labels,
-                spec.replicas,
-                spec.template.metadata,
-            ))
+            Ok(info(spec.selector.match_labels, spec.replicas))
         }
         "DaemonSet" => {
             let api: kube::Api<DaemonSet> = cluster.namespaced(&ctx.ns);
             let d = cluster.call(&what, || api.get(&w.name)).await?;
             let want = d.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
-            Ok(info(
-                d.spec.selector.match_labels,
-                Some(want),
-                d.spec.template.metadata,
-            ))
+            Ok(info(d.spec.selector.match_labels, Some(want)))
         }
         other => Err(EngineError::Other(format!(
             "{w}: kind {other} cannot be restarted"

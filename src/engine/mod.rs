@@ -325,7 +325,9 @@ impl Engine {
             .cluster_info
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
             .await?;
-        let snapshot = self.cluster.read_snapshot(ns, info).await?;
+        let mut info = info.clone();
+        info.namespace_labels = self.cluster.read_namespace_labels().await?;
+        let snapshot = self.cluster.read_snapshot(ns, &info).await?;
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
         Ok((snapshot, plan))
     }

@@ -22,7 +22,7 @@ pub fn exit_code_meaning(code: i32) -> &'static str {
         1 => "a namespace failed a gate and was rolled back (or held) cleanly",
         2 => "usage or configuration error, nothing touched",
         3 => "a rollback failed or the state is inconsistent: a human is needed",
-        4 => "preflight blocked, nothing touched",
+        4 => "preflight blocked a namespace: nothing of it touched",
         5 => "another run holds the lock",
         _ => "unexpected",
     }
@@ -237,6 +237,19 @@ pub fn render(report: &RunReport) -> String {
     if !changes.is_empty() {
         m.push_str("### Behaviour that changes\n\nSidecar-only settings ambient ignores (codes and sources: `docs/findings.md`).\n\n");
         m.push_str(&changes);
+    }
+    let enf: Vec<&NamespaceReport> = report
+        .namespaces
+        .iter()
+        .filter(|n| n.enforcement.is_some())
+        .collect();
+    if !enf.is_empty() {
+        m.push_str("### Enforcement equivalence\n\n");
+        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
+        for n in enf {
+            let t = n.enforcement.as_ref().expect("filtered");
+            let _ = writeln!(m, "#### `{}`\n\n{}", n.name, t.markdown());
+        }
     }
 
     m.push_str("### Timeline\n\n");

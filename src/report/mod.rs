@@ -134,6 +134,10 @@ pub struct NamespaceReport {
     /// Behaviour that changes: sidecar-only settings ambient ignores, accepted losses marked (from the plan).
     #[serde(default)]
     pub behaviour_changes: Vec<BehaviourChange>,
+    /// Enforcement equivalence: the request classes whose decision differs from the intent at some moment
+    /// of the plan, and how many stay equal (`None` when the namespace was not assessed).
+    #[serde(default)]
+    pub enforcement: Option<crate::assess::enforcement::EnforcementTable>,
 }
 
 impl NamespaceReport {
@@ -154,6 +158,7 @@ impl NamespaceReport {
             rollback: None,
             observability: None,
             behaviour_changes: Vec::new(),
+            enforcement: None,
         }
     }
 

@@ -667,7 +667,10 @@ impl Cfg {
         let mut t = format!(
             "[fleet]\nnamespaces = [{list}]\nconcurrency = 2\nmax_failed_namespaces = 5\n\n\
              [timeouts]\nwaypoint_ready = \"{}\"\nrollout = \"{}\"\nstep = \"{}\"\nrollback = \"{}\"\napi_request = \"5s\"\nlease = \"{}\"\n\n\
-             [reports]\nprogress_interval = \"1s\"\n\n",
+             [reports]\nprogress_interval = \"1s\"\n\n\
+             # These tests exercise the engine on the seed, whose db policy admits the waypoint without a\n\
+             # twin (an enforcement gap, tested in e2e_policies): accepted here so the seed migrates.\n\
+             [migration.policies]\naccept_differences = [\"outage\", \"gap\"]\n\n",
             self.waypoint_ready, self.rollout, self.step, self.rollback, self.lease
         );
         for tables in self.probes.values() {

@@ -120,6 +120,55 @@ pub fn policy_fleet(replicas: u32) -> String {
     y
 }
 
+/// The L4 selector ALLOW of `vault` that already admits the waypoint (upstream's migration guide) but has
+/// no targetRefs twin.
+pub const VAULT_L4: &str = "safe-allow-teller";
+/// Its generated twin.
+pub const VAULT_TWIN: &str = "safe-allow-teller-waypoint";
+
+/// The two namespaces of the enforcement-equivalence holes: `vault` (waypoint; its L4 policy admits the
+/// waypoint without a twin, so waypoint-routed callers it does not admit would reach `safe`) and `plain`
+/// (no waypoint and nothing L7: step 1 binds nothing; its L4 policy does not admit a waypoint and needs not).
+pub fn holes_fleet(replicas: u32) -> String {
+    let mut y = namespace("vault", &["teller", "thief", "safe"], replicas);
+    y.push_str(&waypoint("vault"));
+    y.push_str(&policy(
+        "vault",
+        VAULT_L4,
+        "selector: {matchLabels: {app: safe}}",
+        "  - from: [{source: {principals: [\"cluster.local/ns/vault/sa/teller\", \"cluster.local/ns/vault/sa/waypoint\"]}}]\n",
+    ));
+    y.push_str("---\n");
+    y.push_str(&namespace("plain", &["client", "other", "data"], replicas));
+    y.push_str(&policy(
+        "plain",
+        "data-allow-client",
+        "selector: {matchLabels: {app: data}}",
+        "  - from: [{source: {principals: [\"cluster.local/ns/plain/sa/client\"]}}]\n",
+    ));
+    y
+}
+
+/// The caller paths of [`holes_fleet`].
+pub fn holes_paths() -> Vec<CallPath> {
+    let p = |name, namespace, workload, url, legit| CallPath {
+        name,
+        namespace,
+        workload,
+        method: "GET",
+        url,
+        legit,
+    };
+    let safe = "http://safe.vault.svc.cluster.local/";
+    let data = "http://data.plain.svc.cluster.local/";
+    vec![
+        p("vault/teller GET safe.vault", "vault", "teller", safe, true),
+        p("vault/thief GET safe.vault", "vault", "thief", safe, false),
+        p("plain/client GET data.plain", "plain", "client", data, true),
+        p("plain/other GET data.plain", "plain", "other", data, false),
+    ]
+}
+
 /// One caller path: who calls what, and whether the policies mean to allow it.
 #[derive(Debug, Clone)]
 pub struct CallPath {
@@ -473,6 +522,12 @@ pub struct RunConfig<'a> {
     pub concurrency: u32,
     pub bridges: bool,
     pub migration: &'a str,
+    /// `migration.policies.keep_bridges`.
+    pub keep_bridges: bool,
+    /// `migration.policies.accept_differences`, as TOML list items (`"\"gap\""`), empty for none.
+    pub accept: &'a str,
+    /// `fleet.on_blocked`.
+    pub on_blocked: &'a str,
     pub job_probes: bool,
     /// Extra TOML appended as is (per-namespace overrides, more probes).
     pub extra: String,
@@ -503,10 +558,16 @@ impl RunConfig<'_> {
             .collect::<Vec<_>>()
             .join(", ");
         let mut t = format!(
-            "[fleet]\nnamespaces = [{list}]\nconcurrency = {}\nmax_failed_namespaces = 10\norder = \"{}\"\n\n\
+            "[fleet]\nnamespaces = [{list}]\nconcurrency = {}\nmax_failed_namespaces = 10\norder = \"{}\"\non_blocked = \"{}\"\n\n\
              [timeouts]\nwaypoint_ready = \"8s\"\nrollout = \"15s\"\nstep = \"30s\"\nrollback = \"30s\"\napi_request = \"5s\"\n\n\
-             [migration.policies]\nbridges = {}\nmigration = \"{}\"\n\n[reports]\nprogress_interval = \"1s\"\n\n",
-            self.concurrency, self.order, self.bridges, self.migration
+             [migration.policies]\nbridges = {}\nkeep_bridges = {}\nmigration = \"{}\"\naccept_differences = [{}]\n\n[reports]\nprogress_interval = \"1s\"\n\n",
+            self.concurrency,
+            self.order,
+            self.on_blocked,
+            self.bridges,
+            self.keep_bridges,
+            self.migration,
+            self.accept
         );
         if self.job_probes {
             let steps = "\"enable-ambient\", \"remove-injection\", \"remove-sidecar-policies\", \"validate\"";

@@ -921,7 +921,12 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
             }
         }
     };
-    let tport = pod
+    let pod_for_intent = pod
+        .clone()
+        .or_else(|| ready_endpoints(w, final_svc, None).first().map(|p| (*p).clone()));
+    // A named targetPort resolves on the endpoint (Kubernetes Service spec), also when the request was
+    // denied before reaching the application.
+    let tport = pod_for_intent
         .as_ref()
         .map(|p| {
             target_port(
@@ -934,9 +939,6 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
             )
         })
         .unwrap_or(tport_default);
-    let pod_for_intent = pod
-        .clone()
-        .or_else(|| ready_endpoints(w, final_svc, None).first().map(|p| (*p).clone()));
     let svcs: Vec<&Service> = if std::ptr::eq(final_svc, svc) {
         vec![svc]
     } else {

@@ -419,3 +419,39 @@ pub fn load(view: &StoreView<'_>, trust_domain: &str, root_ns: &str, namespaces:
     }
     w
 }
+
+/// Builds a world straight from objects, without a store: the same parsing as [`load`], for callers that
+/// hold the objects of one moment (the product's differential test compares its enforcement model with
+/// [`super::model::decide`] on generated namespaces this way). Gateways count as addressed (programmed).
+pub fn world_from_objects(objects: &[Value], trust_domain: &str, root_ns: &str) -> World {
+    let mut w = World {
+        trust_domain: trust_domain.to_string(),
+        root_ns: root_ns.to_string(),
+        ..Default::default()
+    };
+    w.namespaces.entry(root_ns.to_string()).or_default();
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap_or("");
+        if kind == "Namespace" {
+            w.namespaces
+                .entry(meta(o, "name").to_string())
+                .or_default()
+                .labels = str_map(&o["metadata"]["labels"]);
+            continue;
+        }
+        let d = w.namespaces.entry(meta(o, "namespace").to_string()).or_default();
+        match kind {
+            "Service" => d.services.push(parse_service(o)),
+            "Pod" => d.pods.push(parse_pod(o)),
+            "Gateway" => {
+                let mut g = parse_gateway(o);
+                g.has_address = true;
+                d.gateways.push(g);
+            }
+            "AuthorizationPolicy" => d.authz.extend(parse_authz(o)),
+            "PeerAuthentication" => d.peer_auth.extend(parse_peer_auth(o)),
+            _ => {}
+        }
+    }
+    w
+}
