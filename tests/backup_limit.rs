@@ -34,8 +34,18 @@ async fn a_backup_over_one_mebibyte_is_refused_before_the_first_write() {
     let fleet = Fleet::start_with(fixtures, vec![], sim_settings()).await;
     let before = fleet.ns_state("big");
     let cfg = fleet.write_config("fleet.toml", &fleet_config(&["big", "small"], &[], 1, 0, ""));
+    // With on_blocked = "stop" nothing starts, so nothing at all may be written.
     let out = fleet
-        .run(&["run", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+        .run(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().expect("utf-8"),
+                "--set",
+                "fleet.on_blocked=stop",
+            ],
+            LIMIT,
+        )
         .await;
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     let outcomes = fleet.outcomes();
