@@ -1,7 +1,7 @@
 //! AuthorizationPolicy parsing and ztunnel translation classification.
 //!
 //! Source of the rules: istio/istio `pilot/pkg/serviceregistry/ambient/authorization.go`
-//! (`convertAuthorizationPolicy`, `handleRule`), summarised in `reference/istio-ambient-facts.md` §3f:
+//! (`convertAuthorizationPolicy`, `handleRule`), summarised in `docs/reference/istio-ambient-facts.md` §3f:
 //! - `targetRefs` policies are never sent to ztunnel; CUSTOM and AUDIT are rejected by ztunnel.
 //! - L7 ("HTTP attributes"): `to.operation.{hosts,notHosts,methods,notMethods,paths,notPaths}`,
 //!   `from.source.{requestPrincipals,notRequestPrincipals,remoteIpBlocks,notRemoteIpBlocks}`, and any `when`
@@ -107,9 +107,107 @@ pub struct AuthzPolicy {
     pub raw: Value,
 }
 
+/// The fields of an AuthorizationPolicy this tool understands, as in istio/api
+/// `security/v1beta1/authorization.proto` (JSON names). A field outside them (a newer API, a typo that the
+/// cluster accepted) cannot be classified as L4 or L7, so the policy fails closed: it blocks the namespace
+/// instead of being taken for L4 and passing preflight.
+const SPEC_FIELDS: [&str; 6] = [
+    "selector",
+    "targetRef",
+    "targetRefs",
+    "action",
+    "provider",
+    "rules",
+];
+const RULE_FIELDS: [&str; 3] = ["from", "to", "when"];
+const SOURCE_FIELDS: [&str; 12] = [
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+];
+const OPERATION_FIELDS: [&str; 8] = [
+    "hosts",
+    "notHosts",
+    "ports",
+    "notPorts",
+    "methods",
+    "notMethods",
+    "paths",
+    "notPaths",
+];
+const CONDITION_FIELDS: [&str; 3] = ["key", "values", "notValues"];
+
+/// The path of the first field of `spec` outside the known ones, e.g. `rules[0].to[0].operation.verbs`.
+pub fn unknown_field(spec: &Value) -> Option<String> {
+    let keys = |v: &Value, known: &[&str], at: &str| -> Option<String> {
+        v.as_object()?
+            .keys()
+            .find(|k| !known.contains(&k.as_str()))
+            .map(|k| {
+                if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                }
+            })
+    };
+    if let Some(f) = keys(spec, &SPEC_FIELDS, "") {
+        return Some(f);
+    }
+    for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("rules[{i}]");
+        if let Some(f) = keys(rule, &RULE_FIELDS, &at) {
+            return Some(f);
+        }
+        for (j, from) in rule["from"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{at}.from[{j}]");
+            if let Some(f) = keys(from, &["source"], &at)
+                .or_else(|| keys(&from["source"], &SOURCE_FIELDS, &format!("{at}.source")))
+            {
+                return Some(f);
+            }
+        }
+        for (j, to) in rule["to"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{at}.to[{j}]");
+            if let Some(f) = keys(to, &["operation"], &at)
+                .or_else(|| keys(&to["operation"], &OPERATION_FIELDS, &format!("{at}.operation")))
+            {
+                return Some(f);
+            }
+        }
+        for (j, when) in rule["when"].as_array().into_iter().flatten().enumerate() {
+            if let Some(f) = keys(when, &CONDITION_FIELDS, &format!("{at}.when[{j}]")) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
 /// Why a policy could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
+    /// A field this tool cannot classify.
+    #[error(
+        "AuthorizationPolicy {ns}/{name}: unknown field spec.{field}; its effect at ztunnel and at a waypoint cannot be judged, so the namespace is not migrated: fix the field, or migrate this policy by hand and remove it from the namespace first"
+    )]
+    UnknownField {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// Path below `spec`.
+        field: String,
+    },
     /// Unknown action.
     #[error(
         "AuthorizationPolicy {ns}/{name}: unknown action {action:?}; fix the policy (ALLOW, DENY, CUSTOM, AUDIT)"
@@ -146,6 +244,9 @@ impl AuthzPolicy {
                 });
             }
         };
+        if let Some(field) = v.get("spec").and_then(unknown_field) {
+            return Err(PolicyError::UnknownField { ns, name, field });
+        }
         let mut refs: Vec<TargetRef> = Vec::new();
         let mut push_ref = |r: &Value| {
             refs.push(TargetRef {
@@ -599,6 +700,44 @@ pub fn same_rules(a: &AuthzPolicy, b: &AuthzPolicy) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_fail_closed_with_their_path() {
+        let ap = |spec: Value| {
+            AuthzPolicy::parse(&serde_json::json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "shop"}, "spec": spec
+            }))
+        };
+        let known = serde_json::json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY",
+            "rules": [{"from": [{"source": {"serviceAccounts": ["shop/web"], "notIpBlocks": ["10.0.0.0/8"]}}],
+                       "to": [{"operation": {"notPorts": ["9090"], "methods": ["GET"]}}],
+                       "when": [{"key": "request.headers[x]", "notValues": ["y"]}]}]});
+        assert!(ap(known).is_ok());
+        for (spec, field) in [
+            (
+                serde_json::json!({"rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}),
+                "rules[0].to[0].operation.verbs",
+            ),
+            (
+                serde_json::json!({"rules": [{"from": [{"source": {"principal": ["x"]}}]}]}),
+                "rules[0].from[0].source.principal",
+            ),
+            (
+                serde_json::json!({"rules": [{"when": [{"key": "source.ip", "value": ["1.2.3.4"]}]}]}),
+                "rules[0].when[0].value",
+            ),
+            (serde_json::json!({"rules": [{"unless": []}]}), "rules[0].unless"),
+            (serde_json::json!({"selectors": {}}), "selectors"),
+        ] {
+            match ap(spec) {
+                Err(e @ PolicyError::UnknownField { .. }) => {
+                    assert!(e.to_string().contains(&format!("spec.{field};")), "{e}")
+                }
+                other => panic!("{field}: expected UnknownField, got {other:?}"),
+            }
+        }
+    }
     use serde_json::json;
 
     fn ap(spec: Value) -> AuthzPolicy {
