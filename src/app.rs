@@ -378,19 +378,26 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     t
 }
 
-/// Source namespaces of the Job probes the targets' settings define.
-fn probe_namespaces(s: &Settings, targets: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// Source namespaces of the Job probes the targets' settings define: all of them, and those where a
+/// probe has secret headers.
+fn probe_namespaces(s: &Settings, targets: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut all: Vec<String> = Vec::new();
+    let mut secret: Vec<String> = Vec::new();
     for ns in targets {
         for p in &s.for_namespace(ns).probes {
-            if let crate::probes::spec::ProbeKind::Job(j) = &p.kind
-                && !out.contains(&j.source_namespace)
-            {
-                out.push(j.source_namespace.clone());
+            if let crate::probes::spec::ProbeKind::Job(j) = &p.kind {
+                if !all.contains(&j.source_namespace) {
+                    all.push(j.source_namespace.clone());
+                }
+                if crate::probes::job::secret_header_file(j).is_some()
+                    && !secret.contains(&j.source_namespace)
+                {
+                    secret.push(j.source_namespace.clone());
+                }
             }
         }
     }
-    out
+    (all, secret)
 }
 
 /// Asks the API server (SelfSubjectAccessReview) for every permission `command` needs on `targets`;
@@ -401,12 +408,13 @@ async fn missing_permissions(
     command: permissions::Command,
     targets: &[String],
 ) -> Result<Vec<Permission>, i32> {
-    let probes = probe_namespaces(s, targets);
+    let (probes, secret_probes) = probe_namespaces(s, targets);
     let needed = permissions::required(&permissions::Scope {
         command,
         targets,
         state_namespace: &s.state_namespace,
         probe_namespaces: &probes,
+        secret_probe_namespaces: &secret_probes,
     });
     cluster.missing_permissions(&needed).await.map_err(|e| {
         eprintln!("error: cannot check the runner's permissions: {e}");

@@ -219,3 +219,59 @@ async fn http_probe_reads_at_most_the_body_cap() {
         other => panic!("expected a response, got {other:?}"),
     }
 }
+
+/// A job probe's secret header reaches the destination, but its value is in no Job object: it is mounted
+/// from a Secret the Job owns (curl `-H @file`), and that Secret goes away with the Job.
+#[tokio::test]
+async fn job_probe_secret_headers_live_in_a_secret_owned_by_the_job() {
+    let env = start(&[SEED]).await;
+    settle(&env).await;
+    // Record every Job the store sees while the probe runs (the Job is deleted afterwards).
+    let jobs_res = meshsim::resources::id("batch", "jobs");
+    let rv = env.running.sim.store.resource_version();
+    let p = spec(json!({
+        "name": "web-get-api-secret", "kind": "job", "source_namespace": "shop", "service_account": "web",
+        "url": "http://api.shop.svc.cluster.local/get", "timeout": "20s",
+        "headers": {"x-api-key": "s3cret-value", "x-trace": "plain"},
+        "expect": {"status": 200, "body_contains": "s3cret-value"}
+    }));
+    assert_eq!(run_once(&env.cluster, &p).await, Measurement::Success);
+    let (events, _rx) = env.running.sim.store.watch_from(rv).expect("history");
+    let jobs: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.res == jobs_res)
+        .map(|e| &e.object)
+        .collect();
+    assert!(!jobs.is_empty(), "the probe created a Job");
+    for j in &jobs {
+        let text = j.to_string();
+        assert!(
+            !text.contains("s3cret-value"),
+            "a secret value is in the Job: {text}"
+        );
+        assert!(
+            text.contains("x-trace: plain"),
+            "plain headers stay curl arguments: {text}"
+        );
+    }
+    // The Secret was owned by the Job and went with it.
+    let secrets = meshsim::resources::core("secrets");
+    let owned: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.res == secrets)
+        .map(|e| &e.object)
+        .collect();
+    assert!(
+        owned
+            .iter()
+            .all(|s| s["metadata"]["ownerReferences"][0]["kind"] == "Job"),
+        "{owned:?}"
+    );
+    assert!(!owned.is_empty(), "the headers were in a Secret");
+    let left = env.running.sim.store.list(secrets, Some("shop")).0;
+    let left: Vec<_> = left
+        .iter()
+        .filter(|s| s["metadata"]["labels"][job::PROBE_LABEL].is_string())
+        .collect();
+    assert!(left.is_empty(), "the Secret outlived its Job: {left:?}");
+}

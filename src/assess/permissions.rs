@@ -37,6 +37,8 @@ pub struct Scope<'a> {
     pub state_namespace: &'a str,
     /// Source namespaces of Job probes (Jobs, their pods and logs live there).
     pub probe_namespaces: &'a [String],
+    /// Those of them where a Job probe has secret headers (held in a Secret the Job owns).
+    pub secret_probe_namespaces: &'a [String],
 }
 
 /// One permission: a verb on a resource (`plural` or `plural/sub`) of an API group, in a namespace or at
@@ -273,6 +275,13 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
         );
         a.each(probes, "", &["pods"], &["list"], "Job probe pods");
         a.each(probes, "", &["pods/log"], &["get"], "Job probe output");
+        a.each(
+            scope.secret_probe_namespaces,
+            "",
+            &["secrets"],
+            &["create"],
+            "secret headers of Job probes (a Secret owned by the Job)",
+        );
     }
     a.0.into_iter()
         .map(|((namespace, group, resource, verb), why)| Permission {
@@ -373,6 +382,7 @@ mod tests {
             targets: &targets,
             state_namespace: "ambient-migrate",
             probe_namespaces: &probes,
+            secret_probe_namespaces: &[],
         };
         let ps = required(&s);
         assert!(has(&ps, None, "", "namespaces", "patch"));
@@ -397,6 +407,12 @@ mod tests {
         assert!(has(&ps, Some("web"), "batch", "jobs", "create"));
         assert!(has(&ps, Some("web"), "", "pods/log", "get"));
         assert!(has(&ps, Some("default"), "", "events", "create"));
+        // Secrets only where a Job probe has secret headers.
+        let with_secret = required(&Scope {
+            secret_probe_namespaces: &probes,
+            ..s
+        });
+        assert!(has(&with_secret, Some("web"), "", "secrets", "create"));
         // Nothing outside the scope: no Jobs in the target without probes there, no secrets anywhere.
         assert!(!has(&ps, Some("shop"), "batch", "jobs", "create"));
         assert!(!ps.iter().any(|p| p.resource == "secrets"));
@@ -411,6 +427,7 @@ mod tests {
                 targets: &targets,
                 state_namespace: "st",
                 probe_namespaces: &[],
+                secret_probe_namespaces: &[],
             };
             required(&s)
         };

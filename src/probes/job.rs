@@ -13,13 +13,16 @@
 //! timeout, empty reply, reset) -> `Observed::NoResponse` (a Failure unless status 0 is expected); a Job
 //! that cannot run (create refused, no pod, no output, curl usage error, deadline) -> `Measurement::Error`.
 //!
-//! Known limit: header values, secret ones included, are in the Job's args (visible to whoever can read
-//! Jobs in the source namespace); they are never logged by the runner.
+//! Secret header values (see `spec::Header`) are not in the Job: they go into a Secret named like the Job
+//! and owned by it, mounted read-only at [`SECRET_MOUNT`], and curl reads them with `-H @file`; deleting the
+//! Job deletes the Secret. Other header values are curl arguments.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+};
 use kube::api::{ListParams, LogParams, ObjectMeta};
 use tokio::time::Instant;
 
@@ -50,6 +53,58 @@ pub fn job_name(probe_name: &str) -> String {
     }
 }
 
+/// Where a probe Job's secret header lines are mounted from its Secret (the kubelet's secret volume: one
+/// file per data key), so their values never appear in the Job object (stored in etcd, shown by
+/// `kubectl get job -o yaml`).
+pub const SECRET_MOUNT: &str = "/etc/ambient-migrate/probe";
+/// The Secret's data key, and the file name under [`SECRET_MOUNT`].
+pub const SECRET_KEY: &str = "headers";
+
+/// The secret header lines (`Name: value`, one per line, curl's `-H @file` format); `None` when no header
+/// of the probe is secret.
+pub fn secret_header_file(probe: &JobProbe) -> Option<String> {
+    let lines: String = probe
+        .headers
+        .0
+        .iter()
+        .filter(|h| h.secret)
+        .map(|h| format!("{}: {}\n", h.name, h.expose()))
+        .collect();
+    (!lines.is_empty()).then_some(lines)
+}
+
+/// The Secret holding a probe Job's secret headers, owned by the Job so that deleting the Job (or its TTL)
+/// deletes it too (garbage collection by owner reference).
+pub fn secret_object(job: &Job, probe: &JobProbe) -> Option<k8s_openapi::api::core::v1::Secret> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let lines = secret_header_file(probe)?;
+    Some(k8s_openapi::api::core::v1::Secret {
+        metadata: ObjectMeta {
+            name: job.metadata.name.clone(),
+            namespace: job.metadata.namespace.clone(),
+            labels: job.metadata.labels.clone(),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: job.metadata.name.clone().unwrap_or_default(),
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+                block_owner_deletion: Some(true),
+                controller: Some(false),
+            }]),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                SECRET_KEY.to_string(),
+                k8s_openapi::ByteString(lines.into_bytes()),
+            )]
+            .into(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
 /// The curl argv (without the leading `curl`).
 pub fn curl_args(probe: &JobProbe, expect: &Expectation) -> Vec<String> {
     let mut a: Vec<String> = vec!["-sS".into()];
@@ -64,8 +119,12 @@ pub fn curl_args(probe: &JobProbe, expect: &Expectation) -> Vec<String> {
         format!("\\n{MARKER} %{{http_code}} %{{exitcode}}\\n"),
     ]);
     a.extend(["-X".into(), probe.method.clone()]);
-    for (k, v) in probe.headers.expose() {
-        a.extend(["-H".into(), format!("{k}: {v}")]);
+    for h in probe.headers.0.iter().filter(|h| !h.secret) {
+        a.extend(["-H".into(), format!("{}: {}", h.name, h.expose())]);
+    }
+    if secret_header_file(probe).is_some() {
+        // curl reads one header per line from a file given as `-H @file` (curl 7.55+).
+        a.extend(["-H".into(), format!("@{SECRET_MOUNT}/{SECRET_KEY}")]);
     }
     a.extend(["--max-time".into(), probe.timeout.0.as_secs().max(1).to_string()]);
     a.push(probe.url.clone());
@@ -81,6 +140,7 @@ pub fn job_object(name: &str, probe_name: &str, probe: &JobProbe, expect: &Expec
     ]
     .into();
     let secs = i64::try_from(probe.timeout.0.as_secs().max(1)).unwrap_or(i64::MAX);
+    let secret = secret_header_file(probe).is_some();
     Job {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -105,8 +165,28 @@ pub fn job_object(name: &str, probe_name: &str, probe: &JobProbe, expect: &Expec
                         image: Some(probe.image.clone()),
                         command: Some(vec!["curl".into()]),
                         args: Some(curl_args(probe, expect)),
+                        volume_mounts: secret.then(|| {
+                            vec![VolumeMount {
+                                name: "headers".into(),
+                                mount_path: SECRET_MOUNT.into(),
+                                read_only: Some(true),
+                                ..Default::default()
+                            }]
+                        }),
                         ..Default::default()
                     }],
+                    // The Secret is created right after the Job (it is owned by it); the kubelet waits for
+                    // it before starting the container.
+                    volumes: secret.then(|| {
+                        vec![Volume {
+                            name: "headers".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(name.to_string()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]
+                    }),
                     ..Default::default()
                 }),
             },
@@ -212,13 +292,32 @@ pub async fn measure(
     let api: kube::Api<Job> = cluster.namespaced(ns);
     let job = job_object(&name, probe_name, probe, expect);
     let pp = cluster.post_params();
-    if let Err(e) = cluster
+    let created = match cluster
         .call(&format!("create probe Job {ns}/{name}"), || api.create(&pp, &job))
         .await
     {
-        return Measurement::Error(format!("probe {probe_name}: cannot create Job {ns}/{name}: {e}"));
-    }
-    let res = run(cluster, &name, probe).await;
+        Ok(j) => j,
+        Err(e) => {
+            return Measurement::Error(format!("probe {probe_name}: cannot create Job {ns}/{name}: {e}"));
+        }
+    };
+    let res = match secret_object(&created, probe) {
+        None => run(cluster, &name, probe).await,
+        Some(secret) => {
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = cluster.namespaced(ns);
+            match cluster
+                .call(&format!("create probe Secret {ns}/{name}"), || {
+                    secrets.create(&pp, &secret)
+                })
+                .await
+            {
+                Ok(_) => run(cluster, &name, probe).await,
+                Err(e) => Err(format!(
+                    "cannot create the Secret holding its secret headers: {e}"
+                )),
+            }
+        }
+    };
     let dp = kube::api::DeleteParams::background();
     if let Err(e) = cluster
         .call(&format!("delete probe Job {ns}/{name}"), || {

@@ -150,9 +150,66 @@ fn run_shell(argv: &[String]) -> CommandOutput {
     }
 }
 
-fn run_pod_command(sim: &Sim, pod: &Value) -> CommandOutput {
+/// The files a pod's containers see from its Secret volumes, by path (`mountPath/key`): the kubelet's
+/// secret volume plugin writes each data key of the Secret as a file (pkg/volume/secret/secret.go).
+/// `None` while a mounted Secret does not exist: the kubelet keeps retrying the mount and the container
+/// does not start (`MountVolume.SetUp failed ... secret not found`).
+fn secret_files(sim: &Sim, pod: &Value) -> Option<std::collections::BTreeMap<String, String>> {
+    use base64::Engine as _;
+    let mut files = std::collections::BTreeMap::new();
+    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let Some(v) = volumes.iter().find(|v| v["name"] == m["name"]) else {
+                continue;
+            };
+            let Some(secret_name) = v["secret"]["secretName"].as_str() else {
+                continue;
+            };
+            let secret = sim.store.get(res("", "secrets"), ns(pod), secret_name)?;
+            let dir = m["mountPath"].as_str().unwrap_or("").trim_end_matches('/');
+            for (key, val) in secret["data"].as_object().into_iter().flatten() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(val.as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                files.insert(
+                    format!("{dir}/{key}"),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                );
+            }
+        }
+    }
+    Some(files)
+}
+
+/// curl's `-H @file` (curl 7.55+): one header per line of the file; the file comes from a mounted volume.
+/// A file the pod cannot see is left as it is, and curl's emulation ignores a header without a colon.
+fn expand_header_files(argv: &[String], files: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = argv.iter().peekable();
+    while let Some(a) = it.next() {
+        if (a == "-H" || a == "--header")
+            && let Some(path) = it.peek().and_then(|v| v.strip_prefix('@'))
+            && let Some(text) = files.get(path)
+        {
+            it.next();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.extend([a.clone(), line.to_string()]);
+            }
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+fn run_pod_command(
+    sim: &Sim,
+    pod: &Value,
+    files: &std::collections::BTreeMap<String, String>,
+) -> CommandOutput {
     if let Some(argv) = curl_argv(pod) {
-        return run_curl(sim, ns(pod), name(pod), &argv);
+        return run_curl(sim, ns(pod), name(pod), &expand_header_files(&argv, files));
     }
     let argv = pod["spec"]["containers"]
         .as_array()
@@ -201,7 +258,10 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             };
             match (track.job_started, track.job_exit) {
                 (None, _) => {
-                    let out = run_pod_command(sim, p);
+                    let Some(files) = secret_files(sim, p) else {
+                        continue;
+                    };
+                    let out = run_pod_command(sim, p, &files);
                     let mut log = out.stdout;
                     log.push_str(&out.stderr);
                     sim.logs.append(ns(p), name(p), &log);
@@ -382,6 +442,43 @@ fn finish_pod(sim: &Sim, p: &Value, code: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_files_expand_to_one_header_per_line() {
+        let files: std::collections::BTreeMap<String, String> = [(
+            "/etc/p/headers".to_string(),
+            "X-Api-Key: s3cret\nAuthorization: Bearer t\n".to_string(),
+        )]
+        .into();
+        let argv: Vec<String> = [
+            "curl",
+            "-H",
+            "x-a: 1",
+            "-H",
+            "@/etc/p/headers",
+            "-H",
+            "@/missing",
+            "http://a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            expand_header_files(&argv, &files),
+            [
+                "curl",
+                "-H",
+                "x-a: 1",
+                "-H",
+                "X-Api-Key: s3cret",
+                "-H",
+                "Authorization: Bearer t",
+                "-H",
+                "@/missing",
+                "http://a"
+            ]
+        );
+    }
 
     #[test]
     fn finds_curl_in_command_args_and_shell() {
