@@ -456,3 +456,64 @@ async fn a_fenced_cluster_sends_nothing_after_the_lease_proof_ends() {
         .await
         .unwrap();
 }
+
+/// Label patches carry the resourceVersion they were decided on: a write to the Namespace in between
+/// makes the API server answer 409, and the patch is decided again on a fresh read instead of landing
+/// blindly; the other writer's change survives.
+#[tokio::test]
+async fn a_label_patch_racing_another_write_is_decided_again() {
+    let env = start(&[SEED]).await;
+    let mut slow = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, None);
+    slow.resource = Some("namespaces".into());
+    slow.verb = Some("patch".into());
+    slow.latency_ms = Some(400);
+    slow.count = Some(1);
+    let id = env.running.sim.faults.add(slow);
+    let store = env.running.sim.store.clone();
+    let other = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store
+            .update_with(
+                meshsim::resources::core("namespaces"),
+                "",
+                "shop",
+                meshsim::store::Target::Main,
+                &meshsim::store::WriteOpts::default(),
+                |o| {
+                    let mut o = o.clone();
+                    o["metadata"]["labels"]["team"] = "payments".into();
+                    o["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+                    Ok(o)
+                },
+            )
+            .unwrap();
+    });
+    let out = env
+        .cluster
+        .set_label(&ns_target(), "istio.io/dataplane-mode", Some("ambient"))
+        .await
+        .unwrap();
+    other.await.unwrap();
+    env.running.sim.faults.remove(&id);
+    assert!(out.changed);
+    let labels = env.cluster.labels_of(&ns_target()).await.unwrap();
+    assert_eq!(
+        labels.get("istio.io/dataplane-mode").map(String::as_str),
+        Some("ambient")
+    );
+    assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
+    let patches: Vec<u16> = env
+        .running
+        .sim
+        .accounting
+        .log()
+        .iter()
+        .filter(|r| r.resource == "namespaces" && r.verb == "patch")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        patches,
+        vec![409, 200],
+        "the stale patch was refused, then decided again"
+    );
+}

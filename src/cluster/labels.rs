@@ -110,13 +110,37 @@ impl Cluster {
         }
     }
 
+    /// Reads the object, decides what to patch and patches with the `resourceVersion` read as a
+    /// precondition (a merge patch carrying `metadata.resourceVersion` is refused with 409 when the object
+    /// changed since: apiserver `patchResource`). A concurrent write between the read and the patch is then
+    /// never overwritten blindly: the read and the decision are made again, a few times at most.
     async fn set_meta_map(
         &self,
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
         field: Field,
     ) -> Result<Vec<LabelOutcome>, ClusterError> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match self.set_meta_map_once(target, changes, field).await {
+                Err(e) if e.is_conflict() && attempt < ATTEMPTS => {
+                    tracing::info!(target_object = %target.describe(), "changed while being patched; reading it again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn set_meta_map_once(
+        &self,
+        target: &LabelTarget,
+        changes: &[(String, Option<String>)],
+        field: Field,
+    ) -> Result<Vec<LabelOutcome>, ClusterError> {
         let meta = self.read_meta(target).await?;
+        let read_rv = meta.resource_version.clone();
         let current = match field {
             Field::Labels => meta.labels.unwrap_or_default(),
             Field::Annotations => meta.annotations.unwrap_or_default(),
@@ -143,7 +167,7 @@ impl Cluster {
         if patch_map.is_empty() {
             return Ok(outcomes);
         }
-        let body = json!({ "metadata": { field.name(): patch_map } });
+        let body = json!({ "metadata": { "resourceVersion": read_rv, field.name(): patch_map } });
         let what = format!("patch {} of {}", field.name(), target.describe());
         tracing::info!(target_object = %target.describe(), patch = %body, dry_run = self.dry_run(), "patching {}", field.name());
         let pp = self.patch_params();
