@@ -1171,7 +1171,16 @@ async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file
         }
     };
     let fenced = cluster.fenced(guard.fence());
-    let restored = backup::restore(&fenced, &b).await;
+    // Extra objects are deleted only when the namespace's journal records the migration created them.
+    let created = match crate::journal::Journal::load(&fenced, &s.state_namespace, &b.namespace).await {
+        Ok(j) => j.map(|r| backup::created_objects(&r.changes)).unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            let _ = guard.release().await;
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    let restored = backup::restore(&fenced, &b, &created).await;
     let _ = guard.release().await;
     match restored {
         Ok(r) => {

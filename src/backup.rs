@@ -20,10 +20,10 @@
 //!   values (added keys removed, removed keys re-added, changed values reverted) on the Namespace and on
 //!   each backed-up Service that still exists; unrelated labels are left alone (other tools own them).
 //! - objects: a missing object is re-created (without resourceVersion/uid); an object whose content
-//!   differs is replaced by the backed-up one (with the live resourceVersion as precondition); objects of
-//!   the backed-up kinds labelled `app.kubernetes.io/managed-by=ambient-migrate` that are not in the
-//!   backup (bridges, twins, waypoints the tool created) are deleted. Objects created by others after
-//!   the backup are left alone.
+//!   differs is replaced by the backed-up one (with the live resourceVersion as precondition); objects not
+//!   in the backup that the namespace's journal records as created by the migration (bridges, twins) are
+//!   deleted. Everything else created after the backup is left alone, even with our managed-by label
+//!   (a twin applied by hand from `plan --fixes-dir` carries it).
 //! - "content" compared by [`verify`]: every top-level field except `metadata` and `status` (the spec),
 //!   plus `metadata.labels`. Annotations are restored on re-creation but not compared, because
 //!   controllers add their own (for example Istio's gateway controller).
@@ -689,7 +689,28 @@ fn to_dynamic(v: &Value) -> Result<DynamicObject, ClusterError> {
 }
 
 /// Restores `backup` (see the module docs for the exact semantics), then verifies.
-pub async fn restore(cluster: &Cluster, backup: &Backup) -> Result<RestoreReport, BackupError> {
+/// Whether the journal recorded `kind/name` as created by the migration.
+fn created_by_migration(created: &[ObjRef], kind: DynKind, name: &str) -> bool {
+    created.iter().any(|o| o.kind == kind.kind() && o.name == name)
+}
+
+/// The objects a journal records as created by the migration (the only extra objects a restore or a
+/// rollback deletes, and the only ones its verification counts as unexpected).
+pub fn created_objects(changes: &[crate::steps::Change]) -> Vec<ObjRef> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            crate::steps::Change::Created { object, .. } => Some(object.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn restore(
+    cluster: &Cluster,
+    backup: &Backup,
+    created: &[ObjRef],
+) -> Result<RestoreReport, BackupError> {
     let ns = backup.namespace.as_str();
     let mut report = RestoreReport {
         namespace: ns.to_string(),
@@ -769,24 +790,31 @@ pub async fn restore(cluster: &Cluster, backup: &Backup) -> Result<RestoreReport
             }
         }
         for (name, l) in &live_by_name {
-            let ours = l
+            if wanted.contains_key(&(kind, name.clone())) {
+                continue;
+            }
+            let labelled = l
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|m| m.get(MANAGED_BY_LABEL))
                 .map(String::as_str)
                 == Some(MANAGED_BY_VALUE);
-            if ours
-                && !wanted.contains_key(&(kind, name.clone()))
-                && cluster.delete_dyn(kind, ns, name).await?
-            {
-                report
-                    .deleted
-                    .push(ObjRef::new(&kind.api_version(), kind.kind(), ns, name));
+            let obj = ObjRef::new(&kind.api_version(), kind.kind(), ns, name);
+            if created_by_migration(created, kind, name) {
+                if cluster.delete_dyn(kind, ns, name).await? {
+                    report.deleted.push(obj);
+                }
+            } else if labelled {
+                // Carries our label but no recorded migration created it (applied by hand from
+                // `plan --fixes-dir`, say): someone else's object now, left as it is.
+                report.skipped.push(format!(
+                    "{obj}: not in the backup and not created by a recorded migration; left as it is"
+                ));
             }
         }
     }
-    report.differences = verify(cluster, backup).await?;
+    report.differences = verify(cluster, backup, created).await?;
     report.equal = report.differences.is_empty();
     tracing::info!(
         namespace = ns,
@@ -799,7 +827,11 @@ pub async fn restore(cluster: &Cluster, backup: &Backup) -> Result<RestoreReport
 
 /// Compares the live namespace with `backup`: Istio label keys of the Namespace and Services, and the
 /// content of the backed-up kinds (missing, changed, and tool-created extra objects).
-pub async fn verify(cluster: &Cluster, backup: &Backup) -> Result<Vec<Difference>, BackupError> {
+pub async fn verify(
+    cluster: &Cluster,
+    backup: &Backup,
+    created: &[ObjRef],
+) -> Result<Vec<Difference>, BackupError> {
     let ns = backup.namespace.as_str();
     let mut diffs = Vec::new();
     let label_diffs = |obj: ObjRef,
@@ -861,14 +893,7 @@ pub async fn verify(cluster: &Cluster, backup: &Backup) -> Result<Vec<Difference
             }
         }
         for (name, l) in &live_by_name {
-            let ours = l
-                .pointer(&format!(
-                    "/metadata/labels/{}",
-                    MANAGED_BY_LABEL.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                == Some(MANAGED_BY_VALUE);
-            if ours && !wanted.contains_key(&(kind, name.clone())) {
+            if created_by_migration(created, kind, name) && !wanted.contains_key(&(kind, name.clone())) {
                 diffs.push(Difference {
                     object: ObjRef::new(&kind.api_version(), kind.kind(), ns, name),
                     what: "unexpected".into(),

@@ -5,6 +5,7 @@ mod common;
 
 use ambient_migrate::backup::{self, Backup};
 use ambient_migrate::cluster::{DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use ambient_migrate::steps::ObjRef;
 use common::{SEED, start};
 use kube::api::DynamicObject;
 use serde_json::json;
@@ -48,7 +49,7 @@ async fn restore_undoes_label_and_object_changes_and_verifies() {
         assert!(o["apiVersion"].is_string() && o["kind"].is_string());
     }
     assert!(
-        backup::verify(c, &b).await.unwrap().is_empty(),
+        backup::verify(c, &b, &[]).await.unwrap().is_empty(),
         "live equals a fresh backup"
     );
 
@@ -89,11 +90,40 @@ async fn restore_undoes_label_and_object_changes_and_verifies() {
     c.create_dyn(DynKind::AuthorizationPolicy, "shop", &bridge)
         .await
         .unwrap();
-    let diffs = backup::verify(c, &b).await.unwrap();
+    // The journal records the bridge as created by the migration.
+    let created = vec![ObjRef::new(
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "shop",
+        "api-bridge",
+    )];
+    let diffs = backup::verify(c, &b, &created).await.unwrap();
     let whats: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
     assert_eq!(diffs.len(), 6, "{whats:#?}");
+    // A twin applied by hand carries our label too, but no migration created it: left alone.
+    let by_hand: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "api-twin-by-hand", "namespace": "shop", "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+        "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "api"}], "action": "ALLOW"}
+    }))
+    .unwrap();
+    c.create_dyn(DynKind::AuthorizationPolicy, "shop", &by_hand)
+        .await
+        .unwrap();
 
-    let report = backup::restore(c, &b).await.unwrap();
+    let report = backup::restore(c, &b, &created).await.unwrap();
+    assert!(
+        report.skipped.iter().any(|s| s.contains("api-twin-by-hand")),
+        "{:?}",
+        report.skipped
+    );
+    assert!(
+        c.get_dyn(DynKind::AuthorizationPolicy, "shop", "api-twin-by-hand")
+            .await
+            .unwrap()
+            .is_some(),
+        "an object no recorded migration created is never deleted"
+    );
     assert!(report.equal, "{:#?}", report.differences);
     assert_eq!(report.created.len(), 1);
     assert_eq!(report.created[0].name, "api-allow-web-get");
@@ -125,7 +155,7 @@ async fn restore_undoes_label_and_object_changes_and_verifies() {
 
     // A second restore changes nothing and sends no write.
     env.reset_requests().await;
-    let again = backup::restore(c, &b).await.unwrap();
+    let again = backup::restore(c, &b, &created).await.unwrap();
     assert!(again.is_noop() && again.equal, "{again:#?}");
     let writes = env
         .requests()

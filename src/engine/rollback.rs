@@ -244,7 +244,8 @@ async fn verify(
     if ctx.engine.cluster.dry_run() {
         return Ok(());
     }
-    let mut diffs = crate::backup::verify(&ctx.engine.cluster, &ctx.backup)
+    let created = crate::backup::created_objects(&ctx.journal.record().changes);
+    let mut diffs = crate::backup::verify(&ctx.engine.cluster, &ctx.backup, &created)
         .await
         .map_err(|e| e.to_string())?;
     let partial = to_step.is_some_and(|k| k > 0);
