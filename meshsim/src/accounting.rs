@@ -33,6 +33,10 @@ pub struct RequestRecord {
     pub code: u16,
     pub method: String,
     pub path: String,
+    /// The client's address (`ip:port` of its TCP connection): tells apart two clients that send the same
+    /// User-Agent (two runners racing for the fleet Lease).
+    #[serde(default)]
+    pub peer: String,
 }
 
 impl RequestRecord {
@@ -155,6 +159,7 @@ mod tests {
             code: 200,
             method: "PATCH".into(),
             path: "/api/v1/namespaces/shop".into(),
+            peer: "127.0.0.1:40000".into(),
         }
     }
 
