@@ -426,6 +426,32 @@ impl LeaseGuard {
         Ok(())
     }
 
+    /// [`LeaseGuard::check`], giving a proof that has only gone stale up to one lease duration to be
+    /// refreshed: a slow or failed renew (a slow apiserver, a short outage) does not mean that someone
+    /// else holds the Lease. The renewer renews only a record that still names us, with that record's
+    /// resourceVersion as precondition, so a renew that succeeds after the gap proves that nobody wrote
+    /// the Lease meanwhile (a takeover needs a write, and only we write our identity); a record naming
+    /// another holder fails at once. Nothing is mutated while the proof is stale: callers wait here.
+    pub async fn check_held(&self) -> Result<(), LeaseError> {
+        let until = Instant::now() + self.cfg.duration;
+        loop {
+            let res = self.check();
+            let for_good = self.released
+                || self.renewer.is_none()
+                || self
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lost
+                    .is_some();
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if for_good || Instant::now() >= until => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// The holder identity (the run id recorded in journals).
     pub fn identity(&self) -> &str {
         &self.cfg.identity

@@ -263,3 +263,63 @@ async fn dry_run_acquire_checks_without_writing() {
     ));
     real.release().await.unwrap();
 }
+
+/// A renew slower than the renew deadline (here: every Lease request delayed 2.5 s, lease 3 s, deadline
+/// 2 s) leaves the proof stale for a moment: `check` refuses, `check_held` waits until the renew lands
+/// (the record still names us, so nobody held it meanwhile) instead of stopping the run. A record taken
+/// by someone else fails `check_held` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let cfg = LeaseConfig {
+        duration: Duration::from_secs(3),
+        ..LeaseConfig::new(STATE_NS)
+    };
+    let guard = lease::acquire(c, cfg).await.unwrap();
+    let mut slow = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, Some(STATE_NS));
+    slow.resource = Some("leases".into());
+    slow.latency_ms = Some(2500);
+    let id = env.running.sim.faults.add(slow);
+    // A renew (a get and a replace, each delayed 2.5 s) takes 5 s: the proof goes stale after the 2 s
+    // renew deadline.
+    let stale = tokio::time::timeout(Duration::from_secs(8), async {
+        while guard.check().is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(stale.is_ok(), "the slow renew never made the proof stale");
+    env.running.sim.faults.remove(&id);
+    guard
+        .check_held()
+        .await
+        .expect("a slow renew is not a lost lease");
+    guard.check().unwrap();
+
+    // Stolen: the renewer sees another holder, and check_held does not wait for a renew.
+    let api = c.namespaced::<Lease>(STATE_NS);
+    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
+    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
+        .await
+        .unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = guard.check() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the loss is noticed within a renew period");
+    assert!(lost.to_string().contains("intruder"), "{lost}");
+    let t0 = std::time::Instant::now();
+    assert!(guard.check_held().await.is_err());
+    assert!(
+        t0.elapsed() < Duration::from_millis(200),
+        "a lost lease is not waited for"
+    );
+}

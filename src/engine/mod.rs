@@ -273,10 +273,11 @@ impl Engine {
         }
     }
 
-    /// Fails when the lease can no longer be proven held.
-    pub(crate) fn check_lease(&self) -> Result<(), EngineError> {
+    /// Fails when the lease can no longer be proven held (a proof that only went stale gets one lease
+    /// duration to be refreshed: [`crate::lease::LeaseGuard::check_held`]).
+    pub(crate) async fn check_lease(&self) -> Result<(), EngineError> {
         if let Some(l) = &self.lease {
-            l.check()?;
+            l.check_held().await?;
         }
         Ok(())
     }
@@ -368,7 +369,7 @@ impl Engine {
         }
 
         // From here on we write: lease first.
-        self.check_lease()?;
+        self.check_lease().await?;
         let mut journal =
             Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
         if matches!(journal.record().phase, Phase::RolledBack) {
@@ -603,7 +604,7 @@ impl Engine {
         if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {
             // A partial rollback leaves the namespace as if step K had just finished: the journal forgets
             // the undone steps and their changes, so a later `run` continues from step K+1.
-            self.check_lease()?;
+            self.check_lease().await?;
             ctx.journal
                 .update(|r| {
                     r.phase = Phase::StepDone(k);
@@ -690,7 +691,7 @@ impl Engine {
                     rec.phase
                 )));
             };
-            self.check_lease()?;
+            self.check_lease().await?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
             let backup = backup::take(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?;
             let (_, plan) = self.assess(ns, opts).await?;
@@ -717,7 +718,7 @@ impl Engine {
         ns: &str,
         event: Event,
     ) -> Result<(), EngineError> {
-        self.check_lease()?;
+        self.check_lease().await?;
         let phase = journal.record().phase;
         let next = steps::next(phase, event).map_err(|source| EngineError::State {
             namespace: ns.to_string(),
