@@ -225,6 +225,15 @@ impl EngineError {
     }
 }
 
+/// What a person reads when a namespace run stopped on an error that is not a gate (an API that kept
+/// failing, a journal that could not be written): the error, and what to do. Nothing was rolled back and
+/// the journal still says where the run stopped, so a rerun resumes from there.
+fn stopped_reason(ns: &str, e: &EngineError) -> String {
+    format!(
+        "{e}; the namespace is left where the journal says (`ambient-migrate status -n {ns}`): once the cause is fixed (or the API answers again), rerun `ambient-migrate run` to resume, or run `ambient-migrate rollback -n {ns}` to undo"
+    )
+}
+
 /// Per-namespace working state while a run is in progress.
 pub(crate) struct NsCtx<'a> {
     pub engine: &'a Engine,
@@ -305,7 +314,11 @@ impl Engine {
             Ok((outcome, phase)) => run.finish(outcome, phase),
             Err(e) => {
                 let fenced = e.is_fenced();
-                run.reason = Some(e.to_string());
+                run.reason = Some(if fenced {
+                    e.to_string()
+                } else {
+                    stopped_reason(ns, &e)
+                });
                 tracing::error!(namespace = ns, error = %e, "namespace run stopped");
                 if fenced {
                     run.finish(NsOutcome::Aborted, None)
@@ -766,4 +779,20 @@ pub(crate) fn is_timeout(e: &crate::cluster::ClusterError) -> bool {
 /// A deadline `d` from now.
 pub(crate) fn deadline(d: Duration) -> Instant {
     Instant::now() + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_stopped_by_an_error_names_what_to_do() {
+        let e = EngineError::Other(
+            "write journal ConfigMap ambient-migrate/journal-shop: API server answered 500".into(),
+        );
+        let r = stopped_reason("shop", &e);
+        assert!(r.starts_with("write journal ConfigMap"), "{r}");
+        assert!(r.contains("rerun `ambient-migrate run` to resume"), "{r}");
+        assert!(r.contains("`ambient-migrate rollback -n shop`"), "{r}");
+    }
 }
