@@ -71,25 +71,27 @@ async fn matrix(args: &[String]) -> bool {
         for h in set {
             let c = h.await.expect("cell task");
             println!(
-                "{:<24} {:<29} injected={:<5} first exit {:>2} reruns {} -> {} ({:.1} s)\n    first run: {}{}",
+                "{:<24} {:<29} injected={:<5} first run: exit {:>2}, {} | reruns {} -> {} ({:.1} s)\n    first run said: {}",
                 c.step,
                 c.column,
                 c.injected,
                 c.first_exit,
+                c.first_end.short(),
                 c.reruns,
                 c.end.short(),
                 c.secs,
                 c.note,
-                match &c.end {
-                    End::RollbackFailed(m) | End::Elsewhere(m) => format!("\n    {m}"),
-                    _ => String::new(),
-                }
             );
+            for e in [&c.first_end, &c.end] {
+                if let End::RollbackFailed(m) | End::Elsewhere(m) = e {
+                    println!("    {}: {m}", e.short());
+                }
+            }
             results.push(c);
         }
     }
-    // The table: one row per column, one cell per step; M = Migrated, R = RolledBack, F = RollbackFailed,
-    // X = anywhere else; a digit = first exit code; + = resumed by a rerun; - = the step was never entered.
+    // The table: one row per column, one cell per step: where the first run left the namespace (and its
+    // exit code), then, when it had to be resumed, where the reruns took it.
     println!("\n| fault | {} |", steps.join(" | "));
     println!("|---|{}", "---|".repeat(steps.len()));
     for col in &columns {
@@ -100,19 +102,19 @@ async fn matrix(args: &[String]) -> bool {
                     .iter()
                     .find(|c| &c.step == s && &c.column == col)
                     .expect("cell");
-                let end = match &c.end {
+                let name = |e: &End| match e {
                     End::Migrated => "Migrated",
                     End::RolledBack => "RolledBack",
                     End::RollbackFailed(_) => "RollbackFailed",
                     End::Elsewhere(_) => "**ELSEWHERE**",
                 };
                 let rerun = if c.reruns > 0 {
-                    format!(" +{} rerun", c.reruns)
+                    format!(" -> {} after {} rerun(s)", name(&c.end), c.reruns)
                 } else {
                     String::new()
                 };
                 let entered = if c.injected { "" } else { " (not entered)" };
-                format!("{end} (exit {}){rerun}{entered}", c.first_exit)
+                format!("{} (exit {}){rerun}{entered}", name(&c.first_end), c.first_exit)
             })
             .collect();
         println!("| {col} | {} |", row.join(" | "));
@@ -126,7 +128,10 @@ async fn matrix(args: &[String]) -> bool {
             })
             .or_default() += 1;
     }
-    let bad = results.iter().filter(|c| !c.end.accepted()).count();
+    let bad = results
+        .iter()
+        .filter(|c| !c.end.accepted() || !c.first_end.accepted())
+        .count();
     println!(
         "\nTOTAL cells={} {counts:?} elsewhere={bad} wall={:.0} s",
         results.len(),

@@ -158,32 +158,29 @@ pub fn classify(env: &Env, ns: &str, before: &Value, out: &Output, tag: &str) ->
                 Err(e) => End::Elsewhere(format!("rolled-back but {e}")),
             }
         }
-        p if p.starts_with("rollback-failed") => {
-            let report = std::fs::read_to_string(out.report_dir.join("ambient-migrate-report.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|r| {
-                    r["namespaces"]
-                        .as_array()?
-                        .iter()
-                        .find(|n| n["name"] == ns)
-                        .map(|n| {
-                            n["rollback"]["message"]
-                                .as_str()
-                                .or(n["reason"].as_str())
-                                .unwrap_or("")
-                                .to_string()
-                        })
-                })
-                .unwrap_or_default();
-            if report.is_empty() {
-                End::Elsewhere(format!("{p} without a message in the report"))
-            } else {
-                End::RollbackFailed(report)
-            }
-        }
-        other => End::Elsewhere(format!("journal {other}")),
+        p if p.starts_with("rollback-failed") => match failed_message(out, ns) {
+            Some(m) => End::RollbackFailed(m),
+            None => End::Elsewhere(format!("{p} without a message in the report")),
+        },
+        // The run could not record its end (the API failed it): what it reported decides, and a
+        // rollback-failed report must say what to do.
+        other => match failed_message(out, ns) {
+            Some(m) => End::RollbackFailed(format!("{m} [journal: {other}]")),
+            None => End::Elsewhere(format!("journal {other}")),
+        },
     }
+}
+
+/// The message of a `rollback-failed` namespace in the run's report (rollback message, else reason).
+fn failed_message(out: &Output, ns: &str) -> Option<String> {
+    let t = std::fs::read_to_string(out.report_dir.join("ambient-migrate-report.json")).ok()?;
+    let r: Value = serde_json::from_str(&t).ok()?;
+    let n = r["namespaces"].as_array()?.iter().find(|n| n["name"] == ns)?;
+    if n["outcome"] != "rollback-failed" {
+        return None;
+    }
+    let m = n["rollback"]["message"].as_str().or(n["reason"].as_str())?;
+    (!m.is_empty()).then(|| m.to_string())
 }
 
 /// A spawned run: stdout and stderr are drained in the background (a full pipe would stall it).
@@ -314,6 +311,8 @@ pub struct Cell {
     /// CronJob would).
     pub reruns: u32,
     pub end: End,
+    /// Where the first run left it (before any rerun).
+    pub first_end: End,
     pub secs: f64,
     /// What the first run said about the namespace (its report's `reason`), or its last output line.
     pub note: String,
@@ -388,12 +387,19 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
         env.running.sim.faults.remove(&id);
     }
     let note = run_note(&first, "shop");
+    let first_end = classify(&env, "shop", &before, &first, "first");
     let mut last = first;
     let first_exit = last.code;
     let mut reruns = 0;
     // A run that stopped with the namespace between steps (Lease lost, brownout) is resumed by the next
     // run, as the CronJob would; at most three times.
-    while reruns < 3 && !classify(&env, "shop", &before, &last, "probe").accepted() {
+    // RollbackFailed counts as accepted only for a message; the namespace itself may still be resumable.
+    while reruns < 3
+        && !matches!(
+            classify(&env, "shop", &before, &last, "probe"),
+            End::Migrated | End::RolledBack
+        )
+    {
         let (out, n) = rerun(
             &env,
             &config,
@@ -413,6 +419,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
         first_exit,
         reruns,
         end,
+        first_end,
         secs: t0.elapsed().as_secs_f64(),
         note,
     }
