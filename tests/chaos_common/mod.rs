@@ -52,7 +52,7 @@ pub const KINDS: [&str; 9] = [
 #[derive(Debug, Clone)]
 pub enum Inject {
     /// A meshsim fault on namespace `shop`, lifted when the journal leaves the step.
-    Fault(FaultSpec),
+    Fault(Box<FaultSpec>),
     /// Every API request answers 500 for 20 s (not lifted: it ends on its own).
     Brownout,
     /// Another identity overwrites the fleet Lease.
@@ -80,7 +80,7 @@ impl Inject {
             FaultKind::ServiceErrors => f.service = Some("web".into()),
             _ => {}
         }
-        Inject::Fault(f)
+        Inject::Fault(Box::new(f))
     }
 }
 
@@ -365,7 +365,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
         if !injected && phase.as_deref() == Some(in_step.as_str()) {
             injected = true;
             match &inject {
-                Inject::Fault(f) => fault_id = Some(env.running.sim.faults.add(f.clone())),
+                Inject::Fault(f) => fault_id = Some(env.running.sim.faults.add((**f).clone())),
                 Inject::Brownout => {
                     let mut f = FaultSpec::new(FaultKind::ApiError, None);
                     f.code = Some(500);
