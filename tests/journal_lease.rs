@@ -323,3 +323,24 @@ async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
         "a lost lease is not waited for"
     );
 }
+
+/// A Lease overwritten by someone else stops our writes within `OWNERSHIP_FRESH`, not at the next renew
+/// (here 10 s away: a 30 s lease): `check_held` reads the record again before a mutation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_lease_stops_writes_before_the_next_renew() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let guard = lease::acquire(c, LeaseConfig::new(STATE_NS)).await.unwrap();
+    guard.check_held().await.unwrap();
+    let api = c.namespaced::<Lease>(STATE_NS);
+    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
+    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
+        .await
+        .unwrap();
+    tokio::time::sleep(lease::OWNERSHIP_FRESH + Duration::from_millis(50)).await;
+    let err = guard.check_held().await.unwrap_err();
+    assert!(err.to_string().contains("intruder"), "{err}");
+    assert!(guard.check().is_err(), "the loss is remembered");
+}
