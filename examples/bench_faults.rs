@@ -14,7 +14,8 @@
 //! Run (the binary first: cargo builds none for examples):
 //! `cargo build --release && cargo run --release --example bench_faults -- all`
 //! or `matrix [--jobs N] [--steps 1,4] [--columns api-error,lost-lease]`, `crash [--seed S] [--kills N]`,
-//! `split-brain [--rounds N]`.
+//! `split-brain [--rounds N] [--lease-delay-ms MS] [--lease-delay-rate R] [--slow-write-ms MS]
+//! [--slow-write-rate R]`.
 
 #[path = "../tests/chaos_common/mod.rs"]
 mod chaos_common;
@@ -82,6 +83,9 @@ async fn matrix(args: &[String]) -> bool {
                 c.secs,
                 c.note,
             );
+            if let Some(n) = c.writes_after_steal {
+                println!("    writes that landed after the Lease was overwritten: {n}");
+            }
             for e in [&c.first_end, &c.end] {
                 if let End::RollbackFailed(m) | End::Elsewhere(m) = e {
                     println!("    {}: {m}", e.short());
@@ -114,7 +118,15 @@ async fn matrix(args: &[String]) -> bool {
                     String::new()
                 };
                 let entered = if c.injected { "" } else { " (not entered)" };
-                format!("{} (exit {}){rerun}{entered}", name(&c.first_end), c.first_exit)
+                let after = c
+                    .writes_after_steal
+                    .map(|n| format!(", {n} writes after the steal"))
+                    .unwrap_or_default();
+                format!(
+                    "{} (exit {}{after}){rerun}{entered}",
+                    name(&c.first_end),
+                    c.first_exit
+                )
             })
             .collect();
         println!("| {col} | {} |", row.join(" | "));
@@ -169,15 +181,32 @@ async fn crash(args: &[String]) -> bool {
 
 async fn split_brain(args: &[String]) -> bool {
     let rounds: usize = flag(args, "--rounds").and_then(|s| s.parse().ok()).unwrap_or(20);
-    let delay: u64 = flag(args, "--lease-delay-ms")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+    let num = |name: &str, default: f64| -> f64 {
+        flag(args, name).and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    let o = SplitOpts {
+        lease_delay_ms: num("--lease-delay-ms", 1500.0) as u64,
+        lease_delay_rate: num("--lease-delay-rate", 0.3),
+        slow_write_ms: num("--slow-write-ms", 0.0) as u64,
+        slow_write_rate: num("--slow-write-rate", 0.2),
+    };
     println!(
-        "# split brain: {rounds} rounds, two runners started together, 20 ms API latency, 30 % of Lease requests +{delay} ms, lease 3 s"
+        "# split brain: {rounds} rounds, two runners started together, 20 ms API latency, {:.0} % of Lease requests +{} ms, {}lease 3 s",
+        o.lease_delay_rate * 100.0,
+        o.lease_delay_ms,
+        if o.slow_write_ms > 0 {
+            format!(
+                "{:.0} % of patches in the namespace +{} ms (past the 5 s request timeout), ",
+                o.slow_write_rate * 100.0,
+                o.slow_write_ms
+            )
+        } else {
+            String::new()
+        }
     );
     let (mut total, mut handovers, mut bad_ends) = (0, 0, 0);
     for i in 0..rounds {
-        let r = split_brain_round(delay).await;
+        let r = split_brain_round(o).await;
         total += r.violations.len();
         handovers += r.handovers;
         if !r.end.accepted() {

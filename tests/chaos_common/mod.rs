@@ -313,6 +313,9 @@ pub struct Cell {
     pub end: End,
     /// Where the first run left it (before any rerun).
     pub first_end: End,
+    /// Lost Lease: the first run's successful writes (Events and the Lease aside) that landed after the
+    /// Lease was overwritten (the runner learns of it at its next renew, as client-go's leader election).
+    pub writes_after_steal: Option<usize>,
     pub secs: f64,
     /// What the first run said about the namespace (its report's `reason`), or its last output line.
     pub note: String,
@@ -359,6 +362,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
     let mut proc = Proc::spawn(&env, &config, "run", &["run"]);
     let mut fault_id: Option<String> = None;
     let mut injected = false;
+    let mut stolen_at: Option<usize> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     while proc.exited().is_none() && Instant::now() < deadline {
         let phase = env.journal_phase("shop");
@@ -372,7 +376,10 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
                     f.for_ms = Some(20_000);
                     env.running.sim.faults.add(f);
                 }
-                Inject::LostLease => injected = steal_lease(&env, 3),
+                Inject::LostLease => {
+                    stolen_at = Some(env.requests().len());
+                    injected = steal_lease(&env, 3);
+                }
             }
         } else if injected
             && phase.as_deref() != Some(in_step.as_str())
@@ -387,6 +394,12 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
         env.running.sim.faults.remove(&id);
     }
     let note = run_note(&first, "shop");
+    let writes_after_steal = stolen_at.map(|i| {
+        env.requests()[i..]
+            .iter()
+            .filter(|r| r.is_mutating() && r.code < 300 && r.resource != "leases" && r.resource != "events")
+            .count()
+    });
     let first_end = classify(&env, "shop", &before, &first, "first");
     let mut last = first;
     let first_exit = last.code;
@@ -420,6 +433,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
         reruns,
         end,
         first_end,
+        writes_after_steal,
         secs: t0.elapsed().as_secs_f64(),
         note,
     }
@@ -636,18 +650,40 @@ pub struct SplitRound {
     pub end: End,
 }
 
-/// Two runners started together on the seed namespace under API latency (20 ms on every request, and
-/// 30 % of Lease requests delayed by `lease_delay_ms`, so a renew can miss its deadline and the other
-/// runner take over). A runner refused by the Lease (exit 5) or stopped by losing it is started again
-/// while the other has not finished, as two CronJobs would.
-pub async fn split_brain_round(lease_delay_ms: u64) -> SplitRound {
+/// The API latency of a split-brain round.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitOpts {
+    /// Extra delay of a delayed Lease request.
+    pub lease_delay_ms: u64,
+    /// Fraction of Lease requests delayed.
+    pub lease_delay_rate: f64,
+    /// Extra delay of a delayed `patch` in the migrated namespace (0: none); longer than the request
+    /// timeout, it lands after the client gave up and retried (as a slow apiserver commits late).
+    pub slow_write_ms: u64,
+    /// Fraction of those patches delayed.
+    pub slow_write_rate: f64,
+}
+
+/// Two runners started together on the seed namespace under API latency (20 ms on every request, some
+/// Lease requests delayed so a renew can miss its deadline and the other runner take over, optionally
+/// slow writes). A runner refused by the Lease (exit 5) or stopped by losing it is started again while
+/// the other has not finished, as two CronJobs would.
+pub async fn split_brain_round(o: SplitOpts) -> SplitRound {
     let mut all = FaultSpec::new(FaultKind::ApiLatency, None);
     all.latency_ms = Some(20);
     let mut lease = FaultSpec::new(FaultKind::ApiLatency, None);
     lease.resource = Some("leases".into());
-    lease.latency_ms = Some(lease_delay_ms);
-    lease.rate = Some(0.3);
-    let mut env = start(&[SEED], vec![all, lease]).await;
+    lease.latency_ms = Some(o.lease_delay_ms);
+    lease.rate = Some(o.lease_delay_rate);
+    let mut faults = vec![all, lease];
+    if o.slow_write_ms > 0 {
+        let mut w = FaultSpec::new(FaultKind::ApiLatency, Some("shop"));
+        w.verb = Some("patch".into());
+        w.latency_ms = Some(o.slow_write_ms);
+        w.rate = Some(o.slow_write_rate);
+        faults.push(w);
+    }
+    let mut env = start(&[SEED], faults).await;
     env.wait_ready("shop").await;
     let before = env.config_dump("shop");
     let fw = [
