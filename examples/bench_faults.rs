@@ -44,7 +44,7 @@ async fn matrix(args: &[String]) -> bool {
     let jobs: usize = flag(args, "--jobs").and_then(|j| j.parse().ok()).unwrap_or(2);
     let steps: Vec<String> = list(args, "--steps", &["1", "2", "3", "4", "5", "6"])
         .iter()
-        .map(|n| STEPS[n.parse::<usize>().expect("step number") - 1].to_string())
+        .map(|n| step_name(n.parse().expect("step number")).to_string())
         .collect();
     let mut columns: Vec<&str> = KINDS.to_vec();
     columns.extend(["api-brownout", "lost-lease"]);

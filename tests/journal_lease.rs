@@ -158,21 +158,8 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
     guard.check().unwrap();
 
     // Someone else overwrites the holder: the renewer (every 1 s) notices and check() fails.
-    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
-    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
-    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
-        .await
-        .unwrap();
-    let lost = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Err(e) = guard.check() {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the loss is noticed within a renew period");
+    steal(c).await;
+    let lost = noticed_loss(&guard).await;
     assert!(matches!(lost, LeaseError::Lost { .. }), "{lost}");
     // Releasing a lost lease leaves the intruder's record alone.
     guard.release().await.unwrap();
@@ -270,7 +257,6 @@ async fn dry_run_acquire_checks_without_writing() {
 /// by someone else fails `check_held` at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
-    use k8s_openapi::api::coordination::v1::Lease;
     let env = start(&[SEED]).await;
     let c = &env.cluster;
     let cfg = LeaseConfig {
@@ -299,22 +285,8 @@ async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
     guard.check().unwrap();
 
     // Stolen: the renewer sees another holder, and check_held does not wait for a renew.
-    let api = c.namespaced::<Lease>(STATE_NS);
-    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
-    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
-    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
-        .await
-        .unwrap();
-    let lost = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Err(e) = guard.check() {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the loss is noticed within a renew period");
+    steal(c).await;
+    let lost = noticed_loss(&guard).await;
     assert!(lost.to_string().contains("intruder"), "{lost}");
     let t0 = std::time::Instant::now();
     assert!(guard.check_held().await.is_err());
@@ -328,19 +300,37 @@ async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
 /// (here 10 s away: a 30 s lease): `check_held` reads the record again before a mutation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwritten_lease_stops_writes_before_the_next_renew() {
-    use k8s_openapi::api::coordination::v1::Lease;
     let env = start(&[SEED]).await;
     let c = &env.cluster;
     let guard = lease::acquire(c, LeaseConfig::new(STATE_NS)).await.unwrap();
     guard.check_held().await.unwrap();
-    let api = c.namespaced::<Lease>(STATE_NS);
+    steal(c).await;
+    tokio::time::sleep(lease::OWNERSHIP_FRESH + Duration::from_millis(50)).await;
+    let err = guard.check_held().await.unwrap_err();
+    assert!(err.to_string().contains("intruder"), "{err}");
+    assert!(guard.check().is_err(), "the loss is remembered");
+}
+
+/// Someone else overwrites the fleet Lease's holder (`intruder`).
+async fn steal(c: &ambient_migrate::cluster::Cluster) {
+    let api = c.namespaced::<k8s_openapi::api::coordination::v1::Lease>(STATE_NS);
     let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
     stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
     api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
         .await
         .unwrap();
-    tokio::time::sleep(lease::OWNERSHIP_FRESH + Duration::from_millis(50)).await;
-    let err = guard.check_held().await.unwrap_err();
-    assert!(err.to_string().contains("intruder"), "{err}");
-    assert!(guard.check().is_err(), "the loss is remembered");
+}
+
+/// Waits (at most 10 s, a few renew periods) until `check` reports the loss.
+async fn noticed_loss(guard: &lease::LeaseGuard) -> LeaseError {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = guard.check() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the loss is noticed within a renew period")
 }

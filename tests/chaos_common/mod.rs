@@ -25,15 +25,12 @@ use tokio::time::Instant;
 
 use crate::e2e_common::*;
 
-/// The migration steps, in order (journal names).
-pub const STEPS: [&str; 6] = [
-    "activate-waypoint",
-    "enable-ambient",
-    "remove-injection",
-    "restart",
-    "remove-sidecar-policies",
-    "validate",
-];
+/// The journal name of migration step `n` (1..=6).
+pub fn step_name(n: u8) -> &'static str {
+    ambient_migrate::steps::Step::from_number(n)
+        .unwrap_or_else(|| panic!("no step {n}: steps are 1-6"))
+        .name()
+}
 
 /// The meshsim fault kinds of the matrix, by contract name.
 pub const KINDS: [&str; 9] = [
