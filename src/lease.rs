@@ -86,6 +86,8 @@ pub fn new_identity() -> String {
 struct State {
     /// Start of the last successful renew (monotonic).
     renewed_at: Instant,
+    /// Last time the stored record was seen naming us (a renew or an ownership read).
+    confirmed_at: Instant,
     lost: Option<String>,
 }
 
@@ -128,6 +130,11 @@ fn expired(l: &Lease, now: jiff::Timestamp) -> bool {
         .checked_add(jiff::SignedDuration::from_secs(dur))
         .is_ok_and(|end| end < now)
 }
+
+/// How long a sighting of the stored record naming us counts as proof of ownership for a mutation
+/// ([`LeaseGuard::check_held`] reads the record again after that): bounds how long writes go on after
+/// someone else overwrote the Lease.
+pub const OWNERSHIP_FRESH: Duration = Duration::from_millis(250);
 
 /// Longest a takeover waits to confirm that another holder's Lease has expired (a record can claim any
 /// `leaseDurationSeconds`; a dead runner's Lease must not block the fleet for longer than this).
@@ -222,6 +229,7 @@ pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, 
             cfg,
             state: Arc::new(Mutex::new(State {
                 renewed_at: start,
+                confirmed_at: start,
                 lost: None,
             })),
             renewer: None,
@@ -303,6 +311,7 @@ pub async fn acquire(cluster: &Cluster, cfg: LeaseConfig) -> Result<LeaseGuard, 
     tracing::debug!(resource_version = ?written.metadata.resource_version, "Lease written");
     let state = Arc::new(Mutex::new(State {
         renewed_at: start,
+        confirmed_at: start,
         lost: None,
     }));
     let renewer = tokio::spawn(renew_loop(cluster.clone(), cfg.clone(), state.clone()));
@@ -381,7 +390,10 @@ async fn renew_loop(cluster: Cluster, cfg: LeaseConfig, state: Arc<Mutex<State>>
         .await;
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         match res {
-            Ok(Renewal::Renewed) => st.renewed_at = attempt_start,
+            Ok(Renewal::Renewed) => {
+                st.renewed_at = attempt_start;
+                st.confirmed_at = attempt_start;
+            }
             Ok(Renewal::NotYet) => {
                 tracing::warn!(lease = %cfg.name, "renew lost a race with our own earlier write; retrying")
             }
@@ -426,14 +438,17 @@ impl LeaseGuard {
         Ok(())
     }
 
-    /// When the proof of holding ends, for [`Cluster::fenced`]: the last successful renew plus the renew
-    /// deadline (2/3 of the duration), now once the Lease is lost, never for a dry run's virtual lease.
+    /// When requests must stop, for [`Cluster::fenced`]: one lease duration after the last successful
+    /// renew (no other runner can have taken the Lease over by then: its takeover waits for the record to
+    /// expire and then watches it unchanged for another duration), at once when the Lease is lost, never
+    /// for a dry run's virtual lease. A proof that is only stale (2/3 of the duration) does not fence:
+    /// [`LeaseGuard::check_held`] waits for the renewer before a mutation instead.
     pub fn fence(&self) -> crate::cluster::Fence {
         if self.virtual_only {
             return Arc::new(|| None);
         }
         let state = self.state.clone();
-        let deadline = self.cfg.duration * 2 / 3;
+        let deadline = self.cfg.duration;
         Arc::new(move || {
             let st = state.lock().unwrap_or_else(|e| e.into_inner());
             Some(if st.lost.is_some() {
@@ -442,6 +457,78 @@ impl LeaseGuard {
                 st.renewed_at + deadline
             })
         })
+    }
+
+    /// [`LeaseGuard::check`], giving a proof that has only gone stale up to one lease duration to be
+    /// refreshed: a slow or failed renew (a slow apiserver, a short outage) does not mean that someone
+    /// else holds the Lease. The renewer renews only a record that still names us, with that record's
+    /// resourceVersion as precondition, so a renew that succeeds after the gap proves that nobody wrote
+    /// the Lease meanwhile (a takeover needs a write, and only we write our identity); a record naming
+    /// another holder fails at once. Nothing is mutated while the proof is stale: callers wait here.
+    ///
+    /// A record overwritten by someone else is noticed by the renewer only at its next renew (a third of
+    /// the lease later); so that writes stop within [`OWNERSHIP_FRESH`] instead, the record is read again
+    /// here when it was last seen naming us longer ago than that.
+    pub async fn check_held(&self) -> Result<(), LeaseError> {
+        let until = Instant::now() + self.cfg.duration;
+        loop {
+            let mut res = self.check();
+            if res.is_ok() && !self.virtual_only {
+                res = self.confirm_ownership().await;
+            }
+            let for_good = self.released
+                || self.renewer.is_none()
+                || self
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lost
+                    .is_some();
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if for_good || Instant::now() >= until => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Reads the record when it was last seen naming us more than [`OWNERSHIP_FRESH`] ago: another holder
+    /// is a lost lease (for good); a failed read proves nothing (the caller may wait and try again).
+    async fn confirm_ownership(&self) -> Result<(), LeaseError> {
+        let fresh = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .confirmed_at
+            .elapsed()
+            <= OWNERSHIP_FRESH;
+        if fresh {
+            return Ok(());
+        }
+        let lost = |reason: String| LeaseError::Lost {
+            namespace: self.cfg.namespace.clone(),
+            name: self.cfg.name.clone(),
+            reason,
+        };
+        let api: kube::Api<Lease> = self.cluster.namespaced(&self.cfg.namespace);
+        let what = format!("get Lease {}/{}", self.cfg.namespace, self.cfg.name);
+        let read_at = Instant::now();
+        let l = match self.cluster.get_opt(&api, &what, &self.cfg.name).await {
+            Ok(l) => l,
+            Err(e) => return Err(lost(format!("cannot read the Lease to confirm we hold it: {e}"))),
+        };
+        let who = l.as_ref().and_then(holder);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if who.as_deref() == Some(self.cfg.identity.as_str()) {
+            st.confirmed_at = st.confirmed_at.max(read_at);
+            return Ok(());
+        }
+        let reason = format!(
+            "the Lease was written by someone else (holder now {:?})",
+            who.unwrap_or_default()
+        );
+        st.lost = Some(reason.clone());
+        Err(lost(reason))
     }
 
     /// The holder identity (the run id recorded in journals).

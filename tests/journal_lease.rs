@@ -158,21 +158,8 @@ async fn an_expired_lease_is_taken_over_and_a_stolen_lease_is_noticed() {
     guard.check().unwrap();
 
     // Someone else overwrites the holder: the renewer (every 1 s) notices and check() fails.
-    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
-    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
-    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
-        .await
-        .unwrap();
-    let lost = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Err(e) = guard.check() {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the loss is noticed within a renew period");
+    steal(c).await;
+    let lost = noticed_loss(&guard).await;
     assert!(matches!(lost, LeaseError::Lost { .. }), "{lost}");
     // Releasing a lost lease leaves the intruder's record alone.
     guard.release().await.unwrap();
@@ -369,4 +356,88 @@ async fn a_journal_near_the_configmap_limit_keeps_its_changes_and_fits() {
         "{err}"
     );
     assert_eq!(env.store_rv(), before);
+}
+
+/// A renew slower than the renew deadline (here: every Lease request delayed 2.5 s, lease 3 s, deadline
+/// 2 s) leaves the proof stale for a moment: `check` refuses, `check_held` waits until the renew lands
+/// (the record still names us, so nobody held it meanwhile) instead of stopping the run. A record taken
+/// by someone else fails `check_held` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_renew_is_waited_out_but_a_stolen_lease_is_not() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let cfg = LeaseConfig {
+        duration: Duration::from_secs(3),
+        ..LeaseConfig::new(STATE_NS)
+    };
+    let guard = lease::acquire(c, cfg).await.unwrap();
+    let mut slow = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, Some(STATE_NS));
+    slow.resource = Some("leases".into());
+    slow.latency_ms = Some(2500);
+    let id = env.running.sim.faults.add(slow);
+    // A renew (a get and a replace, each delayed 2.5 s) takes 5 s: the proof goes stale after the 2 s
+    // renew deadline.
+    let stale = tokio::time::timeout(Duration::from_secs(8), async {
+        while guard.check().is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(stale.is_ok(), "the slow renew never made the proof stale");
+    env.running.sim.faults.remove(&id);
+    guard
+        .check_held()
+        .await
+        .expect("a slow renew is not a lost lease");
+    guard.check().unwrap();
+
+    // Stolen: the renewer sees another holder, and check_held does not wait for a renew.
+    steal(c).await;
+    let lost = noticed_loss(&guard).await;
+    assert!(lost.to_string().contains("intruder"), "{lost}");
+    let t0 = std::time::Instant::now();
+    assert!(guard.check_held().await.is_err());
+    assert!(
+        t0.elapsed() < Duration::from_millis(200),
+        "a lost lease is not waited for"
+    );
+}
+
+/// A Lease overwritten by someone else stops our writes within `OWNERSHIP_FRESH`, not at the next renew
+/// (here 10 s away: a 30 s lease): `check_held` reads the record again before a mutation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_lease_stops_writes_before_the_next_renew() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let guard = lease::acquire(c, LeaseConfig::new(STATE_NS)).await.unwrap();
+    guard.check_held().await.unwrap();
+    steal(c).await;
+    tokio::time::sleep(lease::OWNERSHIP_FRESH + Duration::from_millis(50)).await;
+    let err = guard.check_held().await.unwrap_err();
+    assert!(err.to_string().contains("intruder"), "{err}");
+    assert!(guard.check().is_err(), "the loss is remembered");
+}
+
+/// Someone else overwrites the fleet Lease's holder (`intruder`).
+async fn steal(c: &ambient_migrate::cluster::Cluster) {
+    let api = c.namespaced::<k8s_openapi::api::coordination::v1::Lease>(STATE_NS);
+    let mut stolen = api.get(lease::LEASE_NAME).await.unwrap();
+    stolen.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    api.replace(lease::LEASE_NAME, &Default::default(), &stolen)
+        .await
+        .unwrap();
+}
+
+/// Waits (at most 10 s, a few renew periods) until `check` reports the loss.
+async fn noticed_loss(guard: &lease::LeaseGuard) -> LeaseError {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = guard.check() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the loss is noticed within a renew period")
 }

@@ -36,6 +36,10 @@ pub struct RequestRecord {
     /// The authenticated (or impersonated) user name the request was authorised as.
     #[serde(default)]
     pub user: String,
+    /// The client's address (`ip:port` of its TCP connection): tells apart two clients that send the same
+    /// User-Agent (two runners racing for the fleet Lease).
+    #[serde(default)]
+    pub peer: String,
 }
 
 impl RequestRecord {
@@ -164,6 +168,7 @@ mod tests {
             method: "PATCH".into(),
             path: "/api/v1/namespaces/shop".into(),
             user: "kubernetes-admin".into(),
+            peer: "127.0.0.1:40000".into(),
         }
     }
 

@@ -114,6 +114,10 @@ pub struct FaultSpec {
     /// Stay active once the trigger has held, even if it stops holding.
     #[serde(default)]
     pub latch: bool,
+    /// Active only for this long after the fault was added (from a faults file: after meshsim started),
+    /// then never again: a bounded outage such as an API brownout (every request 500 for 20 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_ms: Option<u64>,
 }
 
 impl FaultSpec {
@@ -137,6 +141,7 @@ impl FaultSpec {
             status: None,
             trigger: None,
             latch: false,
+            for_ms: None,
         }
     }
 
@@ -176,6 +181,17 @@ struct FaultState {
     /// How many times it fired (api-error count limit).
     fired: u32,
     latched: bool,
+    /// When it was added (start of its `for_ms` window).
+    added: std::time::Instant,
+}
+
+impl FaultState {
+    /// Whether a `for_ms` window has ended.
+    fn window_ended(&self) -> bool {
+        self.spec
+            .for_ms
+            .is_some_and(|ms| self.added.elapsed() >= std::time::Duration::from_millis(ms))
+    }
 }
 
 /// The live fault set.
@@ -245,6 +261,7 @@ impl Faults {
             spec,
             fired: 0,
             latched: false,
+            added: std::time::Instant::now(),
         });
         id
     }
@@ -261,7 +278,8 @@ impl Faults {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Every fault with its state, for `GET /meshsim/faults`.
+    /// Every fault with its state, for `GET /meshsim/faults`: how often it fired, and `ended` once its
+    /// `for_ms` window is over.
     pub fn list(&self) -> Vec<Value> {
         self.inner
             .lock()
@@ -270,6 +288,9 @@ impl Faults {
             .map(|f| {
                 let mut v = serde_json::to_value(&f.spec).unwrap_or(Value::Null);
                 v["fired"] = f.fired.into();
+                if f.window_ended() {
+                    v["ended"] = true.into();
+                }
                 v
             })
             .collect()
@@ -293,7 +314,7 @@ impl Faults {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for f in inner.iter_mut().filter(|f| f.spec.kind == kind) {
-            if !f.spec.applies_to_ns(namespace) || !filter(&f.spec) {
+            if !f.spec.applies_to_ns(namespace) || !filter(&f.spec) || f.window_ended() {
                 continue;
             }
             if let Some(t) = &f.spec.trigger {
@@ -326,7 +347,7 @@ impl Faults {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner
             .iter_mut()
-            .filter(|f| f.spec.kind == kind && f.spec.applies_to_ns(namespace))
+            .filter(|f| f.spec.kind == kind && f.spec.applies_to_ns(namespace) && !f.window_ended())
             .any(|f| match &f.spec.trigger {
                 None => true,
                 Some(t) => {
@@ -418,6 +439,32 @@ mod tests {
         assert!(!faults.is_active(&Labels(json!({})), FaultKind::ZtunnelDown, None));
         assert!(faults.is_active(&Labels(json!({"x": "y"})), FaultKind::ZtunnelDown, None));
         assert!(faults.is_active(&Labels(json!({})), FaultKind::ZtunnelDown, None));
+    }
+
+    #[test]
+    fn a_window_ends_the_fault() {
+        let mut brownout = FaultSpec::new(FaultKind::ApiError, None);
+        brownout.for_ms = Some(150);
+        let faults = Faults::new(vec![brownout]);
+        let plain = Labels(json!({}));
+        assert_eq!(faults.active(&plain, FaultKind::ApiError, Some("shop")).len(), 1);
+        assert_eq!(
+            faults.active(&plain, FaultKind::ApiError, None).len(),
+            1,
+            "every request"
+        );
+        assert!(faults.is_active(&plain, FaultKind::ApiError, None));
+        assert!(faults.list()[0].get("ended").is_none());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            faults
+                .active(&plain, FaultKind::ApiError, Some("shop"))
+                .is_empty()
+        );
+        assert!(!faults.is_active(&plain, FaultKind::ApiError, None));
+        assert_eq!(faults.list()[0]["ended"], true);
+        let spec = parse_specs("- kind: api-error\n  for_ms: 20000\n").unwrap();
+        assert_eq!(spec[0].for_ms, Some(20_000));
     }
 
     #[test]

@@ -76,10 +76,10 @@ pub(crate) async fn apply_label(
                 after: value.map(str::to_string),
             },
         };
-        ctx.engine.check_lease()?;
+        ctx.engine.check_lease().await?;
         ctx.journal.update(|r| r.changes.push(change.clone())).await?;
     }
-    ctx.engine.check_lease()?;
+    ctx.engine.check_lease().await?;
     ctx.engine.cluster.set_label(&lt, key, value).await?;
     Ok(())
 }
@@ -117,7 +117,7 @@ async fn create_planned(
             ));
             return Ok(());
         }
-        ctx.engine.check_lease()?;
+        ctx.engine.check_lease().await?;
         let change = Change::Created {
             step,
             object: object.clone(),
@@ -135,7 +135,7 @@ async fn create_planned(
     }
     let obj: DynamicObject = serde_json::from_value(manifest.clone())
         .map_err(|e| EngineError::Other(format!("generated manifest for {object} is invalid: {e}")))?;
-    ctx.engine.check_lease()?;
+    ctx.engine.check_lease().await?;
     match ctx.engine.cluster.create_dyn(kind, &ctx.ns, &obj).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_already_exists() => Ok(()),
@@ -169,14 +169,14 @@ async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Resu
         .iter()
         .any(|c| matches!(c, Change::Deleted { object: o, .. } if o == object));
     if !recorded {
-        ctx.engine.check_lease()?;
+        ctx.engine.check_lease().await?;
         let change = Change::Deleted {
             step,
             object: object.clone(),
         };
         ctx.journal.update(|r| r.changes.push(change.clone())).await?;
     }
-    ctx.engine.check_lease()?;
+    ctx.engine.check_lease().await?;
     ctx.engine.cluster.delete_dyn(kind, &ctx.ns, &object.name).await?;
     Ok(())
 }
@@ -472,12 +472,12 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
                         restarted_at: v.clone(),
                         generation: None,
                     };
-                    ctx.engine.check_lease()?;
+                    ctx.engine.check_lease().await?;
                     ctx.journal.update(|r| r.changes.push(change.clone())).await?;
                     v
                 }
             };
-            ctx.engine.check_lease()?;
+            ctx.engine.check_lease().await?;
             let out = ctx
                 .engine
                 .cluster

@@ -237,6 +237,15 @@ impl EngineError {
     }
 }
 
+/// What a person reads when a namespace run stopped on an error that is not a gate (an API that kept
+/// failing, a journal that could not be written): the error, and what to do. Nothing was rolled back and
+/// the journal still says where the run stopped, so a rerun resumes from there.
+fn stopped_reason(ns: &str, e: &EngineError) -> String {
+    format!(
+        "{e}; the namespace is left where the journal says (`ambient-migrate status -n {ns}`): once the cause is fixed (or the API answers again), rerun `ambient-migrate run` to resume, or run `ambient-migrate rollback -n {ns}` to undo"
+    )
+}
+
 /// Per-namespace working state while a run is in progress.
 pub(crate) struct NsCtx<'a> {
     pub engine: &'a Engine,
@@ -307,10 +316,11 @@ impl Engine {
         }
     }
 
-    /// Fails when the lease can no longer be proven held.
-    pub(crate) fn check_lease(&self) -> Result<(), EngineError> {
+    /// Fails when the lease can no longer be proven held (a proof that only went stale gets one lease
+    /// duration to be refreshed: [`crate::lease::LeaseGuard::check_held`]).
+    pub(crate) async fn check_lease(&self) -> Result<(), EngineError> {
         if let Some(l) = &self.lease {
-            l.check()?;
+            l.check_held().await?;
         }
         Ok(())
     }
@@ -340,7 +350,11 @@ impl Engine {
             Ok((outcome, phase)) => run.finish(outcome, phase),
             Err(e) => {
                 let fenced = e.is_fenced();
-                run.reason = Some(e.to_string());
+                run.reason = Some(if fenced {
+                    e.to_string()
+                } else {
+                    stopped_reason(ns, &e)
+                });
                 tracing::error!(namespace = ns, error = %e, "namespace run stopped");
                 if fenced {
                     run.finish(NsOutcome::Aborted, None)
@@ -404,7 +418,7 @@ impl Engine {
         }
 
         // From here on we write: lease first.
-        self.check_lease()?;
+        self.check_lease().await?;
         let mut journal =
             Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
         if matches!(journal.record().phase, Phase::RolledBack) {
@@ -656,7 +670,7 @@ impl Engine {
         if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {
             // A partial rollback leaves the namespace as if step K had just finished: the journal forgets
             // the undone steps and their changes, so a later `run` continues from step K+1.
-            self.check_lease()?;
+            self.check_lease().await?;
             ctx.journal
                 .update(|r| {
                     r.phase = Phase::StepDone(k);
@@ -743,7 +757,7 @@ impl Engine {
                     rec.phase
                 )));
             };
-            self.check_lease()?;
+            self.check_lease().await?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
             let backup = self.backup_for(&journal, ns).await?;
             let (_, plan) = self.assess(ns, opts).await?;
@@ -796,7 +810,7 @@ impl Engine {
         ns: &str,
         event: Event,
     ) -> Result<(), EngineError> {
-        self.check_lease()?;
+        self.check_lease().await?;
         let phase = journal.record().phase;
         let next = steps::next(phase, event).map_err(|source| EngineError::State {
             namespace: ns.to_string(),
@@ -844,4 +858,20 @@ pub(crate) fn is_timeout(e: &crate::cluster::ClusterError) -> bool {
 /// A deadline `d` from now.
 pub(crate) fn deadline(d: Duration) -> Instant {
     Instant::now() + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_stopped_by_an_error_names_what_to_do() {
+        let e = EngineError::Other(
+            "write journal ConfigMap ambient-migrate/journal-shop: API server answered 500".into(),
+        );
+        let r = stopped_reason("shop", &e);
+        assert!(r.starts_with("write journal ConfigMap"), "{r}");
+        assert!(r.contains("rerun `ambient-migrate run` to resume"), "{r}");
+        assert!(r.contains("`ambient-migrate rollback -n shop`"), "{r}");
+    }
 }

@@ -44,7 +44,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
     let mut errors: Vec<String> = Vec::new();
     let mut generations: BTreeMap<ObjRef, i64> = BTreeMap::new();
     for action in &actions {
-        if let Err(e) = ctx.engine.check_lease() {
+        if let Err(e) = ctx.engine.check_lease().await {
             errors.push(format!("lease lost during rollback: {e}"));
             break;
         }

@@ -26,8 +26,13 @@ pub const SEED: &str = include_str!("../../meshsim/fixtures/seed.yaml");
 #[path = "../sa_common/mod.rs"]
 pub mod sa_common;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
+/// The binary under test: the one cargo built for the integration tests; in the benchmark programs
+/// (examples, for which cargo builds no binary) the release build of this workspace
+/// (`cargo build --release` first).
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_ambient-migrate") {
+    Some(p) => p,
+    None => concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/ambient-migrate"),
+};
 /// The tool's state namespace.
 pub const STATE_NS: &str = "ambient-migrate";
 /// Kinds the backup holds (apiVersion, kind, store group, plural).

@@ -132,7 +132,7 @@ pub async fn serve(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
+                    let (stream, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
                             tracing::warn!("accept failed: {e}");
@@ -145,7 +145,7 @@ pub async fn serve(
                     conns.spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let sim = sim.clone();
-                            async move { Ok::<_, Infallible>(handle(sim, addr, req).await) }
+                            async move { Ok::<_, Infallible>(handle(sim, addr, peer, req).await) }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
@@ -239,7 +239,7 @@ pub fn fault_selects(f: &FaultSpec, info: &RequestInfo) -> bool {
         && f.name.as_deref().is_none_or(|n| info.name.as_deref() == Some(n))
 }
 
-async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(c) => c.to_bytes(),
@@ -285,6 +285,7 @@ async fn handle(sim: Arc<Sim>, server_addr: SocketAddr, req: Request<Incoming>) 
         method: req.method.to_string(),
         path: req.path.clone(),
         user,
+        peer: peer.to_string(),
     };
     tracing::debug!(method = %record.method, path = %record.path, code = record.code, user = %record.user, "request");
     sim.accounting.record(record);

@@ -169,23 +169,26 @@ impl Snap {
         // the faults lock is held), with `latch` remembered in the state.
         let mut faults = Vec::new();
         for mut v in sim.faults.list() {
+            let mut ended = false;
             if let Some(m) = v.as_object_mut() {
                 m.remove("fired");
+                ended = m.remove("ended").is_some();
             }
             let Ok(spec) = serde_json::from_value::<FaultSpec>(v) else {
                 continue;
             };
             let id = spec.id.clone().unwrap_or_default();
-            let on = match &spec.trigger {
-                None => true,
-                Some(t) => {
-                    let holds = t.holds(Some(&ns.labels(&t.namespace)).filter(|l| !l.is_null()));
-                    if holds && spec.latch {
-                        state.latched.insert(id.clone());
+            let on = !ended
+                && match &spec.trigger {
+                    None => true,
+                    Some(t) => {
+                        let holds = t.holds(Some(&ns.labels(&t.namespace)).filter(|l| !l.is_null()));
+                        if holds && spec.latch {
+                            state.latched.insert(id.clone());
+                        }
+                        holds || state.latched.contains(&id)
                     }
-                    holds || state.latched.contains(&id)
-                }
-            };
+                };
             faults.push((spec, on));
         }
         let live: HashSet<&str> = pods.iter().map(util::uid).collect();
