@@ -1,4 +1,4 @@
-//! The commands behind the CLI (DESIGN §7): configuration, cluster connection, fleet selection, and the
+//! The commands behind the CLI (docs/design.md §7): configuration, cluster connection, fleet selection, and the
 //! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +28,7 @@ use crate::report::{
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
 
-/// Exit codes (DESIGN §7).
+/// Exit codes (docs/design.md §7).
 pub mod exit {
     pub const OK: i32 = 0;
     pub const GATE_FAILED: i32 = 1;

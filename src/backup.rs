@@ -1,4 +1,4 @@
-//! Backup, restore and verification of a namespace's Istio configuration (DESIGN §4).
+//! Backup, restore and verification of a namespace's Istio configuration (docs/design.md §4).
 //!
 //! What is saved: the Namespace's labels, every Service's labels, and the AuthorizationPolicy,
 //! PeerAuthentication, RequestAuthentication, VirtualService, DestinationRule, Sidecar, Telemetry, HTTPRoute

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Exit code for usage and configuration errors (DESIGN §7); clap's own usage errors use the same code.
+/// Exit code for usage and configuration errors (docs/design.md §7); clap's own usage errors use the same code.
 pub const EXIT_USAGE: i32 = 2;
 
 /// `ambient-migrate`: move Istio namespaces from sidecars to ambient mode, gated and reversible.
@@ -91,7 +91,7 @@ pub struct Cli {
     pub set: Vec<(String, String)>,
 }
 
-/// The subcommands (DESIGN §7).
+/// The subcommands (docs/design.md §7).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Assess the fleet and print the plan, blockers and warnings; writes nothing to the cluster.

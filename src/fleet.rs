@@ -1,4 +1,4 @@
-//! The fleet runner (DESIGN §6): canary namespaces first and alone, then the rest in bounded-concurrency
+//! The fleet runner (docs/design.md §6): canary namespaces first and alone, then the rest in bounded-concurrency
 //! waves, a fleet failure budget, already-migrated namespaces skipped, and a stop signal (SIGTERM / Ctrl-C
 //! from a CI cancellation) that starts nothing new but lets in-flight namespaces reach a safe state.
 //!
@@ -82,7 +82,7 @@ pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
 }
 
 /// Orders namespaces so that callers come before the namespaces they call (`fleet.order = "callers-first"`):
-/// a migrated namespace's waypoint is bypassed by callers still on sidecars (DESIGN §3.1 fact 3), so
+/// a migrated namespace's waypoint is bypassed by callers still on sidecars (docs/design.md §3.1 fact 3), so
 /// migrating callers first shortens that window. Stable: namespaces without a caller relation keep their
 /// order; a cycle is broken where it is first entered.
 pub fn callers_first(

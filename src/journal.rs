@@ -1,4 +1,4 @@
-//! Per-namespace journal (DESIGN §4): where a namespace is in the migration, every mutation made (with
+//! Per-namespace journal (docs/design.md §4): where a namespace is in the migration, every mutation made (with
 //! what rollback needs), the original injection label, the backup reference, gate results and the outcome.
 //!
 //! Format: ConfigMap `journal-<ns>` in the state namespace, data key `journal.json` holding one

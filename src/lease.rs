@@ -1,4 +1,4 @@
-//! The fleet lock (DESIGN §4): a `coordination.k8s.io/v1` Lease `ambient-migrate` in the state namespace.
+//! The fleet lock (docs/design.md §4): a `coordination.k8s.io/v1` Lease `ambient-migrate` in the state namespace.
 //!
 //! - [`acquire`] creates the Lease, takes it over when it is free (no holder) or expired (`renewTime +
 //!   leaseDurationSeconds < now`), or fails with [`LeaseError::HeldBy`] **without writing anything**

@@ -1,4 +1,4 @@
-//! `ambient-migrate`: parse the command line, set up logging (stderr), run, exit with the DESIGN §7 code.
+//! `ambient-migrate`: parse the command line, set up logging (stderr), run, exit with the docs/design.md §7 code.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

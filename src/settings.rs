@@ -178,7 +178,7 @@ pub struct Settings {
     pub log: Log,
 }
 
-/// Fleet selection and waves (DESIGN §6).
+/// Fleet selection and waves (docs/design.md §6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fleet {
@@ -217,7 +217,7 @@ pub struct Migration {
     pub on_gate_failure: OnGateFailure,
     /// Allow deleting L7 policies with no waypoint replacement.
     pub allow_unreplaced_l7: bool,
-    /// Bridges and twins (DESIGN §3.1).
+    /// Bridges and twins (docs/design.md §3.1).
     pub policies: Policies,
     /// Security controls the sidecars enforced whose loss is accepted (they then warn, not block).
     #[serde(default)]
@@ -256,7 +256,7 @@ pub struct Restart {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
-    /// Temporary L4 bridge policies before step 4.
+    /// Temporary L4 bridge policies, created at step 1 before the waypoint is bound.
     pub bridges: bool,
     /// Keep bridges after step 5.
     pub keep_bridges: bool,
@@ -689,7 +689,7 @@ impl SettingsError {
         }
     }
 
-    /// The process exit code for this error (DESIGN §7: 2, usage or configuration).
+    /// The process exit code for this error (docs/design.md §7: 2, usage or configuration).
     pub fn exit_code(&self) -> i32 {
         2
     }
@@ -1173,7 +1173,7 @@ fn validate_migration(prefix: &str, m: &Migration, p: &mut Vec<Problem>) {
     }
 }
 
-/// Keys a probe may carry (DESIGN §5; `probes::spec::ProbeSpec` and its `http` / `job` kinds). The probe
+/// Keys a probe may carry (docs/design.md §5; `probes::spec::ProbeSpec` and its `http` / `job` kinds). The probe
 /// types use `#[serde(flatten)]`, which cannot deny unknown fields, so the raw tree is checked here.
 const PROBE_KEYS_COMMON: &[&str] = &["name", "kind", "expect", "policy", "l7", "schedule"];
 const PROBE_KEYS_HTTP: &[&str] = &[

@@ -1,4 +1,4 @@
-//! The seed runbook (shared/seed/enable-ambient-mode.txt), every kubectl command of it, run with the real
+//! The seed runbook (docs/reference/seed-enable-ambient-mode.txt), every kubectl command of it, run with the real
 //! kubectl against meshsim; then the runbook's rollback rows, including `kubectl apply -f` of a backup.
 //! Asserts the cluster state after each phase, the way an operator would check it (and better: sidecars are
 //! found by name, not by counting "2/2").

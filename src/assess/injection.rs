@@ -1,7 +1,7 @@
 //! Istio's sidecar-injection webhook precedence as a pure function, and the namespace injection-label record.
 //!
 //! Source: istio/istio `manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml`
-//! (`reference/istio-ambient-facts.md` §3e) plus the injector's own check (`pkg/kube/inject/inject.go`
+//! (`docs/reference/istio-ambient-facts.md` §3e) plus the injector's own check (`pkg/kube/inject/inject.go`
 //! `injectRequired`: a pod label or annotation `sidecar.istio.io/inject=false` disables injection once the
 //! webhook is called):
 //! - `namespace.*` (default revision): namespace `istio-injection=enabled`; pod `sidecar.istio.io/inject`

@@ -78,7 +78,7 @@ pub struct PlanOptions {
     pub batch_size: usize,
     /// Allow step 5 to delete L7 selector policies that have no bound twin (default false: refuse).
     pub allow_unreplaced_l7: bool,
-    /// Create bridge policies before step 4 (default true).
+    /// Create bridge policies at step 1, before the waypoint is bound (default true).
     pub bridges: bool,
     /// Keep bridges after step 5 as waypoint-bypass protection (default false).
     pub keep_bridges: bool,
@@ -158,7 +158,7 @@ pub struct NamespacePlan {
     pub restart_batches: Vec<Vec<ObjRef>>,
     /// Created before step 1 in `apply` mode: `targetRefs` twins and waypoint-admission policies.
     pub twins: Vec<PlannedObject>,
-    /// Created before step 4: bridges.
+    /// Created at step 1, before the waypoint is bound: bridges.
     pub bridges: Vec<PlannedObject>,
     /// Deleted at step 5: selector L7 AuthorizationPolicies with bound twins, replaced VirtualServices and
     /// DestinationRules, and bridges unless kept.

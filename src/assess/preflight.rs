@@ -1,4 +1,4 @@
-//! Preflight analysis of one namespace: blockers and warnings (DESIGN §3 rules and §3.1 hazards), plus the
+//! Preflight analysis of one namespace: blockers and warnings (docs/design.md §3 rules and §3.1 hazards), plus the
 //! policy decisions the plan needs (twins, bridges, deletions). Every finding names the object and the fix.
 
 use super::injection::{self, Injectors};
@@ -84,7 +84,7 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
     /// Twins (and waypoint-admission policies) to create in apply mode.
     pub twins: Vec<PlannedObject>,
-    /// Bridges to create before step 4.
+    /// Bridges to create at step 1, before the waypoint is bound (`docs/design.md` §3.1).
     pub bridges: Vec<PlannedObject>,
     /// Selector policies to delete at step 5.
     pub delete_policies: Vec<ObjRef>,
@@ -546,7 +546,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                                 codes::L7_ALLOW_BRIDGED,
                                 pref.clone(),
                                 format!(
-                                    "{pref}: a bridge admitting {} is created before step 4 and {} at step 5",
+                                    "{pref}: a bridge admitting {} is created at step 1, before the waypoint is bound, and {} at step 5",
                                     wp_id.principal(),
                                     if opts.keep_bridges { "kept" } else { "deleted" }
                                 ),
@@ -561,7 +561,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                                 codes::L7_ALLOW_OUTAGE_WINDOW,
                                 pref.clone(),
                                 format!("{pref}: between step 4 (pods behind the waypoint) and step 5 (policy deleted) the destination sees the waypoint identity or drops the L7 rule, and denies traffic the waypoint allowed"),
-                                "enable bridges, or apply the generated bridge before step 4",
+                                "enable bridges, or apply the generated bridge before step 1",
                             )
                             .with_yaml(yaml(&[&bridge])),
                         );

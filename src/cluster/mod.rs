@@ -2,7 +2,7 @@
 //! environment, typed and dynamic resources, idempotent label patches and restarts, watches with deadlines,
 //! bounded retries, snapshot reading and Kubernetes Events.
 //!
-//! Retry policy (DESIGN §2 "every retry is bounded"): kube's built-in retry layer is switched off
+//! Retry policy (docs/design.md §2 "every retry is bounded"): kube's built-in retry layer is switched off
 //! (`Config::default_retry = false`), because its `server_retry` policy goes up to 15 retries with delays
 //! of up to 1000 s and would hide a failing API server far beyond our deadlines. Instead every
 //! request-response call goes through [`Cluster::call`]: each attempt runs under the request timeout, and

@@ -1,7 +1,7 @@
 //! `kubectl rollout restart`, made idempotent for resumed runs: the engine chooses (and journals) the
 //! `restartedAt` value before patching; a template that already carries it is not patched again.
 //! The patch is the strategic merge patch kubectl sends (kubectl pkg/polymorphichelpers/objectrestarter.go,
-//! observed on the wire in reference/kubectl-wire.md).
+//! observed on the wire in docs/reference/kubectl-wire.md).
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::Patch;

@@ -1,5 +1,5 @@
 //! The six step executors: each applies its mutation idempotently (journaling every change before it is
-//! sent) and then evaluates the step's gates (DESIGN §3 table).
+//! sent) and then evaluates the step's gates (docs/design.md §3 table).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

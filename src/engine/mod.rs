@@ -1,5 +1,5 @@
 //! The migration engine: one namespace through the six steps of the seed runbook, each gated, with a
-//! backup first and an automatic rollback in reverse when a gate fails (DESIGN §3-§5).
+//! backup first and an automatic rollback in reverse when a gate fails (docs/design.md §3-§5).
 //!
 //! Crash safety: every mutation is journaled *before* it is sent (with what rollback needs to undo it),
 //! every mutation is idempotent, and the phase is journaled with fenced writes; a rerun after a kill reads

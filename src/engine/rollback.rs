@@ -1,5 +1,5 @@
 //! Rollback execution: the ordered undo actions of `steps::plan::rollback_plan` (the seed's rollback table
-//! done in reverse, DESIGN §3), each idempotent, then verified: labels and config equal to the backup,
+//! done in reverse, docs/design.md §3), each idempotent, then verified: labels and config equal to the backup,
 //! every restarted workload's pods with `istio-proxy` present and ready, probes green.
 //!
 //! Every action is attempted even when an earlier one failed (a half-done rollback is worse than a

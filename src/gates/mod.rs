@@ -1,4 +1,4 @@
-//! Gate outcomes and the pure gate evaluators (DESIGN §5): kubectl's rollout-status rules ([`rollout`]),
+//! Gate outcomes and the pure gate evaluators (docs/design.md §5): kubectl's rollout-status rules ([`rollout`]),
 //! waypoint readiness ([`waypoint`]) and per-pod data-plane checks ([`pods`]). The side-effect layer reads the
 //! objects; these functions decide.
 
@@ -9,7 +9,7 @@ pub mod waypoint;
 
 use serde::{Deserialize, Serialize};
 
-/// The result class of a gate (DESIGN §5): `Error` = could not measure; `Timeout` = the deadline passed
+/// The result class of a gate (docs/design.md §5): `Error` = could not measure; `Timeout` = the deadline passed
 /// before the gate passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,4 +1,4 @@
-//! Per-pod data-plane checks (DESIGN §3 step 4 and rollback gates; `reference/istio-ambient-facts.md` §0.2,
+//! Per-pod data-plane checks (docs/design.md §3 step 4 and rollback gates; `docs/reference/istio-ambient-facts.md` §0.2,
 //! §0.5, §3a, §3d): detect the sidecar by the name `istio-proxy` in *both* container lists (native sidecars
 //! are restartable init containers; "2/2" lies), and ambient enrollment by `ambient.istio.io/redirection`
 //! (never by HBONE, which sidecar pods show too). Plus the selection of a workload's *current* pods

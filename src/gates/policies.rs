@@ -1,5 +1,5 @@
 //! Step 5 gate: no selector AuthorizationPolicy left that ztunnel rejects or translates lossily
-//! (`reference/istio-ambient-facts.md` §3f: status condition `ZtunnelAccepted` with reason `UnsupportedValue`,
+//! (`docs/reference/istio-ambient-facts.md` §3f: status condition `ZtunnelAccepted` with reason `UnsupportedValue`,
 //! and our own classification of the spec, for clusters that do not report the condition).
 
 use super::{GateOutcome, GateResult, json_condition};

@@ -1,6 +1,6 @@
 //! kubectl's rollout-status rules, exactly (kubernetes/kubectl `pkg/polymorphichelpers/rollout_status.go`:
 //! `DeploymentStatusViewer`, `StatefulSetStatusViewer`, `DaemonSetStatusViewer`; see
-//! `reference/progressive-delivery-peers.md` §4.1-4.2), plus a `min_generation` guard: the generation returned
+//! `docs/reference/progressive-delivery-peers.md` §4.1-4.2), plus a `min_generation` guard: the generation returned
 //! by our restart patch must be the one observed, so a stale read of the object before the patch can never
 //! look "done".
 

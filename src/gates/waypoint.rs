@@ -1,4 +1,4 @@
-//! Waypoint readiness (DESIGN §3 step 1 gate; `reference/istio-ambient-facts.md` §0.3, §3b;
+//! Waypoint readiness (docs/design.md §3 step 1 gate; `docs/reference/istio-ambient-facts.md` §0.3, §3b;
 //! `progressive-delivery-peers.md` §4.4): Gateway `Accepted` and `Programmed` True with
 //! `condition.observedGeneration == metadata.generation`, `status.addresses` non-empty (istiod ignores a
 //! waypoint until then: `gatewayToWaypointTransform`), the generated Deployment has a ready pod (istiod's own

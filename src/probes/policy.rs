@@ -1,6 +1,6 @@
 //! Probe evaluation: response expectations -> measurement, measurements -> verdict, following Argo Rollouts'
 //! analysis semantics (`analysis/analysis.go` `assessMetricStatus` / `assessMetricFailureInconclusiveOrError`;
-//! `reference/progressive-delivery-peers.md` §1.1):
+//! `docs/reference/progressive-delivery-peers.md` §1.1):
 //! - `failures > failure_limit` -> Fail; `consecutive_failures > consecutive_failure_limit` -> Fail;
 //! - `consecutive_errors > error_limit` -> Error (checked last, so Error overrides Fail, as in Argo);
 //! - `consecutive_successes >= consecutive_successes limit` (when > 0) -> Pass;

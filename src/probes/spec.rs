@@ -1,4 +1,4 @@
-//! Probe definitions (DESIGN §5): what to request, from where, what to expect, and the Argo-style policy
+//! Probe definitions (docs/design.md §5): what to request, from where, what to expect, and the Argo-style policy
 //! that turns measurements into a verdict. Header values that may be secrets are redacted in `Debug`,
 //! `Display` and serialization (reports), and kept usable through [`Headers::expose`].
 
@@ -543,7 +543,7 @@ pub struct Expectation {
     pub header_absent: Vec<String>,
 }
 
-/// Argo-style measurement policy (DESIGN §5; `reference/progressive-delivery-peers.md` §1.1).
+/// Argo-style measurement policy (docs/design.md §5; `docs/reference/progressive-delivery-peers.md` §1.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProbePolicy {

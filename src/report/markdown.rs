@@ -15,7 +15,7 @@ use super::{
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
 
-/// What the exit code means (DESIGN §7).
+/// What the exit code means (docs/design.md §7).
 pub fn exit_code_meaning(code: i32) -> &'static str {
     match code {
         0 => "all requested namespaces migrated and validated",

@@ -2,7 +2,7 @@
 //! `docs/report.schema.json`), JUnit XML (CI test publishers) and Markdown (with a Mermaid Gantt timeline),
 //! plus rate-limited terminal progress lines ([`progress`]).
 //!
-//! What users of progressive-delivery tools ask reports for (reference/progressive-delivery-peers.md §5):
+//! What users of progressive-delivery tools ask reports for (docs/reference/progressive-delivery-peers.md §5):
 //! every gate's measured values, failures kept, the error text propagated to the final status, and why each
 //! failed unit failed. The model carries exactly that: per step, every [`GateResult`] with its `measured`
 //! JSON; per namespace, the reason, the rollback and the preflight findings.
@@ -50,7 +50,7 @@ pub struct RunReport {
     pub settings_digest: String,
     /// One entry per selected namespace, in fleet order.
     pub namespaces: Vec<NamespaceReport>,
-    /// Process exit code (DESIGN §7).
+    /// Process exit code (docs/design.md §7).
     pub exit_code: i32,
     /// Counts per outcome and a one-line verdict.
     pub summary: Summary,
@@ -301,7 +301,7 @@ pub struct RollbackReport {
 }
 
 /// What dashboards and scrape configs must follow after the migration (issue part 4; facts in
-/// reference/istio-ambient-facts.md §3h).
+/// docs/reference/istio-ambient-facts.md §3h).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObservabilityReport {
     /// Pods whose Prometheus scraping went through the sidecar's merged endpoint (:15020/stats/prometheus).
@@ -491,7 +491,7 @@ impl Summary {
     }
 }
 
-/// Exit code implied by the namespace outcomes (DESIGN §7): 3 if any rollback failed, else 4 if any was
+/// Exit code implied by the namespace outcomes (docs/design.md §7): 3 if any rollback failed, else 4 if any was
 /// blocked and none touched failed, else 1 if any rolled back or held or was not started (a cancelled run),
 /// else 0. Lock (5) and usage (2) errors
 /// are decided before a report exists.

@@ -1,14 +1,14 @@
 //! The per-namespace migration steps, the phase state machine and the change records journaled for rollback.
 //!
-//! Pure data: the seed procedure's six steps (`seed/enable-ambient-mode.txt`) and DESIGN §3's table, as values
-//! the executors (lead) and reports (helper F) read. Rollback planning from a journal is in [`plan`].
+//! Pure data: the seed procedure's six steps (`docs/reference/seed-enable-ambient-mode.txt`) and the step table of
+//! `docs/design.md` §3, as values the executor and the reports read. Rollback planning from a journal is in [`plan`].
 
 pub mod plan;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One of the six seed steps, numbered as in the seed and DESIGN §3.
+/// One of the six seed steps, numbered as in the seed and docs/design.md §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
@@ -69,7 +69,7 @@ impl Step {
         }
     }
 
-    /// The DESIGN §3 table row of this step.
+    /// The docs/design.md §3 table row of this step.
     pub fn info(self) -> &'static StepInfo {
         &STEP_TABLE[self as usize - 1]
     }
@@ -81,7 +81,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// One row of DESIGN §3's step table: what the step does, what gates it, how it is undone.
+/// One row of docs/design.md §3's step table: what the step does, what gates it, how it is undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StepInfo {
     /// The step this row describes.
@@ -122,13 +122,17 @@ pub mod gate_names {
 
 use gate_names as g;
 
-/// DESIGN §3's table as data.
+/// docs/design.md §3's table as data.
 pub static STEP_TABLE: [StepInfo; 6] = [
     StepInfo {
         step: Step::ActivateWaypoint,
-        action: "label the namespace (or listed Services) istio.io/use-waypoint=<waypoint>",
+        action: "create bridge policies (and, with policies.migration = apply, twins), then label the \
+                 namespace (or listed Services) istio.io/use-waypoint=<waypoint>",
         gates: &[g::WAYPOINT_READY],
-        rollback: Some("remove istio.io/use-waypoint (restore the prior value if any)"),
+        rollback: Some(
+            "remove istio.io/use-waypoint (restore the prior value if any), delete the bridges and twins it \
+             created",
+        ),
     },
     StepInfo {
         step: Step::EnableAmbient,
@@ -144,7 +148,7 @@ pub static STEP_TABLE: [StepInfo; 6] = [
     },
     StepInfo {
         step: Step::Restart,
-        action: "create bridge policies, then rollout-restart workloads in bounded batches",
+        action: "rollout-restart workloads in bounded batches, those behind a bridged policy last",
         gates: &[g::ROLLOUT, g::PODS_AMBIENT, g::PROBES_CONTINUOUS],
         rollback: Some(
             "restore the injection label, restart the restarted workloads, require istio-proxy present and \
@@ -270,7 +274,7 @@ impl Phase {
     }
 }
 
-/// The phase state machine of DESIGN §3.
+/// The phase state machine of docs/design.md §3.
 ///
 /// `Pending -> Preflight -> BackedUp -> InStep(1) -> StepDone(1) -> InStep(2) ... -> StepDone(6) -> Migrated`;
 /// a failed gate in `InStep(k)` moves to `RollingBack{from: k}`, then `RolledBack` or `RollbackFailed`;

@@ -1,6 +1,6 @@
 //! Rollback planning as data: from the journal's changes and the step reached, the ordered undo actions.
 //!
-//! Follows the seed's rollback table (`seed/enable-ambient-mode.txt`) and DESIGN §3: undo in reverse order;
+//! Follows the seed's rollback table (`docs/reference/seed-enable-ambient-mode.txt`) and docs/design.md §3: undo in reverse order;
 //! undoing step 4 means "restore the injection label, restart, wait, require sidecars ready" (so the step-3
 //! label comes back *before* the restart); step 5 is undone by re-applying from the backup and verifying.
 

@@ -670,7 +670,7 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), s)
 }
 
-/// The seed runbook (shared/seed/enable-ambient-mode.txt) on one namespace with the real kubectl, steps 1
+/// The seed runbook (docs/reference/seed-enable-ambient-mode.txt) on one namespace with the real kubectl, steps 1
 /// to 6 in the seed's order, waiting as the runbook says (`kubectl get gateway` READY, `kubectl rollout
 /// status`); `l7_policies` are the selector policies step 5 deletes (the runbook keeps L4 ones "safe to
 /// keep"); `routing` the VirtualServices/DestinationRules to delete; without `waypoint` step 1 is skipped

@@ -88,7 +88,7 @@ fn post_faults(sim: &Sim, req: &Req) -> Resp {
     }
 }
 
-// Adapters to the traffic model (`crate::traffic`, helper C's module).
+// Adapters to the traffic model (`crate::traffic`).
 
 fn traffic_snapshot(sim: &Sim) -> Value {
     sim.traffic.snapshot()

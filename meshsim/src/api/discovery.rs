@@ -174,7 +174,7 @@ fn proto_len(mut n: usize, out: &mut Vec<u8>) {
 
 /// A gnostic `openapi_v2.Document` with only `swagger: "2.0"` (field 1) and `info` (field 2:
 /// title = field 1, version = field 2), hand-encoded. kubectl's validation accepts it and then finds no
-/// schema for any kind, so it validates nothing (see `reference/kubectl-wire.md`).
+/// schema for any kind, so it validates nothing (see `docs/reference/kubectl-wire.md`).
 pub fn openapi_v2_proto() -> Vec<u8> {
     let mut info = Vec::new();
     proto_string(1, "meshsim", &mut info);

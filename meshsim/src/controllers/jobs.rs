@@ -98,7 +98,7 @@ pub fn split_words(s: &str) -> Vec<String> {
     out
 }
 
-/// Runs curl from the pod through the traffic model (`traffic::curl`, helper C's module).
+/// Runs curl from the pod through the traffic model (`traffic::curl`).
 fn run_curl(sim: &Sim, namespace: &str, pod: &str, argv: &[String]) -> CommandOutput {
     let source = crate::traffic::Source::Pod {
         namespace: namespace.to_string(),

@@ -1,6 +1,6 @@
 //! Reads the store into plain structs for the traffic model: the namespaces a request touches (caller,
 //! destination, Istio root namespace and any namespace a route points to) and the ztunnel pods. The pod
-//! conventions follow /work/shared/reference/istio-ambient-facts.md §3a-§3e (see `common.md`).
+//! conventions follow `docs/reference/istio-ambient-facts.md` §3(a)-(e).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
