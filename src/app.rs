@@ -1007,6 +1007,24 @@ async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> i32 {
     exit::OK
 }
 
+/// Takes the fleet Lease for an operator command, or says why not and returns its exit code (5 when
+/// another run holds it; nothing was written either way).
+async fn take_lease(cluster: &Cluster, s: &Settings) -> Result<lease::LeaseGuard, i32> {
+    match lease::acquire(cluster, lease_config(s)).await {
+        Ok(g) => Ok(g),
+        Err(LeaseError::HeldBy { holder, .. }) => {
+            eprintln!(
+                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
+            );
+            Err(exit::LOCKED)
+        }
+        Err(e) => {
+            eprintln!("error: cannot take the fleet lease: {e}");
+            Err(exit::HUMAN_NEEDED)
+        }
+    }
+}
+
 /// What an operator's `rollback` asks for.
 struct RollbackRequest {
     /// Undo only the steps after this one.
@@ -1032,18 +1050,9 @@ async fn cmd_rollback(
     {
         return code;
     }
-    let guard = match lease::acquire(cluster, lease_config(s)).await {
+    let guard = match take_lease(cluster, s).await {
         Ok(g) => Arc::new(g),
-        Err(LeaseError::HeldBy { holder, .. }) => {
-            eprintln!(
-                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
-            );
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: cannot take the fleet lease: {e}");
-            return exit::HUMAN_NEEDED;
-        }
+        Err(code) => return code,
     };
     let mut eng = engine(cluster, s, out, run_id, stop);
     eng.hold(guard.clone());
@@ -1157,18 +1166,9 @@ async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file
         return code;
     }
     // Like every command that writes: one run at a time on the fleet.
-    let guard = match lease::acquire(cluster, lease_config(s)).await {
+    let guard = match take_lease(cluster, s).await {
         Ok(g) => g,
-        Err(LeaseError::HeldBy { holder, .. }) => {
-            eprintln!(
-                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
-            );
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: cannot take the fleet lease: {e}");
-            return exit::HUMAN_NEEDED;
-        }
+        Err(code) => return code,
     };
     let fenced = cluster.fenced(guard.fence());
     // Extra objects are deleted only when the namespace's journal records the migration created them.

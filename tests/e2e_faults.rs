@@ -11,6 +11,39 @@ mod e2e_common;
 use e2e_common::*;
 use meshsim::{FaultKind, FaultSpec};
 
+/// `web` answers 503 once `shop` carries the ambient label: step 2's probes fail (a rollback, removing the
+/// label, ends the fault).
+fn web_fails_when_ambient() -> FaultSpec {
+    let mut f = fault(
+        FaultKind::ServiceErrors,
+        "shop",
+        Some("istio.io/dataplane-mode=ambient"),
+    );
+    f.service = Some("web".into());
+    f
+}
+
+/// The seed namespace, ready, with [`web_fails_when_ambient`]; a config named `name` with the seed's
+/// probes, a 3 s step and `extra` appended.
+async fn shop_failing_at_step2(name: &str, extra: &str) -> (Env, std::path::PathBuf) {
+    let env = start(&[SEED], vec![web_fails_when_ambient()]).await;
+    env.wait_ready("shop").await;
+    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    cfg.step = "3s";
+    cfg.extra = extra.into();
+    let config = env.write_config(name, &cfg.toml());
+    (env, config)
+}
+
+/// The writes (mutating requests) sent after the first `from`, the fleet Lease's left out.
+fn writes_since(env: &Env, from: usize) -> Vec<String> {
+    env.mutating_requests()[from..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect()
+}
+
 /// Runs the seed namespace (plus `extra` fixture documents) with `faults`, expecting the gate of `step` to
 /// fail and the rollback to restore the namespace exactly.
 async fn fails_at_and_rolls_back(
@@ -103,13 +136,14 @@ async fn the_step_limit_ends_a_longer_gate_wait() {
 /// Step 2: the `web` application answers 503 once the namespace is ambient -> step 2's probes fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step2_service_errors_when_ambient_rolls_back() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    fails_at_and_rolls_back("enable-ambient", vec![f], "", |c| c.step = "3s", true).await;
+    fails_at_and_rolls_back(
+        "enable-ambient",
+        vec![web_fails_when_ambient()],
+        "",
+        |c| c.step = "3s",
+        true,
+    )
+    .await;
 }
 
 /// Step 3: `web` answers 503 once the injection label is gone -> step 3's probes fail.
@@ -165,19 +199,8 @@ spec:
 /// operator's `rollback -n` then restores it to the backup with ready sidecars.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
-    env.wait_ready("shop").await;
+    let (env, config) = shop_failing_at_step2("hold", "[migration]\non_gate_failure = \"hold\"\n").await;
     let before = env.config_dump("shop");
-    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
-    cfg.step = "3s";
-    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
-    let config = env.write_config("hold", &cfg.toml());
 
     let out = env.run(&config, "hold", &["run"]).await;
     assert_eq!(out.code, 1, "{out}");
@@ -206,11 +229,7 @@ async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
         .await;
     assert_eq!(again.code, 0, "{again}");
     assert!(again.stdout.contains("nothing to roll back"), "{again}");
-    let writes: Vec<String> = env.mutating_requests()[writes_before..]
-        .iter()
-        .filter(|w| !w.contains("leases"))
-        .cloned()
-        .collect();
+    let writes = writes_since(&env, writes_before);
     assert!(writes.is_empty(), "a repeated rollback wrote {writes:?}");
     env.assert_rolled_back("shop", &before, &out.backup_file("shop"));
 }
@@ -220,13 +239,7 @@ async fn hold_leaves_the_namespace_then_operator_rollback_restores_it() {
 /// change instead of reverting it (or failing its verification).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_rollback_backs_up_the_current_config() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
+    let env = start(&[SEED], vec![web_fails_when_ambient()]).await;
     env.wait_ready("shop").await;
     let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
     cfg.step = "3s";
@@ -286,13 +299,7 @@ fn authz() -> meshsim::resources::ResId {
 /// created: the rollback after a failed gate leaves it in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_bridge_survives_the_rollback() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
+    let env = start(&[SEED], vec![web_fails_when_ambient()]).await;
     env.wait_ready("shop").await;
     let by_hand = serde_json::json!({
         "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
@@ -318,19 +325,9 @@ async fn an_adopted_bridge_survives_the_rollback() {
 /// exit 3, `--force` named); `rollback --force` deletes it and the namespace equals its backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_bridge_is_a_rollback_conflict_unless_forced() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
-    env.wait_ready("shop").await;
+    let (env, config) =
+        shop_failing_at_step2("edit-bridge", "[migration]\non_gate_failure = \"hold\"\n").await;
     let before = env.config_dump("shop");
-    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
-    cfg.step = "3s";
-    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
-    let config = env.write_config("edit-bridge", &cfg.toml());
     let out = env.run(&config, "hold", &["run"]).await;
     assert_eq!(out.code, 1, "{out}");
     assert!(env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
@@ -379,13 +376,7 @@ async fn an_edited_bridge_is_a_rollback_conflict_unless_forced() {
 /// restores the state the run found, not the stale one. `backup -n` itself writes nothing to the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_stored_backup_is_never_the_truth() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
+    let env = start(&[SEED], vec![web_fails_when_ambient()]).await;
     env.wait_ready("shop").await;
     let stale_policy = serde_json::json!({
         "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
@@ -455,18 +446,7 @@ async fn a_stale_stored_backup_is_never_the_truth() {
 /// file to restore from, and does not treat the half-migrated live state as the backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_backup_mid_migration_stops_the_rollback_with_the_fix() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
-    env.wait_ready("shop").await;
-    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
-    cfg.step = "3s";
-    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
-    let config = env.write_config("lost", &cfg.toml());
+    let (env, config) = shop_failing_at_step2("lost", "[migration]\non_gate_failure = \"hold\"\n").await;
     let out = env.run(&config, "hold", &["run"]).await;
     assert_eq!(out.code, 1, "{out}");
     env.store()
@@ -487,11 +467,7 @@ async fn a_missing_backup_mid_migration_stops_the_rollback_with_the_fix() {
         text.contains("is missing from ConfigMap") && text.contains("backup-shop.yaml"),
         "{rb}"
     );
-    let wrote: Vec<String> = env.mutating_requests()[writes..]
-        .iter()
-        .filter(|w| !w.contains("leases"))
-        .cloned()
-        .collect();
+    let wrote = writes_since(&env, writes);
     assert!(
         wrote.is_empty(),
         "nothing may be written without the backup: {wrote:?}"
@@ -508,18 +484,7 @@ async fn a_missing_backup_mid_migration_stops_the_rollback_with_the_fix() {
 /// anything acts on it: the rollback exits 3 naming the entry, and kube-system keeps its labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_journal_is_refused_before_the_rollback_acts() {
-    let mut f = fault(
-        FaultKind::ServiceErrors,
-        "shop",
-        Some("istio.io/dataplane-mode=ambient"),
-    );
-    f.service = Some("web".into());
-    let env = start(&[SEED], vec![f]).await;
-    env.wait_ready("shop").await;
-    let mut cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
-    cfg.step = "3s";
-    cfg.extra = "[migration]\non_gate_failure = \"hold\"\n".into();
-    let config = env.write_config("tamper", &cfg.toml());
+    let (env, config) = shop_failing_at_step2("tamper", "[migration]\non_gate_failure = \"hold\"\n").await;
     let out = env.run(&config, "hold", &["run"]).await;
     assert_eq!(out.code, 1, "{out}");
     let cms = meshsim::resources::core("configmaps");
@@ -559,10 +524,6 @@ async fn a_tampered_journal_is_refused_before_the_rollback_acts() {
         text.contains("is not a valid journal") && text.contains("kube-system"),
         "{rb}"
     );
-    let wrote: Vec<String> = env.mutating_requests()[writes..]
-        .iter()
-        .filter(|w| !w.contains("leases"))
-        .cloned()
-        .collect();
+    let wrote = writes_since(&env, writes);
     assert!(wrote.is_empty(), "{wrote:?}");
 }
