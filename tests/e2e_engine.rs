@@ -552,24 +552,9 @@ async fn a_change_made_after_the_migration_survives_rollback_unless_forced() {
     assert_eq!(out.code, 0, "{out}");
 
     // The operator moves the namespace to another waypoint.
-    env.store()
-        .update_with(
-            meshsim::resources::core("namespaces"),
-            "",
-            "shop",
-            meshsim::store::Target::Main,
-            &meshsim::store::WriteOpts::default(),
-            |o| {
-                let mut o = o.clone();
-                o["metadata"]["labels"]["istio.io/use-waypoint"] = "team-waypoint".into();
-                o["metadata"]
-                    .as_object_mut()
-                    .expect("meta")
-                    .remove("resourceVersion");
-                Ok(o)
-            },
-        )
-        .expect("operator edit");
+    env.edit(meshsim::resources::core("namespaces"), "", "shop", |o| {
+        o["metadata"]["labels"]["istio.io/use-waypoint"] = "team-waypoint".into();
+    });
 
     let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
     assert_eq!(rb.code, 3, "a conflict needs a human\n{rb}");

@@ -249,27 +249,12 @@ async fn retry_after_rollback_backs_up_the_current_config() {
 
     // The operator's change between the attempts: the L4 policy also admits web.
     let ap = meshsim::resources::id("security.istio.io", "authorizationpolicies");
-    env.store()
-        .update_with(
-            ap,
-            "shop",
-            "db-allow-api",
-            meshsim::store::Target::Main,
-            &meshsim::store::WriteOpts::default(),
-            |o| {
-                let mut o = o.clone();
-                o["spec"]["rules"][0]["from"][0]["source"]["principals"]
-                    .as_array_mut()
-                    .expect("principals")
-                    .push("cluster.local/ns/shop/sa/web".into());
-                o["metadata"]
-                    .as_object_mut()
-                    .expect("meta")
-                    .remove("resourceVersion");
-                Ok(o)
-            },
-        )
-        .expect("edit policy");
+    env.edit(ap, "shop", "db-allow-api", |o| {
+        o["spec"]["rules"][0]["from"][0]["source"]["principals"]
+            .as_array_mut()
+            .expect("principals")
+            .push("cluster.local/ns/shop/sa/web".into());
+    });
     let before = env.config_dump("shop");
 
     let second = env.run(&config, "second", &["run"]).await;
@@ -332,27 +317,12 @@ async fn an_edited_bridge_is_a_rollback_conflict_unless_forced() {
     assert_eq!(out.code, 1, "{out}");
     assert!(env.exists("security.istio.io", "authorizationpolicies", "shop", BRIDGE));
 
-    env.store()
-        .update_with(
-            authz(),
-            "shop",
-            BRIDGE,
-            meshsim::store::Target::Main,
-            &meshsim::store::WriteOpts::default(),
-            |o| {
-                let mut o = o.clone();
-                o["spec"]["rules"][0]["from"][0]["source"]["principals"]
-                    .as_array_mut()
-                    .expect("principals")
-                    .push("cluster.local/ns/shop/sa/web".into());
-                o["metadata"]
-                    .as_object_mut()
-                    .expect("meta")
-                    .remove("resourceVersion");
-                Ok(o)
-            },
-        )
-        .expect("operator edits the bridge");
+    env.edit(authz(), "shop", BRIDGE, |o| {
+        o["spec"]["rules"][0]["from"][0]["source"]["principals"]
+            .as_array_mut()
+            .expect("principals")
+            .push("cluster.local/ns/shop/sa/web".into());
+    });
 
     let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
     assert_eq!(rb.code, 3, "{rb}");
@@ -488,34 +458,19 @@ async fn a_tampered_journal_is_refused_before_the_rollback_acts() {
     let out = env.run(&config, "hold", &["run"]).await;
     assert_eq!(out.code, 1, "{out}");
     let cms = meshsim::resources::core("configmaps");
-    env.store()
-        .update_with(
-            cms,
-            STATE_NS,
-            "journal-shop",
-            meshsim::store::Target::Main,
-            &meshsim::store::WriteOpts::default(),
-            |o| {
-                let mut o = o.clone();
-                let mut j: serde_json::Value =
-                    serde_json::from_str(o["data"]["journal.json"].as_str().expect("journal")).expect("json");
-                j["changes"]
-                    .as_array_mut()
-                    .expect("changes")
-                    .push(serde_json::json!({
-                        "type": "label", "step": "enable-ambient",
-                        "target": {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system"},
-                        "key": "istio-injection", "before": null, "after": "enabled"
-                    }));
-                o["data"]["journal.json"] = j.to_string().into();
-                o["metadata"]
-                    .as_object_mut()
-                    .expect("meta")
-                    .remove("resourceVersion");
-                Ok(o)
-            },
-        )
-        .expect("tamper");
+    env.edit(cms, STATE_NS, "journal-shop", |o| {
+        let mut j: serde_json::Value =
+            serde_json::from_str(o["data"]["journal.json"].as_str().expect("journal")).expect("json");
+        j["changes"]
+            .as_array_mut()
+            .expect("changes")
+            .push(serde_json::json!({
+                "type": "label", "step": "enable-ambient",
+                "target": {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system"},
+                "key": "istio-injection", "before": null, "after": "enabled"
+            }));
+        o["data"]["journal.json"] = j.to_string().into();
+    });
     let writes = env.mutating_requests().len();
     let rb = env.run(&config, "rollback", &["rollback", "-n", "shop"]).await;
     assert_eq!(rb.code, 3, "{rb}");

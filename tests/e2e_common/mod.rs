@@ -217,6 +217,28 @@ impl Env {
         &self.running.sim.store
     }
 
+    /// An edit by someone else (an operator): `f` changes a copy of the stored object, which is written
+    /// back without a resourceVersion precondition.
+    pub fn edit(&self, res: meshsim::resources::ResId, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+        self.store()
+            .update_with(
+                res,
+                ns,
+                name,
+                meshsim::store::Target::Main,
+                &meshsim::store::WriteOpts::default(),
+                |o| {
+                    let mut o = o.clone();
+                    f(&mut o);
+                    if let Some(m) = o["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                    Ok(o)
+                },
+            )
+            .unwrap_or_else(|e| panic!("edit {ns}/{name}: {e}"));
+    }
+
     /// meshsim's probe proxy URL.
     pub fn proxy(&self) -> String {
         self.running.proxy_url().expect("proxy")
