@@ -156,6 +156,9 @@ pub struct RollbackRun {
     pub actions: Vec<String>,
     pub gates: Vec<GateResult>,
     pub error: Option<String>,
+    /// The rollback stopped because the fleet Lease could no longer be proven held.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease_lost: bool,
 }
 
 /// The result of running one namespace.
@@ -664,7 +667,7 @@ impl Engine {
         let rb = rollback::execute(ctx, from, to_step).await;
         let ok = rb.ok;
         run.rollback = Some(rb.clone());
-        if rb.error.as_deref().is_some_and(|e| e.contains("lease")) {
+        if rb.lease_lost {
             return Err(EngineError::Other(rb.error.unwrap_or_default()));
         }
         if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {

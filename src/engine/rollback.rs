@@ -29,6 +29,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
         actions: Vec::new(),
         gates: Vec::new(),
         error: None,
+        lease_lost: false,
     };
     let changes = ctx.journal.record().changes.clone();
     let actions = match rollback_plan(&changes, from, to_step) {
@@ -46,6 +47,7 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
     for action in &actions {
         if let Err(e) = ctx.engine.check_lease().await {
             errors.push(format!("lease lost during rollback: {e}"));
+            run.lease_lost = true;
             break;
         }
         let label = describe(action);
