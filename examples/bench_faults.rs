@@ -16,6 +16,7 @@
 //! or `matrix [--jobs N] [--steps 1,4] [--columns api-error,lost-lease]`, `crash [--seed S] [--kills N]`,
 //! `split-brain [--rounds N] [--lease-delay-ms MS] [--lease-delay-rate R] [--slow-write-ms MS]
 //! [--slow-write-rate R]`.
+//! `BENCH_SHOW_WRITES=1` lists, for lost-lease cells, the writes that landed after the Lease was overwritten.
 
 #[path = "../tests/chaos_common/mod.rs"]
 mod chaos_common;

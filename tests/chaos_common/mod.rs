@@ -392,10 +392,15 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
     }
     let note = run_note(&first, "shop");
     let writes_after_steal = stolen_at.map(|i| {
-        env.requests()[i..]
+        let writes: Vec<String> = env.requests()[i..]
             .iter()
             .filter(|r| r.is_mutating() && r.code < 300 && r.resource != "leases" && r.resource != "events")
-            .count()
+            .map(|r| format!("{} {} {} {:?}", r.time, r.verb, r.resource, r.name))
+            .collect();
+        if std::env::var_os("BENCH_SHOW_WRITES").is_some() {
+            println!("writes after the steal:\n  {}", writes.join("\n  "));
+        }
+        writes.len()
     });
     let first_end = classify(&env, "shop", &before, &first, "first");
     let mut last = first;
