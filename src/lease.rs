@@ -438,11 +438,11 @@ impl LeaseGuard {
         Ok(())
     }
 
-    /// When requests must stop, for [`Cluster::fenced`]: one lease duration after the last successful
-    /// renew (no other runner can have taken the Lease over by then: its takeover waits for the record to
-    /// expire and then watches it unchanged for another duration), at once when the Lease is lost, never
-    /// for a dry run's virtual lease. A proof that is only stale (2/3 of the duration) does not fence:
-    /// [`LeaseGuard::check_held`] waits for the renewer before a mutation instead.
+    /// The proof for [`Cluster::fenced`]: until one lease duration after the last successful renew (no
+    /// other runner can have taken the Lease over by then: its takeover waits for the record to expire and
+    /// then watches it unchanged for another duration), lost once someone else holds it, no limit for a dry
+    /// run's virtual lease. A stale proof (2/3 of the duration) does not fence: [`LeaseGuard::check_held`]
+    /// waits for the renewer before a mutation instead, and an expired one is waited for by the request.
     pub fn fence(&self) -> crate::cluster::Fence {
         if self.virtual_only {
             return Arc::new(|| None);
@@ -452,9 +452,9 @@ impl LeaseGuard {
         Arc::new(move || {
             let st = state.lock().unwrap_or_else(|e| e.into_inner());
             Some(if st.lost.is_some() {
-                Instant::now()
+                crate::cluster::Proof::Lost
             } else {
-                st.renewed_at + deadline
+                crate::cluster::Proof::Until(st.renewed_at + deadline)
             })
         })
     }

@@ -422,15 +422,38 @@ async fn a_fenced_cluster_sends_nothing_after_the_lease_proof_ends() {
             .accounting
             .count(|r| r.resource == "namespaces" && r.verb == "patch")
     };
-    let ended: ambient_migrate::cluster::Fence =
-        std::sync::Arc::new(|| Some(tokio::time::Instant::now() - Duration::from_millis(1)));
-    let fenced = env.cluster.fenced(ended);
-    let err = fenced
+    use ambient_migrate::cluster::{Fence, Proof};
+    let lost: Fence = std::sync::Arc::new(|| Some(Proof::Lost));
+    let t0 = std::time::Instant::now();
+    let err = env
+        .cluster
+        .fenced(lost)
         .set_label(&ns_target(), "team", Some("a"))
         .await
         .unwrap_err();
     assert!(matches!(err, ClusterError::Fenced { .. }), "{err}");
-    assert_eq!(sent(), 0, "nothing may be sent after the fence");
+    assert_eq!(sent(), 0, "nothing may be sent once the Lease is lost");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "a lost Lease is not waited for"
+    );
+
+    // An expired proof that the renewer refreshes 300 ms later: the request waits, then goes out.
+    let refreshed_at = tokio::time::Instant::now() + Duration::from_millis(300);
+    let expired_then_renewed: Fence = std::sync::Arc::new(move || {
+        let now = tokio::time::Instant::now();
+        Some(if now < refreshed_at {
+            Proof::Until(now - Duration::from_millis(1))
+        } else {
+            Proof::Until(now + Duration::from_secs(10))
+        })
+    });
+    env.cluster
+        .fenced(expired_then_renewed)
+        .set_label(&ns_target(), "team", Some("a"))
+        .await
+        .expect("sent once the proof was refreshed");
+    assert_eq!(sent(), 1);
 
     // Slow answers: the attempt is cut at the fence, with no retry.
     let mut slow = meshsim::FaultSpec::new(meshsim::FaultKind::ApiLatency, None);
@@ -438,7 +461,7 @@ async fn a_fenced_cluster_sends_nothing_after_the_lease_proof_ends() {
     slow.latency_ms = Some(3_000);
     env.running.sim.faults.add(slow);
     let until = tokio::time::Instant::now() + Duration::from_millis(300);
-    let soon: ambient_migrate::cluster::Fence = std::sync::Arc::new(move || Some(until));
+    let soon: Fence = std::sync::Arc::new(move || Some(Proof::Until(until)));
     let t0 = std::time::Instant::now();
     let err = env
         .cluster

@@ -265,8 +265,35 @@ pub struct Cluster {
     fence: Option<Fence>,
 }
 
-/// When the proof of holding the fleet Lease ends (`None`: no Lease to prove, e.g. a dry run).
-pub type Fence = Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
+/// What the fleet Lease proves right now, for [`Cluster::fenced`] (`None`: no Lease to prove, e.g. a dry
+/// run).
+pub type Fence = Arc<dyn Fn() -> Option<Proof> + Send + Sync>;
+
+/// The state of the proof of holding the fleet Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Held until this instant unless renewed meanwhile (a renew moves it).
+    Until(Instant),
+    /// Someone else holds it: nothing may be sent any more.
+    Lost,
+}
+
+/// Waits, at most `max_wait`, for the proof to reach past now: a proof that only expired (a slow renew)
+/// may be refreshed by the renewer. `Ok(None)`: no limit; `Ok(Some(t))`: send, and give up the attempt at
+/// `t`; `Err(())`: lost, or not refreshed in time.
+async fn proof_to_send(fence: Option<&Fence>, max_wait: Duration) -> Result<Option<Instant>, ()> {
+    let Some(f) = fence else { return Ok(None) };
+    let waited_until = Instant::now() + max_wait;
+    loop {
+        match f() {
+            None => return Ok(None),
+            Some(Proof::Lost) => return Err(()),
+            Some(Proof::Until(t)) if t > Instant::now() => return Ok(Some(t)),
+            Some(Proof::Until(_)) if Instant::now() >= waited_until => return Err(()),
+            Some(Proof::Until(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
 
 impl Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -322,10 +349,11 @@ impl Cluster {
         }
     }
 
-    /// The same connection, fenced by the fleet Lease: no request is sent once `fence` says the proof of
-    /// holding the Lease has ended, each attempt is cut off at that instant, and no retry goes past it.
-    /// Without this a mutation checked against the Lease could still be retried for minutes (up to
-    /// `max_retries` attempts of `request_timeout`) while the Lease lasts seconds.
+    /// The same connection, fenced by the fleet Lease: no request is sent while `fence` cannot prove the
+    /// Lease held (a proof that only expired is waited for, at most one request timeout, in case the
+    /// renewer refreshes it; a lost Lease stops at once), each attempt is cut off when the proof ends, and
+    /// no retry goes past it. Without this a mutation checked against the Lease could still be retried for
+    /// minutes (up to `max_retries` attempts of `request_timeout`) while the Lease lasts seconds.
     pub fn fenced(&self, fence: Fence) -> Self {
         Cluster {
             fence: Some(fence),
@@ -400,15 +428,16 @@ impl Cluster {
         let attempts = std::sync::atomic::AtomicUsize::new(0);
         let fence = self.fence.clone();
         let op = || {
-            // The attempt's own deadline, cut at the end of the Lease proof when fenced.
-            let until = fence.as_ref().and_then(|f| f());
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let fut = (left != Some(Duration::ZERO)).then(&mut f);
+            // A request future sends nothing until polled: it is dropped unsent when the proof is missing.
+            let fut = f();
+            let fence = fence.clone();
             async move {
-                let Some(fut) = fut else {
+                // The attempt's own deadline, cut at the end of the Lease proof when fenced.
+                let Ok(until) = proof_to_send(fence.as_ref(), timeout).await else {
                     return Err(Attempt::Fenced);
                 };
+                let left = until.map(|u| u.saturating_duration_since(Instant::now()));
                 let limit = left.map_or(timeout, |l| l.min(timeout));
                 match tokio::time::timeout(limit, fut).await {
                     Ok(r) => r.map_err(Attempt::Kube),
