@@ -280,6 +280,29 @@ fn reached(store: &meshsim::Store, ns: &str, at: Moment) -> bool {
     }
 }
 
+/// Waits (watching the store, 30 s at most) until one of `namespaces` reaches `at`; returns it.
+async fn first_to_reach(fleet: &Fleet, namespaces: &[&str], at: Moment) -> String {
+    let store = fleet.sim().store.clone();
+    let mut changes = store.changes();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(ns) = namespaces.iter().find(|ns| reached(&store, ns, at)) {
+            return ns.to_string();
+        }
+        assert!(tokio::time::Instant::now() < until, "no namespace reached {at:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+fn sigterm(pid: &str) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_step_2_leaves_every_namespace_safe_and_writes_the_reports() {
     sigterm_mid_run(Moment::AmbientLabel).await;
@@ -303,24 +326,10 @@ async fn sigterm_mid_run(at: Moment) {
         .command(&["run", "--config", cfg.to_str().expect("utf-8")])
         .spawn()
         .expect("spawn");
-    let pid = child.id().expect("pid");
-
+    let pid = child.id().expect("pid").to_string();
     // Wait until a namespace is mid-way.
-    let store = fleet.sim().store.clone();
-    let mut changes = store.changes();
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mid = loop {
-        if let Some(ns) = all.iter().find(|ns| reached(&store, ns, at)) {
-            break ns.to_string();
-        }
-        assert!(tokio::time::Instant::now() < until, "no namespace reached {at:?}");
-        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
-    };
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    let mid = first_to_reach(&fleet, &all, at).await;
+    sigterm(&pid);
     let out = match tokio::time::timeout(LIMIT, child.wait_with_output()).await {
         Ok(o) => o.expect("wait"),
         Err(_) => panic!("ambient-migrate did not exit after SIGTERM"),
@@ -384,22 +393,9 @@ async fn a_second_sigterm_stops_at_once_and_a_rerun_converges() {
         .spawn()
         .expect("spawn");
     let pid = child.id().expect("pid").to_string();
-    let store = fleet.sim().store.clone();
-    let mut changes = store.changes();
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !all.iter().any(|ns| reached(&store, ns, Moment::Restart)) {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "no namespace reached the restart"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
-    }
+    first_to_reach(&fleet, &all, Moment::Restart).await;
     for _ in 0..2 {
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(kill.success());
+        sigterm(&pid);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
@@ -459,22 +455,9 @@ async fn a_stop_mid_step_abandons_the_step_and_rolls_back() {
         .spawn()
         .expect("spawn");
     let pid = child.id().expect("pid").to_string();
-    let store = fleet.sim().store.clone();
-    let mut changes = store.changes();
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !reached(&store, "s1", Moment::Restart) {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "s1 never reached the restart"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
-    }
+    first_to_reach(&fleet, &["s1"], Moment::Restart).await;
     let stopped_at = std::time::Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    sigterm(&pid);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("the stop does not wait for the 60 s step")
