@@ -401,7 +401,8 @@ impl RuleClass {
     }
 }
 
-/// Classify one rule per §3f.
+/// Classify one rule per §3f. Only known fields count as L4: an unknown one is not taken for an
+/// enforceable match ([`AuthzPolicy::parse`] refuses it before any decision).
 pub fn classify_rule(rule: &Value) -> RuleClass {
     let mut c = RuleClass::default();
     for from in rule["from"].as_array().into_iter().flatten() {
@@ -409,7 +410,7 @@ pub fn classify_rule(rule: &Value) -> RuleClass {
             for (k, _) in src.iter() {
                 if L7_SOURCE_FIELDS.contains(&k.as_str()) {
                     push_unique(&mut c.l7_fields, format!("from.source.{k}"));
-                } else {
+                } else if SOURCE_FIELDS.contains(&k.as_str()) {
                     c.has_l4 = true;
                 }
             }
@@ -420,7 +421,7 @@ pub fn classify_rule(rule: &Value) -> RuleClass {
             for (k, _) in op.iter() {
                 if L7_OPERATION_FIELDS.contains(&k.as_str()) {
                     push_unique(&mut c.l7_fields, format!("to.operation.{k}"));
-                } else {
+                } else if OPERATION_FIELDS.contains(&k.as_str()) {
                     c.has_l4 = true;
                 }
             }
