@@ -365,6 +365,13 @@ impl Store {
         self.changed.subscribe()
     }
 
+    /// The current resourceVersion and a receiver for every later change, taken atomically: the controllers
+    /// list at that resourceVersion and then follow the stream (an informer's list-then-watch).
+    pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<WatchEvent>>) {
+        let inner = self.lock();
+        (inner.rv, self.events.subscribe())
+    }
+
     /// Drops the history up to now, so watches from older resourceVersions get 410 Gone (tests use it to
     /// prove clients relist).
     pub fn compact(&self) {
