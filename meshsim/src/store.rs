@@ -7,7 +7,9 @@
 //! changes), and the status subresource split (main-resource writes keep the stored status).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use bytes::Bytes;
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -64,6 +66,51 @@ pub struct WatchEvent {
     pub namespace: String,
     pub kind: EventType,
     pub object: Value,
+    /// The event's watch-stream lines by type, encoded once and shared by every watcher that sends them.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl WatchEvent {
+    pub fn new(rv: u64, res: ResId, namespace: String, kind: EventType, object: Value) -> Self {
+        WatchEvent {
+            rv,
+            res,
+            namespace,
+            kind,
+            object,
+            lines: Default::default(),
+        }
+    }
+
+    /// The watch-stream line `{"type":...,"object":...}` for this event's object sent as `kind` (a
+    /// watcher whose selector the object enters or leaves sends it as ADDED or DELETED). Encoded on first
+    /// use: with many watchers, each event is serialised once per type rather than once per watcher, as
+    /// the apiserver's watch cache shares one encoding across watchers (`cachingObject`,
+    /// `k8s.io/apiserver/pkg/storage/cacher/caching_object.go`).
+    pub fn line(&self, kind: EventType) -> Bytes {
+        let i = match kind {
+            EventType::Added => 0,
+            EventType::Modified => 1,
+            EventType::Deleted => 2,
+        };
+        self.lines[i]
+            .get_or_init(|| watch_line(kind.as_str(), &self.object))
+            .clone()
+    }
+}
+
+/// One newline-terminated JSON watch event, `{"type":TYPE,"object":OBJECT}` (the order
+/// `metav1.WatchEvent` serialises its fields in).
+pub fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut v = Vec::with_capacity(256);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(kind.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    if serde_json::to_writer(&mut v, object).is_err() {
+        v.extend_from_slice(b"null");
+    }
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
 }
 
 /// What a watch starts from: the events it missed (to replay) and a receiver for the next ones.
@@ -426,13 +473,7 @@ impl Store {
 
     fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
         let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
-        let ev = Arc::new(WatchEvent {
-            rv: inner.rv,
-            res,
-            namespace,
-            kind,
-            object,
-        });
+        let ev = Arc::new(WatchEvent::new(inner.rv, res, namespace, kind, object));
         inner.history.push_back(ev.clone());
         while inner.history.len() > inner.history_limit {
             if let Some(old) = inner.history.pop_front() {
@@ -997,6 +1038,31 @@ mod tests {
         assert!(
             r2.get("status").is_none(),
             "main resource writes keep the stored status"
+        );
+    }
+
+    #[test]
+    fn an_event_is_encoded_once_per_type_and_shared() {
+        let s = Store::default();
+        let (_, mut rx) = s.subscribe();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default())
+            .unwrap();
+        let ev = rx.try_recv().unwrap();
+        let first = ev.line(EventType::Added);
+        let second = ev.line(EventType::Added);
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the second watcher gets the same bytes"
+        );
+        let parsed: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(parsed["type"], "ADDED");
+        assert_eq!(parsed["object"]["metadata"]["name"], "a");
+        assert!(first.ends_with(b"\n"));
+        let deleted: Value = serde_json::from_slice(&ev.line(EventType::Deleted)).unwrap();
+        assert_eq!(
+            deleted["type"], "DELETED",
+            "a watcher the object leaves gets it as DELETED"
         );
     }
 

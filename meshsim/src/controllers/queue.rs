@@ -243,13 +243,7 @@ mod tests {
 
     fn ev(rv: u64, res: ResId, kind: EventType, object: Value) -> WatchEvent {
         let namespace = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-        WatchEvent {
-            rv,
-            res,
-            namespace,
-            kind,
-            object,
-        }
+        WatchEvent::new(rv, res, namespace, kind, object)
     }
 
     #[test]
