@@ -442,6 +442,22 @@ impl Store {
         (inner.list(res, namespace).cloned().collect(), inner.rv)
     }
 
+    /// Like [`Store::list`], keeping only the objects `keep` accepts, tested before they are copied: a
+    /// selector-filtered list costs a scan of the namespace (or the kind) and a copy of what it returns.
+    pub fn list_matching(
+        &self,
+        res: ResId,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let namespace = namespace.filter(|_| resources::get(res).namespaced);
+        (
+            inner.list(res, namespace).filter(|o| keep(o)).cloned().collect(),
+            inner.rv,
+        )
+    }
+
     /// Reads several things consistently.
     pub fn read<R>(&self, f: impl FnOnce(&StoreView<'_>) -> R) -> R {
         let inner = self.lock();
@@ -458,7 +474,9 @@ impl Store {
                 oldest: inner.compacted + 1,
             });
         }
-        let backlog = inner.history.iter().filter(|e| e.rv > since).cloned().collect();
+        // The history is in resourceVersion order: find the first event after `since` by bisection.
+        let from = inner.history.partition_point(|e| e.rv <= since);
+        let backlog = inner.history.range(from..).cloned().collect();
         Ok((backlog, self.events.subscribe()))
     }
 

@@ -225,9 +225,10 @@ fn setup(sim: &Arc<Sim>, req: &Req, p: &ResourcePath) -> Result<WatchState, Stor
     let rv = req.q("resourceVersion").filter(|s| !s.is_empty() && *s != "0");
     match rv {
         None => {
-            let (items, list_rv) = sim.store.list(res, namespace.as_deref());
-            let matching: Vec<&Value> = items.iter().filter(|o| state.matches(o)).collect();
-            for obj in matching {
+            let (matching, list_rv) = sim
+                .store
+                .list_matching(res, namespace.as_deref(), |o| state.matches(o));
+            for obj in &matching {
                 state.queue.push_back(line("ADDED", obj));
                 if state.transitions {
                     state.matched.insert(key_of(obj));
