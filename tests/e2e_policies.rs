@@ -738,7 +738,7 @@ fn hazard_rules_match_meshsim_ztunnel_translation_field_by_field() {
         // source (broadened) and the ALLOW rule is dropped. Another clause (`to` or `when`): istiod emits
         // an empty match there and ztunnel skips it, so the DENY never fires (istio/istio
         // pilot/pkg/serviceregistry/ambient/authorization.go `hasEffectiveRules`; meshsim follows it).
-        // KNOWN GAP: src/assess/policy.rs classifies that cross-clause case as broadened too (vector
+        // KNOWN GAP: migrate-core/src/assess/policy.rs classifies that cross-clause case as broadened too (vector
         // V15's wording); only meshsim's side is asserted for it here.
         if http {
             let mut mixed = rule.clone();

@@ -62,7 +62,7 @@ impl Default for RestartKinds {
     }
 }
 
-/// Plan options; `crate::settings` maps the configuration onto these.
+/// Plan options; the main crate's `settings` module maps the configuration onto these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", default)]
 pub struct PlanOptions {

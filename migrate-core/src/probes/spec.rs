@@ -243,7 +243,7 @@ const SECRET_QUERY_KEYS: [&str; 9] = [
 /// query parameters that carry credentials ([`SECRET_QUERY_KEYS`]) are replaced by [`REDACTED`]. A URL
 /// that does not parse is shown as its scheme and host part only, up to the first `/` after `//`.
 pub fn redacted_url(url: &str) -> String {
-    let Ok(mut u) = reqwest::Url::parse(url) else {
+    let Ok(mut u) = url::Url::parse(url) else {
         let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
         let host = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
@@ -821,7 +821,7 @@ mod tests {
         );
         let documented = format!("image = \"{DEFAULT_JOB_IMAGE}\"");
         assert!(
-            crate::settings::DEFAULT_TOML.contains(&documented),
+            include_str!("../../../config/default.toml").contains(&documented),
             "config/default.toml documents the job probe image as {documented}"
         );
     }

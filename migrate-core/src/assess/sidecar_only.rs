@@ -593,7 +593,8 @@ fn proxy_annotation(key: &str) -> bool {
 fn annotations<'a>(s: &'a Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
     let ns = s.ns();
     use k8s_openapi::api::core::v1::PodTemplateSpec;
-    let named = |kind: &str, meta: &kube::api::ObjectMeta, t: &'a PodTemplateSpec| {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let named = |kind: &str, meta: &ObjectMeta, t: &'a PodTemplateSpec| {
         let name = meta.name.as_deref().unwrap_or("");
         (ObjRef::new("apps/v1", kind, ns, name), t)
     };
