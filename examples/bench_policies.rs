@@ -1,4 +1,4 @@
-//! Benchmark: policy carry-over (issue 5). Continuous traffic (one legitimate and one illegitimate caller per
+//! Benchmark: policy carry-over. Continuous traffic (one legitimate and one illegitimate caller per
 //! protected path, every 25 ms, through `meshsim::traffic::handle`) while the fleet of
 //! `tests/policies_common` (store: L7 selector ALLOW + twin; front: cross-namespace callers on sidecars;
 //! ledger: an L4 selector ALLOW that does not admit the waypoint) is migrated three ways:

@@ -1,4 +1,4 @@
-//! End-to-end tests of the command line against meshsim (issue 4): every invalid configuration input
+//! End-to-end tests of the command line against meshsim: every invalid configuration input
 //! (config file, environment variable, `--set`, flag) gives exit code 2 with a message naming the key, and
 //! no request at all reaches the cluster; each configuration layer overrides the previous one, seen
 //! through what `plan` reads; `ambient-migrate demo` runs the whole scenario and exits 0.

@@ -1,4 +1,4 @@
-//! End-to-end acceptance (issue 3): for each step 1-5, a meshsim fault that fails that step's gate ends the
+//! End-to-end acceptance: for each step 1-5, a meshsim fault that fails that step's gate ends the
 //! run with exit 1 and the namespace RolledBack: labels, policies and routes identical to the backup (the
 //! file the run wrote and the state before the run), every workload pod with a ready sidecar.
 //!

@@ -1,4 +1,4 @@
-//! End-to-end acceptance of the fleet job (docs/design.md §6, issue 4) on a meshsim fleet, driving the real
+//! End-to-end acceptance of the fleet job (docs/design.md §6) on a meshsim fleet, driving the real
 //! binary: a failed canary stops the fleet with nothing else touched; a namespace failing mid-fleet rolls
 //! back while the others migrate; the failure budget stops new starts; at most `concurrency` namespaces
 //! are in flight (measured from meshsim's request log); SIGTERM mid-run leaves every namespace Migrated,

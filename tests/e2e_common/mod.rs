@@ -1,4 +1,4 @@
-//! Shared helpers of the end-to-end acceptance tests (`tests/e2e_*.rs`, issue 3): each test starts its own
+//! Shared helpers of the end-to-end acceptance tests (`tests/e2e_*.rs`): each test starts its own
 //! meshsim in-process (fixture + faults, small latencies), writes a config TOML, runs the REAL
 //! `ambient-migrate` binary as a child process and checks what it did through meshsim's store, request log
 //! and the report files.
