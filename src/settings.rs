@@ -1356,11 +1356,13 @@ mod tests {
             ("5m", Duration::from_secs(300)),
             ("1h", Duration::from_secs(3600)),
             ("1m30s", Duration::from_secs(90)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("5 minutes", Duration::from_secs(300)),
         ] {
             assert_eq!(parse_duration(s).unwrap(), d, "{s}");
             assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
         }
-        for bad in ["", "30", "5 minutes", "m5", "1.5s", "-3s", "10x"] {
+        for bad in ["", "30", "m5", "-3s", "10x", "2d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
