@@ -10,8 +10,8 @@
 //!   ([`concerns`]), in-flight intervals and their maximum overlap ([`in_flight`], [`max_overlap`]).
 //! - [`NsState`]: what a namespace looks like in meshsim's store (labels, resourceVersions, pods), to
 //!   prove "nothing touched" and "config equal to the backup".
-//! - [`validate_schema`]: the minimal JSON Schema validator of tests/report_formats.rs (copied: it is not
-//!   exposed), and [`check_junit`]: structural JUnit checks (the schema CI publishers accept).
+//! - [`assert_report_matches_schema`]: the report checked against docs/report.schema.json (the
+//!   `jsonschema` crate, shared with tests/report_formats.rs), and [`check_junit`]: structural JUnit checks (the schema CI publishers accept).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -576,8 +576,6 @@ pub fn assert_migrated(fleet: &Fleet, ns: &str) {
 
 #[path = "../schema_check/mod.rs"]
 mod schema_check;
-/// The JSON Schema check shared with tests/report_formats.rs.
-pub use schema_check::validate as validate_schema;
 
 /// docs/report.schema.json.
 pub fn report_schema() -> Value {
@@ -590,8 +588,7 @@ pub fn assert_report_matches_schema(dir: &Path) {
     let text = std::fs::read_to_string(dir.join("ambient-migrate-report.json")).expect("JSON report");
     let v: Value = serde_json::from_str(&text).expect("JSON");
     let s = report_schema();
-    let mut errs = Vec::new();
-    validate_schema(&s, &s, &v, "$", &mut errs);
+    let errs = schema_check::violations(&s, &v);
     assert!(
         errs.is_empty(),
         "report violates docs/report.schema.json: {errs:#?}"
