@@ -270,7 +270,10 @@ fn schema_check_catches_violations() {
     v["started"] = json!("yesterday");
     let all = violations(&s, &v).join("\n");
     assert!(all.contains("/namespaces/0/outcome: "), "{all}");
-    assert!(all.contains("/namespaces/1: ") && all.contains("'extra' was unexpected"), "{all}");
+    assert!(
+        all.contains("/namespaces/1: ") && all.contains("'extra' was unexpected"),
+        "{all}"
+    );
     assert!(all.contains("\"run_id\" is a required property"), "{all}");
     assert!(all.contains("/started: "), "{all}");
 }
