@@ -19,8 +19,7 @@
 //! Prints, per run and path: requests, failed legitimate requests, allowed illegitimate requests and the
 //! window (first to last bad request). Run: `cargo run --release --example bench_policies`.
 
-#[path = "../tests/policies_common/mod.rs"]
-mod policies_common;
+use test_support::policies as policies_common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! (rollback order: reverse; the injection label is restored before the restart), so the rollback itself
 //! can succeed and be verified.
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use e2e_common::*;
 use meshsim::{FaultKind, FaultSpec};

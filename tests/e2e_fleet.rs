@@ -6,7 +6,7 @@
 //! files are checked: the JSON against docs/report.schema.json, the JUnit file against the schema CI
 //! publishers accept, with one testcase per step and gate and the measurements of failed gates.
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

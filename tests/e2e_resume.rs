@@ -6,7 +6,7 @@
 //! The lease is short (`timeouts.lease = "3s"`), so the rerun waits at most that long for the killed run's
 //! Lease to expire (it exits 5 until then).
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use std::time::Duration;
 

@@ -236,8 +236,8 @@ fn summary_and_exit_code_follow_outcomes() {
 
 // ---- JSON ----
 
-mod schema_check;
 use schema_check::violations;
+use test_support::schema as schema_check;
 
 fn schema() -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
