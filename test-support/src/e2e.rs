@@ -407,14 +407,7 @@ impl Env {
     /// bounded by 90 s.
     pub async fn run(&self, config: &Path, tag: &str, args: &[&str]) -> Output {
         let report_dir = self.report_dir(tag);
-        let child = self
-            .command(config, &report_dir, args)
-            .spawn()
-            .expect("spawn binary");
-        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("ambient-migrate {args:?} did not finish within 90s"))
-            .expect("wait for binary");
+        let out = crate::run(self.command(config, &report_dir, args), Duration::from_secs(90)).await;
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

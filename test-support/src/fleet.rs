@@ -257,13 +257,7 @@ impl Fleet {
 }
 
 /// Runs a command to completion within `limit` (panics on timeout; the child is killed on drop).
-pub async fn run_cmd(mut c: tokio::process::Command, limit: Duration) -> Output {
-    let child = c.spawn().expect("spawn ambient-migrate");
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => out.expect("wait for ambient-migrate"),
-        Err(_) => panic!("ambient-migrate did not finish within {limit:?}"),
-    }
-}
+pub use crate::run as run_cmd;
 
 /// Text of stdout + stderr, for assertion messages.
 pub fn show(out: &Output) -> String {

@@ -466,13 +466,11 @@ pub async fn wait_pods_ready(sim: &Sim, namespaces: &[&str], want_min: usize, se
 
 /// Runs the real binary with `args`; returns (exit code, stdout, stderr).
 pub async fn run_cli(bin: &Path, args: &[String]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin)
-        .args(args)
+    let mut c = tokio::process::Command::new(bin);
+    c.args(args)
         .env("RUST_LOG", "warn")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .output()
-        .await
-        .expect("ambient-migrate runs");
+        .env_remove("GITHUB_STEP_SUMMARY");
+    let out = crate::run(c, Duration::from_secs(600)).await;
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
