@@ -1,4 +1,4 @@
-//! Benchmark: policy carry-over (issue 5). Continuous traffic (one legitimate and one illegitimate caller per
+//! Benchmark: policy carry-over. Continuous traffic (one legitimate and one illegitimate caller per
 //! protected path, every 25 ms, through `meshsim::traffic::handle`) while the fleet of
 //! `tests/policies_common` (store: L7 selector ALLOW + twin; front: cross-namespace callers on sidecars;
 //! ledger: an L4 selector ALLOW that does not admit the waypoint) is migrated three ways:
@@ -19,8 +19,7 @@
 //! Prints, per run and path: requests, failed legitimate requests, allowed illegitimate requests and the
 //! window (first to last bad request). Run: `cargo run --release --example bench_policies`.
 
-#[path = "../tests/policies_common/mod.rs"]
-mod policies_common;
+use test_support::policies as policies_common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Backup -> mutate -> restore -> verify against meshsim, restore idempotence, the YAML file round trip,
 //! and "the first backup is the truth" for resumed runs.
 
-mod common;
+use test_support::cluster as common;
 
 use ambient_migrate::backup::{self, Backup};
 use ambient_migrate::cluster::{DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE};

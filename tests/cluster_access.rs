@@ -1,7 +1,7 @@
 //! Cluster access against meshsim: kubeconfig loading, idempotent label patches, dry run, restarts with
 //! rollout waits, pod waits, timeouts, snapshots, dynamic kinds and Events.
 
-mod common;
+use test_support::cluster as common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Journal fencing and the fleet Lease against meshsim.
 
-mod common;
+use test_support::cluster as common;
 
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ impl EventType {
 }
 
 /// Namespace in which Events about cluster-scoped objects are recorded.
-pub const EVENTS_NAMESPACE: &str = "default";
+pub use migrate_core::EVENTS_NAMESPACE;
 
 impl Cluster {
     /// Records an Event about a Namespace (`reason` is CamelCase, e.g. `StepStarted`). Returns whether it

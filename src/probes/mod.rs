@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod job;
-pub mod policy;
 pub mod runner;
-pub mod spec;
+
+// Definitions and evaluation rules are pure and live in `migrate-core`.
+pub use migrate_core::probes::{policy, spec};

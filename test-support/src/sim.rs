@@ -1,5 +1,4 @@
-//! Shared helpers for meshsim integration tests (owned by the API helper; other test files may use them
-//! with `mod common;`).
+//! A meshsim with a kube-rs client and a kubectl setup, for meshsim's own API and controller tests.
 //!
 //! - [`fast_settings`]: `Settings::default()` with every latency small (tests stay fast).
 //! - [`start_sim`] / [`start_sim_with`]: start a simulated cluster from inline fixture YAML (or full
@@ -10,7 +9,6 @@
 //! - [`client_for`]: a kube-rs `Client` for any `Running`.
 //! - [`kubectl`]: one-off kubectl against any `Running` (fresh temp kubeconfig and cache).
 //! - [`wait_for`]: poll an async condition with a timeout (instead of sleeps).
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,16 +19,7 @@ use meshsim::{Running, Settings, StartOptions};
 
 /// Settings with small latencies so controllers (when present) act within tens of milliseconds.
 pub fn fast_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 10;
-    s.latency.pod_ready_ms = 10;
-    s.latency.pod_terminate_ms = 10;
-    s.latency.cni_enroll_ms = 5;
-    s.latency.waypoint_program_ms = 10;
-    s.latency.job_run_ms = 10;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::INSTANT.settings()
 }
 
 /// A running simulated cluster with a kube-rs client and a kubectl setup.

@@ -3,8 +3,7 @@
 //! `ci/k8s/per-namespace/` for every application namespace, as the README tells an operator to), issues a
 //! token with `kubectl create token`, and rewrites the test's kubeconfig to use it. Every path a test
 //! exercises is then checked by the API server against the shipped roles; a 403 fails the test.
-//! Included by `fleet_common` and `e2e_common` with `#[path]`.
-#![allow(dead_code)]
+//! Used by the [`crate::e2e`], [`crate::fleet`] and [`crate::policies`] harnesses.
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,7 +28,7 @@ const SYSTEM_NAMESPACES: &[&str] = &[
 /// namespace, the ServiceAccount, the (Cluster)Roles and their bindings (the CronJob and its ConfigMap are
 /// left out: meshsim serves no CronJobs).
 pub fn shipped_rbac() -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/k8s");
+    let dir = crate::workspace_root().join("ci/k8s");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("ci/k8s")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -61,7 +60,7 @@ pub fn shipped_rbac() -> Vec<Value> {
 /// The per-namespace bindings of `ci/k8s/per-namespace/` instantiated for fleet namespaces and Job probe
 /// source namespaces.
 pub fn shipped_namespace_bindings(fleet: &[&str], probes: &[&str]) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/k8s/per-namespace");
+    let dir = crate::workspace_root().join("ci/k8s/per-namespace");
     let instantiate = |file: &str, placeholder: &str, namespaces: &[&str]| -> Vec<Value> {
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         namespaces

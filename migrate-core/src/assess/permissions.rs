@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::cluster::EVENTS_NAMESPACE;
+use crate::EVENTS_NAMESPACE;
 
 /// The Istio system namespace the engine reads (ztunnel DaemonSet, mesh config, root-namespace policies).
 pub const ISTIO_NAMESPACE: &str = "istio-system";

@@ -1,5 +1,5 @@
 //! Pure assessment: a cluster [`Snapshot`] of one namespace (plus cluster-wide bits) -> findings (blockers,
-//! warnings) and a [`plan::NamespacePlan`]. No I/O: `crate::cluster` fills the snapshot.
+//! warnings) and a [`plan::NamespacePlan`]. No I/O: the main crate's `cluster` module fills the snapshot.
 //!
 //! Representation choice: core kinds are k8s-openapi 0.29 (`latest`) types; Istio, Gateway API and
 //! Prometheus-operator objects are kept as `serde_json::Value` (the full object as served, with `apiVersion`,

@@ -1503,14 +1503,16 @@ pub fn requests(policies: &[&AuthzPolicy]) -> Vec<Request> {
 // ---------------------------------------------------------------------------------------------------
 // The check.
 
-/// Outage (intended allow, denied) or gap (intended deny, allowed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DifferenceKind {
-    /// A request the policies allow is denied.
-    Outage,
-    /// A request the policies deny reaches the application.
-    Gap,
+string_enum! {
+    /// Outage (intended allow, denied) or gap (intended deny, allowed); `migration.policies.accept_differences`
+    /// names the kinds a namespace may migrate with.
+    #[derive(PartialOrd, Ord)]
+    DifferenceKind {
+        /// A request the policies allow is denied.
+        Outage = "outage",
+        /// A request the policies deny reaches the application.
+        Gap = "gap",
+    }
 }
 
 /// One row of the enforcement table: a class whose decision differs from the intent at some moment.
