@@ -226,7 +226,9 @@ impl Server {
 
     fn reset_requests(&self) {
         let req = self.http.delete(format!("{}/meshsim/requests", self.url));
-        let answer = rt().block_on(req.send()).expect("DELETE /meshsim/requests");
+        let answer = rt()
+            .block_on(async move { req.send().await })
+            .expect("DELETE /meshsim/requests");
         assert!(answer.status().is_success(), "request log not reset");
     }
 
@@ -383,7 +385,9 @@ fn watch_first_crash(server: &Server, ns: &str) -> Arc<Mutex<Option<SystemTime>>
         .get(format!("{}/api/v1/namespaces/{ns}/pods?watch=true", server.url))
         .bearer_auth(meshsim::api::auth::ADMIN_TOKEN);
     // Started before the runner, so the first crash cannot be missed.
-    let mut resp = rt().block_on(req.send()).expect("watch pods");
+    let mut resp = rt()
+        .block_on(async move { req.send().await })
+        .expect("watch pods");
     rt().spawn(async move {
         let mut buf: Vec<u8> = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -418,7 +422,9 @@ fn gate_failure_latency(server: &Server, dir: &Path, names: &[String]) -> (Optio
         .http
         .post(format!("{}/meshsim/faults", server.url))
         .body(fault);
-    let posted = rt().block_on(req.send()).expect("POST /meshsim/faults");
+    let posted = rt()
+        .block_on(async move { req.send().await })
+        .expect("POST /meshsim/faults");
     assert!(posted.status().is_success(), "fault not accepted");
     server.reset_requests();
     let crash = watch_first_crash(server, ns);
