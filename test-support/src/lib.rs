@@ -66,6 +66,45 @@ pub async fn run(mut cmd: tokio::process::Command, limit: Duration) -> Output {
     }
 }
 
+/// Runs the real kubectl with `kubeconfig`, a discovery cache and `HOME` in `dir`, and `input` on stdin;
+/// `(exit code, stdout, stderr)`, within 60 s.
+pub async fn kubectl(
+    dir: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--cache-dir")
+        .arg(dir.join("kubectl-cache"))
+        .arg("--request-timeout=20s")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", dir)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.unwrap_or("").as_bytes())
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finishes within 60 s")
+        .expect("kubectl output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// meshsim latency profiles, the only place tests and benchmarks set them. Pick a profile, change what
 /// a test needs with the `with_*` methods, and take [`Latencies::settings`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
