@@ -1800,7 +1800,13 @@ fn steps_text(steps: &[String]) -> String {
         .map(|s| match s.as_str() {
             "0" => "before the migration".to_string(),
             "fleet" => "until the fleet's later namespaces migrate".to_string(),
-            s if s.starts_with("4.") => format!("step 4 after restart batch {}", &s[2..]),
+            s if s.starts_with("4.") => match s[2..].split_once('(') {
+                Some((batch, w)) => format!(
+                    "step 4 during restart batch {batch} (only {}'s pods new)",
+                    w.trim_end_matches(')')
+                ),
+                None => format!("step 4 after restart batch {}", &s[2..]),
+            },
             s => format!("after step {s}"),
         })
         .collect();
@@ -1900,13 +1906,19 @@ impl EnforcementTable {
         if self.differences.is_empty() {
             return t;
         }
+        // One column per moment, as wide as its label (a decision is at most 5 wide), one space apart.
+        let widths: Vec<usize> = self.moments.iter().map(|m| m.len().max(5) + 1).collect();
         t.push_str(&format!(
             "{indent}  {:<28} {:<16} {:<28} {:<6} {}  kind\n",
             "caller",
             "destination",
             "request",
             "intent",
-            self.moments.iter().map(|m| format!("{m:>6}")).collect::<String>()
+            self.moments
+                .iter()
+                .zip(&widths)
+                .map(|(m, w)| format!("{m:>w$}"))
+                .collect::<String>()
         ));
         for d in self.differences.iter().take(SHOWN_ROWS) {
             t.push_str(&format!(
@@ -1917,7 +1929,8 @@ impl EnforcementTable {
                 word(d.intent),
                 d.decisions
                     .iter()
-                    .map(|x| format!("{:>5}", short(x)))
+                    .zip(&widths)
+                    .map(|(x, w)| format!("{:>w$}", short(x)))
                     .collect::<String>(),
                 if d.kind == DifferenceKind::Gap {
                     "gap"
@@ -2289,5 +2302,29 @@ pub(crate) mod tests {
         let before = ms.iter().find(|x| x.label == "3").unwrap();
         let v = View::new(&m, before).decide(Some(&id), DataPlane::Sidecar, api, &api.ports[0], &get, dest);
         assert!(v.allowed, "{v:?}");
+        // The plan reports that moment in words and in an aligned table column.
+        let web_api = p
+            .enforcement
+            .differences
+            .iter()
+            .find(|d| d.caller == "shop/web" && d.destination == "api:80" && d.request == "GET /unnamed")
+            .expect("web -> api GET differs");
+        assert!(
+            web_api.steps.iter().any(|x| x == "4.1(Deployment/api)"),
+            "{web_api:?}"
+        );
+        let b = blockers(&p);
+        assert!(
+            b.iter()
+                .any(|f| f.contains("step 4 during restart batch 1 (only Deployment/api's pods new)")),
+            "{b:#?}"
+        );
+        let text = p.enforcement.text("");
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        let width = lines[0].len() - "  kind".len();
+        for row in &lines[1..] {
+            let cut = row.rfind("  ").unwrap();
+            assert_eq!(cut, width, "columns aligned:\n{text}");
+        }
     }
 }
