@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::assess::enforcement::FleetPosition;
 use crate::assess::permissions::{self, Permission};
-use crate::assess::plan::{NamespacePlan, check_enforcement};
+use crate::assess::plan::{ActivationOrder, NamespacePlan, check_enforcement};
 use crate::assess::{Severity, Snapshot};
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
@@ -342,10 +342,28 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
     t
 }
 
+/// Where the engine creates the bridges and binds the waypoint (`engine::exec`: `activate_waypoint` before
+/// ambient, or the end of `restart` after it), so the plan lists them where the run does them.
+fn activation_step(order: ActivationOrder) -> &'static str {
+    match order {
+        ActivationOrder::BeforeAmbient => "step 1",
+        ActivationOrder::AfterRestart => "step 4 (after the restarts)",
+    }
+}
+
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
+    let step = activation_step(plan.options.activation_order);
+    let mut activation = String::new();
+    for b in &plan.bridges {
+        activation.push_str(&format!("  {step}: create bridge {}\n", b.object));
+    }
     for l in &plan.waypoint_labels {
-        t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
+        activation.push_str(&format!("  {step}: label {} {}={}\n", l.target, l.key, l.value));
+    }
+    let before_ambient = plan.options.activation_order == ActivationOrder::BeforeAmbient;
+    if before_ambient {
+        t.push_str(&activation);
     }
     t.push_str(&format!(
         "  step 2: label {} {}={}\n",
@@ -356,9 +374,6 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             "  step 3: remove label {k} (was {v}; restored on rollback)\n"
         ));
     }
-    for b in &plan.bridges {
-        t.push_str(&format!("  step 4: create bridge {}\n", b.object));
-    }
     for (i, batch) in plan.restart_batches.iter().enumerate() {
         let names: Vec<String> = batch.iter().map(|w| w.to_string()).collect();
         t.push_str(&format!(
@@ -366,6 +381,9 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             i + 1,
             names.join(", ")
         ));
+    }
+    if !before_ambient {
+        t.push_str(&activation);
     }
     for d in &plan.delete_at_step5 {
         t.push_str(&format!("  step 5: delete {d}\n"));

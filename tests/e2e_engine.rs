@@ -18,6 +18,19 @@ async fn happy_path_seed_namespace_migrates() {
     let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
     let config = env.write_config("happy", &cfg.toml());
 
+    // The plan lists the bridge at the step that creates it: step 1, before the waypoint label.
+    let plan = env.run(&config, "plan", &["plan"]).await;
+    assert_eq!(plan.code, 0, "{plan}");
+    let bridge = plan
+        .stdout
+        .find("step 1: create bridge AuthorizationPolicy/shop/api-allow-web-get-bridge-waypoint")
+        .unwrap_or_else(|| panic!("bridge at step 1: {plan}"));
+    let label = plan
+        .stdout
+        .find("step 1: label Namespace/shop istio.io/use-waypoint=waypoint")
+        .unwrap_or_else(|| panic!("waypoint label at step 1: {plan}"));
+    assert!(bridge < label, "{plan}");
+
     let out = env.run(&config, "run", &["run", "--output", "json"]).await;
     assert_eq!(out.code, 0, "{out}");
     let nsr = out.ns_report("shop");
@@ -298,6 +311,7 @@ async fn preflight_blockers_exit_4_and_write_nothing() {
             .contains("AuthorizationPolicy/notwin/api-allow-web-get"),
         "{plan}"
     );
+
     let written: Vec<String> = std::fs::read_dir(&fixes)
         .expect("fixes dir")
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
