@@ -17,7 +17,7 @@ pub use crate::SEED;
 
 /// Settings with small latencies (controllers act within tens of ms).
 pub fn fast_settings() -> Settings {
-    crate::Latencies::INSTANT.settings()
+    crate::Latencies::Instant.settings()
 }
 
 /// A running meshsim plus a `Cluster` connected to it through a kubeconfig file.
