@@ -101,6 +101,24 @@ impl Env {
         v["log"].as_array().cloned().unwrap_or_default()
     }
 
+    /// How many requests in meshsim's log wrote (any verb but get, list and watch).
+    pub async fn writes(&self) -> usize {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| !["get", "list", "watch"].contains(&r["verb"].as_str().unwrap_or("")))
+            .count()
+    }
+
+    /// A `Cluster` in dry-run mode on the same simulated cluster (writes sent with `dryRun=All`).
+    pub async fn dry_run_cluster(&self) -> Cluster {
+        self.cluster_with(ClusterOptions {
+            dry_run: true,
+            ..test_options()
+        })
+        .await
+    }
+
     /// Clears meshsim's request log.
     pub async fn reset_requests(&self) {
         reqwest::Client::new()
