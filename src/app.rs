@@ -198,6 +198,7 @@ fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch:
             out.progress_writer(),
             s.reports.progress_interval,
         )))),
+        cache: None,
     }
 }
 
@@ -565,6 +566,24 @@ async fn cmd_run(
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
+    // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
+    // backup, for the whole run.
+    let cache = crate::cluster::FleetCache::start(cluster);
+    if let Err(e) = cache
+        .ready(tokio::time::Instant::now() + s.timeouts.api_request * 3)
+        .await
+    {
+        eprintln!("error: reading the fleet: {e}");
+        return exit::HUMAN_NEEDED;
+    }
+    eng.cache = Some(cache);
+    let journals = match Journal::load_all(cluster, &s.state_namespace).await {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("error: reading the journals in {}: {e}", s.state_namespace);
+            return exit::HUMAN_NEEDED;
+        }
+    };
 
     // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
     // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
@@ -573,13 +592,7 @@ async fn cmd_run(
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
-        let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
-            Ok(r) => r.map(|r| r.phase),
-            Err(e) => {
-                eprintln!("error: reading the journal of {ns}: {e}");
-                return exit::HUMAN_NEEDED;
-            }
-        };
+        let prior = journals.get(ns).map(|r| r.phase);
         if !matches!(
             prior,
             None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, ClusterError, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
+use crate::cluster::{Cluster, ClusterError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
 use crate::gates::GateResult;
 use crate::steps::{Change, Phase, Step};
 
@@ -424,6 +424,19 @@ impl Journal {
         Ok(out)
     }
 
+    /// Every journal in the state namespace by namespace, each checked as [`Journal::load`] checks it:
+    /// one list for a whole fleet's preflight instead of one read per namespace.
+    pub async fn load_all(cluster: &Cluster, state_ns: &str) -> Result<BTreeMap<String, Record>, JournalError> {
+        Journal::list_all(cluster, state_ns)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let ns = r.namespace.clone();
+                Ok((ns.clone(), checked(state_ns, &ns, r)?))
+            })
+            .collect()
+    }
+
     /// The current record.
     pub fn record(&self) -> &Record {
         &self.record
@@ -542,16 +555,10 @@ impl Journal {
     }
 
     async fn annotate(&self) {
-        let target = LabelTarget::Namespace {
-            name: self.record.namespace.clone(),
-        };
+        let ns = &self.record.namespace;
         let v = phase_label(&self.record.phase);
-        if let Err(e) = self
-            .cluster
-            .set_annotations(&target, &[(STATE_ANNOTATION.to_string(), Some(v))])
-            .await
-        {
-            tracing::warn!(namespace = %self.record.namespace, error = %e, "could not annotate the namespace with its state");
+        if let Err(e) = self.cluster.annotate_namespace(ns, STATE_ANNOTATION, &v).await {
+            tracing::warn!(namespace = %ns, error = %e, "could not annotate the namespace with its state");
         }
     }
 

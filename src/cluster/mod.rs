@@ -11,6 +11,7 @@
 //! Any other 4xx fails at once; 409 surfaces as [`ClusterError::Conflict`] so fenced writes can stop.
 
 mod access;
+mod cache;
 mod dynamic;
 mod events;
 mod labels;
@@ -29,6 +30,7 @@ use backon::{ExponentialBuilder, Retryable};
 use kube::api::{DeleteParams, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub use cache::{CacheState, FleetCache};
 pub use dynamic::DynKind;
 pub(crate) use events::hostname;
 pub use events::{EVENTS_NAMESPACE, EventType};

@@ -133,6 +133,9 @@ pub struct Engine {
     pub cluster_info: Arc<tokio::sync::OnceCell<crate::assess::ClusterInfo>>,
     /// Rate-limited progress of long waits ("pods ready 3/5"), one line per namespace per interval at most.
     pub waits: Option<Arc<std::sync::Mutex<WaitProgress>>>,
+    /// The fleet's watch caches, when the command started them (`run`): snapshots, backups and gates read
+    /// them instead of listing per namespace. `None`: every read goes to the API.
+    pub cache: Option<Arc<crate::cluster::FleetCache>>,
 }
 
 /// One step as it ran.
@@ -339,8 +342,16 @@ impl Engine {
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
             .await?;
         let mut info = info.clone();
-        info.namespace_labels = self.cluster.read_namespace_labels().await?;
-        let snapshot = self.cluster.read_snapshot(ns, &info).await?;
+        let snapshot = match &self.cache {
+            Some(cache) => {
+                info.namespace_labels = cache.namespace_labels();
+                cache.snapshot(ns, &info)?
+            }
+            None => {
+                info.namespace_labels = self.cluster.read_namespace_labels().await?;
+                self.cluster.read_snapshot(ns, &info).await?
+            }
+        };
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
         Ok((snapshot, plan))
     }
@@ -405,7 +416,7 @@ impl Engine {
         );
 
         // Preflight (read-only).
-        let (_snapshot, plan) = self.assess(ns, opts).await?;
+        let (snapshot, plan) = self.assess(ns, opts).await?;
         run.findings = plan.findings.clone();
         run.plan = Some(plan.clone());
         if fresh && plan.blocked() {
@@ -445,7 +456,7 @@ impl Engine {
         }
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
-        let backup = self.backup_for(&journal, ns).await?;
+        let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
         if let Some(dir) = &self.backup_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 EngineError::Other(format!("cannot create backup directory {}: {e}", dir.display()))
@@ -458,8 +469,7 @@ impl Engine {
             let digest = backup.digest()?;
             let cm = backup::config_map_name(ns);
             let file = run.backup_file.as_ref().map(|p| p.display().to_string());
-            journal
-                .update(|r| {
+            self.transition_with(&mut journal, ns, Event::BackedUp, |r| {
                     r.backup = Some(crate::journal::BackupRef {
                         config_map: cm.clone(),
                         file: file.clone(),
@@ -474,7 +484,6 @@ impl Engine {
                     }
                 })
                 .await?;
-            self.transition(&mut journal, ns, Event::BackedUp).await?;
             self.event(
                 ns,
                 "BackupTaken",
@@ -591,23 +600,28 @@ impl Engine {
                 )],
             };
             step_run.changes = ctx.journal.record().changes[before..].to_vec();
-            for g in &gates {
-                ctx.journal.update(|r| r.push_gate(g.clone())).await?;
-            }
+            let record_gates = |r: &mut crate::journal::Record| {
+                for g in &gates {
+                    r.push_gate(g.clone());
+                }
+            };
             let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed()).collect();
             step_run.passed = failed.is_empty();
             step_run.gates = gates.clone();
             step_run.ended = Some(jiff::Timestamp::now());
             run.steps.push(step_run);
             if failed.is_empty() {
-                self.transition(&mut ctx.journal, ns, Event::GatesPassed).await?;
-                self.event(
-                    ns,
-                    "StepSucceeded",
-                    &format!("step {} ({}) done, gates green", step.number(), step.name()),
-                    EventType::Normal,
-                )
-                .await;
+                let last = step.next().is_none();
+                self.transition_with(&mut ctx.journal, ns, Event::GatesPassed, |r| {
+                    record_gates(r);
+                    if last {
+                        r.outcome = Some("migrated".into());
+                    }
+                })
+                .await?;
+                // No Event per step: the namespace's Events are aggregated to its milestones (backup
+                // taken, migrated, gate failed, rollback), each naming the steps it covers; the journal
+                // and the reports keep every step.
                 continue;
             }
             let why = failed
@@ -625,23 +639,34 @@ impl Engine {
             )
             .await;
             if opts.on_gate_failure == OnGateFailure::Hold {
-                self.transition(&mut ctx.journal, ns, Event::GateFailedHold)
-                    .await?;
-                ctx.journal
-                    .update(|r| r.outcome = Some(format!("held: {why}")))
-                    .await?;
+                self.transition_with(&mut ctx.journal, ns, Event::GateFailedHold, |r| {
+                    record_gates(r);
+                    r.outcome = Some(format!("held: {why}"));
+                })
+                .await?;
                 return Ok((NsOutcome::Held, Some(ctx.journal.record().phase)));
             }
-            self.transition(&mut ctx.journal, ns, Event::GateFailed).await?;
+            self.transition_with(&mut ctx.journal, ns, Event::GateFailed, record_gates)
+                .await?;
             return self.finish_rollback(&mut ctx, step, None, run).await;
         }
-        ctx.journal
-            .update(|r| r.outcome = Some("migrated".into()))
-            .await?;
+        if ctx.journal.record().outcome.as_deref() != Some("migrated") {
+            // Resumed at Migrated by a run that died before recording the outcome.
+            ctx.journal
+                .update(|r| r.outcome = Some("migrated".into()))
+                .await?;
+        }
         self.event(
             ns,
             "Migrated",
-            &format!("namespace {ns} migrated to ambient mode and validated"),
+            &format!(
+                "namespace {ns} migrated to ambient mode and validated: steps {} done, gates green",
+                run.steps
+                    .iter()
+                    .map(|s| s.step.number().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             EventType::Normal,
         )
         .await;
@@ -688,13 +713,11 @@ impl Engine {
             return Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)));
         }
         if ok {
-            self.transition(&mut ctx.journal, &ns, Event::RollbackDone)
-                .await?;
-            ctx.journal
-                .update(|r| {
-                    r.outcome = Some(format!("rolled back: {}", run.reason.clone().unwrap_or_default()))
-                })
-                .await?;
+            let outcome = format!("rolled back: {}", run.reason.clone().unwrap_or_default());
+            self.transition_with(&mut ctx.journal, &ns, Event::RollbackDone, |r| {
+                r.outcome = Some(outcome)
+            })
+            .await?;
             self.event(
                 &ns,
                 "RolledBack",
@@ -705,12 +728,11 @@ impl Engine {
             self.say(&format!("{ns}: rolled back and verified"));
             Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)))
         } else {
-            self.transition(&mut ctx.journal, &ns, Event::RollbackError)
-                .await?;
             let err = rb.error.clone().unwrap_or_default();
-            ctx.journal
-                .update(|r| r.outcome = Some(format!("rollback failed: {err}")))
-                .await?;
+            self.transition_with(&mut ctx.journal, &ns, Event::RollbackError, |r| {
+                r.outcome = Some(format!("rollback failed: {err}"))
+            })
+            .await?;
             self.event(
                 &ns,
                 "RollbackFailed",
@@ -762,7 +784,7 @@ impl Engine {
             };
             self.check_lease().await?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
-            let backup = self.backup_for(&journal, ns).await?;
+            let backup = self.backup_for(&journal, ns, None).await?;
             let (_, plan) = self.assess(ns, opts).await?;
             if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
                 self.transition(&mut journal, ns, Event::RollbackRequested).await?;
@@ -785,12 +807,22 @@ impl Engine {
     /// taken fresh from the live namespace, replacing any stored one (an old `backup -n`, a leftover of
     /// an earlier attempt). From then on it is the recorded one, checked against the journal's identity:
     /// a missing or different backup is an error, never replaced by the half-migrated live state.
-    async fn backup_for(&self, journal: &Journal, ns: &str) -> Result<Backup, EngineError> {
+    /// With the fleet's watch caches, the fresh backup is built from `snapshot`, the namespace as the
+    /// caches hold it now (the same objects `read_live` lists, read at the start of this attempt).
+    async fn backup_for(
+        &self,
+        journal: &Journal,
+        ns: &str,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Backup, EngineError> {
         let rec = journal.record();
         if matches!(rec.phase, Phase::Pending | Phase::Preflight) {
-            return Ok(
-                backup::take_fresh(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?,
-            );
+            let run_id = Some(self.run_id.as_str());
+            let taken = match snapshot.filter(|_| self.cache.is_some()) {
+                Some(snap) => Backup::from_snapshot(snap, run_id),
+                None => Backup::read_live(&self.cluster, ns, run_id).await?,
+            };
+            return Ok(backup::store_fresh(&self.cluster, &self.state_namespace, taken).await?);
         }
         match rec.backup.as_ref().and_then(|b| b.identity()) {
             Some(id) => Ok(backup::load_recorded(&self.cluster, &self.state_namespace, ns, &id).await?),
@@ -813,6 +845,18 @@ impl Engine {
         ns: &str,
         event: Event,
     ) -> Result<(), EngineError> {
+        self.transition_with(journal, ns, event, |_| {}).await
+    }
+
+    /// A phase change and what goes with it (the step's gate measurements, the backup reference, the
+    /// outcome) in one journal write: the journal is written once per phase change, never once per gate.
+    pub(crate) async fn transition_with(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        event: Event,
+        with: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), EngineError> {
         self.check_lease().await?;
         let phase = journal.record().phase;
         let next = steps::next(phase, event).map_err(|source| EngineError::State {
@@ -821,6 +865,7 @@ impl Engine {
         })?;
         journal
             .update(|r| {
+                with(r);
                 r.phase = next;
                 // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
                 let done = match next {
