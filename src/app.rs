@@ -28,15 +28,7 @@ use crate::report::{
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
 
-/// Exit codes (docs/design.md §7).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const GATE_FAILED: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const HUMAN_NEEDED: i32 = 3;
-    pub const BLOCKED: i32 = 4;
-    pub const LOCKED: i32 = 5;
-}
+pub use crate::exit;
 
 /// Prints results: text lines or one JSON document on stdout; progress on stdout in text mode and on
 /// stderr in JSON mode (so stdout stays one parseable document).
