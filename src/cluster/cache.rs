@@ -342,3 +342,174 @@ impl FleetCache {
         })
     }
 }
+
+impl FleetCache {
+    fn get<K>(kind: &Kind<K>, ns: &str, name: &str) -> Option<K>
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Eq + Hash + Clone,
+    {
+        kind.store
+            .state()
+            .into_iter()
+            .find(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name))
+            .map(|o| (*o).clone())
+    }
+
+    /// A cached Deployment.
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        Self::get(&self.deployments, ns, name)
+    }
+
+    /// A cached StatefulSet.
+    pub fn statefulset(&self, ns: &str, name: &str) -> Option<StatefulSet> {
+        Self::get(&self.statefulsets, ns, name)
+    }
+
+    /// A cached DaemonSet.
+    pub fn daemonset(&self, ns: &str, name: &str) -> Option<DaemonSet> {
+        Self::get(&self.daemonsets, ns, name)
+    }
+
+    /// The cached Services of `ns`.
+    pub fn services(&self, ns: &str) -> Vec<Service> {
+        self.services.in_ns(ns)
+    }
+
+    /// A cached custom object, as JSON.
+    pub fn dyn_value(&self, kind: DynKind, ns: &str, name: &str) -> Option<Value> {
+        let k = self.dynamic.get(&kind)?;
+        Self::get(k, ns, name)
+            .map(|o| super::dynamic::with_types(kind, o))
+            .and_then(|o| serde_json::to_value(o).ok())
+    }
+
+    /// The cached pods of `ns` whose labels include every pair of `selector` (a workload's
+    /// `matchLabels`).
+    pub fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
+        self.pods
+            .store
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .filter(|p| {
+                let labels = p.metadata.labels.as_ref();
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .map(|p| (*p).clone())
+            .collect()
+    }
+
+    /// Waits until `check`, evaluated on the caches now and again on every event they apply, is done: the
+    /// wait ends on the watch event that satisfies it, with no timer. Timeout at `until`, carrying the last
+    /// observed state.
+    pub async fn wait<F>(&self, what: &str, until: Instant, mut check: F) -> Result<(), ClusterError>
+    where
+        F: FnMut(&FleetCache) -> super::Check,
+    {
+        let started = Instant::now();
+        let mut changes = self.changes();
+        let mut last: String;
+        loop {
+            changes.borrow_and_update();
+            match check(self) {
+                super::Check::Done => return Ok(()),
+                super::Check::Pending(s) => last = s,
+                super::Check::Failed(message) => {
+                    return Err(ClusterError::WaitFailed {
+                        what: what.to_string(),
+                        message,
+                    });
+                }
+            }
+            match tokio::time::timeout_at(until, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(ClusterError::WaitFailed {
+                        what: what.to_string(),
+                        message: "the watch caches stopped".into(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        what: what.to_string(),
+                        after: started.elapsed(),
+                        last,
+                    });
+                }
+            }
+        }
+    }
+
+    /// [`Cluster::wait_rollout`] on the caches: kubectl's rollout rules (`gates::rollout`), at least
+    /// `min_generation` observed; a deleted workload or an exceeded progress deadline fails at once.
+    pub async fn wait_rollout(
+        &self,
+        kind: super::WorkloadKind,
+        ns: &str,
+        name: &str,
+        min_generation: i64,
+        until: Instant,
+    ) -> Result<super::RolloutDone, ClusterError> {
+        use crate::gates::rollout::{self, RolloutStatus};
+        let what = format!("rollout of {}", super::obj_name(kind.as_str(), Some(ns), name));
+        let min = Some(min_generation);
+        let mut done = None;
+        self.wait(&what, until, |c| {
+            let seen = match kind {
+                super::WorkloadKind::Deployment => c.deployment(ns, name).map(|o| {
+                    let g = o.status.as_ref().and_then(|s| s.observed_generation);
+                    (rollout::deployment_status(&o, min), g)
+                }),
+                super::WorkloadKind::StatefulSet => c.statefulset(ns, name).map(|o| {
+                    let g = o.status.as_ref().and_then(|s| s.observed_generation);
+                    (rollout::statefulset_status(&o, min), g)
+                }),
+                super::WorkloadKind::DaemonSet => c.daemonset(ns, name).map(|o| {
+                    let g = o.status.as_ref().and_then(|s| s.observed_generation);
+                    (rollout::daemonset_status(&o, min), g)
+                }),
+            };
+            match seen {
+                None => super::Check::Failed("object has been deleted".into()),
+                Some((RolloutStatus::Done(message), g)) => {
+                    done = Some(super::RolloutDone {
+                        message,
+                        observed_generation: g.unwrap_or(0),
+                    });
+                    super::Check::Done
+                }
+                Some((RolloutStatus::Waiting(m), _)) => super::Check::Pending(m),
+                Some((RolloutStatus::Failed(m), _)) => super::Check::Failed(m),
+            }
+        })
+        .await?;
+        done.ok_or_else(|| ClusterError::WaitFailed {
+            what,
+            message: "rollout wait ended without a verdict".into(),
+        })
+    }
+
+    /// [`Cluster::wait_pods_set`] on the caches: the pods of `ns` matching `selector`, as a set.
+    pub async fn wait_pods_set<F>(
+        &self,
+        ns: &str,
+        selector: &BTreeMap<String, String>,
+        until: Instant,
+        mut check: F,
+    ) -> Result<super::PodsWait, ClusterError>
+    where
+        F: FnMut(&[Pod]) -> super::Check,
+    {
+        let what = format!("pods of {ns} matching {selector:?}");
+        let mut pods = Vec::new();
+        self.wait(&what, until, |c| {
+            pods = c.pods_matching(ns, selector);
+            check(&pods)
+        })
+        .await?;
+        Ok(super::PodsWait { pods })
+    }
+}

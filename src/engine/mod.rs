@@ -223,14 +223,51 @@ pub enum EngineError {
         #[source]
         source: steps::StepError,
     },
-    #[error("{0}")]
-    Other(String),
+    /// The plan names an object the engine has no primitive for (a label on a kind other than Namespace
+    /// or Service, a create of an unknown kind): a bug in the plan, nothing was sent.
+    #[error("cannot {action} {object}: {why}")]
+    Unsupported {
+        action: &'static str,
+        object: String,
+        why: &'static str,
+    },
+    /// A manifest the plan generated does not parse as a Kubernetes object.
+    #[error("generated manifest for {object} is invalid: {message}")]
+    InvalidManifest { object: String, message: String },
+    /// The local backup directory (CI artifacts) cannot be created.
+    #[error("cannot create backup directory {}: {source}", path.display())]
+    BackupDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal holds a phase this operation cannot continue from.
+    #[error("namespace {namespace}: {message}; inspect with `ambient-migrate status -n {namespace}`")]
+    UnexpectedPhase { namespace: String, message: String },
+    /// `rollback` of a namespace without a journal.
+    #[error(
+        "namespace {namespace} has no journal in {state_namespace}: nothing to roll back (was it migrated by ambient-migrate?)"
+    )]
+    NoJournal {
+        namespace: String,
+        state_namespace: String,
+    },
+    /// The fleet Lease could no longer be proven held during a rollback: another run may own the fleet,
+    /// so nothing more is sent.
+    #[error("namespace {namespace}: rollback stopped, the fleet Lease was lost: {message}")]
+    LeaseLost { namespace: String, message: String },
+    /// A wait that reads the fleet's watch caches ran without them (only `run` starts them).
+    #[error("namespace {namespace}: {what} needs the fleet's watch caches, which only `ambient-migrate run` starts")]
+    NoFleetCache {
+        namespace: String,
+        what: &'static str,
+    },
 }
 
 impl EngineError {
     /// Lost the lease or was fenced: another run owns the fleet now; stop without touching anything.
     fn is_fenced(&self) -> bool {
-        matches!(self, EngineError::Lease(_))
+        matches!(self, EngineError::Lease(_) | EngineError::LeaseLost { .. })
             || matches!(self, EngineError::Journal(JournalError::Fenced { .. }))
             || matches!(
                 self,
@@ -331,6 +368,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits for a workload's rollout: on the fleet's watch caches when the run has them, else on a watch
+    /// of its own (the same rules either way: `gates::rollout`).
+    pub(crate) async fn wait_rollout(
+        &self,
+        kind: crate::cluster::WorkloadKind,
+        ns: &str,
+        name: &str,
+        min_generation: i64,
+        until: Instant,
+    ) -> Result<crate::cluster::RolloutDone, crate::cluster::ClusterError> {
+        match &self.cache {
+            Some(c) => c.wait_rollout(kind, ns, name, min_generation, until).await,
+            None => {
+                self.cluster
+                    .wait_rollout(kind, ns, name, min_generation, until)
+                    .await
+            }
+        }
+    }
+
     /// Reads the namespace and plans it (read-only: used by `plan` and the fleet preflight).
     pub async fn assess(
         &self,
@@ -385,8 +442,8 @@ impl Engine {
         opts: &NamespaceOptions,
         run: &mut NamespaceRun,
     ) -> Result<(NsOutcome, Option<Phase>), EngineError> {
-        let existing = Journal::load(&self.cluster, &self.state_namespace, ns).await?;
-        let prior = existing.as_ref().map(|r| r.phase);
+        let existing = Journal::open(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+        let prior = existing.as_ref().map(|j| j.record().phase);
         match prior {
             Some(Phase::Migrated) => {
                 self.say(&format!("{ns}: already migrated (journal), skipped"));
@@ -433,8 +490,10 @@ impl Engine {
 
         // From here on we write: lease first.
         self.check_lease().await?;
-        let mut journal =
-            Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+        let mut journal = match existing {
+            Some(j) => j,
+            None => Journal::create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?,
+        };
         if matches!(journal.record().phase, Phase::RolledBack) {
             // A new attempt after a verified rollback: the operator may have changed the namespace since,
             // so the old backup is stale (a rollback to it would revert those changes). The journal starts
@@ -458,8 +517,9 @@ impl Engine {
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
         let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
         if let Some(dir) = &self.backup_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                EngineError::Other(format!("cannot create backup directory {}: {e}", dir.display()))
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::BackupDir {
+                path: dir.clone(),
+                source,
             })?;
             let path = dir.join(format!("backup-{ns}.yaml"));
             backup.write_file(&path)?;
@@ -532,9 +592,10 @@ impl Engine {
                 Phase::InStep(s) => s,
                 Phase::Migrated => break,
                 other => {
-                    return Err(EngineError::Other(format!(
-                        "namespace {ns}: unexpected journal phase {other:?}; inspect with `ambient-migrate status`"
-                    )));
+                    return Err(EngineError::UnexpectedPhase {
+                        namespace: ns.to_string(),
+                        message: format!("unexpected journal phase {other:?}"),
+                    });
                 }
             };
             if *self.stop.borrow() && !matches!(phase, Phase::InStep(_)) {
@@ -612,7 +673,14 @@ impl Engine {
             run.steps.push(step_run);
             if failed.is_empty() {
                 let last = step.next().is_none();
-                self.transition_with(&mut ctx.journal, ns, Event::GatesPassed, |r| {
+                // The next step starts in the same write, unless a stop was asked for meanwhile (then the
+                // namespace stops between the steps, as below).
+                let events: &[Event] = if last || *self.stop.borrow() {
+                    &[Event::GatesPassed]
+                } else {
+                    &[Event::GatesPassed, Event::StepStarted]
+                };
+                self.transitions_with(&mut ctx.journal, ns, events, |r| {
                     record_gates(r);
                     if last {
                         r.outcome = Some("migrated".into());
@@ -693,7 +761,10 @@ impl Engine {
         let ok = rb.ok;
         run.rollback = Some(rb.clone());
         if rb.lease_lost {
-            return Err(EngineError::Other(rb.error.unwrap_or_default()));
+            return Err(EngineError::LeaseLost {
+                namespace: ns.clone(),
+                message: rb.error.unwrap_or_default(),
+            });
         }
         if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {
             // A partial rollback leaves the namespace as if step K had just finished: the journal forgets
@@ -759,10 +830,10 @@ impl Engine {
         let mut run = NamespaceRun::new(ns);
         let res: Result<(NsOutcome, Option<Phase>), EngineError> = async {
             let Some(rec) = Journal::load(&self.cluster, &self.state_namespace, ns).await? else {
-                return Err(EngineError::Other(format!(
-                    "namespace {ns} has no journal in {}: nothing to roll back (was it migrated by ambient-migrate?)",
-                    self.state_namespace
-                )));
+                return Err(EngineError::NoJournal {
+                    namespace: ns.to_string(),
+                    state_namespace: self.state_namespace.clone(),
+                });
             };
             if rec.phase.nothing_to_undo() {
                 run.reason = Some(format!(
@@ -777,10 +848,10 @@ impl Engine {
                 p => p.reached_step(),
             };
             let Some(from) = from else {
-                return Err(EngineError::Other(format!(
-                    "namespace {ns} is in phase {:?}: no step to roll back",
-                    rec.phase
-                )));
+                return Err(EngineError::UnexpectedPhase {
+                    namespace: ns.to_string(),
+                    message: format!("phase {:?} has no step to roll back", rec.phase),
+                });
             };
             self.check_lease().await?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
@@ -857,26 +928,42 @@ impl Engine {
         event: Event,
         with: impl FnOnce(&mut crate::journal::Record),
     ) -> Result<(), EngineError> {
+        self.transitions_with(journal, ns, &[event], with).await
+    }
+
+    /// Several phase changes in a row (a step's gates passed and the next step started) as one journal
+    /// write: a crash after it resumes in the later phase, which the earlier one leads to anyway.
+    pub(crate) async fn transitions_with(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        events: &[Event],
+        with: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), EngineError> {
         self.check_lease().await?;
-        let phase = journal.record().phase;
-        let next = steps::next(phase, event).map_err(|source| EngineError::State {
-            namespace: ns.to_string(),
-            source,
-        })?;
+        let mut phase = journal.record().phase;
+        let mut done = Vec::new();
+        for event in events {
+            let next = steps::next(phase, *event).map_err(|source| EngineError::State {
+                namespace: ns.to_string(),
+                source,
+            })?;
+            // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
+            match next {
+                Phase::StepDone(s) => done.push(s),
+                Phase::Migrated if matches!(phase, Phase::InStep(_)) => done.push(Step::Validate),
+                _ => {}
+            }
+            phase = next;
+        }
         journal
             .update(|r| {
                 with(r);
-                r.phase = next;
-                // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
-                let done = match next {
-                    Phase::StepDone(s) => Some(s),
-                    Phase::Migrated if matches!(phase, Phase::InStep(_)) => Some(Step::Validate),
-                    _ => None,
-                };
-                if let Some(s) = done
-                    && !r.steps_done.contains(&s)
-                {
-                    r.steps_done.push(s);
+                r.phase = phase;
+                for s in done {
+                    if !r.steps_done.contains(&s) {
+                        r.steps_done.push(s);
+                    }
                 }
             })
             .await?;
@@ -908,15 +995,37 @@ pub(crate) fn deadline(d: Duration) -> Instant {
     Instant::now() + d
 }
 
+/// The engine's result type: every failure is an [`EngineError`] variant, never a bare string.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn a_lost_lease_stops_as_fenced_whatever_the_names_involved() {
+        // A workload called `release-api` in the message must not matter: the variant decides.
+        let lost = EngineError::LeaseLost {
+            namespace: "shop".into(),
+            message: "restore Deployment shop/release-api".into(),
+        };
+        assert!(lost.is_fenced());
+        let other = EngineError::UnexpectedPhase {
+            namespace: "shop".into(),
+            message: "release-api lease".into(),
+        };
+        assert!(!other.is_fenced());
+    }
+
+    #[test]
     fn a_namespace_stopped_by_an_error_names_what_to_do() {
-        let e = EngineError::Other(
-            "write journal ConfigMap ambient-migrate/journal-shop: API server answered 500".into(),
-        );
+        let e = EngineError::Cluster(crate::cluster::ClusterError::Api {
+            what: "write journal ConfigMap ambient-migrate/journal-shop".into(),
+            code: 500,
+            reason: "InternalError".into(),
+            message: "etcd unavailable".into(),
+            hint: "",
+        });
         let r = stopped_reason("shop", &e);
         assert!(r.starts_with("write journal ConfigMap"), "{r}");
         assert!(r.contains("rerun `ambient-migrate run` to resume"), "{r}");
