@@ -456,7 +456,10 @@ impl Journal {
 
     /// Every journal in the state namespace by namespace, each checked as [`Journal::load`] checks it:
     /// one list for a whole fleet's preflight instead of one read per namespace.
-    pub async fn load_all(cluster: &Cluster, state_ns: &str) -> Result<BTreeMap<String, Record>, JournalError> {
+    pub async fn load_all(
+        cluster: &Cluster,
+        state_ns: &str,
+    ) -> Result<BTreeMap<String, Record>, JournalError> {
         Journal::list_all(cluster, state_ns)
             .await?
             .into_iter()

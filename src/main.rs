@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use ambient_migrate::exit;
 use ambient_migrate::cli::{Cli, LogFormat};
+use ambient_migrate::exit;
 
 fn init_tracing(cli: &Cli) {
     let level = match (cli.verbose, cli.quiet) {

@@ -131,14 +131,20 @@ by verb and resource:
         .filter(|(v, n)| **n > 0.0 && !PER_NAMESPACE.iter().any(|(b, _)| b == v))
         .map(|(v, _)| v)
         .collect();
-    assert!(unbudgeted.is_empty(), "verbs with no budget: {unbudgeted:?}\n{shown}");
+    assert!(
+        unbudgeted.is_empty(),
+        "verbs with no budget: {unbudgeted:?}\n{shown}"
+    );
     assert!(per_ns <= PER_NAMESPACE_TOTAL as f64, "{shown}");
     assert!(at_100 <= AT_100 as f64, "{shown}");
     // Every namespace's own requests (those naming it) fit its share, in both runs.
     for (log, ns_list) in [(&small, &names[..2]), (&large, &names[2..])] {
         for ns in ns_list {
             let own = log.iter().filter(|r| concerns(r, ns)).count();
-            assert!(own <= PER_NAMESPACE_TOTAL, "{ns}: {own} requests name it\n{shown}");
+            assert!(
+                own <= PER_NAMESPACE_TOTAL,
+                "{ns}: {own} requests name it\n{shown}"
+            );
         }
     }
 }

@@ -109,7 +109,11 @@ impl Cluster {
         let mut to_ask: Vec<Permission> = rest.iter().filter(|p| p.namespace.is_none()).cloned().collect();
         for r in rules {
             let (ns, rules) = r?;
-            to_ask.extend(permissions::unproven_by_rules(&rest, &ns, &rules).into_iter().cloned());
+            to_ask.extend(
+                permissions::unproven_by_rules(&rest, &ns, &rules)
+                    .into_iter()
+                    .cloned(),
+            );
         }
         let answers = self.ask_all(&to_ask).await?;
         let mut missing: Vec<Permission> = to_ask

@@ -177,14 +177,19 @@ where
         }
     }
 
-    /// The cached objects of namespace `ns` (clones: the store keeps its own).
+    /// The cached objects of namespace `ns` (clones: the store keeps its own), sorted by name as the API
+    /// server lists them (etcd key order): the store's own order is arbitrary, and a plan must not depend
+    /// on it (restart batches keep the listed order).
     fn in_ns(&self, ns: &str) -> Vec<K> {
-        self.store
+        let mut v: Vec<K> = self
+            .store
             .state()
             .into_iter()
             .filter(|o| o.meta().namespace.as_deref() == Some(ns))
             .map(|o| (*o).clone())
-            .collect()
+            .collect();
+        v.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        v
     }
 }
 
@@ -197,14 +202,24 @@ impl FleetCache {
         let c = cluster.client().clone();
         macro_rules! typed {
             ($t:ty, $what:expr, $trim:expr) => {
-                start::<$t>(kube::Api::all(c.clone()), (), $what.into(), $trim, &changes, &mut tasks)
+                start::<$t>(
+                    kube::Api::all(c.clone()),
+                    (),
+                    $what.into(),
+                    $trim,
+                    &changes,
+                    &mut tasks,
+                )
             };
         }
         let namespaces = typed!(Namespace, "Namespaces", |o: &mut Namespace| trim_meta(
             &mut o.metadata,
             true
         ));
-        let services = typed!(Service, "Services", |o: &mut Service| trim_meta(&mut o.metadata, true));
+        let services = typed!(Service, "Services", |o: &mut Service| trim_meta(
+            &mut o.metadata,
+            true
+        ));
         let deployments = typed!(Deployment, "Deployments", |o: &mut Deployment| trim_meta(
             &mut o.metadata,
             true
@@ -223,7 +238,10 @@ impl FleetCache {
         ));
         let pods = typed!(Pod, "Pods", |o: &mut Pod| trim_meta(&mut o.metadata, true));
         let jobs = typed!(Job, "Jobs", |o: &mut Job| trim_meta(&mut o.metadata, true));
-        let cronjobs = typed!(CronJob, "CronJobs", |o: &mut CronJob| trim_meta(&mut o.metadata, true));
+        let cronjobs = typed!(CronJob, "CronJobs", |o: &mut CronJob| trim_meta(
+            &mut o.metadata,
+            true
+        ));
         let dynamic = DynKind::ALL
             .iter()
             .map(|k| {
@@ -285,7 +303,12 @@ impl FleetCache {
             .store
             .state()
             .iter()
-            .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default())))
+            .filter_map(|n| {
+                Some((
+                    n.metadata.name.clone()?,
+                    n.metadata.labels.clone().unwrap_or_default(),
+                ))
+            })
             .collect()
     }
 

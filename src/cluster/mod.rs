@@ -31,7 +31,7 @@ use kube::api::{DeleteParams, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use cache::{CacheState, FleetCache};
-pub use dynamic::DynKind;
+pub use dynamic::{DynKind, with_types};
 pub(crate) use events::hostname;
 pub use events::{EVENTS_NAMESPACE, EventType};
 pub use labels::{LabelOutcome, LabelTarget};

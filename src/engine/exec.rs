@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use super::{EngineError, NsCtx, probing};
 use crate::assess::plan::{ActivationOrder, PolicyMigration};
-use crate::assess::policy::AuthzPolicy;
 use crate::cluster::Check;
 use crate::cluster::DynKind;
 use crate::cluster::LabelTarget;
@@ -94,12 +93,13 @@ async fn create_planned(
     role: &str,
     manifest: &serde_json::Value,
 ) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
-        .ok_or_else(|| EngineError::Unsupported {
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
+        EngineError::Unsupported {
             action: "create",
             object: object.to_string(),
             why: "unsupported kind",
-        })?;
+        }
+    })?;
     let recorded = ctx
         .journal
         .record()
@@ -138,8 +138,8 @@ async fn create_planned(
             })
             .await?;
     }
-    let obj: DynamicObject = serde_json::from_value(manifest.clone())
-        .map_err(|e| EngineError::InvalidManifest {
+    let obj: DynamicObject =
+        serde_json::from_value(manifest.clone()).map_err(|e| EngineError::InvalidManifest {
             object: object.to_string(),
             message: e.to_string(),
         })?;
@@ -168,12 +168,13 @@ async fn create_bridges(ctx: &mut NsCtx<'_>, step: Step) -> Result<(), EngineErr
 
 /// Deletes an object, journaled first (restorable from the backup); absent is fine.
 async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
-        .ok_or_else(|| EngineError::Unsupported {
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
+        EngineError::Unsupported {
             action: "delete",
             object: object.to_string(),
             why: "unsupported kind",
-        })?;
+        }
+    })?;
     let recorded = ctx
         .journal
         .record()
@@ -385,38 +386,8 @@ async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
                 .await?
         }
     };
-    let Some(ds) = ds else {
-        return Ok(stamp(
-            GateResult::new(
-                g::ZTUNNEL_READY,
-                GateOutcome::Fail,
-                json!({"daemonset": null}),
-                "DaemonSet istio-system/ztunnel not found: install ztunnel (istioctl install --set profile=ambient)",
-            ),
-            started,
-        ));
-    };
-    let st = ds.status.clone().unwrap_or_default();
-    let ok = st.desired_number_scheduled > 0 && st.number_ready >= st.desired_number_scheduled;
-    let measured = json!({"desired": st.desired_number_scheduled, "ready": st.number_ready});
-    let msg = if ok {
-        format!(
-            "ztunnel ready on {}/{} nodes",
-            st.number_ready, st.desired_number_scheduled
-        )
-    } else {
-        format!(
-            "ztunnel ready on only {}/{} nodes: ambient pods on the others get no traffic; check `kubectl -n istio-system get pods -l app=ztunnel`",
-            st.number_ready, st.desired_number_scheduled
-        )
-    };
     Ok(stamp(
-        GateResult::new(
-            g::ZTUNNEL_READY,
-            if ok { GateOutcome::Pass } else { GateOutcome::Fail },
-            measured,
-            msg,
-        ),
+        crate::gates::ztunnel::ztunnel_ready(sysns, ds.as_ref()),
         started,
     ))
 }
@@ -612,26 +583,26 @@ async fn pods_wait_gate(
     let ns = ctx.ns.clone();
     let detail = w.to_string();
     let check_set = |pods: &[Pod]| {
-            let live: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            let good = live.iter().filter(|p| check(p).ok).count() as u32;
-            engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
-            if live.len() < replicas {
-                return Check::Pending(format!("{} of {replicas} pods", live.len()));
-            }
-            let bad: Vec<String> = live
-                .iter()
-                .map(|p| check(p))
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
-                .collect();
-            if bad.is_empty() {
-                Check::Done
-            } else {
-                Check::Pending(bad.join("; "))
-            }
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let good = live.iter().filter(|p| check(p).ok).count() as u32;
+        engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
+        if live.len() < replicas {
+            return Check::Pending(format!("{} of {replicas} pods", live.len()));
+        }
+        let bad: Vec<String> = live
+            .iter()
+            .map(|p| check(p))
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
+            .collect();
+        if bad.is_empty() {
+            Check::Done
+        } else {
+            Check::Pending(bad.join("; "))
+        }
     };
     let res = match &ctx.engine.cache {
         Some(c) => c.wait_pods_set(&ctx.ns, &match_labels, until, check_set).await,
@@ -771,8 +742,8 @@ async fn remove_sidecar_policies(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>,
     Ok(gates)
 }
 
-/// No selector AuthorizationPolicy left that ztunnel rejects (CUSTOM/AUDIT) or enforces without its
-/// HTTP rules (unless the settings explicitly allow unreplaced L7 policies).
+/// The step 5 gate (`gates::policies::no_ztunnel_rejected_policy`) on the AuthorizationPolicies read
+/// from the API now: the watch caches may not have seen step 5's deletes yet.
 async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let aps = ctx
@@ -780,62 +751,28 @@ async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineEr
         .cluster
         .list_dyn(DynKind::AuthorizationPolicy, &ctx.ns)
         .await?;
-    let mut bad = Vec::new();
-    for ap in &aps {
-        let name = ap.metadata.name.as_deref().unwrap_or("");
-        if ctx.engine.cluster.dry_run()
-            && ctx
-                .plan
-                .delete_at_step5
-                .iter()
-                .any(|o| o.kind == "AuthorizationPolicy" && o.name == name)
-        {
-            // A dry run's delete was not persisted: the policy step 5 deletes is still listed.
-            continue;
-        }
-        let v = serde_json::to_value(ap).unwrap_or_default();
-        let rejected = v["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "ZtunnelAccepted" && c["status"] == "False")
-        });
-        let lossy = AuthzPolicy::parse(&v)
-            .map(|p| p.is_workload_scoped() && p.needs_waypoint())
-            .unwrap_or(false);
-        if rejected || (lossy && !ctx.opts.plan.allow_unreplaced_l7) {
-            bad.push(format!(
-                "AuthorizationPolicy {}/{}{}",
-                ctx.ns,
-                ap.metadata.name.as_deref().unwrap_or(""),
-                if rejected {
-                    " is rejected by ztunnel (ZtunnelAccepted=False)"
-                } else {
-                    " has L7 rules ztunnel cannot enforce"
-                }
-            ));
-        }
-    }
-    let outcome = if bad.is_empty() {
-        GateOutcome::Pass
+    let values: Vec<serde_json::Value> = aps
+        .into_iter()
+        .map(|o| crate::cluster::with_types(DynKind::AuthorizationPolicy, o))
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect();
+    // A dry run's deletes were not persisted: the policies step 5 deletes are still listed.
+    let allowed: Vec<String> = if ctx.engine.cluster.dry_run() {
+        ctx.plan
+            .delete_at_step5
+            .iter()
+            .filter(|o| o.kind == "AuthorizationPolicy")
+            .map(|o| o.name.clone())
+            .collect()
     } else {
-        GateOutcome::Fail
+        Vec::new()
     };
-    let msg = if bad.is_empty() {
-        "no selector policy left that ztunnel rejects or enforces partially".to_string()
-    } else {
-        format!(
-            "{}: move the L7 rules to a targetRefs policy on the waypoint",
-            bad.join("; ")
-        )
-    };
-    Ok(stamp(
-        GateResult::new(
-            g::NO_ZTUNNEL_REJECTED_POLICY,
-            outcome,
-            json!({"policies": bad}),
-            msg,
-        ),
-        started,
-    ))
+    let gate = crate::gates::policies::no_ztunnel_rejected_policy(
+        &values,
+        &allowed,
+        ctx.opts.plan.allow_unreplaced_l7,
+    );
+    Ok(stamp(gate, started))
 }
 
 // === step 6 ===

@@ -257,11 +257,10 @@ pub enum EngineError {
     #[error("namespace {namespace}: rollback stopped, the fleet Lease was lost: {message}")]
     LeaseLost { namespace: String, message: String },
     /// A wait that reads the fleet's watch caches ran without them (only `run` starts them).
-    #[error("namespace {namespace}: {what} needs the fleet's watch caches, which only `ambient-migrate run` starts")]
-    NoFleetCache {
-        namespace: String,
-        what: &'static str,
-    },
+    #[error(
+        "namespace {namespace}: {what} needs the fleet's watch caches, which only `ambient-migrate run` starts"
+    )]
+    NoFleetCache { namespace: String, what: &'static str },
 }
 
 impl EngineError {
@@ -530,20 +529,20 @@ impl Engine {
             let cm = backup::config_map_name(ns);
             let file = run.backup_file.as_ref().map(|p| p.display().to_string());
             self.transition_with(&mut journal, ns, Event::BackedUp, |r| {
-                    r.backup = Some(crate::journal::BackupRef {
-                        config_map: cm.clone(),
-                        file: file.clone(),
-                        taken_at: backup.taken_at.clone(),
-                        digest: Some(digest.clone()),
+                r.backup = Some(crate::journal::BackupRef {
+                    config_map: cm.clone(),
+                    file: file.clone(),
+                    taken_at: backup.taken_at.clone(),
+                    digest: Some(digest.clone()),
+                });
+                if let Some(inj) = plan.injection.pairs().first() {
+                    r.original_injection = Some(crate::journal::InjectionLabel {
+                        key: inj.0.to_string(),
+                        value: inj.1.clone(),
                     });
-                    if let Some(inj) = plan.injection.pairs().first() {
-                        r.original_injection = Some(crate::journal::InjectionLabel {
-                            key: inj.0.to_string(),
-                            value: inj.1.clone(),
-                        });
-                    }
-                })
-                .await?;
+                }
+            })
+            .await?;
             self.event(
                 ns,
                 "BackupTaken",

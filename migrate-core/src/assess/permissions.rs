@@ -341,9 +341,10 @@ pub struct ResourceRule {
 pub fn rule_allows(rule: &ResourceRule, p: &Permission) -> bool {
     let any = |v: &[String], want: &str| v.iter().any(|x| x == "*" || x == want);
     let sub = p.resource.split_once('/').map(|(_, s)| s);
-    let resource_ok = rule.resources.iter().any(|r| {
-        r == "*" || *r == p.resource || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s))
-    });
+    let resource_ok = rule
+        .resources
+        .iter()
+        .any(|r| r == "*" || *r == p.resource || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s)));
     rule.resource_names.is_empty()
         && any(&rule.verbs, &p.verb)
         && any(&rule.api_groups, &p.group)
@@ -440,7 +441,10 @@ mod tests {
         let r = rule(&["get", "list"], &["apps"], &["deployments"]);
         assert!(rule_allows(&r, &perm("deployments", "apps", "list")));
         assert!(!rule_allows(&r, &perm("deployments", "apps", "patch")));
-        assert!(!rule_allows(&r, &perm("deployments", "", "list")), "group must match");
+        assert!(
+            !rule_allows(&r, &perm("deployments", "", "list")),
+            "group must match"
+        );
         assert!(!rule_allows(&r, &perm("statefulsets", "apps", "list")));
         let wild = rule(&["*"], &["*"], &["*"]);
         assert!(rule_allows(&wild, &perm("pods/log", "", "get")));
@@ -456,7 +460,11 @@ mod tests {
     fn only_the_reviewed_namespace_is_judged_by_its_rules() {
         let mut other = perm("deployments", "apps", "patch");
         other.namespace = Some("web".into());
-        let needed = vec![perm("deployments", "apps", "patch"), perm("services", "", "patch"), other];
+        let needed = vec![
+            perm("deployments", "apps", "patch"),
+            perm("services", "", "patch"),
+            other,
+        ];
         let rules = vec![rule(&["patch"], &["apps"], &["deployments"])];
         let left = unproven_by_rules(&needed, "shop", &rules);
         assert_eq!(left, vec![&needed[1]]);
