@@ -575,3 +575,118 @@ fn route_http(s: &Snapshot, created: &[Value], route: &Value, r: &Request) -> Ou
     }
     Outcome::Status { code: 404 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assess::plan::{PlanOptions, PolicyMigration, plan_namespace};
+    use crate::assess::routes::tests::with_vs;
+    use serde_json::json;
+
+    fn table(spec: Value) -> RoutingTable {
+        check(&with_vs(spec), PolicyMigration::Apply)
+    }
+
+    #[test]
+    fn an_ordered_translation_routes_every_class_the_same() {
+        // Ordered most specific first (exact, then the header on prefix "/", then the prefix /v2, then the
+        // default): the HTTPRoute's sort keeps that order.
+        let t = table(json!({"hosts": ["api"], "http": [
+            {"match": [{"uri": {"exact": "/old"}}], "redirect": {"uri": "/new"}},
+            {"match": [{"headers": {"x-canary": {"exact": "1"}}, "uri": {"prefix": "/"}}],
+             "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+            {"match": [{"uri": {"prefix": "/v2"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "api", "subset": "v1"}, "weight": 80},
+                       {"destination": {"host": "api", "subset": "v2"}, "weight": 20}]}]}));
+        // Paths /, /other, /x, /old, /v2, /v2/x, /v2x; with and without the canary header.
+        assert_eq!(t.classes, 14);
+        assert_eq!(t.differences, vec![], "{:#?}", t.differences);
+        assert_eq!(t.mixed.len(), 1);
+    }
+
+    #[test]
+    fn the_httproute_sort_changing_first_match_is_a_difference() {
+        // The VirtualService sends /api/special to v1 (the prefix rule comes first); istiod sorts the
+        // HTTPRoute's Exact match before the prefix, so it would reach v2.
+        let t = table(json!({"hosts": ["api"], "http": [
+            {"match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
+            {"match": [{"uri": {"exact": "/api/special"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}));
+        let d: Vec<String> = t.differences.iter().map(|d| d.request.path.clone()).collect();
+        assert_eq!(d, vec!["/api/special"]);
+        let diff = &t.differences[0];
+        assert_eq!(diff.before.to_string(), "app=api,version=v1:8080 (1000‰)");
+        assert_eq!(diff.after.to_string(), "app=api,version=v2:8080 (1000‰)");
+        let f = findings(&t, PolicyMigration::Apply);
+        assert_eq!(f[0].code, codes::ROUTING_DIFFERENCE);
+        assert_eq!(f[0].severity, Severity::Blocker);
+        assert!(f[0].message.contains("GET api/api/special"), "{}", f[0].message);
+        // Only written, not applied: a warning.
+        assert_eq!(
+            findings(&t, PolicyMigration::Generate)[0].severity,
+            Severity::Warning
+        );
+    }
+
+    #[test]
+    fn a_prefix_rewrite_needs_path_prefix_and_loses_mid_segment_paths() {
+        let t = table(json!({"hosts": ["api"], "http": [
+            {"match": [{"uri": {"prefix": "/v2"}}], "rewrite": {"uri": "/"}, "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
+        let d: Vec<String> = t.differences.iter().map(|d| d.request.path.clone()).collect();
+        assert_eq!(d, vec!["/v2x"]);
+    }
+
+    #[test]
+    fn a_header_only_match_outranks_a_regex_path() {
+        // Without a path a match is PathPrefix "/" (rank 2), above the regex the prefix /a became (rank 1).
+        let t = table(json!({"hosts": ["api"], "http": [
+            {"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
+            {"match": [{"headers": {"x-canary": {"exact": "1"}}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}));
+        assert!(!t.differences.is_empty());
+        assert!(
+            t.differences
+                .iter()
+                .all(|d| d.request.path.starts_with("/a") && d.request.headers.contains_key("x-canary"))
+        );
+    }
+
+    #[test]
+    fn the_plan_carries_the_table_and_its_findings() {
+        let s = with_vs(
+            json!({"hosts": ["api"], "http": [{"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}),
+        );
+        let p = plan_namespace(
+            &s,
+            &PlanOptions {
+                policy_migration: PolicyMigration::Apply,
+                ..Default::default()
+            },
+        );
+        assert!(p.routing.differences.is_empty());
+        assert!(
+            p.findings
+                .iter()
+                .any(|f| f.code == codes::ROUTING_MIXED_WINDOW && f.severity == Severity::Warning)
+        );
+        assert!(!p.blocked(), "{:?}", p.findings);
+        let twins: Vec<String> = p.twins.iter().map(|t| t.object.to_string()).collect();
+        assert_eq!(twins, vec!["Service/app/api-v1", "HTTPRoute/app/api"]);
+        let del: Vec<String> = p.delete_at_step5.iter().map(ToString::to_string).collect();
+        assert_eq!(del, vec!["VirtualService/app/api", "DestinationRule/app/api"]);
+        // generate: the YAML only, nothing created or deleted.
+        let p = plan_namespace(
+            &s,
+            &PlanOptions {
+                policy_migration: PolicyMigration::Generate,
+                ..Default::default()
+            },
+        );
+        assert!(p.twins.is_empty());
+        assert!(p.delete_at_step5.is_empty());
+        assert!(
+            p.findings
+                .iter()
+                .any(|f| f.code == crate::assess::routes::codes::VS_TRANSLATED && f.fix_yaml.is_some())
+        );
+    }
+}
