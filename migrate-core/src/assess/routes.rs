@@ -400,6 +400,11 @@ impl Ctx<'_> {
     }
 }
 
+/// The HTTPRouteMatch path default (`apis/v1/httproute_types.go`: `PathPrefix /`).
+fn default_path() -> Value {
+    json!({"type": "PathPrefix", "value": "/"})
+}
+
 fn managed_labels() -> Value {
     json!({MANAGED_BY.0: MANAGED_BY.1, ROLE: "twin"})
 }
@@ -463,14 +468,10 @@ fn value_match(m: &Value) -> Option<(&'static str, String)> {
     m["regex"].as_str().map(|r| ("RegularExpression", r.to_string()))
 }
 
-fn translate_match(
-    c: &mut Ctx<'_>,
-    field: &str,
-    m: &Value,
-    rewrite_prefix: bool,
-    ports: &mut BTreeSet<u64>,
-) -> Value {
+fn translate_match(c: &mut Ctx<'_>, field: &str, m: &Value, ports: &mut BTreeSet<u64>) -> Value {
+    // The CRD default, made explicit so that the object read back equals the one created.
     let mut out = Map::new();
+    out.insert("path".into(), default_path());
     for (k, v) in m.as_object().into_iter().flatten() {
         let f = format!("{field}.{k}");
         match k.as_str() {
@@ -479,14 +480,11 @@ fn translate_match(
                 let path = if let Some(e) = v["exact"].as_str() {
                     json!({"type": "Exact", "value": e})
                 } else if let Some(p) = v["prefix"].as_str() {
-                    // PathPrefix matches whole path segments (`/v2` does not match `/v2x`), a VirtualService
-                    // prefix any string prefix: the regex keeps the meaning, except where a prefix rewrite
-                    // needs a PathPrefix (ReplacePrefixMatch requires one).
-                    if p == "/" || rewrite_prefix {
-                        json!({"type": "PathPrefix", "value": p})
-                    } else {
-                        json!({"type": "RegularExpression", "value": format!("{}.*", regex_escape(p))})
-                    }
+                    // A PathPrefix, not the exact regex `<prefix>.*`: the API server gives every rule and match
+                    // without a path `PathPrefix /`, and istiod ranks any PathPrefix above every regex
+                    // (`getURIRank`), so a regex prefix would fall behind the catch-all. PathPrefix matches
+                    // whole segments (`/v2` not `/v2x`): `routing_equiv` reports those paths.
+                    json!({"type": "PathPrefix", "value": p})
                 } else if let Some(r) = v["regex"].as_str() {
                     json!({"type": "RegularExpression", "value": r})
                 } else {
@@ -578,7 +576,7 @@ fn header_modifier(v: &Value) -> Value {
 /// A mirror filter, with the percentage as an integer `percent` or a `fraction` (per million).
 fn mirror_filter(c: &mut Ctx<'_>, field: &str, dest: &Value, pct: Option<f64>) -> Option<Value> {
     let (name, port) = c.backend(field, dest)?;
-    let mut m = json!({"backendRef": {"name": name, "port": port}});
+    let mut m = json!({"backendRef": {"group": "", "kind": "Service", "name": name, "port": port}});
     if let Some(p) = pct {
         if p.fract() == 0.0 {
             m["percent"] = json!(p as u64);
@@ -603,11 +601,15 @@ fn translate_rule(c: &mut Ctx<'_>, i: usize, r: &Value, ports: &mut BTreeSet<u64
     let ms: Vec<Value> = matches
         .iter()
         .enumerate()
-        .map(|(j, m)| translate_match(c, &format!("{field}.match[{j}]"), m, rewrite_prefix, ports))
+        .map(|(j, m)| translate_match(c, &format!("{field}.match[{j}]"), m, ports))
         .collect();
-    if !ms.is_empty() {
-        rule.insert("matches".into(), Value::Array(ms));
-    }
+    // A rule without matches is defaulted by the API server to one `PathPrefix /` match: written out.
+    let ms = if ms.is_empty() {
+        vec![json!({"path": default_path()})]
+    } else {
+        ms
+    };
+    rule.insert("matches".into(), Value::Array(ms));
     for (k, v) in r.as_object().into_iter().flatten() {
         let f = format!("{field}.{k}");
         match k.as_str() {
@@ -766,7 +768,8 @@ fn translate_rule(c: &mut Ctx<'_>, i: usize, r: &Value, ports: &mut BTreeSet<u64
             let weight = d["weight"]
                 .as_u64()
                 .unwrap_or(if dests.len() == 1 { 1 } else { 0 });
-            backends.push(json!({"name": name, "port": port, "weight": weight}));
+            backends
+                .push(json!({"group": "", "kind": "Service", "name": name, "port": port, "weight": weight}));
         }
     }
     if !backends.is_empty() {
@@ -959,7 +962,8 @@ pub(crate) mod tests {
         );
         assert_eq!(
             rule(&g)["backendRefs"],
-            json!([{"name": "api-v1", "port": 8080, "weight": 90}, {"name": "api-v2", "port": 8080, "weight": 10}])
+            json!([{"group": "", "kind": "Service", "name": "api-v1", "port": 8080, "weight": 90},
+                   {"group": "", "kind": "Service", "name": "api-v2", "port": 8080, "weight": 10}])
         );
         assert_eq!(g.services.len(), 2);
         let v1 = &g.services[0];
@@ -999,11 +1003,7 @@ pub(crate) mod tests {
             ms[0]["queryParams"],
             json!([{"type": "Exact", "name": "debug", "value": "1"}])
         );
-        // A VirtualService prefix is a string prefix: kept exactly as a regex (PathPrefix matches segments).
-        assert_eq!(
-            ms[1]["path"],
-            json!({"type": "RegularExpression", "value": "/v2.*"})
-        );
+        assert_eq!(ms[1]["path"], json!({"type": "PathPrefix", "value": "/v2"}));
         assert_eq!(ms[2]["path"], json!({"type": "PathPrefix", "value": "/"}));
         assert_eq!(
             ms[3]["path"],
@@ -1012,7 +1012,7 @@ pub(crate) mod tests {
         assert_eq!(g.route["spec"]["parentRefs"][0]["port"], 8080);
         assert_eq!(
             rule(&g)["backendRefs"],
-            json!([{"name": "api", "port": 8080, "weight": 1}])
+            json!([{"group": "", "kind": "Service", "name": "api", "port": 8080, "weight": 1}])
         );
     }
 
@@ -1119,7 +1119,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             rule(&g)["filters"],
-            json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "api-v2", "port": 8080},
+            json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"group": "", "kind": "Service", "name": "api-v2", "port": 8080},
                     "fraction": {"numerator": 125_000, "denominator": 1_000_000}}}])
         );
         let g = one(
@@ -1128,7 +1128,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             rule(&g)["filters"][0]["requestMirror"],
-            json!({"backendRef": {"name": "web", "port": 80}, "percent": 50})
+            json!({"backendRef": {"group": "", "kind": "Service", "name": "web", "port": 80}, "percent": 50})
         );
     }
 

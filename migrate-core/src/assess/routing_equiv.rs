@@ -108,6 +108,10 @@ pub struct RoutingDifference {
     pub request: Request,
     /// Moments at which it differs from moment 0 (for ambient callers at `1-4`, everyone at `5`).
     pub moments: Vec<String>,
+    /// The path continues a VirtualService prefix inside a segment (`/v2x` for `/v2`) or stops at its
+    /// trailing slash (`/v2` for `/v2/`): the one case PathPrefix cannot express (it matches whole
+    /// segments). Reported as a warning.
+    pub segment: bool,
     /// Before (VirtualService).
     pub before: Outcome,
     /// After (HTTPRoute).
@@ -148,6 +152,7 @@ pub fn check(s: &Snapshot, mode: super::plan::PolicyMigration) -> RoutingTable {
             if before != after {
                 table.differences.push(RoutingDifference {
                     virtual_service: g.vs.clone(),
+                    segment: mid_segment(vs, &r.path),
                     request: r,
                     moments: vec!["1-4".into(), "5".into()],
                     before,
@@ -171,12 +176,37 @@ pub fn findings(t: &RoutingTable, mode: super::plan::PolicyMigration) -> Vec<Fin
     };
     let mut out = Vec::new();
     let by_vs: BTreeSet<&ObjRef> = t.differences.iter().map(|d| &d.virtual_service).collect();
+    for vs in by_vs.iter().copied() {
+        let segs: Vec<&RoutingDifference> = t
+            .differences
+            .iter()
+            .filter(|d| &d.virtual_service == vs && d.segment)
+            .collect();
+        if segs.is_empty() {
+            continue;
+        }
+        let paths: BTreeSet<&str> = segs.iter().map(|d| d.request.path.as_str()).collect();
+        out.push(Finding::new(
+            Severity::Warning,
+            codes::ROUTING_DIFFERENCE,
+            vs.clone(),
+            format!(
+                "the HTTPRoute generated for VirtualService {} uses PathPrefix, which matches whole path segments: paths that continue a prefix inside a segment or stop at its trailing slash ({}) are routed differently",
+                vs.name,
+                paths.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            "nothing when no client sends such paths; otherwise end the VirtualService prefixes at a segment boundary",
+        ));
+    }
     for vs in by_vs {
         let ds: Vec<&RoutingDifference> = t
             .differences
             .iter()
-            .filter(|d| &d.virtual_service == vs)
+            .filter(|d| &d.virtual_service == vs && !d.segment)
             .collect();
+        if ds.is_empty() {
+            continue;
+        }
         let shown: Vec<String> = ds
             .iter()
             .take(3)
@@ -212,6 +242,28 @@ pub fn findings(t: &RoutingTable, mode: super::plan::PolicyMigration) -> Vec<Fin
     out
 }
 
+/// Does `path` meet a prefix of the VirtualService only inside a segment or at its trailing slash?
+fn mid_segment(vs: &Value, path: &str) -> bool {
+    vs.pointer("/spec/http")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["match"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| {
+            m.pointer("/uri/prefix")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .any(|p| {
+            let bare = p.trim_end_matches('/');
+            let rest = path.strip_prefix(bare).unwrap_or("/");
+            let inside =
+                path.starts_with(&p) && !bare.is_empty() && !rest.is_empty() && !rest.starts_with('/');
+            let at_slash = p.ends_with('/') && p.len() > 1 && path == bare;
+            inside || at_slash
+        })
+}
+
 // --- request classes -----------------------------------------------------------------------------------
 
 /// A value satisfying a VirtualService string match (`None` for a regex: no sample is derived).
@@ -241,9 +293,13 @@ fn classes(vs: &Value, g: &Generated) -> Vec<Request> {
             paths.insert(e.to_string());
         }
         if let Some(p) = m.pointer("/uri/prefix").and_then(Value::as_str) {
+            let bare = p.trim_end_matches('/');
             paths.insert(p.to_string());
-            paths.insert(format!("{}/x", p.trim_end_matches('/')));
+            paths.insert(format!("{bare}/x"));
             paths.insert(format!("{p}x"));
+            if !bare.is_empty() {
+                paths.insert(bare.to_string());
+            }
         }
         if let Some(x) = m.pointer("/method/exact").and_then(Value::as_str) {
             methods.insert(x.to_string());
@@ -526,7 +582,11 @@ fn route_http(s: &Snapshot, created: &[Value], route: &Value, r: &Request) -> Ou
     {
         match rule["matches"].as_array() {
             Some(ms) if !ms.is_empty() => entries.extend(ms.iter().map(|m| (Some(m.clone()), rule))),
-            _ => entries.push((None, rule)),
+            // The API server defaults a rule without matches to one `PathPrefix /` match.
+            _ => entries.push((
+                Some(serde_json::json!({"path": {"type": "PathPrefix", "value": "/"}})),
+                rule,
+            )),
         }
     }
     entries.sort_by(|(a, _), (b, _)| match (a, b) {
@@ -600,7 +660,11 @@ mod tests {
                        {"destination": {"host": "api", "subset": "v2"}, "weight": 20}]}]}));
         // Paths /, /other, /x, /old, /v2, /v2/x, /v2x; with and without the canary header.
         assert_eq!(t.classes, 14);
-        assert_eq!(t.differences, vec![], "{:#?}", t.differences);
+        let real: Vec<&RoutingDifference> = t.differences.iter().filter(|d| !d.segment).collect();
+        assert!(real.is_empty(), "{real:#?}");
+        // Only the path PathPrefix cannot express: /v2x (inside the segment; with the header both pick v2).
+        let seg: Vec<String> = t.differences.iter().map(|d| d.request.to_string()).collect();
+        assert_eq!(seg, vec!["GET api/v2x"]);
         assert_eq!(t.mixed.len(), 1);
     }
 
@@ -611,19 +675,41 @@ mod tests {
         let t = table(json!({"hosts": ["api"], "http": [
             {"match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
             {"match": [{"uri": {"exact": "/api/special"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}));
-        let d: Vec<String> = t.differences.iter().map(|d| d.request.path.clone()).collect();
-        assert_eq!(d, vec!["/api/special"]);
-        let diff = &t.differences[0];
+        let real: Vec<&str> = t
+            .differences
+            .iter()
+            .filter(|d| !d.segment)
+            .map(|d| d.request.path.as_str())
+            .collect();
+        assert_eq!(real, vec!["/api/special"]);
+        // `/apix` matches the VirtualService prefix inside a segment: a PathPrefix difference, a warning.
+        let seg: Vec<&str> = t
+            .differences
+            .iter()
+            .filter(|d| d.segment)
+            .map(|d| d.request.path.as_str())
+            .collect();
+        assert_eq!(seg, vec!["/apix"]);
+        let diff = t.differences.iter().find(|d| !d.segment).unwrap();
         assert_eq!(diff.before.to_string(), "app=api,version=v1:8080 (1000‰)");
         assert_eq!(diff.after.to_string(), "app=api,version=v2:8080 (1000‰)");
         let f = findings(&t, PolicyMigration::Apply);
-        assert_eq!(f[0].code, codes::ROUTING_DIFFERENCE);
-        assert_eq!(f[0].severity, Severity::Blocker);
-        assert!(f[0].message.contains("GET api/api/special"), "{}", f[0].message);
-        // Only written, not applied: a warning.
+        let sev: Vec<(Severity, &str)> = f.iter().map(|f| (f.severity, f.code.as_str())).collect();
         assert_eq!(
-            findings(&t, PolicyMigration::Generate)[0].severity,
-            Severity::Warning
+            sev,
+            vec![
+                (Severity::Warning, codes::ROUTING_DIFFERENCE),
+                (Severity::Blocker, codes::ROUTING_DIFFERENCE),
+                (Severity::Warning, codes::ROUTING_MIXED_WINDOW)
+            ]
+        );
+        assert!(f[0].message.contains("(/apix)"), "{}", f[0].message);
+        assert!(f[1].message.contains("GET api/api/special"), "{}", f[1].message);
+        // Only written, not applied: warnings.
+        assert!(
+            findings(&t, PolicyMigration::Generate)
+                .iter()
+                .all(|f| f.severity == Severity::Warning)
         );
     }
 
@@ -632,22 +718,28 @@ mod tests {
         let t = table(json!({"hosts": ["api"], "http": [
             {"match": [{"uri": {"prefix": "/v2"}}], "rewrite": {"uri": "/"}, "route": [{"destination": {"host": "api", "subset": "v2"}}]},
             {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
-        let d: Vec<String> = t.differences.iter().map(|d| d.request.path.clone()).collect();
-        assert_eq!(d, vec!["/v2x"]);
+        let d: Vec<(&str, bool)> = t
+            .differences
+            .iter()
+            .map(|d| (d.request.path.as_str(), d.segment))
+            .collect();
+        assert_eq!(d, vec![("/v2x", true)]);
     }
 
     #[test]
-    fn a_header_only_match_outranks_a_regex_path() {
-        // Without a path a match is PathPrefix "/" (rank 2), above the regex the prefix /a became (rank 1).
+    fn a_longer_prefix_outranks_an_earlier_header_match() {
+        // Without a path a match is PathPrefix "/" (length 1): istiod puts the PathPrefix /a (length 2) first,
+        // so a canary request under /a no longer reaches v2.
         let t = table(json!({"hosts": ["api"], "http": [
-            {"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
-            {"match": [{"headers": {"x-canary": {"exact": "1"}}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}));
-        assert!(!t.differences.is_empty());
-        assert!(
-            t.differences
-                .iter()
-                .all(|d| d.request.path.starts_with("/a") && d.request.headers.contains_key("x-canary"))
-        );
+            {"match": [{"headers": {"x-canary": {"exact": "1"}}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+            {"match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
+        let real: Vec<String> = t
+            .differences
+            .iter()
+            .filter(|d| !d.segment)
+            .map(|d| d.request.to_string())
+            .collect();
+        assert_eq!(real, vec!["GET api/a [x-canary: 1]", "GET api/a/x [x-canary: 1]"]);
     }
 
     #[test]
