@@ -721,6 +721,14 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
     let changes = super::sidecar_only::assess(s, opts);
     a.findings.extend(changes.iter().map(|c| c.finding()));
+    if apply && wp_gw.is_some() {
+        a.twins.extend(
+            changes
+                .iter()
+                .filter_map(|c| c.twin.clone())
+                .map(|t| planned(t, "twin")),
+        );
+    }
     a.behaviour_changes = changes;
 
     // PeerAuthentication DISABLE.
