@@ -277,7 +277,7 @@ fn sample(m: &Value) -> Option<String> {
 /// Request classes for a VirtualService: every path the matches name (and, for a prefix, the path one
 /// segment below and one character past it), crossed with every method and header / query set the
 /// matches name (and none), on every host.
-fn classes(vs: &Value, g: &Generated) -> Vec<Request> {
+pub fn classes(vs: &Value, g: &Generated) -> Vec<Request> {
     let mut paths: BTreeSet<String> = ["/".to_string(), "/other".to_string()].into();
     let mut methods: BTreeSet<String> = ["GET".to_string()].into();
     let mut header_sets: BTreeSet<BTreeMap<String, String>> = [BTreeMap::new()].into();
