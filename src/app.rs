@@ -344,6 +344,11 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
+    if plan.options.policy_migration == crate::assess::plan::PolicyMigration::Apply {
+        for o in &plan.twins {
+            t.push_str(&format!("  step 1: create {} (role {})\n", o.object, o.role));
+        }
+    }
     for l in &plan.waypoint_labels {
         t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
     }
@@ -375,6 +380,21 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     }
     t.push_str(&report::behaviour::text(ns, &plan.behaviour_changes));
     t.push_str(&plan.enforcement.text("  "));
+    for d in &plan.routing.differences {
+        t.push_str(&format!(
+            "  routing {}: {} -> {} before, {} after (moments {}){}\n",
+            d.virtual_service.name,
+            d.request,
+            d.before,
+            d.after,
+            d.moments.join(", "),
+            if d.segment {
+                " [PathPrefix segment: warning]"
+            } else {
+                ""
+            }
+        ));
+    }
     t
 }
 

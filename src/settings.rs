@@ -104,7 +104,9 @@ string_enum! {
     OnGateFailure { Rollback = "rollback", Hold = "hold" }
 }
 string_enum! {
-    /// What happens to targetRefs twins of sidecar-only L7 policies.
+    /// What happens to the policy phase's generated objects: targetRefs twins of sidecar-only policies
+    /// (AuthorizationPolicy, RequestAuthentication, WasmPlugin, Telemetry), and HTTPRoutes with per-version
+    /// Services translated from VirtualServices and DestinationRule subsets.
     PolicyMigration { Off = "off", Generate = "generate", Apply = "apply" }
 }
 string_enum! {
@@ -260,7 +262,7 @@ pub struct Policies {
     pub bridges: bool,
     /// Keep bridges after step 5.
     pub keep_bridges: bool,
-    /// targetRefs twins: off, generate, apply.
+    /// The policy phase (twins, VirtualService to HTTPRoute): off, generate, apply.
     pub migration: PolicyMigration,
     /// Enforcement differences (outage, gap) that do not block the namespace.
     #[serde(default)]

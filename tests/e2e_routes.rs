@@ -227,6 +227,21 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
         "{fix}"
     );
     assert!(stdout.contains("routing-mixed-window"), "{stdout}");
+    for line in [
+        "step 1: create Service/shop/api-v1 (role twin)",
+        "step 1: create Service/shop/api-v2 (role twin)",
+        "step 1: create HTTPRoute/shop/api (role twin)",
+        "step 5: delete VirtualService/shop/api",
+        "step 5: delete DestinationRule/shop/api",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    // The one difference: `/v2` (the prefix `/v2/` without its slash), which PathPrefix matches; a warning.
+    assert!(
+        stdout.contains("routing api: GET api/v2 -> app=api,version=v1:80 (1000‰) before, app=api,version=v2:80 (1000‰) after (moments 1-4, 5) [PathPrefix segment: warning]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[blocker]"), "{stdout}");
 
     // The migration, under continuous traffic.
     let traffic = Routed::start(sim.clone());

@@ -701,10 +701,15 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
             &ns,
         );
-        if dr
-            .pointer("/spec/subsets")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
+        let translated = routes
+            .generated
+            .iter()
+            .any(|g| g.subset_rules.contains(&ObjRef::from_value(dr)));
+        if !translated
+            && dr
+                .pointer("/spec/subsets")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
         {
             a.findings.push(Finding::new(
                 Severity::Warning,
