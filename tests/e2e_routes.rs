@@ -155,6 +155,14 @@ impl Routed {
     }
 }
 
+/// Runs the binary with `args` plus `--config` and `--kubeconfig`: (exit code, stdout, stderr).
+async fn cli(args: &[&str], config: &std::path::Path, kubeconfig: &std::path::Path) -> (i32, String, String) {
+    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    a.extend(["--config".to_string(), config.display().to_string()]);
+    a.extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+    pc::run_cli(std::path::Path::new(BIN), &a).await
+}
+
 fn names(sim: &meshsim::Sim, group: &str, plural: &str, ns: &str) -> Vec<String> {
     pc::objects(sim, group, plural, ns)
         .into_iter()
@@ -206,17 +214,10 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
 
     // `plan --fixes-dir` writes the generated HTTPRoute and per-version Services, and writes nothing.
     let fixes = dir.path().join("fixes");
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &[
-            "plan".into(),
-            "--config".into(),
-            cfg_path.display().to_string(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--fixes-dir".into(),
-            fixes.display().to_string(),
-        ],
+    let (code, stdout, stderr) = cli(
+        &["plan", "--fixes-dir", &fixes.display().to_string()],
+        &cfg_path,
+        &kubeconfig,
     )
     .await;
     assert_eq!(code, 0, "plan\n{stdout}\n{stderr}");
@@ -275,19 +276,11 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     // Rollback, under continuous traffic: the VirtualService and DestinationRule come back, the generated
     // objects go.
     let traffic = Routed::start(sim.clone());
-    let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
-        &[
-            "rollback".into(),
-            "-n".into(),
-            "shop".into(),
-            "--config".into(),
-            cfg_path.display().to_string(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--report-dir".into(),
-            pc::subdir(dir.path(), "rollback").display().to_string(),
-        ],
+    let rb_dir = pc::subdir(dir.path(), "rollback").display().to_string();
+    let (code, stdout, stderr) = cli(
+        &["rollback", "-n", "shop", "--report-dir", &rb_dir],
+        &cfg_path,
+        &kubeconfig,
     )
     .await;
     let (n, wrong) = traffic.finish();

@@ -80,6 +80,24 @@ fn cluster(app_labels: Value) -> std::sync::Arc<meshsim::Sim> {
     s
 }
 
+/// Before the migration: the VirtualService and its DestinationRule.
+fn before_cluster(vs: &Value) -> std::sync::Arc<meshsim::Sim> {
+    let s = cluster(json!({"istio-injection": "enabled"}));
+    load(&s, vs.clone());
+    apply_yaml(&s, DR);
+    s
+}
+
+/// After step 5: the generated objects, the Services bound to a ready waypoint, no VirtualService.
+fn after_cluster(generated: &[Value]) -> std::sync::Arc<meshsim::Sim> {
+    let s = cluster(json!({"istio-injection": "enabled", "istio.io/use-waypoint": "waypoint"}));
+    waypoint(&s, "app", "waypoint", "ready");
+    for o in generated {
+        load(&s, o.clone());
+    }
+    s
+}
+
 /// What answered a request: `<status> <pod>` (the pod from the echo body, `-` when the proxy answered).
 fn answer(sim: &meshsim::Sim, source: Source, r: &Request) -> String {
     let q: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -134,20 +152,8 @@ fn same_routing(spec: Value, n: usize) -> usize {
     );
     let g = &t.generated[0];
     let generated = t.objects();
-    let before = || {
-        let s = cluster(json!({"istio-injection": "enabled"}));
-        load(&s, vs.clone());
-        apply_yaml(&s, DR);
-        s
-    };
-    let after = || {
-        let s = cluster(json!({"istio-injection": "enabled", "istio.io/use-waypoint": "waypoint"}));
-        waypoint(&s, "app", "waypoint", "ready");
-        for o in &generated {
-            load(&s, o.clone());
-        }
-        s
-    };
+    let before = || before_cluster(&vs);
+    let after = || after_cluster(&generated);
     let classes = routing_equiv::classes(&vs, g);
     assert!(!classes.is_empty());
     // The product's own check: only the paths PathPrefix cannot express (mid-segment, trailing slash)
@@ -286,14 +292,7 @@ fn a_reordering_translation_is_caught_by_traffic_and_by_the_check() {
         .unwrap()
         .request
         .clone();
-    let before = cluster(json!({"istio-injection": "enabled"}));
-    load(&before, v.clone());
-    apply_yaml(&before, DR);
-    let after = cluster(json!({"istio-injection": "enabled", "istio.io/use-waypoint": "waypoint"}));
-    waypoint(&after, "app", "waypoint", "ready");
-    for o in &generated {
-        load(&after, o.clone());
-    }
+    let (before, after) = (before_cluster(&v), after_cluster(&generated));
     assert_eq!(answer(&before, from("app", "web-1"), &r), "200 api-v1-1");
     assert_eq!(answer(&after, from("other", "amb-1"), &r), "200 api-v2-1");
 }
