@@ -33,11 +33,7 @@ pub struct CallPath {
 impl CallPath {
     /// `front/web GET` (or `external GET`): the caller side of the table row.
     pub fn caller_label(&self) -> String {
-        format!(
-            "{} {}",
-            self.caller.as_deref().unwrap_or("external"),
-            self.method
-        )
+        format!("{} {}", self.caller.as_deref().unwrap_or("external"), self.method)
     }
 }
 
@@ -91,7 +87,12 @@ fn meta<'a>(o: &'a Value, field: &str) -> &'a str {
 fn workloads(objects: &[Value]) -> Vec<Workload> {
     objects
         .iter()
-        .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "StatefulSet" | "DaemonSet")))
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some("Deployment" | "StatefulSet" | "DaemonSet")
+            )
+        })
         .map(|o| {
             let pod = &o["spec"]["template"];
             Workload {
@@ -136,7 +137,9 @@ fn protected<'a>(ap: &Value, svcs: &'a [Svc], wls: &[Workload]) -> Vec<&'a Svc> 
         .collect();
     refs.sort_unstable();
     if !refs.is_empty() {
-        return in_ns.filter(|s| refs.binary_search(&s.name.as_str()).is_ok()).collect();
+        return in_ns
+            .filter(|s| refs.binary_search(&s.name.as_str()).is_ok())
+            .collect();
     }
     let selector = str_map(&spec["selector"]["matchLabels"]);
     if selector.is_empty() {
@@ -161,7 +164,10 @@ fn named_callers<'a>(rule: &Value, wls: &'a [Workload]) -> (Vec<&'a Workload>, B
             let parts: Vec<&str> = p.split('/').collect();
             if let [_, "ns", ns, "sa", sa] = parts.as_slice() {
                 namespaces.insert(ns.to_string());
-                callers.extend(wls.iter().filter(|w| w.namespace == *ns && w.service_account == *sa));
+                callers.extend(
+                    wls.iter()
+                        .filter(|w| w.namespace == *ns && w.service_account == *sa),
+                );
             }
         }
         for ns in source["namespaces"].as_array().into_iter().flatten() {
@@ -184,7 +190,9 @@ fn other_method(rule: &Value) -> Option<(String, String)> {
         .filter_map(Value::as_str)
         .collect();
     let first = methods.first()?;
-    let other = ["DELETE", "POST", "PUT"].into_iter().find(|m| !methods.contains(m))?;
+    let other = ["DELETE", "POST", "PUT"]
+        .into_iter()
+        .find(|m| !methods.contains(m))?;
     Some((first.to_string(), other.to_string()))
 }
 
@@ -216,7 +224,10 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
     };
     let dest = |s: &Svc| format!("{}/{}", s.namespace, s.name);
     for w in wls.iter().filter(|w| in_fleet(&w.namespace)) {
-        for s in svcs.iter().filter(|s| s.namespace == w.namespace && !s.selects(w)) {
+        for s in svcs
+            .iter()
+            .filter(|s| s.namespace == w.namespace && !s.selects(w))
+        {
             add(Some(wl_id(w)), "GET", s.url(), dest(s), "namespace");
         }
     }
@@ -230,9 +241,9 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
             let methods = other_method(rule);
             let allowed_method = methods.as_ref().map_or("GET", |(m, _)| m.as_str());
             // One workload per named namespace that the rule does not name: the caller it must refuse.
-            let outsiders = namespaces.iter().filter_map(|ns| {
-                wls.iter().find(|w| &w.namespace == ns && !callers.contains(w))
-            });
+            let outsiders = namespaces
+                .iter()
+                .filter_map(|ns| wls.iter().find(|w| &w.namespace == ns && !callers.contains(w)));
             for s in &targets {
                 for c in &callers {
                     add(Some(wl_id(c)), allowed_method, s.url(), dest(s), "policy");
@@ -251,13 +262,24 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
         .filter(|o| o["kind"] == "VirtualService" && in_fleet(meta(o, "namespace")));
     for vs in routes {
         let ns = meta(vs, "namespace");
-        for host in vs["spec"]["hosts"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        for host in vs["spec"]["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             if host.contains('*') {
                 continue;
             }
             let short = host.split('.').next().unwrap_or(host);
             for w in wls.iter().filter(|w| w.namespace == ns) {
-                add(Some(wl_id(w)), "GET", format!("http://{host}/"), format!("{ns}/{short}"), "route");
+                add(
+                    Some(wl_id(w)),
+                    "GET",
+                    format!("http://{host}/"),
+                    format!("{ns}/{short}"),
+                    "route",
+                );
             }
         }
     }
@@ -442,7 +464,11 @@ impl TrafficTable {
         let mut last_dest = String::new();
         for (i, r) in rows.iter().enumerate() {
             // The destination is printed once per group.
-            let dest = if i > 0 && r[0] == last_dest { "" } else { r[0].as_str() };
+            let dest = if i > 0 && r[0] == last_dest {
+                ""
+            } else {
+                r[0].as_str()
+            };
             last_dest = r[0].clone();
             let mut line = String::new();
             for (c, cell) in r.iter().enumerate() {
@@ -506,7 +532,8 @@ mod tests {
     }
 
     fn fleet() -> Vec<Value> {
-        let mut y = app("front", "web") + &app("front", "other") + &app("store", "api") + &app("store", "web");
+        let mut y =
+            app("front", "web") + &app("front", "other") + &app("store", "api") + &app("store", "web");
         y.push_str(
             "---\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: store}\nspec:\n  selector: {matchLabels: {app: api}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/front/sa/web]}}]\n    to: [{operation: {methods: [GET]}}]\n",
         );
@@ -602,6 +629,9 @@ mod tests {
         assert!(text.contains("0.2s-0.3s") && text.contains("1.2s-1.2s"), "{text}");
         let md = t.markdown();
         assert_eq!(md.lines().count(), 4, "{md}");
-        assert!(md.contains("| x/secret | a/b GET | deny | 2 | 1 | 1 | 1 | 0 | 1.2s-1.2s |"), "{md}");
+        assert!(
+            md.contains("| x/secret | a/b GET | deny | 2 | 1 | 1 | 1 | 0 | 1.2s-1.2s |"),
+            "{md}"
+        );
     }
 }
