@@ -342,10 +342,11 @@ pub async fn run(cli: &Cli) -> i32 {
             println!(
                 "exit code {}: {}",
                 verdict.exit_code,
-                if verdict.exit_code == exit::OK {
-                    "no failed or leaked request and no rollback"
-                } else {
-                    "the rehearsal failed, leaked or rolled back: see the table and the report"
+                match verdict.exit_code {
+                    exit::OK => "no failed or leaked request and no rollback",
+                    exit::GATE_FAILED =>
+                        "requests failed or leaked, or a namespace rolled back: see the table and the report",
+                    other => report::markdown::exit_code_meaning(other),
                 }
             );
         }
