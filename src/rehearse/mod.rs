@@ -235,18 +235,7 @@ pub async fn run(cli: &Cli) -> i32 {
         .flat_map(|ns| s.for_namespace(ns).probes)
         .collect();
     let paths = derive_paths(&copy.objects, &namespaces, &probes);
-    // Endpoints and enrolment settle a moment after pods are Ready: a path failing at first is asked
-    // again for a few seconds before it is left out.
-    let (mut rows, mut excluded) = traffic::baseline(&running.sim, paths);
-    for _ in 0..15 {
-        if excluded.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (more, still) = traffic::baseline(&running.sim, excluded.into_iter().map(|e| e.path).collect());
-        rows.extend(more);
-        excluded = still;
-    }
+    let (rows, excluded) = traffic::settled_baseline(&running.sim, paths).await;
     let progress = out.progress();
     progress(&format!(
         "rehearsal: {} namespaces, {} objects copied, {} paths under traffic ({} left out), pods start in {} ({}){}",

@@ -69,6 +69,22 @@ pub fn baseline(sim: &Sim, paths: Vec<CallPath>) -> (Vec<(CallPath, bool)>, Vec<
     (kept, excluded)
 }
 
+/// [`baseline`], asked again for a few seconds for the paths that disagree: endpoints and enrolment settle a
+/// moment after pods are Ready.
+pub async fn settled_baseline(sim: &Sim, paths: Vec<CallPath>) -> (Vec<(CallPath, bool)>, Vec<Excluded>) {
+    let (mut rows, mut excluded) = baseline(sim, paths);
+    for _ in 0..15 {
+        if excluded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (more, still) = baseline(sim, excluded.into_iter().map(|e| e.path).collect());
+        rows.extend(more);
+        excluded = still;
+    }
+    (rows, excluded)
+}
+
 /// The running generator.
 pub struct Generator {
     stop: Arc<AtomicBool>,
