@@ -28,15 +28,7 @@ use crate::report::{
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
 
-/// Exit codes (docs/design.md §7).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const GATE_FAILED: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const HUMAN_NEEDED: i32 = 3;
-    pub const BLOCKED: i32 = 4;
-    pub const LOCKED: i32 = 5;
-}
+pub use crate::exit;
 
 /// Prints results: text lines or one JSON document on stdout; progress on stdout in text mode and on
 /// stderr in JSON mode (so stdout stays one parseable document).
@@ -206,6 +198,7 @@ fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch:
             out.progress_writer(),
             s.reports.progress_interval,
         )))),
+        cache: None,
     }
 }
 
@@ -366,8 +359,28 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
-    for l in &plan.waypoint_labels {
-        t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
+    // Bridges go in just before the waypoint is bound, in whichever step binds it (engine/exec.rs,
+    // `create_bridges`): step 1 in the seed's order, the end of step 4 when activation follows the restart.
+    let bind_step = match plan.options.activation_order {
+        crate::assess::plan::ActivationOrder::BeforeAmbient => 1,
+        crate::assess::plan::ActivationOrder::AfterRestart => 4,
+    };
+    let bind = |t: &mut String| {
+        for b in &plan.bridges {
+            t.push_str(&format!(
+                "  step {bind_step}: create bridge {} (before the waypoint is bound)\n",
+                b.object
+            ));
+        }
+        for l in &plan.waypoint_labels {
+            t.push_str(&format!(
+                "  step {bind_step}: label {} {}={}\n",
+                l.target, l.key, l.value
+            ));
+        }
+    };
+    if bind_step == 1 {
+        bind(&mut t);
     }
     t.push_str(&format!(
         "  step 2: label {} {}={}\n",
@@ -378,9 +391,6 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             "  step 3: remove label {k} (was {v}; restored on rollback)\n"
         ));
     }
-    for b in &plan.bridges {
-        t.push_str(&format!("  step 4: create bridge {}\n", b.object));
-    }
     for (i, batch) in plan.restart_batches.iter().enumerate() {
         let names: Vec<String> = batch.iter().map(|w| w.to_string()).collect();
         t.push_str(&format!(
@@ -388,6 +398,9 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             i + 1,
             names.join(", ")
         ));
+    }
+    if bind_step == 4 {
+        bind(&mut t);
     }
     for d in &plan.delete_at_step5 {
         t.push_str(&format!("  step 5: delete {d}\n"));
@@ -587,6 +600,24 @@ async fn cmd_run(
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
+    // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
+    // backup, for the whole run.
+    let cache = crate::cluster::FleetCache::start(cluster);
+    if let Err(e) = cache
+        .ready(tokio::time::Instant::now() + s.timeouts.api_request * 3)
+        .await
+    {
+        eprintln!("error: reading the fleet: {e}");
+        return exit::HUMAN_NEEDED;
+    }
+    eng.cache = Some(cache);
+    let journals = match Journal::load_all(cluster, &s.state_namespace).await {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("error: reading the journals in {}: {e}", s.state_namespace);
+            return exit::HUMAN_NEEDED;
+        }
+    };
 
     // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
     // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
@@ -595,13 +626,7 @@ async fn cmd_run(
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
-        let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
-            Ok(r) => r.map(|r| r.phase),
-            Err(e) => {
-                eprintln!("error: reading the journal of {ns}: {e}");
-                return exit::HUMAN_NEEDED;
-            }
-        };
+        let prior = journals.get(ns).map(|r| r.phase);
         if !matches!(
             prior,
             None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)

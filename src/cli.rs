@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Exit code for usage and configuration errors (docs/design.md §7); clap's own usage errors use the same code.
-pub const EXIT_USAGE: i32 = 2;
+/// Exit code for usage and configuration errors; clap's own usage errors use the same code.
+pub const EXIT_USAGE: i32 = crate::exit::USAGE;
 
 /// `ambient-migrate`: move Istio namespaces from sidecars to ambient mode, gated and reversible.
 #[derive(Debug, Clone, Parser)]

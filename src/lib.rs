@@ -7,6 +7,7 @@ pub mod cluster;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
+pub mod exit;
 pub mod fleet;
 pub mod journal;
 pub mod lease;

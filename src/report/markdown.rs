@@ -15,17 +15,9 @@ use super::{
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
 
-/// What the exit code means (docs/design.md §7).
+/// What the exit code means: see [`crate::exit::meaning`].
 pub fn exit_code_meaning(code: i32) -> &'static str {
-    match code {
-        0 => "all requested namespaces migrated and validated",
-        1 => "a namespace failed a gate and was rolled back (or held) cleanly",
-        2 => "usage or configuration error, nothing touched",
-        3 => "a rollback failed or the state is inconsistent: a human is needed",
-        4 => "preflight blocked a namespace: nothing of it touched",
-        5 => "another run holds the lock",
-        _ => "unexpected",
-    }
+    crate::exit::meaning(code)
 }
 
 fn icon(o: NamespaceOutcome) -> &'static str {

@@ -494,24 +494,9 @@ impl Summary {
     }
 }
 
-/// Exit code implied by the namespace outcomes (docs/design.md §7): 3 if any rollback failed, else 4 if any was
-/// blocked and none touched failed, else 1 if any rolled back or held or was not started (a cancelled run),
-/// else 0. Lock (5) and usage (2) errors
-/// are decided before a report exists.
+/// Exit code implied by the namespace outcomes: see [`crate::exit::for_outcomes`].
 pub fn exit_code_for(namespaces: &[NamespaceReport]) -> i32 {
-    let any = |o| namespaces.iter().any(|n| n.outcome == o);
-    if any(NamespaceOutcome::RollbackFailed) {
-        3
-    } else if any(NamespaceOutcome::RolledBack) || any(NamespaceOutcome::Held) {
-        1
-    } else if any(NamespaceOutcome::Blocked) {
-        4
-    } else if any(NamespaceOutcome::NotStarted) {
-        // The fleet stopped early (cancelled): not "all requested namespaces migrated".
-        1
-    } else {
-        0
-    }
+    crate::exit::for_outcomes(namespaces)
 }
 
 impl RunReport {

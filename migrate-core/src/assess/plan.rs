@@ -27,17 +27,18 @@ pub enum ActivationOrder {
     AfterRestart,
 }
 
-/// What to do with selector policies that need a `targetRefs` twin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyMigration {
-    /// Report only.
-    #[default]
-    Off,
-    /// Generate twin YAML into findings / report.
-    Generate,
-    /// Create the twins (journaled, role `twin`) before step 1.
-    Apply,
+string_enum! {
+    /// What to do with selector policies that need a `targetRefs` twin (`migration.policies.migration`).
+    #[derive(Default)]
+    PolicyMigration {
+        /// Report only.
+        #[default]
+        Off = "off",
+        /// Generate twin YAML into findings / report.
+        Generate = "generate",
+        /// Create the twins (journaled, role `twin`) before step 1.
+        Apply = "apply",
+    }
 }
 
 /// Which workload kinds step 4 restarts.

@@ -6,6 +6,7 @@ use super::install;
 use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
 use super::{Finding, Severity, Snapshot, json, labels_match};
+use crate::gates::ztunnel::daemonset_not_ready;
 use crate::steps::ObjRef;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -313,23 +314,6 @@ fn planned(v: Value, role: &str) -> PlannedObject {
         role: role.into(),
         manifest: v,
     }
-}
-
-fn daemonset_not_ready(ds: Option<&k8s_openapi::api::apps::v1::DaemonSet>) -> Option<String> {
-    let Some(ds) = ds else {
-        return Some("not found".into());
-    };
-    let st = ds.status.clone().unwrap_or_default();
-    if st.desired_number_scheduled == 0 {
-        return Some("no pods scheduled (desiredNumberScheduled 0)".into());
-    }
-    if st.number_ready < st.desired_number_scheduled {
-        return Some(format!(
-            "{} of {} pods ready",
-            st.number_ready, st.desired_number_scheduled
-        ));
-    }
-    None
 }
 
 /// Is a namespace (by its labels) still on sidecars: injection enabled and not ambient?
