@@ -12,6 +12,8 @@ pub mod fleet;
 pub mod journal;
 pub mod lease;
 pub mod probes;
+#[cfg(feature = "demo")]
+pub mod rehearse;
 pub mod report;
 pub mod settings;
 

@@ -358,6 +358,13 @@ impl Engine {
         }
     }
 
+    /// Opens (a namespace starts) or closes (it has its outcome) the namespace's wait-progress lines.
+    fn wait_progress_open(&self, ns: &str, open: bool) {
+        if let Some(p) = &self.waits {
+            p.lock().unwrap_or_else(|e| e.into_inner()).set_open(ns, open);
+        }
+    }
+
     /// Fails when the lease can no longer be proven held (a proof that only went stale gets one lease
     /// duration to be refreshed: [`crate::lease::LeaseGuard::check_held`]).
     pub(crate) async fn check_lease(&self) -> Result<(), EngineError> {
@@ -416,7 +423,11 @@ impl Engine {
     /// `RollbackFailed` (state unknown, a human is needed) or `Aborted` (lease lost / fenced).
     pub async fn run_namespace(&self, ns: &str, opts: &NamespaceOptions) -> NamespaceRun {
         let mut run = NamespaceRun::new(ns);
-        match self.run_namespace_inner(ns, opts, &mut run).await {
+        self.wait_progress_open(ns, true);
+        let result = self.run_namespace_inner(ns, opts, &mut run).await;
+        // The namespace has its outcome: a wait still winding down prints no progress line after it.
+        self.wait_progress_open(ns, false);
+        match result {
             Ok((outcome, phase)) => run.finish(outcome, phase),
             Err(e) => {
                 let fenced = e.is_fenced();

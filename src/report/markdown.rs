@@ -172,6 +172,18 @@ pub fn render(report: &RunReport) -> String {
     }
     m.push('\n');
 
+    if let Some(t) = &report.traffic {
+        let _ = writeln!(
+            m,
+            "### Traffic per destination and path\n\n{} requests; {} legitimate ones failed, {} illegitimate ones leaked. The window is the first to the last wrong request, from the start of the traffic.\n",
+            t.sent(),
+            t.wrongly_denied(),
+            t.wrongly_allowed()
+        );
+        m.push_str(&t.markdown());
+        m.push('\n');
+    }
+
     let failed: Vec<&NamespaceReport> = report
         .namespaces
         .iter()

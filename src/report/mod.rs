@@ -54,6 +54,9 @@ pub struct RunReport {
     pub exit_code: i32,
     /// Counts per outcome and a one-line verdict.
     pub summary: Summary,
+    /// Synthetic traffic per destination and path during the run (a rehearsal's, or the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<migrate_core::rehearse::TrafficTable>,
 }
 
 /// Final outcome of one namespace.
@@ -511,6 +514,7 @@ impl RunReport {
             namespaces: Vec::new(),
             exit_code: 0,
             summary: Summary::default(),
+            traffic: None,
         }
     }
 

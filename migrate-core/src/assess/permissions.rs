@@ -169,7 +169,31 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             &["list"],
             "injector revisions and tags",
         );
-        a.add(istio, "", &["configmaps"], &["get"], "mesh config");
+        a.add(
+            istio,
+            "",
+            &["configmaps"],
+            &["get"],
+            "mesh config and istio-cni's ambient setting",
+        );
+        // Install-phase checks (`assess::install`): Gateway API CRDs, the waypoint GatewayClass, ztunnel
+        // pods per node, istiod's version.
+        a.add(
+            None,
+            "apiextensions.k8s.io",
+            &["customresourcedefinitions"],
+            &["get"],
+            "Gateway API CRD versions",
+        );
+        a.add(
+            None,
+            "gateway.networking.k8s.io",
+            &["gatewayclasses"],
+            &["get"],
+            "the istio-waypoint GatewayClass",
+        );
+        a.add(istio, "", &["pods"], &["list"], "ztunnel ready on every node");
+        a.add(istio, "apps", &["deployments"], &["get"], "istiod's version");
         a.add(
             istio,
             "security.istio.io",

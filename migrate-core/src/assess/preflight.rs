@@ -2,6 +2,7 @@
 //! policy decisions the plan needs (twins, bridges, deletions). Every finding names the object and the fix.
 
 use super::injection::{self, Injectors};
+use super::install;
 use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
 use super::{Finding, Severity, Snapshot, json, labels_match};
@@ -659,6 +660,12 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             "metadata": {"name": opts.waypoint_name, "namespace": ns, "labels": {"istio.io/waypoint-for": "service"}},
             "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})])));
     }
+
+    // The ambient components the namespace relies on (the Gateway API only matters with a waypoint).
+    a.findings.extend(install::findings(
+        s,
+        wp_gw.is_some() || !needs_waypoint.is_empty(),
+    ));
 
     // VirtualServices / DestinationRules.
     for vs in &s.virtual_services {
