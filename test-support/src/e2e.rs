@@ -48,7 +48,7 @@ pub const ISTIO_LABELS: [&str; 4] = [
 
 /// Small latencies (5-30 ms) so a namespace migrates in a few seconds.
 pub fn sim_settings() -> Settings {
-    crate::Latencies::E2E.settings()
+    crate::Latencies::E2e.settings()
 }
 
 /// A fault of `kind` in `ns`, active while `label` (`k=v`, `k`, `!k`) holds on the namespace.

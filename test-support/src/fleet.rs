@@ -32,7 +32,7 @@ pub const PRODUCT_AGENT: &str = "ambient-migrate";
 
 /// meshsim latencies: fast, but slow enough that namespaces overlap in time.
 pub fn sim_settings() -> Settings {
-    crate::Latencies::FLEET.settings()
+    crate::Latencies::Fleet.settings()
 }
 
 /// A fleet fixture: one plain sidecar namespace per entry (`(name, faulty)`), each with one Deployment

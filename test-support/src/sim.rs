@@ -19,7 +19,7 @@ use meshsim::{Running, Settings, StartOptions};
 
 /// Settings with small latencies so controllers (when present) act within tens of milliseconds.
 pub fn fast_settings() -> Settings {
-    crate::Latencies::INSTANT.settings()
+    crate::Latencies::Instant.settings()
 }
 
 /// A running simulated cluster with a kube-rs client and a kubectl setup.

@@ -78,8 +78,8 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             if blocked {
                 Some("pending")
             } else if !running
-                || now >= since + sim.settings.latency.cni_enroll_ms
                 || current == Some("enabled")
+                || snap.due(ns(p), since + sim.settings.latency.cni_enroll_ms)
             {
                 Some("enabled")
             } else {

@@ -1932,11 +1932,7 @@ impl EnforcementTable {
                     .zip(&widths)
                     .map(|(x, w)| format!("{:>w$}", short(x)))
                     .collect::<String>(),
-                if d.kind == DifferenceKind::Gap {
-                    "gap"
-                } else {
-                    "outage"
-                },
+                d.kind.as_str(),
                 if d.pre_existing { " (before migration)" } else { "" }
             ));
         }
@@ -2096,6 +2092,26 @@ pub(crate) mod tests {
             text.contains("shop/web") && text.contains("db:80") && text.contains("gap"),
             "{text}"
         );
+        // Every decision sits in its moment's column, with space between neighbours ("deny allow",
+        // never "denyallow"): the header's moment labels and the decisions have the same width.
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("caller"))
+            .expect("header");
+        let web_row = lines.iter().find(|l| l.contains("shop/web")).expect("row");
+        for m in &p.enforcement.moments {
+            let end = header
+                .find(&format!(" {m} "))
+                .or_else(|| header.find(&format!(" {m}  kind")));
+            let end = end.expect("moment in header") + 1 + m.len();
+            let cell = &web_row[end - 6..end];
+            assert!(cell.starts_with(' '), "cell {cell:?} under moment {m} in\n{text}");
+            assert!(
+                matches!(cell.trim(), "allow" | "deny" | "-"),
+                "cell {cell:?} in\n{text}"
+            );
+        }
         let hazard = p
             .findings
             .iter()
