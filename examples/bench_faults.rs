@@ -18,10 +18,7 @@
 //! [--slow-write-rate R]`.
 //! `BENCH_SHOW_WRITES=1` lists, for lost-lease cells, the writes that landed after the Lease was overwritten.
 
-#[path = "../tests/chaos_common/mod.rs"]
-mod chaos_common;
-#[path = "../tests/e2e_common/mod.rs"]
-mod e2e_common;
+use test_support::chaos as chaos_common;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -235,8 +232,8 @@ async fn split_brain(args: &[String]) -> bool {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let bin = std::path::Path::new(e2e_common::BIN);
-    match std::fs::metadata(bin).and_then(|m| m.modified()) {
+    let bin = test_support::bin();
+    match std::fs::metadata(&bin).and_then(|m| m.modified()) {
         Ok(t) => println!(
             "binary: {} (built {:.0} s ago)",
             bin.display(),

@@ -11,8 +11,7 @@
 //!
 //! Run: `cargo run --release --example bench_fleet [-- N D R]` (defaults 8 3 2).
 
-#[path = "../tests/policies_common/mod.rs"]
-mod policies_common;
+use test_support::policies as policies_common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

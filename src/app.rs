@@ -344,13 +344,35 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
+    // Twins (and, with policies.migration = apply, the generated HTTPRoutes and per-version Services) are
+    // created at the start of step 1 (engine/exec.rs, `activate_waypoint`).
     if plan.options.policy_migration == crate::assess::plan::PolicyMigration::Apply {
         for o in &plan.twins {
             t.push_str(&format!("  step 1: create {} (role {})\n", o.object, o.role));
         }
     }
-    for l in &plan.waypoint_labels {
-        t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
+    // Bridges go in just before the waypoint is bound, in whichever step binds it (engine/exec.rs,
+    // `create_bridges`): step 1 in the seed's order, the end of step 4 when activation follows the restart.
+    let bind_step = match plan.options.activation_order {
+        crate::assess::plan::ActivationOrder::BeforeAmbient => 1,
+        crate::assess::plan::ActivationOrder::AfterRestart => 4,
+    };
+    let bind = |t: &mut String| {
+        for b in &plan.bridges {
+            t.push_str(&format!(
+                "  step {bind_step}: create bridge {} (before the waypoint is bound)\n",
+                b.object
+            ));
+        }
+        for l in &plan.waypoint_labels {
+            t.push_str(&format!(
+                "  step {bind_step}: label {} {}={}\n",
+                l.target, l.key, l.value
+            ));
+        }
+    };
+    if bind_step == 1 {
+        bind(&mut t);
     }
     t.push_str(&format!(
         "  step 2: label {} {}={}\n",
@@ -361,9 +383,6 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             "  step 3: remove label {k} (was {v}; restored on rollback)\n"
         ));
     }
-    for b in &plan.bridges {
-        t.push_str(&format!("  step 4: create bridge {}\n", b.object));
-    }
     for (i, batch) in plan.restart_batches.iter().enumerate() {
         let names: Vec<String> = batch.iter().map(|w| w.to_string()).collect();
         t.push_str(&format!(
@@ -371,6 +390,9 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             i + 1,
             names.join(", ")
         ));
+    }
+    if bind_step == 4 {
+        bind(&mut t);
     }
     for d in &plan.delete_at_step5 {
         t.push_str(&format!("  step 5: delete {d}\n"));

@@ -2,7 +2,7 @@
 //! kube-apiserver) is refused in the preflight, before the fleet's first write, with the size and the
 //! limit named; the refusal matches what meshsim answers for a ConfigMap of that size.
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::time::Duration;
 

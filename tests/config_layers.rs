@@ -208,9 +208,9 @@ fn unknown_keys_are_refused_with_their_path() {
 
 #[test]
 fn bad_values_name_the_key_and_the_value() {
-    let msg = one_problem(load(None, &[], &[("timeouts.rollout", "10 minutes")]));
+    let msg = one_problem(load(None, &[], &[("timeouts.rollout", "10 fortnights")]));
     assert!(msg.contains("timeouts.rollout"), "{msg}");
-    assert!(msg.contains("invalid duration \"10 minutes\""), "{msg}");
+    assert!(msg.contains("invalid duration \"10 fortnights\""), "{msg}");
 
     let msg = one_problem(load(None, &[("AMBIENT_MIGRATE_FLEET__CONCURRENCY", "x")], &[]));
     assert!(msg.contains("fleet.concurrency: invalid value"), "{msg}");

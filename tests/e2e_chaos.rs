@@ -3,8 +3,7 @@
 //! binary out of process against meshsim). A regression that leaves a namespace anywhere but Migrated,
 //! RolledBack-equal-to-backup or RollbackFailed-with-a-message fails here.
 
-mod chaos_common;
-mod e2e_common;
+use test_support::chaos as chaos_common;
 
 use chaos_common::*;
 

@@ -1,9 +1,9 @@
-//! End-to-end tests of the command line against meshsim (issue 4): every invalid configuration input
+//! End-to-end tests of the command line against meshsim: every invalid configuration input
 //! (config file, environment variable, `--set`, flag) gives exit code 2 with a message naming the key, and
 //! no request at all reaches the cluster; each configuration layer overrides the previous one, seen
 //! through what `plan` reads; `ambient-migrate demo` runs the whole scenario and exits 0.
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::time::Duration;
 
@@ -281,7 +281,7 @@ async fn each_layer_overrides_the_previous_one() {
 async fn demo_runs_the_whole_scenario_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let reports = dir.path().join("reports");
-    let mut c = tokio::process::Command::new(BIN);
+    let mut c = tokio::process::Command::new(test_support::bin());
     c.args(["demo", "--report-dir"])
         .arg(&reports)
         .env_remove("GITHUB_STEP_SUMMARY")

@@ -1,8 +1,8 @@
-//! End-to-end acceptance of the migration engine (issue 3) against meshsim, driving the real binary:
+//! End-to-end acceptance of the migration engine against meshsim, driving the real binary:
 //! the happy path on the seed namespace, a revision-labelled namespace migrated and rolled back, preflight
 //! blockers (exit 4, nothing written), `--dry-run` (store unchanged), `status`, and `backup`/`restore`.
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use e2e_common::*;
 use serde_json::Value;

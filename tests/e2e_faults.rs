@@ -1,4 +1,4 @@
-//! End-to-end acceptance (issue 3): for each step 1-5, a meshsim fault that fails that step's gate ends the
+//! End-to-end acceptance: for each step 1-5, a meshsim fault that fails that step's gate ends the
 //! run with exit 1 and the namespace RolledBack: labels, policies and routes identical to the backup (the
 //! file the run wrote and the state before the run), every workload pod with a ready sidecar.
 //!
@@ -6,7 +6,7 @@
 //! (rollback order: reverse; the injection label is restored before the restart), so the rollback itself
 //! can succeed and be verified.
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use e2e_common::*;
 use meshsim::{FaultKind, FaultSpec};

@@ -1,4 +1,4 @@
-//! End-to-end acceptance of the fleet job (docs/design.md §6, issue 4) on a meshsim fleet, driving the real
+//! End-to-end acceptance of the fleet job (docs/design.md §6) on a meshsim fleet, driving the real
 //! binary: a failed canary stops the fleet with nothing else touched; a namespace failing mid-fleet rolls
 //! back while the others migrate; the failure budget stops new starts; at most `concurrency` namespaces
 //! are in flight (measured from meshsim's request log); SIGTERM mid-run leaves every namespace Migrated,
@@ -6,7 +6,7 @@
 //! files are checked: the JSON against docs/report.schema.json, the JUnit file against the schema CI
 //! publishers accept, with one testcase per step and gate and the measurements of failed gates.
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -15,7 +15,7 @@
 //! - `hazard_rules_*`: the preflight's ztunnel classification agrees with meshsim's translation, field by
 //!   field (ALLOW dropped / DENY without effect / DENY broadened).
 
-mod policies_common;
+use test_support::policies as policies_common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +23,6 @@ use std::time::Duration;
 use meshsim::StartOptions;
 use policies_common as pc;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 
 async fn start(fixture: String) -> (meshsim::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -74,7 +72,7 @@ async fn run_config(
     std::fs::write(&cfg_path, cfg.toml()).unwrap();
     let rep_dir = pc::subdir(dir, name);
     let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
+        &test_support::bin(),
         &pc::run_args(&cfg_path, kubeconfig, &rep_dir, &[]),
     )
     .await;
@@ -313,7 +311,7 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
     let mut args = pc::run_args(&cfg_path, &kubeconfig, &pc::subdir(dir.path(), "plan"), &[]);
     args[0] = "plan".into();
     args.extend(["--fixes-dir".to_string(), fixes.display().to_string()]);
-    let (code, stdout, stderr) = pc::run_cli(std::path::Path::new(BIN), &args).await;
+    let (code, stdout, stderr) = pc::run_cli(&test_support::bin(), &args).await;
     assert_eq!(code, 4, "{stdout}\n{stderr}");
     assert!(stdout.contains("namespace vault: BLOCKED"), "{stdout}");
     assert!(stdout.contains("namespace plain: ready"), "{stdout}");
@@ -336,7 +334,7 @@ async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint(
     // A blocked canary stops the fleet even with on_blocked = skip: nothing is written.
     let canary_reports = pc::subdir(dir.path(), "canary");
     let (code, stdout, stderr) = pc::run_cli(
-        std::path::Path::new(BIN),
+        &test_support::bin(),
         &pc::run_args(&cfg_path, &kubeconfig, &canary_reports, &["--canary", "vault"]),
     )
     .await;

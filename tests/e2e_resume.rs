@@ -1,4 +1,4 @@
-//! End-to-end crash safety (issue 3, docs/design.md §4): the runner is killed with SIGKILL while the journal says it
+//! End-to-end crash safety (docs/design.md §4): the runner is killed with SIGKILL while the journal says it
 //! is in step k (for each step, and once in the middle of a rollback), then run again: the namespace
 //! converges to Migrated (or RolledBack, with its config identical to the backup). A second runner started
 //! while another holds the fleet Lease exits 5 and writes nothing.
@@ -6,7 +6,7 @@
 //! The lease is short (`timeouts.lease = "3s"`), so the rerun waits at most that long for the killed run's
 //! Lease to expire (it exits 5 until then).
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use std::time::Duration;
 

@@ -6,15 +6,13 @@
 //! restores the VirtualService and DestinationRule and removes what the migration created, again without
 //! a request changing destination.
 
-mod policies_common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meshsim::StartOptions;
 use meshsim::traffic::{Outcome, Request, Source};
-use policies_common as pc;
+use test_support::policies as pc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 

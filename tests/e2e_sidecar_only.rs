@@ -6,7 +6,7 @@
 //! before, and goes through from the ambient pod after (ztunnel does not enforce REGISTRY_ONLY, istio/istio
 //! issue 54281), counted as wrongly allowed.
 
-mod e2e_common;
+use test_support::e2e as e2e_common;
 
 use e2e_common::*;
 use meshsim::traffic::{self, Outcome, Request, Source};

@@ -1,7 +1,7 @@
 //! Probe measurements against meshsim: http probes through meshsim's probe proxy (caller identity via
 //! `x-meshsim-source`), job probes as curl Jobs run by meshsim's Job controller and traffic model.
 
-mod common;
+use test_support::cluster as common;
 
 use std::time::Duration;
 

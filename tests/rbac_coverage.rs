@@ -6,7 +6,7 @@
 //! may be answered 403. (Other paths are covered the same way by every e2e test, which all run as the
 //! ServiceAccount.)
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! 403; with one verb removed, `run` proves its permissions first and stops with exit 4, naming the missing
 //! rule and writing nothing, and `plan` reports the same without failing.
 
-mod fleet_common;
+use test_support::fleet as fleet_common;
 
 use std::time::Duration;
 

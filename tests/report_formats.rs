@@ -236,8 +236,8 @@ fn summary_and_exit_code_follow_outcomes() {
 
 // ---- JSON ----
 
-mod schema_check;
-use schema_check::validate;
+use schema_check::violations;
+use test_support::schema as schema_check;
 
 fn schema() -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
@@ -256,8 +256,7 @@ fn json_round_trips_and_matches_the_schema() {
     assert_eq!(v["namespaces"][1]["steps"][1]["step"], "restart");
     assert_eq!(v["namespaces"][1]["steps"][1]["gates"][0]["measured"]["ready"], 1);
     let s = schema();
-    let mut errs = Vec::new();
-    validate(&s, &s, &v, "$", &mut errs);
+    let errs = violations(&s, &v);
     assert!(errs.is_empty(), "schema violations: {errs:#?}");
 }
 
@@ -269,13 +268,14 @@ fn schema_check_catches_violations() {
     v["namespaces"][1]["extra"] = json!(1);
     v.as_object_mut().unwrap().remove("run_id");
     v["started"] = json!("yesterday");
-    let mut errs = Vec::new();
-    validate(&s, &s, &v, "$", &mut errs);
-    let all = errs.join("\n");
-    assert!(all.contains("$.namespaces[0].outcome"), "{all}");
-    assert!(all.contains("unexpected property extra"), "{all}");
-    assert!(all.contains("missing required \"run_id\""), "{all}");
-    assert!(all.contains("$.started"), "{all}");
+    let all = violations(&s, &v).join("\n");
+    assert!(all.contains("/namespaces/0/outcome: "), "{all}");
+    assert!(
+        all.contains("/namespaces/1: ") && all.contains("'extra' was unexpected"),
+        "{all}"
+    );
+    assert!(all.contains("\"run_id\" is a required property"), "{all}");
+    assert!(all.contains("/started: "), "{all}");
 }
 
 // ---- JUnit ----
@@ -533,8 +533,7 @@ fn behaviour_changes_are_in_json_with_schema_and_in_markdown() {
     assert_eq!(v["namespaces"][2]["behaviour_changes"][0]["severity"], "blocker");
     assert_eq!(shop[1]["code"], codes::ENVOYFILTER);
     let s = schema();
-    let mut errs = Vec::new();
-    validate(&s, &s, &v, "$", &mut errs);
+    let errs = violations(&s, &v);
     assert!(errs.is_empty(), "schema violations: {errs:#?}");
     // Reports written before the section existed still parse.
     let mut old = v.clone();

@@ -1,7 +1,7 @@
 //! meshsim's control endpoints (`/meshsim/*`), raw HTTP details kube-rs hides (discovery, OpenAPI, Tables,
 //! keep-alive, 404/405/415 Status answers), and the `meshsim` binary.
 
-mod common;
+use test_support::sim as common;
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;

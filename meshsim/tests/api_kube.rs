@@ -1,6 +1,6 @@
 //! The API server driven by kube-rs 5, as the product drives a real cluster.
 
-mod common;
+use test_support::sim as common;
 
 use std::time::Duration;
 

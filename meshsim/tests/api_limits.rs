@@ -1,7 +1,7 @@
 //! The API server's size limits and optimistic concurrency: ConfigMap/Secret data over 1 MiB is 422 with the
 //! apiserver's wording, request bodies over 3 MiB are 413, a stale resourceVersion is 409.
 
-mod common;
+use test_support::sim as common;
 
 use common::start_sim;
 use serde_json::{Value, json};

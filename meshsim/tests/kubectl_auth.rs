@@ -2,7 +2,7 @@
 //! Forbidden, with the apiserver's message), impersonation with `--as`, `kubectl auth can-i` (one check
 //! and `--list`) and `kubectl auth whoami`.
 
-mod common;
+use test_support::sim as common;
 
 use common::start_sim;
 use serde_json::Value;

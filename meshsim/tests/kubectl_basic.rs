@@ -1,6 +1,6 @@
 //! kubectl 1.32 against meshsim: the commands the seed runbook uses, unmodified.
 
-mod common;
+use test_support::sim as common;
 
 use meshsim::resources;
 

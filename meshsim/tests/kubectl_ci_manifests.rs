@@ -3,7 +3,7 @@
 //! cluster that has never seen them, and a kind meshsim does not serve fails with kubectl's own message
 //! (what the CI lint relies on).
 
-mod common;
+use test_support::sim as common;
 
 use std::path::PathBuf;
 

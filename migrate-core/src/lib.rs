@@ -6,6 +6,9 @@
 //! migrate-core` shows no kube, tokio, reqwest or hyper) and every rule can be unit-tested without a
 //! cluster. See `docs/design.md` §2 for the split between this crate and the executor.
 
+#[macro_use]
+pub mod names;
+
 pub mod assess;
 pub mod gates;
 pub mod probes;

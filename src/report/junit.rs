@@ -6,36 +6,13 @@
 //! gate's measurements; a gate that could not measure (`error`) is an `<error>`; a namespace not reached is
 //! a `<skipped>` test case. `time` is in seconds.
 
-use std::fmt::Write as _;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{NamespaceOutcome, RollbackOutcome, RunReport, StepOutcome, outcome_str, seconds_between};
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
-
-/// Escapes text for XML attributes and content (also drops characters XML 1.0 forbids).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            c if (c as u32) < 0x20 => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Escapes element text (newlines kept as is so the measurements stay readable).
-fn escape_text(s: &str) -> String {
-    escape(s).replace("&#10;", "\n")
-}
 
 enum Verdict {
     Pass,
@@ -194,73 +171,53 @@ fn cases(n: &super::NamespaceReport) -> Vec<Case> {
     v
 }
 
-#[derive(Default)]
-struct Counts {
-    tests: usize,
-    failures: usize,
-    errors: usize,
-    skipped: usize,
+/// A jiff timestamp as the chrono type quick-junit writes (RFC 3339, UTC).
+fn chrono_time(t: jiff::Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::from_timestamp_millis(t.as_millisecond())
+        .unwrap_or_default()
+        .fixed_offset()
 }
 
-impl Counts {
-    fn of(cases: &[Case]) -> Counts {
-        let mut c = Counts {
-            tests: cases.len(),
-            ..Default::default()
-        };
-        for case in cases {
-            match case.verdict {
-                Verdict::Pass => {}
-                Verdict::Failure { .. } => c.failures += 1,
-                Verdict::Error { .. } => c.errors += 1,
-                Verdict::Skipped(_) => c.skipped += 1,
-            }
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+fn non_success(k: NonSuccessKind, message: String, kind: String, text: String) -> TestCaseStatus {
+    let mut st = TestCaseStatus::non_success(k);
+    st.set_message(message).set_type(kind).set_description(text);
+    st
+}
+
+fn test_case(c: Case) -> TestCase {
+    let status = match c.verdict {
+        Verdict::Pass => TestCaseStatus::success(),
+        Verdict::Failure { message, kind, text } => non_success(NonSuccessKind::Failure, message, kind, text),
+        Verdict::Error { message, kind, text } => non_success(NonSuccessKind::Error, message, kind, text),
+        Verdict::Skipped(message) => {
+            let mut st = TestCaseStatus::skipped();
+            st.set_message(message);
+            st
         }
-        c
-    }
+    };
+    let mut t = TestCase::new(c.name, status);
+    t.set_classname(c.classname).set_time(secs(c.time));
+    t
 }
 
-/// The JUnit XML document.
+/// The JUnit XML document, written by `quick-junit` (the serializer cargo-nextest uses): the counts on
+/// `<testsuites>` and `<testsuite>` are computed from the cases, and text is made XML-safe there.
 pub fn render(report: &RunReport) -> String {
-    let suites: Vec<(&super::NamespaceReport, Vec<Case>)> =
-        report.namespaces.iter().map(|n| (n, cases(n))).collect();
-    let mut total = Counts::default();
-    for (_, c) in &suites {
-        let k = Counts::of(c);
-        total.tests += k.tests;
-        total.failures += k.failures;
-        total.errors += k.errors;
-        total.skipped += k.skipped;
-    }
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        x,
-        "<testsuites name=\"ambient-migrate {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">",
-        escape(&report.command),
-        total.tests,
-        total.failures,
-        total.errors,
-        total.skipped,
-        seconds_between(report.started, report.ended),
-        report.started
-    );
-    for (n, cs) in &suites {
-        let k = Counts::of(cs);
-        let time = n.started.map(|s| seconds_between(s, n.ended)).unwrap_or(0.0);
-        let _ = write!(
-            x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\"",
-            escape(&n.name),
-            k.tests,
-            k.failures,
-            k.errors,
-            k.skipped,
-            time
-        );
+    let mut doc = Report::new(format!("ambient-migrate {}", report.command));
+    doc.set_timestamp(chrono_time(report.started))
+        .set_time(secs(seconds_between(report.started, report.ended)));
+    for n in &report.namespaces {
+        let mut suite = TestSuite::new(n.name.as_str());
+        suite.set_time(secs(
+            n.started.map(|s| seconds_between(s, n.ended)).unwrap_or(0.0),
+        ));
         if let Some(s) = n.started {
-            let _ = write!(x, " timestamp=\"{s}\"");
+            suite.set_timestamp(chrono_time(s));
         }
-        x.push_str(">\n    <properties>\n");
         let mut props = vec![
             ("outcome", n.outcome.as_str().to_string()),
             ("canary", n.canary.to_string()),
@@ -271,49 +228,12 @@ pub fn render(report: &RunReport) -> String {
         if let Some(why) = n.why() {
             props.push(("reason", why));
         }
-        for (k, v) in props {
-            let _ = writeln!(x, "      <property name=\"{}\" value=\"{}\"/>", k, escape(&v));
-        }
-        x.push_str("    </properties>\n");
-        for c in cs {
-            let _ = write!(
-                x,
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                escape(&c.name),
-                escape(&c.classname),
-                c.time
-            );
-            match &c.verdict {
-                Verdict::Pass => x.push_str("/>\n"),
-                Verdict::Failure { message, kind, text } => {
-                    let _ = write!(
-                        x,
-                        ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>\n",
-                        escape(message),
-                        escape(kind),
-                        escape_text(text)
-                    );
-                }
-                Verdict::Error { message, kind, text } => {
-                    let _ = write!(
-                        x,
-                        ">\n      <error message=\"{}\" type=\"{}\">{}</error>\n    </testcase>\n",
-                        escape(message),
-                        escape(kind),
-                        escape_text(text)
-                    );
-                }
-                Verdict::Skipped(message) => {
-                    let _ = write!(
-                        x,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                        escape(message)
-                    );
-                }
-            }
-        }
-        x.push_str("  </testsuite>\n");
+        suite.add_properties(props.into_iter().map(|(k, v)| (k.to_string(), v)));
+        suite.add_test_cases(cases(n).into_iter().map(test_case));
+        doc.add_test_suite(suite);
     }
-    x.push_str("</testsuites>\n");
-    x
+    // Serialising an in-memory document to a String cannot fail on I/O; an error here would be a bug in
+    // the serializer, and a report file must still be written, so fall back to an empty document.
+    doc.to_string()
+        .unwrap_or_else(|_| "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites/>\n".into())
 }

@@ -1503,14 +1503,16 @@ pub fn requests(policies: &[&AuthzPolicy]) -> Vec<Request> {
 // ---------------------------------------------------------------------------------------------------
 // The check.
 
-/// Outage (intended allow, denied) or gap (intended deny, allowed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DifferenceKind {
-    /// A request the policies allow is denied.
-    Outage,
-    /// A request the policies deny reaches the application.
-    Gap,
+string_enum! {
+    /// Outage (intended allow, denied) or gap (intended deny, allowed); `migration.policies.accept_differences`
+    /// names the kinds a namespace may migrate with.
+    #[derive(PartialOrd, Ord)]
+    DifferenceKind {
+        /// A request the policies allow is denied.
+        Outage = "outage",
+        /// A request the policies deny reaches the application.
+        Gap = "gap",
+    }
 }
 
 /// One row of the enforcement table: a class whose decision differs from the intent at some moment.
@@ -1902,13 +1904,9 @@ impl EnforcementTable {
                 word(d.intent),
                 d.decisions
                     .iter()
-                    .map(|x| format!("{:>5}", short(x)))
+                    .map(|x| format!("{:>6}", short(x)))
                     .collect::<String>(),
-                if d.kind == DifferenceKind::Gap {
-                    "gap"
-                } else {
-                    "outage"
-                },
+                d.kind.as_str(),
                 if d.pre_existing { " (before migration)" } else { "" }
             ));
         }
@@ -2068,6 +2066,26 @@ pub(crate) mod tests {
             text.contains("shop/web") && text.contains("db:80") && text.contains("gap"),
             "{text}"
         );
+        // Every decision sits in its moment's column, with space between neighbours ("deny allow",
+        // never "denyallow"): the header's moment labels and the decisions have the same width.
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("caller"))
+            .expect("header");
+        let web_row = lines.iter().find(|l| l.contains("shop/web")).expect("row");
+        for m in &p.enforcement.moments {
+            let end = header
+                .find(&format!(" {m} "))
+                .or_else(|| header.find(&format!(" {m}  kind")));
+            let end = end.expect("moment in header") + 1 + m.len();
+            let cell = &web_row[end - 6..end];
+            assert!(cell.starts_with(' '), "cell {cell:?} under moment {m} in\n{text}");
+            assert!(
+                matches!(cell.trim(), "allow" | "deny" | "-"),
+                "cell {cell:?} in\n{text}"
+            );
+        }
         let hazard = p
             .findings
             .iter()

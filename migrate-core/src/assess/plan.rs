@@ -27,17 +27,21 @@ pub enum ActivationOrder {
     AfterRestart,
 }
 
-/// What to do with selector policies that need a `targetRefs` twin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyMigration {
-    /// Report only.
-    #[default]
-    Off,
-    /// Generate twin YAML into findings / report.
-    Generate,
-    /// Create the twins (journaled, role `twin`) before step 1.
-    Apply,
+string_enum! {
+    /// The policy phase (`migration.policies.migration`): `targetRefs` twins of sidecar-only policies
+    /// (AuthorizationPolicy, RequestAuthentication, WasmPlugin, Telemetry), and HTTPRoutes with per-version
+    /// Services translated from VirtualServices and DestinationRule subsets (`routes`).
+    #[derive(Default)]
+    PolicyMigration {
+        /// Report only.
+        #[default]
+        Off = "off",
+        /// Generate the YAML into findings / report (`plan --fixes-dir`).
+        Generate = "generate",
+        /// Create them (journaled, role `twin`) at the start of step 1; step 5 deletes the translated
+        /// VirtualServices.
+        Apply = "apply",
+    }
 }
 
 /// Which workload kinds step 4 restarts.

@@ -65,29 +65,18 @@ pub mod codes {
     pub const DR_POLICY_WITHOUT_WAYPOINT: &str = "destinationrule-policy-without-waypoint";
 }
 
-/// A security control lost with the sidecars; `migration.accept_loss` names the ones accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Loss {
-    /// Outbound traffic restricted to registered hosts (REGISTRY_ONLY, Sidecar egress hosts).
-    EgressLockdown,
-    /// JWT validation (RequestAuthentication) and the authorization rules that depend on it.
-    JwtValidation,
-    /// An EnvoyFilter inserting ext_authz, jwt_authn or RBAC filters.
-    EnvoyfilterAuth,
-    /// A WasmPlugin running in the AUTHN or AUTHZ phase.
-    WasmAuth,
-}
-
-impl Loss {
-    /// The spelling in `migration.accept_loss` and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Loss::EgressLockdown => "egress-lockdown",
-            Loss::JwtValidation => "jwt-validation",
-            Loss::EnvoyfilterAuth => "envoyfilter-auth",
-            Loss::WasmAuth => "wasm-auth",
-        }
+string_enum! {
+    /// A security control lost with the sidecars; `migration.accept_loss` names the ones accepted.
+    #[derive(PartialOrd, Ord)]
+    Loss {
+        /// Outbound traffic restricted to registered hosts (REGISTRY_ONLY, Sidecar egress hosts).
+        EgressLockdown = "egress-lockdown",
+        /// JWT validation (RequestAuthentication) and the authorization rules that depend on it.
+        JwtValidation = "jwt-validation",
+        /// An EnvoyFilter inserting ext_authz, jwt_authn or RBAC filters.
+        EnvoyfilterAuth = "envoyfilter-auth",
+        /// A WasmPlugin running in the AUTHN or AUTHZ phase.
+        WasmAuth = "wasm-auth",
     }
 }
 

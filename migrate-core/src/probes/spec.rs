@@ -7,7 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
 
-/// A duration written like `"5s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"` (a unit is required).
+/// A duration written like `"5s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"` (a unit is required; see
+/// [`parse_duration`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
@@ -25,9 +26,12 @@ pub struct DurationError {
 /// which deadline arithmetic (`Instant + d`, Lease seconds as `i32`) would overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`; unitless numbers are rejected (ambiguous), and so is
-/// anything longer than [`MAX_DURATION`].
+/// Parse `"5s"`, `"500ms"`, `"2m"`, `"1h30m"`, `"1.5s"`, `"2 minutes"` with jiff's "friendly" duration
+/// grammar (`jiff::fmt::friendly`, the format jiff prints and reads). Unitless numbers are rejected
+/// (ambiguous), and so are negative durations, calendar units (days and longer vary in length) and anything
+/// longer than [`MAX_DURATION`]. The error keeps the input and a short reason, followed by examples.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    static PARSER: jiff::fmt::friendly::SpanParser = jiff::fmt::friendly::SpanParser::new();
     let err = |why: &str| DurationError {
         input: s.to_string(),
         why: why.to_string(),
@@ -39,32 +43,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if t.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err("missing unit"));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(err("expected a number"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(|| err("too large"))?),
-            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(|| err("too large"))?),
-            "" => return Err(err("missing unit")),
-            _ => return Err(err(&format!("unknown unit {unit:?}"))),
-        };
-        total = total.checked_add(d).ok_or_else(|| err("too large"))?;
-    }
+    let total = PARSER
+        .parse_unsigned_duration(t)
+        .map_err(|e| err(&duration_reason(&e.to_string())))?;
     if total > MAX_DURATION {
         return Err(err("longer than 720h (30 days), the longest duration accepted"));
     }
     Ok(total)
+}
+
+/// A short reason for a duration jiff refused, in our words where jiff's are about its own API.
+fn duration_reason(jiff_message: &str) -> String {
+    let m = jiff_message
+        .split_once("duration format: ")
+        .map_or(jiff_message, |(_, rest)| rest);
+    if m.contains("negative") {
+        "negative".into()
+    } else if m.contains("calendar units") {
+        "days, weeks, months and years vary in length; use hours (\"24h\")".into()
+    } else if m.contains("unit designator") {
+        "unknown or missing unit".into()
+    } else if m.contains("no integer was found") {
+        "expected a number".into()
+    } else {
+        m.to_string()
+    }
 }
 
 impl fmt::Display for Dur {
@@ -722,14 +725,11 @@ mod tests {
                 .to_string()
                 .contains("missing unit")
         );
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("-3s").is_err());
-        assert!(
-            parse_duration("5x")
-                .unwrap_err()
-                .to_string()
-                .contains("unknown unit")
-        );
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2 minutes").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("-3s").unwrap_err().why, "negative");
+        assert_eq!(parse_duration("5x").unwrap_err().why, "unknown or missing unit");
+        assert!(parse_duration("1d").unwrap_err().why.contains("24h"));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5s3").is_err());
         // Bounded: no deadline arithmetic can overflow on a setting.

@@ -1,5 +1,4 @@
-//! Shared helpers for meshsim integration tests (owned by the API helper; other test files may use them
-//! with `mod common;`).
+//! A meshsim with a kube-rs client and a kubectl setup, for meshsim's own API and controller tests.
 //!
 //! - [`fast_settings`]: `Settings::default()` with every latency small (tests stay fast).
 //! - [`start_sim`] / [`start_sim_with`]: start a simulated cluster from inline fixture YAML (or full
@@ -10,7 +9,6 @@
 //! - [`client_for`]: a kube-rs `Client` for any `Running`.
 //! - [`kubectl`]: one-off kubectl against any `Running` (fresh temp kubeconfig and cache).
 //! - [`wait_for`]: poll an async condition with a timeout (instead of sleeps).
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,16 +19,7 @@ use meshsim::{Running, Settings, StartOptions};
 
 /// Settings with small latencies so controllers (when present) act within tens of milliseconds.
 pub fn fast_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 10;
-    s.latency.pod_ready_ms = 10;
-    s.latency.pod_terminate_ms = 10;
-    s.latency.cni_enroll_ms = 5;
-    s.latency.waypoint_program_ms = 10;
-    s.latency.job_run_ms = 10;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::Instant.settings()
 }
 
 /// A running simulated cluster with a kube-rs client and a kubectl setup.
@@ -94,40 +83,7 @@ pub async fn start_sim_with(opts: StartOptions) -> TestSim {
 }
 
 async fn run_kubectl(dir: &std::path::Path, args: &[&str], input: Option<&str>) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let kubeconfig = dir.join("kubeconfig");
-    let cache = dir.join("kubectl-cache");
-    let mut cmd = tokio::process::Command::new("/usr/bin/kubectl");
-    cmd.arg("--cache-dir")
-        .arg(&cache)
-        .arg("--request-timeout=20s")
-        .args(args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", dir)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).await.expect("write stdin");
-        drop(stdin);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl finishes within 60 s")
-        .expect("kubectl output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::kubectl(dir, &dir.join("kubeconfig"), args, input).await
 }
 
 /// One-off kubectl against any running cluster (fresh kubeconfig and cache in a temp dir).

@@ -1,6 +1,6 @@
 //! Shared parts of the fault, crash and split-brain acceptance programs (`examples/bench_faults.rs`) and
-//! their CI sample (`tests/e2e_chaos.rs`). Built on `tests/e2e_common` (meshsim in-process, the real binary
-//! as a child process); the including crate declares `mod e2e_common;` next to `mod chaos_common;`.
+//! their CI sample (`tests/e2e_chaos.rs`). Built on [`crate::e2e`] (meshsim in-process, the real binary as a
+//! child process).
 //!
 //! - [`run_cell`]: one cell of the fault matrix: a fault injected when the journal enters step k, lifted
 //!   when it leaves step k; then the end state is classified ([`End`]).
@@ -10,7 +10,6 @@
 //!   RollbackFailed with its message; anything else is [`End::Elsewhere`].
 //! - [`Forwarder`] and [`lease_violations`]: which runner sent each request (by client address) and
 //!   whether a runner's write landed while the other held the Lease.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -23,7 +22,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::e2e_common::*;
+use crate::e2e::*;
 
 /// The journal name of migration step `n` (1..=6).
 pub fn step_name(n: u8) -> &'static str {

@@ -1,4 +1,4 @@
-//! Shared helpers of the end-to-end acceptance tests (`tests/e2e_*.rs`, issue 3): each test starts its own
+//! Shared helpers of the end-to-end acceptance tests (`tests/e2e_*.rs`): each test starts its own
 //! meshsim in-process (fixture + faults, small latencies), writes a config TOML, runs the REAL
 //! `ambient-migrate` binary as a child process and checks what it did through meshsim's store, request log
 //! and the report files.
@@ -10,29 +10,20 @@
 //! - [`Env::run`] / [`Env::spawn`]: the binary with `--kubeconfig`, `--config`, `--report-dir`.
 //! - [`Env::config_dump`]: a namespace's labels, Service labels and Istio/Gateway API objects, normalized
 //!   (server fields and status stripped), to compare with [`backup_dump`] of the backup file the run wrote.
-//! - [`Env::pods`], [`sidecar_ready`], [`ambient_pod`], [`Env::journal_phase`], [`Env::store_dump`].
-#![allow(dead_code)]
+//! - [`Env::pods`], [`Env::journal_phase`], [`Env::store_dump`]; pod predicates in [`crate::pods`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
+use meshsim::{FaultKind, FaultSpec, Running, Settings};
 use serde_json::{Value, json};
 
-/// meshsim's seed fixture (namespace `shop`).
-pub const SEED: &str = include_str!("../../meshsim/fixtures/seed.yaml");
-#[path = "../sa_common/mod.rs"]
-pub mod sa_common;
+pub use crate::SEED;
+pub use crate::pods::{ambient_pod, is_app_pod, sidecar_ready};
+pub use crate::sa as sa_common;
 
-/// The binary under test: the one cargo built for the integration tests; in the benchmark programs
-/// (examples, for which cargo builds no binary) the release build of this workspace
-/// (`cargo build --release` first).
-pub const BIN: &str = match option_env!("CARGO_BIN_EXE_ambient-migrate") {
-    Some(p) => p,
-    None => concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/ambient-migrate"),
-};
 /// The tool's state namespace.
 pub const STATE_NS: &str = "ambient-migrate";
 /// Kinds the backup holds (apiVersion, kind, store group, plural).
@@ -57,16 +48,7 @@ pub const ISTIO_LABELS: [&str; 4] = [
 
 /// Small latencies (5-30 ms) so a namespace migrates in a few seconds.
 pub fn sim_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 30;
-    s.latency.pod_ready_ms = 30;
-    s.latency.pod_terminate_ms = 20;
-    s.latency.cni_enroll_ms = 10;
-    s.latency.waypoint_program_ms = 20;
-    s.latency.job_run_ms = 10;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::E2e.settings()
 }
 
 /// A fault of `kind` in `ns`, active while `label` (`k=v`, `k`, `!k`) holds on the namespace.
@@ -138,18 +120,8 @@ impl std::fmt::Display for Output {
 
 /// Starts meshsim with `fixtures`, `faults` and `settings`, and writes its kubeconfig.
 pub async fn start_with(fixtures: &[&str], faults: Vec<FaultSpec>, settings: Settings) -> Env {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let running = meshsim::start(StartOptions {
-        fixture_texts: fixtures.iter().map(|s| s.to_string()).collect(),
-        settings,
-        faults,
-        proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
-        kubeconfig_out: Some(kubeconfig.clone()),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
+    let fixtures = fixtures.iter().map(|s| s.to_string()).collect();
+    let (dir, kubeconfig, running) = sa_common::start_sim(fixtures, faults, settings).await;
     // The binary runs as the shipped ServiceAccount (see sa_common).
     let rbac = sa_common::shipped_rbac_for(&running);
     sa_common::install(&running, dir.path(), &kubeconfig, &rbac).await;
@@ -167,48 +139,6 @@ pub async fn start(fixtures: &[&str], faults: Vec<FaultSpec>) -> Env {
 
 fn res(group: &str, plural: &str) -> meshsim::resources::ResId {
     meshsim::resources::id(group, plural)
-}
-
-/// Is the pod Ready (condition, Running, not terminating)?
-pub fn pod_ready(p: &Value) -> bool {
-    p["metadata"]["deletionTimestamp"].is_null()
-        && p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-fn containers_named<'a>(p: &'a Value, list: &str, name: &str) -> Option<&'a Value> {
-    p["spec"][list]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-}
-
-/// Has the pod an `istio-proxy` (classic or native) that is ready, and is the pod Ready?
-pub fn sidecar_ready(p: &Value) -> bool {
-    let present = containers_named(p, "containers", "istio-proxy").is_some()
-        || containers_named(p, "initContainers", "istio-proxy").is_some();
-    let ready = ["containerStatuses", "initContainerStatuses"].iter().any(|l| {
-        p["status"][l]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|c| c["name"] == "istio-proxy" && c["ready"] == true))
-    });
-    present && ready && pod_ready(p)
-}
-
-/// Is the pod sidecar-free, enrolled in ambient (`redirection=enabled`) and Ready?
-pub fn ambient_pod(p: &Value) -> bool {
-    containers_named(p, "containers", "istio-proxy").is_none()
-        && containers_named(p, "initContainers", "istio-proxy").is_none()
-        && p["metadata"]["annotations"]["sidecar.istio.io/status"].is_null()
-        && p["metadata"]["annotations"]["ambient.istio.io/redirection"] == "enabled"
-        && pod_ready(p)
-}
-
-/// A workload pod: not a waypoint pod, not a Job (probe) pod.
-pub fn is_app_pod(p: &Value) -> bool {
-    let l = &p["metadata"]["labels"];
-    l["gateway.networking.k8s.io/gateway-name"].is_null() && l["job-name"].is_null()
 }
 
 impl Env {
@@ -271,7 +201,7 @@ impl Env {
                     if is_app_pod(p) {
                         sidecar_ready(p)
                     } else {
-                        pod_ready(p) || !waypoint
+                        crate::pods::serving(p) || !waypoint
                     }
                 });
             let (g, _) = self.store().list(gws, Some(ns));
@@ -446,7 +376,7 @@ impl Env {
     }
 
     fn command(&self, config: &Path, report_dir: &Path, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(BIN);
+        let mut c = tokio::process::Command::new(crate::bin());
         c.args(args)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -467,14 +397,7 @@ impl Env {
     /// bounded by 90 s.
     pub async fn run(&self, config: &Path, tag: &str, args: &[&str]) -> Output {
         let report_dir = self.report_dir(tag);
-        let child = self
-            .command(config, &report_dir, args)
-            .spawn()
-            .expect("spawn binary");
-        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("ambient-migrate {args:?} did not finish within 90s"))
-            .expect("wait for binary");
+        let out = crate::run(self.command(config, &report_dir, args), Duration::from_secs(90)).await;
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,7 +1,7 @@
 //! Shared pieces of the policy carry-over tests (`tests/e2e_policies.rs`) and benchmark programs
-//! (`examples/bench_*.rs`, which include this file with `#[path]`):
+//! (`examples/bench_*.rs`):
 //!
-//! - [`policy_fleet`]: the issue-5 fleet: `store` (an L7 selector ALLOW policy on `api` and its targetRefs
+//! - [`policy_fleet`]: the carry-over fleet: `store` (an L7 selector ALLOW policy on `api` and its targetRefs
 //!   twin, a waypoint), `front` (cross-namespace callers of `store`, on sidecars, no policy of its own) and
 //!   `ledger` (the L4 trap: a selector ALLOW on `books` that admits `writer` but not the waypoint).
 //! - [`paths`]: one legitimate and one illegitimate caller per protected path.
@@ -11,10 +11,8 @@
 //!   window (first to last failure).
 //! - [`run_cli`]: runs the real `ambient-migrate` binary; [`config_toml`]: the run's configuration.
 //! - [`seed_runbook_kubectl`]: the seed runbook's commands (steps 1-5), run with the real kubectl.
-#![allow(dead_code)]
 
-#[path = "../sa_common/mod.rs"]
-pub mod sa_common;
+pub use crate::sa as sa_common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,29 +24,12 @@ use serde_json::Value;
 
 /// Test latencies: small, but with real ordering (pods take a few ticks to start and become ready).
 pub fn test_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 40;
-    s.latency.pod_ready_ms = 40;
-    s.latency.pod_terminate_ms = 30;
-    s.latency.cni_enroll_ms = 10;
-    s.latency.waypoint_program_ms = 30;
-    s.latency.job_run_ms = 20;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::Policies.settings()
 }
 
 /// Benchmark latencies: the demo's (a fast cluster), so windows are measured in realistic units.
 pub fn bench_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 20;
-    s.latency.pod_start_ms = 250;
-    s.latency.pod_ready_ms = 250;
-    s.latency.pod_terminate_ms = 150;
-    s.latency.cni_enroll_ms = 80;
-    s.latency.waypoint_program_ms = 200;
-    s.latency.job_run_ms = 100;
-    s
+    crate::Latencies::Demo.settings()
 }
 
 /// A namespace on sidecars (`istio-injection=enabled`) with one ServiceAccount, Deployment and Service per
@@ -485,13 +466,11 @@ pub async fn wait_pods_ready(sim: &Sim, namespaces: &[&str], want_min: usize, se
 
 /// Runs the real binary with `args`; returns (exit code, stdout, stderr).
 pub async fn run_cli(bin: &Path, args: &[String]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin)
-        .args(args)
+    let mut c = tokio::process::Command::new(bin);
+    c.args(args)
         .env("RUST_LOG", "warn")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .output()
-        .await
-        .expect("ambient-migrate runs");
+        .env_remove("GITHUB_STEP_SUMMARY");
+    let out = crate::run(c, Duration::from_secs(600)).await;
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

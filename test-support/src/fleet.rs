@@ -10,9 +10,8 @@
 //!   ([`concerns`]), in-flight intervals and their maximum overlap ([`in_flight`], [`max_overlap`]).
 //! - [`NsState`]: what a namespace looks like in meshsim's store (labels, resourceVersions, pods), to
 //!   prove "nothing touched" and "config equal to the backup".
-//! - [`validate_schema`]: the minimal JSON Schema validator of tests/report_formats.rs (copied: it is not
-//!   exposed), and [`check_junit`]: structural JUnit checks (the schema CI publishers accept).
-#![allow(dead_code)]
+//! - [`assert_report_matches_schema`]: the report checked against docs/report.schema.json (the
+//!   `jsonschema` crate, shared with tests/report_formats.rs), and [`check_junit`]: structural JUnit checks (the schema CI publishers accept).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,32 +20,19 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use meshsim::accounting::RequestRecord;
-use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
+use meshsim::{FaultKind, FaultSpec, Running, Settings};
 use serde_json::Value;
 
-#[path = "../sa_common/mod.rs"]
-pub mod sa_common;
-#[allow(unused_imports)]
+pub use crate::pods::has_sidecar;
+pub use crate::sa as sa_common;
 pub use sa_common::{SERVICE_ACCOUNT_USER, remove_verb, shipped_namespace_bindings, shipped_rbac};
-
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 
 /// The product's user agent, first word (`ambient-migrate/0.1.0`).
 pub const PRODUCT_AGENT: &str = "ambient-migrate";
 
 /// meshsim latencies: fast, but slow enough that namespaces overlap in time.
 pub fn sim_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 40;
-    s.latency.pod_ready_ms = 40;
-    s.latency.pod_terminate_ms = 20;
-    s.latency.cni_enroll_ms = 10;
-    s.latency.waypoint_program_ms = 20;
-    s.latency.job_run_ms = 20;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::Fleet.settings()
 }
 
 /// A fleet fixture: one plain sidecar namespace per entry (`(name, faulty)`), each with one Deployment
@@ -117,18 +103,7 @@ impl Fleet {
 
     /// Starts meshsim with several fixture texts and explicit settings.
     pub async fn start_with(fixtures: Vec<String>, faults: Vec<FaultSpec>, settings: Settings) -> Fleet {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let running = meshsim::start(StartOptions {
-            fixture_texts: fixtures,
-            settings,
-            faults,
-            proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
-            kubeconfig_out: Some(kubeconfig.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect("meshsim starts");
+        let (dir, kubeconfig, running) = sa_common::start_sim(fixtures, faults, settings).await;
         let reports = dir.path().join("reports");
         let f = Fleet {
             running,
@@ -159,7 +134,7 @@ impl Fleet {
                 .iter()
                 .filter(|p| p["metadata"]["namespace"] != "istio-system")
                 .collect();
-            if !fleet.is_empty() && fleet.iter().all(|p| pod_ready(p)) {
+            if !fleet.is_empty() && fleet.iter().all(|p| crate::pods::ready_condition(p)) {
                 return;
             }
             assert!(
@@ -179,7 +154,7 @@ impl Fleet {
 
     /// `ambient-migrate <args> --kubeconfig K --report-dir R` (env cleared of AMBIENT_MIGRATE_*).
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(BIN);
+        let mut c = tokio::process::Command::new(crate::bin());
         c.args(args)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -271,13 +246,7 @@ impl Fleet {
 }
 
 /// Runs a command to completion within `limit` (panics on timeout; the child is killed on drop).
-pub async fn run_cmd(mut c: tokio::process::Command, limit: Duration) -> Output {
-    let child = c.spawn().expect("spawn ambient-migrate");
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => out.expect("wait for ambient-migrate"),
-        Err(_) => panic!("ambient-migrate did not finish within {limit:?}"),
-    }
-}
+pub use crate::run as run_cmd;
 
 /// Text of stdout + stderr, for assertion messages.
 pub fn show(out: &Output) -> String {
@@ -302,23 +271,6 @@ pub fn outcomes_of(report: &Value) -> BTreeMap<String, String> {
             )
         })
         .collect()
-}
-
-/// Pod Ready condition true.
-pub fn pod_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-/// The pod runs an `istio-proxy` sidecar (classic container or native init container).
-pub fn has_sidecar(p: &Value) -> bool {
-    let named = |k: &str| {
-        p["spec"][k]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["name"] == "istio-proxy"))
-    };
-    named("containers") || named("initContainers")
 }
 
 /// Whether a request concerns namespace `ns`: sent to it, to the Namespace object itself, or to its
@@ -388,18 +340,8 @@ pub struct NsState {
     pub config: BTreeMap<String, Value>,
 }
 
-/// Kinds whose specs make up a namespace's mesh configuration.
-const CONFIG_KINDS: &[(&str, &str)] = &[
-    ("security.istio.io", "authorizationpolicies"),
-    ("security.istio.io", "peerauthentications"),
-    ("security.istio.io", "requestauthentications"),
-    ("networking.istio.io", "virtualservices"),
-    ("networking.istio.io", "destinationrules"),
-    ("networking.istio.io", "sidecars"),
-    ("telemetry.istio.io", "telemetries"),
-    ("gateway.networking.k8s.io", "httproutes"),
-    ("gateway.networking.k8s.io", "gateways"),
-];
+/// Kinds whose specs make up a namespace's mesh configuration (the kinds the backup holds).
+const CONFIG_KINDS: &[(&str, &str)] = &crate::e2e::BACKED_UP;
 
 impl NsState {
     /// Reads `ns` from the store.
@@ -507,23 +449,36 @@ pub fn assert_restored(fleet: &Fleet, ns: &str, before: &NsState) {
         );
         assert_eq!(now.config.get(&key), Some(&o["spec"]), "{ns}: {key} vs backup");
     }
+    let live = live_pods(fleet, ns);
+    assert!(!live.is_empty(), "{ns}: pods exist after the rollback");
+    for p in &live {
+        assert!(
+            has_sidecar(p) && crate::pods::ready_condition(p),
+            "{ns}: pod {} is back on a ready sidecar",
+            p["metadata"]["name"]
+        );
+    }
+}
+
+/// The pods of `ns` that are not terminating.
+fn live_pods(fleet: &Fleet, ns: &str) -> Vec<Value> {
     let (pods, _) = fleet
         .running
         .sim
         .store
         .list(meshsim::resources::core("pods"), Some(ns));
-    let live: Vec<_> = pods
-        .iter()
+    pods.into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
-    assert!(!live.is_empty(), "{ns}: pods exist after the rollback");
-    for p in live {
-        assert!(
-            has_sidecar(p) && pod_ready(p),
-            "{ns}: pod {} is back on a ready sidecar",
-            p["metadata"]["name"]
-        );
-    }
+        .collect()
+}
+
+/// The number of the step named `name` in reports (0 for an unknown name).
+fn step_number(name: &str) -> u8 {
+    ambient_migrate::steps::Step::ALL
+        .iter()
+        .find(|s| s.name() == name)
+        .map(|s| s.number())
+        .unwrap_or(0)
 }
 
 fn plural_of(kind: &str) -> String {
@@ -548,17 +503,9 @@ pub fn assert_migrated(fleet: &Fleet, ns: &str) {
         "{ns}: injection label removed; labels {}",
         st.labels
     );
-    let (pods, _) = fleet
-        .running
-        .sim
-        .store
-        .list(meshsim::resources::core("pods"), Some(ns));
-    let live: Vec<_> = pods
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
+    let live = live_pods(fleet, ns);
     assert!(!live.is_empty(), "{ns}: pods exist");
-    for p in live {
+    for p in &live {
         assert!(
             !has_sidecar(p),
             "{ns}: pod {} still has a sidecar",
@@ -574,14 +521,11 @@ pub fn assert_migrated(fleet: &Fleet, ns: &str) {
 
 // ---- report checks ----
 
-#[path = "../schema_check/mod.rs"]
-mod schema_check;
-/// The JSON Schema check shared with tests/report_formats.rs.
-pub use schema_check::validate as validate_schema;
+use crate::schema as schema_check;
 
 /// docs/report.schema.json.
 pub fn report_schema() -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
+    let p = crate::workspace_root().join("docs/report.schema.json");
     serde_json::from_str(&std::fs::read_to_string(p).expect("schema file")).expect("schema JSON")
 }
 
@@ -590,8 +534,7 @@ pub fn assert_report_matches_schema(dir: &Path) {
     let text = std::fs::read_to_string(dir.join("ambient-migrate-report.json")).expect("JSON report");
     let v: Value = serde_json::from_str(&text).expect("JSON");
     let s = report_schema();
-    let mut errs = Vec::new();
-    validate_schema(&s, &s, &v, "$", &mut errs);
+    let errs = schema_check::violations(&s, &v);
     assert!(
         errs.is_empty(),
         "report violates docs/report.schema.json: {errs:#?}"
@@ -744,11 +687,7 @@ pub fn check_junit(dir: &Path) {
             let mut v = vec!["preflight".to_string()];
             for st in &steps {
                 let step = st["step"].as_str().unwrap_or_default();
-                let number = ambient_migrate::steps::Step::ALL
-                    .iter()
-                    .find(|s| s.name() == step)
-                    .map(|s| s.number())
-                    .unwrap_or(0);
+                let number = step_number(step);
                 v.push(format!("step {number} {step}"));
                 for g in st["gates"].as_array().into_iter().flatten() {
                     v.push(format!("gate {}", g["gate"].as_str().unwrap_or_default()));
@@ -756,11 +695,7 @@ pub fn check_junit(dir: &Path) {
             }
             if let Some(rb) = ns["rollback"].as_object() {
                 let from = rb["from"].as_str().unwrap_or_default();
-                let number = ambient_migrate::steps::Step::ALL
-                    .iter()
-                    .find(|s| s.name() == from)
-                    .map(|s| s.number())
-                    .unwrap_or(0);
+                let number = step_number(from);
                 v.push(format!("rollback from step {number}"));
                 for g in rb["gates"].as_array().into_iter().flatten() {
                     v.push(format!("gate {}", g["gate"].as_str().unwrap_or_default()));

@@ -1,8 +1,5 @@
-//! Shared end-to-end helpers for the `ambient-migrate` crate's tests (use with `mod common;`).
+//! A meshsim plus the product's `Cluster`, for tests of the cluster layer, journal, lease and backups.
 //!
-//! - [`fast_settings`]: meshsim settings with small latencies, so controllers act within tens of ms.
-//! - [`SEED`]: meshsim's seed fixture (namespace `shop` on sidecars: web/api/db Deployments and Services,
-//!   a waypoint Gateway, L4/L7 AuthorizationPolicies, a VirtualService/DestinationRule pair, an HTTPRoute).
 //! - [`start`] / [`start_with`]: start meshsim in-process (API server + controllers + probe proxy) and
 //!   build a [`Cluster`] **from the kubeconfig file meshsim produced** (so kubeconfig loading is tested on
 //!   the way); returns an [`Env`].
@@ -10,28 +7,17 @@
 //! - [`Env::requests`]: meshsim's request log (`GET /meshsim/requests`), to assert what was (not) sent.
 //! - [`Env::store_rv`]: the store's resourceVersion (unchanged = nothing was written).
 //! - [`deadline`]: `Instant::now() + secs`.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
 use ambient_migrate::cluster::{Cluster, ClusterOptions, ConnectOptions};
 use meshsim::{Running, Settings, StartOptions};
 
-/// meshsim's seed fixture (namespace `shop`).
-pub const SEED: &str = include_str!("../../meshsim/fixtures/seed.yaml");
+pub use crate::SEED;
 
-/// Settings with small latencies.
+/// Settings with small latencies (controllers act within tens of ms).
 pub fn fast_settings() -> Settings {
-    let mut s = Settings::default();
-    s.latency.controller_tick_ms = 10;
-    s.latency.pod_start_ms = 10;
-    s.latency.pod_ready_ms = 10;
-    s.latency.pod_terminate_ms = 10;
-    s.latency.cni_enroll_ms = 5;
-    s.latency.waypoint_program_ms = 10;
-    s.latency.job_run_ms = 10;
-    s.latency.api_ms = 0;
-    s
+    crate::Latencies::Instant.settings()
 }
 
 /// A running meshsim plus a `Cluster` connected to it through a kubeconfig file.
@@ -113,6 +99,24 @@ impl Env {
             .await
             .expect("JSON");
         v["log"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many requests in meshsim's log wrote (any verb but get, list and watch).
+    pub async fn writes(&self) -> usize {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| !["get", "list", "watch"].contains(&r["verb"].as_str().unwrap_or("")))
+            .count()
+    }
+
+    /// A `Cluster` in dry-run mode on the same simulated cluster (writes sent with `dryRun=All`).
+    pub async fn dry_run_cluster(&self) -> Cluster {
+        self.cluster_with(ClusterOptions {
+            dry_run: true,
+            ..test_options()
+        })
+        .await
     }
 
     /// Clears meshsim's request log.
