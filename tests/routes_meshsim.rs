@@ -6,9 +6,6 @@
 //! HTTPRoute attached to the Service when no VirtualService covers it) and an ambient caller (through the
 //! waypoint). Fields with no HTTPRoute equivalent are blockers, tested in `assess::routes`.
 
-#[path = "../meshsim/tests/traffic_common/mod.rs"]
-mod traffic_common;
-
 use std::collections::BTreeMap;
 
 use ambient_migrate::assess::plan::PolicyMigration;
@@ -16,7 +13,7 @@ use ambient_migrate::assess::routing_equiv::{self, Request};
 use ambient_migrate::assess::{Snapshot, routes};
 use meshsim::traffic::{Outcome, Source};
 use serde_json::{Value, json};
-use traffic_common::*;
+use test_support::traffic::*;
 
 const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api, namespace: app}\nspec:\n  host: api.app.svc.cluster.local\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n";
 

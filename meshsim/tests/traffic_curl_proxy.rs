@@ -1,11 +1,9 @@
 //! curl command lines (output and exit codes as curl's) and the probe proxy over real HTTP (reqwest
 //! through `reqwest::Proxy::http`).
 
-mod traffic_common;
-
 use meshsim::traffic::{self, Source};
 use serde_json::json;
-use traffic_common::*;
+use test_support::traffic::*;
 
 fn cluster() -> std::sync::Arc<meshsim::Sim> {
     let s = sim();

@@ -2,12 +2,10 @@
 //! at the waypoint), service-errors, DNS, endpoints, ztunnel-down, STRICT at a sidecar, counters, and
 //! the seed's warning: steps applied out of order show up as unenforced or failed requests.
 
-mod traffic_common;
-
 use meshsim::traffic::{Outcome, Source};
 use meshsim::{FaultKind, FaultSpec};
 use serde_json::json;
-use traffic_common::*;
+use test_support::traffic::*;
 
 const API: &str = "http://api.app.svc.cluster.local/";
 
