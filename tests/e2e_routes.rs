@@ -251,6 +251,7 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     )
     .await;
     let (n, wrong) = traffic.finish();
+    println!("migration: {n} requests, {} changed destination", wrong.len());
     assert_eq!(code, 0, "run\n{stdout}\n{stderr}");
     assert!(n > 100, "{n} requests");
     assert!(
@@ -282,6 +283,7 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     )
     .await;
     let (n, wrong) = traffic.finish();
+    println!("rollback: {n} requests, {} changed destination", wrong.len());
     assert_eq!(code, 0, "rollback\n{stdout}\n{stderr}");
     assert!(
         wrong.is_empty(),

@@ -162,6 +162,11 @@ fn same_routing(spec: Value, n: usize) -> usize {
         table.differences
     );
     let flagged: Vec<&Request> = table.differences.iter().map(|d| &d.request).collect();
+    println!(
+        "{} classes x {n} request(s), before and for 2 callers after; {} reported as PathPrefix segment paths",
+        classes.len(),
+        flagged.len()
+    );
     for r in &classes {
         let want = distribution(&before, &from("app", "web-1"), r, n);
         for caller in [from("app", "web-1"), from("other", "amb-1")] {
