@@ -1,9 +1,11 @@
 //! curl command lines (output and exit codes as curl's) and the probe proxy over real HTTP (reqwest
 //! through `reqwest::Proxy::http`).
 
+use test_support::traffic as traffic_common;
+
 use meshsim::traffic::{self, Source};
 use serde_json::json;
-use test_support::traffic::*;
+use traffic_common::*;
 
 fn cluster() -> std::sync::Arc<meshsim::Sim> {
     let s = sim();

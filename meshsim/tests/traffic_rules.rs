@@ -2,10 +2,12 @@
 //! at the waypoint), service-errors, DNS, endpoints, ztunnel-down, STRICT at a sidecar, counters, and
 //! the seed's warning: steps applied out of order show up as unenforced or failed requests.
 
+use test_support::traffic as traffic_common;
+
 use meshsim::traffic::{Outcome, Source};
 use meshsim::{FaultKind, FaultSpec};
 use serde_json::json;
-use test_support::traffic::*;
+use traffic_common::*;
 
 const API: &str = "http://api.app.svc.cluster.local/";
 

@@ -2,9 +2,11 @@
 //! store state and sent through `traffic::handle`; result, x-request-id presence, intended decision and the wrongly-allowed /
 //! wrongly-denied flags are checked. Failures are reported by case id.
 
+use test_support::traffic as traffic_common;
+
 use meshsim::traffic::{Outcome, Source};
 use serde_json::{Value, json};
-use test_support::traffic::*;
+use traffic_common::*;
 
 const VECTORS: &str = include_str!("vectors/traffic-model.yaml");
 

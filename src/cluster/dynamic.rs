@@ -215,7 +215,7 @@ impl Cluster {
 }
 
 /// Fills `apiVersion`/`kind`, which the API server omits on list items.
-pub(crate) fn with_types(kind: DynKind, mut o: DynamicObject) -> DynamicObject {
+pub fn with_types(kind: DynKind, mut o: DynamicObject) -> DynamicObject {
     if o.types.is_none() {
         o.types = Some(kube::api::TypeMeta {
             api_version: kind.api_version(),

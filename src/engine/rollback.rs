@@ -127,13 +127,13 @@ pub(crate) async fn execute(ctx: &mut NsCtx<'_>, from: Step, to_step: Option<u8>
             UndoAction::WaitRollouts { workloads, .. } => {
                 let waits = workloads.iter().filter_map(|w| {
                     let kind = workload_kind(w)?;
-                    let cluster = ctx.engine.cluster.clone();
+                    let engine = ctx.engine;
                     let ns = ctx.ns.clone();
                     let gen_ = generations.get(w).copied().unwrap_or(0);
                     Some(async move {
                         (
                             w.clone(),
-                            cluster.wait_rollout(kind, &ns, &w.name, gen_, until).await,
+                            engine.wait_rollout(kind, &ns, &w.name, gen_, until).await,
                         )
                     })
                 });

@@ -11,8 +11,7 @@
 //! - [`chaos`]: kills, fault matrices and split brain;
 //! - [`schema`]: reports checked against `docs/report.schema.json`;
 //! - [`pods`]: what a test asks of a pod (ready, serving, sidecar, ambient);
-//! - [`traffic`]: objects written straight into a meshsim store and requests sent through its data-plane
-//!   model, without the controllers.
+//! - [`traffic`]: requests through meshsim's data plane model (the traffic-model vectors).
 //!
 //! A crate of its own (a dev-dependency of the workspace's packages) so each test binary links what it
 //! uses and nothing is compiled as dead code in the others.

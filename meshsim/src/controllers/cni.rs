@@ -55,7 +55,9 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             let blocked = snap.fault(FaultKind::CniPending, ns(p), |_| true) || snap.ztunnel_down(node);
             if blocked {
                 Some("pending")
-            } else if now >= since + sim.settings.latency.cni_enroll_ms || current == Some("enabled") {
+            } else if current == Some("enabled")
+                || snap.due(ns(p), since + sim.settings.latency.cni_enroll_ms)
+            {
                 Some("enabled")
             } else {
                 current.filter(|c| *c == "pending")

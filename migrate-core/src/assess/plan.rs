@@ -28,9 +28,9 @@ pub enum ActivationOrder {
 }
 
 string_enum! {
-    /// The policy phase (`migration.policies.migration`): `targetRefs` twins of sidecar-only policies
-    /// (AuthorizationPolicy, RequestAuthentication, WasmPlugin, Telemetry), and HTTPRoutes with per-version
-    /// Services translated from VirtualServices and DestinationRule subsets (`routes`).
+    /// What happens to the policy phase's generated objects (`migration.policies.migration`): targetRefs
+    /// twins of sidecar-only policies (AuthorizationPolicy, RequestAuthentication, WasmPlugin, Telemetry),
+    /// and HTTPRoutes with per-version Services translated from VirtualServices and DestinationRule subsets.
     #[derive(Default)]
     PolicyMigration {
         /// Report only.

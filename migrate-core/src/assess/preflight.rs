@@ -2,9 +2,11 @@
 //! policy decisions the plan needs (twins, bridges, deletions). Every finding names the object and the fix.
 
 use super::injection::{self, Injectors};
+use super::install;
 use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
 use super::{Finding, Severity, Snapshot, json, labels_match};
+use crate::gates::ztunnel::daemonset_not_ready;
 use crate::steps::ObjRef;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -312,23 +314,6 @@ fn planned(v: Value, role: &str) -> PlannedObject {
         role: role.into(),
         manifest: v,
     }
-}
-
-fn daemonset_not_ready(ds: Option<&k8s_openapi::api::apps::v1::DaemonSet>) -> Option<String> {
-    let Some(ds) = ds else {
-        return Some("not found".into());
-    };
-    let st = ds.status.clone().unwrap_or_default();
-    if st.desired_number_scheduled == 0 {
-        return Some("no pods scheduled (desiredNumberScheduled 0)".into());
-    }
-    if st.number_ready < st.desired_number_scheduled {
-        return Some(format!(
-            "{} of {} pods ready",
-            st.number_ready, st.desired_number_scheduled
-        ));
-    }
-    None
 }
 
 /// Is a namespace (by its labels) still on sidecars: injection enabled and not ambient?
@@ -675,6 +660,12 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             "metadata": {"name": opts.waypoint_name, "namespace": ns, "labels": {"istio.io/waypoint-for": "service"}},
             "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})])));
     }
+
+    // The ambient components the namespace relies on (the Gateway API only matters with a waypoint).
+    a.findings.extend(install::findings(
+        s,
+        wp_gw.is_some() || !needs_waypoint.is_empty(),
+    ));
 
     // VirtualServices / DestinationRules.
     for vs in &s.virtual_services {
