@@ -204,10 +204,30 @@ fn uri_exact_prefix_and_regex_matches() {
         json!({"hosts": ["api"], "http": [
             {"match": [{"uri": {"exact": "/v2/health"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
             {"match": [{"uri": {"prefix": "/v2/"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
-            {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
-            {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}),
+            {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}),
         1,
     );
+}
+
+#[test]
+fn a_catch_all_after_a_regex_rule_is_caught_by_traffic_and_by_the_check() {
+    // The API server gives the catch-all `PathPrefix /`, which istiod ranks above any regex: /u/0 (the
+    // sample the check derives from the regex) reaches v1 after the migration instead of v2.
+    let v = vs(json!({"hosts": ["api"], "http": [
+        {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+        {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
+    let snap = snapshot(&v);
+    let table = routing_equiv::check(&snap, PolicyMigration::Apply);
+    let d = table
+        .differences
+        .iter()
+        .find(|d| !d.segment)
+        .expect("a difference");
+    assert_eq!(d.request.path, "/u/0");
+    let generated = routes::translate(&snap, PolicyMigration::Apply).objects();
+    let (before, after) = (before_cluster(&v), after_cluster(&generated));
+    assert_eq!(answer(&before, from("app", "web-1"), &d.request), "200 api-v2-1");
+    assert_eq!(answer(&after, from("other", "amb-1"), &d.request), "200 api-v1-1");
 }
 
 #[test]
