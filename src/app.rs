@@ -359,6 +359,8 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
+    // Twins (and, with policies.migration = apply, the generated HTTPRoutes and per-version Services) are
+    // created at the start of step 1 (engine/exec.rs, `activate_waypoint`).
     if plan.options.policy_migration == crate::assess::plan::PolicyMigration::Apply {
         for o in &plan.twins {
             t.push_str(&format!("  step 1: create {} (role {})\n", o.object, o.role));
