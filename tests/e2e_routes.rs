@@ -6,15 +6,13 @@
 //! restores the VirtualService and DestinationRule and removes what the migration created, again without
 //! a request changing destination.
 
-use test_support::policies as policies_common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meshsim::StartOptions;
 use meshsim::traffic::{Outcome, Request, Source};
-use policies_common as pc;
+use test_support::policies as pc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
 
@@ -253,6 +251,7 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     )
     .await;
     let (n, wrong) = traffic.finish();
+    println!("migration: {n} requests, {} changed destination", wrong.len());
     assert_eq!(code, 0, "run\n{stdout}\n{stderr}");
     assert!(n > 100, "{n} requests");
     assert!(
@@ -284,6 +283,7 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     )
     .await;
     let (n, wrong) = traffic.finish();
+    println!("rollback: {n} requests, {} changed destination", wrong.len());
     assert_eq!(code, 0, "rollback\n{stdout}\n{stderr}");
     assert!(
         wrong.is_empty(),

@@ -6,8 +6,6 @@
 //! HTTPRoute attached to the Service when no VirtualService covers it) and an ambient caller (through the
 //! waypoint). Fields with no HTTPRoute equivalent are blockers, tested in `assess::routes`.
 
-use test_support::traffic as traffic_common;
-
 use std::collections::BTreeMap;
 
 use ambient_migrate::assess::plan::PolicyMigration;
@@ -15,7 +13,7 @@ use ambient_migrate::assess::routing_equiv::{self, Request};
 use ambient_migrate::assess::{Snapshot, routes};
 use meshsim::traffic::{Outcome, Source};
 use serde_json::{Value, json};
-use traffic_common::*;
+use test_support::traffic::*;
 
 const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api, namespace: app}\nspec:\n  host: api.app.svc.cluster.local\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n";
 
@@ -164,6 +162,11 @@ fn same_routing(spec: Value, n: usize) -> usize {
         table.differences
     );
     let flagged: Vec<&Request> = table.differences.iter().map(|d| &d.request).collect();
+    println!(
+        "{} classes x {n} request(s), before and for 2 callers after; {} reported as PathPrefix segment paths",
+        classes.len(),
+        flagged.len()
+    );
     for r in &classes {
         let want = distribution(&before, &from("app", "web-1"), r, n);
         for caller in [from("app", "web-1"), from("other", "amb-1")] {
@@ -201,10 +204,30 @@ fn uri_exact_prefix_and_regex_matches() {
         json!({"hosts": ["api"], "http": [
             {"match": [{"uri": {"exact": "/v2/health"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
             {"match": [{"uri": {"prefix": "/v2/"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
-            {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
-            {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}),
+            {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]}]}),
         1,
     );
+}
+
+#[test]
+fn a_catch_all_after_a_regex_rule_is_caught_by_traffic_and_by_the_check() {
+    // The API server gives the catch-all `PathPrefix /`, which istiod ranks above any regex: /u/0 (the
+    // sample the check derives from the regex) reaches v1 after the migration instead of v2.
+    let v = vs(json!({"hosts": ["api"], "http": [
+        {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+        {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
+    let snap = snapshot(&v);
+    let table = routing_equiv::check(&snap, PolicyMigration::Apply);
+    let d = table
+        .differences
+        .iter()
+        .find(|d| !d.segment)
+        .expect("a difference");
+    assert_eq!(d.request.path, "/u/0");
+    let generated = routes::translate(&snap, PolicyMigration::Apply).objects();
+    let (before, after) = (before_cluster(&v), after_cluster(&generated));
+    assert_eq!(answer(&before, from("app", "web-1"), &d.request), "200 api-v2-1");
+    assert_eq!(answer(&after, from("other", "amb-1"), &d.request), "200 api-v1-1");
 }
 
 #[test]

@@ -347,7 +347,7 @@ async fn delete_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> 
     let created = ctx.journal.record().extra.get(&created_manifest_key(object));
     if let Some(manifest) = created
         && !ctx.opts.force_rollback
-        && !defaulted_from(manifest.get("spec"), live.data.get("spec"))
+        && !unchanged_since_created(kind, manifest.get("spec"), live.data.get("spec"))
     {
         return Err(format!(
             "conflict: {object}, created by the migration, was changed since (its spec differs from what was created): not deleted; keep it, or run `ambient-migrate rollback -n {} --force` to delete it",
@@ -359,6 +359,20 @@ async fn delete_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> 
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Is the live spec what the migration created? Services and HTTPRoutes get defaults from the API server
+/// (`clusterIP`, `type`, port `protocol`; the HTTPRoute CRD's defaults), so for them only the fields the
+/// manifest set are compared; every other kind must be equal.
+fn unchanged_since_created(
+    kind: DynKind,
+    created: Option<&serde_json::Value>,
+    live: Option<&serde_json::Value>,
+) -> bool {
+    match kind {
+        DynKind::Service | DynKind::HttpRoute => defaulted_from(created, live),
+        _ => created == live,
+    }
 }
 
 /// Is `live` what the migration created (`created`), give or take the fields the API server fills in?
@@ -495,7 +509,8 @@ fn describe(a: &UndoAction) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::defaulted_from;
+    use super::{defaulted_from, unchanged_since_created};
+    use crate::cluster::DynKind;
     use serde_json::json;
 
     #[test]
@@ -512,5 +527,21 @@ mod tests {
             "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}]});
         assert!(!defaulted_from(Some(&created), Some(&more_ports)));
         assert!(!defaulted_from(Some(&created), None));
+        // Only Services and HTTPRoutes are defaulted by the server: an added field elsewhere is an edit.
+        assert!(unchanged_since_created(
+            DynKind::Service,
+            Some(&created),
+            Some(&defaulted)
+        ));
+        assert!(!unchanged_since_created(
+            DynKind::AuthorizationPolicy,
+            Some(&created),
+            Some(&defaulted)
+        ));
+        assert!(unchanged_since_created(
+            DynKind::AuthorizationPolicy,
+            Some(&created),
+            Some(&created)
+        ));
     }
 }

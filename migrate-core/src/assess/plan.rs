@@ -36,9 +36,10 @@ string_enum! {
         /// Report only.
         #[default]
         Off = "off",
-        /// Generate twin YAML into findings / report.
+        /// Generate the YAML into findings / report (`plan --fixes-dir`).
         Generate = "generate",
-        /// Create the twins (journaled, role `twin`) before step 1.
+        /// Create them (journaled, role `twin`) at the start of step 1; step 5 deletes the translated
+        /// VirtualServices.
         Apply = "apply",
     }
 }

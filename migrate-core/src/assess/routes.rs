@@ -870,6 +870,18 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
             None
         }
     };
+    // The migration adopts an existing object of the same name instead of creating it (engine
+    // `create_planned`): an unrelated HTTPRoute named like the VirtualService would be taken for its route.
+    if s.http_routes.iter().any(|r| json::name(r) == json::name(vs)) {
+        c.gap(
+            "metadata.name",
+            format!(
+                "an HTTPRoute named {} already exists and routes other Services",
+                json::name(vs)
+            ),
+            "rename that HTTPRoute, or write this VirtualService's HTTPRoute by hand",
+        );
+    }
     if !c.gaps.is_empty() {
         return Err(c.gaps);
     }
@@ -1249,6 +1261,24 @@ pub(crate) mod tests {
         let mut s3 = s.clone();
         s3.http_routes.push(json!({"metadata": {"name": "r", "namespace": "app"}, "spec": {"parentRefs": [{"kind": "Service", "name": "api"}]}}));
         assert!(translate(&s3, PolicyMigration::Apply).generated.is_empty());
+    }
+
+    #[test]
+    fn an_unrelated_httproute_with_the_same_name_is_a_blocker() {
+        let mut s =
+            with_vs(json!({"hosts": ["api"], "http": [{"route": [{"destination": {"host": "api"}}]}]}));
+        s.http_routes.push(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "api", "namespace": "app"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}]}}),
+        );
+        let t = translate(&s, PolicyMigration::Apply);
+        assert!(t.generated.is_empty());
+        assert!(
+            t.findings
+                .iter()
+                .any(|f| f.severity == Severity::Blocker && f.message.contains("field metadata.name:"))
+        );
     }
 
     #[test]

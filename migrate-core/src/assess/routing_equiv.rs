@@ -266,12 +266,47 @@ fn mid_segment(vs: &Value, path: &str) -> bool {
 
 // --- request classes -----------------------------------------------------------------------------------
 
-/// A value satisfying a VirtualService string match (`None` for a regex: no sample is derived).
+/// A value satisfying a VirtualService string match (for a regex, one string it matches, when one can be
+/// derived).
 fn sample(m: &Value) -> Option<String> {
     m["exact"]
         .as_str()
         .or_else(|| m["prefix"].as_str())
         .map(str::to_string)
+        .or_else(|| m["regex"].as_str().and_then(regex_sample))
+}
+
+/// One string the RE2 regex `re` matches in full: literals as written, the first character of each class,
+/// the first branch of each alternation, each repetition its minimum number of times (at least once for
+/// `+`). `None` when the regex does not parse or the derived string does not match (look-around free RE2
+/// has no such case, but the check keeps the sample honest).
+pub fn regex_sample(re: &str) -> Option<String> {
+    use regex_syntax::hir::{Class, Hir, HirKind};
+    fn walk(h: &Hir, out: &mut String) -> Option<()> {
+        match h.kind() {
+            HirKind::Empty | HirKind::Look(_) => {}
+            HirKind::Literal(l) => out.push_str(std::str::from_utf8(&l.0).ok()?),
+            HirKind::Class(Class::Unicode(c)) => out.push(c.ranges().first()?.start()),
+            HirKind::Class(Class::Bytes(c)) => out.push(char::from(c.ranges().first()?.start())),
+            HirKind::Repetition(r) => {
+                for _ in 0..r.min {
+                    walk(&r.sub, out)?;
+                }
+            }
+            HirKind::Capture(c) => walk(&c.sub, out)?,
+            HirKind::Concat(hs) => {
+                for x in hs {
+                    walk(x, out)?;
+                }
+            }
+            HirKind::Alternation(hs) => walk(hs.first()?, out)?,
+        }
+        Some(())
+    }
+    let hir = regex_syntax::Parser::new().parse(re).ok()?;
+    let mut out = String::new();
+    walk(&hir, &mut out)?;
+    full_match(re, &out).then_some(out)
 }
 
 /// Request classes for a VirtualService: every path the matches name (and, for a prefix, the path one
@@ -291,6 +326,13 @@ pub fn classes(vs: &Value, g: &Generated) -> Vec<Request> {
     {
         if let Some(e) = m.pointer("/uri/exact").and_then(Value::as_str) {
             paths.insert(e.to_string());
+        }
+        if let Some(p) = m
+            .pointer("/uri/regex")
+            .and_then(Value::as_str)
+            .and_then(regex_sample)
+        {
+            paths.insert(p);
         }
         if let Some(p) = m.pointer("/uri/prefix").and_then(Value::as_str) {
             let bare = p.trim_end_matches('/');
@@ -740,6 +782,25 @@ mod tests {
             .map(|d| d.request.to_string())
             .collect();
         assert_eq!(real, vec!["GET api/a [x-canary: 1]", "GET api/a/x [x-canary: 1]"]);
+    }
+
+    #[test]
+    fn regex_rules_get_a_class_and_a_catch_all_outranking_them_is_caught() {
+        assert_eq!(regex_sample("/u/[0-9]+").as_deref(), Some("/u/0"));
+        assert_eq!(regex_sample("^/(a|b)x?/z{2,3}$").as_deref(), Some("/a/zz"));
+        assert_eq!(regex_sample("(").as_deref(), None);
+        // The API server gives the catch-all `PathPrefix /`, which istiod ranks above every regex: the regex
+        // rule of the VirtualService becomes unreachable for /u/0.
+        let t = table(json!({"hosts": ["api"], "http": [
+            {"match": [{"uri": {"regex": "/u/[0-9]+"}}], "route": [{"destination": {"host": "api", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "api", "subset": "v1"}}]}]}));
+        let real: Vec<String> = t
+            .differences
+            .iter()
+            .filter(|d| !d.segment)
+            .map(|d| d.request.path.clone())
+            .collect();
+        assert_eq!(real, vec!["/u/0"]);
     }
 
     #[test]
