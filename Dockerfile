@@ -2,8 +2,8 @@
 #
 # ambient-migrate container image: a statically linked (musl) release binary on distroless/static, non-root.
 #
-#   docker build -t ambient-migrate .                              # the runner only
-#   docker build --build-arg WITH_MESHSIM=true -t ambient-migrate:demo .   # + `demo` and the meshsim binary
+#   docker build -t ambient-migrate .                              # the runner, with `rehearse` and `demo`
+#   docker build --build-arg WITH_MESHSIM=false -t ambient-migrate:slim .  # the runner without the simulator
 #   docker build --target ci -t ambient-migrate:ci .               # + busybox shell, for CI runners (GitLab)
 #
 # Stages: chef (toolchain) -> planner (dependency recipe) -> builder (cached dependency build, then the
@@ -49,8 +49,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 ARG TARGET
-# The `demo` cargo feature embeds meshsim (the simulated cluster) in the binary; off unless asked for.
-ARG WITH_MESHSIM=false
+# The `demo` cargo feature embeds meshsim (the simulated cluster) in the binary: `rehearse` (the first
+# stage of the CI examples) and `demo` need it, so it is on by default; `false` builds the runner alone.
+ARG WITH_MESHSIM=true
 COPY --from=planner /src/recipe.json recipe.json
 RUN if [ "${WITH_MESHSIM}" = "true" ]; then FEATURES=""; else FEATURES="--no-default-features"; fi \
     && cargo chef cook --release --target "${TARGET}" ${FEATURES} --recipe-path recipe.json

@@ -1,6 +1,6 @@
 //! Benchmark: policy carry-over. Continuous traffic (one legitimate and one illegitimate caller per
 //! protected path, every 25 ms, through `meshsim::traffic::handle`) while the fleet of
-//! `tests/policies_common` (store: L7 selector ALLOW + twin; front: cross-namespace callers on sidecars;
+//! `test-support/src/policies.rs` (store: L7 selector ALLOW + twin; front: cross-namespace callers on sidecars;
 //! ledger: an L4 selector ALLOW that does not admit the waypoint) is migrated three ways:
 //!
 //! 1. this strategy: `ambient-migrate run` (in-process) with policy migration `apply`, bridges,
@@ -10,7 +10,7 @@
 //! 3. the seed runbook itself, scripted with the real kubectl, namespace by namespace (store, front, ledger).
 //!
 //! Then the L4 selector ALLOW that already admits the waypoint without a twin (`vault` of
-//! `policies_common::holes_fleet`), three ways:
+//! `test_support::policies::holes_fleet`), three ways:
 //!
 //! 4. the strategy (policy migration `apply`: the generated twin, created before step 1);
 //! 5. the engine with gaps accepted (what `run` did before the enforcement check: migrated, no finding);

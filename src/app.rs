@@ -28,21 +28,16 @@ use crate::report::{
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
 
-/// Exit codes (docs/design.md §7).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const GATE_FAILED: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const HUMAN_NEEDED: i32 = 3;
-    pub const BLOCKED: i32 = 4;
-    pub const LOCKED: i32 = 5;
-}
+pub use crate::exit;
 
 /// Prints results: text lines or one JSON document on stdout; progress on stdout in text mode and on
 /// stderr in JSON mode (so stdout stays one parseable document).
 #[derive(Clone)]
 pub struct Out {
     pub format: OutputFormat,
+    /// The command runs inside another one (`rehearse` runs `run`): its report goes to the files only, and
+    /// stdout carries the outer command's result.
+    pub embedded: bool,
 }
 
 impl Out {
@@ -74,7 +69,11 @@ pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
     let mut overrides = cli.to_overrides();
     // rollback/backup/restore/status schedule no fleet: the config's canaries (which must be part of the
     // fleet) would otherwise turn `-n NS` into a configuration error. An explicit --canary/--set still wins.
-    if !matches!(cli.command, Command::Run | Command::Plan { .. }) && !cli.namespaces.is_empty() {
+    if !matches!(
+        cli.command,
+        Command::Run | Command::Plan { .. } | Command::Rehearse { .. }
+    ) && !cli.namespaces.is_empty()
+    {
         overrides.insert(0, ("fleet.canary".into(), String::new()));
     }
     if let Some(dir) = &cli.report_dir {
@@ -116,7 +115,8 @@ pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
     }
 }
 
-async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, i32> {
+/// Connects to the cluster the command line names (exit 2 with the reason when it cannot).
+pub async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, i32> {
     let opts = ClusterOptions {
         dry_run: cli.dry_run,
         field_manager: s.field_manager.clone(),
@@ -198,6 +198,7 @@ fn engine(cluster: &Cluster, s: &Settings, out: &Out, run_id: &str, stop: watch:
             out.progress_writer(),
             s.reports.progress_interval,
         )))),
+        cache: None,
     }
 }
 
@@ -214,6 +215,17 @@ pub async fn run(cli: Cli) -> i32 {
             return exit::USAGE;
         }
     }
+    if matches!(cli.command, Command::Rehearse { .. }) {
+        #[cfg(feature = "demo")]
+        return crate::rehearse::run(&cli).await;
+        #[cfg(not(feature = "demo"))]
+        {
+            eprintln!(
+                "error: this build has no simulator: rehearse needs the `demo` feature (build with default features)"
+            );
+            return exit::USAGE;
+        }
+    }
     let s = match load_settings(&cli) {
         Ok(s) => s,
         Err(code) => return code,
@@ -222,7 +234,10 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let out = Out { format: cli.output };
+    let out = Out {
+        format: cli.output,
+        embedded: false,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx, s.timeouts.shutdown);
     run_with(&cli, &s, &cluster, &out, stop_rx).await
@@ -320,7 +335,7 @@ pub async fn run_with(
         }
         Command::Backup { file } => cmd_backup(cli, s, cluster, file, &run_id).await,
         Command::Restore { file } => cmd_restore(cli, s, cluster, out, file).await,
-        Command::Demo => exit::USAGE,
+        Command::Demo | Command::Rehearse { .. } => exit::USAGE,
     }
 }
 
@@ -344,8 +359,35 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
-    for l in &plan.waypoint_labels {
-        t.push_str(&format!("  step 1: label {} {}={}\n", l.target, l.key, l.value));
+    // Twins (and, with policies.migration = apply, the generated HTTPRoutes and per-version Services) are
+    // created at the start of step 1 (engine/exec.rs, `activate_waypoint`).
+    if plan.options.policy_migration == crate::assess::plan::PolicyMigration::Apply {
+        for o in &plan.twins {
+            t.push_str(&format!("  step 1: create {} (role {})\n", o.object, o.role));
+        }
+    }
+    // Bridges go in just before the waypoint is bound, in whichever step binds it (engine/exec.rs,
+    // `create_bridges`): step 1 in the seed's order, the end of step 4 when activation follows the restart.
+    let bind_step = match plan.options.activation_order {
+        crate::assess::plan::ActivationOrder::BeforeAmbient => 1,
+        crate::assess::plan::ActivationOrder::AfterRestart => 4,
+    };
+    let bind = |t: &mut String| {
+        for b in &plan.bridges {
+            t.push_str(&format!(
+                "  step {bind_step}: create bridge {} (before the waypoint is bound)\n",
+                b.object
+            ));
+        }
+        for l in &plan.waypoint_labels {
+            t.push_str(&format!(
+                "  step {bind_step}: label {} {}={}\n",
+                l.target, l.key, l.value
+            ));
+        }
+    };
+    if bind_step == 1 {
+        bind(&mut t);
     }
     t.push_str(&format!(
         "  step 2: label {} {}={}\n",
@@ -356,9 +398,6 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             "  step 3: remove label {k} (was {v}; restored on rollback)\n"
         ));
     }
-    for b in &plan.bridges {
-        t.push_str(&format!("  step 4: create bridge {}\n", b.object));
-    }
     for (i, batch) in plan.restart_batches.iter().enumerate() {
         let names: Vec<String> = batch.iter().map(|w| w.to_string()).collect();
         t.push_str(&format!(
@@ -366,6 +405,9 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
             i + 1,
             names.join(", ")
         ));
+    }
+    if bind_step == 4 {
+        bind(&mut t);
     }
     for d in &plan.delete_at_step5 {
         t.push_str(&format!("  step 5: delete {d}\n"));
@@ -375,6 +417,21 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     }
     t.push_str(&report::behaviour::text(ns, &plan.behaviour_changes));
     t.push_str(&plan.enforcement.text("  "));
+    for d in &plan.routing.differences {
+        t.push_str(&format!(
+            "  routing {}: {} -> {} before, {} after (moments {}){}\n",
+            d.virtual_service.name,
+            d.request,
+            d.before,
+            d.after,
+            d.moments.join(", "),
+            if d.segment {
+                " [PathPrefix segment: warning]"
+            } else {
+                ""
+            }
+        ));
+    }
     t
 }
 
@@ -565,6 +622,24 @@ async fn cmd_run(
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     let say = out.progress();
+    // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
+    // backup, for the whole run.
+    let cache = crate::cluster::FleetCache::start(cluster);
+    if let Err(e) = cache
+        .ready(tokio::time::Instant::now() + s.timeouts.api_request * 3)
+        .await
+    {
+        eprintln!("error: reading the fleet: {e}");
+        return exit::HUMAN_NEEDED;
+    }
+    eng.cache = Some(cache);
+    let journals = match Journal::load_all(cluster, &s.state_namespace).await {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("error: reading the journals in {}: {e}", s.state_namespace);
+            return exit::HUMAN_NEEDED;
+        }
+    };
 
     // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
     // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
@@ -573,13 +648,7 @@ async fn cmd_run(
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
-        let prior = match Journal::load(cluster, &s.state_namespace, ns).await {
-            Ok(r) => r.map(|r| r.phase),
-            Err(e) => {
-                eprintln!("error: reading the journal of {ns}: {e}");
-                return exit::HUMAN_NEEDED;
-            }
-        };
+        let prior = journals.get(ns).map(|r| r.phase);
         if !matches!(
             prior,
             None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)
@@ -938,9 +1007,11 @@ fn cluster_url(cluster: &Cluster) -> String {
     cluster.server_url().to_string()
 }
 
-/// Writes the report files and prints the summary (text) or the report (JSON) on stdout.
-pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
-    let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").map(PathBuf::from);
+/// Writes the report files, and the CI step summary when `step_summary` and `GITHUB_STEP_SUMMARY` is set.
+pub fn write_reports(s: &Settings, report: &RunReport, step_summary: bool) {
+    let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY")
+        .filter(|_| step_summary)
+        .map(PathBuf::from);
     let wopts = report::WriteOptions::from_settings(&s.reports, step_summary);
     match report::write_all(report, &wopts) {
         Ok(paths) => {
@@ -949,6 +1020,15 @@ pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
             }
         }
         Err(e) => eprintln!("warning: {e}"),
+    }
+}
+
+/// Writes the report files and prints the summary (text) or the report (JSON) on stdout; an embedded run
+/// writes its files only (the outer command completes them and prints its own result).
+pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
+    write_reports(s, report, !out.embedded);
+    if out.embedded {
+        return;
     }
     match out.format {
         OutputFormat::Json => println!("{}", report::json::render(report)),

@@ -619,6 +619,14 @@ pub async fn take_fresh(
     run_id: Option<&str>,
 ) -> Result<Backup, BackupError> {
     let backup = Backup::read_live(cluster, ns, run_id).await?;
+    store_fresh(cluster, state_ns, backup).await
+}
+
+/// Stores a backup just taken (replacing a stale stored one): the part of [`take_fresh`] after the read,
+/// for a caller that took the backup from a watch cache.
+pub async fn store_fresh(cluster: &Cluster, state_ns: &str, backup: Backup) -> Result<Backup, BackupError> {
+    let ns = backup.namespace.clone();
+    let ns = ns.as_str();
     backup.check_fits()?;
     if cluster.dry_run() {
         return Ok(backup);

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Exit code for usage and configuration errors (docs/design.md §7); clap's own usage errors use the same code.
-pub const EXIT_USAGE: i32 = 2;
+/// Exit code for usage and configuration errors; clap's own usage errors use the same code.
+pub const EXIT_USAGE: i32 = crate::exit::USAGE;
 
 /// `ambient-migrate`: move Istio namespaces from sidecars to ambient mode, gated and reversible.
 #[derive(Debug, Clone, Parser)]
@@ -129,6 +129,18 @@ pub enum Command {
     },
     /// Run the whole pipeline on an embedded simulated fleet, one namespace failing on purpose.
     Demo,
+    /// Rehearse the migration on a simulated copy of the fleet (read from the cluster without writing, or
+    /// from YAML files) under continuous traffic, and report per path the failed and leaked requests.
+    Rehearse {
+        /// Read the fleet from this directory (or file) of Kubernetes YAML instead of the cluster.
+        #[arg(long, value_name = "DIR")]
+        from_files: Option<PathBuf>,
+        /// Inject a fault into the rehearsal (repeatable): `waypoint-never-ready`,
+        /// `pods-crashloop-after-restart`, `cni-pending`, `ztunnel-down` or `injector-down`, optionally
+        /// limited to one namespace with `:NAMESPACE`.
+        #[arg(long = "fault", value_name = "KIND[:NAMESPACE]")]
+        faults: Vec<String>,
+    },
 }
 
 impl Command {
@@ -142,6 +154,7 @@ impl Command {
             Command::Backup { .. } => "backup",
             Command::Restore { .. } => "restore",
             Command::Demo => "demo",
+            Command::Rehearse { .. } => "rehearse",
         }
     }
 }

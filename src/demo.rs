@@ -219,9 +219,21 @@ pub async fn run(cli: &Cli) -> i32 {
     };
     // Wait for the fleet's sidecar pods to be up (as a real cluster would be before a migration).
     wait_fleet_ready(&running).await;
+    // Continuous traffic on the fleet's paths (as `rehearse` sends), for the per-path table at the end.
+    let objects: Vec<serde_json::Value> = meshsim::fixtures::parse_text(&fleet_fixture(), "demo fleet")
+        .map(|objs| objs.into_iter().map(|(_, o)| o).collect())
+        .unwrap_or_default();
+    let fleet: Vec<String> = EXPECTED.iter().map(|(ns, _)| ns.to_string()).collect();
+    let paths = migrate_core::rehearse::derive_paths(&objects, &fleet, &[]);
+    let (rows, _) = crate::rehearse::traffic::settled_baseline(&running.sim, paths).await;
+    let generator = crate::rehearse::traffic::Generator::start(
+        running.sim.clone(),
+        rows,
+        std::time::Duration::from_millis(100),
+    );
     let started = std::time::Instant::now();
     // Exactly `ambient-migrate run` (boxed: `app::run` is what dispatches `demo` here).
-    let code = Box::pin(app::run(run_cli)).await;
+    let code = Box::pin(app::run(run_cli.clone())).await;
 
     // Did it end as the scenario expects?
     let report_path = report_dir.join("ambient-migrate-report.json");
@@ -244,11 +256,20 @@ pub async fn run(cli: &Cli) -> i32 {
             eprintln!("demo: namespace {ns} ended {got:?}, expected {want:?}");
         }
     }
-    let t = running.sim.traffic.snapshot();
+    let table = generator.finish();
+    let mut report = report;
+    report.command = "demo".into();
+    report.traffic = Some(table.clone());
+    if let Ok(s) = app::load_settings(&run_cli) {
+        app::write_reports(&s, &report, false);
+    }
     println!();
+    println!("traffic during the run, per destination and path:");
+    print!("{}", table.text());
     println!(
-        "traffic seen by meshsim during the run: {}",
-        serde_json::to_string(&t).unwrap_or_default()
+        "failed legitimate requests: {}; leaked illegitimate requests: {}",
+        table.wrongly_denied(),
+        table.wrongly_allowed()
     );
     println!(
         "demo finished in {:.1}s; the run exited {code} (1 = a namespace was rolled back, as planned)",

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, ClusterError, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
+use crate::cluster::{Cluster, ClusterError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL};
 use crate::gates::GateResult;
 use crate::steps::{Change, Phase, Step};
 
@@ -335,6 +335,19 @@ impl Journal {
         ns: &str,
         run_id: &str,
     ) -> Result<Journal, JournalError> {
+        if let Some(j) = Journal::open(cluster, state_ns, ns, run_id).await? {
+            return Ok(j);
+        }
+        Journal::create(cluster, state_ns, ns, run_id).await
+    }
+
+    /// The journal of `ns` as a handle to write with, or `None` when there is none (one read).
+    pub async fn open(
+        cluster: &Cluster,
+        state_ns: &str,
+        ns: &str,
+        run_id: &str,
+    ) -> Result<Option<Journal>, JournalError> {
         let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
         let name = config_map_name(ns);
         let what = format!("get journal ConfigMap {state_ns}/{name}");
@@ -343,6 +356,28 @@ impl Journal {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
         };
+        let Some(cm) = existing else { return Ok(None) };
+        Ok(Some(Journal {
+            cluster: cluster.clone(),
+            state_ns: state_ns.to_string(),
+            run_id: run_id.to_string(),
+            resource_version: cm.metadata.resource_version.clone(),
+            record: checked(state_ns, ns, parse(state_ns, &cm)?)?,
+            pending: None,
+        }))
+    }
+
+    /// Creates the journal of `ns` (phase `Pending`), which [`Journal::open`] found absent. A journal that
+    /// appeared meanwhile is another run's: fenced, unless it is our own create that landed.
+    pub async fn create(
+        cluster: &Cluster,
+        state_ns: &str,
+        ns: &str,
+        run_id: &str,
+    ) -> Result<Journal, JournalError> {
+        let api: kube::Api<ConfigMap> = cluster.namespaced(state_ns);
+        let name = config_map_name(ns);
+        let what = format!("get journal ConfigMap {state_ns}/{name}");
         let mut j = Journal {
             cluster: cluster.clone(),
             state_ns: state_ns.to_string(),
@@ -351,11 +386,6 @@ impl Journal {
             record: Record::new(ns, run_id),
             pending: None,
         };
-        if let Some(cm) = existing {
-            j.record = checked(state_ns, ns, parse(state_ns, &cm)?)?;
-            j.resource_version = cm.metadata.resource_version.clone();
-            return Ok(j);
-        }
         if cluster.dry_run() {
             return Ok(j);
         }
@@ -422,6 +452,22 @@ impl Journal {
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
         Ok(out)
+    }
+
+    /// Every journal in the state namespace by namespace, each checked as [`Journal::load`] checks it:
+    /// one list for a whole fleet's preflight instead of one read per namespace.
+    pub async fn load_all(
+        cluster: &Cluster,
+        state_ns: &str,
+    ) -> Result<BTreeMap<String, Record>, JournalError> {
+        Journal::list_all(cluster, state_ns)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let ns = r.namespace.clone();
+                Ok((ns.clone(), checked(state_ns, &ns, r)?))
+            })
+            .collect()
     }
 
     /// The current record.
@@ -542,16 +588,10 @@ impl Journal {
     }
 
     async fn annotate(&self) {
-        let target = LabelTarget::Namespace {
-            name: self.record.namespace.clone(),
-        };
+        let ns = &self.record.namespace;
         let v = phase_label(&self.record.phase);
-        if let Err(e) = self
-            .cluster
-            .set_annotations(&target, &[(STATE_ANNOTATION.to_string(), Some(v))])
-            .await
-        {
-            tracing::warn!(namespace = %self.record.namespace, error = %e, "could not annotate the namespace with its state");
+        if let Err(e) = self.cluster.annotate_namespace(ns, STATE_ANNOTATION, &v).await {
+            tracing::warn!(namespace = %ns, error = %e, "could not annotate the namespace with its state");
         }
     }
 

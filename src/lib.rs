@@ -7,10 +7,13 @@ pub mod cluster;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
+pub mod exit;
 pub mod fleet;
 pub mod journal;
 pub mod lease;
 pub mod probes;
+#[cfg(feature = "demo")]
+pub mod rehearse;
 pub mod report;
 pub mod settings;
 

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use ambient_migrate::cli::{Cli, LogFormat};
+use ambient_migrate::exit;
 
 fn init_tracing(cli: &Cli) {
     let level = match (cli.verbose, cli.quiet) {
@@ -33,9 +34,9 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(3);
+            return ExitCode::from(exit::HUMAN_NEEDED as u8);
         }
     };
     let code = rt.block_on(ambient_migrate::app::run(cli));
-    ExitCode::from(u8::try_from(code).unwrap_or(3))
+    ExitCode::from(u8::try_from(code).unwrap_or(exit::HUMAN_NEEDED as u8))
 }

@@ -126,12 +126,7 @@ async fn label_changes_are_idempotent_and_return_the_previous_value() {
 #[tokio::test]
 async fn dry_run_leaves_the_store_unchanged() {
     let env = start(&[SEED]).await;
-    let dry = env
-        .cluster_with(ClusterOptions {
-            dry_run: true,
-            ..common::test_options()
-        })
-        .await;
+    let dry = env.dry_run_cluster().await;
     let c = &env.cluster;
     // Controllers keep writing pod status, so compare the touched objects' resourceVersions and the
     // request log rather than the store-wide resourceVersion.

@@ -482,3 +482,56 @@ async fn a_tampered_journal_is_refused_before_the_rollback_acts() {
     let wrote = writes_since(&env, writes);
     assert!(wrote.is_empty(), "{wrote:?}");
 }
+
+/// The waypoint gate is watch-driven: while it waits (the waypoint never becomes ready), the runner sends
+/// nothing but watches and the lists that (re)start them; the fleet Lease's renewals aside, no read on a
+/// timer. The wait is the longest quiet stretch between two writes of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waypoint_wait_sends_only_watches() {
+    let env = start(&[SEED], vec![fault(FaultKind::WaypointNeverReady, "shop", None)]).await;
+    env.wait_ready_opts("shop", false).await;
+    let mut cfg = Cfg::new(&["shop"]);
+    cfg.waypoint_ready = "5s";
+    let config = env.write_config("waypoint-wait", &cfg.toml());
+    let out = env.run(&config, "waypoint-wait", &["run"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let log: Vec<meshsim::accounting::RequestRecord> = env
+        .requests()
+        .into_iter()
+        .filter(|r| r.agent() == "ambient-migrate" && r.resource != "leases")
+        .collect();
+    let at = |r: &meshsim::accounting::RequestRecord| {
+        r.time
+            .parse::<jiff::Timestamp>()
+            .expect("RFC 3339 time in the request log")
+    };
+    let writes: Vec<jiff::Timestamp> = log.iter().filter(|r| r.is_mutating()).map(at).collect();
+    let (from, to) = writes
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by_key(|(a, b)| b.duration_since(*a))
+        .expect("writes before and after the wait");
+    let waited = to.duration_since(from).as_secs_f64();
+    assert!(
+        waited >= 4.5,
+        "the longest quiet stretch is the 5 s waypoint wait: {waited:.1} s\n{out}"
+    );
+    let inside: Vec<String> = log
+        .iter()
+        .filter(|r| at(r) > from && at(r) < to)
+        .filter(|r| r.verb != "watch" && r.verb != "list")
+        .map(|r| format!("{} {} {}", r.time, r.verb, r.path))
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "requests on a timer during the waypoint wait: {inside:#?}"
+    );
+    let polls = log
+        .iter()
+        .filter(|r| at(r) > from && at(r) < to && r.verb == "list")
+        .count();
+    assert!(
+        polls <= 2,
+        "{polls} lists during the wait: a watch restarted that often is a poll"
+    );
+}

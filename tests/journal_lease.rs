@@ -4,7 +4,7 @@ use test_support::cluster as common;
 
 use std::time::Duration;
 
-use ambient_migrate::cluster::{ClusterOptions, LabelTarget};
+use ambient_migrate::cluster::LabelTarget;
 use ambient_migrate::journal::{Journal, JournalError, STATE_ANNOTATION, phase_label};
 use ambient_migrate::lease::{self, LeaseConfig, LeaseError};
 use ambient_migrate::steps::{Change, LabelChange, ObjRef, Phase, Step};
@@ -223,22 +223,12 @@ async fn a_live_holder_with_a_slow_clock_is_not_taken_over() {
 #[tokio::test]
 async fn dry_run_acquire_checks_without_writing() {
     let env = start(&[SEED]).await;
-    let dry = env
-        .cluster_with(ClusterOptions {
-            dry_run: true,
-            ..common::test_options()
-        })
-        .await;
+    let dry = env.dry_run_cluster().await;
     env.reset_requests().await;
     let g = lease::acquire(&dry, LeaseConfig::new(STATE_NS)).await.unwrap();
     g.check().unwrap();
     g.release().await.unwrap();
-    let writes = env
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| !["get", "list", "watch"].contains(&r["verb"].as_str().unwrap_or("")))
-        .count();
+    let writes = env.writes().await;
     assert_eq!(writes, 0);
     // A dry run still refuses to start while a real run holds the lease.
     let real = lease::acquire(&env.cluster, LeaseConfig::new(STATE_NS))

@@ -459,6 +459,32 @@ pub static REGISTRY: &[ResourceType] = &[
         true,
         []
     ),
+    // Install-phase objects the preflight reads: the Gateway API CRDs themselves and the waypoint
+    // GatewayClass istiod creates (both cluster-scoped).
+    rt!(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        ["crd", "crds"],
+        false,
+        true,
+        false,
+        []
+    ),
+    rt!(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        "gatewayclass",
+        ["gc"],
+        false,
+        true,
+        true,
+        ["gateway-api"]
+    ),
 ];
 
 /// A create-only kind that is answered, never stored (reviews: `kubectl auth can-i`, `kubectl auth whoami`).

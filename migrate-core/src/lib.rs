@@ -12,6 +12,7 @@ pub mod names;
 pub mod assess;
 pub mod gates;
 pub mod probes;
+pub mod rehearse;
 pub mod steps;
 
 /// Namespace in which Events about cluster-scoped objects are recorded. Here because the permission model

@@ -91,6 +91,19 @@ impl Cluster {
         self.set_meta_map(target, changes, Field::Annotations).await
     }
 
+    /// Sets one annotation of a Namespace with a single merge patch, without reading it first and without
+    /// a resourceVersion precondition: for values that only inform people (the journal's phase), where the
+    /// last writer may win and a read per write would double the requests.
+    pub async fn annotate_namespace(&self, name: &str, key: &str, value: &str) -> Result<(), ClusterError> {
+        let body = json!({ "metadata": { "annotations": { key: value } } });
+        let what = format!("patch annotations of {}", obj_name("Namespace", None, name));
+        let pp = self.patch_params();
+        let p = Patch::Merge(&body);
+        let api: kube::Api<Namespace> = self.all();
+        self.call(&what, || api.patch(name, &pp, &p)).await?;
+        Ok(())
+    }
+
     /// The current labels of the target.
     pub async fn labels_of(&self, target: &LabelTarget) -> Result<BTreeMap<String, String>, ClusterError> {
         Ok(self.read_meta(target).await?.labels.unwrap_or_default())

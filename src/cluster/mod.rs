@@ -11,6 +11,7 @@
 //! Any other 4xx fails at once; 409 surfaces as [`ClusterError::Conflict`] so fenced writes can stop.
 
 mod access;
+mod cache;
 mod dynamic;
 mod events;
 mod labels;
@@ -29,7 +30,8 @@ use backon::{ExponentialBuilder, Retryable};
 use kube::api::{DeleteParams, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use dynamic::DynKind;
+pub use cache::{CacheState, FleetCache};
+pub use dynamic::{DynKind, with_types};
 pub(crate) use events::hostname;
 pub use events::{EVENTS_NAMESPACE, EventType};
 pub use labels::{LabelOutcome, LabelTarget};
@@ -263,6 +265,9 @@ pub struct Cluster {
     server: Arc<str>,
     /// Until when requests may be sent (see [`Cluster::fenced`]); `None` = no limit.
     fence: Option<Fence>,
+    /// Namespaces [`Cluster::ensure_namespace`] found or created: the state namespace is checked once per
+    /// run, not before every journal and backup write.
+    ensured: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// What the fleet Lease proves right now, for [`Cluster::fenced`] (`None`: no Lease to prove, e.g. a dry
@@ -334,6 +339,7 @@ impl Cluster {
             opts: Arc::new(opts),
             server: Arc::from(""),
             fence: None,
+            ensured: Default::default(),
         }
     }
 
@@ -346,6 +352,7 @@ impl Cluster {
             opts: Arc::new(opts),
             server: self.server.clone(),
             fence: self.fence.clone(),
+            ensured: self.ensured.clone(),
         }
     }
 
@@ -493,9 +500,20 @@ impl Cluster {
     /// create, so state writers (journal, backup, lease) skip their writes in dry-run mode instead.
     pub async fn ensure_namespace(&self, name: &str) -> Result<(), ClusterError> {
         use k8s_openapi::api::core::v1::Namespace;
+        let known = |c: &Cluster| c.ensured.lock().unwrap_or_else(|e| e.into_inner()).contains(name);
+        if known(self) {
+            return Ok(());
+        }
+        let remember = |c: &Cluster| {
+            c.ensured
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string());
+        };
         let api: kube::Api<Namespace> = self.all();
         let what = format!("get Namespace {name}");
         if self.get_opt(&api, &what, name).await?.is_some() {
+            remember(self);
             return Ok(());
         }
         let ns = Namespace {
@@ -511,8 +529,16 @@ impl Cluster {
             .call(&format!("create Namespace {name}"), || api.create(&pp, &ns))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_already_exists() => Ok(()),
+            Ok(_) => {
+                if !self.dry_run() {
+                    remember(self);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_already_exists() => {
+                remember(self);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

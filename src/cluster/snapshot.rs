@@ -7,11 +7,13 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
-use kube::api::ListParams;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Cluster, ClusterError, DynKind};
+use crate::assess::install::{self, GatewayCrd, InstallFacts};
 use crate::assess::{ClusterInfo, Snapshot};
 
 impl Cluster {
@@ -215,6 +217,113 @@ impl Cluster {
         .await?;
         info.root_authorization_policies = aps;
         info.root_peer_authentications = pas;
+        // Without these facts (an older RBAC without the install-phase grants, for instance) the install
+        // checks are skipped and the rest of the assessment stands.
+        info.install = match self.read_install_facts(system_ns, &info.revisions).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the install-phase facts; the install checks are skipped");
+                None
+            }
+        };
         Ok(info)
+    }
+
+    /// Reads what the install-phase checks need (`assess::install`): the Gateway API CRDs, the waypoint
+    /// GatewayClass, the ztunnel pods and their nodes, istio-cni's ambient setting and istiod's version.
+    async fn read_install_facts(
+        &self,
+        system_ns: &str,
+        revisions: &[String],
+    ) -> Result<InstallFacts, ClusterError> {
+        let mut facts = InstallFacts::default();
+        let crd_api: kube::Api<CustomResourceDefinition> = self.all();
+        for name in install::GATEWAY_API_CRDS {
+            let crd = self
+                .call(&format!("get CustomResourceDefinition {name}"), || {
+                    crd_api.get_opt(name)
+                })
+                .await?;
+            let crd = crd.map(|c| GatewayCrd {
+                served: c
+                    .spec
+                    .versions
+                    .iter()
+                    .filter(|v| v.served)
+                    .map(|v| v.name.clone())
+                    .collect(),
+                bundle_version: c
+                    .metadata
+                    .annotations
+                    .and_then(|a| a.get("gateway.networking.k8s.io/bundle-version").cloned()),
+            });
+            facts.gateway_crds.insert(name.to_string(), crd);
+        }
+        let gc = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GatewayClass"),
+            "gatewayclasses",
+        );
+        let gc_api: kube::Api<DynamicObject> = kube::Api::all_with(self.client().clone(), &gc);
+        facts.waypoint_class = match self
+            .call(&format!("get GatewayClass {}", install::WAYPOINT_CLASS), || {
+                gc_api.get_opt(install::WAYPOINT_CLASS)
+            })
+            .await
+        {
+            Ok(c) => c.is_some(),
+            // No Gateway API CRDs: no GatewayClass either.
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e),
+        };
+        let pod_api: kube::Api<Pod> = self.namespaced(system_ns);
+        let lp = ListParams::default().labels("app=ztunnel");
+        let ztunnels = self
+            .call(&format!("list ztunnel pods in {system_ns}"), || pod_api.list(&lp))
+            .await?;
+        for p in ztunnels.items {
+            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            // Two pods on a node (a rolling update): one ready one is enough.
+            *facts.ztunnel_nodes.entry(node).or_insert(false) |= ready;
+        }
+        let cm_api: kube::Api<ConfigMap> = self.namespaced(system_ns);
+        let cni = self
+            .call(&format!("get ConfigMap {system_ns}/istio-cni-config"), || {
+                cm_api.get_opt("istio-cni-config")
+            })
+            .await?;
+        facts.cni_ambient_enabled = cni.and_then(|c| c.data).and_then(|d| {
+            d.get("AMBIENT_ENABLED")
+                .map(|v| v.trim().eq_ignore_ascii_case("true"))
+        });
+        let dep_api: kube::Api<Deployment> = self.namespaced(system_ns);
+        for rev in revisions {
+            let name = if rev == "default" {
+                "istiod".to_string()
+            } else {
+                format!("istiod-{rev}")
+            };
+            let dep = self
+                .call(&format!("get Deployment {system_ns}/{name}"), || {
+                    dep_api.get_opt(&name)
+                })
+                .await?;
+            let image = dep
+                .map(|d| d.spec)
+                .and_then(|s| s.template.spec)
+                .and_then(|s| s.containers.into_iter().next())
+                .and_then(|c| c.image);
+            if let Some(image) = image {
+                facts.istiod_version = install::image_tag(&image).map(str::to_string);
+                break;
+            }
+        }
+        Ok(facts)
     }
 }

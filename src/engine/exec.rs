@@ -2,7 +2,6 @@
 //! sent) and then evaluates the step's gates (docs/design.md §3 table).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -13,7 +12,6 @@ use tokio::time::Instant;
 
 use super::{EngineError, NsCtx, probing};
 use crate::assess::plan::{ActivationOrder, PolicyMigration};
-use crate::assess::policy::AuthzPolicy;
 use crate::cluster::Check;
 use crate::cluster::DynKind;
 use crate::cluster::LabelTarget;
@@ -43,9 +41,11 @@ pub(crate) fn label_target(r: &ObjRef) -> Result<LabelTarget, EngineError> {
             namespace: ns.clone(),
             name: r.name.clone(),
         }),
-        _ => Err(EngineError::Other(format!(
-            "cannot label {r}: only Namespaces and Services are labelled"
-        ))),
+        _ => Err(EngineError::Unsupported {
+            action: "label",
+            object: r.to_string(),
+            why: "only Namespaces and Services are labelled",
+        }),
     }
 }
 
@@ -93,8 +93,13 @@ async fn create_planned(
     role: &str,
     manifest: &serde_json::Value,
 ) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
-        .ok_or_else(|| EngineError::Other(format!("cannot create {object}: unsupported kind")))?;
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
+        EngineError::Unsupported {
+            action: "create",
+            object: object.to_string(),
+            why: "unsupported kind",
+        }
+    })?;
     let recorded = ctx
         .journal
         .record()
@@ -133,8 +138,11 @@ async fn create_planned(
             })
             .await?;
     }
-    let obj: DynamicObject = serde_json::from_value(manifest.clone())
-        .map_err(|e| EngineError::Other(format!("generated manifest for {object} is invalid: {e}")))?;
+    let obj: DynamicObject =
+        serde_json::from_value(manifest.clone()).map_err(|e| EngineError::InvalidManifest {
+            object: object.to_string(),
+            message: e.to_string(),
+        })?;
     ctx.engine.check_lease().await?;
     match ctx.engine.cluster.create_dyn(kind, &ctx.ns, &obj).await {
         Ok(_) => Ok(()),
@@ -160,8 +168,13 @@ async fn create_bridges(ctx: &mut NsCtx<'_>, step: Step) -> Result<(), EngineErr
 
 /// Deletes an object, journaled first (restorable from the backup); absent is fine.
 async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind)
-        .ok_or_else(|| EngineError::Other(format!("cannot delete {object}: unsupported kind")))?;
+    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
+        EngineError::Unsupported {
+            action: "delete",
+            object: object.to_string(),
+            why: "unsupported kind",
+        }
+    })?;
     let recorded = ctx
         .journal
         .record()
@@ -255,15 +268,19 @@ async fn activate_waypoint(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, Engin
 }
 
 /// Waits for the waypoint gate (Gateway accepted, programmed with current generation, addressed; its
-/// Deployment ready; bound Services report `WaypointBound=True`), re-evaluating as objects change.
+/// Deployment ready; bound Services report `WaypointBound=True`), re-evaluated on every event of the fleet's
+/// watch caches (no request of its own, no timer).
 async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
-    let cluster = &ctx.engine.cluster;
     let ns = ctx.ns.as_str();
     let name = ctx.opts.plan.waypoint_name.clone();
     let until = ctx.deadline(ctx.opts.timeouts.waypoint_ready);
-    let deps: kube::Api<Deployment> = cluster.namespaced(ns);
-    let svcs: kube::Api<Service> = cluster.namespaced(ns);
+    let Some(cache) = &ctx.engine.cache else {
+        return Err(EngineError::NoFleetCache {
+            namespace: ns.to_string(),
+            what: "the waypoint gate",
+        });
+    };
     let bound_services: Vec<String> = if bound {
         ctx.plan
             .waypoint_labels
@@ -274,19 +291,12 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
     } else {
         Vec::new()
     };
-    loop {
-        let gw = cluster.get_dyn(DynKind::Gateway, ns, &name).await?;
-        let gw = gw.map(|o| serde_json::to_value(&o).unwrap_or_default());
-        let dep = cluster
-            .get_opt(&deps, &format!("get Deployment {ns}/{name}"), &name)
-            .await?;
+    let evaluate = |c: &crate::cluster::FleetCache| {
+        let gw = c.dyn_value(DynKind::Gateway, ns, &name);
+        let dep = c.deployment(ns, &name);
         let services: Vec<Service> = if bound {
-            let lp = kube::api::ListParams::default();
-            let all = cluster
-                .call(&format!("list Services in {ns}"), || svcs.list(&lp))
-                .await?
-                .items;
-            all.into_iter()
+            c.services(ns)
+                .into_iter()
                 .filter(|s| {
                     let n = s.metadata.name.as_deref().unwrap_or("");
                     n != name && (bound_services.is_empty() || bound_services.iter().any(|b| b == n))
@@ -295,14 +305,25 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
         } else {
             Vec::new()
         };
-        let result = crate::gates::waypoint::waypoint_ready(ns, &name, gw.as_ref(), dep.as_ref(), &services);
-        if result.passed() {
-            return Ok(stamp(result, started));
-        }
-        if Instant::now() >= until {
-            return Ok(stamp(result.timed_out(), started));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::gates::waypoint::waypoint_ready(ns, &name, gw.as_ref(), dep.as_ref(), &services)
+    };
+    let what = format!("waypoint {ns}/{name}");
+    let waited = cache
+        .wait(&what, until, |c| {
+            let r = evaluate(c);
+            if r.passed() {
+                Check::Done
+            } else {
+                Check::Pending(r.message)
+            }
+        })
+        .await;
+    let result = evaluate(cache);
+    match waited {
+        Ok(()) => Ok(stamp(result, started)),
+        Err(e) if super::is_timeout(&e) && !result.passed() => Ok(stamp(result.timed_out(), started)),
+        Err(_) if result.passed() => Ok(stamp(result, started)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -355,44 +376,18 @@ async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<G
 async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let sysns = "istio-system";
-    let api: kube::Api<DaemonSet> = ctx.engine.cluster.namespaced(sysns);
-    let ds = ctx
-        .engine
-        .cluster
-        .get_opt(&api, "get DaemonSet istio-system/ztunnel", "ztunnel")
-        .await?;
-    let Some(ds) = ds else {
-        return Ok(stamp(
-            GateResult::new(
-                g::ZTUNNEL_READY,
-                GateOutcome::Fail,
-                json!({"daemonset": null}),
-                "DaemonSet istio-system/ztunnel not found: install ztunnel (istioctl install --set profile=ambient)",
-            ),
-            started,
-        ));
-    };
-    let st = ds.status.clone().unwrap_or_default();
-    let ok = st.desired_number_scheduled > 0 && st.number_ready >= st.desired_number_scheduled;
-    let measured = json!({"desired": st.desired_number_scheduled, "ready": st.number_ready});
-    let msg = if ok {
-        format!(
-            "ztunnel ready on {}/{} nodes",
-            st.number_ready, st.desired_number_scheduled
-        )
-    } else {
-        format!(
-            "ztunnel ready on only {}/{} nodes: ambient pods on the others get no traffic; check `kubectl -n istio-system get pods -l app=ztunnel`",
-            st.number_ready, st.desired_number_scheduled
-        )
+    let ds = match &ctx.engine.cache {
+        Some(c) => c.daemonset(sysns, "ztunnel"),
+        None => {
+            let api: kube::Api<DaemonSet> = ctx.engine.cluster.namespaced(sysns);
+            ctx.engine
+                .cluster
+                .get_opt(&api, "get DaemonSet istio-system/ztunnel", "ztunnel")
+                .await?
+        }
     };
     Ok(stamp(
-        GateResult::new(
-            g::ZTUNNEL_READY,
-            if ok { GateOutcome::Pass } else { GateOutcome::Fail },
-            measured,
-            msg,
-        ),
+        crate::gates::ztunnel::ztunnel_ready(sysns, ds.as_ref()),
         started,
     ))
 }
@@ -490,12 +485,12 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
         }
         // Rollouts of the batch, in parallel, watch-driven (kubectl's rules).
         let waits = generations.iter().map(|(w, kind, gen_)| {
-            let cluster = ctx.engine.cluster.clone();
+            let engine = ctx.engine;
             let ns = ctx.ns.clone();
             async move {
                 (
                     w.clone(),
-                    cluster.wait_rollout(*kind, &ns, &w.name, *gen_, until).await,
+                    engine.wait_rollout(*kind, &ns, &w.name, *gen_, until).await,
                 )
             }
         });
@@ -580,40 +575,48 @@ async fn pods_wait_gate(
 ) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let WorkloadInfo {
-        selector, replicas, ..
+        selector,
+        match_labels,
+        replicas,
     } = workload_info(ctx, w).await?;
     let engine = ctx.engine;
     let ns = ctx.ns.clone();
     let detail = w.to_string();
-    let res = ctx
-        .engine
-        .cluster
-        .wait_pods_set(&ctx.ns, &selector, until, |pods| {
-            let live: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            let good = live.iter().filter(|p| check(p).ok).count() as u32;
-            engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
-            if live.len() < replicas {
-                return Check::Pending(format!("{} of {replicas} pods", live.len()));
-            }
-            let bad: Vec<String> = live
-                .iter()
-                .map(|p| check(p))
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
-                .collect();
-            if bad.is_empty() {
-                Check::Done
-            } else {
-                Check::Pending(bad.join("; "))
-            }
-        })
-        .await;
-    let pods: Vec<Pod> = match &res {
-        Ok(p) => p.pods.clone(),
-        Err(_) => list_pods(ctx, &selector).await?,
+    let check_set = |pods: &[Pod]| {
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let good = live.iter().filter(|p| check(p).ok).count() as u32;
+        engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
+        if live.len() < replicas {
+            return Check::Pending(format!("{} of {replicas} pods", live.len()));
+        }
+        let bad: Vec<String> = live
+            .iter()
+            .map(|p| check(p))
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
+            .collect();
+        if bad.is_empty() {
+            Check::Done
+        } else {
+            Check::Pending(bad.join("; "))
+        }
+    };
+    let res = match &ctx.engine.cache {
+        Some(c) => c.wait_pods_set(&ctx.ns, &match_labels, until, check_set).await,
+        None => {
+            ctx.engine
+                .cluster
+                .wait_pods_set(&ctx.ns, &selector, until, check_set)
+                .await
+        }
+    };
+    let pods: Vec<Pod> = match (&res, &ctx.engine.cache) {
+        (Ok(p), _) => p.pods.clone(),
+        (Err(_), Some(c)) => c.pods_matching(&ctx.ns, &match_labels),
+        (Err(_), None) => list_pods(ctx, &selector).await?,
     };
     let live: Vec<&Pod> = pods
         .iter()
@@ -649,6 +652,8 @@ async fn list_pods(ctx: &NsCtx<'_>, selector: &str) -> Result<Vec<Pod>, EngineEr
 pub(crate) struct WorkloadInfo {
     /// Its pods' label selector (`k=v,...`).
     pub selector: String,
+    /// The same selector as pairs (`matchLabels`).
+    pub match_labels: BTreeMap<String, String>,
     /// How many pods it wants (DaemonSets: how many nodes it is scheduled on).
     pub replicas: usize,
 }
@@ -664,10 +669,29 @@ pub(crate) async fn workload_info(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<Workloa
             .collect::<Vec<_>>()
             .join(",")
     };
-    let info = |sel, replicas: Option<i32>| WorkloadInfo {
-        selector: to_sel(sel),
+    let info = |sel: Option<BTreeMap<String, String>>, replicas: Option<i32>| WorkloadInfo {
+        selector: to_sel(sel.clone()),
+        match_labels: sel.unwrap_or_default(),
         replicas: replicas.unwrap_or(1).max(0) as usize,
     };
+    if let Some(c) = &ctx.engine.cache {
+        let found = match w.kind.as_str() {
+            "Deployment" => c
+                .deployment(&ctx.ns, &w.name)
+                .map(|d| info(d.spec.selector.match_labels, d.spec.replicas)),
+            "StatefulSet" => c
+                .statefulset(&ctx.ns, &w.name)
+                .map(|d| info(d.spec.selector.match_labels, d.spec.replicas)),
+            "DaemonSet" => c.daemonset(&ctx.ns, &w.name).map(|d| {
+                let want = d.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
+                info(d.spec.selector.match_labels, Some(want))
+            }),
+            _ => None,
+        };
+        if let Some(i) = found {
+            return Ok(i);
+        }
+    }
     match w.kind.as_str() {
         "Deployment" => {
             let api: kube::Api<Deployment> = cluster.namespaced(&ctx.ns);
@@ -685,9 +709,11 @@ pub(crate) async fn workload_info(ctx: &NsCtx<'_>, w: &ObjRef) -> Result<Workloa
             let want = d.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
             Ok(info(d.spec.selector.match_labels, Some(want)))
         }
-        other => Err(EngineError::Other(format!(
-            "{w}: kind {other} cannot be restarted"
-        ))),
+        _ => Err(EngineError::Unsupported {
+            action: "restart",
+            object: w.to_string(),
+            why: "only Deployments, StatefulSets and DaemonSets are restarted",
+        }),
     }
 }
 
@@ -716,8 +742,8 @@ async fn remove_sidecar_policies(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>,
     Ok(gates)
 }
 
-/// No selector AuthorizationPolicy left that ztunnel rejects (CUSTOM/AUDIT) or enforces without its
-/// HTTP rules (unless the settings explicitly allow unreplaced L7 policies).
+/// The step 5 gate (`gates::policies::no_ztunnel_rejected_policy`) on the AuthorizationPolicies read
+/// from the API now: the watch caches may not have seen step 5's deletes yet.
 async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let aps = ctx
@@ -725,62 +751,28 @@ async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineEr
         .cluster
         .list_dyn(DynKind::AuthorizationPolicy, &ctx.ns)
         .await?;
-    let mut bad = Vec::new();
-    for ap in &aps {
-        let name = ap.metadata.name.as_deref().unwrap_or("");
-        if ctx.engine.cluster.dry_run()
-            && ctx
-                .plan
-                .delete_at_step5
-                .iter()
-                .any(|o| o.kind == "AuthorizationPolicy" && o.name == name)
-        {
-            // A dry run's delete was not persisted: the policy step 5 deletes is still listed.
-            continue;
-        }
-        let v = serde_json::to_value(ap).unwrap_or_default();
-        let rejected = v["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "ZtunnelAccepted" && c["status"] == "False")
-        });
-        let lossy = AuthzPolicy::parse(&v)
-            .map(|p| p.is_workload_scoped() && p.needs_waypoint())
-            .unwrap_or(false);
-        if rejected || (lossy && !ctx.opts.plan.allow_unreplaced_l7) {
-            bad.push(format!(
-                "AuthorizationPolicy {}/{}{}",
-                ctx.ns,
-                ap.metadata.name.as_deref().unwrap_or(""),
-                if rejected {
-                    " is rejected by ztunnel (ZtunnelAccepted=False)"
-                } else {
-                    " has L7 rules ztunnel cannot enforce"
-                }
-            ));
-        }
-    }
-    let outcome = if bad.is_empty() {
-        GateOutcome::Pass
+    let values: Vec<serde_json::Value> = aps
+        .into_iter()
+        .map(|o| crate::cluster::with_types(DynKind::AuthorizationPolicy, o))
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect();
+    // A dry run's deletes were not persisted: the policies step 5 deletes are still listed.
+    let allowed: Vec<String> = if ctx.engine.cluster.dry_run() {
+        ctx.plan
+            .delete_at_step5
+            .iter()
+            .filter(|o| o.kind == "AuthorizationPolicy")
+            .map(|o| o.name.clone())
+            .collect()
     } else {
-        GateOutcome::Fail
+        Vec::new()
     };
-    let msg = if bad.is_empty() {
-        "no selector policy left that ztunnel rejects or enforces partially".to_string()
-    } else {
-        format!(
-            "{}: move the L7 rules to a targetRefs policy on the waypoint",
-            bad.join("; ")
-        )
-    };
-    Ok(stamp(
-        GateResult::new(
-            g::NO_ZTUNNEL_REJECTED_POLICY,
-            outcome,
-            json!({"policies": bad}),
-            msg,
-        ),
-        started,
-    ))
+    let gate = crate::gates::policies::no_ztunnel_rejected_policy(
+        &values,
+        &allowed,
+        ctx.opts.plan.allow_unreplaced_l7,
+    );
+    Ok(stamp(gate, started))
 }
 
 // === step 6 ===

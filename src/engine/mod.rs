@@ -133,6 +133,9 @@ pub struct Engine {
     pub cluster_info: Arc<tokio::sync::OnceCell<crate::assess::ClusterInfo>>,
     /// Rate-limited progress of long waits ("pods ready 3/5"), one line per namespace per interval at most.
     pub waits: Option<Arc<std::sync::Mutex<WaitProgress>>>,
+    /// The fleet's watch caches, when the command started them (`run`): snapshots, backups and gates read
+    /// them instead of listing per namespace. `None`: every read goes to the API.
+    pub cache: Option<Arc<crate::cluster::FleetCache>>,
 }
 
 /// One step as it ran.
@@ -220,14 +223,50 @@ pub enum EngineError {
         #[source]
         source: steps::StepError,
     },
-    #[error("{0}")]
-    Other(String),
+    /// The plan names an object the engine has no primitive for (a label on a kind other than Namespace
+    /// or Service, a create of an unknown kind): a bug in the plan, nothing was sent.
+    #[error("cannot {action} {object}: {why}")]
+    Unsupported {
+        action: &'static str,
+        object: String,
+        why: &'static str,
+    },
+    /// A manifest the plan generated does not parse as a Kubernetes object.
+    #[error("generated manifest for {object} is invalid: {message}")]
+    InvalidManifest { object: String, message: String },
+    /// The local backup directory (CI artifacts) cannot be created.
+    #[error("cannot create backup directory {}: {source}", path.display())]
+    BackupDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal holds a phase this operation cannot continue from.
+    #[error("namespace {namespace}: {message}; inspect with `ambient-migrate status -n {namespace}`")]
+    UnexpectedPhase { namespace: String, message: String },
+    /// `rollback` of a namespace without a journal.
+    #[error(
+        "namespace {namespace} has no journal in {state_namespace}: nothing to roll back (was it migrated by ambient-migrate?)"
+    )]
+    NoJournal {
+        namespace: String,
+        state_namespace: String,
+    },
+    /// The fleet Lease could no longer be proven held during a rollback: another run may own the fleet,
+    /// so nothing more is sent.
+    #[error("namespace {namespace}: rollback stopped, the fleet Lease was lost: {message}")]
+    LeaseLost { namespace: String, message: String },
+    /// A wait that reads the fleet's watch caches ran without them (only `run` starts them).
+    #[error(
+        "namespace {namespace}: {what} needs the fleet's watch caches, which only `ambient-migrate run` starts"
+    )]
+    NoFleetCache { namespace: String, what: &'static str },
 }
 
 impl EngineError {
     /// Lost the lease or was fenced: another run owns the fleet now; stop without touching anything.
     fn is_fenced(&self) -> bool {
-        matches!(self, EngineError::Lease(_))
+        matches!(self, EngineError::Lease(_) | EngineError::LeaseLost { .. })
             || matches!(self, EngineError::Journal(JournalError::Fenced { .. }))
             || matches!(
                 self,
@@ -319,6 +358,13 @@ impl Engine {
         }
     }
 
+    /// Opens (a namespace starts) or closes (it has its outcome) the namespace's wait-progress lines.
+    fn wait_progress_open(&self, ns: &str, open: bool) {
+        if let Some(p) = &self.waits {
+            p.lock().unwrap_or_else(|e| e.into_inner()).set_open(ns, open);
+        }
+    }
+
     /// Fails when the lease can no longer be proven held (a proof that only went stale gets one lease
     /// duration to be refreshed: [`crate::lease::LeaseGuard::check_held`]).
     pub(crate) async fn check_lease(&self) -> Result<(), EngineError> {
@@ -326,6 +372,26 @@ impl Engine {
             l.check_held().await?;
         }
         Ok(())
+    }
+
+    /// Waits for a workload's rollout: on the fleet's watch caches when the run has them, else on a watch
+    /// of its own (the same rules either way: `gates::rollout`).
+    pub(crate) async fn wait_rollout(
+        &self,
+        kind: crate::cluster::WorkloadKind,
+        ns: &str,
+        name: &str,
+        min_generation: i64,
+        until: Instant,
+    ) -> Result<crate::cluster::RolloutDone, crate::cluster::ClusterError> {
+        match &self.cache {
+            Some(c) => c.wait_rollout(kind, ns, name, min_generation, until).await,
+            None => {
+                self.cluster
+                    .wait_rollout(kind, ns, name, min_generation, until)
+                    .await
+            }
+        }
     }
 
     /// Reads the namespace and plans it (read-only: used by `plan` and the fleet preflight).
@@ -339,8 +405,16 @@ impl Engine {
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
             .await?;
         let mut info = info.clone();
-        info.namespace_labels = self.cluster.read_namespace_labels().await?;
-        let snapshot = self.cluster.read_snapshot(ns, &info).await?;
+        let snapshot = match &self.cache {
+            Some(cache) => {
+                info.namespace_labels = cache.namespace_labels();
+                cache.snapshot(ns, &info)?
+            }
+            None => {
+                info.namespace_labels = self.cluster.read_namespace_labels().await?;
+                self.cluster.read_snapshot(ns, &info).await?
+            }
+        };
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
         Ok((snapshot, plan))
     }
@@ -349,7 +423,11 @@ impl Engine {
     /// `RollbackFailed` (state unknown, a human is needed) or `Aborted` (lease lost / fenced).
     pub async fn run_namespace(&self, ns: &str, opts: &NamespaceOptions) -> NamespaceRun {
         let mut run = NamespaceRun::new(ns);
-        match self.run_namespace_inner(ns, opts, &mut run).await {
+        self.wait_progress_open(ns, true);
+        let result = self.run_namespace_inner(ns, opts, &mut run).await;
+        // The namespace has its outcome: a wait still winding down prints no progress line after it.
+        self.wait_progress_open(ns, false);
+        match result {
             Ok((outcome, phase)) => run.finish(outcome, phase),
             Err(e) => {
                 let fenced = e.is_fenced();
@@ -374,8 +452,8 @@ impl Engine {
         opts: &NamespaceOptions,
         run: &mut NamespaceRun,
     ) -> Result<(NsOutcome, Option<Phase>), EngineError> {
-        let existing = Journal::load(&self.cluster, &self.state_namespace, ns).await?;
-        let prior = existing.as_ref().map(|r| r.phase);
+        let existing = Journal::open(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+        let prior = existing.as_ref().map(|j| j.record().phase);
         match prior {
             Some(Phase::Migrated) => {
                 self.say(&format!("{ns}: already migrated (journal), skipped"));
@@ -405,7 +483,7 @@ impl Engine {
         );
 
         // Preflight (read-only).
-        let (_snapshot, plan) = self.assess(ns, opts).await?;
+        let (snapshot, plan) = self.assess(ns, opts).await?;
         run.findings = plan.findings.clone();
         run.plan = Some(plan.clone());
         if fresh && plan.blocked() {
@@ -422,8 +500,10 @@ impl Engine {
 
         // From here on we write: lease first.
         self.check_lease().await?;
-        let mut journal =
-            Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
+        let mut journal = match existing {
+            Some(j) => j,
+            None => Journal::create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?,
+        };
         if matches!(journal.record().phase, Phase::RolledBack) {
             // A new attempt after a verified rollback: the operator may have changed the namespace since,
             // so the old backup is stale (a rollback to it would revert those changes). The journal starts
@@ -445,10 +525,11 @@ impl Engine {
         }
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
-        let backup = self.backup_for(&journal, ns).await?;
+        let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
         if let Some(dir) = &self.backup_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                EngineError::Other(format!("cannot create backup directory {}: {e}", dir.display()))
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::BackupDir {
+                path: dir.clone(),
+                source,
             })?;
             let path = dir.join(format!("backup-{ns}.yaml"));
             backup.write_file(&path)?;
@@ -458,23 +539,21 @@ impl Engine {
             let digest = backup.digest()?;
             let cm = backup::config_map_name(ns);
             let file = run.backup_file.as_ref().map(|p| p.display().to_string());
-            journal
-                .update(|r| {
-                    r.backup = Some(crate::journal::BackupRef {
-                        config_map: cm.clone(),
-                        file: file.clone(),
-                        taken_at: backup.taken_at.clone(),
-                        digest: Some(digest.clone()),
+            self.transition_with(&mut journal, ns, Event::BackedUp, |r| {
+                r.backup = Some(crate::journal::BackupRef {
+                    config_map: cm.clone(),
+                    file: file.clone(),
+                    taken_at: backup.taken_at.clone(),
+                    digest: Some(digest.clone()),
+                });
+                if let Some(inj) = plan.injection.pairs().first() {
+                    r.original_injection = Some(crate::journal::InjectionLabel {
+                        key: inj.0.to_string(),
+                        value: inj.1.clone(),
                     });
-                    if let Some(inj) = plan.injection.pairs().first() {
-                        r.original_injection = Some(crate::journal::InjectionLabel {
-                            key: inj.0.to_string(),
-                            value: inj.1.clone(),
-                        });
-                    }
-                })
-                .await?;
-            self.transition(&mut journal, ns, Event::BackedUp).await?;
+                }
+            })
+            .await?;
             self.event(
                 ns,
                 "BackupTaken",
@@ -523,9 +602,10 @@ impl Engine {
                 Phase::InStep(s) => s,
                 Phase::Migrated => break,
                 other => {
-                    return Err(EngineError::Other(format!(
-                        "namespace {ns}: unexpected journal phase {other:?}; inspect with `ambient-migrate status`"
-                    )));
+                    return Err(EngineError::UnexpectedPhase {
+                        namespace: ns.to_string(),
+                        message: format!("unexpected journal phase {other:?}"),
+                    });
                 }
             };
             if *self.stop.borrow() && !matches!(phase, Phase::InStep(_)) {
@@ -591,23 +671,35 @@ impl Engine {
                 )],
             };
             step_run.changes = ctx.journal.record().changes[before..].to_vec();
-            for g in &gates {
-                ctx.journal.update(|r| r.push_gate(g.clone())).await?;
-            }
+            let record_gates = |r: &mut crate::journal::Record| {
+                for g in &gates {
+                    r.push_gate(g.clone());
+                }
+            };
             let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed()).collect();
             step_run.passed = failed.is_empty();
             step_run.gates = gates.clone();
             step_run.ended = Some(jiff::Timestamp::now());
             run.steps.push(step_run);
             if failed.is_empty() {
-                self.transition(&mut ctx.journal, ns, Event::GatesPassed).await?;
-                self.event(
-                    ns,
-                    "StepSucceeded",
-                    &format!("step {} ({}) done, gates green", step.number(), step.name()),
-                    EventType::Normal,
-                )
-                .await;
+                let last = step.next().is_none();
+                // The next step starts in the same write, unless a stop was asked for meanwhile (then the
+                // namespace stops between the steps, as below).
+                let events: &[Event] = if last || *self.stop.borrow() {
+                    &[Event::GatesPassed]
+                } else {
+                    &[Event::GatesPassed, Event::StepStarted]
+                };
+                self.transitions_with(&mut ctx.journal, ns, events, |r| {
+                    record_gates(r);
+                    if last {
+                        r.outcome = Some("migrated".into());
+                    }
+                })
+                .await?;
+                // No Event per step: the namespace's Events are aggregated to its milestones (backup
+                // taken, migrated, gate failed, rollback), each naming the steps it covers; the journal
+                // and the reports keep every step.
                 continue;
             }
             let why = failed
@@ -625,23 +717,34 @@ impl Engine {
             )
             .await;
             if opts.on_gate_failure == OnGateFailure::Hold {
-                self.transition(&mut ctx.journal, ns, Event::GateFailedHold)
-                    .await?;
-                ctx.journal
-                    .update(|r| r.outcome = Some(format!("held: {why}")))
-                    .await?;
+                self.transition_with(&mut ctx.journal, ns, Event::GateFailedHold, |r| {
+                    record_gates(r);
+                    r.outcome = Some(format!("held: {why}"));
+                })
+                .await?;
                 return Ok((NsOutcome::Held, Some(ctx.journal.record().phase)));
             }
-            self.transition(&mut ctx.journal, ns, Event::GateFailed).await?;
+            self.transition_with(&mut ctx.journal, ns, Event::GateFailed, record_gates)
+                .await?;
             return self.finish_rollback(&mut ctx, step, None, run).await;
         }
-        ctx.journal
-            .update(|r| r.outcome = Some("migrated".into()))
-            .await?;
+        if ctx.journal.record().outcome.as_deref() != Some("migrated") {
+            // Resumed at Migrated by a run that died before recording the outcome.
+            ctx.journal
+                .update(|r| r.outcome = Some("migrated".into()))
+                .await?;
+        }
         self.event(
             ns,
             "Migrated",
-            &format!("namespace {ns} migrated to ambient mode and validated"),
+            &format!(
+                "namespace {ns} migrated to ambient mode and validated: steps {} done, gates green",
+                run.steps
+                    .iter()
+                    .map(|s| s.step.number().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             EventType::Normal,
         )
         .await;
@@ -668,7 +771,10 @@ impl Engine {
         let ok = rb.ok;
         run.rollback = Some(rb.clone());
         if rb.lease_lost {
-            return Err(EngineError::Other(rb.error.unwrap_or_default()));
+            return Err(EngineError::LeaseLost {
+                namespace: ns.clone(),
+                message: rb.error.unwrap_or_default(),
+            });
         }
         if ok && let Some(k) = to_step.filter(|k| *k > 0).and_then(Step::from_number) {
             // A partial rollback leaves the namespace as if step K had just finished: the journal forgets
@@ -688,13 +794,11 @@ impl Engine {
             return Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)));
         }
         if ok {
-            self.transition(&mut ctx.journal, &ns, Event::RollbackDone)
-                .await?;
-            ctx.journal
-                .update(|r| {
-                    r.outcome = Some(format!("rolled back: {}", run.reason.clone().unwrap_or_default()))
-                })
-                .await?;
+            let outcome = format!("rolled back: {}", run.reason.clone().unwrap_or_default());
+            self.transition_with(&mut ctx.journal, &ns, Event::RollbackDone, |r| {
+                r.outcome = Some(outcome)
+            })
+            .await?;
             self.event(
                 &ns,
                 "RolledBack",
@@ -705,12 +809,11 @@ impl Engine {
             self.say(&format!("{ns}: rolled back and verified"));
             Ok((NsOutcome::RolledBack, Some(ctx.journal.record().phase)))
         } else {
-            self.transition(&mut ctx.journal, &ns, Event::RollbackError)
-                .await?;
             let err = rb.error.clone().unwrap_or_default();
-            ctx.journal
-                .update(|r| r.outcome = Some(format!("rollback failed: {err}")))
-                .await?;
+            self.transition_with(&mut ctx.journal, &ns, Event::RollbackError, |r| {
+                r.outcome = Some(format!("rollback failed: {err}"))
+            })
+            .await?;
             self.event(
                 &ns,
                 "RollbackFailed",
@@ -737,10 +840,10 @@ impl Engine {
         let mut run = NamespaceRun::new(ns);
         let res: Result<(NsOutcome, Option<Phase>), EngineError> = async {
             let Some(rec) = Journal::load(&self.cluster, &self.state_namespace, ns).await? else {
-                return Err(EngineError::Other(format!(
-                    "namespace {ns} has no journal in {}: nothing to roll back (was it migrated by ambient-migrate?)",
-                    self.state_namespace
-                )));
+                return Err(EngineError::NoJournal {
+                    namespace: ns.to_string(),
+                    state_namespace: self.state_namespace.clone(),
+                });
             };
             if rec.phase.nothing_to_undo() {
                 run.reason = Some(format!(
@@ -755,14 +858,14 @@ impl Engine {
                 p => p.reached_step(),
             };
             let Some(from) = from else {
-                return Err(EngineError::Other(format!(
-                    "namespace {ns} is in phase {:?}: no step to roll back",
-                    rec.phase
-                )));
+                return Err(EngineError::UnexpectedPhase {
+                    namespace: ns.to_string(),
+                    message: format!("phase {:?} has no step to roll back", rec.phase),
+                });
             };
             self.check_lease().await?;
             let mut journal = Journal::load_or_create(&self.cluster, &self.state_namespace, ns, &self.run_id).await?;
-            let backup = self.backup_for(&journal, ns).await?;
+            let backup = self.backup_for(&journal, ns, None).await?;
             let (_, plan) = self.assess(ns, opts).await?;
             if !matches!(journal.record().phase, Phase::RollingBack { .. }) {
                 self.transition(&mut journal, ns, Event::RollbackRequested).await?;
@@ -785,12 +888,22 @@ impl Engine {
     /// taken fresh from the live namespace, replacing any stored one (an old `backup -n`, a leftover of
     /// an earlier attempt). From then on it is the recorded one, checked against the journal's identity:
     /// a missing or different backup is an error, never replaced by the half-migrated live state.
-    async fn backup_for(&self, journal: &Journal, ns: &str) -> Result<Backup, EngineError> {
+    /// With the fleet's watch caches, the fresh backup is built from `snapshot`, the namespace as the
+    /// caches hold it now (the same objects `read_live` lists, read at the start of this attempt).
+    async fn backup_for(
+        &self,
+        journal: &Journal,
+        ns: &str,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Backup, EngineError> {
         let rec = journal.record();
         if matches!(rec.phase, Phase::Pending | Phase::Preflight) {
-            return Ok(
-                backup::take_fresh(&self.cluster, &self.state_namespace, ns, Some(&self.run_id)).await?,
-            );
+            let run_id = Some(self.run_id.as_str());
+            let taken = match snapshot.filter(|_| self.cache.is_some()) {
+                Some(snap) => Backup::from_snapshot(snap, run_id),
+                None => Backup::read_live(&self.cluster, ns, run_id).await?,
+            };
+            return Ok(backup::store_fresh(&self.cluster, &self.state_namespace, taken).await?);
         }
         match rec.backup.as_ref().and_then(|b| b.identity()) {
             Some(id) => Ok(backup::load_recorded(&self.cluster, &self.state_namespace, ns, &id).await?),
@@ -813,25 +926,54 @@ impl Engine {
         ns: &str,
         event: Event,
     ) -> Result<(), EngineError> {
+        self.transition_with(journal, ns, event, |_| {}).await
+    }
+
+    /// A phase change and what goes with it (the step's gate measurements, the backup reference, the
+    /// outcome) in one journal write: the journal is written once per phase change, never once per gate.
+    pub(crate) async fn transition_with(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        event: Event,
+        with: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), EngineError> {
+        self.transitions_with(journal, ns, &[event], with).await
+    }
+
+    /// Several phase changes in a row (a step's gates passed and the next step started) as one journal
+    /// write: a crash after it resumes in the later phase, which the earlier one leads to anyway.
+    pub(crate) async fn transitions_with(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        events: &[Event],
+        with: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), EngineError> {
         self.check_lease().await?;
-        let phase = journal.record().phase;
-        let next = steps::next(phase, event).map_err(|source| EngineError::State {
-            namespace: ns.to_string(),
-            source,
-        })?;
+        let mut phase = journal.record().phase;
+        let mut done = Vec::new();
+        for event in events {
+            let next = steps::next(phase, *event).map_err(|source| EngineError::State {
+                namespace: ns.to_string(),
+                source,
+            })?;
+            // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
+            match next {
+                Phase::StepDone(s) => done.push(s),
+                Phase::Migrated if matches!(phase, Phase::InStep(_)) => done.push(Step::Validate),
+                _ => {}
+            }
+            phase = next;
+        }
         journal
             .update(|r| {
-                r.phase = next;
-                // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
-                let done = match next {
-                    Phase::StepDone(s) => Some(s),
-                    Phase::Migrated if matches!(phase, Phase::InStep(_)) => Some(Step::Validate),
-                    _ => None,
-                };
-                if let Some(s) = done
-                    && !r.steps_done.contains(&s)
-                {
-                    r.steps_done.push(s);
+                with(r);
+                r.phase = phase;
+                for s in done {
+                    if !r.steps_done.contains(&s) {
+                        r.steps_done.push(s);
+                    }
                 }
             })
             .await?;
@@ -863,15 +1005,37 @@ pub(crate) fn deadline(d: Duration) -> Instant {
     Instant::now() + d
 }
 
+/// The engine's result type: every failure is an [`EngineError`] variant, never a bare string.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn a_lost_lease_stops_as_fenced_whatever_the_names_involved() {
+        // A workload called `release-api` in the message must not matter: the variant decides.
+        let lost = EngineError::LeaseLost {
+            namespace: "shop".into(),
+            message: "restore Deployment shop/release-api".into(),
+        };
+        assert!(lost.is_fenced());
+        let other = EngineError::UnexpectedPhase {
+            namespace: "shop".into(),
+            message: "release-api lease".into(),
+        };
+        assert!(!other.is_fenced());
+    }
+
+    #[test]
     fn a_namespace_stopped_by_an_error_names_what_to_do() {
-        let e = EngineError::Other(
-            "write journal ConfigMap ambient-migrate/journal-shop: API server answered 500".into(),
-        );
+        let e = EngineError::Cluster(crate::cluster::ClusterError::Api {
+            what: "write journal ConfigMap ambient-migrate/journal-shop".into(),
+            code: 500,
+            reason: "InternalError".into(),
+            message: "etcd unavailable".into(),
+            hint: "",
+        });
         let r = stopped_reason("shop", &e);
         assert!(r.starts_with("write journal ConfigMap"), "{r}");
         assert!(r.contains("rerun `ambient-migrate run` to resume"), "{r}");

@@ -15,17 +15,9 @@ use super::{
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
 
-/// What the exit code means (docs/design.md §7).
+/// What the exit code means: see [`crate::exit::meaning`].
 pub fn exit_code_meaning(code: i32) -> &'static str {
-    match code {
-        0 => "all requested namespaces migrated and validated",
-        1 => "a namespace failed a gate and was rolled back (or held) cleanly",
-        2 => "usage or configuration error, nothing touched",
-        3 => "a rollback failed or the state is inconsistent: a human is needed",
-        4 => "preflight blocked a namespace: nothing of it touched",
-        5 => "another run holds the lock",
-        _ => "unexpected",
-    }
+    crate::exit::meaning(code)
 }
 
 fn icon(o: NamespaceOutcome) -> &'static str {
@@ -180,6 +172,18 @@ pub fn render(report: &RunReport) -> String {
     }
     m.push('\n');
 
+    if let Some(t) = &report.traffic {
+        let _ = writeln!(
+            m,
+            "### Traffic per destination and path\n\n{} requests; {} legitimate ones failed, {} illegitimate ones leaked. The window is the first to the last wrong request, from the start of the traffic.\n",
+            t.sent(),
+            t.wrongly_denied(),
+            t.wrongly_allowed()
+        );
+        m.push_str(&t.markdown());
+        m.push('\n');
+    }
+
     let failed: Vec<&NamespaceReport> = report
         .namespaces
         .iter()
@@ -245,7 +249,7 @@ pub fn render(report: &RunReport) -> String {
         .collect();
     if !enf.is_empty() {
         m.push_str("### Enforcement equivalence\n\n");
-        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
+        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k(workload) = during restart batch k with only that workload's pods new, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
         for n in enf {
             let t = n.enforcement.as_ref().expect("filtered");
             let _ = writeln!(m, "#### `{}`\n\n{}", n.name, t.markdown());

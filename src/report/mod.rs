@@ -54,6 +54,9 @@ pub struct RunReport {
     pub exit_code: i32,
     /// Counts per outcome and a one-line verdict.
     pub summary: Summary,
+    /// Synthetic traffic per destination and path during the run (a rehearsal's, or the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<migrate_core::rehearse::TrafficTable>,
 }
 
 /// Final outcome of one namespace.
@@ -491,24 +494,9 @@ impl Summary {
     }
 }
 
-/// Exit code implied by the namespace outcomes (docs/design.md §7): 3 if any rollback failed, else 4 if any was
-/// blocked and none touched failed, else 1 if any rolled back or held or was not started (a cancelled run),
-/// else 0. Lock (5) and usage (2) errors
-/// are decided before a report exists.
+/// Exit code implied by the namespace outcomes: see [`crate::exit::for_outcomes`].
 pub fn exit_code_for(namespaces: &[NamespaceReport]) -> i32 {
-    let any = |o| namespaces.iter().any(|n| n.outcome == o);
-    if any(NamespaceOutcome::RollbackFailed) {
-        3
-    } else if any(NamespaceOutcome::RolledBack) || any(NamespaceOutcome::Held) {
-        1
-    } else if any(NamespaceOutcome::Blocked) {
-        4
-    } else if any(NamespaceOutcome::NotStarted) {
-        // The fleet stopped early (cancelled): not "all requested namespaces migrated".
-        1
-    } else {
-        0
-    }
+    crate::exit::for_outcomes(namespaces)
 }
 
 impl RunReport {
@@ -526,6 +514,7 @@ impl RunReport {
             namespaces: Vec::new(),
             exit_code: 0,
             summary: Summary::default(),
+            traffic: None,
         }
     }
 

@@ -59,6 +59,8 @@ pub struct Progress<W: Write> {
     out: W,
     interval: Duration,
     last: HashMap<String, (Instant, StateKey)>,
+    /// Namespaces that have their outcome: their updates print nothing until they start again.
+    closed: std::collections::HashSet<String>,
 }
 
 impl<W: Write> Progress<W> {
@@ -68,12 +70,16 @@ impl<W: Write> Progress<W> {
             out,
             interval,
             last: HashMap::new(),
+            closed: Default::default(),
         }
     }
 
     /// Records an update observed at `now`; prints it when the state changed or the interval passed.
     /// Returns whether a line was printed.
     pub fn update_at(&mut self, now: Instant, u: &ProgressUpdate) -> bool {
+        if self.closed.contains(&u.namespace) {
+            return false;
+        }
         let key = u.state_key();
         let print = match self.last.get(&u.namespace) {
             None => true,
@@ -85,6 +91,16 @@ impl<W: Write> Progress<W> {
             self.last.insert(u.namespace.clone(), (now, key));
         }
         print
+    }
+
+    /// Closes a namespace once it has its outcome (its later updates print nothing), or opens it again
+    /// when it starts (a retried namespace).
+    pub fn set_open(&mut self, namespace: &str, open: bool) {
+        if open {
+            self.closed.remove(namespace);
+        } else {
+            self.closed.insert(namespace.to_string());
+        }
     }
 
     /// [`Progress::update_at`] with the current time.
@@ -140,8 +156,14 @@ mod tests {
             p.update_at(t0 + Duration::from_secs(12), &other),
             "namespaces are independent"
         );
+        // Once the namespace has its outcome, nothing more is printed for it, until it starts again.
+        p.set_open("shop", false);
+        assert!(!p.update_at(t0 + Duration::from_secs(60), &up(0, "restarting")));
+        assert!(!p.update_at(t0 + Duration::from_secs(61), &up(4, "gating")));
+        p.set_open("shop", true);
+        assert!(p.update_at(t0 + Duration::from_secs(62), &up(1, "restarting")));
         let text = String::from_utf8(p.into_inner()).unwrap();
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 6);
         assert_eq!(
             text.lines().next().unwrap(),
             "[shop] step 4/6 restart: restarting, pods ready 0/4 (deployment/cart)"

@@ -74,7 +74,7 @@ impl SettingsError {
 
     /// The process exit code for this error (docs/design.md §7: 2, usage or configuration).
     pub fn exit_code(&self) -> i32 {
-        2
+        crate::exit::USAGE
     }
 }
 

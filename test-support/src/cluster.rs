@@ -17,7 +17,7 @@ pub use crate::SEED;
 
 /// Settings with small latencies (controllers act within tens of ms).
 pub fn fast_settings() -> Settings {
-    crate::Latencies::INSTANT.settings()
+    crate::Latencies::Instant.settings()
 }
 
 /// A running meshsim plus a `Cluster` connected to it through a kubeconfig file.
@@ -99,6 +99,24 @@ impl Env {
             .await
             .expect("JSON");
         v["log"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many requests in meshsim's log wrote (any verb but get, list and watch).
+    pub async fn writes(&self) -> usize {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| !["get", "list", "watch"].contains(&r["verb"].as_str().unwrap_or("")))
+            .count()
+    }
+
+    /// A `Cluster` in dry-run mode on the same simulated cluster (writes sent with `dryRun=All`).
+    pub async fn dry_run_cluster(&self) -> Cluster {
+        self.cluster_with(ClusterOptions {
+            dry_run: true,
+            ..test_options()
+        })
+        .await
     }
 
     /// Clears meshsim's request log.

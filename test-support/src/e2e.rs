@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
+use meshsim::{FaultKind, FaultSpec, Running, Settings};
 use serde_json::{Value, json};
 
 pub use crate::SEED;
@@ -48,7 +48,7 @@ pub const ISTIO_LABELS: [&str; 4] = [
 
 /// Small latencies (5-30 ms) so a namespace migrates in a few seconds.
 pub fn sim_settings() -> Settings {
-    crate::Latencies::E2E.settings()
+    crate::Latencies::E2e.settings()
 }
 
 /// A fault of `kind` in `ns`, active while `label` (`k=v`, `k`, `!k`) holds on the namespace.
@@ -120,18 +120,8 @@ impl std::fmt::Display for Output {
 
 /// Starts meshsim with `fixtures`, `faults` and `settings`, and writes its kubeconfig.
 pub async fn start_with(fixtures: &[&str], faults: Vec<FaultSpec>, settings: Settings) -> Env {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let running = meshsim::start(StartOptions {
-        fixture_texts: fixtures.iter().map(|s| s.to_string()).collect(),
-        settings,
-        faults,
-        proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
-        kubeconfig_out: Some(kubeconfig.clone()),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
+    let fixtures = fixtures.iter().map(|s| s.to_string()).collect();
+    let (dir, kubeconfig, running) = sa_common::start_sim(fixtures, faults, settings).await;
     // The binary runs as the shipped ServiceAccount (see sa_common).
     let rbac = sa_common::shipped_rbac_for(&running);
     sa_common::install(&running, dir.path(), &kubeconfig, &rbac).await;

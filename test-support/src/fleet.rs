@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use meshsim::accounting::RequestRecord;
-use meshsim::{FaultKind, FaultSpec, Running, Settings, StartOptions};
+use meshsim::{FaultKind, FaultSpec, Running, Settings};
 use serde_json::Value;
 
 pub use crate::pods::has_sidecar;
@@ -32,7 +32,7 @@ pub const PRODUCT_AGENT: &str = "ambient-migrate";
 
 /// meshsim latencies: fast, but slow enough that namespaces overlap in time.
 pub fn sim_settings() -> Settings {
-    crate::Latencies::FLEET.settings()
+    crate::Latencies::Fleet.settings()
 }
 
 /// A fleet fixture: one plain sidecar namespace per entry (`(name, faulty)`), each with one Deployment
@@ -103,18 +103,7 @@ impl Fleet {
 
     /// Starts meshsim with several fixture texts and explicit settings.
     pub async fn start_with(fixtures: Vec<String>, faults: Vec<FaultSpec>, settings: Settings) -> Fleet {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let running = meshsim::start(StartOptions {
-            fixture_texts: fixtures,
-            settings,
-            faults,
-            proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
-            kubeconfig_out: Some(kubeconfig.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect("meshsim starts");
+        let (dir, kubeconfig, running) = sa_common::start_sim(fixtures, faults, settings).await;
         let reports = dir.path().join("reports");
         let f = Fleet {
             running,
@@ -351,18 +340,8 @@ pub struct NsState {
     pub config: BTreeMap<String, Value>,
 }
 
-/// Kinds whose specs make up a namespace's mesh configuration.
-const CONFIG_KINDS: &[(&str, &str)] = &[
-    ("security.istio.io", "authorizationpolicies"),
-    ("security.istio.io", "peerauthentications"),
-    ("security.istio.io", "requestauthentications"),
-    ("networking.istio.io", "virtualservices"),
-    ("networking.istio.io", "destinationrules"),
-    ("networking.istio.io", "sidecars"),
-    ("telemetry.istio.io", "telemetries"),
-    ("gateway.networking.k8s.io", "httproutes"),
-    ("gateway.networking.k8s.io", "gateways"),
-];
+/// Kinds whose specs make up a namespace's mesh configuration (the kinds the backup holds).
+const CONFIG_KINDS: &[(&str, &str)] = &crate::e2e::BACKED_UP;
 
 impl NsState {
     /// Reads `ns` from the store.
@@ -470,23 +449,36 @@ pub fn assert_restored(fleet: &Fleet, ns: &str, before: &NsState) {
         );
         assert_eq!(now.config.get(&key), Some(&o["spec"]), "{ns}: {key} vs backup");
     }
-    let (pods, _) = fleet
-        .running
-        .sim
-        .store
-        .list(meshsim::resources::core("pods"), Some(ns));
-    let live: Vec<_> = pods
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
+    let live = live_pods(fleet, ns);
     assert!(!live.is_empty(), "{ns}: pods exist after the rollback");
-    for p in live {
+    for p in &live {
         assert!(
             has_sidecar(p) && crate::pods::ready_condition(p),
             "{ns}: pod {} is back on a ready sidecar",
             p["metadata"]["name"]
         );
     }
+}
+
+/// The pods of `ns` that are not terminating.
+fn live_pods(fleet: &Fleet, ns: &str) -> Vec<Value> {
+    let (pods, _) = fleet
+        .running
+        .sim
+        .store
+        .list(meshsim::resources::core("pods"), Some(ns));
+    pods.into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
+/// The number of the step named `name` in reports (0 for an unknown name).
+fn step_number(name: &str) -> u8 {
+    ambient_migrate::steps::Step::ALL
+        .iter()
+        .find(|s| s.name() == name)
+        .map(|s| s.number())
+        .unwrap_or(0)
 }
 
 fn plural_of(kind: &str) -> String {
@@ -511,17 +503,9 @@ pub fn assert_migrated(fleet: &Fleet, ns: &str) {
         "{ns}: injection label removed; labels {}",
         st.labels
     );
-    let (pods, _) = fleet
-        .running
-        .sim
-        .store
-        .list(meshsim::resources::core("pods"), Some(ns));
-    let live: Vec<_> = pods
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
+    let live = live_pods(fleet, ns);
     assert!(!live.is_empty(), "{ns}: pods exist");
-    for p in live {
+    for p in &live {
         assert!(
             !has_sidecar(p),
             "{ns}: pod {} still has a sidecar",
@@ -703,11 +687,7 @@ pub fn check_junit(dir: &Path) {
             let mut v = vec!["preflight".to_string()];
             for st in &steps {
                 let step = st["step"].as_str().unwrap_or_default();
-                let number = ambient_migrate::steps::Step::ALL
-                    .iter()
-                    .find(|s| s.name() == step)
-                    .map(|s| s.number())
-                    .unwrap_or(0);
+                let number = step_number(step);
                 v.push(format!("step {number} {step}"));
                 for g in st["gates"].as_array().into_iter().flatten() {
                     v.push(format!("gate {}", g["gate"].as_str().unwrap_or_default()));
@@ -715,11 +695,7 @@ pub fn check_junit(dir: &Path) {
             }
             if let Some(rb) = ns["rollback"].as_object() {
                 let from = rb["from"].as_str().unwrap_or_default();
-                let number = ambient_migrate::steps::Step::ALL
-                    .iter()
-                    .find(|s| s.name() == from)
-                    .map(|s| s.number())
-                    .unwrap_or(0);
+                let number = step_number(from);
                 v.push(format!("rollback from step {number}"));
                 for g in rb["gates"].as_array().into_iter().flatten() {
                     v.push(format!("gate {}", g["gate"].as_str().unwrap_or_default()));

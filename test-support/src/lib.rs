@@ -10,7 +10,8 @@
 //! - [`sa`]: the shipped RBAC installed and the run made as the ServiceAccount;
 //! - [`chaos`]: kills, fault matrices and split brain;
 //! - [`schema`]: reports checked against `docs/report.schema.json`;
-//! - [`pods`]: what a test asks of a pod (ready, serving, sidecar, ambient).
+//! - [`pods`]: what a test asks of a pod (ready, serving, sidecar, ambient);
+//! - [`traffic`]: requests through meshsim's data plane model (the traffic-model vectors).
 //!
 //! A crate of its own (a dev-dependency of the workspace's packages) so each test binary links what it
 //! uses and nothing is compiled as dead code in the others.
@@ -28,6 +29,7 @@ pub mod policies;
 pub mod sa;
 pub mod schema;
 pub mod sim;
+pub mod traffic;
 
 /// meshsim's seed fixture: namespace `shop` on sidecars (web/api/db Deployments and Services, a waypoint
 /// Gateway, L4/L7 AuthorizationPolicies, a VirtualService/DestinationRule pair, an HTTPRoute).
@@ -66,96 +68,91 @@ pub async fn run(mut cmd: tokio::process::Command, limit: Duration) -> Output {
     }
 }
 
-/// meshsim latency profiles, the only place tests and benchmarks set them. Pick a profile, change what
-/// a test needs with the `with_*` methods, and take [`Latencies::settings`].
+/// Runs the real kubectl with `kubeconfig`, a discovery cache and `HOME` in `dir`, and `input` on stdin;
+/// `(exit code, stdout, stderr)`, within 60 s.
+pub async fn kubectl(
+    dir: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--cache-dir")
+        .arg(dir.join("kubectl-cache"))
+        .arg("--request-timeout=20s")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", dir)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.unwrap_or("").as_bytes())
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finishes within 60 s")
+        .expect("kubectl output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// meshsim latency profiles, the only place tests and benchmarks set them. Pick a profile and take its
+/// [`Latencies::settings`]; a test that needs one delay changed sets it on the result
+/// (`settings.latency.pod_start_ms = 500`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Latencies {
-    /// Controller pass period.
-    pub controller_tick_ms: u64,
-    /// Pod creation to running.
-    pub pod_start_ms: u64,
-    /// Running to ready.
-    pub pod_ready_ms: u64,
-    /// Deletion to gone.
-    pub pod_terminate_ms: u64,
-    /// istio-cni enrolment of an ambient pod.
-    pub cni_enroll_ms: u64,
-    /// Waypoint programming.
-    pub waypoint_program_ms: u64,
-    /// A probe Job's run.
-    pub job_run_ms: u64,
-    /// Added to every API request (`None` = meshsim's default).
-    pub api_ms: Option<u64>,
+pub enum Latencies {
+    /// Controllers act within a tick or two: API and controller tests that do not care about ordering.
+    Instant,
+    /// One namespace migrates in a few seconds, with pods still taking several ticks (engine tests).
+    E2e,
+    /// Slow enough that a fleet's namespaces overlap in time (fleet tests).
+    Fleet,
+    /// Policy carry-over tests: real ordering between restarts and the waypoint.
+    Policies,
+    /// The demo's latencies (a fast real cluster), so benchmark windows are in realistic units.
+    Demo,
 }
 
 impl Latencies {
-    /// Controllers act within a tick or two: API and controller tests that do not care about ordering.
-    pub const INSTANT: Latencies = Latencies::new(10, 10, 10, 10, 5, 10, 10, Some(0));
-    /// One namespace migrates in a few seconds, with pods still taking several ticks (engine tests).
-    pub const E2E: Latencies = Latencies::new(10, 30, 30, 20, 10, 20, 10, Some(0));
-    /// Slow enough that a fleet's namespaces overlap in time (fleet tests).
-    pub const FLEET: Latencies = Latencies::new(10, 40, 40, 20, 10, 20, 20, Some(0));
-    /// Policy carry-over tests: real ordering between restarts and the waypoint.
-    pub const POLICIES: Latencies = Latencies::new(10, 40, 40, 30, 10, 30, 20, Some(0));
-    /// The demo's latencies (a fast real cluster), so benchmark windows are in realistic units.
-    pub const DEMO: Latencies = Latencies::new(20, 250, 250, 150, 80, 200, 100, None);
-
-    #[allow(clippy::too_many_arguments)]
-    const fn new(
-        controller_tick_ms: u64,
-        pod_start_ms: u64,
-        pod_ready_ms: u64,
-        pod_terminate_ms: u64,
-        cni_enroll_ms: u64,
-        waypoint_program_ms: u64,
-        job_run_ms: u64,
-        api_ms: Option<u64>,
-    ) -> Latencies {
-        Latencies {
-            controller_tick_ms,
-            pod_start_ms,
-            pod_ready_ms,
-            pod_terminate_ms,
-            cni_enroll_ms,
-            waypoint_program_ms,
-            job_run_ms,
-            api_ms,
+    /// The profile's delays, in meshsim's own type.
+    pub fn latencies(self) -> meshsim::settings::Latencies {
+        //                      tick start ready term  cni  waypoint job
+        let (t, s, r, x, c, w, j) = match self {
+            Latencies::Instant => (10, 10, 10, 10, 5, 10, 10),
+            Latencies::E2e => (10, 30, 30, 20, 10, 20, 10),
+            Latencies::Fleet => (10, 40, 40, 20, 10, 20, 20),
+            Latencies::Policies => (10, 40, 40, 30, 10, 30, 20),
+            Latencies::Demo => (20, 250, 250, 150, 80, 200, 100),
+        };
+        meshsim::settings::Latencies {
+            controller_tick_ms: t,
+            pod_start_ms: s,
+            pod_ready_ms: r,
+            pod_terminate_ms: x,
+            cni_enroll_ms: c,
+            waypoint_program_ms: w,
+            job_run_ms: j,
+            api_ms: 0,
         }
-    }
-
-    /// Pods take `ms` to start.
-    pub const fn with_pod_start_ms(mut self, ms: u64) -> Latencies {
-        self.pod_start_ms = ms;
-        self
-    }
-
-    /// Pods take `ms` from running to ready.
-    pub const fn with_pod_ready_ms(mut self, ms: u64) -> Latencies {
-        self.pod_ready_ms = ms;
-        self
-    }
-
-    /// Every API request takes at least `ms`.
-    pub const fn with_api_ms(mut self, ms: u64) -> Latencies {
-        self.api_ms = Some(ms);
-        self
     }
 
     /// meshsim settings with these latencies (everything else at meshsim's defaults).
     pub fn settings(self) -> meshsim::Settings {
-        let mut s = meshsim::Settings::default();
-        let l = &mut s.latency;
-        l.controller_tick_ms = self.controller_tick_ms;
-        l.pod_start_ms = self.pod_start_ms;
-        l.pod_ready_ms = self.pod_ready_ms;
-        l.pod_terminate_ms = self.pod_terminate_ms;
-        l.cni_enroll_ms = self.cni_enroll_ms;
-        l.waypoint_program_ms = self.waypoint_program_ms;
-        l.job_run_ms = self.job_run_ms;
-        if let Some(api) = self.api_ms {
-            l.api_ms = api;
+        meshsim::Settings {
+            latency: self.latencies(),
+            ..Default::default()
         }
-        s
     }
 }
 
@@ -165,12 +162,11 @@ mod tests {
 
     #[test]
     fn profiles_reach_meshsim_settings() {
-        let s = Latencies::FLEET.with_pod_start_ms(7).settings();
-        assert_eq!(s.latency.pod_start_ms, 7);
-        assert_eq!(s.latency.pod_ready_ms, 40);
+        let s = Latencies::Fleet.settings();
+        assert_eq!(s.latency.pod_start_ms, 40);
         assert_eq!(s.latency.api_ms, 0);
-        let demo = Latencies::DEMO.settings();
-        assert_eq!(demo.latency.api_ms, meshsim::Settings::default().latency.api_ms);
+        assert_eq!(Latencies::Demo.settings().latency.pod_ready_ms, 250);
+        assert_eq!(s.istio.install, meshsim::Settings::default().istio.install);
     }
 
     #[test]

@@ -24,12 +24,12 @@ use serde_json::Value;
 
 /// Test latencies: small, but with real ordering (pods take a few ticks to start and become ready).
 pub fn test_settings() -> Settings {
-    crate::Latencies::POLICIES.settings()
+    crate::Latencies::Policies.settings()
 }
 
 /// Benchmark latencies: the demo's (a fast cluster), so windows are measured in realistic units.
 pub fn bench_settings() -> Settings {
-    crate::Latencies::DEMO.settings()
+    crate::Latencies::Demo.settings()
 }
 
 /// A namespace on sidecars (`istio-injection=enabled`) with one ServiceAccount, Deployment and Service per

@@ -6,7 +6,6 @@
 //! Used by the [`crate::e2e`], [`crate::fleet`] and [`crate::policies`] harnesses.
 
 use std::path::Path;
-use std::time::Duration;
 
 use meshsim::Running;
 use serde_json::Value;
@@ -102,36 +101,9 @@ pub async fn kubectl(
     args: &[&str],
     input: Option<&str>,
 ) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
     let admin = dir.join("admin-kubeconfig");
     std::fs::write(&admin, running.kubeconfig_yaml()).expect("write admin kubeconfig");
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(dir.join("kubectl-cache"))
-        .args(args)
-        .env("KUBECONFIG", &admin)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kubectl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(input.unwrap_or("").as_bytes())
-        .await
-        .expect("write stdin");
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl finishes within 60 s")
-        .expect("kubectl output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::kubectl(dir, &admin, args, input).await
 }
 
 /// The application namespaces in the cluster now (every namespace but the system ones).
@@ -217,4 +189,27 @@ impl Drop for NothingForbidden<'_> {
     fn drop(&mut self) {
         assert_nothing_forbidden(self.0);
     }
+}
+
+/// Starts meshsim with `fixtures`, `faults` and `settings`, its probe proxy on a free port and its
+/// kubeconfig written to `<dir>/kubeconfig`: the starting point of every harness that then runs the binary
+/// as the shipped ServiceAccount ([`install`]).
+pub async fn start_sim(
+    fixtures: Vec<String>,
+    faults: Vec<meshsim::FaultSpec>,
+    settings: meshsim::Settings,
+) -> (tempfile::TempDir, std::path::PathBuf, Running) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let running = meshsim::start(meshsim::StartOptions {
+        fixture_texts: fixtures,
+        settings,
+        faults,
+        proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
+        kubeconfig_out: Some(kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("meshsim starts");
+    (dir, kubeconfig, running)
 }

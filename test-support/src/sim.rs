@@ -19,7 +19,7 @@ use meshsim::{Running, Settings, StartOptions};
 
 /// Settings with small latencies so controllers (when present) act within tens of milliseconds.
 pub fn fast_settings() -> Settings {
-    crate::Latencies::INSTANT.settings()
+    crate::Latencies::Instant.settings()
 }
 
 /// A running simulated cluster with a kube-rs client and a kubectl setup.
@@ -83,40 +83,7 @@ pub async fn start_sim_with(opts: StartOptions) -> TestSim {
 }
 
 async fn run_kubectl(dir: &std::path::Path, args: &[&str], input: Option<&str>) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let kubeconfig = dir.join("kubeconfig");
-    let cache = dir.join("kubectl-cache");
-    let mut cmd = tokio::process::Command::new("/usr/bin/kubectl");
-    cmd.arg("--cache-dir")
-        .arg(&cache)
-        .arg("--request-timeout=20s")
-        .args(args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", dir)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).await.expect("write stdin");
-        drop(stdin);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl finishes within 60 s")
-        .expect("kubectl output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::kubectl(dir, &dir.join("kubeconfig"), args, input).await
 }
 
 /// One-off kubectl against any running cluster (fresh kubeconfig and cache in a temp dir).

@@ -119,6 +119,7 @@ pub fn install(sim: &Sim) -> anyhow::Result<()> {
             "install-cni",
         ),
     )?;
+    install_phase(sim, sys)?;
     let mwc = resources::id("admissionregistration.k8s.io", "mutatingwebhookconfigurations");
     let default_tag = s.istio.tags.get("default").cloned();
     for rev in &s.istio.revisions {
@@ -292,4 +293,57 @@ fn webhooks(sys: &str, selector_rev: &str, rev: &str, serves_default: bool, ns_b
         }
     }
     Value::Array(out)
+}
+
+/// The Gateway API standard-channel bundle whose CRDs the simulated cluster has.
+pub const GATEWAY_API_BUNDLE: &str = "v1.4.0";
+
+/// What Istio's migration guide installs before the first namespace moves ("Install ambient components"):
+/// the Gateway API CRDs (served versions and the `gateway.networking.k8s.io/bundle-version` and `channel`
+/// annotations every Gateway API CRD carries, gateway-api `site-src/guides/implementers.md`), the
+/// `istio-waypoint` GatewayClass istiod creates at start when those CRDs exist (istio/istio
+/// `pilot/pkg/config/kube/gateway/gatewayclass.go`, controller `istio.io/mesh-controller`), and istio-cni's
+/// ConfigMap with ambient enabled (istio/istio `manifests/charts/istio-cni/templates/configmap-cni.yaml`).
+fn install_phase(sim: &Sim, sys: &str) -> anyhow::Result<()> {
+    let crd = resources::id("apiextensions.k8s.io", "customresourcedefinitions");
+    for (kind, plural) in [("Gateway", "gateways"), ("HTTPRoute", "httproutes")] {
+        ensure(
+            sim,
+            crd,
+            json!({
+                "metadata": {
+                    "name": format!("{plural}.gateway.networking.k8s.io"),
+                    "annotations": {
+                        "gateway.networking.k8s.io/bundle-version": GATEWAY_API_BUNDLE,
+                        "gateway.networking.k8s.io/channel": "standard",
+                    },
+                },
+                "spec": {
+                    "group": "gateway.networking.k8s.io",
+                    "names": {"kind": kind, "plural": plural},
+                    "scope": "Namespaced",
+                    "versions": [
+                        {"name": "v1", "served": true, "storage": true},
+                        {"name": "v1beta1", "served": true, "storage": false},
+                    ],
+                },
+            }),
+        )?;
+    }
+    ensure(
+        sim,
+        resources::id("gateway.networking.k8s.io", "gatewayclasses"),
+        json!({
+            "metadata": {"name": "istio-waypoint"},
+            "spec": {"controllerName": "istio.io/mesh-controller", "description": "The default Istio GatewayClass"},
+        }),
+    )?;
+    ensure(
+        sim,
+        resources::core("configmaps"),
+        json!({
+            "metadata": {"name": "istio-cni-config", "namespace": sys, "labels": {"app": "istio-cni"}},
+            "data": {"AMBIENT_ENABLED": "true", "CURRENT_AGENT_VERSION": ISTIO_VERSION},
+        }),
+    )
 }

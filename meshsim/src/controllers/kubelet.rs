@@ -2,7 +2,8 @@
 //! - scheduling: pods without `spec.nodeName` are bound to the least-loaded node (PodScheduled);
 //! - start: `latency.pod_start_ms` after the pod is first seen it is Running with containerStatuses
 //!   (running, not ready), classic init containers terminated `Completed`, native sidecars (init
-//!   containers with `restartPolicy: Always`, KEP-753) running; podIP/hostIP assigned;
+//!   containers with `restartPolicy: Always`, KEP-753) running; podIP/hostIP assigned; a pod istio-cni
+//!   must enroll starts only once it is annotated (the CNI ADD returned, `cni.rs`);
 //! - readiness: `latency.pod_ready_ms` later, Ready/ContainersReady True and containers ready
 //!   (conditions as `pkg/kubelet/status/generate.go` names them: ContainersNotReady with
 //!   "containers with unready status: [..]");
@@ -156,7 +157,9 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             continue;
         }
         if track.running.is_none() {
-            if !snap.due(ns(p), track.seen + lat.pod_start_ms) {
+            // An ambient pod's sandbox waits for istio-cni's CNI ADD (see `cni.rs`).
+            let cni_wait = super::cni::awaiting_cni_add(sim, p, &snap.ns.labels(ns(p)));
+            if !snap.due(ns(p), track.seen + lat.pod_start_ms) || cni_wait {
                 if phase.is_empty() {
                     let mut conds = util::conditions(p);
                     set_condition(&mut conds, "PodScheduled", "True", "", "", false, None);

@@ -8,10 +8,13 @@
 
 pub mod enforcement;
 pub mod injection;
+pub mod install;
 pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
+pub mod routes;
+pub mod routing_equiv;
 pub mod sidecar_only;
 
 use crate::steps::ObjRef;
@@ -131,6 +134,10 @@ pub struct ClusterInfo {
     /// Istio treats as `ALLOW_ANY`): sidecars enforce it, ztunnel does not.
     #[serde(default)]
     pub outbound_traffic_policy: Option<String>,
+    /// Install-phase facts (Gateway API CRDs, waypoint class, ztunnel per node, istio-cni, istiod's
+    /// version); `None` when not read, which skips the install checks.
+    #[serde(default)]
+    pub install: Option<install::InstallFacts>,
 }
 
 impl Default for ClusterInfo {
@@ -148,6 +155,7 @@ impl Default for ClusterInfo {
             enable_namespaces_by_default: false,
             namespace_labels: BTreeMap::new(),
             outbound_traffic_policy: None,
+            install: None,
         }
     }
 }

@@ -169,7 +169,31 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             &["list"],
             "injector revisions and tags",
         );
-        a.add(istio, "", &["configmaps"], &["get"], "mesh config");
+        a.add(
+            istio,
+            "",
+            &["configmaps"],
+            &["get"],
+            "mesh config and istio-cni's ambient setting",
+        );
+        // Install-phase checks (`assess::install`): Gateway API CRDs, the waypoint GatewayClass, ztunnel
+        // pods per node, istiod's version.
+        a.add(
+            None,
+            "apiextensions.k8s.io",
+            &["customresourcedefinitions"],
+            &["get"],
+            "Gateway API CRD versions",
+        );
+        a.add(
+            None,
+            "gateway.networking.k8s.io",
+            &["gatewayclasses"],
+            &["get"],
+            "the istio-waypoint GatewayClass",
+        );
+        a.add(istio, "", &["pods"], &["list"], "ztunnel ready on every node");
+        a.add(istio, "apps", &["deployments"], &["get"], "istiod's version");
         a.add(
             istio,
             "security.istio.io",
@@ -177,6 +201,13 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             &["list"],
             "root-namespace policies",
         );
+    }
+    if c == Run {
+        // `run` reads the fleet once, through cluster-wide watch caches of every assessed kind.
+        for (g, rs) in ASSESSED {
+            a.add(None, g, rs, &["list", "watch"], "fleet-wide watch caches");
+        }
+        a.add(None, "", &["namespaces"], &["watch"], "fleet-wide watch caches");
     }
     if matches!(c, Run | Rollback | Backup) {
         a.add(istio, "apps", &["daemonsets"], &["get"], "ztunnel readiness");
@@ -238,6 +269,20 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             &["services"],
             &["get", "patch"],
             "waypoint labels on Services, restore",
+        );
+        a.each(
+            t,
+            "",
+            &["services"],
+            &["create", "delete"],
+            "per-version Services replacing DestinationRule subsets (policies.migration = apply), rollback",
+        );
+        a.each(
+            t,
+            "extensions.istio.io",
+            &["wasmplugins"],
+            &["get", "create", "delete"],
+            "WasmPlugin twins at the waypoint (policies.migration = apply), rollback",
         );
     }
     if steps {
@@ -317,6 +362,48 @@ pub fn cluster_wide_candidates(needed: &[Permission]) -> Vec<Permission> {
         .collect()
 }
 
+/// One `resourceRules[]` entry of a SelfSubjectRulesReview answer: what the caller may do in the namespace
+/// the review asked about (rules from ClusterRoleBindings included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+/// Whether `rule` allows `p`, by the RBAC authorizer's matching rules (kubernetes
+/// `pkg/apis/rbac/v1/evaluation_helpers.go`: `VerbMatches`, `APIGroupMatches`, `ResourceMatches`; `*`
+/// matches everything, `*/sub` any resource's subresource `sub`). A rule limited to `resourceNames` is never
+/// taken as proof: the runner's requests that need these permissions (list, create) name no object.
+pub fn rule_allows(rule: &ResourceRule, p: &Permission) -> bool {
+    let any = |v: &[String], want: &str| v.iter().any(|x| x == "*" || x == want);
+    let sub = p.resource.split_once('/').map(|(_, s)| s);
+    let resource_ok = rule
+        .resources
+        .iter()
+        .any(|r| r == "*" || *r == p.resource || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s)));
+    rule.resource_names.is_empty()
+        && any(&rule.verbs, &p.verb)
+        && any(&rule.api_groups, &p.group)
+        && resource_ok
+}
+
+/// The permissions of `needed` that `rules` (one namespace's SelfSubjectRulesReview) do not prove. Only the
+/// permissions in `namespace` are judged; a rules review may be incomplete (`status.incomplete`: an
+/// authorizer that cannot list rules), so what it does not prove still has to be asked one by one.
+pub fn unproven_by_rules<'a>(
+    needed: &'a [Permission],
+    namespace: &str,
+    rules: &[ResourceRule],
+) -> Vec<&'a Permission> {
+    needed
+        .iter()
+        .filter(|p| p.namespace.as_deref() == Some(namespace))
+        .filter(|p| !rules.iter().any(|r| rule_allows(r, p)))
+        .collect()
+}
+
 /// The missing permissions as RBAC rules a platform engineer can paste: one block per scope (the
 /// ClusterRole's rules, then each namespace's Role rules), one rule per (group, resource), verbs merged.
 pub fn rbac_rules(missing: &[Permission]) -> String {
@@ -367,6 +454,60 @@ pub fn describe(p: &Permission) -> String {
 mod tests {
     use super::*;
 
+    fn perm(resource: &str, group: &str, verb: &str) -> Permission {
+        Permission {
+            namespace: Some("shop".into()),
+            group: group.into(),
+            resource: resource.into(),
+            verb: verb.into(),
+            why: "test".into(),
+        }
+    }
+
+    fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> ResourceRule {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        ResourceRule {
+            verbs: v(verbs),
+            api_groups: v(groups),
+            resources: v(resources),
+            resource_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rules_prove_permissions_as_the_rbac_authorizer_matches_them() {
+        let r = rule(&["get", "list"], &["apps"], &["deployments"]);
+        assert!(rule_allows(&r, &perm("deployments", "apps", "list")));
+        assert!(!rule_allows(&r, &perm("deployments", "apps", "patch")));
+        assert!(
+            !rule_allows(&r, &perm("deployments", "", "list")),
+            "group must match"
+        );
+        assert!(!rule_allows(&r, &perm("statefulsets", "apps", "list")));
+        let wild = rule(&["*"], &["*"], &["*"]);
+        assert!(rule_allows(&wild, &perm("pods/log", "", "get")));
+        let sub = rule(&["get"], &[""], &["*/log"]);
+        assert!(rule_allows(&sub, &perm("pods/log", "", "get")));
+        assert!(!rule_allows(&sub, &perm("pods", "", "get")));
+        let mut named = rule(&["list"], &["apps"], &["deployments"]);
+        named.resource_names = vec!["api".into()];
+        assert!(!rule_allows(&named, &perm("deployments", "apps", "list")));
+    }
+
+    #[test]
+    fn only_the_reviewed_namespace_is_judged_by_its_rules() {
+        let mut other = perm("deployments", "apps", "patch");
+        other.namespace = Some("web".into());
+        let needed = vec![
+            perm("deployments", "apps", "patch"),
+            perm("services", "", "patch"),
+            other,
+        ];
+        let rules = vec![rule(&["patch"], &["apps"], &["deployments"])];
+        let left = unproven_by_rules(&needed, "shop", &rules);
+        assert_eq!(left, vec![&needed[1]]);
+    }
+
     fn has(ps: &[Permission], ns: Option<&str>, group: &str, resource: &str, verb: &str) -> bool {
         ps.iter().any(|p| {
             p.namespace.as_deref() == ns && p.group == group && p.resource == resource && p.verb == verb
@@ -416,6 +557,25 @@ mod tests {
         // Nothing outside the scope: no Jobs in the target without probes there, no secrets anywhere.
         assert!(!has(&ps, Some("shop"), "batch", "jobs", "create"));
         assert!(!ps.iter().any(|p| p.resource == "secrets"));
+    }
+
+    #[test]
+    fn run_reads_every_assessed_kind_through_cluster_wide_caches() {
+        let targets = vec!["shop".to_string()];
+        let ps = required(&Scope {
+            command: Command::Run,
+            targets: &targets,
+            state_namespace: "st",
+            probe_namespaces: &[],
+            secret_probe_namespaces: &[],
+        });
+        for (g, rs) in ASSESSED {
+            for r in *rs {
+                assert!(has(&ps, None, g, r, "list"), "{g}/{r}");
+                assert!(has(&ps, None, g, r, "watch"), "{g}/{r}");
+            }
+        }
+        assert!(has(&ps, None, "", "namespaces", "watch"));
     }
 
     #[test]

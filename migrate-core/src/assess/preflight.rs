@@ -2,9 +2,11 @@
 //! policy decisions the plan needs (twins, bridges, deletions). Every finding names the object and the fix.
 
 use super::injection::{self, Injectors};
+use super::install;
 use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
 use super::{Finding, Severity, Snapshot, json, labels_match};
+use crate::gates::ztunnel::daemonset_not_ready;
 use crate::steps::ObjRef;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -314,23 +316,6 @@ fn planned(v: Value, role: &str) -> PlannedObject {
     }
 }
 
-fn daemonset_not_ready(ds: Option<&k8s_openapi::api::apps::v1::DaemonSet>) -> Option<String> {
-    let Some(ds) = ds else {
-        return Some("not found".into());
-    };
-    let st = ds.status.clone().unwrap_or_default();
-    if st.desired_number_scheduled == 0 {
-        return Some("no pods scheduled (desiredNumberScheduled 0)".into());
-    }
-    if st.number_ready < st.desired_number_scheduled {
-        return Some(format!(
-            "{} of {} pods ready",
-            st.number_ready, st.desired_number_scheduled
-        ));
-    }
-    None
-}
-
 /// Is a namespace (by its labels) still on sidecars: injection enabled and not ambient?
 pub fn namespace_on_sidecars(labels: &BTreeMap<String, String>) -> bool {
     let injected = labels.get(injection::ISTIO_INJECTION).map(String::as_str) == Some("enabled")
@@ -621,6 +606,31 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             route_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
+    // VirtualServices translated to HTTPRoutes (policies.migration = generate | apply): the routes are
+    // applied by the waypoint, so the hosts must be bound to it.
+    let routes = super::routes::translate(s, opts.policy_migration);
+    for g in &routes.generated {
+        needs_waypoint.push(format!("the HTTPRoute generated for {}", g.vs));
+        for h in g.hosts.iter().filter(|h| wp_gw.is_some() && !bound.contains(*h)) {
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                super::routes::codes::VS_UNSUPPORTED,
+                g.vs.clone(),
+                format!("VirtualService {} routes Service {h}, which step 1 does not bind to the waypoint: its generated HTTPRoute would route no ambient caller", g.vs.name),
+                format!("bind {h} to the waypoint (waypoint scope \"namespace\", or list it in the waypoint Services), or remove its istio.io/use-waypoint=none label"),
+            ));
+        }
+    }
+    a.findings.extend(routes.findings.iter().cloned());
+    if apply {
+        a.twins
+            .extend(routes.objects().into_iter().map(|o| planned(o, "twin")));
+        for r in &routes.replaced {
+            if !a.delete_routing.contains(r) {
+                a.delete_routing.push(r.clone());
+            }
+        }
+    }
     if wp_gw.is_none() && needs_waypoint.is_empty() {
         // Nothing L7 in the namespace: ztunnel alone enforces everything, step 1 has nothing to activate.
         a.findings.push(Finding::new(
@@ -651,6 +661,12 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})])));
     }
 
+    // The ambient components the namespace relies on (the Gateway API only matters with a waypoint).
+    a.findings.extend(install::findings(
+        s,
+        wp_gw.is_some() || !needs_waypoint.is_empty(),
+    ));
+
     // VirtualServices / DestinationRules.
     for vs in &s.virtual_services {
         let hosts: Vec<String> = json::str_list(vs, "/spec/hosts")
@@ -676,10 +692,15 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
             &ns,
         );
-        if dr
-            .pointer("/spec/subsets")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
+        let translated = routes
+            .generated
+            .iter()
+            .any(|g| g.subset_rules.contains(&ObjRef::from_value(dr)));
+        if !translated
+            && dr
+                .pointer("/spec/subsets")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
         {
             a.findings.push(Finding::new(
                 Severity::Warning,
@@ -696,6 +717,14 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
     let changes = super::sidecar_only::assess(s, opts);
     a.findings.extend(changes.iter().map(|c| c.finding()));
+    if apply && wp_gw.is_some() {
+        a.twins.extend(
+            changes
+                .iter()
+                .filter_map(|c| c.twin.clone())
+                .map(|t| planned(t, "twin")),
+        );
+    }
     a.behaviour_changes = changes;
 
     // PeerAuthentication DISABLE.

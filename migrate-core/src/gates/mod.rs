@@ -6,6 +6,7 @@ pub mod pods;
 pub mod policies;
 pub mod rollout;
 pub mod waypoint;
+pub mod ztunnel;
 
 use serde::{Deserialize, Serialize};
 

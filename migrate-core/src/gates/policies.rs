@@ -7,22 +7,41 @@ use crate::assess::policy::{AuthzPolicy, ZtunnelEffect};
 use serde_json::{Value, json};
 
 /// Evaluate the namespace's remaining AuthorizationPolicies (as read after step 5). Policies named in
-/// `allowed` (e.g. kept bridges, or policies the user allowed to stay) are ignored.
-pub fn no_ztunnel_rejected_policy(policies: &[Value], allowed: &[String]) -> GateResult {
+/// `allowed` (kept bridges, policies a dry run's step 5 did not really delete) are ignored. A policy fails
+/// the gate when ztunnel rejects it (its `ZtunnelAccepted` condition is False, or, for clusters that do not
+/// report the condition, a CUSTOM/AUDIT selector policy) or, unless `allow_unreplaced_l7`, when it is a
+/// selector policy whose L7 rules ztunnel drops.
+pub fn no_ztunnel_rejected_policy(
+    policies: &[Value],
+    allowed: &[String],
+    allow_unreplaced_l7: bool,
+) -> GateResult {
     let gate = crate::steps::gate_names::NO_ZTUNNEL_REJECTED_POLICY;
     let mut bad = Vec::new();
     for v in policies {
         let Ok(p) = AuthzPolicy::parse(v) else { continue };
-        if allowed.contains(&p.name) || !p.is_workload_scoped() {
+        if allowed.contains(&p.name) {
             continue;
         }
         let status = json_condition(v, "ZtunnelAccepted");
         let rejected_by_status =
             status.is_some_and(|c| c["reason"] == "UnsupportedValue" || c["status"] == "False");
         let effect = p.ztunnel_effect();
-        if rejected_by_status || !matches!(effect, ZtunnelEffect::Exact) {
-            bad.push(json!({"policy": p.obj_ref().to_string(), "effect": effect,
-                            "ztunnelAccepted": status.cloned().unwrap_or(Value::Null)}));
+        let rejected = rejected_by_status || matches!(effect, ZtunnelEffect::Rejected);
+        let lossy = !matches!(
+            effect,
+            ZtunnelEffect::Exact | ZtunnelEffect::NotSent | ZtunnelEffect::Rejected
+        );
+        if rejected || (lossy && !allow_unreplaced_l7) {
+            let why = if rejected {
+                "is rejected by ztunnel (ZtunnelAccepted=False)"
+            } else {
+                "has L7 rules ztunnel cannot enforce"
+            };
+            bad.push(
+                json!({"policy": p.obj_ref().to_string(), "why": why, "effect": effect,
+                            "ztunnelAccepted": status.cloned().unwrap_or(Value::Null)}),
+            );
         }
     }
     if bad.is_empty() {
@@ -30,20 +49,26 @@ pub fn no_ztunnel_rejected_policy(policies: &[Value], allowed: &[String]) -> Gat
             gate,
             GateOutcome::Pass,
             json!({"offending": []}),
-            "no selector policy with L7 content left",
+            "no selector policy left that ztunnel rejects or enforces partially",
         )
     } else {
         let names: Vec<String> = bad
             .iter()
-            .filter_map(|b| b["policy"].as_str().map(str::to_string))
+            .map(|b| {
+                format!(
+                    "{} {}",
+                    b["policy"].as_str().unwrap_or(""),
+                    b["why"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         GateResult::new(
             gate,
             GateOutcome::Fail,
             json!({"offending": bad}),
             format!(
-                "selector policies ztunnel cannot enforce as written remain: {}; delete them once a bound targetRefs twin exists",
-                names.join(", ")
+                "{}: move the L7 rules to a targetRefs policy on the waypoint",
+                names.join("; ")
             ),
         )
     }
@@ -69,21 +94,31 @@ mod tests {
             json!({"targetRefs": [{"kind": "Service", "name": "api"}], "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
             json!({}),
         );
-        assert!(no_ztunnel_rejected_policy(&[l4.clone(), twin.clone()], &[]).passed());
+        assert!(no_ztunnel_rejected_policy(&[l4.clone(), twin.clone()], &[], false).passed());
         let l7 = ap(
             "l7",
             json!({"selector": {"matchLabels": {"app": "api"}}, "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
             json!({}),
         );
-        let r = no_ztunnel_rejected_policy(&[l4.clone(), l7.clone()], &[]);
+        let r = no_ztunnel_rejected_policy(&[l4.clone(), l7.clone()], &[], false);
         assert_eq!(r.outcome, GateOutcome::Fail);
         assert!(r.message.contains("AuthorizationPolicy/app/l7"));
-        assert!(no_ztunnel_rejected_policy(&[l7], &["l7".into()]).passed());
+        assert!(no_ztunnel_rejected_policy(std::slice::from_ref(&l7), &["l7".into()], false).passed());
+        // Allowed to stay unreplaced: the lossy policy passes, a rejected one still fails.
+        assert!(no_ztunnel_rejected_policy(&[l7], &[], true).passed());
         let flagged = ap(
             "s",
             json!({"selector": {"matchLabels": {"app": "db"}}, "rules": [{}]}),
             json!({"conditions": [{"type": "ZtunnelAccepted", "status": "False", "reason": "UnsupportedValue"}]}),
         );
-        assert!(!no_ztunnel_rejected_policy(&[flagged], &[]).passed());
+        assert!(!no_ztunnel_rejected_policy(std::slice::from_ref(&flagged), &[], false).passed());
+        assert!(!no_ztunnel_rejected_policy(&[flagged], &[], true).passed());
+        let custom = ap(
+            "c",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}),
+            json!({}),
+        );
+        let r = no_ztunnel_rejected_policy(&[custom], &[], true);
+        assert!(r.message.contains("rejected by ztunnel"), "{}", r.message);
     }
 }
