@@ -359,16 +359,28 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
-/// Everything but metadata and status: a change here bumps `metadata.generation`.
-fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    v
+/// Whether two objects are equal in every top-level field except `skip` (compared in place: a write
+/// compares its object with the stored one twice, and copies of whole objects are what a write costs most).
+fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept =
+        |m: &'_ serde_json::Map<String, Value>| m.iter().filter(|(k, _)| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// Everything but metadata and status is the same: a change there bumps `metadata.generation`.
+fn same_spec(old: &Value, new: &Value) -> bool {
+    equal_except(old, new, &["metadata", "status", "apiVersion", "kind"])
+}
+
+/// The same object apart from `metadata.managedFields` (a write that changes only those is a no-op).
+fn same_but_managed(a: &Value, b: &Value) -> bool {
+    equal_except(a, b, &["metadata"]) && equal_except(&a["metadata"], &b["metadata"], &["managedFields"])
 }
 
 impl Store {
@@ -738,7 +750,7 @@ impl Store {
             );
         }
         let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-        if spec_part(&old) != spec_part(&new) {
+        if !same_spec(&old, &new) {
             generation += 1;
         }
         new["metadata"]["generation"] = json!(generation);
@@ -747,7 +759,7 @@ impl Store {
         }
         validate_data_size(res, name, &new)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        let unchanged = without_managed(&new) == without_managed(&old);
+        let unchanged = same_but_managed(&new, &old);
         if unchanged {
             return Ok(old);
         }
@@ -888,14 +900,6 @@ impl Store {
 
 fn obj_api_version(obj: &Value) -> Value {
     obj.get("apiVersion").cloned().unwrap_or(Value::Null)
-}
-
-fn without_managed(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v["metadata"].as_object_mut() {
-        m.remove("managedFields");
-    }
-    v
 }
 
 fn set_or_remove(meta: &mut Value, field: &str, value: Option<Value>) {

@@ -376,3 +376,57 @@ impl Snap {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet_sim(namespaces: usize) -> Arc<Sim> {
+        let sim = Sim::new(crate::Settings::default(), Vec::new());
+        install(&sim).unwrap();
+        let text = crate::fixtures::generate_fleet(namespaces, 2, 1);
+        sim.store
+            .load(crate::fixtures::parse_text(&text, "fleet").unwrap())
+            .unwrap();
+        sim
+    }
+
+    #[test]
+    fn a_pass_over_queued_namespaces_reads_only_them() {
+        let sim = fleet_sim(3);
+        let mut state = State::default();
+        let scope = Scope::Namespaces(["fleet-001".to_string()].into());
+        let snap = Snap::take(&sim, &mut state, &scope, Vec::new());
+        let namespaces: HashSet<&str> = snap
+            .deployments
+            .iter()
+            .chain(&snap.services)
+            .map(util::ns)
+            .collect();
+        assert_eq!(namespaces, HashSet::from(["fleet-001"]));
+        assert_eq!(snap.deployments.len(), 2);
+        assert_eq!(snap.ns.0.keys().collect::<Vec<_>>(), vec!["fleet-001"]);
+        assert!(!snap.nodes.is_empty(), "nodes are read by every pass");
+
+        let all = Snap::take(&sim, &mut state, &Scope::All, Vec::new());
+        assert_eq!(all.deployments.len(), 3 * 2 + 1, "the fleet plus istiod");
+    }
+
+    #[test]
+    fn due_queues_the_namespace_for_the_earliest_moment() {
+        let sim = fleet_sim(1);
+        let mut state = State {
+            now: 1_000,
+            ..Default::default()
+        };
+        let snap = Snap::take(&sim, &mut state, &Scope::All, Vec::new());
+        assert!(snap.due("a", 1_000), "the moment has come");
+        assert!(!snap.due("a", 1_300));
+        assert!(!snap.due("a", 1_200));
+        assert!(!snap.due("b", 1_500));
+        let wakes = snap.wakes.into_inner();
+        assert_eq!(wakes.get("a"), Some(&1_200));
+        assert_eq!(wakes.get("b"), Some(&1_500));
+        assert_eq!(wakes.len(), 2);
+    }
+}
