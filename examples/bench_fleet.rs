@@ -1,43 +1,270 @@
-//! Benchmark: fleet wall time against the ideal critical path, API requests per migrated namespace (by
-//! verb, from meshsim's request accounting), peak memory, and the seed runbook executed with kubectl on
-//! the same fleet (time and request count).
+//! Benchmark: the fleet runner out of process, as a user runs it, against `meshsim serve` holding a generated
+//! fleet, with meshsim's own floor measured on the same server.
 //!
-//! The fleet is `meshsim::fixtures::generate_fleet(N, D, R)`: N sidecar namespaces with D Deployments of R
-//! replicas, each behind a Service (no waypoint, no policy: step 1 is skipped by both the engine and the
-//! scripted runbook). The runner runs in-process (`ambient-migrate run` pipeline), with no probes.
+//! For each row (N namespaces at concurrency c) it starts `target/release/meshsim serve` with the output of
+//! `meshsim generate` (N runner namespaces plus the extra namespaces the other measurements use), waits for
+//! every Deployment to be ready, and prints:
 //!
-//! Ideal critical path at concurrency c: ceil(N / c) x T1, where T1 is the measured wall time of the same
-//! runner on a one-namespace fleet (a namespace's own steps cannot overlap; namespaces could, perfectly).
+//! - the bare restart (`kubectl rollout restart deployment -n X` + `kubectl rollout status deployment -n X`)
+//!   of one namespace on a meshsim holding that namespace alone and on the row's meshsim (median of 3);
+//! - the wall time of `target/release/ambient-migrate run --config ... --kubeconfig ...` over the N
+//!   namespaces, and its ratio to the floor ceil(N / c) x bare restart at N;
+//! - the runner's API requests per namespace by verb (meshsim's request counters, `GET /meshsim/requests`,
+//!   user agent `ambient-migrate`);
+//! - the runner's peak RSS (`VmHWM` of `/proc/<pid>/status`, polled until it exits);
+//! - the seed runbook (label ambient, drop injection, rollout restart, rollout status, get pods) as a shell
+//!   script run by `xargs -P 1` (sequential) and `xargs -P 10` over a sample of namespaces of the same
+//!   server, and that time scaled to N namespaces (once per distinct N);
+//! - gate failure to rollback: a `pods-crashloop-after-restart` fault in one namespace of a second, small
+//!   run on the same server; from the watch event that shows the first crash-looping pod (observed by this
+//!   process's own watch) to the runner's first write to that namespace after it (request log; Leases and
+//!   Events excluded).
 //!
-//! Run: `cargo run --release --example bench_fleet [-- N D R]` (defaults 8 3 2).
-
-use test_support::policies as policies_common;
+//! Run (after `cargo build --release -p meshsim -p ambient-migrate`):
+//! `cargo run --release --example bench_fleet -- [--deployments 5] [--replicas 2] [--runbook-sample 20] [N:c ...]`
+//! (default rows `100:10 100:50 1000:50`; `--runbook-sample 0` skips the runbooks).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use policies_common as pc;
+use serde_json::Value;
 
-fn fleet_names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("fleet-{i:03}")).collect()
+/// Latencies of the issue's measurements (pod start 200 ms, ready 200 ms, terminate 100 ms, CNI 50 ms,
+/// API 5 ms).
+const SETTINGS: &str = "latency:\n  pod_start_ms: 200\n  pod_ready_ms: 200\n  pod_terminate_ms: 100\n  cni_enroll_ms: 50\n  api_ms: 5\n";
+
+/// Namespaces of the gate-failure run (the first one carries the fault).
+const LATENCY_FLEET: usize = 5;
+
+/// The seed runbook for one namespace (no waypoint, no policies: steps 2, 3, 4 and 6).
+const RUNBOOK: &str = r#"#!/bin/sh
+set -e
+ns="$1"
+k() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+k label namespace "$ns" istio.io/dataplane-mode=ambient --overwrite >/dev/null
+k label namespace "$ns" istio-injection- >/dev/null
+k rollout restart deployment -n "$ns" >/dev/null
+k rollout status deployment -n "$ns" --timeout=120s >/dev/null
+k get pods -n "$ns" >/dev/null
+"#;
+
+struct Args {
+    deployments: usize,
+    replicas: u32,
+    sample: usize,
+    rows: Vec<(usize, usize)>,
 }
 
-async fn start(dir: &std::path::Path, n: usize, d: usize, r: u32) -> meshsim::Running {
-    let running = meshsim::start(meshsim::StartOptions {
-        fixture_texts: vec![meshsim::fixtures::generate_fleet(n, d, r)],
-        settings: pc::bench_settings(),
-        kubeconfig_out: Some(dir.join("kubeconfig")),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
-    let names = fleet_names(n);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+fn parse_args() -> Args {
+    let mut a = Args {
+        deployments: 5,
+        replicas: 2,
+        sample: 20,
+        rows: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut num = |what: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{what} takes a number"))
+        };
+        match arg.as_str() {
+            "--deployments" => a.deployments = num("--deployments"),
+            "--replicas" => a.replicas = num("--replicas") as u32,
+            "--runbook-sample" => a.sample = num("--runbook-sample"),
+            row => {
+                let (n, c) = row
+                    .split_once(':')
+                    .and_then(|(n, c)| Some((n.parse().ok()?, c.parse().ok()?)))
+                    .unwrap_or_else(|| panic!("a row is N:c (namespaces:concurrency), got {row:?}"));
+                a.rows.push((n, c));
+            }
+        }
+    }
+    if a.rows.is_empty() {
+        a.rows = vec![(100, 10), (100, 50), (1000, 50)];
+    }
+    a
+}
+
+fn release_bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/release")
+        .join(name);
     assert!(
-        pc::wait_pods_ready(&running.sim, &refs, n * d * r as usize, 120).await,
-        "fleet ready"
+        p.exists(),
+        "{} is missing: cargo build --release -p meshsim -p ambient-migrate",
+        p.display()
     );
-    running
+    p
+}
+
+fn ns_name(i: usize) -> String {
+    format!("fleet-{i:03}")
+}
+
+/// A running `meshsim serve`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    kubeconfig: PathBuf,
+    http: reqwest::Client,
+}
+
+/// The runtime the HTTP calls run on (the benchmark itself is sequential and blocks on processes).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(dir: &Path, namespaces: usize, deployments: usize, replicas: u32) -> Server {
+        std::fs::create_dir_all(dir).expect("bench dir");
+        let meshsim = release_bin("meshsim");
+        let fixture = dir.join("fleet.yaml");
+        let out = Command::new(&meshsim)
+            .args(["generate", "--namespaces", &namespaces.to_string()])
+            .args(["--deployments", &deployments.to_string()])
+            .args(["--replicas", &replicas.to_string()])
+            .output()
+            .expect("meshsim generate");
+        assert!(out.status.success(), "meshsim generate failed");
+        std::fs::write(&fixture, &out.stdout).expect("write fixture");
+        let settings = dir.join("settings.yaml");
+        std::fs::write(&settings, SETTINGS).expect("write settings");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut child = Command::new(&meshsim)
+            .arg("serve")
+            .arg("--fixture")
+            .arg(&fixture)
+            .arg("--settings")
+            .arg(&settings)
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("meshsim serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("meshsim prints its URL");
+        let server = Server {
+            child,
+            url: line.trim().to_string(),
+            kubeconfig,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()
+                .expect("http client"),
+        };
+        server.wait_ready(namespaces * deployments, Duration::from_secs(600));
+        server
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(meshsim::api::auth::ADMIN_TOKEN);
+        rt().block_on(async move {
+            match req.send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            }
+        })
+    }
+
+    /// Waits until `count` fleet Deployments report every replica updated and ready.
+    fn wait_ready(&self, count: usize, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            let list = self.get("/apis/apps/v1/deployments");
+            let ready = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["metadata"]["namespace"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("fleet-"))
+                })
+                .filter(|d| {
+                    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                    d["status"]["readyReplicas"].as_i64() == Some(want)
+                        && d["status"]["updatedReplicas"].as_i64() == Some(want)
+                })
+                .count();
+            if ready >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "fleet not ready: {ready}/{count} Deployments"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn reset_requests(&self) {
+        let req = self.http.delete(format!("{}/meshsim/requests", self.url));
+        let answer = rt().block_on(req.send()).expect("DELETE /meshsim/requests");
+        assert!(answer.status().is_success(), "request log not reset");
+    }
+
+    /// meshsim's request counters and log (control endpoint, not counted itself).
+    fn requests(&self) -> Value {
+        let v = self.get("/meshsim/requests");
+        assert!(v.is_object(), "GET /meshsim/requests answered nothing");
+        v
+    }
+
+    fn kubectl(&self, args: &[&str]) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Bare restart of one namespace with kubectl: median of three.
+    fn bare_restart(&self, ns: &str) -> Duration {
+        let mut runs: Vec<Duration> = (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                self.kubectl(&["rollout", "restart", "deployment", "-n", ns]);
+                self.kubectl(&["rollout", "status", "deployment", "-n", ns, "--timeout=120s"]);
+                t0.elapsed()
+            })
+            .collect();
+        runs.sort();
+        runs[1]
+    }
 }
 
 fn config(names: &[String], concurrency: usize) -> String {
@@ -52,113 +279,282 @@ fn config(names: &[String], concurrency: usize) -> String {
     )
 }
 
-/// Requests by verb sent by a user agent prefix.
-fn by_verb(sim: &meshsim::Sim, agent: &str) -> BTreeMap<String, usize> {
+struct RunFigures {
+    wall: Duration,
+    code: i32,
+    peak_rss_kib: u64,
+}
+
+/// Runs the release runner over `names`, polling its peak RSS.
+fn run_runner(server: &Server, dir: &Path, names: &[String], concurrency: usize) -> RunFigures {
+    std::fs::create_dir_all(dir).expect("run dir");
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config(names, concurrency)).expect("write config");
+    let t0 = Instant::now();
+    let mut child = Command::new(release_bin("ambient-migrate"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .arg("--report-dir")
+        .arg(dir.join("reports"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr log"))
+        .spawn()
+        .expect("ambient-migrate runs");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let code = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    RunFigures {
+        wall: t0.elapsed(),
+        code,
+        peak_rss_kib: peak,
+    }
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Requests by verb sent by the runner (meshsim's counters, which the log's size limit does not cut).
+fn runner_verbs(requests: &Value) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
-    for r in sim.accounting.log() {
-        if r.user_agent.starts_with(agent) {
-            *m.entry(r.verb.clone()).or_default() += 1;
+    for c in requests["counters"].as_array().into_iter().flatten() {
+        if c["user_agent"]
+            .as_str()
+            .is_some_and(|ua| ua.starts_with("ambient-migrate"))
+        {
+            *m.entry(c["verb"].as_str().unwrap_or("?").to_string())
+                .or_default() += c["count"].as_u64().unwrap_or(0);
         }
     }
     m
 }
 
-struct RunFigures {
-    wall: Duration,
-    code: i32,
-    verbs: BTreeMap<String, usize>,
+/// The seed runbook over `names` with `xargs -P parallel`; wall time.
+fn runbook(server: &Server, dir: &Path, names: &[String], parallel: usize) -> Duration {
+    let script = dir.join("runbook.sh");
+    std::fs::write(&script, RUNBOOK).expect("write runbook");
+    let t0 = Instant::now();
+    let mut child = Command::new("xargs")
+        .args(["-P", &parallel.to_string(), "-n", "1", "sh"])
+        .arg(&script)
+        .env("KUBECONFIG_FILE", &server.kubeconfig)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("xargs runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(names.join("\n").as_bytes()).expect("write names");
+    }
+    let st = child.wait().expect("xargs");
+    assert!(st.success(), "the runbook failed");
+    t0.elapsed()
 }
 
-async fn run_engine(base: &std::path::Path, tag: &str, n: usize, d: usize, r: u32, c: usize) -> RunFigures {
-    let dir = pc::subdir(base, tag);
-    let running = start(&dir, n, d, r).await;
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config(&fleet_names(n), c)).unwrap();
-    let reports = pc::subdir(&dir, "reports");
-    running.sim.accounting.reset();
-    let t0 = Instant::now();
-    let code = pc::run_in_process(&pc::run_args(&cfg, &dir.join("kubeconfig"), &reports, &[])).await;
-    let wall = t0.elapsed();
-    RunFigures {
-        wall,
-        code,
-        verbs: by_verb(&running.sim, "ambient-migrate"),
+fn rfc3339_of(t: SystemTime) -> jiff::Timestamp {
+    jiff::Timestamp::try_from(t).expect("timestamp")
+}
+
+/// Watches the pods of `ns` and records when the first one shows a crash-looping container.
+fn watch_first_crash(server: &Server, ns: &str) -> Arc<Mutex<Option<SystemTime>>> {
+    let seen = Arc::new(Mutex::new(None));
+    let out = seen.clone();
+    let req = server
+        .http
+        .get(format!("{}/api/v1/namespaces/{ns}/pods?watch=true", server.url))
+        .bearer_auth(meshsim::api::auth::ADMIN_TOKEN);
+    // Started before the runner, so the first crash cannot be missed.
+    let mut resp = rt().block_on(req.send()).expect("watch pods");
+    rt().spawn(async move {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let now = SystemTime::now();
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let ev: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                let crashing = ev["object"]["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff");
+                if crashing {
+                    *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                    return;
+                }
+            }
+        }
+    });
+    seen
+}
+
+/// The gate-failure run: `names[0]` crash-loops after its restart; from the first crash-looping pod to the
+/// runner's first write to that namespace after it (ms), and what that write was.
+fn gate_failure_latency(server: &Server, dir: &Path, names: &[String]) -> (Option<f64>, String, i32) {
+    let ns = &names[0];
+    let fault = format!(
+        "kind: pods-crashloop-after-restart\nid: bench-crashloop\nnamespace: {ns}\ntrigger:\n  namespace: {ns}\n  label: \"!istio-injection\"\n"
+    );
+    let req = server
+        .http
+        .post(format!("{}/meshsim/faults", server.url))
+        .body(fault);
+    let posted = rt().block_on(req.send()).expect("POST /meshsim/faults");
+    assert!(posted.status().is_success(), "fault not accepted");
+    server.reset_requests();
+    let crash = watch_first_crash(server, ns);
+    let run = run_runner(server, dir, names, names.len());
+    let Some(at) = *crash.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return (None, "no crash-looping pod was seen".into(), run.code);
+    };
+    let at = rfc3339_of(at);
+    let log = server.requests();
+    let first = log["log"].as_array().into_iter().flatten().find(|r| {
+        let mutating = matches!(
+            r["verb"].as_str(),
+            Some("create" | "update" | "patch" | "delete" | "deletecollection")
+        );
+        let resource = r["resource"].as_str().unwrap_or("");
+        let target = r["namespace"].as_str() == Some(ns)
+            || (resource == "namespaces" && r["name"].as_str() == Some(ns));
+        mutating
+            && target
+            && !matches!(resource, "leases" | "events")
+            && r["user_agent"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("ambient-migrate"))
+            && r["time"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t > at)
+    });
+    match first {
+        Some(r) => {
+            let t: jiff::Timestamp = r["time"].as_str().unwrap_or("").parse().expect("time");
+            let ms = t.duration_since(at).as_secs_f64() * 1000.0;
+            let what = format!(
+                "{} {} {}",
+                r["verb"].as_str().unwrap_or(""),
+                r["resource"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or("")
+            );
+            (Some(ms), what, run.code)
+        }
+        None => (None, "no write after the failure".into(), run.code),
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let n = args.first().copied().unwrap_or(8);
-    let d = args.get(1).copied().unwrap_or(3);
-    let r = args.get(2).copied().unwrap_or(2) as u32;
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn main() {
+    let args = parse_args();
+    let (d, r) = (args.deployments, args.replicas);
     let base = tempfile::tempdir().expect("temp dir");
     println!(
-        "# bench_fleet: {n} namespaces x {d} Deployments x {r} replicas (meshsim latencies: pod start 250 ms, ready 250 ms, terminate 150 ms)"
+        "# bench_fleet: N namespaces x {d} Deployments x {r} replicas; meshsim latencies: pod start 200 ms, ready 200 ms, terminate 100 ms, CNI 50 ms, API 5 ms"
     );
+    let one = {
+        let server = Server::start(&base.path().join("one"), 1, d, r);
+        server.bare_restart(&ns_name(0))
+    };
+    println!("\nbare restart, meshsim holding 1 namespace: {:.2} s", secs(one));
 
-    let one = run_engine(base.path(), "single", 1, d, r, 1).await;
-    println!(
-        "\nT1 (one namespace alone): {:.2} s (exit {})",
-        one.wall.as_secs_f64(),
-        one.code
-    );
-    println!(
-        "\n| concurrency | exit | wall s | ideal critical path s | wall / ideal | API requests | per namespace | per namespace by verb |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for c in [1usize, 2, 4] {
-        let f = run_engine(base.path(), &format!("c{c}"), n, d, r, c).await;
-        let ideal = one.wall.as_secs_f64() * n.div_ceil(c) as f64;
-        let total: usize = f.verbs.values().sum();
-        let per: Vec<String> = f
-            .verbs
-            .iter()
-            .map(|(v, k)| format!("{v} {:.1}", *k as f64 / n as f64))
-            .collect();
-        println!(
-            "| {c} | {} | {:.2} | {:.2} | {:.2} | {total} | {:.1} | {} |",
-            f.code,
-            f.wall.as_secs_f64(),
-            ideal,
-            f.wall.as_secs_f64() / ideal,
-            total as f64 / n as f64,
-            per.join(", ")
+    let mut rows = Vec::new();
+    let mut runbooks_done = std::collections::HashSet::new();
+    let mut runbook_rows = Vec::new();
+    for (i, &(n, c)) in args.rows.iter().enumerate() {
+        let sample = if runbooks_done.insert(n) {
+            args.sample.min(n)
+        } else {
+            0
+        };
+        // fleet-000.. the runner's N, then the runbook samples, the gate-failure fleet, the bare-restart one.
+        let total = n + 2 * sample + LATENCY_FLEET + 1;
+        let dir = base.path().join(format!("row{i}"));
+        let t0 = Instant::now();
+        let server = Server::start(&dir, total, d, r);
+        eprintln!(
+            "row {n}:{c}: meshsim with {total} namespaces ready in {:.1} s",
+            secs(t0.elapsed())
         );
+        let bare = server.bare_restart(&ns_name(total - 1));
+        let names: Vec<String> = (0..n).map(ns_name).collect();
+        server.reset_requests();
+        let run = run_runner(&server, &dir.join("run"), &names, c);
+        let verbs = runner_verbs(&server.requests());
+        let floor = bare.as_secs_f64() * n.div_ceil(c) as f64;
+        if sample > 0 {
+            let seq: Vec<String> = (n..n + sample).map(ns_name).collect();
+            let par: Vec<String> = (n + sample..n + 2 * sample).map(ns_name).collect();
+            let s = runbook(&server, &dir, &seq, 1);
+            let p = runbook(&server, &dir, &par, 10);
+            runbook_rows.push((n, sample, s, p));
+        }
+        let lat_names: Vec<String> = (n + 2 * sample..n + 2 * sample + LATENCY_FLEET)
+            .map(ns_name)
+            .collect();
+        let latency = gate_failure_latency(&server, &dir.join("latency"), &lat_names);
+        rows.push((n, c, bare, run, verbs, floor, latency));
     }
 
-    // The seed runbook with kubectl on the same fleet, one namespace after the other.
-    let dir = pc::subdir(base.path(), "kubectl");
-    let running = start(&dir, n, d, r).await;
-    running.sim.accounting.reset();
-    let kc = dir.join("kubeconfig");
-    let names = fleet_names(n);
-    let t0 = Instant::now();
-    let res = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        let mut calls = 0;
-        for ns in &names {
-            calls += pc::seed_runbook_kubectl(&kc, ns, false, &[], &[])?;
-        }
-        Ok(calls)
-    })
-    .await
-    .expect("runbook thread");
-    let wall = t0.elapsed();
-    let verbs = by_verb(&running.sim, "kubectl");
-    let total: usize = verbs.values().sum();
     println!(
-        "\nseed runbook with kubectl, sequential: {:.2} s, {} kubectl invocations, {total} API requests ({:.1} per namespace): {:?}{}",
-        wall.as_secs_f64(),
-        res.as_ref().map(|c| *c).unwrap_or(0),
-        total as f64 / n as f64,
-        verbs,
-        match &res {
-            Ok(_) => String::new(),
-            Err(e) => format!(" FAILED: {e}"),
+        "\n| N | c | bare restart at N s | runner exit | runner wall s | floor ceil(N/c) x bare s | wall / floor | requests per namespace | by verb | peak RSS MiB | gate failure -> first rollback write ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, c, bare, run, verbs, floor, (lat, what, lat_code)) in &rows {
+        let total: u64 = verbs.values().sum();
+        let per: Vec<String> = verbs
+            .iter()
+            .map(|(v, k)| format!("{v} {:.1}", *k as f64 / *n as f64))
+            .collect();
+        println!(
+            "| {n} | {c} | {:.2} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {:.1} | {} ({what}; run exit {lat_code}) |",
+            secs(*bare),
+            run.code,
+            secs(run.wall),
+            floor,
+            secs(run.wall) / floor,
+            total as f64 / *n as f64,
+            per.join(", "),
+            run.peak_rss_kib as f64 / 1024.0,
+            lat.map(|ms| format!("{ms:.0}")).unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    if !runbook_rows.is_empty() {
+        println!(
+            "\n| N | runbook sample | sequential s (sample) | sequential s scaled to N | xargs -P 10 s (sample) | xargs -P 10 s scaled to N |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (n, k, s, p) in &runbook_rows {
+            let scale = *n as f64 / *k as f64;
+            println!(
+                "| {n} | {k} | {:.1} | {:.0} | {:.1} | {:.0} |",
+                secs(*s),
+                secs(*s) * scale,
+                secs(*p),
+                secs(*p) * scale
+            );
         }
-    );
-    println!(
-        "\npeak RSS of this process (VmHWM, includes meshsim and the in-process runner): {} KiB",
-        pc::vm_hwm_kib().unwrap_or(0)
-    );
+    }
 }

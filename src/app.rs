@@ -359,6 +359,13 @@ fn findings_text(ns: &str, plan: &NamespacePlan) -> String {
 
 fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     let mut t = findings_text(ns, plan);
+    // Twins (and, with policies.migration = apply, the generated HTTPRoutes and per-version Services) are
+    // created at the start of step 1 (engine/exec.rs, `activate_waypoint`).
+    if plan.options.policy_migration == crate::assess::plan::PolicyMigration::Apply {
+        for o in &plan.twins {
+            t.push_str(&format!("  step 1: create {} (role {})\n", o.object, o.role));
+        }
+    }
     // Bridges go in just before the waypoint is bound, in whichever step binds it (engine/exec.rs,
     // `create_bridges`): step 1 in the seed's order, the end of step 4 when activation follows the restart.
     let bind_step = match plan.options.activation_order {
@@ -410,6 +417,21 @@ fn plan_text(ns: &str, plan: &NamespacePlan) -> String {
     }
     t.push_str(&report::behaviour::text(ns, &plan.behaviour_changes));
     t.push_str(&plan.enforcement.text("  "));
+    for d in &plan.routing.differences {
+        t.push_str(&format!(
+            "  routing {}: {} -> {} before, {} after (moments {}){}\n",
+            d.virtual_service.name,
+            d.request,
+            d.before,
+            d.after,
+            d.moments.join(", "),
+            if d.segment {
+                " [PathPrefix segment: warning]"
+            } else {
+                ""
+            }
+        ));
+    }
     t
 }
 

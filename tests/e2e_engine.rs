@@ -18,6 +18,19 @@ async fn happy_path_seed_namespace_migrates() {
     let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
     let config = env.write_config("happy", &cfg.toml());
 
+    // The plan lists the bridge at the step that creates it: step 1, before the waypoint label.
+    let plan = env.run(&config, "plan", &["plan"]).await;
+    assert_eq!(plan.code, 0, "{plan}");
+    let bridge = plan
+        .stdout
+        .find("step 1: create bridge AuthorizationPolicy/shop/api-allow-web-get-bridge-waypoint")
+        .unwrap_or_else(|| panic!("bridge at step 1: {plan}"));
+    let label = plan
+        .stdout
+        .find("step 1: label Namespace/shop istio.io/use-waypoint=waypoint")
+        .unwrap_or_else(|| panic!("waypoint label at step 1: {plan}"));
+    assert!(bridge < label, "{plan}");
+
     let out = env.run(&config, "run", &["run", "--output", "json"]).await;
     assert_eq!(out.code, 0, "{out}");
     let nsr = out.ns_report("shop");
@@ -212,6 +225,32 @@ async fn revision_labelled_namespaces_migrate_and_roll_back() {
     }
 }
 
+/// Restarted pods run only once istio-cni has enrolled them, however slowly its node agent enrolls pods
+/// that were already running: no moment of step 4 has a new pod that is Ready (an endpoint, or a probe's
+/// source) outside the mesh, which the enforcement model (`migrate_core::assess::enforcement`) assumes.
+/// When meshsim let enrollment trail readiness, the controller loop sometimes produced that state under
+/// CPU load: `web`'s new pod called `api`'s sidecar pods without identity (403 `RBAC: access denied` on
+/// `web-get-api`) and `api`'s new pod reached `db`'s ztunnel without identity (reset on `api-get-db`).
+/// A 5 s enrollment delay makes that window certain rather than rare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_pods_serve_only_once_enrolled_when_enrollment_is_slow() {
+    let mut settings = sim_settings();
+    settings.latency.cni_enroll_ms = 5_000;
+    let env = start_with(&[SEED], vec![], settings).await;
+    env.wait_ready("shop").await;
+    let cfg = Cfg::new(&["shop"]).probes("shop", &seed_probes("shop", &env.proxy()));
+    let config = env.write_config("slow-cni", &cfg.toml());
+
+    let out = env.run(&config, "run", &["run"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.ns_report("shop")["outcome"], "migrated", "{out}");
+    env.assert_migrated_pods("shop");
+    let t = env.running.sim.traffic.snapshot();
+    assert!(t["by_path"]["ztunnel"].as_u64().unwrap_or(0) > 0, "{t}");
+    assert_eq!(t["wrongly_denied"], 0, "{t}");
+    assert_eq!(t["wrongly_allowed"], 0, "{t}");
+}
+
 /// Preflight blockers: a pod template forcing injection (`sidecar.istio.io/inject: "true"`) and an L7
 /// selector policy with no targetRefs twin each give exit 4 with a message naming the object, and the
 /// binary sends no mutating request.
@@ -272,6 +311,7 @@ async fn preflight_blockers_exit_4_and_write_nothing() {
             .contains("AuthorizationPolicy/notwin/api-allow-web-get"),
         "{plan}"
     );
+
     let written: Vec<String> = std::fs::read_dir(&fixes)
         .expect("fixes dir")
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

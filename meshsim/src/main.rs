@@ -89,6 +89,9 @@ fn main() -> anyhow::Result<()> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
+                // Listen for SIGTERM before the URL is printed: a supervisor that stops meshsim as soon
+                // as it answers must get a clean exit, not the default disposition's kill.
+                let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 let running = meshsim::start(meshsim::StartOptions {
                     fixtures: fixture,
                     fixture_texts: Vec::new(),
@@ -104,7 +107,7 @@ fn main() -> anyhow::Result<()> {
                     println!("proxy {p}");
                 }
                 tracing::info!(api = %running.url(), "meshsim serving");
-                wait_for_signal().await;
+                wait_for_signal(term).await;
                 tracing::info!("meshsim stopping");
                 drop(running);
                 anyhow::Ok(())
@@ -115,13 +118,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+async fn wait_for_signal(term: Option<tokio::signal::unix::Signal>) {
+    let Some(mut term) = term else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

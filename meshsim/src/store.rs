@@ -7,7 +7,9 @@
 //! changes), and the status subresource split (main-resource writes keep the stored status).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use bytes::Bytes;
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -64,6 +66,51 @@ pub struct WatchEvent {
     pub namespace: String,
     pub kind: EventType,
     pub object: Value,
+    /// The event's watch-stream lines by type, encoded once and shared by every watcher that sends them.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl WatchEvent {
+    pub fn new(rv: u64, res: ResId, namespace: String, kind: EventType, object: Value) -> Self {
+        WatchEvent {
+            rv,
+            res,
+            namespace,
+            kind,
+            object,
+            lines: Default::default(),
+        }
+    }
+
+    /// The watch-stream line `{"type":...,"object":...}` for this event's object sent as `kind` (a
+    /// watcher whose selector the object enters or leaves sends it as ADDED or DELETED). Encoded on first
+    /// use: with many watchers, each event is serialised once per type rather than once per watcher, as
+    /// the apiserver's watch cache shares one encoding across watchers (`cachingObject`,
+    /// `k8s.io/apiserver/pkg/storage/cacher/caching_object.go`).
+    pub fn line(&self, kind: EventType) -> Bytes {
+        let i = match kind {
+            EventType::Added => 0,
+            EventType::Modified => 1,
+            EventType::Deleted => 2,
+        };
+        self.lines[i]
+            .get_or_init(|| watch_line(kind.as_str(), &self.object))
+            .clone()
+    }
+}
+
+/// One newline-terminated JSON watch event, `{"type":TYPE,"object":OBJECT}` (the order
+/// `metav1.WatchEvent` serialises its fields in).
+pub fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut v = Vec::with_capacity(256);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(kind.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    if serde_json::to_writer(&mut v, object).is_err() {
+        v.extend_from_slice(b"null");
+    }
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
 }
 
 /// What a watch starts from: the events it missed (to replay) and a receiver for the next ones.
@@ -365,6 +412,13 @@ impl Store {
         self.changed.subscribe()
     }
 
+    /// The current resourceVersion and a receiver for every later change, taken atomically: the controllers
+    /// list at that resourceVersion and then follow the stream (an informer's list-then-watch).
+    pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<WatchEvent>>) {
+        let inner = self.lock();
+        (inner.rv, self.events.subscribe())
+    }
+
     /// Drops the history up to now, so watches from older resourceVersions get 410 Gone (tests use it to
     /// prove clients relist).
     pub fn compact(&self) {
@@ -388,6 +442,22 @@ impl Store {
         (inner.list(res, namespace).cloned().collect(), inner.rv)
     }
 
+    /// Like [`Store::list`], keeping only the objects `keep` accepts, tested before they are copied: a
+    /// selector-filtered list costs a scan of the namespace (or the kind) and a copy of what it returns.
+    pub fn list_matching(
+        &self,
+        res: ResId,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let namespace = namespace.filter(|_| resources::get(res).namespaced);
+        (
+            inner.list(res, namespace).filter(|o| keep(o)).cloned().collect(),
+            inner.rv,
+        )
+    }
+
     /// Reads several things consistently.
     pub fn read<R>(&self, f: impl FnOnce(&StoreView<'_>) -> R) -> R {
         let inner = self.lock();
@@ -404,7 +474,9 @@ impl Store {
                 oldest: inner.compacted + 1,
             });
         }
-        let backlog = inner.history.iter().filter(|e| e.rv > since).cloned().collect();
+        // The history is in resourceVersion order: find the first event after `since` by bisection.
+        let from = inner.history.partition_point(|e| e.rv <= since);
+        let backlog = inner.history.range(from..).cloned().collect();
         Ok((backlog, self.events.subscribe()))
     }
 
@@ -419,13 +491,7 @@ impl Store {
 
     fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
         let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
-        let ev = Arc::new(WatchEvent {
-            rv: inner.rv,
-            res,
-            namespace,
-            kind,
-            object,
-        });
+        let ev = Arc::new(WatchEvent::new(inner.rv, res, namespace, kind, object));
         inner.history.push_back(ev.clone());
         while inner.history.len() > inner.history_limit {
             if let Some(old) = inner.history.pop_front() {
@@ -990,6 +1056,31 @@ mod tests {
         assert!(
             r2.get("status").is_none(),
             "main resource writes keep the stored status"
+        );
+    }
+
+    #[test]
+    fn an_event_is_encoded_once_per_type_and_shared() {
+        let s = Store::default();
+        let (_, mut rx) = s.subscribe();
+        s.create(resources::core("namespaces"), ns("a"), &WriteOpts::default())
+            .unwrap();
+        let ev = rx.try_recv().unwrap();
+        let first = ev.line(EventType::Added);
+        let second = ev.line(EventType::Added);
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the second watcher gets the same bytes"
+        );
+        let parsed: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(parsed["type"], "ADDED");
+        assert_eq!(parsed["object"]["metadata"]["name"], "a");
+        assert!(first.ends_with(b"\n"));
+        let deleted: Value = serde_json::from_slice(&ev.line(EventType::Deleted)).unwrap();
+        assert_eq!(
+            deleted["type"], "DELETED",
+            "a watcher the object leaves gets it as DELETED"
         );
     }
 

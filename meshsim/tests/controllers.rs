@@ -692,6 +692,47 @@ async fn cni_enrolls_running_pods_and_follows_relabels() {
     .await;
 }
 
+/// A pod created in an ambient namespace is enrolled before it runs, however slowly the node agent
+/// enrolls running pods: istio-cni's CNI ADD (`cni/pkg/plugin/plugin.go`, `doAddRun`) pushes the pod to
+/// the node agent synchronously and fails the sandbox until it is enrolled, so the application never runs
+/// (never is Ready, never sends or receives) outside the mesh. Only pods already running when their
+/// namespace is labelled wait `cni_enroll_ms` (the node agent's informer path).
+#[tokio::test]
+async fn cni_enrolls_new_pods_before_they_run() {
+    let mut s = settings();
+    s.latency.cni_enroll_ms = 60_000;
+    let yaml = [
+        ns_yaml("amb", "istio.io/dataplane-mode: ambient"),
+        deployment_yaml("amb", "web", 2, ""),
+    ]
+    .concat();
+    let env = start(s, vec![], &yaml);
+    let sim = &env.sim;
+    wait_until("web pods ready", 10, || {
+        let p = active_pods(sim, "amb", "web");
+        p.len() == 2 && p.iter().all(ready)
+    })
+    .await;
+    // Every version of every pod the store ever held: none ran without the annotation.
+    let (history, _rx) = sim.store.watch_from(0).expect("history kept");
+    let pods = resources::core("pods");
+    let ran_unenrolled: Vec<String> = history
+        .iter()
+        .filter(|e| e.res == pods && e.namespace == "amb")
+        .filter(|e| e.object["status"]["phase"] == "Running" && redirection(&e.object) != Some("enabled"))
+        .map(|e| format!("{} rv {}", e.object["metadata"]["name"], e.rv))
+        .collect();
+    assert!(
+        ran_unenrolled.is_empty(),
+        "pods ran before istio-cni enrolled them: {ran_unenrolled:?}"
+    );
+    assert!(
+        active_pods(sim, "amb", "web")
+            .iter()
+            .all(|p| redirection(p) == Some("enabled"))
+    );
+}
+
 fn gateway_yaml(ns: &str, name: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{istio.io/waypoint-for: service}}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners:\n  - name: mesh\n    port: 15008\n    protocol: HBONE\n"

@@ -1,7 +1,7 @@
 //! curl command lines (output and exit codes as curl's) and the probe proxy over real HTTP (reqwest
 //! through `reqwest::Proxy::http`).
 
-mod traffic_common;
+use test_support::traffic as traffic_common;
 
 use meshsim::traffic::{self, Source};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! at the waypoint), service-errors, DNS, endpoints, ztunnel-down, STRICT at a sidecar, counters, and
 //! the seed's warning: steps applied out of order show up as unenforced or failed requests.
 
-mod traffic_common;
+use test_support::traffic as traffic_common;
 
 use meshsim::traffic::{Outcome, Source};
 use meshsim::{FaultKind, FaultSpec};

@@ -2,7 +2,7 @@
 //! store state and sent through `traffic::handle`; result, x-request-id presence, intended decision and the wrongly-allowed /
 //! wrongly-denied flags are checked. Failures are reported by case id.
 
-mod traffic_common;
+use test_support::traffic as traffic_common;
 
 use meshsim::traffic::{Outcome, Source};
 use serde_json::{Value, json};

@@ -25,6 +25,9 @@ pub enum DynKind {
     ProxyConfig,
     PodMonitor,
     ServiceMonitor,
+    /// Core Services, only for the per-version Services the policy phase creates (VirtualService subsets
+    /// to Services); not in [`DynKind::ALL`]: snapshots and backups read Services typed.
+    Service,
 }
 
 impl DynKind {
@@ -80,6 +83,7 @@ impl DynKind {
             DynKind::ProxyConfig => ("networking.istio.io", "v1beta1", "ProxyConfig", "proxyconfigs"),
             DynKind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
             DynKind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
+            DynKind::Service => ("", "v1", "Service", "services"),
         }
     }
 
@@ -88,10 +92,14 @@ impl DynKind {
         self.gvkp().2
     }
 
-    /// `group/version`.
+    /// `group/version` (`version` alone for the core group).
     pub fn api_version(self) -> String {
         let (g, v, _, _) = self.gvkp();
-        format!("{g}/{v}")
+        if g.is_empty() {
+            v.to_string()
+        } else {
+            format!("{g}/{v}")
+        }
     }
 
     /// The fixed ApiResource (no discovery).
@@ -104,7 +112,7 @@ impl DynKind {
     /// older objects may say `v1beta1`).
     pub fn from_group_kind(api_version: &str, kind: &str) -> Option<DynKind> {
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        DynKind::ALL.into_iter().find(|k| {
+        DynKind::ALL.into_iter().chain([DynKind::Service]).find(|k| {
             let (g, _, kn, _) = k.gvkp();
             g == group && kn == kind
         })

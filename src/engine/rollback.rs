@@ -347,7 +347,7 @@ async fn delete_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> 
     let created = ctx.journal.record().extra.get(&created_manifest_key(object));
     if let Some(manifest) = created
         && !ctx.opts.force_rollback
-        && live.data.get("spec") != manifest.get("spec")
+        && !unchanged_since_created(kind, manifest.get("spec"), live.data.get("spec"))
     {
         return Err(format!(
             "conflict: {object}, created by the migration, was changed since (its spec differs from what was created): not deleted; keep it, or run `ambient-migrate rollback -n {} --force` to delete it",
@@ -359,6 +359,39 @@ async fn delete_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> 
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Is the live spec what the migration created? Services and HTTPRoutes get defaults from the API server
+/// (`clusterIP`, `type`, port `protocol`; the HTTPRoute CRD's defaults), so for them only the fields the
+/// manifest set are compared; every other kind must be equal.
+fn unchanged_since_created(
+    kind: DynKind,
+    created: Option<&serde_json::Value>,
+    live: Option<&serde_json::Value>,
+) -> bool {
+    match kind {
+        DynKind::Service | DynKind::HttpRoute => defaulted_from(created, live),
+        _ => created == live,
+    }
+}
+
+/// Is `live` what the migration created (`created`), give or take the fields the API server fills in?
+/// Every field the manifest sets must be unchanged; fields it left out may have been added (a Service's
+/// `clusterIP`, `type`, port `protocol`, an HTTPRoute's CRD defaults), since nobody but the server adds
+/// them to an object nobody edited. Lists must keep their length (an added rule is a change).
+fn defaulted_from(created: Option<&serde_json::Value>, live: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value;
+    match (created, live) {
+        (None, _) => true,
+        (Some(c), None) => c.is_null(),
+        (Some(Value::Object(c)), Some(Value::Object(l))) => {
+            c.iter().all(|(k, v)| defaulted_from(Some(v), l.get(k)))
+        }
+        (Some(Value::Array(c)), Some(Value::Array(l))) => {
+            c.len() == l.len() && c.iter().zip(l).all(|(a, b)| defaulted_from(Some(a), Some(b)))
+        }
+        (Some(c), Some(l)) => c == l,
+    }
 }
 
 /// Puts a label back to its journaled `before` value, unless someone changed it after the migration did
@@ -471,5 +504,44 @@ fn describe(a: &UndoAction) -> String {
         }
         UndoAction::VerifyBackup { .. } => "verify labels and config equal the backup".to_string(),
         UndoAction::RunProbes => "run the rollback probes".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{defaulted_from, unchanged_since_created};
+    use crate::cluster::DynKind;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_are_not_a_change_but_edits_are() {
+        let created =
+            json!({"selector": {"app": "api", "version": "v1"}, "ports": [{"name": "http", "port": 8080}]});
+        let defaulted = json!({"selector": {"app": "api", "version": "v1"}, "type": "ClusterIP", "clusterIP": "10.0.0.9",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "targetPort": 8080}]});
+        assert!(defaulted_from(Some(&created), Some(&defaulted)));
+        let edited =
+            json!({"selector": {"app": "api", "version": "v2"}, "ports": [{"name": "http", "port": 8080}]});
+        assert!(!defaulted_from(Some(&created), Some(&edited)));
+        let more_ports = json!({"selector": {"app": "api", "version": "v1"},
+            "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}]});
+        assert!(!defaulted_from(Some(&created), Some(&more_ports)));
+        assert!(!defaulted_from(Some(&created), None));
+        // Only Services and HTTPRoutes are defaulted by the server: an added field elsewhere is an edit.
+        assert!(unchanged_since_created(
+            DynKind::Service,
+            Some(&created),
+            Some(&defaulted)
+        ));
+        assert!(!unchanged_since_created(
+            DynKind::AuthorizationPolicy,
+            Some(&created),
+            Some(&defaulted)
+        ));
+        assert!(unchanged_since_created(
+            DynKind::AuthorizationPolicy,
+            Some(&created),
+            Some(&created)
+        ));
     }
 }

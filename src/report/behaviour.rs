@@ -88,6 +88,7 @@ mod tests {
             fix: "egress waypoint".into(),
             source: "istio/istio issue 54281".into(),
             fix_yaml: None,
+            twin: None,
         }
     }
 

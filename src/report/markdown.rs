@@ -249,7 +249,7 @@ pub fn render(report: &RunReport) -> String {
         .collect();
     if !enf.is_empty() {
         m.push_str("### Enforcement equivalence\n\n");
-        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
+        m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k(workload) = during restart batch k with only that workload's pods new, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
         for n in enf {
             let t = n.enforcement.as_ref().expect("filtered");
             let _ = writeln!(m, "#### `{}`\n\n{}", n.name, t.markdown());

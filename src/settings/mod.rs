@@ -212,7 +212,7 @@ pub struct Policies {
     pub bridges: bool,
     /// Keep bridges after step 5.
     pub keep_bridges: bool,
-    /// targetRefs twins: off, generate, apply.
+    /// The policy phase (twins, VirtualService to HTTPRoute): off, generate, apply.
     pub migration: PolicyMigration,
     /// Enforcement differences (outage, gap) that do not block the namespace.
     #[serde(default)]

@@ -10,7 +10,8 @@
 //! - [`sa`]: the shipped RBAC installed and the run made as the ServiceAccount;
 //! - [`chaos`]: kills, fault matrices and split brain;
 //! - [`schema`]: reports checked against `docs/report.schema.json`;
-//! - [`pods`]: what a test asks of a pod (ready, serving, sidecar, ambient).
+//! - [`pods`]: what a test asks of a pod (ready, serving, sidecar, ambient);
+//! - [`traffic`]: requests through meshsim's data plane model (the traffic-model vectors).
 //!
 //! A crate of its own (a dev-dependency of the workspace's packages) so each test binary links what it
 //! uses and nothing is compiled as dead code in the others.
@@ -28,6 +29,7 @@ pub mod policies;
 pub mod sa;
 pub mod schema;
 pub mod sim;
+pub mod traffic;
 
 /// meshsim's seed fixture: namespace `shop` on sidecars (web/api/db Deployments and Services, a waypoint
 /// Gateway, L4/L7 AuthorizationPolicies, a VirtualService/DestinationRule pair, an HTTPRoute).

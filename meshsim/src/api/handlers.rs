@@ -233,7 +233,9 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
         return Err(bad("subresources cannot be listed"));
     }
     let (labels, fields) = selectors(req)?;
-    let (items, rv) = sim.store.list(p.rt.id(), p.namespace.as_deref());
+    let (items, rv) = sim.store.list_matching(p.rt.id(), p.namespace.as_deref(), |o| {
+        labels.matches(o) && fields.matches(o)
+    });
     let after: Option<(String, String)> = match req.q("continue").filter(|c| !c.is_empty()) {
         Some(tok) => {
             let decoded = unhex(tok).ok_or_else(|| bad("continue key is not valid"))?;
@@ -257,7 +259,6 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
                 key > (ans.as_str(), aname.as_str())
             })
         })
-        .filter(|o| labels.matches(o) && fields.matches(o))
         .collect();
     let limit = req
         .q("limit")

@@ -53,9 +53,7 @@ struct WatchState {
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
+    crate::store::watch_line(kind, object)
 }
 
 fn key_of(obj: &Value) -> (String, String) {
@@ -82,7 +80,7 @@ impl WatchState {
         let m = self.matches(&ev.object);
         if !self.transitions {
             if m {
-                self.queue.push_back(line(ev.kind.as_str(), &ev.object));
+                self.queue.push_back(ev.line(ev.kind));
             }
             return;
         }
@@ -91,22 +89,22 @@ impl WatchState {
         match (ev.kind, m) {
             (EventType::Deleted, _) => {
                 if was {
-                    self.queue.push_back(line("DELETED", &ev.object));
+                    self.queue.push_back(ev.line(EventType::Deleted));
                 }
                 self.matched.remove(&key);
             }
             (kind, true) => {
                 let t = if was && kind != EventType::Added {
-                    "MODIFIED"
+                    EventType::Modified
                 } else {
-                    "ADDED"
+                    EventType::Added
                 };
-                self.queue.push_back(line(t, &ev.object));
+                self.queue.push_back(ev.line(t));
                 self.matched.insert(key);
             }
             (_, false) => {
                 if was {
-                    self.queue.push_back(line("DELETED", &ev.object));
+                    self.queue.push_back(ev.line(EventType::Deleted));
                     self.matched.remove(&key);
                 }
             }
@@ -227,9 +225,10 @@ fn setup(sim: &Arc<Sim>, req: &Req, p: &ResourcePath) -> Result<WatchState, Stor
     let rv = req.q("resourceVersion").filter(|s| !s.is_empty() && *s != "0");
     match rv {
         None => {
-            let (items, list_rv) = sim.store.list(res, namespace.as_deref());
-            let matching: Vec<&Value> = items.iter().filter(|o| state.matches(o)).collect();
-            for obj in matching {
+            let (matching, list_rv) = sim
+                .store
+                .list_matching(res, namespace.as_deref(), |o| state.matches(o));
+            for obj in &matching {
                 state.queue.push_back(line("ADDED", obj));
                 if state.transitions {
                     state.matched.insert(key_of(obj));

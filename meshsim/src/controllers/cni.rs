@@ -1,16 +1,25 @@
-//! istio-cni's node agent: ambient enrollment of running pods.
+//! istio-cni: ambient enrollment of pods (the CNI plugin and the node agent).
 //!
 //! A pod is enrolled when the default `ambient.enablementSelectors` match
 //! (`manifests/charts/istio-cni/values.yaml`): pod label `istio.io/dataplane-mode=ambient`, or namespace
 //! label `istio.io/dataplane-mode=ambient` and the pod not labelled `istio.io/dataplane-mode=none`; and
 //! `CompiledEnablementSelectors.Matches` (`cni/pkg/util/enablement_selector.go`) does not exclude it:
 //! hostNetwork pods and pods with `sidecar.istio.io/status` (a sidecar) are never enrolled.
-//! Enrolled pods get `ambient.istio.io/redirection=enabled` `latency.cni_enroll_ms` after they run (or
-//! after they start matching: namespace relabels act on running pods, as the node agent's informer
-//! does); the value is `pending` while a `cni-pending` fault holds for the namespace or the ztunnel of
-//! the pod's node is down (`ztunnel-down`), as istio-cni reports a pod whose rules are set but that no
-//! ztunnel has accepted (`cni/pkg/util/podutil.go`, value added in 1.25). When a pod stops matching, the
-//! annotation is removed (unenrollment). istio-cni writes it through `pods/status`.
+//!
+//! Two paths, as upstream:
+//! - a pod that matches when its sandbox is created (bound to a node, not yet running) is enrolled at
+//!   once: the CNI plugin's ADD (`cni/pkg/plugin/plugin.go`, `doAddRun`: `PushCNIEvent` to the node
+//!   agent, whose `AddPodToMesh` sets up the redirection and annotates the pod) runs before any container
+//!   starts and fails the sandbox until it succeeds, so the kubelet (`kubelet.rs`) starts such a pod only
+//!   once the annotation is there: a new pod never runs, is never Ready, outside the mesh;
+//! - a pod already running when it starts to match (namespace relabels: the node agent's informer,
+//!   `cni/README.md` "enroll already-started-but-newly-enrolled pods") gets
+//!   `ambient.istio.io/redirection=enabled` `latency.cni_enroll_ms` after it matches.
+//!
+//! The value is `pending` while a `cni-pending` fault holds for the namespace or the ztunnel of the pod's
+//! node is down (`ztunnel-down`), as istio-cni reports a pod whose rules are set but that no ztunnel has
+//! accepted (`cni/pkg/util/podutil.go`, value added in 1.25). When a pod stops matching, the annotation
+//! is removed (unenrollment). istio-cni writes it through `pods/status`.
 
 use serde_json::{Value, json};
 
@@ -37,6 +46,19 @@ pub fn enrolled(pod: &Value, ns_labels: &Value) -> bool {
     ns_labels["istio.io/dataplane-mode"].as_str() == Some("ambient") && pod_mode != Some("none")
 }
 
+/// Whether the pod is bound to a node and waits for its sandbox (the moment the CNI ADD runs).
+fn sandbox_pending(pod: &Value) -> bool {
+    pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+        && matches!(pod["status"]["phase"].as_str(), None | Some("" | "Pending"))
+        && !terminating(pod)
+}
+
+/// Whether the kubelet must hold the pod's containers: it matches the enablement selectors and istio-cni
+/// has not yet written its annotation (`enabled` or `pending`), i.e. the CNI ADD has not returned.
+pub fn awaiting_cni_add(sim: &Sim, pod: &Value, ns_labels: &Value) -> bool {
+    sim.settings.istio.install && enrolled(pod, ns_labels) && annotation(pod, REDIRECTION).is_none()
+}
+
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     if !sim.settings.istio.install {
         return;
@@ -45,7 +67,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     for p in &snap.pods {
         let current = annotation(p, REDIRECTION);
         let running = p["status"]["phase"] == "Running" && !terminating(p);
-        let want = running && enrolled(p, &snap.ns.labels(ns(p)));
+        let want = (running || sandbox_pending(p)) && enrolled(p, &snap.ns.labels(ns(p)));
         let Some(track) = state.pods.get_mut(uid(p)) else {
             continue;
         };
@@ -55,7 +77,10 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             let blocked = snap.fault(FaultKind::CniPending, ns(p), |_| true) || snap.ztunnel_down(node);
             if blocked {
                 Some("pending")
-            } else if now >= since + sim.settings.latency.cni_enroll_ms || current == Some("enabled") {
+            } else if !running
+                || current == Some("enabled")
+                || snap.due(ns(p), since + sim.settings.latency.cni_enroll_ms)
+            {
                 Some("enabled")
             } else {
                 current.filter(|c| *c == "pending")

@@ -267,8 +267,9 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                     sim.logs.append(ns(p), name(p), &log);
                     track.job_started = Some(now);
                     track.job_exit = Some(out.exit_code);
+                    snap.wake(ns(p), now + sim.settings.latency.job_run_ms);
                 }
-                (Some(t), Some(code)) if now >= t + sim.settings.latency.job_run_ms => {
+                (Some(t), Some(code)) if snap.due(ns(p), t + sim.settings.latency.job_run_ms) => {
                     finish_pod(sim, p, code);
                 }
                 _ => {}

@@ -2,7 +2,8 @@
 //! - scheduling: pods without `spec.nodeName` are bound to the least-loaded node (PodScheduled);
 //! - start: `latency.pod_start_ms` after the pod is first seen it is Running with containerStatuses
 //!   (running, not ready), classic init containers terminated `Completed`, native sidecars (init
-//!   containers with `restartPolicy: Always`, KEP-753) running; podIP/hostIP assigned;
+//!   containers with `restartPolicy: Always`, KEP-753) running; podIP/hostIP assigned; a pod istio-cni
+//!   must enroll starts only once it is annotated (the CNI ADD returned, `cni.rs`);
 //! - readiness: `latency.pod_ready_ms` later, Ready/ContainersReady True and containers ready
 //!   (conditions as `pkg/kubelet/status/generate.go` names them: ContainersNotReady with
 //!   "containers with unready status: [..]");
@@ -50,14 +51,17 @@ fn restarts(elapsed: u64, base: u64) -> u64 {
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     let now = state.now;
     let lat = &sim.settings.latency;
-    let mut load: HashMap<String, usize> = snap.nodes.iter().map(|n| (name(n).to_string(), 0)).collect();
-    for p in &snap.pods {
-        if let Some(n) = p["spec"]["nodeName"].as_str()
-            && util::pod_active(p)
-        {
-            *load.entry(n.to_string()).or_default() += 1;
-        }
-    }
+    // Active pods per node across the fleet, from the controllers' index (the pass may see only a few
+    // namespaces); pods scheduled in this pass are added as they are placed.
+    let mut load: HashMap<String, usize> = snap
+        .nodes
+        .iter()
+        .map(|n| {
+            let name = name(n).to_string();
+            let count = state.index.node_load.get(&name).copied().unwrap_or(0);
+            (name, count)
+        })
+        .collect();
     let node_ip: HashMap<&str, &str> = snap
         .nodes
         .iter()
@@ -112,7 +116,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                 );
                 now
             });
-            if now >= since + lat.pod_terminate_ms {
+            if snap.due(ns(p), since + lat.pod_terminate_ms) {
                 let _ = sim.store.delete(
                     res("", "pods"),
                     ns(p),
@@ -153,7 +157,9 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             continue;
         }
         if track.running.is_none() {
-            if now < track.seen + lat.pod_start_ms {
+            // An ambient pod's sandbox waits for istio-cni's CNI ADD (see `cni.rs`).
+            let cni_wait = super::cni::awaiting_cni_add(sim, p, &snap.ns.labels(ns(p)));
+            if !snap.due(ns(p), track.seen + lat.pod_start_ms) || cni_wait {
                 if phase.is_empty() {
                     let mut conds = util::conditions(p);
                     set_condition(&mut conds, "PodScheduled", "True", "", "", false, None);
@@ -177,7 +183,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             );
         }
         let running = track.running.unwrap_or(now);
-        let timers_ready = now >= running + lat.pod_ready_ms;
+        let timers_ready = snap.due(ns(p), running + lat.pod_ready_ms);
         let ztunnel_down = ns(p) == sys && label(p, "app") == Some("ztunnel") && snap.ztunnel_down(&node);
         let wp_down = label(p, "gateway.networking.k8s.io/gateway-name").is_some_and(|gw| {
             snap.fault(FaultKind::WaypointNeverReady, ns(p), |f| {
@@ -192,6 +198,8 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             track.ready = None;
         }
         let restart_count = if track.crash {
+            // The restart count keeps growing: look again every tick, as the periodic sync does.
+            snap.wake(ns(p), now + lat.controller_tick_ms.max(1));
             restarts(
                 now.saturating_sub(running),
                 lat.pod_ready_ms.max(lat.pod_start_ms),

@@ -16,10 +16,12 @@ pub mod injector;
 mod install;
 mod jobs;
 mod kubelet;
+mod queue;
 pub mod util;
 mod waypoint;
 mod workloads;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -27,8 +29,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::Sim;
-use crate::faults::{FaultKind, FaultSpec};
+use crate::faults::{FaultKind, FaultSpec, NsLabels};
 use crate::resources::{self, ResId};
+use queue::{Queue, Scope};
 use util::NsSnapshot;
 
 pub use install::ISTIO_VERSION;
@@ -71,26 +74,92 @@ async fn run(sim: Arc<Sim>, down: Option<DownFaults>) {
     let tick = Duration::from_millis(sim.settings.latency.controller_tick_ms.max(1));
     let gap = Duration::from_millis((sim.settings.latency.controller_tick_ms / 10).clamp(1, 5));
     let mut state = State::default();
+    let mut queue = Queue::default();
+    let mut events = queue::Events::start(&sim.store, &mut state);
     loop {
         rx.borrow_and_update();
-        let snap = Snap::take(&sim, &mut state);
-        if let Some(d) = &down {
-            *d.write().unwrap_or_else(|e| e.into_inner()) = snap.faults_of(FaultKind::InjectorDown);
+        state.now = util::now_ms();
+        events.drain(&sim.store, &mut state, &mut queue);
+        let faults = evaluate_faults(&sim, &mut state);
+        if state.fault_signature.as_deref() != Some(faults.1.as_str()) {
+            // Faults are few and change rarely; a change can affect any namespace.
+            state.fault_signature = Some(faults.1.clone());
+            queue.mark_all();
         }
-        let t0 = std::time::Instant::now();
-        pass(&sim, &snap, &mut state);
-        tracing::trace!(elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
+        if let Some(d) = &down {
+            *d.write().unwrap_or_else(|e| e.into_inner()) = active_of(&faults.0, FaultKind::InjectorDown);
+        }
+        queue.wake_due(state.now);
+        if let Some(scope) = queue.take() {
+            let t0 = std::time::Instant::now();
+            let snap = Snap::take(&sim, &mut state, &scope, faults.0);
+            pass(&sim, &snap, &mut state);
+            queue.schedule(snap.wakes.into_inner());
+            tracing::trace!(elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
+        }
+        let sleep = queue
+            .next_wake()
+            .map(|at| Duration::from_millis(at.saturating_sub(util::now_ms())).min(tick))
+            .unwrap_or(tick);
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return; } }
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
         // Coalesce bursts of writes (a rollout writes many objects in a row).
         tokio::time::sleep(gap).await;
     }
 }
 
+/// Every fault with whether it is active now (trigger holding or latched, window not ended), and a
+/// signature of that set: when it changes, every namespace is reconciled again.
+fn evaluate_faults(sim: &Sim, state: &mut State) -> (Vec<(FaultSpec, bool)>, String) {
+    // Triggers are evaluated here against namespace labels read from the store (never while the faults
+    // lock is held), with `latch` remembered in the state.
+    let mut faults = Vec::new();
+    for mut v in sim.faults.list() {
+        let mut ended = false;
+        if let Some(m) = v.as_object_mut() {
+            m.remove("fired");
+            ended = m.remove("ended").is_some();
+        }
+        let Ok(spec) = serde_json::from_value::<FaultSpec>(v) else {
+            continue;
+        };
+        let id = spec.id.clone().unwrap_or_default();
+        let on = !ended
+            && match &spec.trigger {
+                None => true,
+                Some(t) => {
+                    let labels = sim.store.ns_labels(&t.namespace);
+                    let holds = t.holds(labels.as_ref());
+                    if holds && spec.latch {
+                        state.latched.insert(id.clone());
+                    }
+                    holds || state.latched.contains(&id)
+                }
+            };
+        faults.push((spec, on));
+    }
+    let signature = serde_json::to_string(
+        &faults
+            .iter()
+            .map(|(f, on)| (serde_json::to_value(f).unwrap_or(Value::Null), *on))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    (faults, signature)
+}
+
+fn active_of(faults: &[(FaultSpec, bool)], kind: FaultKind) -> Vec<FaultSpec> {
+    faults
+        .iter()
+        .filter(|(f, on)| *on && f.kind == kind)
+        .map(|(f, _)| f.clone())
+        .collect()
+}
+
 fn pass(sim: &Sim, snap: &Snap, state: &mut State) {
-    workloads::reconcile(sim, snap, state);
+    workloads::reconcile(sim, snap);
     kubelet::reconcile(sim, snap, state);
     jobs::reconcile(sim, snap, state);
     cni::reconcile(sim, snap, state);
@@ -120,10 +189,17 @@ pub(crate) struct State {
     pub waypoint_ready_since: HashMap<String, u64>,
     pub latched: HashSet<String>,
     pub now: u64,
+    /// Fleet-wide indexes fed by the store's change stream (see [`queue::Indexes`]).
+    pub index: queue::Indexes,
+    /// Signature of the active fault set the last pass ran with.
+    pub fault_signature: Option<String>,
 }
 
-/// A consistent view of the kinds the controllers manage, taken once per pass.
+/// A consistent view of the objects of the namespaces a pass reconciles (every namespace on the first
+/// pass and after a resync), taken once per pass under one store lock.
 pub(crate) struct Snap {
+    /// The moment the pass runs (ms since the epoch): time-based transitions compare against it.
+    pub now: u64,
     pub nodes: Vec<Value>,
     pub ns: NsSnapshot,
     pub pods: Vec<Value>,
@@ -136,8 +212,13 @@ pub(crate) struct Snap {
     pub jobs: Vec<Value>,
     pub services: Vec<Value>,
     pub gateways: Vec<Value>,
+    /// Waypoints in namespaces outside the pass that services inside it name (`istio.io/use-waypoint`
+    /// with `istio.io/use-waypoint-namespace`): read for binding status only, never reconciled here.
+    pub foreign_gateways: Vec<Value>,
     pub authz: Vec<Value>,
     pub faults: Vec<(FaultSpec, bool)>,
+    /// Earliest future moment each namespace must be looked at again (a timer that has not fired yet).
+    pub wakes: RefCell<HashMap<String, u64>>,
 }
 
 pub(crate) fn res(group: &str, plural: &str) -> ResId {
@@ -149,74 +230,129 @@ pub(crate) fn res(group: &str, plural: &str) -> ResId {
 }
 
 impl Snap {
-    fn take(sim: &Sim, state: &mut State) -> Snap {
-        state.now = util::now_ms();
-        let list = |g: &str, p: &str| sim.store.list(res(g, p), None).0;
-        let pods = list("", "pods");
+    fn take(sim: &Sim, state: &mut State, scope: &Scope, faults: Vec<(FaultSpec, bool)>) -> Snap {
+        let ns_id = res("", "namespaces");
+        let kinds = [
+            res("", "pods"),
+            res("apps", "replicasets"),
+            res("apps", "deployments"),
+            res("apps", "statefulsets"),
+            res("apps", "daemonsets"),
+            res("batch", "jobs"),
+            res("", "services"),
+            res("gateway.networking.k8s.io", "gateways"),
+            res("security.istio.io", "authorizationpolicies"),
+        ];
+        // Namespaces whose labels fault triggers read, besides the ones in scope.
+        let trigger_ns: Vec<&str> = faults
+            .iter()
+            .filter_map(|(f, _)| f.trigger.as_ref().map(|t| t.namespace.as_str()))
+            .collect();
+        let (lists, nodes, ns) = sim.store.read(|view| {
+            let mut lists: Vec<Vec<Value>> = vec![Vec::new(); kinds.len()];
+            let mut ns = HashMap::new();
+            match scope {
+                Scope::All => {
+                    for (i, k) in kinds.iter().enumerate() {
+                        lists[i] = view.list(*k, None).into_iter().cloned().collect();
+                    }
+                    for n in view.list(ns_id, None) {
+                        ns.insert(util::name(n).to_string(), n.clone());
+                    }
+                }
+                Scope::Namespaces(set) => {
+                    for name in set.iter().map(String::as_str).chain(trigger_ns.iter().copied()) {
+                        if let Some(n) = view.get(ns_id, "", name) {
+                            ns.insert(name.to_string(), n.clone());
+                        }
+                    }
+                    for (i, k) in kinds.iter().enumerate() {
+                        for name in set {
+                            lists[i].extend(view.list(*k, Some(name)).into_iter().cloned());
+                        }
+                    }
+                }
+            }
+            let nodes: Vec<Value> = view.list(res("", "nodes"), None).into_iter().cloned().collect();
+            (lists, nodes, NsSnapshot(ns))
+        });
+        let [
+            pods,
+            replicasets,
+            deployments,
+            statefulsets,
+            daemonsets,
+            jobs,
+            services,
+            gateways,
+            authz,
+        ]: [Vec<Value>; 9] = lists
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one list per kind"));
         let mut pods_by_owner: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
             if let Some(o) = util::controller_uid(p) {
                 pods_by_owner.entry(o.to_string()).or_default().push(i);
             }
         }
-        let ns = NsSnapshot(
-            list("", "namespaces")
-                .into_iter()
-                .map(|n| (util::name(&n).to_string(), n))
-                .collect(),
-        );
-        // Faults as a list, triggers evaluated here against the snapshot (never against the store while
-        // the faults lock is held), with `latch` remembered in the state.
-        let mut faults = Vec::new();
-        for mut v in sim.faults.list() {
-            let mut ended = false;
-            if let Some(m) = v.as_object_mut() {
-                m.remove("fired");
-                ended = m.remove("ended").is_some();
-            }
-            let Ok(spec) = serde_json::from_value::<FaultSpec>(v) else {
-                continue;
-            };
-            let id = spec.id.clone().unwrap_or_default();
-            let on = !ended
-                && match &spec.trigger {
-                    None => true,
-                    Some(t) => {
-                        let holds = t.holds(Some(&ns.labels(&t.namespace)).filter(|l| !l.is_null()));
-                        if holds && spec.latch {
-                            state.latched.insert(id.clone());
-                        }
-                        holds || state.latched.contains(&id)
-                    }
-                };
-            faults.push((spec, on));
+        if matches!(scope, Scope::All) {
+            let live: HashSet<&str> = pods.iter().map(util::uid).collect();
+            state.pods.retain(|k, _| live.contains(k.as_str()));
+            let live: HashSet<&str> = gateways.iter().map(util::uid).collect();
+            state
+                .waypoint_ready_since
+                .retain(|k, _| live.contains(k.as_str()));
         }
-        let live: HashSet<&str> = pods.iter().map(util::uid).collect();
-        state.pods.retain(|k, _| live.contains(k.as_str()));
+        let foreign_gateways = waypoint::foreign_waypoints(sim, &services, &ns, &gateways, state);
         Snap {
-            nodes: list("", "nodes"),
+            now: state.now,
+            nodes,
             ns,
             pods_by_owner,
             pods,
-            replicasets: list("apps", "replicasets"),
-            deployments: list("apps", "deployments"),
-            statefulsets: list("apps", "statefulsets"),
-            daemonsets: list("apps", "daemonsets"),
-            jobs: list("batch", "jobs"),
-            services: list("", "services"),
-            gateways: list("gateway.networking.k8s.io", "gateways"),
-            authz: list("security.istio.io", "authorizationpolicies"),
+            replicasets,
+            deployments,
+            statefulsets,
+            daemonsets,
+            jobs,
+            services,
+            gateways,
+            foreign_gateways,
+            authz,
             faults,
+            wakes: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Active faults of `kind` (trigger holding or latched).
-    pub fn faults_of(&self, kind: FaultKind) -> Vec<FaultSpec> {
-        self.faults
+    /// Whether the moment `at` has come; if not, `namespace` is queued again for then (how a timer-based
+    /// transition gets its pass without rescanning the fleet: `workqueue.AddAfter` in client-go).
+    pub fn due(&self, namespace: &str, at: u64) -> bool {
+        if self.now >= at {
+            return true;
+        }
+        self.wake(namespace, at);
+        false
+    }
+
+    /// Queues `namespace` for a pass at `at` (the earliest request wins).
+    pub fn wake(&self, namespace: &str, at: u64) {
+        let mut w = self.wakes.borrow_mut();
+        let e = w.entry(namespace.to_string()).or_insert(at);
+        *e = (*e).min(at);
+    }
+
+    /// `podutil.IsPodAvailable` at this pass's moment; a Ready pod still inside `minReadySeconds` queues its
+    /// namespace for the moment it becomes available.
+    pub fn available(&self, pod: &Value, min_ready_seconds: i64) -> bool {
+        util::available_from(pod, min_ready_seconds).is_some_and(|at| self.due(util::ns(pod), at))
+    }
+
+    /// A Gateway by namespace and name, in the pass's scope or among the waypoints it refers to.
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.gateways
             .iter()
-            .filter(|(f, on)| *on && f.kind == kind)
-            .map(|(f, _)| f.clone())
-            .collect()
+            .chain(&self.foreign_gateways)
+            .find(|g| util::ns(g) == namespace && util::name(g) == name)
     }
 
     /// Whether an active fault of `kind` applies to `namespace` and passes `filter`.

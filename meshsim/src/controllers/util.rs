@@ -246,19 +246,20 @@ pub fn pod_active(p: &Value) -> bool {
     !terminating(p) && phase != "Succeeded" && phase != "Failed"
 }
 
-/// Ready for at least `min_ready_seconds` (`podutil.IsPodAvailable`).
-pub fn pod_available(p: &Value, min_ready_seconds: i64, now: u64) -> bool {
+/// The moment (ms) a pod becomes available (`podutil.IsPodAvailable`: Ready for at least
+/// `min_ready_seconds`); None while not Ready.
+pub fn available_from(p: &Value, min_ready_seconds: i64) -> Option<u64> {
     if !pod_ready(p) {
-        return false;
+        return None;
     }
     if min_ready_seconds <= 0 {
-        return true;
+        return Some(0);
     }
     let since = get_condition(p, "Ready")
         .and_then(|c| c["lastTransitionTime"].as_str())
         .and_then(ts_ms)
         .unwrap_or(0);
-    since + (min_ready_seconds as u64) * 1000 <= now
+    Some(since + (min_ready_seconds as u64) * 1000)
 }
 
 /// Namespace labels from the controllers' snapshot. Faults are evaluated against it rather than the

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use super::util::{self, generation, label, name, ns, owner_ref, set_condition, uid};
+use super::util::{self, NsSnapshot, generation, label, name, ns, owner_ref, set_condition, uid};
 use super::{Snap, State, res};
 use crate::Sim;
 use crate::faults::FaultKind;
@@ -32,17 +32,16 @@ const ISTIOD: &str = "istiod";
 pub const WAYPOINT_BOUND: &str = "istio.io/WaypointBound";
 
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
-    allocate_cluster_ips(sim, snap);
+    allocate_cluster_ips(sim, snap, &mut state.index.ips_used);
     let deployments: HashMap<(&str, &str), &Value> =
         snap.deployments.iter().map(|d| ((ns(d), name(d)), d)).collect();
     let services: HashMap<(&str, &str), &Value> =
         snap.services.iter().map(|s| ((ns(s), name(s)), s)).collect();
-    let mut live = HashSet::new();
     for gw in &snap.gateways {
         if gw["spec"]["gatewayClassName"].as_str() != Some("istio-waypoint") || util::terminating(gw) {
+            state.waypoint_ready_since.remove(uid(gw));
             continue;
         }
-        live.insert(uid(gw).to_string());
         ensure_resources(sim, gw, &deployments, &services);
         let dep = deployments.get(&(ns(gw), name(gw)));
         let ready = dep.is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) >= 1);
@@ -60,7 +59,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         let programmed = state
             .waypoint_ready_since
             .get(uid(gw))
-            .is_some_and(|t| state.now >= t + sim.settings.latency.waypoint_program_ms);
+            .is_some_and(|t| snap.due(ns(gw), t + sim.settings.latency.waypoint_program_ms));
         let ip = services
             .get(&(ns(gw), name(gw)))
             .and_then(|s| s["spec"]["clusterIP"].as_str())
@@ -68,16 +67,18 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             .map(str::to_string);
         gateway_status(sim, gw, programmed && ip.is_some(), ip);
     }
-    state.waypoint_ready_since.retain(|k, _| live.contains(k));
     waypoint_bound(sim, snap);
 }
 
-fn allocate_cluster_ips(sim: &Sim, snap: &Snap) {
-    let mut used: HashSet<String> = snap
-        .services
-        .iter()
-        .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
-        .collect();
+/// Gives Services without one a free cluster IP; `used` holds the IPs taken fleet-wide (the controllers'
+/// index), and the ones given here are added to it.
+fn allocate_cluster_ips(sim: &Sim, snap: &Snap, used: &mut HashSet<String>) {
+    used.extend(snap.services.iter().filter_map(|s| {
+        s["spec"]["clusterIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_string)
+    }));
     let mut n: u32 = 10;
     for s in &snap.services {
         let missing = s["spec"]["clusterIP"].as_str().is_none_or(str::is_empty);
@@ -315,26 +316,68 @@ fn use_waypoint(labels: &Value, default_ns: &str) -> Result<Option<(String, Stri
     }
 }
 
+/// The waypoint a Service uses, as (name, namespace): its own `istio.io/use-waypoint` label, else its
+/// namespace's (`none` on the Service opts out).
+fn waypoint_of(svc: &Value, namespaces: &NsSnapshot) -> Option<(String, String)> {
+    let sns = ns(svc);
+    match use_waypoint(&svc["metadata"]["labels"], sns) {
+        Err(()) => None,
+        Ok(Some(t)) => Some(t),
+        Ok(None) => use_waypoint(&namespaces.labels(sns), sns).ok().flatten(),
+    }
+}
+
+/// Waypoints in other namespaces that the Services of a pass bind to, read from the store so their
+/// binding status is right; each such namespace pair is remembered so that a change to the waypoint
+/// queues the Services' namespace.
+pub(crate) fn foreign_waypoints(
+    sim: &Sim,
+    services: &[Value],
+    namespaces: &NsSnapshot,
+    gateways: &[Value],
+    state: &mut State,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for svc in services {
+        if label(svc, "gateway.istio.io/managed") == Some("istio.io-mesh-controller") {
+            continue;
+        }
+        let Some((wname, wns)) = waypoint_of(svc, namespaces) else {
+            continue;
+        };
+        if wns == ns(svc) {
+            continue;
+        }
+        state
+            .index
+            .waypoint_users
+            .entry(wns.clone())
+            .or_default()
+            .insert(ns(svc).to_string());
+        let known = |g: &Value| ns(g) == wns && name(g) == wname;
+        if gateways.iter().chain(&out).any(known) {
+            continue;
+        }
+        if let Some(gw) = sim
+            .store
+            .get(res("gateway.networking.k8s.io", "gateways"), &wns, &wname)
+        {
+            out.push(gw);
+        }
+    }
+    out
+}
+
 /// The WaypointBound outcome for a Service: None = no condition; Some((status, reason, message)).
 pub(crate) fn binding(snap: &Snap, svc: &Value) -> Option<(bool, &'static str, String)> {
     if label(svc, "gateway.istio.io/managed") == Some("istio.io-mesh-controller") {
         return None;
     }
     let sns = ns(svc);
-    let target = match use_waypoint(&svc["metadata"]["labels"], sns) {
-        Err(()) => return None,
-        Ok(Some(t)) => t,
-        Ok(None) => match use_waypoint(&snap.ns.labels(sns), sns) {
-            Ok(Some(t)) => t,
-            _ => return None,
-        },
-    };
-    let (wname, wns) = target;
+    let (wname, wns) = waypoint_of(svc, &snap.ns)?;
     let rn = format!("{wns}/{wname}");
     let gw = snap
-        .gateways
-        .iter()
-        .find(|g| ns(g) == wns && name(g) == wname)
+        .gateway(&wns, &wname)
         .filter(|g| g["status"]["addresses"].as_array().is_some_and(|a| !a.is_empty()));
     let Some(gw) = gw else {
         return Some((

@@ -18,16 +18,16 @@ use serde_json::{Value, json};
 use super::events::emit;
 use super::util::{
     self, annotation, conditions, controller_uid, generation, get_condition, label, name, ns, owner_ref,
-    pod_active, pod_available, pod_ready, scaled, set_condition, terminating, uid,
+    pod_active, pod_ready, scaled, set_condition, terminating, uid,
 };
-use super::{Snap, State, res};
+use super::{Snap, res};
 use crate::Sim;
 
 const DC: &str = "deployment-controller";
 const RSC: &str = "replicaset-controller";
 const REV: &str = "deployment.kubernetes.io/revision";
 
-pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
+pub fn reconcile(sim: &Sim, snap: &Snap) {
     let mut rs_by_owner: HashMap<&str, Vec<&Value>> = HashMap::new();
     for rs in &snap.replicasets {
         if let Some(o) = controller_uid(rs) {
@@ -47,16 +47,16 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             .filter(|r| template_ignoring_hash(&r["spec"]["template"]) != template)
             .flat_map(|r| snap.owned_pods(uid(r)))
             .any(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed");
-        deployment(sim, d, rss, old_pods_running);
+        deployment(sim, snap, d, rss, old_pods_running);
     }
     for rs in &snap.replicasets {
-        replicaset(sim, snap, rs, state.now);
+        replicaset(sim, snap, rs);
     }
     for s in &snap.statefulsets {
-        statefulset(sim, snap, s, state.now);
+        statefulset(sim, snap, s);
     }
     for d in &snap.daemonsets {
-        daemonset(sim, snap, d, state.now);
+        daemonset(sim, snap, d);
     }
 }
 
@@ -139,8 +139,8 @@ fn scale_rs(sim: &Sim, d: &Value, rs: &Value, from: i64, to: i64) {
     );
 }
 
-fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, old_pods_running: bool) {
-    let now = util::now_ms();
+fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_running: bool) {
+    let now = snap.now;
     let replicas = spec_replicas(d);
     let template = d["spec"]["template"].clone();
     let paused = d["spec"]["paused"].as_bool() == Some(true);
@@ -395,7 +395,7 @@ fn deployment(sim: &Sim, d: &Value, rss: Vec<&Value>, old_pods_running: bool) {
                         && c["lastUpdateTime"]
                             .as_str()
                             .and_then(util::ts_ms)
-                            .is_some_and(|t| t + (deadline as u64) * 1000 < now))
+                            .is_some_and(|t| snap.due(ns(d), t + (deadline as u64) * 1000 + 1)))
             });
             if complete {
                 set_condition(
@@ -632,7 +632,7 @@ pub fn delete_pod_gracefully(sim: &Sim, p: &Value, manager: &str) {
     });
 }
 
-fn replicaset(sim: &Sim, snap: &Snap, rs: &Value, now: u64) {
+fn replicaset(sim: &Sim, snap: &Snap, rs: &Value) {
     if terminating(rs) {
         return;
     }
@@ -725,7 +725,7 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value, now: u64) {
         "replicas": active.len(),
         "fullyLabeledReplicas": fully,
         "readyReplicas": active.iter().filter(|p| pod_ready(p)).count(),
-        "availableReplicas": active.iter().filter(|p| pod_available(p, min_ready, now)).count(),
+        "availableReplicas": active.iter().filter(|p| snap.available(p, min_ready)).count(),
         "observedGeneration": generation(rs),
     });
     if !conds.is_empty() {
@@ -738,7 +738,7 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value, now: u64) {
     }
 }
 
-fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
+fn statefulset(sim: &Sim, snap: &Snap, s: &Value) {
     const SSC: &str = "statefulset-controller";
     if terminating(s) {
         return;
@@ -851,7 +851,7 @@ fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
         "readyReplicas": ready,
         "currentReplicas": current,
         "updatedReplicas": updated,
-        "availableReplicas": active.iter().filter(|p| pod_available(p, min_ready, now)).count(),
+        "availableReplicas": active.iter().filter(|p| snap.available(p, min_ready)).count(),
         "currentRevision": cur_rev,
         "updateRevision": update_rev,
         "collisionCount": 0,
@@ -863,7 +863,7 @@ fn statefulset(sim: &Sim, snap: &Snap, s: &Value, now: u64) {
     }
 }
 
-fn daemonset(sim: &Sim, snap: &Snap, d: &Value, now: u64) {
+fn daemonset(sim: &Sim, snap: &Snap, d: &Value) {
     const DSC: &str = "daemonset-controller";
     if terminating(d) {
         return;
@@ -913,7 +913,7 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value, now: u64) {
             continue;
         }
         for p in &live {
-            let avail = pod_available(p, min_ready, now);
+            let avail = snap.available(p, min_ready);
             if !avail {
                 unavailable += 1;
             }
@@ -951,7 +951,7 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value, now: u64) {
         .filter(|n| by_node.get(*n).is_some_and(|v| v.iter().any(|p| pod_active(p))))
         .count();
     let ready = active.iter().filter(|p| pod_ready(p)).count();
-    let available = active.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let available = active.iter().filter(|p| snap.available(p, min_ready)).count();
     let updated = active
         .iter()
         .filter(|p| label(p, "controller-revision-hash") == Some(hash.as_str()))

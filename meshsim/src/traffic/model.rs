@@ -192,6 +192,7 @@ impl Flight<'_> {
         RouteInput {
             method: &self.method,
             path: self.url.path(),
+            query: self.url.path_and_query.split_once('?').map_or("", |(_, q)| q),
             port: self.url.port,
             headers: &self.headers,
             seq: self.env.seq(),

@@ -4,8 +4,18 @@
 //! destination-rule; gateway-api.sigs.k8s.io HTTPRoute reference and GAMMA ("mesh" routing with a Service
 //! parentRef); istio.io docs/ambient/usage/l7-features.
 //!
-//! Simplifications (documented in MODEL.md): regex matches never match; weights are applied
-//! deterministically by a request sequence number (a weighted round-robin), as is abort `percentage`.
+//! HTTPRoute matches are tried in istiod's order, not the list's: `pilot/pkg/config/kube/gateway/
+//! conversion.go` turns every match into its own Envoy route and `sortHTTPRoutes` orders them Exact >
+//! PathPrefix > RegularExpression (`getURIRank`), then longer path value, then with a method, then more
+//! headers, then more query params (stable otherwise); a rule or match without a path is the CRD default
+//! `PathPrefix /` (`apis/v1/httproute_types.go`). Regexes (VirtualService `regex`, HTTPRoute
+//! `RegularExpression`) are RE2 and must match the whole value (Envoy `safe_regex`), modelled with the
+//! `regex` crate (RE2 syntax).
+//!
+//! Simplifications (documented in MODEL.md): weights are applied deterministically by a request sequence
+//! number (a weighted round-robin), as is abort `percentage`; redirects answer the redirect status without
+//! following it; rewrites, header changes, mirrors, timeouts and retries do not change where a request
+//! goes and are not modelled.
 
 use std::collections::BTreeMap;
 
@@ -28,9 +38,26 @@ impl StringMatch {
         if let Some(p) = &self.prefix {
             return v.starts_with(p.as_str());
         }
-        // Regex matching is not modelled: a regex match never matches.
-        self.regex.is_none()
+        match &self.regex {
+            Some(re) => full_match(re, v),
+            None => true,
+        }
     }
+}
+
+/// An RE2 regex matching the whole value (Envoy `safe_regex` matchers are full matches); an invalid one
+/// matches nothing (istiod rejects it at validation).
+fn full_match(re: &str, v: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(v))
+}
+
+/// The value of query parameter `name` in a raw query string (no percent-decoding).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -56,10 +83,12 @@ pub struct RouteDestination {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpMatch {
     pub uri: Option<StringMatch>,
     pub method: Option<StringMatch>,
     pub headers: BTreeMap<String, StringMatch>,
+    pub query_params: BTreeMap<String, StringMatch>,
     pub port: Option<u16>,
 }
 
@@ -82,6 +111,15 @@ pub struct Fault {
     pub abort: Option<Abort>,
 }
 
+/// VirtualService `redirect` (istio.io virtual-service reference: `redirectCode` defaults to 301).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VsRedirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub redirect_code: Option<u16>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRouteRule {
@@ -89,6 +127,7 @@ pub struct HttpRouteRule {
     pub matches: Vec<HttpMatch>,
     pub route: Vec<RouteDestination>,
     pub fault: Option<Fault>,
+    pub redirect: Option<VsRedirect>,
 }
 
 /// VirtualService `spec`.
@@ -193,6 +232,8 @@ pub enum RouteResult {
 pub struct RouteInput<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// Raw query string (without `?`).
+    pub query: &'a str,
     pub port: u16,
     /// Lower-case names.
     pub headers: &'a [(String, String)],
@@ -216,6 +257,21 @@ fn vs_match(m: &HttpMatch, r: &RouteInput<'_>) -> bool {
         && m.headers
             .iter()
             .all(|(k, sm)| r.header(k).is_some_and(|v| sm.matches(v)))
+        && m.query_params
+            .iter()
+            .all(|(k, sm)| query_param(r.query, k).is_some_and(|v| sm.matches(v)))
+}
+
+/// The answer of a redirect: its status and the `location` it would send.
+fn redirect(status: u16, host: Option<&str>, path: Option<&str>, r: &RouteInput<'_>) -> RouteResult {
+    RouteResult::Respond {
+        status,
+        body: format!(
+            "location: {}{}",
+            host.unwrap_or("(same host)"),
+            path.unwrap_or(r.path)
+        ),
+    }
 }
 
 /// Weighted deterministic pick: walks the cumulative weights with `seq`.
@@ -250,6 +306,14 @@ pub fn route_vs(vs: &VirtualService, r: &RouteInput<'_>) -> RouteResult {
                     body: "fault filter abort".into(),
                 };
             }
+        }
+        if let Some(rd) = &rule.redirect {
+            return redirect(
+                rd.redirect_code.unwrap_or(301),
+                rd.authority.as_deref(),
+                rd.uri.as_deref(),
+                r,
+            );
         }
         if rule.route.is_empty() {
             continue;
@@ -313,10 +377,37 @@ pub struct HeaderMatch {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
     pub path: Option<PathMatch>,
     pub method: Option<String>,
     pub headers: Vec<HeaderMatch>,
+    pub query_params: Vec<HeaderMatch>,
+}
+
+/// HTTPRoute `RequestRedirect` filter (`statusCode` defaults to 302).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RequestRedirect {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub status_code: Option<u16>,
+}
+
+/// HTTPRoute path modifier (`ReplaceFullPath` is what a redirect's target path is).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PathModifier {
+    pub replace_full_path: Option<String>,
+}
+
+/// An HTTPRoute filter; only redirects change where a request goes.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteFilter {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub request_redirect: Option<RequestRedirect>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -335,6 +426,7 @@ pub struct BackendRef {
 pub struct RouteRule {
     pub matches: Vec<RouteMatch>,
     pub backend_refs: Vec<BackendRef>,
+    pub filters: Vec<RouteFilter>,
 }
 
 /// HTTPRoute `spec`.
@@ -388,25 +480,76 @@ fn route_match(m: &RouteMatch, r: &RouteInput<'_>) -> bool {
                     let v = v.trim_end_matches('/');
                     v.is_empty() || r.path == v || r.path.starts_with(&format!("{v}/"))
                 }
-                _ => false, // RegularExpression: not modelled
+                "RegularExpression" => full_match(v, r.path),
+                _ => false,
             }
         }
     };
+    let value_ok = |h: &HeaderMatch, v: Option<&str>| match (h.kind.as_deref().unwrap_or("Exact"), v) {
+        (_, None) => false,
+        ("Exact", Some(v)) => v == h.value,
+        ("RegularExpression", Some(v)) => full_match(&h.value, v),
+        _ => false,
+    };
     path_ok
         && m.method.as_deref().is_none_or(|x| x == r.method)
-        && m.headers
+        && m.headers.iter().all(|h| value_ok(h, r.header(&h.name)))
+        && m.query_params
             .iter()
-            .all(|h| match h.kind.as_deref().unwrap_or("Exact") {
-                "Exact" => r.header(&h.name) == Some(h.value.as_str()),
-                _ => false,
-            })
+            .all(|q| value_ok(q, query_param(r.query, &q.name)))
+}
+
+/// istiod's order key of a match (`sortHTTPRoutes`): path rank (Exact 3, PathPrefix 2, regex 1), path
+/// length, has a method, header count, query count; larger first.
+fn match_rank(m: &RouteMatch) -> (u8, usize, bool, usize, usize) {
+    let (kind, value) = match &m.path {
+        None => ("PathPrefix", "/"),
+        Some(p) => (
+            p.kind.as_deref().unwrap_or("PathPrefix"),
+            p.value.as_deref().unwrap_or("/"),
+        ),
+    };
+    let rank = match kind {
+        "Exact" => 3,
+        "PathPrefix" => 2,
+        _ => 1,
+    };
+    (
+        rank,
+        value.len(),
+        m.method.is_some(),
+        m.headers.len(),
+        m.query_params.len(),
+    )
 }
 
 /// Applies an HTTPRoute attached to the Service.
 pub fn route_http(route: &HttpRoute, r: &RouteInput<'_>) -> RouteResult {
+    let catch_all = RouteMatch::default();
+    let mut entries: Vec<(&RouteMatch, &RouteRule)> = Vec::new();
     for rule in &route.spec.rules {
-        if !(rule.matches.is_empty() || rule.matches.iter().any(|m| route_match(m, r))) {
+        if rule.matches.is_empty() {
+            entries.push((&catch_all, rule));
+        }
+        entries.extend(rule.matches.iter().map(|m| (m, rule)));
+    }
+    entries.sort_by_key(|(m, _)| std::cmp::Reverse(match_rank(m)));
+    for (m, rule) in entries {
+        if !route_match(m, r) {
             continue;
+        }
+        if let Some(rd) = rule
+            .filters
+            .iter()
+            .find(|f| f.kind == "RequestRedirect")
+            .and_then(|f| f.request_redirect.as_ref())
+        {
+            return redirect(
+                rd.status_code.unwrap_or(302),
+                rd.hostname.as_deref(),
+                rd.path.as_ref().and_then(|p| p.replace_full_path.as_deref()),
+                r,
+            );
         }
         let backends: Vec<&BackendRef> = rule
             .backend_refs
@@ -448,6 +591,7 @@ mod tests {
         RouteInput {
             method,
             path,
+            query: "",
             port: 80,
             headers,
             seq,
@@ -508,5 +652,71 @@ mod tests {
             route_http(&r, &input("GET", "/gone", &[], 0)),
             RouteResult::Respond { status: 500, .. }
         ));
+    }
+
+    #[test]
+    fn http_route_matches_are_tried_in_istiod_order() {
+        // Listed catch-all first, then a regex, a prefix and an exact path: istiod sorts Exact > PathPrefix
+        // (longer first) > RegularExpression, whatever the list order.
+        let r = HttpRoute {
+            namespace: "app".into(),
+            name: "r".into(),
+            spec: serde_saphyr::from_str(
+                "parentRefs: [{group: \"\", kind: Service, name: api}]\nrules:\n- backendRefs: [{name: all, port: 80}]\n- matches: [{path: {type: RegularExpression, value: \"/u/[0-9]+\"}}]\n  backendRefs: [{name: re, port: 80}]\n- matches: [{path: {type: PathPrefix, value: /u}, queryParams: [{name: debug, value: \"1\"}]}]\n  backendRefs: [{name: dbg, port: 80}]\n- matches: [{path: {type: Exact, value: /u/7}}]\n  filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /seven}, statusCode: 301}}]\n",
+            )
+            .unwrap(),
+        };
+        let svc = |path: &str, query: &str| match route_http(
+            &r,
+            &RouteInput {
+                method: "GET",
+                path,
+                query,
+                port: 80,
+                headers: &[],
+                seq: 0,
+            },
+        ) {
+            RouteResult::Forward { service, .. } => service,
+            RouteResult::Respond { status, body } => format!("{status} {body}"),
+        };
+        assert_eq!(svc("/u/7", ""), "301 location: (same host)/seven");
+        assert_eq!(svc("/u/8", "debug=1"), "dbg");
+        // The catch-all (PathPrefix /, length 1) outranks every regex: the regex rule is unreachable.
+        assert_eq!(svc("/u/8", ""), "all");
+        assert_eq!(svc("/x", "debug=1"), "all");
+    }
+
+    #[test]
+    fn virtual_service_regex_query_and_redirect() {
+        let vs = VirtualService {
+            namespace: "app".into(),
+            name: "api".into(),
+            spec: serde_saphyr::from_str(
+                "hosts: [api]\nhttp:\n- match: [{uri: {regex: \"/u/[0-9]+\"}, queryParams: {debug: {exact: \"1\"}}}]\n  route: [{destination: {host: api, subset: v2}}]\n- match: [{uri: {exact: /old}}]\n  redirect: {uri: /new}\n- route: [{destination: {host: api, subset: v1}}]\n",
+            )
+            .unwrap(),
+        };
+        let go = |path: &str, query: &str| {
+            route_vs(
+                &vs,
+                &RouteInput {
+                    method: "GET",
+                    path,
+                    query,
+                    port: 80,
+                    headers: &[],
+                    seq: 0,
+                },
+            )
+        };
+        let subset = |r: RouteResult| match r {
+            RouteResult::Forward { subset, .. } => subset.unwrap_or_default(),
+            RouteResult::Respond { status, body } => format!("{status} {body}"),
+        };
+        assert_eq!(subset(go("/u/42", "a=b&debug=1")), "v2");
+        assert_eq!(subset(go("/u/42x", "debug=1")), "v1");
+        assert_eq!(subset(go("/u/42", "")), "v1");
+        assert_eq!(subset(go("/old", "")), "301 location: (same host)/new");
     }
 }

@@ -760,7 +760,8 @@ pub fn strict_mtls(m: &Mesh, labels: &BTreeMap<String, String>, port: u16) -> bo
 /// The namespace at one moment of its plan.
 #[derive(Clone, Debug)]
 pub struct Moment {
-    /// Short label: `0`, `1`, `2`, `3`, `4.1` (after restart batch 1), `4`, `5`, `fleet`.
+    /// Short label: `0`, `1`, `2`, `3`, `4.1(Deployment/web)` (during restart batch 1, only that
+    /// workload's pods new), `4.1` (after restart batch 1), `4`, `5`, `fleet`.
     pub label: String,
     /// Namespace labels.
     pub ns_labels: BTreeMap<String, String>,
@@ -817,8 +818,8 @@ fn parse_all(values: &[Value]) -> Vec<Compiled> {
         .collect()
 }
 
-/// The moments of `plan`: before anything (`0`), after each step, after each restart batch of step 4, and
-/// the end of the fleet when callers of this namespace migrate after it.
+/// The moments of `plan`: before anything (`0`), after each step, inside and after each restart batch of
+/// step 4, and the end of the fleet when callers of this namespace migrate after it.
 pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPosition) -> Vec<Moment> {
     let ns = s.ns();
     let restarted: BTreeSet<String> = plan
@@ -941,6 +942,18 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
         .collect();
     let n = order.len();
     for (i, batch) in order.iter().enumerate() {
+        // Inside a batch the rollouts run in parallel: any workload of it may already have new (ambient)
+        // pods while another still has only old (sidecar) ones. A request has one caller pod and one
+        // destination pod, so one moment per workload with only that workload's pods new covers every
+        // (new caller, old destination) and (old caller, new destination) pair within the batch.
+        if batch.len() > 1 {
+            for w in batch {
+                let mut mid = cur.clone();
+                mid.workloads.insert(w.clone(), DataPlane::Ambient);
+                mid.label = format!("4.{}({w})", i + 1);
+                out.push(mid);
+            }
+        }
         for w in batch {
             cur.workloads.insert(w.clone(), DataPlane::Ambient);
         }
@@ -1787,7 +1800,13 @@ fn steps_text(steps: &[String]) -> String {
         .map(|s| match s.as_str() {
             "0" => "before the migration".to_string(),
             "fleet" => "until the fleet's later namespaces migrate".to_string(),
-            s if s.starts_with("4.") => format!("step 4 after restart batch {}", &s[2..]),
+            s if s.starts_with("4.") => match s[2..].split_once('(') {
+                Some((batch, w)) => format!(
+                    "step 4 during restart batch {batch} (only {}'s pods new)",
+                    w.trim_end_matches(')')
+                ),
+                None => format!("step 4 after restart batch {}", &s[2..]),
+            },
             s => format!("after step {s}"),
         })
         .collect();
@@ -1887,13 +1906,19 @@ impl EnforcementTable {
         if self.differences.is_empty() {
             return t;
         }
+        // One column per moment, as wide as its label (a decision is at most 5 wide), one space apart.
+        let widths: Vec<usize> = self.moments.iter().map(|m| m.len().max(5) + 1).collect();
         t.push_str(&format!(
             "{indent}  {:<28} {:<16} {:<28} {:<6} {}  kind\n",
             "caller",
             "destination",
             "request",
             "intent",
-            self.moments.iter().map(|m| format!("{m:>6}")).collect::<String>()
+            self.moments
+                .iter()
+                .zip(&widths)
+                .map(|(m, w)| format!("{m:>w$}"))
+                .collect::<String>()
         ));
         for d in self.differences.iter().take(SHOWN_ROWS) {
             t.push_str(&format!(
@@ -1904,7 +1929,8 @@ impl EnforcementTable {
                 word(d.intent),
                 d.decisions
                     .iter()
-                    .map(|x| format!("{:>6}", short(x)))
+                    .zip(&widths)
+                    .map(|(x, w)| format!("{:>w$}", short(x)))
                     .collect::<String>(),
                 d.kind.as_str(),
                 if d.pre_existing { " (before migration)" } else { "" }
@@ -2239,5 +2265,82 @@ pub(crate) mod tests {
         let m41 = ms.iter().find(|m| m.label == "4.1").unwrap();
         assert_eq!(m41.workloads["Deployment/api"], DataPlane::Sidecar);
         assert_eq!(m41.workloads["Deployment/web"], DataPlane::Ambient);
+    }
+
+    #[test]
+    fn moments_inside_a_batch_mix_old_and_new_pods() {
+        // Without bridges web and api restart together: while only api's pods are new, web's old sidecar
+        // pod bypasses the waypoint and api's ztunnel drops the L7 rule, a state neither the moment
+        // before the batch (both sidecars) nor after it (both ambient) shows.
+        let s = shop(true, seed_policies());
+        let opts = PlanOptions {
+            bridges: false,
+            ..Default::default()
+        };
+        let p = plan_namespace(&s, &opts);
+        assert_eq!(p.restart_batches.len(), 1, "{:?}", p.restart_batches);
+        let labels: Vec<&str> = p.enforcement.moments.iter().map(String::as_str).collect();
+        assert_eq!(
+            labels,
+            vec![
+                "0",
+                "1",
+                "2",
+                "3",
+                "4.1(Deployment/api)",
+                "4.1(Deployment/db)",
+                "4.1(Deployment/web)",
+                "4",
+                "5"
+            ]
+        );
+        let m = Mesh::from_snapshot(&s);
+        let ms = moments(&s, &m, &p, &FleetPosition::default());
+        let mid = ms.iter().find(|x| x.label == "4.1(Deployment/api)").unwrap();
+        assert_eq!(mid.workloads["Deployment/api"], DataPlane::Ambient);
+        assert_eq!(mid.workloads["Deployment/web"], DataPlane::Sidecar);
+        let web = m.workloads.iter().find(|w| w.name == "Deployment/web").unwrap();
+        let id = Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: "shop".into(),
+            service_account: web.service_account.clone(),
+        };
+        let api = m.services.iter().find(|x| x.name == "api").unwrap();
+        let get = Request {
+            method: "GET".into(),
+            path: "/".into(),
+            headers: vec![],
+        };
+        let dest = m.workloads.iter().find(|w| w.name == "Deployment/api").unwrap();
+        let v = View::new(&m, mid).decide(Some(&id), DataPlane::Sidecar, api, &api.ports[0], &get, dest);
+        assert!(!v.allowed, "{v:?}");
+        assert_eq!(v.hop, Hop::Ztunnel);
+        let before = ms.iter().find(|x| x.label == "3").unwrap();
+        let v = View::new(&m, before).decide(Some(&id), DataPlane::Sidecar, api, &api.ports[0], &get, dest);
+        assert!(v.allowed, "{v:?}");
+        // The plan reports that moment in words and in an aligned table column.
+        let web_api = p
+            .enforcement
+            .differences
+            .iter()
+            .find(|d| d.caller == "shop/web" && d.destination == "api:80" && d.request == "GET /unnamed")
+            .expect("web -> api GET differs");
+        assert!(
+            web_api.steps.iter().any(|x| x == "4.1(Deployment/api)"),
+            "{web_api:?}"
+        );
+        let b = blockers(&p);
+        assert!(
+            b.iter()
+                .any(|f| f.contains("step 4 during restart batch 1 (only Deployment/api's pods new)")),
+            "{b:#?}"
+        );
+        let text = p.enforcement.text("");
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        let width = lines[0].len() - "  kind".len();
+        for row in &lines[1..] {
+            let cut = row.rfind("  ").unwrap();
+            assert_eq!(cut, width, "columns aligned:\n{text}");
+        }
     }
 }

@@ -13,6 +13,8 @@ pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
+pub mod routes;
+pub mod routing_equiv;
 pub mod sidecar_only;
 
 use crate::steps::ObjRef;

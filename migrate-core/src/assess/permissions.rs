@@ -270,6 +270,20 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             &["get", "patch"],
             "waypoint labels on Services, restore",
         );
+        a.each(
+            t,
+            "",
+            &["services"],
+            &["create", "delete"],
+            "per-version Services replacing DestinationRule subsets (policies.migration = apply), rollback",
+        );
+        a.each(
+            t,
+            "extensions.istio.io",
+            &["wasmplugins"],
+            &["get", "create", "delete"],
+            "WasmPlugin twins at the waypoint (policies.migration = apply), rollback",
+        );
     }
     if steps {
         a.each(

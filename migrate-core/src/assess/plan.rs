@@ -28,15 +28,18 @@ pub enum ActivationOrder {
 }
 
 string_enum! {
-    /// What to do with selector policies that need a `targetRefs` twin (`migration.policies.migration`).
+    /// What happens to the policy phase's generated objects (`migration.policies.migration`): targetRefs
+    /// twins of sidecar-only policies (AuthorizationPolicy, RequestAuthentication, WasmPlugin, Telemetry),
+    /// and HTTPRoutes with per-version Services translated from VirtualServices and DestinationRule subsets.
     #[derive(Default)]
     PolicyMigration {
         /// Report only.
         #[default]
         Off = "off",
-        /// Generate twin YAML into findings / report.
+        /// Generate the YAML into findings / report (`plan --fixes-dir`).
         Generate = "generate",
-        /// Create the twins (journaled, role `twin`) before step 1.
+        /// Create them (journaled, role `twin`) at the start of step 1; step 5 deletes the translated
+        /// VirtualServices.
         Apply = "apply",
     }
 }
@@ -177,6 +180,9 @@ pub struct NamespacePlan {
     /// Every request class at every moment of the plan against the intent (only the classes that differ).
     #[serde(default)]
     pub enforcement: super::enforcement::EnforcementTable,
+    /// Every request class of a translated VirtualService, before and after (only the classes that differ).
+    #[serde(default)]
+    pub routing: super::routing_equiv::RoutingTable,
 }
 
 impl NamespacePlan {
@@ -228,7 +234,11 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         before: nsl.get("istio.io/dataplane-mode").cloned(),
     };
     let mut delete_at_step5 = a.delete_policies.clone();
-    delete_at_step5.extend(a.delete_routing.iter().cloned());
+    for r in &a.delete_routing {
+        if !delete_at_step5.contains(r) {
+            delete_at_step5.push(r.clone());
+        }
+    }
     let mut plan = NamespacePlan {
         namespace: ns.clone(),
         options: opts.clone(),
@@ -244,7 +254,12 @@ pub fn plan_namespace(s: &Snapshot, opts: &PlanOptions) -> NamespacePlan {
         findings: a.findings,
         behaviour_changes: a.behaviour_changes,
         enforcement: Default::default(),
+        routing: super::routing_equiv::check(s, opts.policy_migration),
     };
+    plan.findings.extend(super::routing_equiv::findings(
+        &plan.routing,
+        opts.policy_migration,
+    ));
     check_enforcement(s, &mut plan, &super::enforcement::FleetPosition::default());
     plan
 }

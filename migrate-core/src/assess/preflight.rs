@@ -606,6 +606,31 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             route_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
+    // VirtualServices translated to HTTPRoutes (policies.migration = generate | apply): the routes are
+    // applied by the waypoint, so the hosts must be bound to it.
+    let routes = super::routes::translate(s, opts.policy_migration);
+    for g in &routes.generated {
+        needs_waypoint.push(format!("the HTTPRoute generated for {}", g.vs));
+        for h in g.hosts.iter().filter(|h| wp_gw.is_some() && !bound.contains(*h)) {
+            a.findings.push(Finding::new(
+                Severity::Blocker,
+                super::routes::codes::VS_UNSUPPORTED,
+                g.vs.clone(),
+                format!("VirtualService {} routes Service {h}, which step 1 does not bind to the waypoint: its generated HTTPRoute would route no ambient caller", g.vs.name),
+                format!("bind {h} to the waypoint (waypoint scope \"namespace\", or list it in the waypoint Services), or remove its istio.io/use-waypoint=none label"),
+            ));
+        }
+    }
+    a.findings.extend(routes.findings.iter().cloned());
+    if apply {
+        a.twins
+            .extend(routes.objects().into_iter().map(|o| planned(o, "twin")));
+        for r in &routes.replaced {
+            if !a.delete_routing.contains(r) {
+                a.delete_routing.push(r.clone());
+            }
+        }
+    }
     if wp_gw.is_none() && needs_waypoint.is_empty() {
         // Nothing L7 in the namespace: ztunnel alone enforces everything, step 1 has nothing to activate.
         a.findings.push(Finding::new(
@@ -667,10 +692,15 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
             &ns,
         );
-        if dr
-            .pointer("/spec/subsets")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
+        let translated = routes
+            .generated
+            .iter()
+            .any(|g| g.subset_rules.contains(&ObjRef::from_value(dr)));
+        if !translated
+            && dr
+                .pointer("/spec/subsets")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
         {
             a.findings.push(Finding::new(
                 Severity::Warning,
@@ -687,6 +717,14 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
     let changes = super::sidecar_only::assess(s, opts);
     a.findings.extend(changes.iter().map(|c| c.finding()));
+    if apply && wp_gw.is_some() {
+        a.twins.extend(
+            changes
+                .iter()
+                .filter_map(|c| c.twin.clone())
+                .map(|t| planned(t, "twin")),
+        );
+    }
     a.behaviour_changes = changes;
 
     // PeerAuthentication DISABLE.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use super::plan::PlanOptions;
 use super::policy::AuthzPolicy;
 use super::preflight::{
-    bound_services, is_twin, services_selecting, short_host, twin_bound, waypoint_gateway,
+    MANAGED_BY, ROLE, bound_services, is_twin, services_selecting, short_host, twin_bound, waypoint_gateway,
 };
 use super::{Finding, Severity, Snapshot, json};
 use crate::steps::ObjRef;
@@ -120,6 +120,10 @@ pub struct BehaviourChange {
     /// Generated ambient equivalent, when one can be generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix_yaml: Option<String>,
+    /// The `targetRefs` twin at the waypoint, when the change is one a twin removes (RequestAuthentication,
+    /// WasmPlugin, Telemetry); `policies.migration = apply` creates it before step 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<Value>,
 }
 
 impl BehaviourChange {
@@ -147,7 +151,15 @@ impl BehaviourChange {
             fix,
             source: source.into(),
             fix_yaml: None,
+            twin: None,
         }
+    }
+
+    /// The change with its `targetRefs` twin as fix YAML, and as the object `apply` creates.
+    fn with_twin(self, twin: Value) -> Self {
+        let mut c = self.with_yaml(std::slice::from_ref(&twin));
+        c.twin = Some(twin);
+        c
     }
 
     fn with_yaml(mut self, docs: &[Value]) -> Self {
@@ -198,6 +210,20 @@ pub fn assess(s: &Snapshot, opts: &PlanOptions) -> Vec<BehaviourChange> {
     annotations(s, opts, &mut out);
     proxy_configs(s, opts, &mut out);
     destination_rules(s, opts, &mut out);
+    if opts.policy_migration == super::plan::PolicyMigration::Apply && waypoint_gateway(s, opts).is_some() {
+        for c in out.iter_mut().filter(|c| c.twin.is_some()) {
+            // The twin is created before step 1: nothing is lost, the change is recorded.
+            c.severity = Severity::Info;
+            c.stops_working = format!(
+                "{} - its targetRefs twin {} is created at the waypoint before step 1 (policies.migration = apply)",
+                c.stops_working,
+                c.twin
+                    .as_ref()
+                    .map(|t| json::name(t).to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
     out
 }
 
@@ -360,7 +386,8 @@ fn waypoint_twin(v: &Value, opts: &PlanOptions, keep: &[&str]) -> Value {
         }
     }
     json!({"apiVersion": v["apiVersion"], "kind": v["kind"],
-           "metadata": {"name": format!("{}-waypoint", json::name(v)), "namespace": json::namespace(v)},
+           "metadata": {"name": format!("{}-waypoint", json::name(v)), "namespace": json::namespace(v),
+                        "labels": {MANAGED_BY.0: MANAGED_BY.1, ROLE: "twin"}},
            "spec": spec})
 }
 
@@ -393,7 +420,7 @@ fn request_authentications(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<Behav
                 "apply the generated RequestAuthentication with targetRefs to the waypoint (Services bound to it) before migrating; it is kept as a twin".into(),
                 sources::MIGRATE_POLICIES,
             )
-            .with_yaml(&[waypoint_twin(ra, opts, &["jwtRules"])]),
+            .with_twin(waypoint_twin(ra, opts, &["jwtRules"])),
         );
     }
 }
@@ -469,11 +496,11 @@ fn wasm_plugins(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
                 "apply the generated WasmPlugin with targetRefs to the waypoint before migrating".into(),
                 sources::MIGRATE_POLICIES,
             )
-            .with_yaml(&[waypoint_twin(
+            .with_twin(waypoint_twin(
                 w,
                 opts,
                 &["url", "phase", "priority", "pluginConfig", "pluginName", "sha256", "imagePullPolicy", "match"],
-            )]),
+            )),
         );
     }
 }
@@ -507,7 +534,7 @@ fn telemetries(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>)
                 "apply the generated Telemetry with targetRefs to the waypoint (L7 telemetry comes from the waypoint in ambient mode)".into(),
                 &format!("{}; istio/api telemetry/v1/telemetry.proto (targetRefs)", sources::MIGRATE),
             )
-            .with_yaml(&[waypoint_twin(t, opts, &["metrics", "tracing", "accessLogging"])]),
+            .with_twin(waypoint_twin(t, opts, &["metrics", "tracing", "accessLogging"])),
         );
     }
 }
@@ -872,6 +899,66 @@ mod tests {
             spec[k] = v.clone();
         }
         obj("security.istio.io/v1", "RequestAuthentication", name, spec)
+    }
+
+    #[test]
+    fn apply_creates_the_waypoint_twins_of_request_authentication_wasm_and_telemetry() {
+        use crate::assess::plan::{PolicyMigration, plan_namespace};
+        let mut s = snapshot(vec![]);
+        let sel = json!({"selector": {"matchLabels": {"app": "api"}}});
+        s.request_authentications.push(ra("api-jwt", sel.clone()));
+        s.wasm_plugins.push(obj("extensions.istio.io/v1alpha1", "WasmPlugin", "api-authz",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/authz:1", "phase": "AUTHZ"})));
+        s.telemetries.push(obj("telemetry.istio.io/v1", "Telemetry", "api-logs",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]})));
+        let apply = PlanOptions {
+            policy_migration: PolicyMigration::Apply,
+            ..Default::default()
+        };
+        let p = plan_namespace(&s, &apply);
+        let twins: Vec<String> = p.twins.iter().map(|t| t.object.to_string()).collect();
+        assert_eq!(
+            twins,
+            vec![
+                "RequestAuthentication/app/api-jwt-waypoint",
+                "WasmPlugin/app/api-authz-waypoint",
+                "Telemetry/app/api-logs-waypoint"
+            ]
+        );
+        for t in &p.twins {
+            assert_eq!(t.manifest["spec"]["targetRefs"][0]["kind"], "Gateway");
+            assert_eq!(t.manifest["metadata"]["labels"][ROLE], "twin");
+            assert!(t.manifest["spec"].get("selector").is_none());
+        }
+        for code in [
+            codes::REQUEST_AUTHN_WITHOUT_TWIN,
+            codes::WASM_WITHOUT_TWIN,
+            codes::TELEMETRY_WITHOUT_TWIN,
+        ] {
+            let f = p.findings.iter().find(|f| f.code == code).unwrap();
+            assert_eq!(f.severity, Severity::Info, "{code}");
+            assert!(
+                f.message.contains("created at the waypoint before step 1"),
+                "{}",
+                f.message
+            );
+        }
+        assert!(!p.blocked(), "{:?}", p.findings);
+        // generate: the YAML only; the lost controls still block.
+        let gen_opts = PlanOptions {
+            policy_migration: PolicyMigration::Generate,
+            ..Default::default()
+        };
+        let p = plan_namespace(&s, &gen_opts);
+        assert!(p.twins.is_empty());
+        assert!(
+            p.findings
+                .iter()
+                .any(|f| f.code == codes::REQUEST_AUTHN_WITHOUT_TWIN && f.severity == Severity::Blocker)
+        );
+        // No waypoint Gateway: nothing to attach the twins to.
+        s.gateways.clear();
+        assert!(plan_namespace(&s, &apply).twins.is_empty());
     }
 
     #[test]

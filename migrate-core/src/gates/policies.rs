@@ -103,7 +103,7 @@ mod tests {
         let r = no_ztunnel_rejected_policy(&[l4.clone(), l7.clone()], &[], false);
         assert_eq!(r.outcome, GateOutcome::Fail);
         assert!(r.message.contains("AuthorizationPolicy/app/l7"));
-        assert!(no_ztunnel_rejected_policy(&[l7.clone()], &["l7".into()], false).passed());
+        assert!(no_ztunnel_rejected_policy(std::slice::from_ref(&l7), &["l7".into()], false).passed());
         // Allowed to stay unreplaced: the lossy policy passes, a rejected one still fails.
         assert!(no_ztunnel_rejected_policy(&[l7], &[], true).passed());
         let flagged = ap(

@@ -1,7 +1,6 @@
 //! Builders for traffic-model tests: write namespaces, pods (in the conventions of the controllers:
 //! sidecar containers and statuses, ambient redirection annotation, Ready conditions), Services,
 //! waypoints and policies straight into a `Store`, without the controllers.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
