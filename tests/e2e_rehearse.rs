@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use policies_common as pc;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
-
 /// The policy fleet (`front` calls `store`'s L7-protected `api`; `ledger` has an L4 trap) as a file.
 fn fleet_dir(dir: &Path) -> PathBuf {
     let fleet = pc::subdir(dir, "fleet");
@@ -74,7 +72,7 @@ async fn rehearse(
         reports.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let (code, stdout, stderr) = pc::run_cli(Path::new(BIN), &args).await;
+    let (code, stdout, stderr) = pc::run_cli(&test_support::bin(), &args).await;
     (code, stdout, stderr, reports)
 }
 

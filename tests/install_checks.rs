@@ -10,8 +10,6 @@ use std::path::Path;
 use meshsim::store::{Propagation, Target};
 use policies_common as pc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ambient-migrate");
-
 fn plan_args(dir: &Path) -> Vec<String> {
     let cfg = pc::RunConfig {
         namespaces: &["store", "front"],
@@ -50,7 +48,7 @@ async fn install_phase_is_checked_with_the_shipped_rbac() {
     let args = plan_args(dir.path());
 
     // A complete install: no install blocker, the version and its behaviours on record.
-    let (code, stdout, stderr) = pc::run_cli(Path::new(BIN), &args).await;
+    let (code, stdout, stderr) = pc::run_cli(&test_support::bin(), &args).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let version = format!("istiod {}", meshsim::controllers::ISTIO_VERSION);
     assert!(stdout.contains(&version), "{stdout}");
@@ -85,7 +83,7 @@ async fn install_phase_is_checked_with_the_shipped_rbac() {
             },
         )
         .unwrap();
-    let (code, stdout, stderr) = pc::run_cli(Path::new(BIN), &args).await;
+    let (code, stdout, stderr) = pc::run_cli(&test_support::bin(), &args).await;
     assert_eq!(code, 4, "{stdout}\n{stderr}");
     assert!(stdout.contains("namespace store: BLOCKED"), "{stdout}");
     for want in [

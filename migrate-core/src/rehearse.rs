@@ -240,10 +240,13 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
             let (callers, namespaces) = named_callers(rule, &wls);
             let methods = other_method(rule);
             let allowed_method = methods.as_ref().map_or("GET", |(m, _)| m.as_str());
-            // One workload per named namespace that the rule does not name: the caller it must refuse.
-            let outsiders = namespaces
-                .iter()
-                .filter_map(|ns| wls.iter().find(|w| &w.namespace == ns && !callers.contains(w)));
+            // One workload per named namespace that the rule does not name and that is not behind a
+            // protected Service itself (a workload calling its own Service says nothing about callers).
+            let outsiders = namespaces.iter().filter_map(|ns| {
+                wls.iter().find(|w| {
+                    &w.namespace == ns && !callers.contains(w) && !targets.iter().any(|s| s.selects(w))
+                })
+            });
             for s in &targets {
                 for c in &callers {
                     add(Some(wl_id(c)), allowed_method, s.url(), dest(s), "policy");
@@ -563,6 +566,10 @@ mod tests {
             assert!(got.contains(&want.to_string()), "{want} missing from {got:#?}");
         }
         assert_eq!(got.len(), 7, "{got:#?}");
+        assert!(
+            !got.iter().any(|p| p.starts_with("store/api GET -> store/api")),
+            "no workload calls its own Service: {got:#?}"
+        );
     }
 
     #[test]

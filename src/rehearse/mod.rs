@@ -36,6 +36,10 @@ pub const FAULTS: [meshsim::FaultKind; 5] = [
 /// times scaled back for the prediction).
 const MAX_SIM_POD_START: Duration = Duration::from_millis(500);
 
+/// Simulated scheduling-to-Ready time of a pod at least: a cluster that shows less (its condition times
+/// have whole-second precision, so a fast one shows 0s) is rehearsed at this pace.
+const MIN_SIM_POD_START: Duration = Duration::from_millis(200);
+
 /// How often each path is sent.
 const TRAFFIC_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -100,7 +104,9 @@ struct Clock {
 impl Clock {
     fn new(observed: Option<(Duration, usize)>) -> Self {
         let real = observed.map(|(d, _)| d);
-        let sim_pod_start = real.map_or(MAX_SIM_POD_START, |d| d.min(MAX_SIM_POD_START));
+        let sim_pod_start = real.map_or(MAX_SIM_POD_START, |d| {
+            d.clamp(MIN_SIM_POD_START, MAX_SIM_POD_START)
+        });
         let scale = match real {
             Some(d) if !sim_pod_start.is_zero() => (d.as_secs_f64() / sim_pod_start.as_secs_f64()).max(1.0),
             _ => 1.0,

@@ -93,7 +93,9 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Starts sending every path every `interval` (a round takes as long as it takes, then sleeps).
+    /// Starts sending every path every `interval`; after a round that took longer, it rests as long as the
+    /// round took, so the generator holds at most about half a core and leaves the rest to the pipeline it
+    /// measures.
     pub fn start(sim: Arc<Sim>, rows: Vec<(CallPath, bool)>, interval: Duration) -> Generator {
         let paths: Vec<CallPath> = rows.iter().map(|(p, _)| p.clone()).collect();
         let table = Arc::new(Mutex::new(TrafficTable::new(rows)));
@@ -102,6 +104,7 @@ impl Generator {
         let thread = std::thread::spawn(move || {
             let t0 = Instant::now();
             while !s2.load(Ordering::Relaxed) {
+                let round = Instant::now();
                 for (i, p) in paths.iter().enumerate() {
                     let r = send(&sim, p);
                     let o = Observation {
@@ -111,7 +114,7 @@ impl Generator {
                     };
                     t2.lock().unwrap_or_else(|e| e.into_inner()).record(i, o);
                 }
-                std::thread::sleep(interval);
+                std::thread::sleep(interval.max(round.elapsed()));
             }
         });
         Generator {
