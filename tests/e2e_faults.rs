@@ -512,17 +512,26 @@ async fn the_waypoint_wait_sends_only_watches() {
         .max_by_key(|(a, b)| b.duration_since(*a))
         .expect("writes before and after the wait");
     let waited = to.duration_since(from).as_secs_f64();
-    assert!(waited >= 4.5, "the longest quiet stretch is the 5 s waypoint wait: {waited:.1} s\n{out}");
+    assert!(
+        waited >= 4.5,
+        "the longest quiet stretch is the 5 s waypoint wait: {waited:.1} s\n{out}"
+    );
     let inside: Vec<String> = log
         .iter()
         .filter(|r| at(r) > from && at(r) < to)
         .filter(|r| r.verb != "watch" && r.verb != "list")
         .map(|r| format!("{} {} {}", r.time, r.verb, r.path))
         .collect();
-    assert!(inside.is_empty(), "requests on a timer during the waypoint wait: {inside:#?}");
+    assert!(
+        inside.is_empty(),
+        "requests on a timer during the waypoint wait: {inside:#?}"
+    );
     let polls = log
         .iter()
         .filter(|r| at(r) > from && at(r) < to && r.verb == "list")
         .count();
-    assert!(polls <= 2, "{polls} lists during the wait: a watch restarted that often is a poll");
+    assert!(
+        polls <= 2,
+        "{polls} lists during the wait: a watch restarted that often is a poll"
+    );
 }

@@ -21,16 +21,41 @@ use crate::gates::{GateOutcome, GateResult};
 use crate::steps::gate_names as g;
 use crate::steps::{Change, LabelChange, ObjRef, Step};
 
-/// Applies `step` and evaluates its gates.
+/// Applies `step` and evaluates its gates. A gate the step table (`steps::STEP_TABLE`) does not list
+/// for the step is an error gate: the executor reports no verdict the core does not define.
 pub(crate) async fn execute(ctx: &mut NsCtx<'_>, step: Step) -> Result<Vec<GateResult>, EngineError> {
-    match step {
+    let gates = match step {
         Step::ActivateWaypoint => activate_waypoint(ctx).await,
         Step::EnableAmbient => enable_ambient(ctx).await,
         Step::RemoveInjection => remove_injection(ctx).await,
         Step::Restart => restart(ctx).await,
         Step::RemoveSidecarPolicies => remove_sidecar_policies(ctx).await,
         Step::Validate => validate(ctx).await,
-    }
+    }?;
+    Ok(only_listed(step, gates))
+}
+
+/// `gates`, with any gate the step's table row does not list turned into an error naming it.
+fn only_listed(step: Step, gates: Vec<GateResult>) -> Vec<GateResult> {
+    gates
+        .into_iter()
+        .map(|g| {
+            if crate::steps::unlisted_gates(step, [g.gate.as_str()]).is_empty() {
+                g
+            } else {
+                GateResult::new(
+                    g::STEP_ACTION,
+                    GateOutcome::Error,
+                    json!({"gate": g.gate}),
+                    format!(
+                        "step {} reported gate {} that the step table does not list for it",
+                        step.number(),
+                        g.gate
+                    ),
+                )
+            }
+        })
+        .collect()
 }
 
 /// The label target of an object reference (Namespace or Service).
@@ -830,4 +855,22 @@ async fn validate(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
         ));
     }
     Ok(gates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_missing_from_the_step_table_is_an_error_not_a_verdict() {
+        let pass = |name: &str| GateResult::new(name, GateOutcome::Pass, json!({}), "ok");
+        let out = only_listed(
+            Step::EnableAmbient,
+            vec![pass(g::ZTUNNEL_READY), pass(g::PODS_SIDECAR)],
+        );
+        assert!(out[0].passed());
+        assert_eq!(out[1].gate, g::STEP_ACTION);
+        assert_eq!(out[1].outcome, GateOutcome::Error);
+        assert!(out[1].message.contains("pods-sidecar"), "{}", out[1].message);
+    }
 }

@@ -653,7 +653,7 @@ impl Engine {
                 Ok(g) => g,
                 Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => vec![GateResult::new(
-                    "step-action",
+                    crate::steps::gate_names::STEP_ACTION,
                     crate::gates::GateOutcome::Error,
                     serde_json::json!({"error": e.to_string()}),
                     format!("step {} could not be applied: {e}", step.number()),
