@@ -7,6 +7,9 @@
 //! RolledBack. Before each mutation the fleet Lease must still be held.
 
 mod exec;
+#[cfg(all(test, feature = "demo"))]
+#[path = "tests.rs"]
+mod executor_tests;
 pub mod probing;
 mod rollback;
 
