@@ -334,35 +334,22 @@ impl FleetCache {
             .ok_or_else(|| ClusterError::NotFound {
                 what: format!("get Namespace {ns}"),
             })?;
-        let names = |v: Vec<kube::api::ObjectMeta>| v.into_iter().filter_map(|m| m.name).collect::<Vec<_>>();
-        let d = |k| self.dyn_values(k, ns);
-        Ok(Snapshot {
-            namespace,
+        let objects = super::snapshot::Objects {
             services: self.services.in_ns(ns),
             deployments: self.deployments.in_ns(ns),
             statefulsets: self.statefulsets.in_ns(ns),
             daemonsets: self.daemonsets.in_ns(ns),
             replicasets: self.replicasets.in_ns(ns),
             pods: self.pods.in_ns(ns),
-            jobs: names(self.jobs.in_ns(ns).into_iter().map(|j| j.metadata).collect()),
-            cronjobs: names(self.cronjobs.in_ns(ns).into_iter().map(|j| j.metadata).collect()),
-            authorization_policies: d(DynKind::AuthorizationPolicy),
-            peer_authentications: d(DynKind::PeerAuthentication),
-            request_authentications: d(DynKind::RequestAuthentication),
-            virtual_services: d(DynKind::VirtualService),
-            destination_rules: d(DynKind::DestinationRule),
-            sidecars: d(DynKind::Sidecar),
-            service_entries: d(DynKind::ServiceEntry),
-            envoy_filters: d(DynKind::EnvoyFilter),
-            telemetries: d(DynKind::Telemetry),
-            wasm_plugins: d(DynKind::WasmPlugin),
-            proxy_configs: d(DynKind::ProxyConfig),
-            http_routes: d(DynKind::HttpRoute),
-            gateways: d(DynKind::Gateway),
-            pod_monitors: d(DynKind::PodMonitor),
-            service_monitors: d(DynKind::ServiceMonitor),
-            cluster: info.clone(),
-        })
+            jobs: self.jobs.in_ns(ns),
+            cronjobs: self.cronjobs.in_ns(ns),
+        };
+        Ok(super::snapshot::assemble(
+            namespace,
+            objects,
+            |k| self.dyn_values(k, ns),
+            info,
+        ))
     }
 }
 
