@@ -471,38 +471,41 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let mut rollout_results = Vec::new();
     let mut pod_results = Vec::new();
     for batch in &batches {
-        let mut generations = Vec::new();
-        for w in batch {
-            let Some(kind) = workload_kind(w) else { continue };
-            let existing = ctx.journal.record().changes.iter().find_map(|c| match c {
+        // The batch's restarts are journaled in one write before the first is sent (a resumed run reuses
+        // the recorded `restartedAt` values, so nothing is restarted twice).
+        let restarted_at = |w: &ObjRef, changes: &[Change]| {
+            changes.iter().find_map(|c| match c {
                 Change::Restarted {
                     workload,
                     restarted_at,
                     ..
                 } if workload == w => Some(restarted_at.clone()),
                 _ => None,
-            });
-            let restarted_at = match existing {
-                Some(v) => v,
-                None => {
-                    let v = restarted_at_now();
-                    let change = Change::Restarted {
-                        step,
-                        workload: w.clone(),
-                        restarted_at: v.clone(),
-                        generation: None,
-                    };
-                    ctx.engine.check_lease().await?;
-                    ctx.journal.update(|r| r.changes.push(change.clone())).await?;
-                    v
-                }
+            })
+        };
+        let new: Vec<Change> = batch
+            .iter()
+            .filter(|w| workload_kind(w).is_some())
+            .filter(|w| restarted_at(w, &ctx.journal.record().changes).is_none())
+            .map(|w| Change::Restarted {
+                step,
+                workload: w.clone(),
+                restarted_at: restarted_at_now(),
+                generation: None,
+            })
+            .collect();
+        if !new.is_empty() {
+            ctx.engine.check_lease().await?;
+            ctx.journal.update(|r| r.changes.extend(new)).await?;
+        }
+        let mut generations = Vec::new();
+        for w in batch {
+            let Some(kind) = workload_kind(w) else { continue };
+            let Some(at) = restarted_at(w, &ctx.journal.record().changes) else {
+                continue;
             };
             ctx.engine.check_lease().await?;
-            let out = ctx
-                .engine
-                .cluster
-                .restart(kind, &ctx.ns, &w.name, &restarted_at)
-                .await?;
+            let out = ctx.engine.cluster.restart(kind, &ctx.ns, &w.name, &at).await?;
             generations.push((w.clone(), kind, out.generation));
         }
         if ctx.engine.cluster.dry_run() {

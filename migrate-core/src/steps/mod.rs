@@ -109,7 +109,7 @@ pub mod gate_names {
     /// Every new pod sidecar-free, enrolled (`ambient.istio.io/redirection=enabled`) and Ready.
     pub const PODS_AMBIENT: &str = "pods-ambient";
     /// Continuous probes within the error budget during the restart.
-    pub const PROBES_CONTINUOUS: &str = "probes-continuous";
+    pub const PROBES_CONTINUOUS: &str = "continuous-probes";
     /// L7 probes (allowed and denied requests).
     pub const PROBES_L7: &str = "probes-l7";
     /// No selector policy that ztunnel would reject or translate lossily remains.
