@@ -543,27 +543,8 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     }
     let started = jiff::Timestamp::now();
     let rollout_ok = rollout_results.iter().all(|(_, o, _)| *o == GateOutcome::Pass);
-    let worst = rollout_results
-        .iter()
-        .map(|(_, o, _)| *o)
-        .find(|o| *o != GateOutcome::Pass)
-        .unwrap_or(GateOutcome::Pass);
     gates.push(stamp(
-        GateResult::new(
-            g::ROLLOUT,
-            worst,
-            json!(
-                rollout_results
-                    .iter()
-                    .map(|(w, o, m)| json!({"workload": w.to_string(), "outcome": o, "message": m}))
-                    .collect::<Vec<_>>()
-            ),
-            rollout_results
-                .iter()
-                .map(|(_, _, m)| m.clone())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        crate::gates::rollout::rollout_gate(&rollout_results),
         started,
     ));
     if rollout_ok {
