@@ -382,31 +382,72 @@ impl FleetCache {
 }
 
 impl FleetCache {
-    fn get<K>(kind: &Kind<K>, ns: &str, name: &str) -> Option<K>
+    /// One cached object, by its key in the store (no scan).
+    fn get<K>(kind: &Kind<K>, dyntype: K::DynamicType, ns: &str, name: &str) -> Option<K>
     where
         K: kube::Resource + Clone + 'static,
         K::DynamicType: Eq + Hash + Clone,
     {
-        kind.store
-            .state()
-            .into_iter()
-            .find(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name))
-            .map(|o| (*o).clone())
+        let key = kube::runtime::reflector::ObjectRef::new_with(name, dyntype).within(ns);
+        kind.store.get(&key).map(|o| (*o).clone())
     }
 
     /// A cached Deployment.
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        Self::get(&self.deployments, ns, name)
+        Self::get(&self.deployments, (), ns, name)
     }
 
     /// A cached StatefulSet.
     pub fn statefulset(&self, ns: &str, name: &str) -> Option<StatefulSet> {
-        Self::get(&self.statefulsets, ns, name)
+        Self::get(&self.statefulsets, (), ns, name)
     }
 
     /// A cached DaemonSet.
     pub fn daemonset(&self, ns: &str, name: &str) -> Option<DaemonSet> {
-        Self::get(&self.daemonsets, ns, name)
+        Self::get(&self.daemonsets, (), ns, name)
+    }
+
+    /// What a restart needs to know of a cached workload: its generation, whether its pod template
+    /// already carries `kubectl.kubernetes.io/restartedAt` = `restarted_at`, and whether it is a paused
+    /// Deployment. `None` when the workload is not cached.
+    pub fn restart_state(
+        &self,
+        kind: super::WorkloadKind,
+        ns: &str,
+        name: &str,
+        restarted_at: &str,
+    ) -> Option<(i64, bool, bool)> {
+        let carries = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+            t.metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(super::RESTARTED_AT_ANNOTATION))
+                .map(String::as_str)
+                == Some(restarted_at)
+        };
+        match kind {
+            super::WorkloadKind::Deployment => self.deployment(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    d.spec.paused.unwrap_or(false),
+                )
+            }),
+            super::WorkloadKind::StatefulSet => self.statefulset(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    false,
+                )
+            }),
+            super::WorkloadKind::DaemonSet => self.daemonset(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    false,
+                )
+            }),
+        }
     }
 
     /// The cached Services of `ns`.
@@ -417,7 +458,7 @@ impl FleetCache {
     /// A cached custom object, as JSON.
     pub fn dyn_value(&self, kind: DynKind, ns: &str, name: &str) -> Option<Value> {
         let k = self.dynamic.get(&kind)?;
-        Self::get(k, ns, name)
+        Self::get(k, kind.api_resource(), ns, name)
             .map(|o| super::dynamic::with_types(kind, o))
             .and_then(|o| serde_json::to_value(o).ok())
     }

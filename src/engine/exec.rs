@@ -505,8 +505,32 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
                 continue;
             };
             ctx.engine.check_lease().await?;
-            let out = ctx.engine.cluster.restart(kind, &ctx.ns, &w.name, &at).await?;
-            generations.push((w.clone(), kind, out.generation));
+            let cached = ctx
+                .engine
+                .cache
+                .as_ref()
+                .and_then(|c| c.restart_state(kind, &ctx.ns, &w.name, &at));
+            let generation = match cached {
+                // Already restarted with this value (a resumed run): nothing to send.
+                Some((generation, true, _)) => generation,
+                // Known, not paused: the patch alone (the read is the cache's).
+                Some((_, false, false)) => {
+                    ctx.engine
+                        .cluster
+                        .patch_restart(kind, &ctx.ns, &w.name, &at)
+                        .await?
+                        .generation
+                }
+                // Not cached, or paused (refused with kubectl's message): read and decide.
+                _ => {
+                    ctx.engine
+                        .cluster
+                        .restart(kind, &ctx.ns, &w.name, &at)
+                        .await?
+                        .generation
+                }
+            };
+            generations.push((w.clone(), kind, generation));
         }
         if ctx.engine.cluster.dry_run() {
             continue;
