@@ -368,6 +368,7 @@ async fn enable_ambient(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineEr
     Ok(gates)
 }
 
+/// The `namespace-labels` gate (`gates::labels`) on the namespace's labels read back from the API.
 async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let labels = ctx
@@ -375,27 +376,8 @@ async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<G
         .cluster
         .labels_of(&LabelTarget::Namespace { name: ctx.ns.clone() })
         .await?;
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| labels.get(*k).map(String::as_str) != *v)
-        .map(|(k, v)| format!("{k}: want {:?}, found {:?}", v, labels.get(*k)))
-        .collect();
-    let outcome = if wrong.is_empty() || ctx.engine.cluster.dry_run() {
-        GateOutcome::Pass
-    } else {
-        GateOutcome::Fail
-    };
-    let msg = if wrong.is_empty() {
-        format!("namespace {} carries the expected labels", ctx.ns)
-    } else if ctx.engine.cluster.dry_run() {
-        format!("dry run: labels not persisted ({})", wrong.join(", "))
-    } else {
-        format!("namespace {}: {}", ctx.ns, wrong.join(", "))
-    };
-    Ok(stamp(
-        GateResult::new(g::NAMESPACE_LABELS, outcome, json!({"labels": labels}), msg),
-        started,
-    ))
+    let gate = crate::gates::labels::namespace_labels(&ctx.ns, &labels, want, ctx.engine.cluster.dry_run());
+    Ok(stamp(gate, started))
 }
 
 async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
