@@ -10,6 +10,7 @@ mod exec;
 #[cfg(all(test, feature = "demo"))]
 #[path = "tests.rs"]
 mod executor_tests;
+mod primitives;
 pub mod probing;
 mod rollback;
 
