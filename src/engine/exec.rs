@@ -583,9 +583,42 @@ pub(crate) async fn pods_sidecar(
 
 // === step 5 ===
 
+/// Journal `extra` key of the objects step 5 deletes, recorded as the step starts.
+const STEP5_DELETES_KEY: &str = "step5:delete";
+
+/// What a step records in the journal as it starts, in the same write: step 5 records the objects it will
+/// delete. A run killed half-way through step 5 resumes with that list, not with a plan made from the
+/// half-cleaned namespace (where a deleted policy no longer calls for deleting its bridge).
+pub(crate) fn intent(
+    step: Step,
+    plan: &crate::assess::plan::NamespacePlan,
+) -> impl FnOnce(&mut crate::journal::Record) + use<> {
+    let deletes = (step == Step::RemoveSidecarPolicies).then(|| plan.delete_at_step5.clone());
+    move |r: &mut crate::journal::Record| {
+        if let Some(d) = deletes
+            && !r.extra.contains_key(STEP5_DELETES_KEY)
+        {
+            r.extra.insert(STEP5_DELETES_KEY.into(), json!(d));
+        }
+    }
+}
+
+/// Forgets what the steps recorded as they started (a new attempt plans afresh).
+pub(crate) fn forget_intents(r: &mut crate::journal::Record) {
+    r.extra.remove(STEP5_DELETES_KEY);
+}
+
 async fn remove_sidecar_policies(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::RemoveSidecarPolicies;
-    for o in ctx.plan.delete_at_step5.clone() {
+    // The list recorded when the step first started (see `intent`), else the plan's.
+    let recorded: Option<Vec<ObjRef>> = ctx
+        .journal
+        .record()
+        .extra
+        .get(STEP5_DELETES_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let deletes = recorded.unwrap_or_else(|| ctx.plan.delete_at_step5.clone());
+    for o in deletes {
         delete_object(ctx, step, &o).await?;
     }
     let mut gates = Vec::new();

@@ -510,6 +510,7 @@ impl Engine {
                     r.gates.clear();
                     r.outcome = None;
                     r.backup = None;
+                    exec::forget_intents(r);
                 })
                 .await?;
         }
@@ -617,7 +618,9 @@ impl Engine {
                 return self.finish_rollback(&mut ctx, from, None, run).await;
             }
             if !matches!(phase, Phase::InStep(_)) {
-                self.transition(&mut ctx.journal, ns, Event::StepStarted).await?;
+                let intent = exec::intent(step, &ctx.plan);
+                self.transition_with(&mut ctx.journal, ns, Event::StepStarted, intent)
+                    .await?;
             }
             self.say(&format!("{ns}: step {} {}", step.number(), step.name()));
             let mut step_run = StepRun {
@@ -683,10 +686,15 @@ impl Engine {
                 } else {
                     &[Event::GatesPassed, Event::StepStarted]
                 };
+                let starts = step.next().filter(|_| events.len() == 2);
+                let intent = starts.map(|n| exec::intent(n, &ctx.plan));
                 self.transitions_with(&mut ctx.journal, ns, events, |r| {
                     record_gates(r);
                     if last {
                         r.outcome = Some("migrated".into());
+                    }
+                    if let Some(i) = intent {
+                        i(r);
                     }
                 })
                 .await?;
