@@ -418,12 +418,7 @@ impl FleetCache {
         restarted_at: &str,
     ) -> Option<(i64, bool, bool)> {
         let carries = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
-            t.metadata
-                .as_ref()
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get(super::RESTARTED_AT_ANNOTATION))
-                .map(String::as_str)
-                == Some(restarted_at)
+            super::restart::template_carries(t, restarted_at)
         };
         match kind {
             super::WorkloadKind::Deployment => self.deployment(ns, name).map(|d| {

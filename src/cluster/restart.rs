@@ -53,6 +53,16 @@ pub fn restarted_at_now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Whether a pod template already carries `restartedAt` = `restarted_at` (the restart was sent before).
+pub(crate) fn template_carries(t: &k8s_openapi::api::core::v1::PodTemplateSpec, restarted_at: &str) -> bool {
+    t.metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+        .map(String::as_str)
+        == Some(restarted_at)
+}
+
 impl Cluster {
     /// Sends the restart patch without reading the workload first, for a caller that already knows it
     /// (from a watch cache): not paused, template not yet carrying `restarted_at`. Returns the generation
@@ -102,17 +112,10 @@ impl Cluster {
             ($t:ty, $paused:expr) => {{
                 let api: kube::Api<$t> = self.namespaced(ns);
                 let cur = self.call(&get_what, || api.get(name)).await?;
-                let current = cur
-                    .spec
-                    .template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.annotations.as_ref())
-                    .and_then(|a| a.get(RESTARTED_AT_ANNOTATION));
                 let paused: fn(&$t) -> bool = $paused;
                 (
                     cur.metadata.generation.unwrap_or(0),
-                    current.map(String::as_str) == Some(restarted_at),
+                    template_carries(&cur.spec.template, restarted_at),
                     paused(&cur),
                 )
             }};
