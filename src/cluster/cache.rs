@@ -183,6 +183,7 @@ where
 {
     /// Waits until the first list is in, at most until `until`.
     async fn ready(&self, until: Instant) -> Result<(), ClusterError> {
+        let started = Instant::now();
         let mut state = self.state.clone();
         let wait = state.wait_for(|s| *s != CacheState::Syncing);
         match tokio::time::timeout_at(until, wait).await {
@@ -199,7 +200,7 @@ where
             }),
             Err(_) => Err(ClusterError::Timeout {
                 what: format!("first list of {} for the watch cache", self.what),
-                after: std::time::Duration::ZERO,
+                after: started.elapsed(),
                 last: "still listing".into(),
             }),
         }
