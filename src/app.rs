@@ -726,6 +726,9 @@ async fn cmd_run(
         ));
     }
     let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
+    // The preflight's snapshots are not needed any more: each namespace reads its own from the caches when
+    // it starts, so a large fleet does not hold two copies of itself for the whole run.
+    drop(assessed);
     report.namespaces = blocked_reports;
     if namespaces.is_empty() && !report.namespaces.is_empty() {
         // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.

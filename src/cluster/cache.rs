@@ -92,6 +92,34 @@ fn trim_meta(m: &mut kube::api::ObjectMeta, drop_last_applied: bool) {
     }
 }
 
+/// A pod as the gates and the assessment read it: identity, labels, annotations, owners, container names,
+/// images and ports, its service account, and its status. Volumes, environment, mounts, resources,
+/// commands and health probes of its containers are dropped: in a real cluster they are most of a pod's
+/// bytes, and nothing here reads them.
+fn trim_pod(p: &mut Pod) {
+    trim_meta(&mut p.metadata, true);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.resources = None;
+            c.command = None;
+            c.args = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+}
+
 /// Starts the reflector of one kind (cluster-wide) on `tasks`.
 fn start<K>(
     api: kube::Api<K>,
@@ -155,6 +183,7 @@ where
 {
     /// Waits until the first list is in, at most until `until`.
     async fn ready(&self, until: Instant) -> Result<(), ClusterError> {
+        let started = Instant::now();
         let mut state = self.state.clone();
         let wait = state.wait_for(|s| *s != CacheState::Syncing);
         match tokio::time::timeout_at(until, wait).await {
@@ -171,7 +200,7 @@ where
             }),
             Err(_) => Err(ClusterError::Timeout {
                 what: format!("first list of {} for the watch cache", self.what),
-                after: std::time::Duration::ZERO,
+                after: started.elapsed(),
                 last: "still listing".into(),
             }),
         }
@@ -236,7 +265,7 @@ impl FleetCache {
             &mut o.metadata,
             true
         ));
-        let pods = typed!(Pod, "Pods", |o: &mut Pod| trim_meta(&mut o.metadata, true));
+        let pods = typed!(Pod, "Pods", trim_pod);
         let jobs = typed!(Job, "Jobs", |o: &mut Job| trim_meta(&mut o.metadata, true));
         let cronjobs = typed!(CronJob, "CronJobs", |o: &mut CronJob| trim_meta(
             &mut o.metadata,
@@ -334,64 +363,87 @@ impl FleetCache {
             .ok_or_else(|| ClusterError::NotFound {
                 what: format!("get Namespace {ns}"),
             })?;
-        let names = |v: Vec<kube::api::ObjectMeta>| v.into_iter().filter_map(|m| m.name).collect::<Vec<_>>();
-        let d = |k| self.dyn_values(k, ns);
-        Ok(Snapshot {
-            namespace,
+        let objects = super::snapshot::Objects {
             services: self.services.in_ns(ns),
             deployments: self.deployments.in_ns(ns),
             statefulsets: self.statefulsets.in_ns(ns),
             daemonsets: self.daemonsets.in_ns(ns),
             replicasets: self.replicasets.in_ns(ns),
             pods: self.pods.in_ns(ns),
-            jobs: names(self.jobs.in_ns(ns).into_iter().map(|j| j.metadata).collect()),
-            cronjobs: names(self.cronjobs.in_ns(ns).into_iter().map(|j| j.metadata).collect()),
-            authorization_policies: d(DynKind::AuthorizationPolicy),
-            peer_authentications: d(DynKind::PeerAuthentication),
-            request_authentications: d(DynKind::RequestAuthentication),
-            virtual_services: d(DynKind::VirtualService),
-            destination_rules: d(DynKind::DestinationRule),
-            sidecars: d(DynKind::Sidecar),
-            service_entries: d(DynKind::ServiceEntry),
-            envoy_filters: d(DynKind::EnvoyFilter),
-            telemetries: d(DynKind::Telemetry),
-            wasm_plugins: d(DynKind::WasmPlugin),
-            proxy_configs: d(DynKind::ProxyConfig),
-            http_routes: d(DynKind::HttpRoute),
-            gateways: d(DynKind::Gateway),
-            pod_monitors: d(DynKind::PodMonitor),
-            service_monitors: d(DynKind::ServiceMonitor),
-            cluster: info.clone(),
-        })
+            jobs: self.jobs.in_ns(ns),
+            cronjobs: self.cronjobs.in_ns(ns),
+        };
+        Ok(super::snapshot::assemble(
+            namespace,
+            objects,
+            |k| self.dyn_values(k, ns),
+            info,
+        ))
     }
 }
 
 impl FleetCache {
-    fn get<K>(kind: &Kind<K>, ns: &str, name: &str) -> Option<K>
+    /// One cached object, by its key in the store (no scan).
+    fn get<K>(kind: &Kind<K>, dyntype: K::DynamicType, ns: &str, name: &str) -> Option<K>
     where
         K: kube::Resource + Clone + 'static,
         K::DynamicType: Eq + Hash + Clone,
     {
-        kind.store
-            .state()
-            .into_iter()
-            .find(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name))
-            .map(|o| (*o).clone())
+        let key = kube::runtime::reflector::ObjectRef::new_with(name, dyntype).within(ns);
+        kind.store.get(&key).map(|o| (*o).clone())
     }
 
     /// A cached Deployment.
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        Self::get(&self.deployments, ns, name)
+        Self::get(&self.deployments, (), ns, name)
     }
 
     /// A cached StatefulSet.
     pub fn statefulset(&self, ns: &str, name: &str) -> Option<StatefulSet> {
-        Self::get(&self.statefulsets, ns, name)
+        Self::get(&self.statefulsets, (), ns, name)
     }
 
     /// A cached DaemonSet.
     pub fn daemonset(&self, ns: &str, name: &str) -> Option<DaemonSet> {
-        Self::get(&self.daemonsets, ns, name)
+        Self::get(&self.daemonsets, (), ns, name)
+    }
+
+    /// What a restart needs to know of a cached workload: its generation, whether its pod template
+    /// already carries `kubectl.kubernetes.io/restartedAt` = `restarted_at`, and whether it is a paused
+    /// Deployment. `None` when the workload is not cached.
+    pub fn restart_state(
+        &self,
+        kind: super::WorkloadKind,
+        ns: &str,
+        name: &str,
+        restarted_at: &str,
+    ) -> Option<(i64, bool, bool)> {
+        let carries = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+            super::restart::template_carries(t, restarted_at)
+        };
+        match kind {
+            super::WorkloadKind::Deployment => self.deployment(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    d.spec.paused.unwrap_or(false),
+                )
+            }),
+            super::WorkloadKind::StatefulSet => self.statefulset(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    false,
+                )
+            }),
+            super::WorkloadKind::DaemonSet => self.daemonset(ns, name).map(|d| {
+                (
+                    d.metadata.generation.unwrap_or(0),
+                    carries(&d.spec.template),
+                    false,
+                )
+            }),
+        }
     }
 
     /// The cached Services of `ns`.
@@ -402,7 +454,7 @@ impl FleetCache {
     /// A cached custom object, as JSON.
     pub fn dyn_value(&self, kind: DynKind, ns: &str, name: &str) -> Option<Value> {
         let k = self.dynamic.get(&kind)?;
-        Self::get(k, ns, name)
+        Self::get(k, kind.api_resource(), ns, name)
             .map(|o| super::dynamic::with_types(kind, o))
             .and_then(|o| serde_json::to_value(o).ok())
     }

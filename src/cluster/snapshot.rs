@@ -74,35 +74,22 @@ impl Cluster {
             dyns,
         ) = futures::future::try_join4(namespace, core, more, dynamic).await?;
         let mut by_kind: BTreeMap<DynKind, Vec<Value>> = DynKind::ALL.iter().copied().zip(dyns).collect();
-        let mut take = |k: DynKind| by_kind.remove(&k).unwrap_or_default();
-        let names = |v: Vec<kube::api::ObjectMeta>| v.into_iter().filter_map(|m| m.name).collect::<Vec<_>>();
-        Ok(Snapshot {
-            namespace,
+        let objects = Objects {
             services,
             deployments,
             statefulsets,
             daemonsets,
             replicasets,
             pods,
-            jobs: names(jobs.into_iter().map(|j| j.metadata).collect()),
-            cronjobs: names(cronjobs.into_iter().map(|j| j.metadata).collect()),
-            authorization_policies: take(DynKind::AuthorizationPolicy),
-            peer_authentications: take(DynKind::PeerAuthentication),
-            request_authentications: take(DynKind::RequestAuthentication),
-            virtual_services: take(DynKind::VirtualService),
-            destination_rules: take(DynKind::DestinationRule),
-            sidecars: take(DynKind::Sidecar),
-            service_entries: take(DynKind::ServiceEntry),
-            envoy_filters: take(DynKind::EnvoyFilter),
-            telemetries: take(DynKind::Telemetry),
-            wasm_plugins: take(DynKind::WasmPlugin),
-            proxy_configs: take(DynKind::ProxyConfig),
-            http_routes: take(DynKind::HttpRoute),
-            gateways: take(DynKind::Gateway),
-            pod_monitors: take(DynKind::PodMonitor),
-            service_monitors: take(DynKind::ServiceMonitor),
-            cluster: info.clone(),
-        })
+            jobs,
+            cronjobs,
+        };
+        Ok(assemble(
+            namespace,
+            objects,
+            |k| by_kind.remove(&k).unwrap_or_default(),
+            info,
+        ))
     }
 
     /// Every namespace's labels, read now: other namespaces change data plane while a fleet migrates, and the
@@ -325,5 +312,55 @@ impl Cluster {
             }
         }
         Ok(facts)
+    }
+}
+
+/// The typed objects of one namespace a [`Snapshot`] holds, however they were read.
+pub(crate) struct Objects {
+    pub services: Vec<Service>,
+    pub deployments: Vec<Deployment>,
+    pub statefulsets: Vec<StatefulSet>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub replicasets: Vec<ReplicaSet>,
+    pub pods: Vec<Pod>,
+    pub jobs: Vec<Job>,
+    pub cronjobs: Vec<CronJob>,
+}
+
+/// A namespace's [`Snapshot`] from its objects and `custom(kind)`, its objects of each custom kind as JSON:
+/// the one place the snapshot is put together, from lists or from the watch caches.
+pub(crate) fn assemble(
+    namespace: Namespace,
+    o: Objects,
+    mut custom: impl FnMut(DynKind) -> Vec<Value>,
+    info: &ClusterInfo,
+) -> Snapshot {
+    let names = |v: Vec<kube::api::ObjectMeta>| v.into_iter().filter_map(|m| m.name).collect::<Vec<_>>();
+    Snapshot {
+        namespace,
+        services: o.services,
+        deployments: o.deployments,
+        statefulsets: o.statefulsets,
+        daemonsets: o.daemonsets,
+        replicasets: o.replicasets,
+        pods: o.pods,
+        jobs: names(o.jobs.into_iter().map(|j| j.metadata).collect()),
+        cronjobs: names(o.cronjobs.into_iter().map(|j| j.metadata).collect()),
+        authorization_policies: custom(DynKind::AuthorizationPolicy),
+        peer_authentications: custom(DynKind::PeerAuthentication),
+        request_authentications: custom(DynKind::RequestAuthentication),
+        virtual_services: custom(DynKind::VirtualService),
+        destination_rules: custom(DynKind::DestinationRule),
+        sidecars: custom(DynKind::Sidecar),
+        service_entries: custom(DynKind::ServiceEntry),
+        envoy_filters: custom(DynKind::EnvoyFilter),
+        telemetries: custom(DynKind::Telemetry),
+        wasm_plugins: custom(DynKind::WasmPlugin),
+        proxy_configs: custom(DynKind::ProxyConfig),
+        http_routes: custom(DynKind::HttpRoute),
+        gateways: custom(DynKind::Gateway),
+        pod_monitors: custom(DynKind::PodMonitor),
+        service_monitors: custom(DynKind::ServiceMonitor),
+        cluster: info.clone(),
     }
 }

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::DynamicObject;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::primitives::{apply_label, create_bridges, create_planned, delete_object};
 use super::{EngineError, NsCtx, probing};
 use crate::assess::plan::{ActivationOrder, PolicyMigration};
 use crate::cluster::Check;
@@ -19,179 +19,43 @@ use crate::cluster::{WorkloadKind, restarted_at_now};
 use crate::gates::pods::{pods_gate, sidecar_free_and_enrolled, sidecar_ready};
 use crate::gates::{GateOutcome, GateResult};
 use crate::steps::gate_names as g;
-use crate::steps::{Change, LabelChange, ObjRef, Step};
+use crate::steps::{Change, ObjRef, Step};
 
-/// Applies `step` and evaluates its gates.
+/// Applies `step` and evaluates its gates. A gate the step table (`steps::STEP_TABLE`) does not list
+/// for the step is an error gate: the executor reports no verdict the core does not define.
 pub(crate) async fn execute(ctx: &mut NsCtx<'_>, step: Step) -> Result<Vec<GateResult>, EngineError> {
-    match step {
+    let gates = match step {
         Step::ActivateWaypoint => activate_waypoint(ctx).await,
         Step::EnableAmbient => enable_ambient(ctx).await,
         Step::RemoveInjection => remove_injection(ctx).await,
         Step::Restart => restart(ctx).await,
         Step::RemoveSidecarPolicies => remove_sidecar_policies(ctx).await,
         Step::Validate => validate(ctx).await,
-    }
+    }?;
+    Ok(only_listed(step, gates))
 }
 
-/// The label target of an object reference (Namespace or Service).
-pub(crate) fn label_target(r: &ObjRef) -> Result<LabelTarget, EngineError> {
-    match (r.kind.as_str(), &r.namespace) {
-        ("Namespace", _) => Ok(LabelTarget::Namespace { name: r.name.clone() }),
-        ("Service", Some(ns)) => Ok(LabelTarget::Service {
-            namespace: ns.clone(),
-            name: r.name.clone(),
-        }),
-        _ => Err(EngineError::Unsupported {
-            action: "label",
-            object: r.to_string(),
-            why: "only Namespaces and Services are labelled",
-        }),
-    }
-}
-
-/// Sets (or removes, with `None`) a label, journaling `before` first. Re-running after a crash keeps the
-/// `before` recorded by the first attempt, so rollback restores the original value, not ours.
-pub(crate) async fn apply_label(
-    ctx: &mut NsCtx<'_>,
-    step: Step,
-    target: &ObjRef,
-    key: &str,
-    value: Option<&str>,
-) -> Result<(), EngineError> {
-    let lt = label_target(target)?;
-    let recorded = ctx.journal.record().changes.iter().any(|c| {
-        matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key)
-    });
-    if !recorded {
-        let before = ctx.engine.cluster.labels_of(&lt).await?.get(key).cloned();
-        if before.as_deref() == value {
-            return Ok(());
-        }
-        let change = Change::Label {
-            step,
-            change: LabelChange {
-                target: target.clone(),
-                key: key.to_string(),
-                before,
-                after: value.map(str::to_string),
-            },
-        };
-        ctx.engine.check_lease().await?;
-        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
-    }
-    ctx.engine.check_lease().await?;
-    ctx.engine.cluster.set_label(&lt, key, value).await?;
-    Ok(())
-}
-
-/// Creates a planned object (bridge or twin), journaled first; an object that already exists is adopted:
-/// left alone and not journaled, so a rollback never deletes what the migration did not create.
-async fn create_planned(
-    ctx: &mut NsCtx<'_>,
-    step: Step,
-    object: &ObjRef,
-    role: &str,
-    manifest: &serde_json::Value,
-) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
-        EngineError::Unsupported {
-            action: "create",
-            object: object.to_string(),
-            why: "unsupported kind",
-        }
-    })?;
-    let recorded = ctx
-        .journal
-        .record()
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
-    if !recorded {
-        // An object that exists before we create it (applied by hand from `plan --fixes-dir`, or by
-        // another tool) is adopted, not created: it is not journaled, so no rollback ever deletes it.
-        if ctx
-            .engine
-            .cluster
-            .get_dyn(kind, &ctx.ns, &object.name)
-            .await?
-            .is_some()
-        {
-            ctx.engine.say(&format!(
-                "{}: {object} already exists: used as it is and never deleted by a rollback",
-                ctx.ns
-            ));
-            return Ok(());
-        }
-        ctx.engine.check_lease().await?;
-        let change = Change::Created {
-            step,
-            object: object.clone(),
-            role: role.to_string(),
-        };
-        // The manifest is journaled too: a partial rollback (`--to-step`) that restores the policy a bridge
-        // stood beside must re-create the bridge, which is not in the backup.
-        let key = created_manifest_key(object);
-        ctx.journal
-            .update(|r| {
-                r.changes.push(change.clone());
-                r.extra.insert(key.clone(), manifest.clone());
-            })
-            .await?;
-    }
-    let obj: DynamicObject =
-        serde_json::from_value(manifest.clone()).map_err(|e| EngineError::InvalidManifest {
-            object: object.to_string(),
-            message: e.to_string(),
-        })?;
-    ctx.engine.check_lease().await?;
-    match ctx.engine.cluster.create_dyn(kind, &ctx.ns, &obj).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_already_exists() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Journal `extra` key of the manifest of an object the migration created.
-pub(crate) fn created_manifest_key(object: &ObjRef) -> String {
-    format!("manifest:{}/{}", object.kind, object.name)
-}
-
-/// Creates the planned bridge policies (when enabled).
-async fn create_bridges(ctx: &mut NsCtx<'_>, step: Step) -> Result<(), EngineError> {
-    if ctx.opts.plan.bridges {
-        for b in ctx.plan.bridges.clone() {
-            create_planned(ctx, step, &b.object, &b.role, &b.manifest).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes an object, journaled first (restorable from the backup); absent is fine.
-async fn delete_object(ctx: &mut NsCtx<'_>, step: Step, object: &ObjRef) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
-        EngineError::Unsupported {
-            action: "delete",
-            object: object.to_string(),
-            why: "unsupported kind",
-        }
-    })?;
-    let recorded = ctx
-        .journal
-        .record()
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Deleted { object: o, .. } if o == object));
-    if !recorded {
-        ctx.engine.check_lease().await?;
-        let change = Change::Deleted {
-            step,
-            object: object.clone(),
-        };
-        ctx.journal.update(|r| r.changes.push(change.clone())).await?;
-    }
-    ctx.engine.check_lease().await?;
-    ctx.engine.cluster.delete_dyn(kind, &ctx.ns, &object.name).await?;
-    Ok(())
+/// `gates`, with any gate the step's table row does not list turned into an error naming it.
+fn only_listed(step: Step, gates: Vec<GateResult>) -> Vec<GateResult> {
+    gates
+        .into_iter()
+        .map(|g| {
+            if crate::steps::unlisted_gates(step, [g.gate.as_str()]).is_empty() {
+                g
+            } else {
+                GateResult::new(
+                    g::STEP_ACTION,
+                    GateOutcome::Error,
+                    json!({"gate": g.gate}),
+                    format!(
+                        "step {} reported gate {} that the step table does not list for it",
+                        step.number(),
+                        g.gate
+                    ),
+                )
+            }
+        })
+        .collect()
 }
 
 fn probes_for(ctx: &NsCtx<'_>, step: Step) -> Vec<crate::probes::spec::ProbeSpec> {
@@ -343,6 +207,7 @@ async fn enable_ambient(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineEr
     Ok(gates)
 }
 
+/// The `namespace-labels` gate (`gates::labels`) on the namespace's labels read back from the API.
 async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
     let labels = ctx
@@ -350,27 +215,8 @@ async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<G
         .cluster
         .labels_of(&LabelTarget::Namespace { name: ctx.ns.clone() })
         .await?;
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| labels.get(*k).map(String::as_str) != *v)
-        .map(|(k, v)| format!("{k}: want {:?}, found {:?}", v, labels.get(*k)))
-        .collect();
-    let outcome = if wrong.is_empty() || ctx.engine.cluster.dry_run() {
-        GateOutcome::Pass
-    } else {
-        GateOutcome::Fail
-    };
-    let msg = if wrong.is_empty() {
-        format!("namespace {} carries the expected labels", ctx.ns)
-    } else if ctx.engine.cluster.dry_run() {
-        format!("dry run: labels not persisted ({})", wrong.join(", "))
-    } else {
-        format!("namespace {}: {}", ctx.ns, wrong.join(", "))
-    };
-    Ok(stamp(
-        GateResult::new(g::NAMESPACE_LABELS, outcome, json!({"labels": labels}), msg),
-        started,
-    ))
+    let gate = crate::gates::labels::namespace_labels(&ctx.ns, &labels, want, ctx.engine.cluster.dry_run());
+    Ok(stamp(gate, started))
 }
 
 async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
@@ -446,39 +292,66 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let mut rollout_results = Vec::new();
     let mut pod_results = Vec::new();
     for batch in &batches {
-        let mut generations = Vec::new();
-        for w in batch {
-            let Some(kind) = workload_kind(w) else { continue };
-            let existing = ctx.journal.record().changes.iter().find_map(|c| match c {
+        // The batch's restarts are journaled in one write before the first is sent (a resumed run reuses
+        // the recorded `restartedAt` values, so nothing is restarted twice).
+        let restarted_at = |w: &ObjRef, changes: &[Change]| {
+            changes.iter().find_map(|c| match c {
                 Change::Restarted {
                     workload,
                     restarted_at,
                     ..
                 } if workload == w => Some(restarted_at.clone()),
                 _ => None,
-            });
-            let restarted_at = match existing {
-                Some(v) => v,
-                None => {
-                    let v = restarted_at_now();
-                    let change = Change::Restarted {
-                        step,
-                        workload: w.clone(),
-                        restarted_at: v.clone(),
-                        generation: None,
-                    };
-                    ctx.engine.check_lease().await?;
-                    ctx.journal.update(|r| r.changes.push(change.clone())).await?;
-                    v
-                }
+            })
+        };
+        let new: Vec<Change> = batch
+            .iter()
+            .filter(|w| workload_kind(w).is_some())
+            .filter(|w| restarted_at(w, &ctx.journal.record().changes).is_none())
+            .map(|w| Change::Restarted {
+                step,
+                workload: w.clone(),
+                restarted_at: restarted_at_now(),
+                generation: None,
+            })
+            .collect();
+        if !new.is_empty() {
+            ctx.engine.check_lease().await?;
+            ctx.journal.update(|r| r.changes.extend(new)).await?;
+        }
+        let mut generations = Vec::new();
+        for w in batch {
+            let Some(kind) = workload_kind(w) else { continue };
+            let Some(at) = restarted_at(w, &ctx.journal.record().changes) else {
+                continue;
             };
             ctx.engine.check_lease().await?;
-            let out = ctx
+            let cached = ctx
                 .engine
-                .cluster
-                .restart(kind, &ctx.ns, &w.name, &restarted_at)
-                .await?;
-            generations.push((w.clone(), kind, out.generation));
+                .cache
+                .as_ref()
+                .and_then(|c| c.restart_state(kind, &ctx.ns, &w.name, &at));
+            let generation = match cached {
+                // Already restarted with this value (a resumed run): nothing to send.
+                Some((generation, true, _)) => generation,
+                // Known, not paused: the patch alone (the read is the cache's).
+                Some((_, false, false)) => {
+                    ctx.engine
+                        .cluster
+                        .patch_restart(kind, &ctx.ns, &w.name, &at)
+                        .await?
+                        .generation
+                }
+                // Not cached, or paused (refused with kubectl's message): read and decide.
+                _ => {
+                    ctx.engine
+                        .cluster
+                        .restart(kind, &ctx.ns, &w.name, &at)
+                        .await?
+                        .generation
+                }
+            };
+            generations.push((w.clone(), kind, generation));
         }
         if ctx.engine.cluster.dry_run() {
             continue;
@@ -515,27 +388,8 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     }
     let started = jiff::Timestamp::now();
     let rollout_ok = rollout_results.iter().all(|(_, o, _)| *o == GateOutcome::Pass);
-    let worst = rollout_results
-        .iter()
-        .map(|(_, o, _)| *o)
-        .find(|o| *o != GateOutcome::Pass)
-        .unwrap_or(GateOutcome::Pass);
     gates.push(stamp(
-        GateResult::new(
-            g::ROLLOUT,
-            worst,
-            json!(
-                rollout_results
-                    .iter()
-                    .map(|(w, o, m)| json!({"workload": w.to_string(), "outcome": o, "message": m}))
-                    .collect::<Vec<_>>()
-            ),
-            rollout_results
-                .iter()
-                .map(|(_, _, m)| m.clone())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        crate::gates::rollout::rollout_gate(&rollout_results),
         started,
     ));
     if rollout_ok {
@@ -729,9 +583,42 @@ pub(crate) async fn pods_sidecar(
 
 // === step 5 ===
 
+/// Journal `extra` key of the objects step 5 deletes, recorded as the step starts.
+const STEP5_DELETES_KEY: &str = "step5:delete";
+
+/// What a step records in the journal as it starts, in the same write: step 5 records the objects it will
+/// delete. A run killed half-way through step 5 resumes with that list, not with a plan made from the
+/// half-cleaned namespace (where a deleted policy no longer calls for deleting its bridge).
+pub(crate) fn intent(
+    step: Step,
+    plan: &crate::assess::plan::NamespacePlan,
+) -> impl FnOnce(&mut crate::journal::Record) + use<> {
+    let deletes = (step == Step::RemoveSidecarPolicies).then(|| plan.delete_at_step5.clone());
+    move |r: &mut crate::journal::Record| {
+        if let Some(d) = deletes
+            && !r.extra.contains_key(STEP5_DELETES_KEY)
+        {
+            r.extra.insert(STEP5_DELETES_KEY.into(), json!(d));
+        }
+    }
+}
+
+/// Forgets what the steps recorded as they started (a new attempt plans afresh).
+pub(crate) fn forget_intents(r: &mut crate::journal::Record) {
+    r.extra.remove(STEP5_DELETES_KEY);
+}
+
 async fn remove_sidecar_policies(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::RemoveSidecarPolicies;
-    for o in ctx.plan.delete_at_step5.clone() {
+    // The list recorded when the step first started (see `intent`), else the plan's.
+    let recorded: Option<Vec<ObjRef>> = ctx
+        .journal
+        .record()
+        .extra
+        .get(STEP5_DELETES_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let deletes = recorded.unwrap_or_else(|| ctx.plan.delete_at_step5.clone());
+    for o in deletes {
         delete_object(ctx, step, &o).await?;
     }
     let mut gates = Vec::new();
@@ -830,4 +717,22 @@ async fn validate(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
         ));
     }
     Ok(gates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_missing_from_the_step_table_is_an_error_not_a_verdict() {
+        let pass = |name: &str| GateResult::new(name, GateOutcome::Pass, json!({}), "ok");
+        let out = only_listed(
+            Step::EnableAmbient,
+            vec![pass(g::ZTUNNEL_READY), pass(g::PODS_SIDECAR)],
+        );
+        assert!(out[0].passed());
+        assert_eq!(out[1].gate, g::STEP_ACTION);
+        assert_eq!(out[1].outcome, GateOutcome::Error);
+        assert!(out[1].message.contains("pods-sidecar"), "{}", out[1].message);
+    }
 }

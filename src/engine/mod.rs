@@ -7,6 +7,10 @@
 //! RolledBack. Before each mutation the fleet Lease must still be held.
 
 mod exec;
+#[cfg(all(test, feature = "demo"))]
+#[path = "tests.rs"]
+mod executor_tests;
+mod primitives;
 pub mod probing;
 mod rollback;
 
@@ -517,6 +521,7 @@ impl Engine {
                     r.gates.clear();
                     r.outcome = None;
                     r.backup = None;
+                    exec::forget_intents(r);
                 })
                 .await?;
         }
@@ -624,7 +629,9 @@ impl Engine {
                 return self.finish_rollback(&mut ctx, from, None, run).await;
             }
             if !matches!(phase, Phase::InStep(_)) {
-                self.transition(&mut ctx.journal, ns, Event::StepStarted).await?;
+                let intent = exec::intent(step, &ctx.plan);
+                self.transition_with(&mut ctx.journal, ns, Event::StepStarted, intent)
+                    .await?;
             }
             self.say(&format!("{ns}: step {} {}", step.number(), step.name()));
             let mut step_run = StepRun {
@@ -664,7 +671,7 @@ impl Engine {
                 Ok(g) => g,
                 Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => vec![GateResult::new(
-                    "step-action",
+                    crate::steps::gate_names::STEP_ACTION,
                     crate::gates::GateOutcome::Error,
                     serde_json::json!({"error": e.to_string()}),
                     format!("step {} could not be applied: {e}", step.number()),
@@ -690,10 +697,15 @@ impl Engine {
                 } else {
                     &[Event::GatesPassed, Event::StepStarted]
                 };
+                let starts = step.next().filter(|_| events.len() == 2);
+                let intent = starts.map(|n| exec::intent(n, &ctx.plan));
                 self.transitions_with(&mut ctx.journal, ns, events, |r| {
                     record_gates(r);
                     if last {
                         r.outcome = Some("migrated".into());
+                    }
+                    if let Some(i) = intent {
+                        i(r);
                     }
                 })
                 .await?;

@@ -15,11 +15,6 @@ use crate::probes::policy::{Measurement, ProbeState, Verdict};
 use crate::probes::runner;
 use crate::probes::spec::ProbeSpec;
 
-/// Gate name for traffic probes.
-pub const GATE_PROBES: &str = "traffic-probes";
-/// Gate name for continuous probes during the restart.
-pub const GATE_CONTINUOUS: &str = "continuous-probes";
-
 /// One probe's end state.
 #[derive(Debug, Clone)]
 struct ProbeRun {
@@ -177,7 +172,7 @@ pub fn spawn_continuous(
             }
         });
         let runs = futures::future::join_all(futs).await;
-        summarize(GATE_CONTINUOUS, runs, started)
+        summarize(crate::steps::gate_names::PROBES_CONTINUOUS, runs, started)
     })
 }
 

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::exec::{created_manifest_key, label_target, pods_sidecar, workload_kind};
+use super::exec::{pods_sidecar, workload_kind};
+use super::primitives::{created_manifest_key, label_target};
 use super::{NsCtx, RollbackRun, deadline, probing};
 use crate::cluster::DynKind;
 use crate::cluster::restarted_at_now;
@@ -312,7 +313,7 @@ async fn verify(
 
 /// Re-creates an object the migration created (a bridge), from the manifest journaled at its creation.
 async fn recreate_created(ctx: &NsCtx<'_>, object: &ObjRef) -> Result<(), String> {
-    let key = super::exec::created_manifest_key(object);
+    let key = created_manifest_key(object);
     let Some(manifest) = ctx.journal.record().extra.get(&key).cloned() else {
         return Err(format!(
             "the journal has no manifest for {object}: cannot re-create it"

@@ -2,6 +2,7 @@
 //! waypoint readiness ([`waypoint`]) and per-pod data-plane checks ([`pods`]). The side-effect layer reads the
 //! objects; these functions decide.
 
+pub mod labels;
 pub mod pods;
 pub mod policies;
 pub mod rollout;

@@ -177,42 +177,30 @@ pub fn daemonset_status(d: &DaemonSet, min_generation: Option<i64>) -> RolloutSt
     RolloutStatus::Done(format!("daemon set {name:?} successfully rolled out"))
 }
 
-/// Aggregate per-workload statuses into the `rollout` gate: Pass when all are done, Fail when any failed,
-/// otherwise Fail with the waiting messages (the executor re-evaluates until its deadline, then marks Timeout).
-pub fn rollout_gate(statuses: &[(ObjRef, RolloutStatus)]) -> GateResult {
-    let measured = serde_json::Value::Object(
-        statuses
+/// Aggregate the per-workload ends of the rollout waits into the `rollout` gate: each workload's outcome
+/// (Pass once kubectl's rules hold, Fail when they cannot any more, Timeout at the deadline) and message;
+/// the gate takes the first outcome that is not a pass, and lists every message.
+pub fn rollout_gate(results: &[(ObjRef, GateOutcome, String)]) -> GateResult {
+    let worst = results
+        .iter()
+        .map(|(_, o, _)| *o)
+        .find(|o| *o != GateOutcome::Pass)
+        .unwrap_or(GateOutcome::Pass);
+    GateResult::new(
+        crate::steps::gate_names::ROLLOUT,
+        worst,
+        serde_json::Value::Array(
+            results
+                .iter()
+                .map(|(w, o, m)| serde_json::json!({"workload": w.to_string(), "outcome": o, "message": m}))
+                .collect(),
+        ),
+        results
             .iter()
-            .map(|(r, s)| (r.to_string(), serde_json::to_value(s).unwrap_or_default()))
-            .collect(),
-    );
-    let failed: Vec<String> = statuses
-        .iter()
-        .filter_map(|(r, s)| match s {
-            RolloutStatus::Failed(m) => Some(format!("{r}: {m}")),
-            _ => None,
-        })
-        .collect();
-    let waiting: Vec<String> = statuses
-        .iter()
-        .filter_map(|(r, s)| match s {
-            RolloutStatus::Waiting(m) => Some(format!("{r}: {m}")),
-            _ => None,
-        })
-        .collect();
-    let gate = crate::steps::gate_names::ROLLOUT;
-    if !failed.is_empty() {
-        GateResult::new(gate, GateOutcome::Fail, measured, failed.join("; "))
-    } else if !waiting.is_empty() {
-        GateResult::new(gate, GateOutcome::Fail, measured, waiting.join("; "))
-    } else {
-        GateResult::new(
-            gate,
-            GateOutcome::Pass,
-            measured,
-            format!("{} workload(s) rolled out", statuses.len()),
-        )
-    }
+            .map(|(_, _, m)| m.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 #[cfg(test)]
@@ -418,16 +406,17 @@ mod tests {
         let a = ObjRef::new("apps/v1", "Deployment", "app", "a");
         let b = ObjRef::new("apps/v1", "Deployment", "app", "b");
         let g = rollout_gate(&[
-            (a.clone(), RolloutStatus::Done("ok".into())),
-            (b.clone(), RolloutStatus::Waiting("w".into())),
+            (a.clone(), GateOutcome::Pass, "a: rolled out".into()),
+            (b.clone(), GateOutcome::Timeout, "b: 1 of 2 updated".into()),
         ]);
-        assert_eq!(g.outcome, GateOutcome::Fail);
-        assert!(g.message.contains("Deployment/app/b: w"));
-        assert_eq!(g.measured["Deployment/app/a"]["state"], "done");
+        assert_eq!(g.outcome, GateOutcome::Timeout);
+        assert_eq!(g.message, "a: rolled out; b: 1 of 2 updated");
+        assert_eq!(g.measured[1]["workload"], "Deployment/app/b");
         let g = rollout_gate(&[
-            (a, RolloutStatus::Done("ok".into())),
-            (b, RolloutStatus::Done("ok".into())),
+            (a, GateOutcome::Pass, "ok".into()),
+            (b, GateOutcome::Pass, "ok".into()),
         ]);
         assert!(g.passed());
+        assert!(rollout_gate(&[]).passed());
     }
 }

@@ -109,7 +109,7 @@ pub mod gate_names {
     /// Every new pod sidecar-free, enrolled (`ambient.istio.io/redirection=enabled`) and Ready.
     pub const PODS_AMBIENT: &str = "pods-ambient";
     /// Continuous probes within the error budget during the restart.
-    pub const PROBES_CONTINUOUS: &str = "probes-continuous";
+    pub const PROBES_CONTINUOUS: &str = "continuous-probes";
     /// L7 probes (allowed and denied requests).
     pub const PROBES_L7: &str = "probes-l7";
     /// No selector policy that ztunnel would reject or translate lossily remains.
@@ -118,6 +118,37 @@ pub mod gate_names {
     pub const PODS_SIDECAR: &str = "pods-sidecar";
     /// Rollback: restored objects equal the backup.
     pub const BACKUP_EQUAL: &str = "backup-equal";
+    /// Any step: its action could not be applied (an API error that is not a gate verdict).
+    pub const STEP_ACTION: &str = "step-action";
+
+    /// Gates any step may report besides its own (see [`super::StepInfo::gates`]).
+    pub const ANY_STEP: &[&str] = &[STEP_ACTION];
+    /// Gates a rollback reports.
+    pub const ROLLBACK: &[&str] = &[ROLLOUT, PODS_SIDECAR, PROBES, BACKUP_EQUAL];
+    /// Every gate name.
+    pub const ALL: &[&str] = &[
+        WAYPOINT_READY,
+        NAMESPACE_LABELS,
+        ZTUNNEL_READY,
+        PROBES,
+        ROLLOUT,
+        PODS_AMBIENT,
+        PROBES_CONTINUOUS,
+        PROBES_L7,
+        NO_ZTUNNEL_REJECTED_POLICY,
+        PODS_SIDECAR,
+        BACKUP_EQUAL,
+        STEP_ACTION,
+    ];
+}
+
+/// The gate names of `reported` that `step`'s table row does not list (nor [`gate_names::ANY_STEP`]): a
+/// gate the executor reports must have its rule here first.
+pub fn unlisted_gates<'a>(step: Step, reported: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    reported
+        .into_iter()
+        .filter(|g| !step.info().gates.contains(g) && !gate_names::ANY_STEP.contains(g))
+        .collect()
 }
 
 use gate_names as g;
@@ -128,7 +159,8 @@ pub static STEP_TABLE: [StepInfo; 6] = [
         step: Step::ActivateWaypoint,
         action: "create bridge policies (and, with policies.migration = apply, twins), then label the \
                  namespace (or listed Services) istio.io/use-waypoint=<waypoint>",
-        gates: &[g::WAYPOINT_READY],
+        // Probes run when twins were applied (policies.migration = apply).
+        gates: &[g::WAYPOINT_READY, g::PROBES],
         rollback: Some(
             "remove istio.io/use-waypoint (restore the prior value if any), delete the bridges and twins it \
              created",
@@ -149,7 +181,13 @@ pub static STEP_TABLE: [StepInfo; 6] = [
     StepInfo {
         step: Step::Restart,
         action: "rollout-restart workloads in bounded batches, those behind a bridged policy last",
-        gates: &[g::ROLLOUT, g::PODS_AMBIENT, g::PROBES_CONTINUOUS],
+        // The waypoint is activated here instead of at step 1 with activation_order = after-restart.
+        gates: &[
+            g::ROLLOUT,
+            g::PODS_AMBIENT,
+            g::WAYPOINT_READY,
+            g::PROBES_CONTINUOUS,
+        ],
         rollback: Some(
             "restore the injection label, restart the restarted workloads, require istio-proxy present and \
              ready in every pod, probes green",
@@ -490,6 +528,33 @@ mod tests {
         assert_eq!(Step::Restart.to_string(), "4 (restart)");
         assert!(Step::Validate.info().rollback.is_none());
         assert!(Step::Restart.info().gates.contains(&gate_names::PODS_AMBIENT));
+    }
+
+    #[test]
+    fn every_gate_name_is_a_gate_of_a_step_or_of_the_rollback() {
+        for name in gate_names::ALL {
+            let used = STEP_TABLE.iter().any(|r| r.gates.contains(name))
+                || gate_names::ANY_STEP.contains(name)
+                || gate_names::ROLLBACK.contains(name);
+            assert!(used, "{name} is not in the step table");
+        }
+        for r in &STEP_TABLE {
+            for g in r.gates {
+                assert!(
+                    gate_names::ALL.contains(g),
+                    "{g} of step {} is not a gate name",
+                    r.step.number()
+                );
+            }
+        }
+        assert_eq!(
+            unlisted_gates(Step::EnableAmbient, ["ztunnel-ready", "step-action"]),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            unlisted_gates(Step::EnableAmbient, ["pods-ambient"]),
+            vec!["pods-ambient"]
+        );
     }
 
     #[test]
