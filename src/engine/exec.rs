@@ -424,7 +424,7 @@ async fn pods_wait_gate(
     w: &ObjRef,
     until: Instant,
     gate: &str,
-    (step, state): (Option<Step>, &str),
+    (step, state_name): (Option<Step>, &str),
     check: fn(&Pod) -> crate::gates::pods::PodCheck,
 ) -> Result<GateResult, EngineError> {
     let started = jiff::Timestamp::now();
@@ -437,25 +437,11 @@ async fn pods_wait_gate(
     let ns = ctx.ns.clone();
     let detail = w.to_string();
     let check_set = |pods: &[Pod]| {
-        let live: Vec<&Pod> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let good = live.iter().filter(|p| check(p).ok).count() as u32;
-        engine.wait_progress(&ns, step, state, (good, replicas as u32), &detail);
-        if live.len() < replicas {
-            return Check::Pending(format!("{} of {replicas} pods", live.len()));
-        }
-        let bad: Vec<String> = live
-            .iter()
-            .map(|p| check(p))
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
-            .collect();
-        if bad.is_empty() {
-            Check::Done
-        } else {
-            Check::Pending(bad.join("; "))
+        let (good, state) = crate::gates::pods::pods_progress(pods, replicas, check);
+        engine.wait_progress(&ns, step, state_name, (good as u32, replicas as u32), &detail);
+        match state {
+            Ok(()) => Check::Done,
+            Err(missing) => Check::Pending(missing),
         }
     };
     let res = match &ctx.engine.cache {

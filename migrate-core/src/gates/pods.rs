@@ -6,7 +6,6 @@
 
 use super::{GateOutcome, GateResult};
 use crate::steps::ObjRef;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -146,96 +145,26 @@ pub fn sidecar_ready(p: &Pod) -> PodCheck {
     }
 }
 
-fn owned_by(
-    p_refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-    kind: &str,
-    name: &str,
-    uid: Option<&str>,
-) -> bool {
-    p_refs.is_some_and(|refs| {
-        refs.iter()
-            .any(|r| r.kind == kind && r.name == name && uid.is_none_or(|u| r.uid.is_empty() || r.uid == u))
-    })
-}
-
-const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-
-/// The Deployment's current ReplicaSet: owned by it with the Deployment's revision annotation; when the
-/// annotation is missing on the Deployment, the owned ReplicaSet with the highest revision.
-pub fn current_replicaset<'a>(d: &Deployment, rss: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
-    let dname = d.metadata.name.as_deref().unwrap_or("");
-    let uid = d.metadata.uid.as_deref();
-    let owned: Vec<&ReplicaSet> = rss
-        .iter()
-        .filter(|rs| owned_by(rs.metadata.owner_references.as_ref(), "Deployment", dname, uid))
-        .collect();
-    let rev = |rs: &ReplicaSet| -> i64 {
-        rs.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION_ANNOTATION))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let want = d
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION_ANNOTATION))
-        .and_then(|v| v.parse::<i64>().ok());
-    match want {
-        Some(w) => owned.into_iter().find(|rs| rev(rs) == w),
-        None => owned.into_iter().max_by_key(|rs| rev(rs)),
+/// Where a workload's live (non-terminating) pods stand against `check` while a wait watches them: how many
+/// pass, and `Ok` once there are at least `want` of them and every one passes, else what is still missing
+/// (the text a timeout reports). The executor re-evaluates it on every watch event of the pods.
+pub fn pods_progress(pods: &[Pod], want: usize, check: fn(&Pod) -> PodCheck) -> (usize, Result<(), String>) {
+    let live: Vec<&Pod> = pods.iter().filter(|p| !is_terminating(p)).collect();
+    let checks: Vec<PodCheck> = live.iter().map(|p| check(p)).collect();
+    let good = checks.iter().filter(|c| c.ok).count();
+    if live.len() < want {
+        return (good, Err(format!("{} of {want} pods", live.len())));
     }
-}
-
-/// The current, non-terminating pods of a Deployment (owned by its current ReplicaSet).
-pub fn deployment_pods<'a>(d: &Deployment, rss: &[ReplicaSet], pods: &'a [Pod]) -> Vec<&'a Pod> {
-    let Some(rs) = current_replicaset(d, rss) else {
-        return Vec::new();
-    };
-    let rs_name = rs.metadata.name.as_deref().unwrap_or("");
-    let uid = rs.metadata.uid.as_deref();
-    pods.iter()
-        .filter(|p| {
-            !is_terminating(p) && owned_by(p.metadata.owner_references.as_ref(), "ReplicaSet", rs_name, uid)
-        })
-        .collect()
-}
-
-fn label<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
-    p.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-/// The current, non-terminating pods of a StatefulSet: owned by it with `controller-revision-hash` equal to
-/// `status.updateRevision` (all owned pods when the status has no update revision).
-pub fn statefulset_pods<'a>(s: &StatefulSet, pods: &'a [Pod]) -> Vec<&'a Pod> {
-    let sname = s.metadata.name.as_deref().unwrap_or("");
-    let uid = s.metadata.uid.as_deref();
-    let rev = s.status.as_ref().and_then(|st| st.update_revision.as_deref());
-    pods.iter()
-        .filter(|p| {
-            !is_terminating(p) && owned_by(p.metadata.owner_references.as_ref(), "StatefulSet", sname, uid)
-        })
-        .filter(|p| rev.is_none_or(|r| label(p, "controller-revision-hash") == Some(r)))
-        .collect()
-}
-
-/// The current, non-terminating pods of a DaemonSet: owned by it with `pod-template-generation` equal to the
-/// DaemonSet's generation (all owned pods when that label is absent).
-pub fn daemonset_pods<'a>(d: &DaemonSet, pods: &'a [Pod]) -> Vec<&'a Pod> {
-    let dname = d.metadata.name.as_deref().unwrap_or("");
-    let uid = d.metadata.uid.as_deref();
-    let generation = d.metadata.generation.map(|g| g.to_string());
-    pods.iter()
-        .filter(|p| {
-            !is_terminating(p) && owned_by(p.metadata.owner_references.as_ref(), "DaemonSet", dname, uid)
-        })
-        .filter(|p| match (label(p, "pod-template-generation"), &generation) {
-            (Some(l), Some(g)) => l == g,
-            _ => true,
-        })
-        .collect()
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.pod, c.reasons.join(", ")))
+        .collect();
+    if bad.is_empty() {
+        (good, Ok(()))
+    } else {
+        (good, Err(bad.join("; ")))
+    }
 }
 
 /// Apply `check` to the workload's current pods and aggregate into a gate result named `gate`: Pass when
@@ -374,102 +303,21 @@ mod tests {
         assert_eq!(proxy_placement(&pod(ambient_pod())), None);
     }
 
-    fn owned(name: &str, kind: &str, owner: &str, labels: Value, terminating: bool) -> Pod {
-        let mut v = ambient_pod();
-        v["metadata"]["name"] = json!(name);
-        v["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": ""}]);
-        v["metadata"]["labels"] = labels;
-        if terminating {
-            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        }
-        pod(v)
-    }
-
     #[test]
-    fn deployment_current_pods() {
-        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "api", "uid": "d1",
-            "annotations": {REVISION_ANNOTATION: "2"}}, "spec": {"selector": {}, "template": {}}}))
-        .unwrap();
-        let rs = |name: &str, rev: &str| -> ReplicaSet {
-            serde_json::from_value(json!({"metadata": {"name": name, "uid": name,
-                "annotations": {REVISION_ANNOTATION: rev},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d1"}]},
-                "spec": {"selector": {}}}))
-            .unwrap()
-        };
-        let rss = vec![rs("api-old", "1"), rs("api-new", "2")];
-        assert_eq!(
-            current_replicaset(&d, &rss).unwrap().metadata.name.as_deref(),
-            Some("api-new")
-        );
-        let pods = vec![
-            owned("a", "ReplicaSet", "api-old", json!({}), false),
-            owned("b", "ReplicaSet", "api-new", json!({}), false),
-            owned("c", "ReplicaSet", "api-new", json!({}), true),
-        ];
-        let cur: Vec<String> = deployment_pods(&d, &rss, &pods).iter().map(|p| name(p)).collect();
-        assert_eq!(cur, vec!["b"]);
-        // Without the revision annotation on the Deployment, the highest revision wins.
-        let mut d2 = d.clone();
-        d2.metadata.annotations = None;
-        assert_eq!(
-            current_replicaset(&d2, &rss).unwrap().metadata.name.as_deref(),
-            Some("api-new")
-        );
-    }
-
-    #[test]
-    fn statefulset_and_daemonset_current_pods() {
-        let s: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "db"},
-            "spec": {"selector": {}, "template": {}}, "status": {"replicas": 2, "updateRevision": "db-2"}}))
-        .unwrap();
-        let pods = vec![
-            owned(
-                "db-0",
-                "StatefulSet",
-                "db",
-                json!({"controller-revision-hash": "db-2"}),
-                false,
-            ),
-            owned(
-                "db-1",
-                "StatefulSet",
-                "db",
-                json!({"controller-revision-hash": "db-1"}),
-                false,
-            ),
-        ];
-        let cur: Vec<String> = statefulset_pods(&s, &pods).iter().map(|p| name(p)).collect();
-        assert_eq!(cur, vec!["db-0"]);
-        let d: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "generation": 3},
-            "spec": {"selector": {}, "template": {}}}))
-        .unwrap();
-        let pods = vec![
-            owned(
-                "x",
-                "DaemonSet",
-                "agent",
-                json!({"pod-template-generation": "3"}),
-                false,
-            ),
-            owned(
-                "y",
-                "DaemonSet",
-                "agent",
-                json!({"pod-template-generation": "2"}),
-                false,
-            ),
-            owned(
-                "z",
-                "DaemonSet",
-                "other",
-                json!({"pod-template-generation": "3"}),
-                false,
-            ),
-        ];
-        let cur: Vec<String> = daemonset_pods(&d, &pods).iter().map(|p| name(p)).collect();
-        assert_eq!(cur, vec!["x"]);
+    fn progress_waits_for_every_wanted_pod_to_pass() {
+        let good = pod(ambient_pod());
+        let bad = pod(classic_sidecar(true));
+        let mut gone = ambient_pod();
+        gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let gone = pod(gone);
+        let p = |pods: &[Pod], want| pods_progress(pods, want, sidecar_free_and_enrolled);
+        assert_eq!(p(std::slice::from_ref(&good), 1), (1, Ok(())));
+        // A terminating pod counts for nothing, passing or not.
+        let (n, r) = p(&[good.clone(), gone], 2);
+        assert_eq!((n, r.unwrap_err().as_str()), (1, "1 of 2 pods"));
+        let (n, r) = p(&[good, bad], 2);
+        assert_eq!(n, 1);
+        assert!(r.unwrap_err().contains("istio-proxy"));
     }
 
     #[test]
