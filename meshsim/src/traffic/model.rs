@@ -856,25 +856,21 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
                     ..Default::default()
                 };
                 // [jwt] jwt_authn runs before RBAC in the waypoint's filter chain.
-                if let Err(body) = authenticate(&waypoint_authn(w, svc, gw_ref), env, &mut attrs) {
+                let denied = match authenticate(&waypoint_authn(w, svc, gw_ref), env, &mut attrs) {
+                    Err(body) => Some((401, body.to_string())),
+                    Ok(()) => match policy::envoy_decision(pols, &attrs) {
+                        Decision::Deny(_) => Some((403, RBAC_DENIED.to_string())),
+                        Decision::Allow => None,
+                    },
+                };
+                if let Some(reply) = denied {
                     return finish(
                         w,
                         &mut f,
                         svc,
                         None,
                         caller.identity.as_deref(),
-                        Err((401, body.to_string())),
-                        dest_key,
-                    );
-                }
-                if let Decision::Deny(_) = policy::envoy_decision(pols, &attrs) {
-                    return finish(
-                        w,
-                        &mut f,
-                        svc,
-                        None,
-                        caller.identity.as_deref(),
-                        Err((403, RBAC_DENIED.into())),
+                        Err(reply),
                         dest_key,
                     );
                 }
