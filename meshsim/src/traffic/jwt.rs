@@ -27,7 +27,9 @@ use super::policy::{Attached, Selector, TargetRef};
 /// The signature part meshsim accepts as "signed by the issuer's JWKS".
 pub const VALID_SIGNATURE: &str = "valid";
 
-/// Envoy `jwt_authn` failure messages (the 401 body), from Envoy's `jwt_verify_lib` status strings.
+/// Envoy `jwt_authn` failure messages (the 401 body), from Envoy's `jwt_verify_lib` status strings; a token
+/// of an issuer no applying `jwtRules` names is answered "Jwt issuer is not configured" (istio/istio issue
+/// 40718, Istio 1.13; keycloak/keycloak issue 17299, Istio 1.17).
 pub const ISSUER_NOT_CONFIGURED: &str = "Jwt issuer is not configured";
 pub const VERIFICATION_FAILS: &str = "Jwt verification fails";
 pub const EXPIRED: &str = "Jwt is expired";
