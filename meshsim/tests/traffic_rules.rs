@@ -490,3 +490,64 @@ fn egress_registry_only_is_enforced_by_sidecars_not_by_ztunnel() {
         "{c}"
     );
 }
+
+#[test]
+fn jwt_is_validated_by_the_sidecar_and_the_waypoint_never_by_ztunnel() {
+    use meshsim::traffic::jwt::{VALID_SIGNATURE, token};
+    let ra = |attach: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: app}}\nspec:\n  {attach}\n  jwtRules: [{{issuer: x}}]\n"
+        )
+    };
+    let forged = format!("Bearer {}", token("x", "alice", None, "forged"));
+    let valid = format!("Bearer {}", token("x", "alice", None, VALID_SIGNATURE));
+    let get = |s: &meshsim::Sim, auth: &str| {
+        let h: Vec<(&str, &str)> = [("Authorization", auth)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        send(s, from("app", "web"), "GET", API, &h)
+    };
+    // Sidecar: a selector RequestAuthentication; invalid token 401 (counted as denied), none passes.
+    let s = cluster("sidecar");
+    apply_yaml(&s, &ra("selector: {matchLabels: {app: api}}"));
+    let r = get(&s, &forged);
+    assert_eq!(
+        (r.outcome.clone(), r.body.as_str()),
+        (Outcome::Http(401), "Jwt verification fails")
+    );
+    assert_eq!(r.enforcement, vec!["sidecar"]);
+    assert!(!r.intended_allow && !r.wrongly_denied);
+    assert_eq!(get(&s, "").outcome, Outcome::Http(200));
+    assert_eq!(get(&s, &valid).outcome, Outcome::Http(200));
+    assert_eq!(s.traffic.snapshot()["denied"], 1);
+    // requestPrincipals now match the validated `<iss>/<sub>`; notRequestPrincipals ["*"] the anonymous.
+    apply_yaml(
+        &s,
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: need-jwt, namespace: app}\nspec:\n  selector: {matchLabels: {app: api}}\n  action: DENY\n  rules: [{from: [{source: {notRequestPrincipals: [\"*\"]}}]}]\n",
+    );
+    assert_eq!(get(&s, "").outcome, Outcome::Http(403));
+    assert_eq!(get(&s, &valid).outcome, Outcome::Http(200));
+    // ztunnel (ambient, no waypoint) applies no RequestAuthentication: the forged token gets through,
+    // which the intended decision calls a security gap.
+    let s = cluster("ambient");
+    apply_yaml(&s, &ra("selector: {matchLabels: {app: api}}"));
+    let r = get(&s, &forged);
+    assert_eq!(r.outcome, Outcome::Http(200));
+    assert_eq!(r.enforcement, vec!["ztunnel"]);
+    assert!(r.wrongly_allowed);
+    // The waypoint applies a targetRefs RequestAuthentication, before its authorization.
+    namespace(&s, "app", json!({"istio.io/use-waypoint": "waypoint"}));
+    waypoint(&s, "app", "waypoint", "ready");
+    apply_yaml(
+        &s,
+        &ra("targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]"),
+    );
+    let r = get(&s, &forged);
+    assert_eq!(
+        (r.outcome.clone(), r.body.as_str()),
+        (Outcome::Http(401), "Jwt verification fails")
+    );
+    assert_eq!(r.enforcement, vec!["waypoint"]);
+    assert_eq!(get(&s, &valid).outcome, Outcome::Http(200));
+}

@@ -5,12 +5,13 @@
 //!
 //! Layout: [`snapshot`] reads the store into plain structs; [`model`] is the pure decision logic over
 //! them; [`policy`] evaluates AuthorizationPolicy/PeerAuthentication (Envoy in full, ztunnel's L4
-//! translation); [`routing`] applies VirtualService/DestinationRule/HTTPRoute; [`egress`] decides requests
+//! translation); [`jwt`] validates JWTs (RequestAuthentication); [`routing`] applies VirtualService/DestinationRule/HTTPRoute; [`egress`] decides requests
 //! to hosts outside the cluster (the sidecar-only outbound policy); [`curl`] runs curl
 //! command lines; [`proxy`] serves an HTTP forward proxy for probes.
 
 pub mod curl;
 pub mod egress;
+pub mod jwt;
 pub mod model;
 pub mod policy;
 pub mod proxy;

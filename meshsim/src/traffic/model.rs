@@ -3,14 +3,17 @@
 //! [l4] istio.io docs/ambient/usage/l4-policy, [ztun] istio/istio ambient/authorization.go + istio/ztunnel
 //! src/rbac.rs, [mig] istio.io docs/ambient/migrate, [wpnr] istio.io PR 17520 + pilot waypoint status,
 //! [cni] istio/api annotation ambient.istio.io/redirection, [pa] PeerAuthentication enforced by the
-//! destination's proxy, [env] Envoy adds x-request-id and ztunnel does not.
+//! destination's proxy, [env] Envoy adds x-request-id and ztunnel does not, [jwt] RequestAuthentication
+//! validated by the destination's sidecar (selector) or the waypoint (targetRefs), never by ztunnel
+//! (istio.io docs/reference/config/security/request_authentication; see [`super::jwt`]).
 
 use std::collections::BTreeMap;
 
 use super::egress::{self, EgressCaller};
-use super::policy::{self, AuthzPolicy, ConnAttrs, Decision, RequestAttrs};
+use super::jwt::{self, Authn, RequestAuthn};
+use super::policy::{self, Attached, AuthzPolicy, ConnAttrs, Decision, RequestAttrs};
 use super::routing::{self, RouteInput, RouteResult};
-use super::snapshot::{DataPlane, Gateway, Pod, Service, World};
+use super::snapshot::{DataPlane, Gateway, NsData, Pod, Service, World};
 use super::{Outcome, Request, Response, Source};
 
 /// Live inputs that are not part of the snapshot.
@@ -23,6 +26,10 @@ pub trait Env {
     fn seq(&self) -> u64;
     /// A fresh x-request-id.
     fn request_id(&self) -> String;
+    /// Unix time in seconds (JWT `exp`).
+    fn now(&self) -> i64 {
+        jiff::Timestamp::now().as_second()
+    }
 }
 
 /// How a request ended, for the counters.
@@ -207,6 +214,8 @@ enum Delivery {
     Reset,
     /// 403 from the destination sidecar.
     Forbidden,
+    /// 401 from the destination sidecar: the JWT failed validation [jwt].
+    Unauthorized(&'static str),
     /// The application answered.
     App {
         status: u16,
@@ -265,11 +274,26 @@ fn target_port(svc_port: &routing::PortSelector, svc: &Service, pod: Option<&Pod
 /// Policies applying to a workload at a sidecar or ztunnel: selector and namespace-wide policies of its
 /// namespace and of the root namespace; never targetRefs ones.
 fn workload_policies<'a>(w: &'a World, ns: &str, labels: &BTreeMap<String, String>) -> Vec<&'a AuthzPolicy> {
+    workload_attached(w, ns, labels, |d| &d.authz)
+}
+
+/// RequestAuthentications a destination sidecar applies: the same attachment as AuthorizationPolicy [jwt].
+fn workload_authn<'a>(w: &'a World, ns: &str, labels: &BTreeMap<String, String>) -> Vec<&'a RequestAuthn> {
+    workload_attached(w, ns, labels, |d| &d.request_authn)
+}
+
+/// Selector and namespace-wide objects of `ns` and of the root namespace that select the workload.
+fn workload_attached<'a, T: Attached>(
+    w: &'a World,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+    pick: impl Fn(&'a NsData) -> &'a [T],
+) -> Vec<&'a T> {
     let mut out = Vec::new();
     for n in [ns, w.root_ns.as_str()] {
         if let Some(d) = w.ns(n) {
             out.extend(
-                d.authz
+                pick(d)
                     .iter()
                     .filter(|p| p.selects_workload(&w.root_ns, ns, labels)),
             );
@@ -372,24 +396,56 @@ fn waypoint_state<'a>(w: &'a World, svc: &Service) -> WaypointState<'a> {
 /// Gateway, and to the `istio-waypoint` GatewayClass (root namespace). Source: istio.io
 /// docs/ambient/usage/l7-features; authorization-policy reference (targetRefs).
 fn waypoint_policies<'a>(w: &'a World, svc: &Service, gw: Option<(&str, &str)>) -> Vec<&'a AuthzPolicy> {
-    let mut out = Vec::new();
+    waypoint_attached(w, svc, gw, |d| &d.authz)
+}
+
+/// RequestAuthentications a waypoint applies for `svc`: targetRefs to the Service, the Gateway or the
+/// `istio-waypoint` GatewayClass, as for AuthorizationPolicy [jwt].
+fn waypoint_authn<'a>(w: &'a World, svc: &Service, gw: Option<(&str, &str)>) -> Vec<&'a RequestAuthn> {
+    waypoint_attached(w, svc, gw, |d| &d.request_authn)
+}
+
+fn waypoint_attached<'a, T: Attached>(
+    w: &'a World,
+    svc: &Service,
+    gw: Option<(&str, &str)>,
+    pick: impl Fn(&'a NsData) -> &'a [T],
+) -> Vec<&'a T> {
+    let mut out: Vec<&T> = Vec::new();
     if let Some(d) = w.ns(&svc.namespace) {
-        out.extend(d.authz.iter().filter(|p| p.targets_service(&svc.name)));
+        out.extend(pick(d).iter().filter(|p| p.targets_service(&svc.name)));
     }
     if let Some((gns, gname)) = gw {
         if let Some(d) = w.ns(gns) {
-            out.extend(d.authz.iter().filter(|p| p.targets_gateway(gname)));
+            out.extend(pick(d).iter().filter(|p| p.targets_gateway(gname)));
         }
         if let Some(d) = w.ns(&w.root_ns) {
             out.extend(
-                d.authz
+                pick(d)
                     .iter()
                     .filter(|p| p.targets_gateway_class("istio-waypoint")),
             );
         }
     }
-    out.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    out.dedup_by(|a, b| a.namespace() == b.namespace() && a.name() == b.name());
     out
+}
+
+/// Runs JWT validation [jwt] and puts the request principal and claims on `attrs`; `Err` is the 401 body.
+fn authenticate(
+    policies: &[&RequestAuthn],
+    env: &dyn Env,
+    attrs: &mut RequestAttrs,
+) -> Result<(), &'static str> {
+    match jwt::authenticate(policies, &attrs.headers, env.now()) {
+        Authn::Anonymous => Ok(()),
+        Authn::Principal { principal, claims } => {
+            attrs.request_principal = Some(principal);
+            attrs.claims = claims;
+            Ok(())
+        }
+        Authn::Rejected(body) => Err(body),
+    }
 }
 
 fn service<'a>(w: &'a World, ns: &str, name: &str) -> Option<&'a Service> {
@@ -492,7 +548,7 @@ fn deliver(
             }
             f.envoy_touch();
             let pols = workload_policies(w, &pod.namespace, &pod.labels);
-            let attrs = RequestAttrs {
+            let mut attrs = RequestAttrs {
                 principal: peer.map(str::to_string),
                 source_ip: None,
                 destination_ip: pod.ip,
@@ -501,7 +557,13 @@ fn deliver(
                 path: f.url.path().to_string(),
                 host: f.url.host.clone(),
                 headers: f.headers.clone(),
+                ..Default::default()
             };
+            if let Err(body) =
+                authenticate(&workload_authn(w, &pod.namespace, &pod.labels), f.env, &mut attrs)
+            {
+                return Delivery::Unauthorized(body);
+            }
             if !policy::envoy_decision(pols, &attrs).allowed() {
                 return Delivery::Forbidden;
             }
@@ -554,15 +616,14 @@ fn intended(
         return false;
     }
     let mut pols = workload_policies(w, ns, &labels);
+    let mut authn = workload_authn(w, ns, &labels);
     for svc in svcs {
         let gw = use_waypoint(w, svc);
-        pols.extend(waypoint_policies(
-            w,
-            svc,
-            gw.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-        ));
+        let gw = gw.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+        pols.extend(waypoint_policies(w, svc, gw));
+        authn.extend(waypoint_authn(w, svc, gw));
     }
-    let attrs = RequestAttrs {
+    let mut attrs = RequestAttrs {
         principal: caller_identity.map(str::to_string),
         source_ip: None,
         destination_ip: pod.and_then(|p| p.ip),
@@ -571,7 +632,12 @@ fn intended(
         path: f.url.path().to_string(),
         host: f.url.host.clone(),
         headers: f.headers.clone(),
+        ..Default::default()
     };
+    // Every RequestAuthentication meant for the workload validates the token (one merged filter).
+    if authenticate(&authn, f.env, &mut attrs).is_err() {
+        return false;
+    }
     policy::envoy_decision(pols, &attrs).allowed()
 }
 
@@ -776,8 +842,9 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
                 f.envoy_touch();
                 f.enforcement.push("waypoint".into());
                 // The waypoint authorizes with the caller's identity, then routes [l4].
-                let pols = waypoint_policies(w, svc, Some((&gw.namespace, &gw.name)));
-                let attrs = RequestAttrs {
+                let gw_ref = Some((gw.namespace.as_str(), gw.name.as_str()));
+                let pols = waypoint_policies(w, svc, gw_ref);
+                let mut attrs = RequestAttrs {
                     principal: caller.identity.clone(),
                     source_ip: None,
                     destination_ip: None,
@@ -786,15 +853,24 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
                     path: url.path().to_string(),
                     host: url.host.clone(),
                     headers: f.headers.clone(),
+                    ..Default::default()
                 };
-                if let Decision::Deny(_) = policy::envoy_decision(pols, &attrs) {
+                // [jwt] jwt_authn runs before RBAC in the waypoint's filter chain.
+                let denied = match authenticate(&waypoint_authn(w, svc, gw_ref), env, &mut attrs) {
+                    Err(body) => Some((401, body.to_string())),
+                    Ok(()) => match policy::envoy_decision(pols, &attrs) {
+                        Decision::Deny(_) => Some((403, RBAC_DENIED.to_string())),
+                        Decision::Allow => None,
+                    },
+                };
+                if let Some(reply) = denied {
                     return finish(
                         w,
                         &mut f,
                         svc,
                         None,
                         caller.identity.as_deref(),
-                        Err((403, RBAC_DENIED.into())),
+                        Err(reply),
                         dest_key,
                     );
                 }
@@ -902,6 +978,10 @@ pub fn decide(w: &World, env: &dyn Env, req: &Request) -> Decided {
             let (o, h, b) = envoy_reply(403, RBAC_DENIED);
             (o, h, b, Class::Denied, None)
         }
+        Delivery::Unauthorized(body) => {
+            let (o, h, b) = envoy_reply(401, body);
+            (o, h, b, Class::Denied, None)
+        }
         Delivery::NoEndpoint => {
             if client_envoy {
                 let (o, h, b) = envoy_reply(503, NO_HEALTHY_UPSTREAM);
@@ -979,7 +1059,7 @@ fn finish(
     destination: Option<String>,
 ) -> Decided {
     let (status, body) = reply.err().unwrap_or((500, String::new()));
-    let class = if status == 403 && body == RBAC_DENIED {
+    let class = if (status == 403 && body == RBAC_DENIED) || jwt::is_rejection(status, &body) {
         Class::Denied
     } else {
         Class::Error

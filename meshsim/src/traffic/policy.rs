@@ -153,28 +153,54 @@ impl AuthzPolicy {
             .chain(self.spec.target_refs.iter())
             .collect()
     }
+}
+
+impl Attached for AuthzPolicy {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn selector(&self) -> Option<&Selector> {
+        self.spec.selector.as_ref()
+    }
+    fn target_refs(&self) -> Vec<&TargetRef> {
+        AuthzPolicy::target_refs(self)
+    }
+}
+
+/// How an Istio security policy (AuthorizationPolicy, RequestAuthentication) attaches: a workload
+/// `selector` (or none: namespace-wide; in the root namespace: mesh-wide), or `targetRefs`. Both kinds
+/// share the attachment rules. Source: istio.io docs/reference/config/type/workload-selector and the
+/// `targetRefs` fields of the authorization-policy and request_authentication references.
+pub trait Attached {
+    fn namespace(&self) -> &str;
+    fn name(&self) -> &str;
+    fn selector(&self) -> Option<&Selector>;
+    fn target_refs(&self) -> Vec<&TargetRef>;
 
     /// Whether the policy targets the Service `name` (group "" or "core", same namespace).
-    pub fn targets_service(&self, name: &str) -> bool {
+    fn targets_service(&self, name: &str) -> bool {
+        let own = self.namespace();
         self.target_refs().iter().any(|t| {
             t.kind == "Service"
                 && (t.group.is_empty() || t.group == "core")
                 && t.name == name
-                && t.namespace.as_deref().is_none_or(|n| n == self.namespace)
+                && t.namespace.as_deref().is_none_or(|n| n == own)
         })
     }
 
     /// Whether the policy targets the Gateway `name` in its namespace.
-    pub fn targets_gateway(&self, name: &str) -> bool {
-        self.target_refs().iter().any(|t| {
-            t.kind == "Gateway"
-                && t.name == name
-                && t.namespace.as_deref().is_none_or(|n| n == self.namespace)
-        })
+    fn targets_gateway(&self, name: &str) -> bool {
+        let own = self.namespace();
+        self.target_refs()
+            .iter()
+            .any(|t| t.kind == "Gateway" && t.name == name && t.namespace.as_deref().is_none_or(|n| n == own))
     }
 
     /// Whether the policy targets the GatewayClass `name` (root namespace only).
-    pub fn targets_gateway_class(&self, name: &str) -> bool {
+    fn targets_gateway_class(&self, name: &str) -> bool {
         self.target_refs()
             .iter()
             .any(|t| t.kind == "GatewayClass" && t.name == name)
@@ -184,19 +210,14 @@ impl AuthzPolicy {
     /// `labels` in `namespace`: same namespace, or the root namespace (mesh-wide), selector matching.
     /// Source: istio.io authorization-policy reference ("workload selector ... in the root namespace
     /// applies to all namespaces").
-    pub fn selects_workload(
-        &self,
-        root_ns: &str,
-        namespace: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> bool {
+    fn selects_workload(&self, root_ns: &str, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         if !self.target_refs().is_empty() {
             return false;
         }
-        if self.namespace != namespace && self.namespace != root_ns {
+        if self.namespace() != namespace && self.namespace() != root_ns {
             return false;
         }
-        self.spec.selector.as_ref().is_none_or(|s| s.matches(labels))
+        self.selector().is_none_or(|s| s.matches(labels))
     }
 }
 
@@ -215,6 +236,10 @@ pub struct RequestAttrs {
     pub host: String,
     /// Lower-case header names.
     pub headers: Vec<(String, String)>,
+    /// `<iss>/<sub>` of the JWT a RequestAuthentication validated; `None` without a (validated) token.
+    pub request_principal: Option<String>,
+    /// Claims of that JWT: a string claim as one value, a list of strings as its elements.
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 impl RequestAttrs {
@@ -300,9 +325,14 @@ fn sa_match(entry: &str, policy_ns: &str, attrs: &RequestAttrs) -> bool {
 
 fn envoy_source(s: &Source, policy_ns: &str, a: &RequestAttrs) -> bool {
     let principal = a.principal.as_deref();
-    // No request authentication is modelled: requests carry no JWT, so requestPrincipals never match.
+    // requestPrincipals match the `<iss>/<sub>` of a validated JWT (see `super::jwt`); a request without
+    // one has no request principal, so `notRequestPrincipals: ["*"]` matches it.
     pos_neg(&s.principals, &s.not_principals, principal)
-        && pos_neg(&s.request_principals, &s.not_request_principals, None)
+        && pos_neg(
+            &s.request_principals,
+            &s.not_request_principals,
+            a.request_principal.as_deref(),
+        )
         && pos_neg(&s.namespaces, &s.not_namespaces, a.namespace())
         && (s.service_accounts.is_empty() || s.service_accounts.iter().any(|e| sa_match(e, policy_ns, a)))
         && !s.not_service_accounts.iter().any(|e| sa_match(e, policy_ns, a))
@@ -342,7 +372,8 @@ fn condition_value(key: &str, a: &RequestAttrs) -> Option<String> {
         "destination.ip" => a.destination_ip.map(|i| i.to_string()),
         "destination.port" => Some(a.port.to_string()),
         "connection.sni" => None,
-        // request.auth.* and experimental keys: no JWT or extra metadata is modelled.
+        "request.auth.principal" => a.request_principal.clone(),
+        // request.auth.audiences / presenter and experimental keys: not modelled.
         _ => None,
     }
 }
@@ -355,6 +386,17 @@ fn envoy_condition(c: &Condition, a: &RequestAttrs) -> bool {
             _ => a.source_ip,
         };
         return ip_pos_neg(&c.values, &c.not_values, ip);
+    }
+    // `request.auth.claims[name]`: a list claim matches when any element does (istio.io
+    // docs/reference/config/security/conditions).
+    if let Some(name) = c
+        .key
+        .strip_prefix("request.auth.claims[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        let vals = a.claims.get(name).map(Vec::as_slice).unwrap_or_default();
+        let any = |l: &[String]| vals.iter().any(|v| any_match(l, Some(v)));
+        return (c.values.is_empty() || any(&c.values)) && (c.not_values.is_empty() || !any(&c.not_values));
     }
     let v = condition_value(&c.key, a);
     pos_neg(&c.values, &c.not_values, v.as_deref())

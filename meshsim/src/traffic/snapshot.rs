@@ -119,6 +119,7 @@ pub struct NsData {
     pub gateways: Vec<Gateway>,
     pub authz: Vec<AuthzPolicy>,
     pub peer_auth: Vec<PeerAuth>,
+    pub request_authn: Vec<super::jwt::RequestAuthn>,
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub http_routes: Vec<HttpRoute>,
@@ -348,6 +349,10 @@ pub fn load_ns(view: &StoreView<'_>, ns: &str) -> NsData {
             .into_iter()
             .filter_map(parse_peer_auth)
             .collect(),
+        request_authn: list("requestauthentications", "security.istio.io")
+            .into_iter()
+            .filter_map(super::jwt::RequestAuthn::parse)
+            .collect(),
         virtual_services: list("virtualservices", "networking.istio.io")
             .into_iter()
             .filter_map(|o| {
@@ -450,6 +455,7 @@ pub fn world_from_objects(objects: &[Value], trust_domain: &str, root_ns: &str) 
             }
             "AuthorizationPolicy" => d.authz.extend(parse_authz(o)),
             "PeerAuthentication" => d.peer_auth.extend(parse_peer_auth(o)),
+            "RequestAuthentication" => d.request_authn.extend(super::jwt::RequestAuthn::parse(o)),
             _ => {}
         }
     }

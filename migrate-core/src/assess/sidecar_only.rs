@@ -444,6 +444,11 @@ fn jwt_policies(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
         .iter()
         .filter_map(|v| AuthzPolicy::parse(v).ok())
         .collect();
+    // In apply mode the policy phase creates the `<name>-waypoint` twin of every selector L7 policy whose
+    // Services get the waypoint (`preflight::analyze`), so the JWT check moves to the waypoint.
+    let apply =
+        opts.policy_migration == super::plan::PolicyMigration::Apply && waypoint_gateway(s, opts).is_some();
+    let bound = bound_services(s, opts);
     for p in parsed.iter().filter(|p| p.is_workload_scoped() && reads_jwt(p)) {
         let twinned = parsed
             .iter()
@@ -452,7 +457,11 @@ fn jwt_policies(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
         if twinned {
             continue;
         }
-        out.push(BehaviourChange::new(
+        let generated = apply
+            && services_selecting(s, &p.selector().unwrap_or_default())
+                .iter()
+                .any(|n| bound.contains(n));
+        let mut change = BehaviourChange::new(
             codes::JWT_POLICY_WITHOUT_TWIN,
             p.obj_ref(),
             Some(Loss::JwtValidation),
@@ -460,7 +469,15 @@ fn jwt_policies(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
             format!("AuthorizationPolicy {} checks request principals (requestPrincipals / request.auth.*) with a workload selector and has no targetRefs twin bound to the waypoint: after the restart ztunnel cannot see JWT claims, so these checks stop", p.name),
             "create a targetRefs twin bound to the waypoint (policy_migration = \"generate\" writes it) together with a waypoint RequestAuthentication".into(),
             sources::MIGRATE_POLICIES,
-        ));
+        );
+        if generated {
+            change.severity = Severity::Info;
+            change.stops_working = format!(
+                "{} - its targetRefs twin {}-waypoint is created at the waypoint before step 1 (policies.migration = apply)",
+                change.stops_working, p.name
+            );
+        }
+        out.push(change);
     }
 }
 
@@ -1029,6 +1046,20 @@ mod tests {
             ),
             Severity::Warning
         );
+        // apply mode generates the twin (the policy's Service gets the waypoint): recorded, not blocking.
+        let apply = PlanOptions {
+            policy_migration: crate::assess::plan::PolicyMigration::Apply,
+            ..Default::default()
+        };
+        let x = only(&assess(&s, &apply), codes::JWT_POLICY_WITHOUT_TWIN).clone();
+        assert_eq!(x.severity, Severity::Info);
+        assert!(
+            x.stops_working.contains("api-jwt-only-waypoint is created"),
+            "{}",
+            x.stops_working
+        );
+        let p = crate::assess::plan::plan_namespace(&s, &apply);
+        assert!(p.twins.iter().any(|t| t.object.name == "api-jwt-only-waypoint"));
         // request.auth.claims in `when` counts too; a bound twin clears it.
         let mut p = jwt_policy("api-claims", json!({"selector": {"matchLabels": {"app": "api"}}}));
         p["spec"]["rules"] = json!([{"when": [{"key": "request.auth.claims[groups]", "values": ["admin"]}]}]);
