@@ -16,9 +16,10 @@
 //!   script run by `xargs -P 1` (sequential) and `xargs -P 10` over a sample of namespaces of the same
 //!   server, and that time scaled to N namespaces (once per distinct N);
 //! - gate failure to rollback: a `pods-crashloop-after-restart` fault in one namespace of a second, small
-//!   run on the same server; from the watch event that shows the first crash-looping pod (observed by this
-//!   process's own watch) to the runner's first write to that Namespace object after it (request log: the
-//!   rollback's label restore or state annotation).
+//!   run on the same server, whose Deployments get `progressDeadlineSeconds: 3`; from the watch event in
+//!   which a Deployment of it reports `ProgressDeadlineExceeded` (observed by this process's own watch: the
+//!   event that fails the rollout gate) to the runner's first write to that Namespace object after it
+//!   (request log: the rollback's label restore or state annotation).
 //!
 //! Run (after `cargo build --release -p meshsim -p ambient-migrate`):
 //! `cargo run --release --example bench_fleet -- [--deployments 5] [--replicas 2] [--runbook-sample 20] [N:c ...]`
@@ -376,18 +377,16 @@ fn rfc3339_of(t: SystemTime) -> jiff::Timestamp {
     jiff::Timestamp::try_from(t).expect("timestamp")
 }
 
-/// Watches the pods of `ns` and records when the first one shows a crash-looping container.
-fn watch_first_crash(server: &Server, ns: &str) -> Arc<Mutex<Option<SystemTime>>> {
+/// Watches `path` (a collection, `?watch=true` appended) and records when the first event whose object
+/// satisfies `hit` arrives. Started before the runner, so the event cannot be missed.
+fn watch_first(server: &Server, path: &str, hit: fn(&Value) -> bool) -> Arc<Mutex<Option<SystemTime>>> {
     let seen = Arc::new(Mutex::new(None));
     let out = seen.clone();
     let req = server
         .http
-        .get(format!("{}/api/v1/namespaces/{ns}/pods?watch=true", server.url))
+        .get(format!("{}{path}?watch=true", server.url))
         .bearer_auth(meshsim::api::auth::ADMIN_TOKEN);
-    // Started before the runner, so the first crash cannot be missed.
-    let mut resp = rt()
-        .block_on(async move { req.send().await })
-        .expect("watch pods");
+    let mut resp = rt().block_on(async move { req.send().await }).expect("watch");
     rt().spawn(async move {
         let mut buf: Vec<u8> = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -396,12 +395,7 @@ fn watch_first_crash(server: &Server, ns: &str) -> Arc<Mutex<Option<SystemTime>>
             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
                 let ev: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-                let crashing = ev["object"]["status"]["containerStatuses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff");
-                if crashing {
+                if hit(&ev["object"]) {
                     *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
                     return;
                 }
@@ -411,8 +405,42 @@ fn watch_first_crash(server: &Server, ns: &str) -> Arc<Mutex<Option<SystemTime>>
     seen
 }
 
-/// The gate-failure run: `names[0]` crash-loops after its restart; from the first crash-looping pod to the
-/// runner's first write to that namespace after it (ms), and what that write was.
+/// A Deployment whose rollout the controller gave up on: `Progressing=False`, `ProgressDeadlineExceeded`
+/// (kubernetes `pkg/controller/deployment/progress.go`), the condition the runner's rollout gate fails on.
+fn deadline_exceeded(d: &Value) -> bool {
+    d["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["type"] == "Progressing" && c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded"
+        })
+}
+
+/// Gives the Deployments of `ns` a `progressDeadlineSeconds` of `secs` (a spec change outside the pod
+/// template, so no rollout), so a crash loop after the restart ends in the condition above.
+fn short_progress_deadline(server: &Server, ns: &str, secs: u32) {
+    let list = server.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments"));
+    let patch = format!("{{\"spec\":{{\"progressDeadlineSeconds\":{secs}}}}}");
+    for d in list["items"].as_array().into_iter().flatten() {
+        let name = d["metadata"]["name"].as_str().unwrap_or("");
+        server.kubectl(&[
+            "-n",
+            ns,
+            "patch",
+            "deployment",
+            name,
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+}
+
+/// The gate-failure run: `names[0]` crash-loops after its restart and its Deployments give up after 3 s;
+/// from the watch event in which the first of them reports `ProgressDeadlineExceeded` (the event that fails
+/// the runner's rollout gate) to the runner's first write to that namespace after it (ms), and what that
+/// write was.
 fn gate_failure_latency(server: &Server, dir: &Path, names: &[String]) -> (Option<f64>, String, i32) {
     let ns = &names[0];
     let fault = format!(
@@ -426,11 +454,20 @@ fn gate_failure_latency(server: &Server, dir: &Path, names: &[String]) -> (Optio
         .block_on(async move { req.send().await })
         .expect("POST /meshsim/faults");
     assert!(posted.status().is_success(), "fault not accepted");
+    short_progress_deadline(server, ns, 3);
     server.reset_requests();
-    let crash = watch_first_crash(server, ns);
+    let crash = watch_first(
+        server,
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        deadline_exceeded,
+    );
     let run = run_runner(server, dir, names, names.len());
     let Some(at) = *crash.lock().unwrap_or_else(|e| e.into_inner()) else {
-        return (None, "no crash-looping pod was seen".into(), run.code);
+        return (
+            None,
+            "no Deployment exceeded its progress deadline".into(),
+            run.code,
+        );
     };
     let at = rfc3339_of(at);
     let log = server.requests();
