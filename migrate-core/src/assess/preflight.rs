@@ -323,14 +323,81 @@ pub fn namespace_on_sidecars(labels: &BTreeMap<String, String>) -> bool {
     injected && labels.get("istio.io/dataplane-mode").map(String::as_str) != Some("ambient")
 }
 
-/// Run the preflight analysis.
+/// What every section of the analysis reads: the snapshot, the options and the waypoint facts step 1
+/// decides (the Gateway, its identity, the Services it binds).
+struct Cx<'a> {
+    s: &'a Snapshot,
+    opts: &'a PlanOptions,
+    ns: String,
+    wp_gw: Option<&'a Value>,
+    wp_id: Identity,
+    /// Without a waypoint Gateway step 1 binds nothing (the plan has no waypoint label): no hazard that
+    /// depends on waypoint-routed traffic applies.
+    bound: BTreeSet<String>,
+    gw_ref: ObjRef,
+    apply: bool,
+}
+
+/// Run the preflight analysis: one section per concern, in the order the findings are reported.
 pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     let mut a = Analysis::default();
     let ns = s.ns().to_string();
     let ns_ref = ObjRef::namespace(&ns);
-    let sys = &s.cluster.system_namespace;
+    components(s, &mut a);
+    let wp_gw = waypoint_gateway(s, opts);
+    let cx = Cx {
+        s,
+        opts,
+        ns: ns.clone(),
+        wp_gw,
+        wp_id: waypoint_identity(s, opts),
+        bound: if wp_gw.is_some() {
+            bound_services(s, opts)
+        } else {
+            BTreeSet::new()
+        },
+        gw_ref: ObjRef::new(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            &ns,
+            &opts.waypoint_name,
+        ),
+        apply: opts.policy_migration == PolicyMigration::Apply,
+    };
+    let (parsed, needs_waypoint) = policies(&cx, &mut a);
+    mesh_wide_l7(s, &mut a);
+    let (route_hosts, routes) = waypoint_needs(&cx, needs_waypoint, &mut a);
+    routing(&cx, &route_hosts, &routes, &mut a);
+    // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
+    let changes = super::sidecar_only::assess(s, opts);
+    a.findings.extend(changes.iter().map(|c| c.finding()));
+    if cx.apply && cx.wp_gw.is_some() {
+        a.twins.extend(
+            changes
+                .iter()
+                .filter_map(|c| c.twin.clone())
+                .map(|t| planned(t, "twin")),
+        );
+    }
+    a.behaviour_changes = changes;
 
-    // Cluster components.
+    peer_authentication(s, &mut a);
+    workload_findings(s, opts, &mut a);
+    monitoring_findings(s, &mut a);
+    callers(&cx, &parsed, &ns_ref, &mut a);
+    a.findings.push(Finding::new(
+        Severity::Info,
+        codes::REPORTER_LABEL,
+        ns_ref,
+        "after migration metrics come from ztunnel (reporter=source/destination, TCP only) and the waypoint (reporter=waypoint)",
+        "update dashboards and alerts that filter on reporter=\"source\"/\"destination\" for HTTP metrics",
+    ));
+    a
+}
+
+/// Cluster components: ztunnel and istio-cni ready.
+fn components(s: &Snapshot, a: &mut Analysis) {
+    let sys = &s.cluster.system_namespace;
     if let Some(why) = daemonset_not_ready(s.cluster.ztunnel.as_ref()) {
         a.findings.push(Finding::new(
             Severity::Blocker,
@@ -349,25 +416,19 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             "install or repair istio-cni (ambient profile) and wait for it to be ready",
         ));
     }
+}
 
-    // Waypoint.
-    let wp_gw = waypoint_gateway(s, opts);
-    let wp_id = waypoint_identity(s, opts);
-    // Without a waypoint Gateway step 1 binds nothing (the plan has no waypoint label): no hazard that depends
-    // on waypoint-routed traffic applies.
-    let bound = if wp_gw.is_some() {
-        bound_services(s, opts)
-    } else {
-        BTreeSet::new()
-    };
-    let gw_ref = ObjRef::new(
-        "gateway.networking.k8s.io/v1",
-        "Gateway",
-        &ns,
-        &opts.waypoint_name,
-    );
-
-    // Policies.
+/// The namespace's AuthorizationPolicies: which are kept, twinned, bridged, or block; returns the parsed
+/// policies and what needs the waypoint.
+fn policies(cx: &Cx, a: &mut Analysis) -> (Vec<AuthzPolicy>, Vec<String>) {
+    let Cx {
+        s,
+        opts,
+        wp_gw,
+        wp_id,
+        bound,
+        ..
+    } = cx;
     let mut parsed = Vec::new();
     for v in &s.authorization_policies {
         match AuthzPolicy::parse(v) {
@@ -401,8 +462,8 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                 if svcs_bound.is_empty() {
                     continue;
                 }
-                if p.action == Action::Allow && !super::policy::allow_admits(p, &wp_id) {
-                    let adm = admission_manifest(p, &wp_id, "twin");
+                if p.action == Action::Allow && !super::policy::allow_admits(p, wp_id) {
+                    let adm = admission_manifest(p, wp_id, "twin");
                     let fix_yaml = yaml(&[&gen_twin, &adm]);
                     if apply && can_generate {
                         a.twins.push(planned(gen_twin.clone(), "twin"));
@@ -518,7 +579,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
                     a.findings.push(f);
                 }
                 if replaced && p.action == Action::Allow && !unsupported {
-                    let bridge = admission_manifest(p, &wp_id, "bridge");
+                    let bridge = admission_manifest(p, wp_id, "bridge");
                     if opts.bridges {
                         let bref = ObjRef::from_value(&bridge);
                         a.bridges.push(planned(bridge.clone(), "bridge"));
@@ -582,7 +643,11 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
         }
     }
 
-    // Mesh-wide L7 policies.
+    (parsed, needs_waypoint)
+}
+
+/// Mesh-wide (root namespace) policies with L7 content: ztunnel applies them with their L7 parts dropped.
+fn mesh_wide_l7(s: &Snapshot, a: &mut Analysis) {
     for v in &s.cluster.root_authorization_policies {
         if let Ok(p) = AuthzPolicy::parse(v)
             && p.is_workload_scoped()
@@ -597,7 +662,26 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             ));
         }
     }
+}
 
+/// What needs the waypoint (L7 policies, HTTPRoutes, generated routes), whether it exists, and the ambient
+/// components that depend on it; returns the Services HTTPRoutes attach to.
+fn waypoint_needs(
+    cx: &Cx,
+    mut needs_waypoint: Vec<String>,
+    a: &mut Analysis,
+) -> (BTreeSet<String>, super::routes::Translation) {
+    let Cx {
+        s,
+        opts,
+        ns,
+        wp_gw,
+        bound,
+        gw_ref,
+        apply,
+        ..
+    } = cx;
+    let apply = *apply;
     // HTTPRoutes attached to Services need the waypoint too.
     let route_hosts = httproute_services(s);
     if !route_hosts.is_empty() {
@@ -667,11 +751,16 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
         wp_gw.is_some() || !needs_waypoint.is_empty(),
     ));
 
-    // VirtualServices / DestinationRules.
+    (route_hosts, routes)
+}
+
+/// VirtualServices and DestinationRules next to HTTPRoutes: what step 5 deletes and what differs.
+fn routing(cx: &Cx, route_hosts: &BTreeSet<String>, routes: &super::routes::Translation, a: &mut Analysis) {
+    let Cx { s, ns, .. } = cx;
     for vs in &s.virtual_services {
         let hosts: Vec<String> = json::str_list(vs, "/spec/hosts")
             .iter()
-            .map(|h| short_host(h, &ns))
+            .map(|h| short_host(h, ns))
             .collect();
         let overlap: Vec<&String> = hosts.iter().filter(|h| route_hosts.contains(*h)).collect();
         if !overlap.is_empty() {
@@ -688,10 +777,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
         }
     }
     for dr in &s.destination_rules {
-        let host = short_host(
-            dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
-            &ns,
-        );
+        let host = short_host(dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""), ns);
         let translated = routes
             .generated
             .iter()
@@ -714,20 +800,10 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             a.delete_routing.push(ObjRef::from_value(dr));
         }
     }
-    // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
-    let changes = super::sidecar_only::assess(s, opts);
-    a.findings.extend(changes.iter().map(|c| c.finding()));
-    if apply && wp_gw.is_some() {
-        a.twins.extend(
-            changes
-                .iter()
-                .filter_map(|c| c.twin.clone())
-                .map(|t| planned(t, "twin")),
-        );
-    }
-    a.behaviour_changes = changes;
+}
 
-    // PeerAuthentication DISABLE.
+/// PeerAuthentication DISABLE: ambient always uses mTLS between ztunnels.
+fn peer_authentication(s: &Snapshot, a: &mut Analysis) {
     for pa in s
         .peer_authentications
         .iter()
@@ -748,16 +824,18 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             ));
         }
     }
+}
 
-    workload_findings(s, opts, &mut a);
-    monitoring_findings(s, &mut a);
-
-    // Sidecar callers (§3.1 d).
+/// Calling namespaces (docs/design.md §3.1 d), and those still on sidecars.
+fn callers(cx: &Cx, parsed: &[AuthzPolicy], ns_ref: &ObjRef, a: &mut Analysis) {
+    let Cx {
+        s, opts, ns, bound, ..
+    } = cx;
     let mut callers: BTreeSet<String> = opts.extra_callers.iter().cloned().collect();
-    for p in &parsed {
+    for p in parsed {
         callers.extend(super::policy::caller_namespaces(p));
     }
-    callers.remove(&ns);
+    callers.remove(ns);
     a.callers = callers.clone();
     a.sidecar_callers = callers
         .into_iter()
@@ -778,15 +856,6 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
             "migrate the calling namespaces first (fleet order), or keep bridges as bypass protection (keep_bridges), or activate the waypoint once the callers are ambient",
         ));
     }
-
-    a.findings.push(Finding::new(
-        Severity::Info,
-        codes::REPORTER_LABEL,
-        ns_ref,
-        "after migration metrics come from ztunnel (reporter=source/destination, TCP only) and the waypoint (reporter=waypoint)",
-        "update dashboards and alerts that filter on reporter=\"source\"/\"destination\" for HTTP metrics",
-    ));
-    a
 }
 
 fn class_fields(c: &PolicyClass) -> String {
