@@ -54,14 +54,28 @@ async fn sim() -> Sim {
                     .as_array()
                     .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
             };
-            if list.len() == 2 && list.iter().all(ready) {
+            // The mesh's DaemonSets report their pods ready too: preflight blocks on a ztunnel or
+            // istio-cni DaemonSet that is not (yet) ready.
+            let (daemonsets, _) = running
+                .sim
+                .store
+                .list(meshsim::resources::id("apps", "daemonsets"), None);
+            let ds_ready = |d: &serde_json::Value| {
+                let want = d["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
+                want > 0 && d["status"]["numberReady"].as_i64() == Some(want)
+            };
+            if list.len() == 2
+                && list.iter().all(ready)
+                && !daemonsets.is_empty()
+                && daemonsets.iter().all(ds_ready)
+            {
                 return;
             }
             let _ = changes.changed().await;
         }
     })
     .await
-    .expect("shop ready");
+    .expect("shop and the mesh DaemonSets ready");
     Sim {
         running,
         _dir: dir,
