@@ -34,9 +34,10 @@ pub(crate) async fn apply_label(
     value: Option<&str>,
 ) -> Result<(), EngineError> {
     let lt = label_target(target)?;
-    let recorded = ctx.journal.record().changes.iter().any(|c| {
-        matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key)
-    });
+    let recorded = journaled(
+        ctx,
+        |c| matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key),
+    );
     if !recorded {
         let before = ctx.engine.cluster.labels_of(&lt).await?.get(key).cloned();
         if before.as_deref() == value {
@@ -59,6 +60,20 @@ pub(crate) async fn apply_label(
     Ok(())
 }
 
+/// The dynamic kind of a planned object, or why the executor cannot `action` it.
+fn dyn_kind(object: &ObjRef, action: &'static str) -> Result<DynKind, EngineError> {
+    DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| EngineError::Unsupported {
+        action,
+        object: object.to_string(),
+        why: "unsupported kind",
+    })
+}
+
+/// Whether the journal already records a change matching `is` (a resumed run does not journal it again).
+fn journaled(ctx: &NsCtx<'_>, is: impl Fn(&Change) -> bool) -> bool {
+    ctx.journal.record().changes.iter().any(is)
+}
+
 /// Creates a planned object (bridge or twin), journaled first; an object that already exists is adopted:
 /// left alone and not journaled, so a rollback never deletes what the migration did not create.
 pub(crate) async fn create_planned(
@@ -68,19 +83,11 @@ pub(crate) async fn create_planned(
     role: &str,
     manifest: &serde_json::Value,
 ) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
-        EngineError::Unsupported {
-            action: "create",
-            object: object.to_string(),
-            why: "unsupported kind",
-        }
-    })?;
-    let recorded = ctx
-        .journal
-        .record()
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Created { object: o, .. } if o == object));
+    let kind = dyn_kind(object, "create")?;
+    let recorded = journaled(
+        ctx,
+        |c| matches!(c, Change::Created { object: o, .. } if o == object),
+    );
     if !recorded {
         // An object that exists before we create it (applied by hand from `plan --fixes-dir`, or by
         // another tool) is adopted, not created: it is not journaled, so no rollback ever deletes it.
@@ -147,19 +154,11 @@ pub(crate) async fn delete_object(
     step: Step,
     object: &ObjRef,
 ) -> Result<(), EngineError> {
-    let kind = DynKind::from_group_kind(&object.api_version, &object.kind).ok_or_else(|| {
-        EngineError::Unsupported {
-            action: "delete",
-            object: object.to_string(),
-            why: "unsupported kind",
-        }
-    })?;
-    let recorded = ctx
-        .journal
-        .record()
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Deleted { object: o, .. } if o == object));
+    let kind = dyn_kind(object, "delete")?;
+    let recorded = journaled(
+        ctx,
+        |c| matches!(c, Change::Deleted { object: o, .. } if o == object),
+    );
     if !recorded {
         ctx.engine.check_lease().await?;
         let change = Change::Deleted {

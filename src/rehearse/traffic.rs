@@ -69,15 +69,19 @@ pub fn baseline(sim: &Sim, paths: Vec<CallPath>) -> (Vec<(CallPath, bool)>, Vec<
     (kept, excluded)
 }
 
-/// [`baseline`], asked again for a few seconds for the paths that disagree: endpoints and enrolment settle a
-/// moment after pods are Ready.
+/// [`baseline`], asked again for the paths that disagree each time the simulated cluster changes (endpoints
+/// and enrolment settle a moment after pods are Ready), for up to 3 s.
 pub async fn settled_baseline(sim: &Sim, paths: Vec<CallPath>) -> (Vec<(CallPath, bool)>, Vec<Excluded>) {
+    let mut changes = sim.store.changes();
     let (mut rows, mut excluded) = baseline(sim, paths);
-    for _ in 0..15 {
-        if excluded.is_empty() {
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !excluded.is_empty() {
+        if !matches!(
+            tokio::time::timeout_at(until, changes.changed()).await,
+            Ok(Ok(()))
+        ) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let (more, still) = baseline(sim, excluded.into_iter().map(|e| e.path).collect());
         rows.extend(more);
         excluded = still;

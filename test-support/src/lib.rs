@@ -47,7 +47,12 @@ pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("AMBIENT_MIGRATE_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("the test executable's path");
+    bin_beside(&std::env::current_exe().expect("the test executable's path"))
+}
+
+/// Where cargo puts the binary relative to a test or example executable: the profile directory above
+/// `deps/` or `examples/`, or the executable's own directory.
+fn bin_beside(exe: &Path) -> PathBuf {
     let mut dir = exe.parent().expect("executable in a directory").to_path_buf();
     if matches!(
         dir.file_name().and_then(|n| n.to_str()),
@@ -170,8 +175,14 @@ mod tests {
     }
 
     #[test]
-    fn the_binary_is_found_beside_the_test_executable() {
-        let b = bin();
-        assert!(b.ends_with("ambient-migrate"), "{}", b.display());
+    fn the_binary_is_found_in_the_profile_directory() {
+        let exe = std::env::consts::EXE_SUFFIX;
+        let want = |p: &str| PathBuf::from(format!("{p}/ambient-migrate{exe}"));
+        assert_eq!(bin_beside(Path::new("/t/debug/deps/e2e-1a2b")), want("/t/debug"));
+        assert_eq!(
+            bin_beside(Path::new("/t/release/examples/bench")),
+            want("/t/release")
+        );
+        assert_eq!(bin_beside(Path::new("/t/debug/other")), want("/t/debug"));
     }
 }

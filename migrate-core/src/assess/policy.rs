@@ -405,23 +405,16 @@ impl RuleClass {
 /// enforceable match ([`AuthzPolicy::parse`] refuses it before any decision).
 pub fn classify_rule(rule: &Value) -> RuleClass {
     let mut c = RuleClass::default();
-    for from in rule["from"].as_array().into_iter().flatten() {
-        if let Some(src) = from["source"].as_object() {
-            for (k, _) in src.iter() {
-                if L7_SOURCE_FIELDS.contains(&k.as_str()) {
-                    push_unique(&mut c.l7_fields, format!("from.source.{k}"));
-                } else if SOURCE_FIELDS.contains(&k.as_str()) {
-                    c.has_l4 = true;
-                }
-            }
-        }
-    }
-    for to in rule["to"].as_array().into_iter().flatten() {
-        if let Some(op) = to["operation"].as_object() {
-            for (k, _) in op.iter() {
-                if L7_OPERATION_FIELDS.contains(&k.as_str()) {
-                    push_unique(&mut c.l7_fields, format!("to.operation.{k}"));
-                } else if OPERATION_FIELDS.contains(&k.as_str()) {
+    let clauses: [(&str, &str, &[&str], &[&str]); 2] = [
+        ("from", "source", &L7_SOURCE_FIELDS, &SOURCE_FIELDS),
+        ("to", "operation", &L7_OPERATION_FIELDS, &OPERATION_FIELDS),
+    ];
+    for (list, item, l7, l4) in clauses {
+        for clause in rule[list].as_array().into_iter().flatten() {
+            for k in clause[item].as_object().into_iter().flat_map(|o| o.keys()) {
+                if l7.contains(&k.as_str()) {
+                    push_unique(&mut c.l7_fields, format!("{list}.{item}.{k}"));
+                } else if l4.contains(&k.as_str()) {
                     c.has_l4 = true;
                 }
             }
