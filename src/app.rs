@@ -163,17 +163,25 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
     if out.is_empty() {
         return Err("no namespace selected: pass -n NS (repeatable), --selector, or set fleet.namespaces / fleet.selector in the config".into());
     }
-    for n in &out {
-        let found = cluster
-            .get_opt(&api, &format!("get Namespace {n}"), n)
-            .await
-            .map_err(|e| e.to_string())?;
-        if found.is_none() {
+    // Each namespace must exist. The reads are independent, so a few are in flight at once: one after the
+    // other, a fleet of hundreds waited on as many round trips before anything else began.
+    use futures::StreamExt;
+    let mut found = futures::stream::iter(out.iter().map(|n| {
+        let api = api.clone();
+        async move {
+            let got = cluster.get_opt(&api, &format!("get Namespace {n}"), n).await;
+            (n, got)
+        }
+    }))
+    .buffered(16);
+    while let Some((n, got)) = found.next().await {
+        if got.map_err(|e| e.to_string())?.is_none() {
             return Err(format!(
                 "namespace {n} does not exist in the cluster: fix fleet.namespaces / -n"
             ));
         }
     }
+    drop(found);
     Ok(out)
 }
 
