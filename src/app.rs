@@ -30,6 +30,8 @@ use crate::steps::Phase;
 
 pub use crate::exit;
 
+mod preflight;
+
 /// Prints results: text lines or one JSON document on stdout; progress on stdout in text mode and on
 /// stderr in JSON mode (so stdout stays one parseable document).
 #[derive(Clone)]
@@ -606,6 +608,8 @@ async fn cmd_run(
     run_id: &str,
     stop: watch::Receiver<bool>,
 ) -> i32 {
+    // Where the time before the first start goes (logged): the fleet's caches, the journals, the preflight.
+    let t0 = tokio::time::Instant::now();
     let namespaces = match resolve_fleet(cluster, s).await {
         Ok(n) => n,
         Err(e) => {
@@ -629,7 +633,6 @@ async fn cmd_run(
         return code;
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
-    let say = out.progress();
     // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
     // backup, for the whole run.
     let cache = crate::cluster::FleetCache::start(cluster);
@@ -641,6 +644,11 @@ async fn cmd_run(
         return exit::HUMAN_NEEDED;
     }
     eng.cache = Some(cache);
+    tracing::info!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        namespaces = namespaces.len(),
+        "fleet selected, permissions proven, watch caches synced"
+    );
     let journals = match Journal::load_all(cluster, &s.state_namespace).await {
         Ok(all) => all,
         Err(e) => {
@@ -649,33 +657,114 @@ async fn cmd_run(
         }
     };
 
-    // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
-    // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
+    // Preflight, read-only: a blocked namespace is never written to; with `fleet.on_blocked = "stop"` (or a
+    // blocked canary) nothing starts. Streamed where that is safe (`preflight`): a namespace starts as soon
+    // as its own assessment proves it is not blocked, while the rest of the fleet is still assessed.
+    let fresh: BTreeSet<String> = namespaces
+        .iter()
+        .filter(|ns| {
+            matches!(
+                journals.get(*ns).map(|r| r.phase),
+                None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)
+            )
+        })
+        .cloned()
+        .collect();
+    let streamed = match preflight::may_stream(s) {
+        true => stream_preflight(&eng, s, run_id, &namespaces, &fresh).await,
+        false => None,
+    };
+    let (namespaces, after, verdicts) = match streamed {
+        Some(mut rx) => {
+            let _ = rx.wait_for(preflight::Verdicts::settled_enough).await;
+            let v = rx.borrow().clone();
+            tracing::info!(
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "streamed fleet preflight: a namespace may start"
+            );
+            if !v.of.values().any(|x| matches!(x, preflight::Verdict::Go)) {
+                if v.failed {
+                    return exit::HUMAN_NEEDED;
+                }
+                // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
+                report.namespaces = namespaces
+                    .iter()
+                    .filter_map(|n| match v.of.get(n) {
+                        Some(preflight::Verdict::Blocked(r)) => Some((**r).clone()),
+                        _ => None,
+                    })
+                    .collect();
+                report.finish();
+                finish_report(s, out, &report);
+                return report.exit_code;
+            }
+            (namespaces, BTreeMap::new(), Some(rx))
+        }
+        None => match full_preflight(s, &eng, out, run_id, namespaces, &fresh, &mut report).await {
+            Ok((namespaces, after)) => (namespaces, after, None),
+            Err(code) => return code,
+        },
+    };
+
+    // The fleet lease (exit 5, nothing written, when another run holds it).
+    let guard = match lease::acquire(cluster, lease_config(s)).await {
+        Ok(g) => Arc::new(g),
+        Err(LeaseError::HeldBy { holder, .. }) => {
+            eprintln!(
+                "error: another ambient-migrate run ({holder}) holds the lease {}/ambient-migrate; nothing was changed. Wait for it to finish, or delete the Lease if that run is dead and the lease has not expired",
+                s.state_namespace
+            );
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: cannot take the fleet lease: {e}");
+            return exit::HUMAN_NEEDED;
+        }
+    };
+    eng.hold(guard.clone());
+    let preflight_failed = verdicts.clone();
+    let mut code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop, verdicts).await;
+    if preflight_failed.is_some_and(|v| v.borrow().failed) {
+        // A namespace could not be assessed: the others that had not started did not, and a human looks.
+        report.exit_code = exit::HUMAN_NEEDED;
+        code = exit::HUMAN_NEEDED;
+    }
+    finish_report(s, out, &report);
+    drop(eng);
+    if let Ok(g) = Arc::try_unwrap(guard) {
+        let _ = g.release().await;
+    }
+    code
+}
+
+/// The full fleet preflight: every namespace assessed before the first one starts (`fleet.on_blocked =
+/// "stop"`, `fleet.order = "callers-first"`, or a canary that does not pass at once: see `preflight`).
+/// Returns the namespaces to run, in order, and each one's callers it waits for; or the exit code when
+/// nothing runs (the report is then written).
+async fn full_preflight(
+    s: &Settings,
+    eng: &Engine,
+    out: &Out,
+    run_id: &str,
+    namespaces: Vec<String>,
+    fresh: &BTreeSet<String>,
+    report: &mut RunReport,
+) -> Result<(Vec<String>, BTreeMap<String, Vec<String>>), i32> {
     let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
-    for ns in &namespaces {
-        let opts = namespace_options(&s.for_namespace(ns));
-        let prior = journals.get(ns).map(|r| r.phase);
-        if !matches!(
-            prior,
-            None | Some(Phase::Pending | Phase::Preflight | Phase::RolledBack)
-        ) {
-            continue;
-        }
-        match eng.assess(ns, &opts).await {
-            Ok((snap, plan)) => {
-                callers.insert(ns.clone(), plan.callers.clone());
-                // The namespace's backup must fit in its ConfigMap, or the run would stop after its first
-                // writes.
-                if let Err(e) = Backup::from_snapshot(&snap, Some(run_id)).check_fits() {
-                    too_large.insert(ns.clone(), e.to_string());
+    for ns in namespaces.iter().filter(|n| fresh.contains(*n)) {
+        match preflight::assess(eng, s, run_id, ns).await {
+            Ok(a) => {
+                callers.insert(ns.clone(), a.plan.callers.clone());
+                if let Some(e) = a.too_large {
+                    too_large.insert(ns.clone(), e);
                 }
-                assessed.push((ns.clone(), snap, plan));
+                assessed.push((a.ns, a.snap, a.plan));
             }
             Err(e) => {
                 eprintln!("error: assessing namespace {ns}: {e}");
-                return exit::HUMAN_NEEDED;
+                return Err(exit::HUMAN_NEEDED);
             }
         }
     }
@@ -690,21 +779,8 @@ async fn cmd_run(
     blocked.extend(too_large.keys().cloned());
     let mut blocked_reports = Vec::new();
     for (ns, _, plan) in assessed.iter().filter(|(ns, _, _)| blocked.contains(ns)) {
-        say(&format!("{ns}: preflight BLOCKED"));
-        eprint!("{}", findings_text(ns, plan));
-        let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
-        r.outcome = NamespaceOutcome::Blocked;
-        r.reason = match too_large.get(ns) {
-            Some(e) if !plan.blocked() => {
-                eprintln!("error: {e}");
-                Some(e.clone())
-            }
-            _ => Some(blocker_reason(plan)),
-        };
-        r.findings = plan.findings.clone();
-        r.behaviour_changes = plan.behaviour_changes.clone();
-        r.enforcement = Some(plan.enforcement.clone());
-        blocked_reports.push(r);
+        (eng.progress)(&format!("{ns}: preflight BLOCKED"));
+        blocked_reports.push(preflight::blocked_report(s, ns, plan, too_large.get(ns)));
     }
     let canary_blocked = blocked.iter().any(|n| s.fleet.canary.contains(n));
     if !blocked.is_empty() && (s.fleet.on_blocked == settings::OnBlocked::Stop || canary_blocked) {
@@ -724,8 +800,8 @@ async fn cmd_run(
         report.namespaces = blocked_reports;
         report.finish();
         report.exit_code = exit::BLOCKED;
-        finish_report(s, out, &report);
-        return exit::BLOCKED;
+        finish_report(s, out, report);
+        return Err(exit::BLOCKED);
     }
     if !blocked.is_empty() {
         (eng.progress)(&format!(
@@ -741,39 +817,49 @@ async fn cmd_run(
     if namespaces.is_empty() && !report.namespaces.is_empty() {
         // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
         report.finish();
-        finish_report(s, out, &report);
-        return report.exit_code;
+        finish_report(s, out, report);
+        return Err(report.exit_code);
     }
-
-    // The fleet lease (exit 5, nothing written, when another run holds it).
-    let guard = match lease::acquire(cluster, lease_config(s)).await {
-        Ok(g) => Arc::new(g),
-        Err(LeaseError::HeldBy { holder, .. }) => {
-            eprintln!(
-                "error: another ambient-migrate run ({holder}) holds the lease {}/ambient-migrate; nothing was changed. Wait for it to finish, or delete the Lease if that run is dead and the lease has not expired",
-                s.state_namespace
-            );
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: cannot take the fleet lease: {e}");
-            return exit::HUMAN_NEEDED;
-        }
-    };
-    eng.hold(guard.clone());
     // callers-first: a namespace also waits for its in-fleet callers to finish (see run_fleet).
     let after = if s.fleet.order == settings::FleetOrder::CallersFirst {
         callers
     } else {
         BTreeMap::new()
     };
-    let code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop).await;
-    finish_report(s, out, &report);
-    drop(eng);
-    if let Ok(g) = Arc::try_unwrap(guard) {
-        let _ = g.release().await;
+    Ok((namespaces, after))
+}
+
+/// Starts the streamed preflight (`preflight`): the canaries are assessed first, before anything starts;
+/// when each of them passes whatever the rest of the fleet turns out to be, the rest is assessed in the
+/// background and the receiver hands each namespace its verdict. `None`: the full preflight must run
+/// (a canary did not pass at once, or could not be assessed; the full preflight reports why).
+async fn stream_preflight(
+    eng: &Engine,
+    s: &Settings,
+    run_id: &str,
+    namespaces: &[String],
+    fresh: &BTreeSet<String>,
+) -> Option<watch::Receiver<preflight::Verdicts>> {
+    let mut verdicts = preflight::Verdicts::default();
+    for ns in namespaces.iter().filter(|n| s.fleet.canary.contains(*n)) {
+        if fresh.contains(ns) {
+            let a = preflight::assess(eng, s, run_id, ns).await.ok()?;
+            if !preflight::passes_whatever_others_do(s, namespaces, &a) {
+                return None;
+            }
+        }
+        verdicts.of.insert(ns.clone(), preflight::Verdict::Go);
     }
-    code
+    let (tx, rx) = watch::channel(verdicts);
+    tokio::spawn(preflight::stream(
+        eng.clone(),
+        Arc::new(s.clone()),
+        run_id.to_string(),
+        namespaces.to_vec(),
+        fresh.clone(),
+        tx,
+    ));
+    Some(rx)
 }
 
 /// Where every other fleet namespace stands relative to `ns` in the run order: with one namespace at a time
@@ -867,6 +953,7 @@ pub async fn run_fleet(
     after: &BTreeMap<String, Vec<String>>,
     report: &mut RunReport,
     stop: watch::Receiver<bool>,
+    verdicts: Option<watch::Receiver<preflight::Verdicts>>,
 ) -> i32 {
     let fopts = FleetOptions {
         canaries: s.fleet.canary.clone(),
@@ -894,18 +981,39 @@ pub async fn run_fleet(
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
     let runs: Arc<Mutex<Vec<NamespaceRun>>> = Arc::new(Mutex::new(Vec::new()));
+    // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
+    let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
     let eng2 = eng.clone();
     let runs2 = runs.clone();
+    let decided2 = decided.clone();
     let job_stop = stop.clone();
     let result = fleet::run(namespaces, &fopts, stop, move |ns, _canary| {
         let eng = eng2.clone();
         let runs = runs2.clone();
+        let decided = decided2.clone();
         let opts = namespace_options(&settings.for_namespace(&ns));
         let wait_for = deps.get(&ns).cloned().unwrap_or_default();
         let (mut done, done_tx, mut stop) = (done_rx.clone(), done_tx.clone(), job_stop.clone());
+        let mut verdicts = verdicts.clone();
         async move {
             let _finished = fleet::DoneGuard::new(&ns, done_tx);
+            // A streamed preflight: the namespace starts once its own verdict is known.
+            if let Some(rx) = verdicts.as_mut() {
+                let verdict = preflight::verdict_for(rx, &ns, &mut stop).await;
+                let outcome = match &verdict {
+                    preflight::Verdict::Go => None,
+                    preflight::Verdict::Blocked(_) => Some(NsOutcome::Blocked),
+                    preflight::Verdict::NotStarted(_) => Some(NsOutcome::NotStarted),
+                };
+                if let Some(outcome) = outcome {
+                    decided
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ns.clone(), verdict);
+                    return outcome;
+                }
+            }
             if !wait_for.is_empty() {
                 (eng.progress)(&format!(
                     "{ns}: waiting for its callers {} to finish (callers first)",
@@ -927,15 +1035,20 @@ pub async fn run_fleet(
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
     let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
-        let r = match runs.iter().find(|r| &r.namespace == ns) {
-            Some(run) => namespace_report(run, canary, wave),
-            None => {
+        let r = match (runs.iter().find(|r| &r.namespace == ns), decided.get(ns)) {
+            (Some(run), _) => namespace_report(run, canary, wave),
+            (None, Some(preflight::Verdict::Blocked(r))) => (**r).clone(),
+            (None, other) => {
                 let mut r = NamespaceReport::new(ns, canary, wave);
                 r.outcome = map_outcome(*outcome);
-                r.reason = result.stopped.clone();
+                r.reason = match other {
+                    Some(preflight::Verdict::NotStarted(why)) => Some(why.clone()),
+                    _ => result.stopped.clone(),
+                };
                 r
             }
         };
