@@ -7,8 +7,12 @@
 //!
 //! - the bare restart (`kubectl rollout restart deployment -n X` + `kubectl rollout status deployment -n X`)
 //!   of one namespace on a meshsim holding that namespace alone and on the row's meshsim (median of 3);
+//! - the bare restart of c namespaces at once (the same two kubectl commands for each of the runner's first
+//!   c namespaces, all in parallel; median of 3), with the CPU the kubectl processes and meshsim used: on a
+//!   small machine meshsim does not restart c namespaces together as fast as one;
 //! - the wall time of `target/release/ambient-migrate run --config ... --kubeconfig ...` over the N
-//!   namespaces, and its ratio to the floor ceil(N / c) x bare restart at N;
+//!   namespaces, and its ratio to the floor ceil(N / c) x bare restart at N and to the floor
+//!   ceil(N / c) x bare restart of c namespaces at once;
 //! - the runner's API requests per namespace by verb (meshsim's request counters, `GET /meshsim/requests`,
 //!   user agent `ambient-migrate`);
 //! - the runner's peak RSS (`VmHWM` of `/proc/<pid>/status`, polled until it exits);
@@ -268,6 +272,59 @@ impl Server {
         runs.sort();
         runs[1]
     }
+
+    /// Bare restart of `names` at once (one `rollout restart` then `rollout status` per namespace, all
+    /// namespaces in parallel), median of three: what meshsim can do with that many namespaces restarting
+    /// together on this machine. Also returns the CPU seconds the kubectl processes and meshsim used in
+    /// the median run (kubectl's own share is load the runner, one process, does not add).
+    fn bare_restart_at_once(&self, names: &[String]) -> (Duration, f64, f64) {
+        let mut runs: Vec<(Duration, f64, f64)> = (0..3)
+            .map(|_| {
+                let (kubectl0, meshsim0) = (children_cpu_s(), process_cpu_s(self.child.id()));
+                let t0 = Instant::now();
+                std::thread::scope(|sc| {
+                    for ns in names {
+                        sc.spawn(move || {
+                            self.kubectl(&["rollout", "restart", "deployment", "-n", ns]);
+                            self.kubectl(&["rollout", "status", "deployment", "-n", ns, "--timeout=300s"]);
+                        });
+                    }
+                });
+                let took = t0.elapsed();
+                (
+                    took,
+                    children_cpu_s() - kubectl0,
+                    process_cpu_s(self.child.id()) - meshsim0,
+                )
+            })
+            .collect();
+        runs.sort_by_key(|r| r.0);
+        runs[1]
+    }
+}
+
+/// `/proc/<pid>/stat` fields 14-17 (utime, stime, cutime, cstime) in seconds: (own, waited-for children).
+fn cpu_of(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // `rest` starts at field 3; clock ticks are 100 per second on Linux (`getconf CLK_TCK`).
+    let tick = |i: usize| f.get(i - 3).copied().unwrap_or(0.0) / 100.0;
+    (tick(14) + tick(15), tick(16) + tick(17))
+}
+
+/// CPU seconds of this process's waited-for children (the kubectl processes).
+fn children_cpu_s() -> f64 {
+    cpu_of("self").1
+}
+
+/// CPU seconds `pid` used itself.
+fn process_cpu_s(pid: u32) -> f64 {
+    cpu_of(&pid.to_string()).0
 }
 
 fn config(names: &[String], concurrency: usize) -> String {
@@ -286,6 +343,8 @@ struct RunFigures {
     wall: Duration,
     code: i32,
     peak_rss_kib: u64,
+    /// From its report: first namespace start, median namespace, median restart step (s).
+    timeline: Option<(f64, f64, f64)>,
 }
 
 /// Runs the release runner over `names`, polling its peak RSS.
@@ -325,7 +384,39 @@ fn run_runner(server: &Server, dir: &Path, names: &[String], concurrency: usize)
         wall: t0.elapsed(),
         code,
         peak_rss_kib: peak,
+        timeline: timeline(&dir.join("reports")),
     }
+}
+
+/// From the runner's JSON report: seconds from the run's start to its first namespace's start, and the
+/// median namespace duration and median step 4 (restart) duration in seconds.
+fn timeline(report_dir: &Path) -> Option<(f64, f64, f64)> {
+    let text = std::fs::read_to_string(report_dir.join("ambient-migrate-report.json")).ok()?;
+    let r: Value = serde_json::from_str(&text).ok()?;
+    let at = |v: &Value| v.as_str()?.parse::<jiff::Timestamp>().ok();
+    let t0 = at(&r["started"])?;
+    let since = |a: jiff::Timestamp, b: jiff::Timestamp| b.duration_since(a).as_secs_f64();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let nss: Vec<&Value> = r["namespaces"].as_array()?.iter().collect();
+    let first = nss
+        .iter()
+        .filter_map(|n| at(&n["started"]))
+        .map(|s| since(t0, s))
+        .min_by(f64::total_cmp)?;
+    let durations = nss
+        .iter()
+        .filter_map(|n| Some(since(at(&n["started"])?, at(&n["ended"])?)))
+        .collect();
+    let restarts = nss
+        .iter()
+        .flat_map(|n| n["steps"].as_array().into_iter().flatten())
+        .filter(|st| st["step"] == "restart")
+        .filter_map(|st| Some(since(at(&st["started"])?, at(&st["ended"])?)))
+        .collect();
+    Some((first, median(durations)?, median(restarts)?))
 }
 
 fn vm_hwm_kib(status: &str) -> Option<u64> {
@@ -543,6 +634,15 @@ fn main() {
         );
         let bare = server.bare_restart(&ns_name(total - 1));
         let names: Vec<String> = (0..n).map(ns_name).collect();
+        // The runner's first c namespaces, restarted together before the runner runs (they stay on
+        // sidecars, with new pods).
+        let at_once = server.bare_restart_at_once(&names[..c.min(n)]);
+        eprintln!(
+            "row {n}:{c}: bare restart of {c} namespaces at once {:.2} s (kubectl CPU {:.1} s, meshsim CPU {:.1} s)",
+            secs(at_once.0),
+            at_once.1,
+            at_once.2
+        );
         server.reset_requests();
         let run = run_runner(&server, &dir.join("run"), &names, c);
         let verbs = runner_verbs(&server.requests());
@@ -558,31 +658,47 @@ fn main() {
             .map(ns_name)
             .collect();
         let latency = gate_failure_latency(&server, &dir.join("latency"), &lat_names);
-        rows.push((n, c, bare, run, verbs, floor, latency));
+        rows.push((n, c, bare, at_once, run, verbs, floor, latency));
     }
 
     println!(
-        "\n| N | c | bare restart at N s | runner exit | runner wall s | floor ceil(N/c) x bare s | wall / floor | requests per namespace | by verb | peak RSS MiB | gate failure -> first rollback write ms |"
+        "\n| N | c | bare restart at N s | bare restart of c namespaces at once s (kubectl CPU s, meshsim CPU s) | runner exit | runner wall s | floor ceil(N/c) x bare s | wall / floor | floor ceil(N/c) x bare of c at once s | wall / that floor | requests per namespace | by verb | peak RSS MiB | gate failure -> first rollback write ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (n, c, bare, run, verbs, floor, (lat, what, lat_code)) in &rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, c, bare, (at_once, kubectl_cpu, meshsim_cpu), run, verbs, floor, (lat, what, lat_code)) in &rows {
+        let floor_at_once = secs(*at_once) * n.div_ceil(*c) as f64;
         let total: u64 = verbs.values().sum();
         let per: Vec<String> = verbs
             .iter()
             .map(|(v, k)| format!("{v} {:.1}", *k as f64 / *n as f64))
             .collect();
         println!(
-            "| {n} | {c} | {:.2} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {:.1} | {} ({what}; run exit {lat_code}) |",
+            "| {n} | {c} | {:.2} | {:.2} ({kubectl_cpu:.1}, {meshsim_cpu:.1}) | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {} | {:.1} | {} ({what}; run exit {lat_code}) |",
             secs(*bare),
+            secs(*at_once),
             run.code,
             secs(run.wall),
             floor,
             secs(run.wall) / floor,
+            floor_at_once,
+            secs(run.wall) / floor_at_once,
             total as f64 / *n as f64,
             per.join(", "),
             run.peak_rss_kib as f64 / 1024.0,
             lat.map(|ms| format!("{ms:.0}")).unwrap_or_else(|| "n/a".into()),
         );
+    }
+    println!(
+        "\n| N | c | runner: first namespace starts after s | median namespace s | median restart step s |"
+    );
+    println!("|---|---|---|---|---|");
+    for (n, c, _, _, run, ..) in &rows {
+        match run.timeline {
+            Some((first, ns, restart)) => {
+                println!("| {n} | {c} | {first:.2} | {ns:.2} | {restart:.2} |")
+            }
+            None => println!("| {n} | {c} | n/a | n/a | n/a |"),
+        }
     }
     if !runbook_rows.is_empty() {
         println!(

@@ -445,3 +445,57 @@ fn model_matches_meshsim_on_generated_namespaces() {
             .join("\n")
     );
 }
+
+/// The streamed fleet preflight lets a namespace start before the rest of the fleet is assessed when its
+/// enforcement check passes with every other fleet namespace running and with none of them running: a
+/// namespace blocked later leaves the run. That is sound only if passing at both extremes implies passing
+/// for every set of other namespaces that may end up running. Checked here on the generated namespaces,
+/// for every subset of the other namespaces, running alongside (concurrency > 1) or one at a time after.
+#[test]
+fn passing_with_all_and_with_none_of_the_others_passes_with_any_of_them() {
+    let others = ["front", "mesh", "outside"];
+    let position = |serial: bool, running: &[&str]| {
+        let mut p = FleetPosition::default();
+        for n in running {
+            let set = if serial { &mut p.after } else { &mut p.concurrent };
+            set.insert(n.to_string());
+        }
+        p
+    };
+    let passes = |case: &Case, plan: &ambient_migrate::assess::plan::NamespacePlan, pos: &FleetPosition| {
+        enforcement::check(&case.snapshot, plan, pos).differences.is_empty()
+    };
+    let (mut both_pass, mut extremes_differ) = (0usize, 0usize);
+    let mut broken = Vec::new();
+    for seed in 0..400u64 {
+        let case = generate(seed);
+        let plan = plan_namespace(&case.snapshot, &case.opts);
+        for serial in [false, true] {
+            let all = passes(&case, &plan, &position(serial, &others));
+            let none = passes(&case, &plan, &position(serial, &[]));
+            if all != none {
+                extremes_differ += 1;
+            }
+            if !(all && none) {
+                continue;
+            }
+            both_pass += 1;
+            for mask in 1..(1u32 << others.len()) - 1 {
+                let running: Vec<&str> = (0..others.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| others[i])
+                    .collect();
+                if !passes(&case, &plan, &position(serial, &running)) {
+                    broken.push(format!("seed {seed} serial {serial} running {running:?}"));
+                }
+            }
+        }
+    }
+    assert!(both_pass > 0, "no generated namespace passed at both extremes: the check proves nothing");
+    assert!(
+        broken.is_empty(),
+        "passing with all and with none of the others running did not imply passing with some of them ({} of {both_pass} cases, {extremes_differ} where the extremes differ):\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+}
