@@ -273,6 +273,85 @@ impl Server {
         runs[1]
     }
 
+    /// The same restart of `names` at once from one light client in this process: one watch of all
+    /// Deployments, then the `restartedAt` patch of every Deployment of the namespaces (what `kubectl
+    /// rollout restart` sends), all in flight together, until each rollout is complete by `kubectl rollout
+    /// status`'s rules. Median of three. Without a hundred kubectl processes competing with meshsim for the
+    /// CPU, this is what meshsim itself needs for c namespaces restarting together.
+    fn restart_at_once_one_client(&self, names: &[String]) -> Duration {
+        let mut runs: Vec<Duration> = (0..3).map(|_| self.restart_once_one_client(names)).collect();
+        runs.sort();
+        runs[1]
+    }
+
+    fn restart_once_one_client(&self, names: &[String]) -> Duration {
+        let targets: Vec<(String, String)> = names
+            .iter()
+            .flat_map(|ns| {
+                let list = self.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments"));
+                list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| Some((ns.clone(), d["metadata"]["name"].as_str()?.to_string())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let (http, url) = (self.http.clone(), self.url.clone());
+        let token = meshsim::api::auth::ADMIN_TOKEN;
+        rt().block_on(async move {
+            let mut watch = http
+                .get(format!("{url}/apis/apps/v1/deployments?watch=true"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("watch Deployments");
+            let t0 = Instant::now();
+            let at = jiff::Timestamp::now().to_string();
+            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+                "kubectl.kubernetes.io/restartedAt": at}}}}});
+            let sends = targets.iter().map(|(ns, name)| {
+                let req = http
+                    .patch(format!("{url}/apis/apps/v1/namespaces/{ns}/deployments/{name}"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/merge-patch+json")
+                    .body(patch.to_string());
+                async move {
+                    let d: Value = req.send().await.expect("patch").json().await.expect("patched");
+                    ((ns.clone(), name.clone()), d)
+                }
+            });
+            let mut pending: BTreeMap<(String, String), i64> = BTreeMap::new();
+            let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
+            for (key, d) in futures::future::join_all(sends).await {
+                pending.insert(key.clone(), d["metadata"]["generation"].as_i64().unwrap_or(0));
+                latest.insert(key, d);
+            }
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                pending
+                    .retain(|k, generation| !latest.get(k).is_some_and(|d| rollout_complete(d, *generation)));
+                if pending.is_empty() {
+                    return t0.elapsed();
+                }
+                let chunk = watch.chunk().await.expect("watch").expect("watch ended");
+                buf.extend_from_slice(&chunk);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    let ev: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                    let d = &ev["object"];
+                    let key = (
+                        d["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                        d["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                    );
+                    if pending.contains_key(&key) {
+                        latest.insert(key, d.clone());
+                    }
+                }
+            }
+        })
+    }
+
     /// Bare restart of `names` at once (one `rollout restart` then `rollout status` per namespace, all
     /// namespaces in parallel), median of three: what meshsim can do with that many namespaces restarting
     /// together on this machine. Also returns the CPU seconds the kubectl processes and meshsim used in
@@ -301,6 +380,19 @@ impl Server {
         runs.sort_by_key(|r| r.0);
         runs[1]
     }
+}
+
+/// Whether a Deployment's rollout is complete by `kubectl rollout status`'s rules
+/// (kubernetes `staging/src/k8s.io/kubectl/pkg/polymorphichelpers/rollout_status.go`): the controller saw
+/// generation `min_generation`, every replica is updated and available, and no old replica is left.
+fn rollout_complete(d: &Value, min_generation: i64) -> bool {
+    let st = &d["status"];
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let n = |k: &str| st[k].as_i64().unwrap_or(0);
+    st["observedGeneration"].as_i64().unwrap_or(0) >= min_generation
+        && n("updatedReplicas") >= want
+        && n("replicas") <= n("updatedReplicas")
+        && n("availableReplicas") >= n("updatedReplicas")
 }
 
 /// `/proc/<pid>/stat` fields 14-17 (utime, stime, cutime, cstime) in seconds: (own, waited-for children).
@@ -637,11 +729,13 @@ fn main() {
         // The runner's first c namespaces, restarted together before the runner runs (they stay on
         // sidecars, with new pods).
         let at_once = server.bare_restart_at_once(&names[..c.min(n)]);
+        let one_client = server.restart_at_once_one_client(&names[..c.min(n)]);
         eprintln!(
-            "row {n}:{c}: bare restart of {c} namespaces at once {:.2} s (kubectl CPU {:.1} s, meshsim CPU {:.1} s)",
+            "row {n}:{c}: bare restart of {c} namespaces at once {:.2} s (kubectl CPU {:.1} s, meshsim CPU {:.1} s); from one client {:.2} s",
             secs(at_once.0),
             at_once.1,
-            at_once.2
+            at_once.2,
+            secs(one_client)
         );
         server.reset_requests();
         let run = run_runner(&server, &dir.join("run"), &names, c);
@@ -658,22 +752,35 @@ fn main() {
             .map(ns_name)
             .collect();
         let latency = gate_failure_latency(&server, &dir.join("latency"), &lat_names);
-        rows.push((n, c, bare, at_once, run, verbs, floor, latency));
+        rows.push((n, c, bare, at_once, one_client, run, verbs, floor, latency));
     }
 
     println!(
-        "\n| N | c | bare restart at N s | bare restart of c namespaces at once s (kubectl CPU s, meshsim CPU s) | runner exit | runner wall s | floor ceil(N/c) x bare s | wall / floor | floor ceil(N/c) x bare of c at once s | wall / that floor | requests per namespace | by verb | peak RSS MiB | gate failure -> first rollback write ms |"
+        "\n| N | c | bare restart at N s | bare restart of c namespaces at once s (kubectl CPU s, meshsim CPU s) | runner exit | runner wall s | floor ceil(N/c) x bare s | wall / floor | floor ceil(N/c) x bare of c at once s | wall / that floor | the same restart from one client s | wall / ceil(N/c) x that | requests per namespace | by verb | peak RSS MiB | gate failure -> first rollback write ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (n, c, bare, (at_once, kubectl_cpu, meshsim_cpu), run, verbs, floor, (lat, what, lat_code)) in &rows {
-        let floor_at_once = secs(*at_once) * n.div_ceil(*c) as f64;
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (
+        n,
+        c,
+        bare,
+        (at_once, kubectl_cpu, meshsim_cpu),
+        one_client,
+        run,
+        verbs,
+        floor,
+        (lat, what, lat_code),
+    ) in &rows
+    {
+        let waves = n.div_ceil(*c) as f64;
+        let floor_at_once = secs(*at_once) * waves;
+        let floor_one_client = secs(*one_client) * waves;
         let total: u64 = verbs.values().sum();
         let per: Vec<String> = verbs
             .iter()
             .map(|(v, k)| format!("{v} {:.1}", *k as f64 / *n as f64))
             .collect();
         println!(
-            "| {n} | {c} | {:.2} | {:.2} ({kubectl_cpu:.1}, {meshsim_cpu:.1}) | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {} | {:.1} | {} ({what}; run exit {lat_code}) |",
+            "| {n} | {c} | {:.2} | {:.2} ({kubectl_cpu:.1}, {meshsim_cpu:.1}) | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.1} | {} ({what}; run exit {lat_code}) |",
             secs(*bare),
             secs(*at_once),
             run.code,
@@ -682,6 +789,8 @@ fn main() {
             secs(run.wall) / floor,
             floor_at_once,
             secs(run.wall) / floor_at_once,
+            secs(*one_client),
+            secs(run.wall) / floor_one_client,
             total as f64 / *n as f64,
             per.join(", "),
             run.peak_rss_kib as f64 / 1024.0,
@@ -692,7 +801,7 @@ fn main() {
         "\n| N | c | runner: first namespace starts after s | median namespace s | median restart step s |"
     );
     println!("|---|---|---|---|---|");
-    for (n, c, _, _, run, ..) in &rows {
+    for (n, c, _, _, _, run, ..) in &rows {
         match run.timeline {
             Some((first, ns, restart)) => {
                 println!("| {n} | {c} | {first:.2} | {ns:.2} | {restart:.2} |")

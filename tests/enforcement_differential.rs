@@ -463,7 +463,9 @@ fn passing_with_all_and_with_none_of_the_others_passes_with_any_of_them() {
         p
     };
     let passes = |case: &Case, plan: &ambient_migrate::assess::plan::NamespacePlan, pos: &FleetPosition| {
-        enforcement::check(&case.snapshot, plan, pos).differences.is_empty()
+        enforcement::check(&case.snapshot, plan, pos)
+            .differences
+            .is_empty()
     };
     let (mut both_pass, mut extremes_differ) = (0usize, 0usize);
     let mut broken = Vec::new();
@@ -491,7 +493,10 @@ fn passing_with_all_and_with_none_of_the_others_passes_with_any_of_them() {
             }
         }
     }
-    assert!(both_pass > 0, "no generated namespace passed at both extremes: the check proves nothing");
+    assert!(
+        both_pass > 0,
+        "no generated namespace passed at both extremes: the check proves nothing"
+    );
     assert!(
         broken.is_empty(),
         "passing with all and with none of the others running did not imply passing with some of them ({} of {both_pass} cases, {extremes_differ} where the extremes differ):\n{}",
