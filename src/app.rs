@@ -636,10 +636,15 @@ async fn cmd_run(
     // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
     // backup, for the whole run.
     let cache = crate::cluster::FleetCache::start(cluster);
-    if let Err(e) = cache
-        .ready(tokio::time::Instant::now() + s.timeouts.api_request * 3)
-        .await
-    {
+    // While the caches sync, the journals and the cluster-wide facts every assessment needs are read too
+    // (independent reads; a failure of the latter is reported by the first assessment, as before).
+    let (synced, journals, _) = tokio::join!(
+        cache.ready(tokio::time::Instant::now() + s.timeouts.api_request * 3),
+        Journal::load_all(cluster, &s.state_namespace),
+        eng.cluster_info
+            .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
+    );
+    if let Err(e) = synced {
         eprintln!("error: reading the fleet: {e}");
         return exit::HUMAN_NEEDED;
     }
@@ -647,9 +652,9 @@ async fn cmd_run(
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         namespaces = namespaces.len(),
-        "fleet selected, permissions proven, watch caches synced"
+        "fleet selected, permissions proven, watch caches synced, journals read"
     );
-    let journals = match Journal::load_all(cluster, &s.state_namespace).await {
+    let journals = match journals {
         Ok(all) => all,
         Err(e) => {
             eprintln!("error: reading the journals in {}: {e}", s.state_namespace);
