@@ -319,40 +319,39 @@ async fn restart(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
             ctx.engine.check_lease().await?;
             ctx.journal.update(|r| r.changes.extend(new)).await?;
         }
-        let mut generations = Vec::new();
-        for w in batch {
-            let Some(kind) = workload_kind(w) else { continue };
-            let Some(at) = restarted_at(w, &ctx.journal.record().changes) else {
-                continue;
-            };
-            ctx.engine.check_lease().await?;
-            let cached = ctx
-                .engine
-                .cache
-                .as_ref()
-                .and_then(|c| c.restart_state(kind, &ctx.ns, &w.name, &at));
-            let generation = match cached {
-                // Already restarted with this value (a resumed run): nothing to send.
-                Some((generation, true, _)) => generation,
-                // Known, not paused: the patch alone (the read is the cache's).
-                Some((_, false, false)) => {
-                    ctx.engine
-                        .cluster
-                        .patch_restart(kind, &ctx.ns, &w.name, &at)
-                        .await?
-                        .generation
-                }
-                // Not cached, or paused (refused with kubectl's message): read and decide.
-                _ => {
-                    ctx.engine
-                        .cluster
-                        .restart(kind, &ctx.ns, &w.name, &at)
-                        .await?
-                        .generation
-                }
-            };
-            generations.push((w.clone(), kind, generation));
-        }
+        // The batch's restarts are sent together (each is journaled above and idempotent), so its rollouts
+        // start together instead of one request round trip apart.
+        ctx.engine.check_lease().await?;
+        let sends = batch.iter().filter_map(|w| {
+            let kind = workload_kind(w)?;
+            let at = restarted_at(w, &ctx.journal.record().changes)?;
+            let (engine, ns) = (ctx.engine, ctx.ns.as_str());
+            Some(async move {
+                let cached = engine
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.restart_state(kind, ns, &w.name, &at));
+                let generation = match cached {
+                    // Already restarted with this value (a resumed run): nothing to send.
+                    Some((generation, true, _)) => generation,
+                    // Known, not paused: the patch alone (the read is the cache's).
+                    Some((_, false, false)) => {
+                        engine
+                            .cluster
+                            .patch_restart(kind, ns, &w.name, &at)
+                            .await?
+                            .generation
+                    }
+                    // Not cached, or paused (refused with kubectl's message): read and decide.
+                    _ => engine.cluster.restart(kind, ns, &w.name, &at).await?.generation,
+                };
+                Ok::<_, EngineError>((w.clone(), kind, generation))
+            })
+        });
+        let generations: Vec<(ObjRef, WorkloadKind, i64)> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         if ctx.engine.cluster.dry_run() {
             continue;
         }
