@@ -544,7 +544,19 @@ impl Engine {
             let digest = backup.digest()?;
             let cm = backup::config_map_name(ns);
             let file = run.backup_file.as_ref().map(|p| p.display().to_string());
-            self.transition_with(&mut journal, ns, Event::BackedUp, |r| {
+            // Step 1 starts in the same journal write, unless a stop was asked for meanwhile (the namespace
+            // then stops backed up, not started, as between two steps): a run that dies after the write
+            // resumes step 1, which is idempotent and has sent nothing yet.
+            let events: &[Event] = if *self.stop.borrow() {
+                &[Event::BackedUp]
+            } else {
+                &[Event::BackedUp, Event::StepStarted]
+            };
+            let intent = (events.len() == 2).then(|| exec::intent(Step::ActivateWaypoint, &plan));
+            self.transitions_with(&mut journal, ns, events, |r| {
+                if let Some(i) = intent {
+                    i(r);
+                }
                 r.backup = Some(crate::journal::BackupRef {
                     config_map: cm.clone(),
                     file: file.clone(),
