@@ -738,7 +738,19 @@ fn main() {
             secs(one_client)
         );
         server.reset_requests();
+        let (runner0, meshsim0) = (children_cpu_s(), process_cpu_s(server.child.id()));
         let run = run_runner(&server, &dir.join("run"), &names, c);
+        let cpu = (
+            children_cpu_s() - runner0,
+            process_cpu_s(server.child.id()) - meshsim0,
+        );
+        eprintln!(
+            "row {n}:{c}: during the run the runner used {:.1} s of CPU and meshsim {:.1} s, in {:.1} s on {} cores",
+            cpu.0,
+            cpu.1,
+            secs(run.wall),
+            std::thread::available_parallelism().map_or(0, |p| p.get())
+        );
         let verbs = runner_verbs(&server.requests());
         let floor = bare.as_secs_f64() * n.div_ceil(c) as f64;
         if sample > 0 {
@@ -752,7 +764,7 @@ fn main() {
             .map(ns_name)
             .collect();
         let latency = gate_failure_latency(&server, &dir.join("latency"), &lat_names);
-        rows.push((n, c, bare, at_once, one_client, run, verbs, floor, latency));
+        rows.push((n, c, bare, at_once, one_client, run, cpu, verbs, floor, latency));
     }
 
     println!(
@@ -766,6 +778,7 @@ fn main() {
         (at_once, kubectl_cpu, meshsim_cpu),
         one_client,
         run,
+        _,
         verbs,
         floor,
         (lat, what, lat_code),
@@ -798,15 +811,17 @@ fn main() {
         );
     }
     println!(
-        "\n| N | c | runner: first namespace starts after s | median namespace s | median restart step s |"
+        "\n| N | c | runner: first namespace starts after s | median namespace s | median restart step s | runner CPU s | meshsim CPU s | cores busy (both CPU / wall) |"
     );
-    println!("|---|---|---|---|---|");
-    for (n, c, _, _, _, run, ..) in &rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (n, c, _, _, _, run, (runner_cpu, meshsim_cpu), ..) in &rows {
+        let cores = runner_cpu + meshsim_cpu;
         match run.timeline {
-            Some((first, ns, restart)) => {
-                println!("| {n} | {c} | {first:.2} | {ns:.2} | {restart:.2} |")
-            }
-            None => println!("| {n} | {c} | n/a | n/a | n/a |"),
+            Some((first, ns, restart)) => println!(
+                "| {n} | {c} | {first:.2} | {ns:.2} | {restart:.2} | {runner_cpu:.1} | {meshsim_cpu:.1} | {:.2} |",
+                cores / secs(run.wall)
+            ),
+            None => println!("| {n} | {c} | n/a | n/a | n/a | {runner_cpu:.1} | {meshsim_cpu:.1} | n/a |"),
         }
     }
     if !runbook_rows.is_empty() {
