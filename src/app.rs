@@ -758,8 +758,9 @@ async fn full_preflight(
     let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
+    let labels = preflight_labels(eng);
     for ns in namespaces.iter().filter(|n| fresh.contains(*n)) {
-        match preflight::assess(eng, s, run_id, ns).await {
+        match preflight::assess(eng, s, run_id, labels.as_ref(), ns).await {
             Ok(a) => {
                 callers.insert(ns.clone(), a.plan.callers.clone());
                 if let Some(e) = a.too_large {
@@ -846,9 +847,13 @@ async fn stream_preflight(
     fresh: &BTreeSet<String>,
 ) -> Option<watch::Receiver<preflight::Verdicts>> {
     let mut verdicts = preflight::Verdicts::default();
+    // Nothing is written before every canary has its verdict: the labels read now are the fleet's before.
+    let labels = preflight_labels(eng);
     for ns in namespaces.iter().filter(|n| s.fleet.canary.contains(*n)) {
         if fresh.contains(ns) {
-            let a = preflight::assess(eng, s, run_id, ns).await.ok()?;
+            let a = preflight::assess(eng, s, run_id, labels.as_ref(), ns)
+                .await
+                .ok()?;
             if !preflight::passes_whatever_others_do(s, namespaces, &a) {
                 return None;
             }
@@ -862,9 +867,16 @@ async fn stream_preflight(
         run_id.to_string(),
         namespaces.to_vec(),
         fresh.clone(),
+        labels,
         tx,
     ));
     Some(rx)
+}
+
+/// The namespaces' labels now, from the fleet's caches (`run` always starts them; without them each
+/// assessment reads the labels from the API itself).
+fn preflight_labels(eng: &Engine) -> Option<preflight::Labels> {
+    eng.cache.as_ref().map(|c| c.namespace_labels())
 }
 
 /// Where every other fleet namespace stands relative to `ns` in the run order: with one namespace at a time

@@ -73,10 +73,21 @@ pub struct Assessed {
     pub too_large: Option<String>,
 }
 
-/// Reads and plans `ns` from the fleet's caches and checks that its backup fits.
-pub async fn assess(eng: &Engine, s: &Settings, run_id: &str, ns: &str) -> Result<Assessed, EngineError> {
+/// The namespaces' labels as the preflight sees them: read once, before the run's first write.
+pub type Labels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Reads and plans `ns` from the fleet's caches, with the other namespaces' `labels` read before the run's
+/// first write (a namespace assessed while others migrate sees them as they were), and checks that its
+/// backup fits.
+pub async fn assess(
+    eng: &Engine,
+    s: &Settings,
+    run_id: &str,
+    labels: Option<&Labels>,
+    ns: &str,
+) -> Result<Assessed, EngineError> {
     let opts = namespace_options(&s.for_namespace(ns));
-    let (snap, plan) = eng.assess(ns, &opts).await?;
+    let (snap, plan) = eng.assess_seeing(ns, &opts, labels).await?;
     let too_large = Backup::from_snapshot(&snap, Some(run_id))
         .check_fits()
         .err()
@@ -159,15 +170,16 @@ pub fn decide_deferred(
         .collect()
 }
 
-/// The streamed preflight over `order` (canaries in `decided` already have their verdict): namespaces
-/// outside `fresh` (a journal says an earlier run got further) start without one, as in the full
-/// preflight; the others get theirs as soon as it is known. `say` prints progress lines.
+/// The streamed preflight over `order` (canaries already have their verdict in `tx`): namespaces outside
+/// `fresh` (a journal says an earlier run got further) start without one, as in the full preflight; the
+/// others get theirs as soon as it is known, assessed with the namespaces' `labels` from before the run.
 pub async fn stream(
     eng: Engine,
     s: std::sync::Arc<Settings>,
     run_id: String,
     order: Vec<String>,
     fresh: BTreeSet<String>,
+    labels: Option<Labels>,
     tx: watch::Sender<Verdicts>,
 ) {
     let decided: BTreeSet<String> = tx.borrow().of.keys().cloned().collect();
@@ -179,7 +191,7 @@ pub async fn stream(
             });
             continue;
         }
-        match assess(&eng, &s, &run_id, ns).await {
+        match assess(&eng, &s, &run_id, labels.as_ref(), ns).await {
             Ok(a) if passes_whatever_others_do(&s, &order, &a) => tx.send_modify(|v| {
                 v.of.insert(ns.clone(), Verdict::Go);
             }),

@@ -14,6 +14,7 @@ mod primitives;
 pub mod probing;
 mod rollback;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -404,6 +405,19 @@ impl Engine {
         ns: &str,
         opts: &NamespaceOptions,
     ) -> Result<(Snapshot, NamespacePlan), EngineError> {
+        self.assess_seeing(ns, opts, None).await
+    }
+
+    /// [`Engine::assess`], with the other namespaces' labels as given (`None`: as they are now). The fleet
+    /// preflight passes the labels read before the run's first write: a namespace assessed while others
+    /// already migrate must see them as they were (an ambient label on a namespace whose pods still have
+    /// their sidecars would hide those sidecar callers), as when the whole fleet is assessed first.
+    pub async fn assess_seeing(
+        &self,
+        ns: &str,
+        opts: &NamespaceOptions,
+        namespace_labels: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+    ) -> Result<(Snapshot, NamespacePlan), EngineError> {
         let info = self
             .cluster_info
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
@@ -411,11 +425,17 @@ impl Engine {
         let mut info = info.clone();
         let snapshot = match &self.cache {
             Some(cache) => {
-                info.namespace_labels = cache.namespace_labels();
+                info.namespace_labels = match namespace_labels {
+                    Some(l) => l.clone(),
+                    None => cache.namespace_labels(),
+                };
                 cache.snapshot(ns, &info)?
             }
             None => {
-                info.namespace_labels = self.cluster.read_namespace_labels().await?;
+                info.namespace_labels = match namespace_labels {
+                    Some(l) => l.clone(),
+                    None => self.cluster.read_namespace_labels().await?,
+                };
                 self.cluster.read_snapshot(ns, &info).await?
             }
         };
