@@ -1,5 +1,6 @@
-//! The fleet runner (docs/design.md §6): canary namespaces first and alone, then the rest in bounded-concurrency
-//! waves, a fleet failure budget, already-migrated namespaces skipped, and a stop signal (SIGTERM / Ctrl-C
+//! The fleet runner (docs/design.md §6): canary namespaces first and alone, then the rest with bounded
+//! concurrency (a namespace starts as soon as a slot frees: no wave waits for the slowest of the one
+//! before), a fleet failure budget, already-migrated namespaces skipped, and a stop signal (SIGTERM / Ctrl-C
 //! from a CI cancellation) that starts nothing new but lets in-flight namespaces reach a safe state.
 //!
 //! The runner is generic over the per-namespace job so that its scheduling decisions are unit-tested

@@ -242,27 +242,33 @@ pub async fn verdict_for(
     stop: &mut watch::Receiver<bool>,
 ) -> Verdict {
     let stopped = || Verdict::NotStarted("stop requested (SIGTERM/Ctrl-C): no new namespace starts".into());
+    let own = |rx: &watch::Receiver<Verdicts>| {
+        rx.borrow()
+            .of
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| Verdict::NotStarted("the fleet preflight gave no verdict".into()))
+    };
     loop {
         if *stop.borrow() {
             return stopped();
         }
         {
             let v = rx.borrow_and_update();
-            if let Some(verdict) = v.of.get(ns) {
-                return verdict.clone();
-            }
-            if v.done {
-                return Verdict::NotStarted("the fleet preflight gave no verdict".into());
+            if v.done || v.of.contains_key(ns) {
+                drop(v);
+                return own(rx);
             }
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() {
-                return rx.borrow().of.get(ns).cloned().unwrap_or_else(|| Verdict::NotStarted("the fleet preflight ended without a verdict".into()));
+                // The preflight is gone: what it decided is all there is.
+                return own(rx);
             },
             r = stop.changed() => if r.is_err() {
                 // No one can ask for a stop any more: wait for the verdict alone.
                 let _ = rx.wait_for(|v| v.done || v.of.contains_key(ns)).await;
-                return rx.borrow().of.get(ns).cloned().unwrap_or_else(|| Verdict::NotStarted("the fleet preflight gave no verdict".into()));
+                return own(rx);
             },
         }
     }
