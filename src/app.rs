@@ -17,7 +17,7 @@ use crate::assess::{Severity, Snapshot};
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
-use crate::engine::{Engine, NamespaceOptions, NamespaceRun, OnGateFailure, Timeouts};
+use crate::engine::{Engine, NamespaceOptions, NamespaceRun, Timeouts};
 use crate::fleet::{self, FleetOptions, NsOutcome};
 use crate::journal::Journal;
 use crate::lease::{self, LeaseConfig, LeaseError};
@@ -92,10 +92,7 @@ pub fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
 pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
     NamespaceOptions {
         plan: eff.plan_options(),
-        on_gate_failure: match eff.migration.on_gate_failure {
-            settings::OnGateFailure::Rollback => OnGateFailure::Rollback,
-            settings::OnGateFailure::Hold => OnGateFailure::Hold,
-        },
+        on_gate_failure: eff.migration.on_gate_failure,
         resume: Default::default(),
         timeouts: Timeouts {
             waypoint_ready: eff.timeouts.waypoint_ready,
