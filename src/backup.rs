@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::assess::Snapshot;
+use crate::assess::objects::raw_values;
 use crate::cluster::{
     Cluster, ClusterError, DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL,
 };
@@ -320,15 +321,15 @@ impl Backup {
         let ns = snap.namespace.metadata.name.clone().unwrap_or_default();
         let service_labels = service_labels(&snap.services);
         let mut objects: Vec<Value> = [
-            &snap.authorization_policies,
-            &snap.peer_authentications,
-            &snap.request_authentications,
-            &snap.virtual_services,
-            &snap.destination_rules,
-            &snap.sidecars,
-            &snap.telemetries,
-            &snap.http_routes,
-            &snap.gateways,
+            raw_values(&snap.authorization_policies),
+            raw_values(&snap.peer_authentications),
+            raw_values(&snap.request_authentications),
+            raw_values(&snap.virtual_services),
+            raw_values(&snap.destination_rules),
+            raw_values(&snap.sidecars),
+            raw_values(&snap.telemetries),
+            raw_values(&snap.http_routes),
+            raw_values(&snap.gateways),
         ]
         .into_iter()
         .flatten()

@@ -309,9 +309,12 @@ async fn snapshot_reads_the_namespace_and_cluster_facts() {
     assert_eq!(snap.virtual_services.len(), 1);
     assert_eq!(snap.http_routes.len(), 1);
     assert_eq!(snap.gateways.len(), 1);
-    assert_eq!(snap.authorization_policies[0]["kind"], "AuthorizationPolicy");
     assert_eq!(
-        snap.authorization_policies[0]["apiVersion"],
+        snap.authorization_policies[0].raw()["kind"],
+        "AuthorizationPolicy"
+    );
+    assert_eq!(
+        snap.authorization_policies[0].raw()["apiVersion"],
         "security.istio.io/v1"
     );
 }
