@@ -936,6 +936,33 @@ mod tests {
     }
 
     #[test]
+    fn the_backup_from_a_snapshot_holds_each_object_as_served_converted_or_not() {
+        // One policy that does not convert (unknown field), one DestinationRule with a field this tool does not
+        // know: both are backed up exactly as listed, less the server's fields.
+        let ap = serde_json::json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "odd", "namespace": "shop", "resourceVersion": "9", "uid": "u1"},
+            "spec": {"rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}, "status": {"x": 1}});
+        let dr = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "db", "namespace": "shop", "labels": {"a": "b"}},
+            "spec": {"host": "db", "newField": {"n": [1, 2]}}});
+        let snap: Snapshot = serde_json::from_value(serde_json::json!({
+            "namespace": {"metadata": {"name": "shop"}},
+            "authorizationPolicies": [ap], "destinationRules": [dr],
+        }))
+        .unwrap();
+        assert!(snap.authorization_policies[0].error().is_some());
+        assert_eq!(snap.destination_rules[0].unknown_fields(), ["spec.newField"]);
+        let b = Backup::from_snapshot(&snap, None);
+        let mut want_ap = ap.clone();
+        strip(&mut want_ap);
+        assert_eq!(b.objects, vec![want_ap, dr.clone()]);
+        // The snapshot's own serde form is unchanged: each object as listed.
+        let again = serde_json::to_value(&snap).unwrap();
+        assert_eq!(again["authorizationPolicies"][0], ap);
+        assert_eq!(again["destinationRules"][0], dr);
+    }
+
+    #[test]
     fn every_document_is_checked_before_a_restore_can_start() {
         let cases = [
             // Malformed labels must not read as "no labels" (which would strip every Istio label).

@@ -1242,6 +1242,100 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_policy_that_does_not_convert_blocks_by_name_and_field() {
+        let bad = policy(
+            "odd",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}),
+        );
+        let mut s = snapshot(vec![bad.clone(), l4_db()]);
+        let mut root = bad;
+        root["metadata"]["namespace"] = json!("istio-system");
+        s.cluster.root_authorization_policies.push(root.into());
+        let a = analyze(&s, &PlanOptions::default());
+        let invalid: Vec<&Finding> = a
+            .findings
+            .iter()
+            .filter(|f| f.code == codes::INVALID_POLICY)
+            .collect();
+        assert_eq!(invalid.len(), 2, "{:?}", codes_of(&a));
+        for (f, ns) in invalid.iter().zip(["app", "istio-system"]) {
+            assert_eq!(f.severity, Severity::Blocker);
+            assert_eq!(f.object.namespace.as_deref(), Some(ns));
+            assert_eq!(f.object.name, "odd");
+            assert!(
+                f.message.contains(&format!(
+                    "AuthorizationPolicy {ns}/odd: unknown field spec.rules[0].to[0].operation.verbs"
+                )),
+                "{}",
+                f.message
+            );
+            assert_eq!(f.fix, "fix or delete the policy");
+        }
+        // The policy that converted is still judged.
+        assert!(
+            a.kept_policies.iter().any(|r| r.name == "db-allow-api"),
+            "{:?}",
+            a.kept_policies
+        );
+    }
+
+    #[test]
+    fn other_objects_that_do_not_convert_block_and_unknown_fields_warn() {
+        let mut s = snapshot(vec![]);
+        s.virtual_services.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": {"name": "api", "namespace": "app"}, "spec": {"hosts": "api"}})
+            .into(),
+        );
+        s.destination_rules.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                   "metadata": {"name": "db", "namespace": "app"},
+                   "spec": {"host": "db", "trafficPolicyz": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}})
+            .into(),
+        );
+        let a = analyze(&s, &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::INVALID_OBJECT)
+            .expect("invalid-object");
+        assert_eq!(f.severity, Severity::Blocker);
+        assert_eq!(
+            f.object,
+            ObjRef::new("networking.istio.io/v1", "VirtualService", "app", "api")
+        );
+        assert!(
+            f.message
+                .contains("VirtualService app/api: field spec.hosts cannot be read"),
+            "{}",
+            f.message
+        );
+        assert!(f.fix.contains("spec.hosts"), "{}", f.fix);
+        let w = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::UNKNOWN_FIELD)
+            .expect("unknown-field");
+        assert_eq!(w.severity, Severity::Warning);
+        assert_eq!(w.object.name, "db");
+        assert!(
+            w.message
+                .contains("DestinationRule app/db sets spec.trafficPolicyz"),
+            "{}",
+            w.message
+        );
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.code == codes::INVALID_OBJECT || f.code == codes::UNKNOWN_FIELD)
+                .count(),
+            2,
+            "{:?}",
+            codes_of(&a)
+        );
+    }
+
+    #[test]
     fn cluster_components_missing() {
         let mut s = snapshot(vec![]);
         s.cluster.ztunnel = None;
