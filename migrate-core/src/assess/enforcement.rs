@@ -709,8 +709,9 @@ pub fn ztunnel_allows(policies: &[&Compiled], peer: Option<&Identity>, port: u16
 /// UNSET inherits; the oldest wins at each level; the workload policy's port-level mode overrides. Upstream:
 /// pilot/pkg/security/authn/policy_applier.go (`ComposePeerAuthentication`).
 pub fn strict_mtls(m: &Mesh, labels: &BTreeMap<String, String>, port: u16) -> bool {
-    type Pa = objects::PeerAuthentication;
-    let oldest = |f: &dyn Fn(&Obj<Pa>, &BTreeMap<String, String>) -> bool| {
+    /// Which policies a level takes: the object and its selector's labels.
+    type Level<'a> = &'a dyn Fn(&Obj<objects::PeerAuthentication>, &BTreeMap<String, String>) -> bool;
+    let oldest = |f: Level| {
         converted(&m.peer_authentications)
             .filter(|(p, spec)| f(p, &spec.selector_labels()))
             .min_by_key(|(p, _)| p.meta().creation_timestamp.clone())

@@ -28,13 +28,12 @@ use serde_json::Value;
 
 use crate::steps::ObjRef;
 
-/// Why an object did not convert: the object, the field (a path from the object's root, e.g.
-/// `spec.rules[0].to[0].operation.verbs`) and a message that names both.
+/// Why an object did not convert: the field (a path from the object's root, e.g.
+/// `spec.rules[0].to[0].operation.verbs`) and a message that names the object and the field (the object is
+/// the [`Obj`] that holds the error).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ConvertError {
-    /// The object.
-    pub object: ObjRef,
     /// The field that did not convert.
     pub field: String,
     /// What is wrong, naming the object and the field.
@@ -167,7 +166,6 @@ impl<'de, S: Spec> Deserialize<'de> for Obj<S> {
 fn conversion_error(object: &ObjRef, kind: &str, field: &str, why: impl fmt::Display) -> ConvertError {
     let ns = object.namespace.as_deref().unwrap_or("");
     ConvertError {
-        object: object.clone(),
         field: field.to_string(),
         message: format!(
             "{kind} {ns}/{}: field {field} cannot be read ({why}); fix the field or delete the object",
@@ -734,7 +732,6 @@ impl Spec for super::policy::AuthzPolicy {
     fn convert(raw: &Value) -> Result<Self, ConvertError> {
         use super::policy::PolicyError;
         Self::parse(raw).map_err(|e| ConvertError {
-            object: ObjRef::from_value(raw),
             field: match &e {
                 PolicyError::UnknownField { field, .. } => format!("spec.{field}"),
                 PolicyError::UnknownAction { .. } => "spec.action".into(),
@@ -758,7 +755,7 @@ mod tests {
         let e = o.error().expect("hosts must be a list");
         assert_eq!(e.field, "spec.hosts");
         assert_eq!(
-            e.object,
+            o.obj_ref(),
             ObjRef::new("networking.istio.io/v1", "VirtualService", "app", "api")
         );
         assert!(
