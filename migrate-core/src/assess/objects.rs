@@ -48,11 +48,12 @@ pub trait Spec: Sized + Clone + fmt::Debug {
     /// Converts the object (the whole object as served: some kinds read their annotations too).
     fn convert(raw: &Value) -> Result<Self, ConvertError>;
 
-    /// Paths (from the object's root) of the fields this tool does not know, reported as warnings; empty for
-    /// kinds whose unknown fields change no Istio behaviour (Prometheus-operator monitors) and for
-    /// AuthorizationPolicy, which refuses them in [`Spec::convert`].
-    fn unknown_fields(&self) -> Vec<String> {
-        Vec::new()
+    /// The spec as this tool understood it (every field it knows, without the unknown ones): a field of the
+    /// object's spec missing here is unknown and reported as a warning. `None` for kinds whose unknown
+    /// fields change no Istio behaviour (Prometheus-operator monitors) and for AuthorizationPolicy, which
+    /// refuses them in [`Spec::convert`].
+    fn understood(&self) -> Option<Value> {
+        None
     }
 }
 
@@ -62,6 +63,7 @@ pub struct Obj<S> {
     raw: Value,
     meta: ObjectMeta,
     spec: Result<S, ConvertError>,
+    unknown: Vec<String>,
 }
 
 impl<S: Spec> From<Value> for Obj<S> {
@@ -79,7 +81,16 @@ impl<S: Spec> From<Value> for Obj<S> {
             Ok(meta) => (meta, S::convert(&raw)),
             Err(e) => (ObjectMeta::default(), Err(e)),
         };
-        Obj { raw, meta, spec }
+        let mut unknown = Vec::new();
+        if let Some(understood) = spec.as_ref().ok().and_then(Spec::understood) {
+            fields_not_in(&raw["spec"], &understood, "spec", &mut unknown);
+        }
+        Obj {
+            raw,
+            meta,
+            spec,
+            unknown,
+        }
     }
 }
 
@@ -129,9 +140,9 @@ impl<S: Spec> Obj<S> {
         self.spec.as_ref().err()
     }
 
-    /// Fields this tool does not know (see [`Spec::unknown_fields`]).
-    pub fn unknown_fields(&self) -> Vec<String> {
-        self.spec().map(Spec::unknown_fields).unwrap_or_default()
+    /// Paths of the spec fields this tool does not know (see [`Spec::understood`]), e.g. `spec.mtls.level`.
+    pub fn unknown_fields(&self) -> &[String] {
+        &self.unknown
     }
 }
 
@@ -199,11 +210,29 @@ fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: 
     Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
-fn unknown(extra: &BTreeMap<String, Value>) -> Vec<String> {
-    extra.keys().map(|k| format!("spec.{k}")).collect()
+/// The paths of the object keys of `raw` that `understood` does not have, at any depth.
+fn fields_not_in(raw: &Value, understood: &Value, at: &str, out: &mut Vec<String>) {
+    match (raw, understood) {
+        (Value::Object(r), Value::Object(u)) => {
+            for (k, v) in r {
+                let path = format!("{at}.{k}");
+                match u.get(k) {
+                    Some(uv) => fields_not_in(v, uv, &path, out),
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(u)) => {
+            for (i, (rv, uv)) in r.iter().zip(u).enumerate() {
+                fields_not_in(rv, uv, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
-/// Implements [`Spec`] for a serde-derived spec with an `extra` map of unknown fields.
+/// Implements [`Spec`] for a serde-derived spec whose unknown top-level fields land in `extra` (not
+/// serialized, so they are missing from what it understood, like unknown fields of its nested types).
 macro_rules! spec_kind {
     ($ty:ty, $kind:literal) => {
         impl Spec for $ty {
@@ -211,8 +240,8 @@ macro_rules! spec_kind {
             fn convert(raw: &Value) -> Result<Self, ConvertError> {
                 spec_of(raw, $kind)
             }
-            fn unknown_fields(&self) -> Vec<String> {
-                unknown(&self.extra)
+            fn understood(&self) -> Option<Value> {
+                serde_json::to_value(self).ok()
             }
         }
     };
@@ -220,7 +249,7 @@ macro_rules! spec_kind {
 
 /// A workload selector: `selector` / `workloadSelector` with `matchLabels` (istio/api
 /// `type/v1beta1/selector.proto` `WorkloadSelector`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchLabels {
     /// Labels a workload must carry.
@@ -230,7 +259,7 @@ pub struct MatchLabels {
 
 /// A Sidecar / DestinationRule / ServiceEntry `workloadSelector` (`labels`, istio/api
 /// `networking/v1alpha3/sidecar.proto` `WorkloadSelector`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadLabels {
     /// Labels a workload must carry.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -239,7 +268,7 @@ pub struct WorkloadLabels {
 
 /// A policy target reference (`targetRef` / `targetRefs`, istio/api `type/v1beta1/selector.proto`
 /// `PolicyTargetReference`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyTargetRef {
     /// API group (`""` for core).
     #[serde(default, deserialize_with = "null_as_default")]
@@ -256,7 +285,7 @@ pub struct PolicyTargetRef {
 }
 
 /// The attachment fields shared by the policy kinds that can target a waypoint.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attach {
     /// Workload selector (sidecars and ztunnel).
@@ -283,7 +312,7 @@ impl Attach {
 }
 
 /// A PeerAuthentication mTLS setting.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mtls {
     /// `UNSET`, `DISABLE`, `PERMISSIVE` or `STRICT` (absent = `UNSET`).
     #[serde(default)]
@@ -291,7 +320,7 @@ pub struct Mtls {
 }
 
 /// security.istio.io PeerAuthentication spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerAuthentication {
     /// Workload selector (none = namespace-wide, mesh-wide in the root namespace).
@@ -304,7 +333,7 @@ pub struct PeerAuthentication {
     #[serde(default, deserialize_with = "null_as_default")]
     pub port_level_mtls: BTreeMap<String, Mtls>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(PeerAuthentication, "PeerAuthentication");
@@ -334,7 +363,7 @@ impl PeerAuthentication {
 }
 
 /// security.istio.io RequestAuthentication spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestAuthentication {
     /// Selector or target references.
@@ -344,13 +373,13 @@ pub struct RequestAuthentication {
     #[serde(default, deserialize_with = "null_as_default")]
     pub jwt_rules: Vec<Value>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(RequestAuthentication, "RequestAuthentication");
 
 /// networking.istio.io VirtualService spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualService {
     /// Hosts the routes apply to.
@@ -372,13 +401,13 @@ pub struct VirtualService {
     #[serde(default)]
     pub export_to: Option<Vec<String>>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(VirtualService, "VirtualService");
 
 /// networking.istio.io DestinationRule spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationRule {
     /// The destination host.
@@ -397,13 +426,13 @@ pub struct DestinationRule {
     #[serde(default)]
     pub workload_selector: Option<MatchLabels>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(DestinationRule, "DestinationRule");
 
 /// A Sidecar's outbound traffic policy.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutboundTrafficPolicy {
     /// `REGISTRY_ONLY` or `ALLOW_ANY`.
     #[serde(default)]
@@ -414,7 +443,7 @@ pub struct OutboundTrafficPolicy {
 }
 
 /// networking.istio.io Sidecar spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sidecar {
     /// Workloads it applies to (none = every workload of the namespace).
@@ -433,13 +462,13 @@ pub struct Sidecar {
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(Sidecar, "Sidecar");
 
 /// networking.istio.io ServiceEntry spec (copied by the rehearsal, not assessed).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntry {
     /// Hosts.
@@ -470,13 +499,13 @@ pub struct ServiceEntry {
     #[serde(default, deserialize_with = "null_as_default")]
     pub subject_alt_names: Vec<String>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(ServiceEntry, "ServiceEntry");
 
 /// networking.istio.io EnvoyFilter spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvoyFilter {
     /// Workloads it patches.
@@ -492,13 +521,13 @@ pub struct EnvoyFilter {
     #[serde(default)]
     pub priority: Option<i64>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(EnvoyFilter, "EnvoyFilter");
 
 /// telemetry.istio.io Telemetry spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Telemetry {
     /// Selector or target references.
@@ -514,13 +543,13 @@ pub struct Telemetry {
     #[serde(default)]
     pub access_logging: Option<Value>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(Telemetry, "Telemetry");
 
 /// extensions.istio.io WasmPlugin spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WasmPlugin {
     /// Selector or target references.
@@ -536,13 +565,13 @@ pub struct WasmPlugin {
     #[serde(flatten)]
     pub known: WasmPluginRest,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(WasmPlugin, "WasmPlugin");
 
 /// The WasmPlugin fields the assessment copies but does not decide on.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WasmPluginRest {
     /// Module checksum.
@@ -578,7 +607,7 @@ pub struct WasmPluginRest {
 }
 
 /// networking.istio.io ProxyConfig spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyConfig {
     /// Workloads whose proxies it configures.
@@ -594,7 +623,7 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub image: Option<Value>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(ProxyConfig, "ProxyConfig");
@@ -618,7 +647,7 @@ impl ProxyConfig {
 }
 
 /// A Gateway API `parentRefs` entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
     /// Group (default `gateway.networking.k8s.io`).
@@ -642,7 +671,7 @@ pub struct ParentRef {
 }
 
 /// gateway.networking.k8s.io HTTPRoute spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {
     /// Where the route attaches (Gateways, or Services for mesh routing).
@@ -658,13 +687,13 @@ pub struct HttpRoute {
     #[serde(default)]
     pub use_default_gateways: Option<String>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(HttpRoute, "HTTPRoute");
 
 /// gateway.networking.k8s.io Gateway spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gateway {
     /// The GatewayClass (`istio-waypoint` for waypoints).
@@ -692,14 +721,14 @@ pub struct Gateway {
     #[serde(default, rename = "backendTLS")]
     pub backend_tls: Option<Value>,
     /// Fields this tool does not know.
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
     pub extra: BTreeMap<String, Value>,
 }
 spec_kind!(Gateway, "Gateway");
 
 /// monitoring.coreos.com PodMonitor / ServiceMonitor spec: only the scrape endpoints are read; their many
 /// other fields change no Istio behaviour, so none is reported.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Monitor {
     /// PodMonitor endpoints.
@@ -776,6 +805,29 @@ mod tests {
         let o: Obj<Gateway> =
             json!({"kind": "Gateway", "metadata": {"name": "g", "labels": {"a": 1}}, "spec": {}}).into();
         assert_eq!(o.error().unwrap().field, "metadata.labels.a");
+    }
+
+    #[test]
+    fn unknown_fields_of_nested_types_are_reported_with_their_path() {
+        let o: Obj<PeerAuthentication> = json!({"kind": "PeerAuthentication",
+            "metadata": {"name": "p", "namespace": "app"},
+            "spec": {"selector": {"matchLabels": {"app": "api"}, "matchExpressions": []},
+                     "mtls": {"mode": "STRICT", "level": 2}, "portLevelMtls": {"8080": {"mode": "DISABLE", "x": 1}}}})
+        .into();
+        assert_eq!(
+            o.unknown_fields(),
+            [
+                "spec.mtls.level",
+                "spec.portLevelMtls.8080.x",
+                "spec.selector.matchExpressions"
+            ]
+        );
+        assert!(o.spec().unwrap().disables_mtls());
+        // Fields kept as written (a VirtualService's routes) are not looked into.
+        let vs: Obj<VirtualService> = json!({"kind": "VirtualService", "metadata": {"name": "v"},
+            "spec": {"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}], "anything": 1}]}})
+        .into();
+        assert!(vs.unknown_fields().is_empty(), "{:?}", vs.unknown_fields());
     }
 
     #[test]
