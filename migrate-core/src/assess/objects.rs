@@ -7,10 +7,12 @@
 //! and the snapshot serializes to exactly what it was built from.
 //!
 //! The spec types hold the fields the assessment reads, typed, and every other field the istio/api protos
-//! (and the Gateway API types) define as kept JSON; a field outside those is kept in `extra` and reported
-//! ([`Obj::unknown_fields`]): a field this tool does not know may change enforcement. AuthorizationPolicy
-//! is stricter, as before: an unknown field anywhere in its spec fails the conversion
-//! ([`super::policy::AuthzPolicy::parse`]), because its effect at ztunnel cannot be judged.
+//! (and the Gateway API types) define as kept JSON; a field outside those, at any depth of the typed part,
+//! is kept (top-level ones in `extra` too) and reported ([`Obj::unknown_fields`]): a field this tool does
+//! not know may change enforcement. Inside the parts kept as JSON (routes, traffic policies, listeners)
+//! nothing is checked. AuthorizationPolicy is stricter, as before: an unknown field anywhere in its spec
+//! fails the conversion ([`super::policy::AuthzPolicy::parse`]), because its effect at ztunnel cannot be
+//! judged.
 //!
 //! Field lists: istio/api `security/v1beta1/{peer_authentication,request_authentication}.proto`,
 //! `networking/v1alpha3/{virtual_service,destination_rule,sidecar,service_entry,envoy_filter}.proto`,
