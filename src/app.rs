@@ -17,7 +17,7 @@ use crate::assess::{Severity, Snapshot};
 use crate::backup::{self, Backup};
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::cluster::{Cluster, ClusterOptions, ConnectOptions};
-use crate::engine::{Engine, NamespaceOptions, NamespaceRun, OnGateFailure, Timeouts};
+use crate::engine::{Engine, NamespaceOptions, NamespaceRun, Timeouts};
 use crate::fleet::{self, FleetOptions, NsOutcome};
 use crate::journal::Journal;
 use crate::lease::{self, LeaseConfig, LeaseError};
@@ -29,6 +29,7 @@ use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
 
 pub use crate::exit;
+use crate::exit::{CmdResult, Failure};
 
 mod preflight;
 
@@ -67,7 +68,7 @@ impl Out {
 }
 
 /// Loads layered settings (exit 2 with every problem named on failure).
-pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
+pub fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
     let mut overrides = cli.to_overrides();
     // rollback/backup/restore/status schedule no fleet: the config's canaries (which must be part of the
     // fleet) would otherwise turn `-n NS` into a configuration error. An explicit --canary/--set still wins.
@@ -81,27 +82,19 @@ pub fn load_settings(cli: &Cli) -> Result<Settings, i32> {
     if let Some(dir) = &cli.report_dir {
         overrides.push(("reports.dir".into(), dir.display().to_string()));
     }
-    match Settings::load(LoadOptions {
+    Settings::load(LoadOptions {
         config_file: cli.config.clone(),
         env: None,
         cli_overrides: overrides,
-    }) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(e.exit_code())
-        }
-    }
+    })
+    .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// Maps the settings of one namespace onto the engine's options.
 pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
     NamespaceOptions {
         plan: eff.plan_options(),
-        on_gate_failure: match eff.migration.on_gate_failure {
-            settings::OnGateFailure::Rollback => OnGateFailure::Rollback,
-            settings::OnGateFailure::Hold => OnGateFailure::Hold,
-        },
+        on_gate_failure: eff.migration.on_gate_failure,
         resume: Default::default(),
         timeouts: Timeouts {
             waypoint_ready: eff.timeouts.waypoint_ready,
@@ -118,7 +111,7 @@ pub fn namespace_options(eff: &EffectiveSettings) -> NamespaceOptions {
 }
 
 /// Connects to the cluster the command line names (exit 2 with the reason when it cannot).
-pub async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, i32> {
+pub async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, Failure> {
     let opts = ClusterOptions {
         dry_run: cli.dry_run,
         field_manager: s.field_manager.clone(),
@@ -129,14 +122,13 @@ pub async fn connect(cli: &Cli, s: &Settings) -> Result<Cluster, i32> {
         kubeconfig: cli.kubeconfig.clone(),
         context: cli.context.clone(),
     };
-    Cluster::connect(&conn, opts).await.map_err(|e| {
-        eprintln!("error: {e}");
-        exit::USAGE
-    })
+    Cluster::connect(&conn, opts)
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// The namespaces of the fleet: explicit list plus label selector, minus exclusions, canaries first.
-pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String>, String> {
+pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String>, Failure> {
     let mut out: Vec<String> = Vec::new();
     for c in &s.fleet.canary {
         if !out.contains(c) {
@@ -154,7 +146,7 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
         let list = cluster
             .call(&format!("list Namespaces {}", s.fleet.selector), || api.list(&lp))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Usage(e.to_string()))?;
         for n in list.items.into_iter().filter_map(|n| n.metadata.name) {
             if !out.contains(&n) {
                 out.push(n);
@@ -163,7 +155,7 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
     }
     out.retain(|n| !s.fleet.exclude.contains(n) && *n != s.state_namespace);
     if out.is_empty() {
-        return Err("no namespace selected: pass -n NS (repeatable), --selector, or set fleet.namespaces / fleet.selector in the config".into());
+        return Err(Failure::Usage("no namespace selected: pass -n NS (repeatable), --selector, or set fleet.namespaces / fleet.selector in the config".into()));
     }
     // Each namespace must exist. The reads are independent, so a few are in flight at once: one after the
     // other, a fleet of hundreds waited on as many round trips before anything else began.
@@ -177,10 +169,10 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
     }))
     .buffered(16);
     while let Some((n, got)) = found.next().await {
-        if got.map_err(|e| e.to_string())?.is_none() {
-            return Err(format!(
+        if got.map_err(|e| Failure::Usage(e.to_string()))?.is_none() {
+            return Err(Failure::Usage(format!(
                 "namespace {n} does not exist in the cluster: fix fleet.namespaces / -n"
-            ));
+            )));
         }
     }
     drop(found);
@@ -219,10 +211,10 @@ pub async fn run(cli: Cli) -> i32 {
         return crate::demo::run(&cli).await;
         #[cfg(not(feature = "demo"))]
         {
-            eprintln!(
-                "error: this build has no simulator: the demo needs the `demo` feature (build with default features)"
-            );
-            return exit::USAGE;
+            return Failure::Usage(
+                "this build has no simulator: the demo needs the `demo` feature (build with default features)".into(),
+            )
+            .report();
         }
     }
     if matches!(cli.command, Command::Rehearse { .. }) {
@@ -230,20 +222,19 @@ pub async fn run(cli: Cli) -> i32 {
         return crate::rehearse::run(&cli).await;
         #[cfg(not(feature = "demo"))]
         {
-            eprintln!(
-                "error: this build has no simulator: rehearse needs the `demo` feature (build with default features)"
-            );
-            return exit::USAGE;
+            return Failure::Usage(
+                "this build has no simulator: rehearse needs the `demo` feature (build with default features)".into(),
+            )
+            .report();
         }
     }
-    let s = match load_settings(&cli) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let cluster = match connect(&cli, &s).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    exit::finish(connect_and_run(cli).await)
+}
+
+/// The commands that need a cluster: settings, connection, then the command.
+async fn connect_and_run(cli: Cli) -> CmdResult {
+    let s = load_settings(&cli)?;
+    let cluster = connect(&cli, &s).await?;
     let out = Out {
         format: cli.output,
         embedded: false,
@@ -330,7 +321,7 @@ pub async fn run_with(
     cluster: &Cluster,
     out: &Out,
     stop: watch::Receiver<bool>,
-) -> i32 {
+) -> CmdResult {
     let run_id = format!("run-{}", &uuid::Uuid::new_v4().to_string()[..8]);
     match &cli.command {
         Command::Plan { fixes_dir } => cmd_plan(s, cluster, out, &run_id, fixes_dir.as_deref()).await,
@@ -345,7 +336,9 @@ pub async fn run_with(
         }
         Command::Backup { file } => cmd_backup(cli, s, cluster, file, &run_id).await,
         Command::Restore { file } => cmd_restore(cli, s, cluster, out, file).await,
-        Command::Demo | Command::Rehearse { .. } => exit::USAGE,
+        Command::Demo | Command::Rehearse { .. } => Err(Failure::Usage(
+            "demo and rehearse run their own simulator: they take no cluster".into(),
+        )),
     }
 }
 
@@ -474,7 +467,7 @@ async fn missing_permissions(
     s: &Settings,
     command: permissions::Command,
     targets: &[String],
-) -> Result<Vec<Permission>, i32> {
+) -> Result<Vec<Permission>, Failure> {
     let (probes, secret_probes) = probe_namespaces(s, targets);
     let needed = permissions::required(&permissions::Scope {
         command,
@@ -483,10 +476,10 @@ async fn missing_permissions(
         probe_namespaces: &probes,
         secret_probe_namespaces: &secret_probes,
     });
-    cluster.missing_permissions(&needed).await.map_err(|e| {
-        eprintln!("error: cannot check the runner's permissions: {e}");
-        exit::HUMAN_NEEDED
-    })
+    cluster
+        .missing_permissions(&needed)
+        .await
+        .map_err(|e| Failure::HumanNeeded(format!("cannot check the runner's permissions: {e}")))
 }
 
 /// What to tell a platform engineer about missing permissions: each one, then the RBAC rules to add.
@@ -511,28 +504,26 @@ async fn prove_permissions(
     command: permissions::Command,
     name: &str,
     targets: &[String],
-) -> Result<(), i32> {
+) -> Result<(), Failure> {
     let missing = missing_permissions(cluster, s, command, targets).await?;
     if missing.is_empty() {
         return Ok(());
     }
-    eprint!("error: {}", missing_permissions_text(name, &missing));
-    eprintln!("nothing was changed.");
-    Err(exit::BLOCKED)
+    Err(Failure::Blocked(format!(
+        "{}nothing was changed.",
+        missing_permissions_text(name, &missing)
+    )))
 }
 
-async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixes_dir: Option<&Path>) -> i32 {
-    let namespaces = match resolve_fleet(cluster, s).await {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let missing = match missing_permissions(cluster, s, permissions::Command::Run, &namespaces).await {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
+async fn cmd_plan(
+    s: &Settings,
+    cluster: &Cluster,
+    out: &Out,
+    run_id: &str,
+    fixes_dir: Option<&Path>,
+) -> CmdResult {
+    let namespaces = resolve_fleet(cluster, s).await?;
+    let missing = missing_permissions(cluster, s, permissions::Command::Run, &namespaces).await?;
     if !missing.is_empty() {
         eprint!("warning: {}", missing_permissions_text("run", &missing));
     }
@@ -542,16 +533,12 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
-        match eng.assess(ns, &opts).await {
-            Ok((snap, plan)) => {
-                callers.insert(ns.clone(), plan.callers.clone());
-                assessed.push((ns.clone(), snap, plan));
-            }
-            Err(e) => {
-                eprintln!("error: namespace {ns}: {e}");
-                return exit::HUMAN_NEEDED;
-            }
-        }
+        let (snap, plan) = eng
+            .assess(ns, &opts)
+            .await
+            .map_err(|e| Failure::HumanNeeded(format!("namespace {ns}: {e}")))?;
+        callers.insert(ns.clone(), plan.callers.clone());
+        assessed.push((ns.clone(), snap, plan));
     }
     // The enforcement check sees the fleet order the run would use.
     let order = if s.fleet.order == settings::FleetOrder::CallersFirst {
@@ -561,11 +548,8 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     };
     let blocked = !fleet_enforcement(s, &order, &callers, &mut assessed).is_empty();
     let plans: Vec<(String, NamespacePlan)> = assessed.into_iter().map(|(ns, _, p)| (ns, p)).collect();
-    if let Some(dir) = fixes_dir
-        && let Err(e) = write_fixes(dir, &plans)
-    {
-        eprintln!("error: {e}");
-        return exit::USAGE;
+    if let Some(dir) = fixes_dir {
+        write_fixes(dir, &plans).map_err(Failure::Usage)?;
     }
     match out.format {
         OutputFormat::Json => {
@@ -581,7 +565,7 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
             }
         }
     }
-    if blocked { exit::BLOCKED } else { exit::OK }
+    Ok(if blocked { exit::BLOCKED } else { exit::OK })
 }
 
 /// Writes each finding's fix YAML as `<namespace>-<code>-<object>.yaml`.
@@ -607,18 +591,12 @@ async fn cmd_run(
     out: &Out,
     run_id: &str,
     stop: watch::Receiver<bool>,
-) -> i32 {
+) -> CmdResult {
     // Where the time before the first start goes (logged): the fleet's caches, the journals, the preflight.
     let t0 = tokio::time::Instant::now();
-    let namespaces = match resolve_fleet(cluster, s).await {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let namespaces = resolve_fleet(cluster, s).await?;
     let mut report = RunReport::new(run_id, "run", &cluster_url(cluster), &s.digest(), cli.dry_run);
-    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces).await {
+    if let Err(f) = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces).await {
         for ns in &namespaces {
             let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
             r.outcome = NamespaceOutcome::NotStarted;
@@ -628,9 +606,9 @@ async fn cmd_run(
             report.namespaces.push(r);
         }
         report.finish();
-        report.exit_code = code;
+        report.exit_code = f.code();
         finish_report(s, out, &report);
-        return code;
+        return Err(f);
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
     // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
@@ -644,23 +622,15 @@ async fn cmd_run(
         eng.cluster_info
             .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
     );
-    if let Err(e) = synced {
-        eprintln!("error: reading the fleet: {e}");
-        return exit::HUMAN_NEEDED;
-    }
+    synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
     eng.cache = Some(cache);
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         namespaces = namespaces.len(),
         "fleet selected, permissions proven, watch caches synced, journals read"
     );
-    let journals = match journals {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!("error: reading the journals in {}: {e}", s.state_namespace);
-            return exit::HUMAN_NEEDED;
-        }
-    };
+    let journals = journals
+        .map_err(|e| Failure::HumanNeeded(format!("reading the journals in {}: {e}", s.state_namespace)))?;
 
     // Preflight, read-only: a blocked namespace is never written to; with `fleet.on_blocked = "stop"` (or a
     // blocked canary) nothing starts. Streamed where that is safe (`preflight`): a namespace starts as soon
@@ -688,8 +658,8 @@ async fn cmd_run(
                 "streamed fleet preflight: a namespace may start"
             );
             if !v.of.values().any(|x| matches!(x, preflight::Verdict::Go)) {
-                if v.failed {
-                    return exit::HUMAN_NEEDED;
+                if let Some(failure) = v.failed {
+                    return Err(Failure::HumanNeeded(failure));
                 }
                 // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
                 report.namespaces = namespaces
@@ -701,51 +671,49 @@ async fn cmd_run(
                     .collect();
                 report.finish();
                 finish_report(s, out, &report);
-                return report.exit_code;
+                return Ok(report.exit_code);
             }
             (namespaces, BTreeMap::new(), Some(rx))
         }
-        None => match full_preflight(s, &eng, out, run_id, namespaces, &fresh, &mut report).await {
-            Ok((namespaces, after)) => (namespaces, after, None),
-            Err(code) => return code,
+        None => match full_preflight(s, &eng, out, run_id, namespaces, &fresh, &mut report).await? {
+            Preflighted::Run(namespaces, after) => (namespaces, after, None),
+            Preflighted::Done(code) => return Ok(code),
         },
     };
 
     // The fleet lease (exit 5, nothing written, when another run holds it).
-    let guard = match lease::acquire(cluster, lease_config(s)).await {
-        Ok(g) => Arc::new(g),
-        Err(LeaseError::HeldBy { holder, .. }) => {
-            eprintln!(
-                "error: another ambient-migrate run ({holder}) holds the lease {}/ambient-migrate; nothing was changed. Wait for it to finish, or delete the Lease if that run is dead and the lease has not expired",
-                s.state_namespace
-            );
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: cannot take the fleet lease: {e}");
-            return exit::HUMAN_NEEDED;
-        }
-    };
+    let guard = Arc::new(take_lease(cluster, s).await?);
     eng.hold(guard.clone());
-    let preflight_failed = verdicts.clone();
-    let mut code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop, verdicts).await;
-    if preflight_failed.is_some_and(|v| v.borrow().failed) {
-        // A namespace could not be assessed: the others that had not started did not, and a human looks.
+    let preflight = verdicts.clone();
+    let code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop, verdicts).await;
+    // A namespace could not be assessed: the ones that had not started did not, and a human looks.
+    let failed = preflight.and_then(|v| v.borrow().failed.clone());
+    if failed.is_some() {
         report.exit_code = exit::HUMAN_NEEDED;
-        code = exit::HUMAN_NEEDED;
     }
     finish_report(s, out, &report);
     drop(eng);
     if let Ok(g) = Arc::try_unwrap(guard) {
         let _ = g.release().await;
     }
-    code
+    match failed {
+        Some(failure) => Err(Failure::HumanNeeded(failure)),
+        None => Ok(code),
+    }
+}
+
+/// What the full fleet preflight leaves to do.
+enum Preflighted {
+    /// Run these namespaces, in order, each after the callers listed for it.
+    Run(Vec<String>, BTreeMap<String, Vec<String>>),
+    /// Nothing runs; the report is written and the run ends with this code.
+    Done(i32),
 }
 
 /// The full fleet preflight: every namespace assessed before the first one starts (`fleet.on_blocked =
 /// "stop"`, `fleet.order = "callers-first"`, or a canary that does not pass at once: see `preflight`).
-/// Returns the namespaces to run, in order, and each one's callers it waits for; or the exit code when
-/// nothing runs (the report is then written).
+/// Returns the namespaces to run, in order, and each one's callers it waits for, or the exit code when
+/// nothing runs (the report is then written); an assessment that fails is a failure, before any write.
 async fn full_preflight(
     s: &Settings,
     eng: &Engine,
@@ -754,7 +722,7 @@ async fn full_preflight(
     namespaces: Vec<String>,
     fresh: &BTreeSet<String>,
     report: &mut RunReport,
-) -> Result<(Vec<String>, BTreeMap<String, Vec<String>>), i32> {
+) -> Result<Preflighted, Failure> {
     let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
@@ -768,10 +736,7 @@ async fn full_preflight(
                 }
                 assessed.push((a.ns, a.snap, a.plan));
             }
-            Err(e) => {
-                eprintln!("error: assessing namespace {ns}: {e}");
-                return Err(exit::HUMAN_NEEDED);
-            }
+            Err(e) => return Err(Failure::HumanNeeded(format!("assessing namespace {ns}: {e}"))),
         }
     }
     let namespaces = if s.fleet.order == settings::FleetOrder::CallersFirst {
@@ -807,7 +772,7 @@ async fn full_preflight(
         report.finish();
         report.exit_code = exit::BLOCKED;
         finish_report(s, out, report);
-        return Err(exit::BLOCKED);
+        return Ok(Preflighted::Done(exit::BLOCKED));
     }
     if !blocked.is_empty() {
         (eng.progress)(&format!(
@@ -824,7 +789,7 @@ async fn full_preflight(
         // Every namespace is blocked: nothing to run, so no lease is taken and nothing is written.
         report.finish();
         finish_report(s, out, report);
-        return Err(report.exit_code);
+        return Ok(Preflighted::Done(report.exit_code));
     }
     // callers-first: a namespace also waits for its in-fleet callers to finish (see run_fleet).
     let after = if s.fleet.order == settings::FleetOrder::CallersFirst {
@@ -832,7 +797,7 @@ async fn full_preflight(
     } else {
         BTreeMap::new()
     };
-    Ok((namespaces, after))
+    Ok(Preflighted::Run(namespaces, after))
 }
 
 /// Starts the streamed preflight (`preflight`): the canaries are assessed first, before anything starts;
@@ -1197,14 +1162,10 @@ pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
     }
 }
 
-async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> i32 {
-    let records = match Journal::list_all(cluster, &s.state_namespace).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::HUMAN_NEEDED;
-        }
-    };
+async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> CmdResult {
+    let records = Journal::list_all(cluster, &s.state_namespace)
+        .await
+        .map_err(|e| Failure::HumanNeeded(e.to_string()))?;
     let filter = &s.fleet.namespaces;
     let records: Vec<_> = records
         .into_iter()
@@ -1225,25 +1186,21 @@ async fn cmd_status(s: &Settings, cluster: &Cluster, out: &Out) -> i32 {
             }
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// Takes the fleet Lease for an operator command, or says why not and returns its exit code (5 when
 /// another run holds it; nothing was written either way).
-async fn take_lease(cluster: &Cluster, s: &Settings) -> Result<lease::LeaseGuard, i32> {
-    match lease::acquire(cluster, lease_config(s)).await {
-        Ok(g) => Ok(g),
-        Err(LeaseError::HeldBy { holder, .. }) => {
-            eprintln!(
-                "error: another ambient-migrate run ({holder}) holds the fleet lease; nothing was changed"
-            );
-            Err(exit::LOCKED)
-        }
-        Err(e) => {
-            eprintln!("error: cannot take the fleet lease: {e}");
-            Err(exit::HUMAN_NEEDED)
-        }
-    }
+async fn take_lease(cluster: &Cluster, s: &Settings) -> Result<lease::LeaseGuard, Failure> {
+    lease::acquire(cluster, lease_config(s))
+        .await
+        .map_err(|e| match e {
+            LeaseError::HeldBy { holder, .. } => Failure::Locked(format!(
+                "another ambient-migrate run ({holder}) holds the lease {}/ambient-migrate; nothing was changed. Wait for it to finish, or delete the Lease if that run is dead and the lease has not expired",
+                s.state_namespace
+            )),
+            e => Failure::HumanNeeded(format!("cannot take the fleet lease: {e}")),
+        })
 }
 
 /// What an operator's `rollback` asks for.
@@ -1262,19 +1219,12 @@ async fn cmd_rollback(
     run_id: &str,
     req: RollbackRequest,
     stop: watch::Receiver<bool>,
-) -> i32 {
+) -> CmdResult {
     let RollbackRequest { to_step, force } = req;
     let ns = cli.namespaces[0].clone();
     let targets = [ns.clone()];
-    if let Err(code) =
-        prove_permissions(cluster, s, permissions::Command::Rollback, "rollback", &targets).await
-    {
-        return code;
-    }
-    let guard = match take_lease(cluster, s).await {
-        Ok(g) => Arc::new(g),
-        Err(code) => return code,
-    };
+    prove_permissions(cluster, s, permissions::Command::Rollback, "rollback", &targets).await?;
+    let guard = Arc::new(take_lease(cluster, s).await?);
     let mut eng = engine(cluster, s, out, run_id, stop);
     eng.hold(guard.clone());
     let opts = NamespaceOptions {
@@ -1298,42 +1248,30 @@ async fn cmd_rollback(
     if let Ok(g) = Arc::try_unwrap(guard) {
         let _ = g.release().await;
     }
-    match run.outcome {
+    Ok(match run.outcome {
         NsOutcome::RolledBack => exit::OK,
         _ => exit::HUMAN_NEEDED,
-    }
+    })
 }
 
-async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run_id: &str) -> i32 {
+async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run_id: &str) -> CmdResult {
     let ns = &cli.namespaces[0];
     let targets = [ns.clone()];
-    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Backup, "backup", &targets).await {
-        return code;
-    }
+    prove_permissions(cluster, s, permissions::Command::Backup, "backup", &targets).await?;
     // Mid-migration, the backup that matters is the one the migration started from (the truth a rollback
     // restores); otherwise the namespace as it is now. Nothing is written to the cluster either way: a
     // stored copy would be taken for the truth by a later run.
-    let recorded = match crate::journal::Journal::load(cluster, &s.state_namespace, ns).await {
-        Ok(j) => j
-            .filter(|r| !r.phase.nothing_to_undo())
-            .and_then(|r| r.backup)
-            .and_then(|b| b.identity()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::HUMAN_NEEDED;
-        }
-    };
-    let taken = match &recorded {
+    let recorded = crate::journal::Journal::load(cluster, &s.state_namespace, ns)
+        .await
+        .map_err(|e| Failure::HumanNeeded(e.to_string()))?
+        .filter(|r| !r.phase.nothing_to_undo())
+        .and_then(|r| r.backup)
+        .and_then(|b| b.identity());
+    let b = match &recorded {
         Some(id) => backup::load_recorded(cluster, &s.state_namespace, ns, id).await,
         None => Backup::read_live(cluster, ns, Some(run_id)).await,
-    };
-    let b = match taken {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::HUMAN_NEEDED;
-        }
-    };
+    }
+    .map_err(|e| Failure::HumanNeeded(e.to_string()))?;
     if recorded.is_some() {
         eprintln!(
             "{ns} is being migrated: writing the backup it was migrated from (taken {})",
@@ -1351,88 +1289,61 @@ async fn cmd_backup(cli: &Cli, s: &Settings, cluster: &Cluster, file: &Path, run
             )
         })
     };
-    match res {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::USAGE
-        }
-    }
+    res.map(|()| exit::OK).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file: &Path) -> i32 {
+async fn cmd_restore(cli: &Cli, s: &Settings, cluster: &Cluster, out: &Out, file: &Path) -> CmdResult {
     // Every document is validated before the first write (Backup::from_yaml).
-    let b: Backup = match Backup::load_file(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let b: Backup = Backup::load_file(file).map_err(|e| Failure::Usage(e.to_string()))?;
     if let Some(ns) = cli.namespaces.first()
         && (cli.namespaces.len() > 1 || *ns != b.namespace)
     {
-        eprintln!(
-            "error: {} is a backup of namespace {}, not of {}; pass -n {} (or no -n) to restore it",
+        return Err(Failure::Usage(format!(
+            "{} is a backup of namespace {}, not of {}; pass -n {} (or no -n) to restore it",
             file.display(),
             b.namespace,
             cli.namespaces.join(","),
             b.namespace
-        );
-        return exit::USAGE;
+        )));
     }
     let targets = [b.namespace.clone()];
-    if let Err(code) = prove_permissions(cluster, s, permissions::Command::Restore, "restore", &targets).await
-    {
-        return code;
-    }
+    prove_permissions(cluster, s, permissions::Command::Restore, "restore", &targets).await?;
     // Like every command that writes: one run at a time on the fleet.
-    let guard = match take_lease(cluster, s).await {
-        Ok(g) => g,
-        Err(code) => return code,
-    };
+    let guard = take_lease(cluster, s).await?;
     let fenced = cluster.fenced(guard.fence());
     // Extra objects are deleted only when the namespace's journal records the migration created them.
     let created = match crate::journal::Journal::load(&fenced, &s.state_namespace, &b.namespace).await {
         Ok(j) => j.map(|r| backup::created_objects(&r.changes)).unwrap_or_default(),
         Err(e) => {
-            eprintln!("error: {e}");
             let _ = guard.release().await;
-            return exit::HUMAN_NEEDED;
+            return Err(Failure::HumanNeeded(e.to_string()));
         }
     };
     let restored = backup::restore(&fenced, &b, &created).await;
     let _ = guard.release().await;
-    match restored {
-        Ok(r) => {
-            match out.format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-                OutputFormat::Text => {
-                    println!(
-                        "restored {}: {} labels, {} created, {} replaced, {} deleted; {}",
-                        b.namespace,
-                        r.labels_changed.len(),
-                        r.created.len(),
-                        r.replaced.len(),
-                        r.deleted.len(),
-                        if r.equal {
-                            "verified equal to the backup"
-                        } else {
-                            "DIFFERENCES REMAIN"
-                        }
-                    );
-                    for d in &r.differences {
-                        println!("  differs: {d}");
-                    }
+    let r = restored.map_err(|e| Failure::HumanNeeded(e.to_string()))?;
+    match out.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+        OutputFormat::Text => {
+            println!(
+                "restored {}: {} labels, {} created, {} replaced, {} deleted; {}",
+                b.namespace,
+                r.labels_changed.len(),
+                r.created.len(),
+                r.replaced.len(),
+                r.deleted.len(),
+                if r.equal {
+                    "verified equal to the backup"
+                } else {
+                    "DIFFERENCES REMAIN"
                 }
+            );
+            for d in &r.differences {
+                println!("  differs: {d}");
             }
-            if r.equal { exit::OK } else { exit::HUMAN_NEEDED }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::HUMAN_NEEDED
         }
     }
+    Ok(if r.equal { exit::OK } else { exit::HUMAN_NEEDED })
 }
 
 #[cfg(test)]

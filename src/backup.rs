@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::assess::Snapshot;
+use crate::assess::objects::raw_values;
 use crate::cluster::{
     Cluster, ClusterError, DynKind, LabelTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROLE_LABEL,
 };
@@ -320,15 +321,15 @@ impl Backup {
         let ns = snap.namespace.metadata.name.clone().unwrap_or_default();
         let service_labels = service_labels(&snap.services);
         let mut objects: Vec<Value> = [
-            &snap.authorization_policies,
-            &snap.peer_authentications,
-            &snap.request_authentications,
-            &snap.virtual_services,
-            &snap.destination_rules,
-            &snap.sidecars,
-            &snap.telemetries,
-            &snap.http_routes,
-            &snap.gateways,
+            raw_values(&snap.authorization_policies),
+            raw_values(&snap.peer_authentications),
+            raw_values(&snap.request_authentications),
+            raw_values(&snap.virtual_services),
+            raw_values(&snap.destination_rules),
+            raw_values(&snap.sidecars),
+            raw_values(&snap.telemetries),
+            raw_values(&snap.http_routes),
+            raw_values(&snap.gateways),
         ]
         .into_iter()
         .flatten()
@@ -932,6 +933,33 @@ mod tests {
         .unwrap();
         assert_eq!(b.service_labels["api"]["istio.io/use-waypoint"], "waypoint");
         assert_eq!(b.objects.len(), 1);
+    }
+
+    #[test]
+    fn the_backup_from_a_snapshot_holds_each_object_as_served_converted_or_not() {
+        // One policy that does not convert (unknown field), one DestinationRule with a field this tool does not
+        // know: both are backed up exactly as listed, less the server's fields.
+        let ap = serde_json::json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "odd", "namespace": "shop", "resourceVersion": "9", "uid": "u1"},
+            "spec": {"rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}, "status": {"x": 1}});
+        let dr = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "db", "namespace": "shop", "labels": {"a": "b"}},
+            "spec": {"host": "db", "newField": {"n": [1, 2]}}});
+        let snap: Snapshot = serde_json::from_value(serde_json::json!({
+            "namespace": {"metadata": {"name": "shop"}},
+            "authorizationPolicies": [ap], "destinationRules": [dr],
+        }))
+        .unwrap();
+        assert!(snap.authorization_policies[0].error().is_some());
+        assert_eq!(snap.destination_rules[0].unknown_fields(), ["spec.newField"]);
+        let b = Backup::from_snapshot(&snap, None);
+        let mut want_ap = ap.clone();
+        strip(&mut want_ap);
+        assert_eq!(b.objects, vec![want_ap, dr.clone()]);
+        // The snapshot's own serde form is unchanged: each object as listed.
+        let again = serde_json::to_value(&snap).unwrap();
+        assert_eq!(again["authorizationPolicies"][0], ap);
+        assert_eq!(again["destinationRules"][0], dr);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::app;
 use crate::cli::Cli;
+use crate::exit::{self, CmdResult, Failure};
 use crate::report::NamespaceOutcome;
 
 /// The seed runbook's namespace (also meshsim's kubectl conformance fixture).
@@ -150,11 +151,13 @@ pub fn sim_settings() -> meshsim::Settings {
 
 /// Runs the demo; returns the exit code (0 when the scenario ended as expected).
 pub async fn run(cli: &Cli) -> i32 {
+    exit::finish(demo(cli).await)
+}
+
+async fn demo(cli: &Cli) -> CmdResult {
     let work = std::env::temp_dir().join(format!("ambient-migrate-demo-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&work) {
-        eprintln!("error: cannot create {}: {e}", work.display());
-        return app::exit::USAGE;
-    }
+    std::fs::create_dir_all(&work)
+        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", work.display())))?;
     let kubeconfig = work.join("kubeconfig");
     println!("starting meshsim (simulated Kubernetes + Istio) with a 5-namespace fleet...");
     let running = match meshsim::start(meshsim::StartOptions {
@@ -168,17 +171,12 @@ pub async fn run(cli: &Cli) -> i32 {
     .await
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: meshsim did not start: {e}");
-            return app::exit::HUMAN_NEEDED;
-        }
+        Err(e) => return Err(Failure::HumanNeeded(format!("meshsim did not start: {e}"))),
     };
     let proxy = running.proxy_url().unwrap_or_default();
     let config = work.join("demo.toml");
-    if let Err(e) = std::fs::write(&config, config_toml(&proxy)) {
-        eprintln!("error: cannot write {}: {e}", config.display());
-        return app::exit::USAGE;
-    }
+    std::fs::write(&config, config_toml(&proxy))
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", config.display())))?;
     let report_dir: PathBuf = cli
         .report_dir
         .clone()
@@ -210,13 +208,7 @@ pub async fn run(cli: &Cli) -> i32 {
             crate::cli::OutputFormat::Text => "text".into(),
         },
     ];
-    let run_cli = match Cli::try_parse_checked(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return app::exit::USAGE;
-        }
-    };
+    let run_cli = Cli::try_parse_checked(args).map_err(|e| Failure::Usage(e.to_string()))?;
     // Wait for the fleet's sidecar pods to be up (as a real cluster would be before a migration).
     wait_fleet_ready(&running).await;
     // Continuous traffic on the fleet's paths (as `rehearse` sends), for the per-path table at the end.
@@ -241,10 +233,12 @@ pub async fn run(cli: &Cli) -> i32 {
         .ok()
         .and_then(|t| crate::report::json::parse(&t).ok());
     let Some(report) = report else {
-        eprintln!("error: no report at {}", report_path.display());
-        return app::exit::HUMAN_NEEDED;
+        return Err(Failure::HumanNeeded(format!(
+            "no report at {}",
+            report_path.display()
+        )));
     };
-    let mut as_expected = code == app::exit::GATE_FAILED;
+    let mut as_expected = code == exit::GATE_FAILED;
     for (ns, want) in EXPECTED {
         let got = report
             .namespaces
@@ -279,10 +273,10 @@ pub async fn run(cli: &Cli) -> i32 {
         println!(
             "demo outcome as expected: canary, shop, orders, inventory migrated; payments rolled back and verified"
         );
-        app::exit::OK
+        Ok(exit::OK)
     } else {
         eprintln!("demo outcome NOT as expected");
-        app::exit::HUMAN_NEEDED
+        Ok(exit::HUMAN_NEEDED)
     }
 }
 

@@ -169,6 +169,12 @@ async fn every_invalid_input_exits_2_naming_the_key_and_sends_no_request() {
                     "{} ({cmd}): stderr does not name {}:\n{stderr}",
                     bad.what, bad.key
                 ));
+            } else if stderr.matches("error:").count() != 1 {
+                // A failure is printed once, by the one place that ends the process.
+                problems.push(format!(
+                    "{} ({cmd}): stderr does not carry exactly one error:\n{stderr}",
+                    bad.what
+                ));
             }
             let total = fleet.sim().accounting.total();
             if total != 0 {

@@ -20,26 +20,8 @@ use test_support::policies as policies_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use meshsim::StartOptions;
 use policies_common as pc;
 use serde_json::{Value, json};
-
-async fn start(fixture: String) -> (meshsim::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let running = meshsim::start(StartOptions {
-        fixture_texts: vec![fixture],
-        settings: pc::test_settings(),
-        proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
-        kubeconfig_out: Some(dir.path().join("kubeconfig")),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
-    // The binary runs as the shipped ServiceAccount (see sa_common).
-    let rbac = pc::sa_common::shipped_rbac_for(&running);
-    pc::sa_common::install(&running, dir.path(), &dir.path().join("kubeconfig"), &rbac).await;
-    (running, dir)
-}
 
 fn mutating_by_us(sim: &meshsim::Sim) -> usize {
     sim.accounting
@@ -68,8 +50,7 @@ async fn run_config(
     cfg: &pc::RunConfig<'_>,
     kubeconfig: &std::path::Path,
 ) -> (i32, String, String, std::path::PathBuf) {
-    let cfg_path = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let cfg_path = cfg.write(dir, name);
     let rep_dir = pc::subdir(dir, name);
     let (code, stdout, stderr) = pc::run_cli(
         &test_support::bin(),
@@ -97,7 +78,7 @@ fn policy_names(sim: &meshsim::Sim, ns: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_gap() {
-    let (running, dir) = start(pc::policy_fleet(1)).await;
+    let (running, dir) = pc::start_as_shipped_sa(pc::policy_fleet(1)).await;
     let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -107,19 +88,12 @@ async fn strategy_blocks_l4_trap_by_default_then_migrates_with_no_outage_and_no_
     );
 
     // 1. Defaults (policy migration off): the L4 trap blocks the fleet; nothing is written.
+    // Callers first, two at a time (front, the caller, and store, the callee, must still stay apart); a
+    // blocked fleet writes nothing at all (on_blocked = "stop").
     let cfg = pc::RunConfig {
-        namespaces: &["store", "front", "ledger"],
         order: "callers-first",
-        // Two at a time: callers-first must still keep front (caller) and store (callee) apart.
         concurrency: 2,
-        bridges: true,
-        migration: "off",
-        keep_bridges: false,
-        accept: "",
-        // This phase checks that a blocked fleet writes nothing at all.
-        on_blocked: "stop",
-        job_probes: false,
-        extra: String::new(),
+        ..pc::RunConfig::new(&["store", "front", "ledger"])
     };
     let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "blocked", &cfg, &kubeconfig).await;
     assert_eq!(code, 4, "blocked run exits 4\n{stdout}\n{stderr}");
@@ -231,7 +205,7 @@ async fn seed_order_shows_outage_window_and_security_gap() {
     // The seed's order: no bridges, the destination namespace before its callers, no probes (the seed
     // runbook has none). The L4 trap is left out: the seed order cannot pass it without policy migration
     // (see the strategy test; the benchmark measures it with the scripted kubectl runbook).
-    let (running, dir) = start(pc::policy_fleet(1)).await;
+    let (running, dir) = pc::start_as_shipped_sa(pc::policy_fleet(1)).await;
     let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -241,19 +215,8 @@ async fn seed_order_shows_outage_window_and_security_gap() {
         .filter(|p| p.url.contains(".store."))
         .collect();
     let traffic = pc::Traffic::start(sim.clone(), paths, Duration::from_millis(20));
-    let cfg = pc::RunConfig {
-        namespaces: &["store", "front"],
-        order: "as-listed",
-        concurrency: 1,
-        bridges: false,
-        migration: "off",
-        keep_bridges: false,
-        // The seed order is run on purpose, to measure its outage window and gap.
-        accept: "\"outage\", \"gap\"",
-        on_blocked: "skip",
-        job_probes: false,
-        extra: String::new(),
-    };
+    // The seed order is run on purpose, to measure its outage window and gap.
+    let cfg = pc::RunConfig::seed(&["store", "front"]);
     let (code, stdout, stderr, _) = run_config(dir.path(), "seed", &cfg, &kubeconfig).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = traffic.finish();
@@ -287,24 +250,15 @@ async fn seed_order_shows_outage_window_and_security_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equivalence_holes_block_the_gap_and_not_the_namespace_without_waypoint() {
-    let (running, dir) = start(pc::holes_fleet(1)).await;
+    let (running, dir) = pc::start_as_shipped_sa(pc::holes_fleet(1)).await;
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
     assert!(pc::wait_pods_ready(&sim, &["vault", "plain"], 6, 20).await);
     let cfg = pc::RunConfig {
-        namespaces: &["vault", "plain"],
-        order: "as-listed",
-        concurrency: 1,
-        bridges: true,
-        migration: "off",
-        keep_bridges: false,
-        accept: "",
         on_blocked: "skip",
-        job_probes: false,
-        extra: String::new(),
+        ..pc::RunConfig::new(&["vault", "plain"])
     };
-    let cfg_path = dir.path().join("plan.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let cfg_path = cfg.write(dir.path(), "plan");
 
     // plan: vault is blocked by the gap, the generated twin is written as the fix.
     let fixes = pc::subdir(dir.path(), "fixes");
@@ -471,7 +425,7 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
         .map(|n| rollback_namespace(n))
         .collect::<Vec<_>>()
         .join("---\n");
-    let (running, dir) = start(fixture).await;
+    let (running, dir) = pc::start_as_shipped_sa(fixture).await;
     let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -502,18 +456,13 @@ async fn rollback_at_every_step_removes_bridges_and_twins() {
             )
         })
         .collect();
+    // This test is about rollback; the plaintext gap after step 5 (no kept bridge) is accepted.
     let cfg = pc::RunConfig {
-        namespaces: &ns_refs,
-        order: "as-listed",
         concurrency: 3,
         bridges: true,
         migration: "apply",
-        keep_bridges: false,
-        // This test is about rollback; the plaintext gap after step 5 (no kept bridge) is accepted.
-        accept: "\"outage\", \"gap\"",
-        on_blocked: "skip",
-        job_probes: false,
         extra,
+        ..pc::RunConfig::seed(&ns_refs)
     };
     let (code, stdout, stderr, rep_dir) = run_config(dir.path(), "rb", &cfg, &kubeconfig).await;
     assert_eq!(code, 1, "every namespace rolled back cleanly\n{stdout}\n{stderr}");

@@ -24,33 +24,14 @@ fn fleet_dir(dir: &Path) -> PathBuf {
 /// The seed's order on `store` and `front`: known to leak (sidecar callers bypass the waypoint once the
 /// selector policy is gone) and to fail (the window between steps 4 and 5).
 fn seed_config() -> pc::RunConfig<'static> {
-    pc::RunConfig {
-        namespaces: &["store", "front"],
-        order: "as-listed",
-        concurrency: 1,
-        bridges: false,
-        migration: "off",
-        keep_bridges: false,
-        accept: "\"outage\", \"gap\"",
-        on_blocked: "skip",
-        job_probes: false,
-        extra: String::new(),
-    }
+    pc::RunConfig::seed(&["store", "front"])
 }
 
 /// The strategy: policy migration applied, bridges kept, callers first.
 fn strategy_config() -> pc::RunConfig<'static> {
     pc::RunConfig {
-        namespaces: &["store", "front", "ledger"],
-        order: "callers-first",
         concurrency: 2,
-        bridges: true,
-        migration: "apply",
-        keep_bridges: true,
-        accept: "",
-        on_blocked: "stop",
-        job_probes: false,
-        extra: String::new(),
+        ..pc::RunConfig::strategy(&["store", "front", "ledger"])
     }
 }
 
@@ -61,8 +42,7 @@ async fn rehearse(
     cfg: &pc::RunConfig<'_>,
     extra: &[&str],
 ) -> (i32, String, String, PathBuf) {
-    let cfg_path = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let cfg_path = cfg.write(dir, name);
     let reports = pc::subdir(dir, name);
     let mut args = vec![
         "rehearse".to_string(),

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use meshsim::StartOptions;
 use meshsim::traffic::{Outcome, Request, Source};
 use test_support::policies as pc;
 
@@ -170,18 +169,8 @@ fn names(sim: &meshsim::Sim, group: &str, plural: &str, ns: &str) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_back() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (running, dir) = pc::start_as_shipped_sa(fixture()).await;
     let kubeconfig = dir.path().join("kubeconfig");
-    let running = meshsim::start(StartOptions {
-        fixture_texts: vec![fixture()],
-        settings: pc::test_settings(),
-        kubeconfig_out: Some(kubeconfig.clone()),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
-    let rbac = pc::sa_common::shipped_rbac_for(&running);
-    pc::sa_common::install(&running, dir.path(), &kubeconfig, &rbac).await;
     let _rbac = pc::sa_common::NothingForbidden(&running);
     let sim = running.sim.clone();
     assert!(
@@ -196,19 +185,10 @@ async fn virtual_service_migrates_to_httproute_keeping_destinations_and_rolls_ba
     assert!(n > 0 && wrong.is_empty(), "before the migration: {wrong:?}");
 
     let cfg = pc::RunConfig {
-        namespaces: &["shop"],
-        order: "as-listed",
-        concurrency: 1,
-        bridges: true,
         migration: "apply",
-        keep_bridges: false,
-        accept: "",
-        on_blocked: "stop",
-        job_probes: false,
-        extra: String::new(),
+        ..pc::RunConfig::new(&["shop"])
     };
-    let cfg_path = dir.path().join("routes.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let cfg_path = cfg.write(dir.path(), "routes");
 
     // `plan --fixes-dir` writes the generated HTTPRoute and per-version Services, and writes nothing.
     let fixes = dir.path().join("fixes");

@@ -298,8 +298,8 @@ fn world_objects(
         ));
     }
     for g in &s.gateways {
-        objs.push(g.clone());
-        let name = g["metadata"]["name"].as_str().unwrap();
+        objs.push(g.raw().clone());
+        let name = g.name();
         objs.push(pod(
             NS,
             &format!("{name}-pod"),
@@ -309,9 +309,9 @@ fn world_objects(
         ));
     }
     for p in &at.policies {
-        objs.push(p.policy.raw.clone());
+        objs.push(p.policy.manifest());
     }
-    objs.extend(s.peer_authentications.iter().cloned());
+    objs.extend(s.peer_authentications.iter().map(|p| p.raw().clone()));
     for (ns, name, sa, dp) in callers {
         objs.push(pod(ns, name, json!({"role": "caller"}), sa, *dp));
     }
@@ -414,7 +414,7 @@ fn model_matches_meshsim_on_generated_namespaces() {
                                             sim.class,
                                             sim.response.intended_allow,
                                             sim.response.enforcement,
-                                            serde_json::to_string(&at.policies.iter().map(|p| &p.policy.raw["spec"]).collect::<Vec<_>>()).unwrap()
+                                            serde_json::to_string(&at.policies.iter().map(|p| p.policy.manifest()["spec"].clone()).collect::<Vec<_>>()).unwrap()
                                         ));
                                     } else if bad {
                                         mismatches.push(String::new());

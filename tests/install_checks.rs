@@ -11,20 +11,7 @@ use meshsim::store::{Propagation, Target};
 use policies_common as pc;
 
 fn plan_args(dir: &Path) -> Vec<String> {
-    let cfg = pc::RunConfig {
-        namespaces: &["store", "front"],
-        order: "callers-first",
-        concurrency: 1,
-        bridges: true,
-        migration: "apply",
-        keep_bridges: true,
-        accept: "",
-        on_blocked: "stop",
-        job_probes: false,
-        extra: String::new(),
-    };
-    let cfg_path = dir.join("plan.toml");
-    std::fs::write(&cfg_path, cfg.toml()).unwrap();
+    let cfg_path = pc::RunConfig::strategy(&["store", "front"]).write(dir, "plan");
     let mut args = pc::run_args(&cfg_path, &dir.join("kubeconfig"), &pc::subdir(dir, "plan"), &[]);
     args[0] = "plan".into();
     args
@@ -32,17 +19,7 @@ fn plan_args(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_phase_is_checked_with_the_shipped_rbac() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = meshsim::start(meshsim::StartOptions {
-        fixture_texts: vec![pc::policy_fleet(1)],
-        settings: pc::test_settings(),
-        kubeconfig_out: Some(dir.path().join("kubeconfig")),
-        ..Default::default()
-    })
-    .await
-    .expect("meshsim starts");
-    let rbac = pc::sa_common::shipped_rbac_for(&running);
-    pc::sa_common::install(&running, dir.path(), &dir.path().join("kubeconfig"), &rbac).await;
+    let (running, dir) = pc::start_as_shipped_sa(pc::policy_fleet(1)).await;
     let sim = running.sim.clone();
     assert!(pc::wait_pods_ready(&sim, &["front", "store"], 4, 20).await);
     let args = plan_args(dir.path());

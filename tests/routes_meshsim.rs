@@ -151,7 +151,7 @@ fn same_routing(spec: Value, n: usize) -> usize {
     let generated = t.objects();
     let before = || before_cluster(&vs);
     let after = || after_cluster(&generated);
-    let classes = routing_equiv::classes(&vs, g);
+    let classes = routing_equiv::classes(snap.virtual_services[0].spec().unwrap(), g);
     assert!(!classes.is_empty());
     // The product's own check: only the paths PathPrefix cannot express (mid-segment, trailing slash)
     // may differ, and meshsim must show exactly those differing.

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::assess::objects::{Obj, VirtualService, converted};
+use crate::assess::policy::{Attachment, AuthzPolicy};
 use crate::probes::spec::{ProbeKind, ProbeSpec};
 
 /// One caller-to-Service path of synthetic traffic.
@@ -123,25 +125,20 @@ fn services(objects: &[Value]) -> Vec<Svc> {
 
 /// The Services an AuthorizationPolicy protects: by `targetRefs` (Service names), by `selector` (Services
 /// whose pods carry the selected labels), or every Service of its namespace when it has neither.
-fn protected<'a>(ap: &Value, svcs: &'a [Svc], wls: &[Workload]) -> Vec<&'a Svc> {
-    let ns = meta(ap, "namespace");
-    let spec = &ap["spec"];
+fn protected<'a>(ap: &AuthzPolicy, svcs: &'a [Svc], wls: &[Workload]) -> Vec<&'a Svc> {
+    let ns = ap.namespace.as_str();
     let in_ns = svcs.iter().filter(move |s| s.namespace == ns);
-    let mut refs: Vec<&str> = spec["targetRefs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(spec.get("targetRef"))
-        .filter(|r| r["kind"] == "Service")
-        .filter_map(|r| r["name"].as_str())
-        .collect();
-    refs.sort_unstable();
-    if !refs.is_empty() {
-        return in_ns
-            .filter(|s| refs.binary_search(&s.name.as_str()).is_ok())
+    if let Attachment::TargetRefs { refs } = &ap.attachment {
+        let services: BTreeSet<&str> = refs
+            .iter()
+            .filter(|r| r.kind == "Service")
+            .map(|r| r.name.as_str())
             .collect();
+        if !services.is_empty() {
+            return in_ns.filter(|s| services.contains(s.name.as_str())).collect();
+        }
     }
-    let selector = str_map(&spec["selector"]["matchLabels"]);
+    let selector = ap.selector().unwrap_or_default();
     if selector.is_empty() {
         return in_ns.collect();
     }
@@ -231,12 +228,16 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
             add(Some(wl_id(w)), "GET", s.url(), dest(s), "namespace");
         }
     }
-    let policies = objects
+    // Istio objects are converted here, where the fleet's objects come in; one that does not convert adds no
+    // path (the rehearsal's preflight blocks its namespace, naming the object and the field).
+    let policies: Vec<Obj<AuthzPolicy>> = objects
         .iter()
-        .filter(|o| o["kind"] == "AuthorizationPolicy" && in_fleet(meta(o, "namespace")));
-    for ap in policies {
+        .filter(|o| o["kind"] == "AuthorizationPolicy" && in_fleet(meta(o, "namespace")))
+        .map(|o| Obj::from(o.clone()))
+        .collect();
+    for (_, ap) in converted(&policies) {
         let targets = protected(ap, &svcs, &wls);
-        for rule in ap["spec"]["rules"].as_array().into_iter().flatten() {
+        for rule in &ap.rules {
             let (callers, namespaces) = named_callers(rule, &wls);
             let methods = other_method(rule);
             let allowed_method = methods.as_ref().map_or("GET", |(m, _)| m.as_str());
@@ -260,17 +261,14 @@ pub fn derive_paths(objects: &[Value], fleet: &[String], probes: &[ProbeSpec]) -
             }
         }
     }
-    let routes = objects
+    let routes: Vec<Obj<VirtualService>> = objects
         .iter()
-        .filter(|o| o["kind"] == "VirtualService" && in_fleet(meta(o, "namespace")));
-    for vs in routes {
-        let ns = meta(vs, "namespace");
-        for host in vs["spec"]["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        .filter(|o| o["kind"] == "VirtualService" && in_fleet(meta(o, "namespace")))
+        .map(|o| Obj::from(o.clone()))
+        .collect();
+    for (vs, spec) in converted(&routes) {
+        let ns = vs.namespace();
+        for host in &spec.hosts {
             if host.contains('*') {
                 continue;
             }

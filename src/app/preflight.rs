@@ -48,8 +48,8 @@ pub struct Verdicts {
     pub of: BTreeMap<String, Verdict>,
     /// Every namespace has its verdict.
     pub done: bool,
-    /// An assessment failed: the run ends with "a human is needed".
-    pub failed: bool,
+    /// An assessment failed (what failed): the run ends with "a human is needed".
+    pub failed: Option<String>,
 }
 
 impl Verdicts {
@@ -197,14 +197,14 @@ pub async fn stream(
             }),
             Ok(a) => deferred.push(a),
             Err(e) => {
-                eprintln!("error: assessing namespace {ns}: {e}");
-                let why = format!("not started: the fleet preflight could not assess namespace {ns}: {e}");
+                let failure = format!("assessing namespace {ns}: {e}");
+                let why = format!("not started: the fleet preflight failed {failure}");
                 tx.send_modify(|v| {
                     for n in &order {
                         v.of.entry(n.clone())
                             .or_insert_with(|| Verdict::NotStarted(why.clone()));
                     }
-                    v.failed = true;
+                    v.failed = Some(failure);
                     v.done = true;
                 });
                 return;
@@ -282,7 +282,7 @@ mod tests {
         Verdicts {
             of: of.iter().map(|(n, v)| (n.to_string(), v.clone())).collect(),
             done,
-            failed: false,
+            failed: None,
         }
     }
 

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{Cluster, ClusterError, DynKind};
 use crate::assess::install::{self, GatewayCrd, InstallFacts};
+use crate::assess::objects::convert_all;
 use crate::assess::{ClusterInfo, Snapshot};
 
 impl Cluster {
@@ -202,8 +203,8 @@ impl Cluster {
             self.list_dyn_values(DynKind::PeerAuthentication, &root),
         )
         .await?;
-        info.root_authorization_policies = aps;
-        info.root_peer_authentications = pas;
+        info.root_authorization_policies = convert_all(aps);
+        info.root_peer_authentications = convert_all(pas);
         // Without these facts (an older RBAC without the install-phase grants, for instance) the install
         // checks are skipped and the rest of the assessment stands.
         info.install = match self.read_install_facts(system_ns, &info.revisions).await {
@@ -328,7 +329,9 @@ pub(crate) struct Objects {
 }
 
 /// A namespace's [`Snapshot`] from its objects and `custom(kind)`, its objects of each custom kind as JSON:
-/// the one place the snapshot is put together, from lists or from the watch caches.
+/// the one place the snapshot is put together, from lists or from the watch caches, and where each custom
+/// object is converted to its typed form (once; one that does not convert is kept with its error, which the
+/// preflight reports).
 pub(crate) fn assemble(
     namespace: Namespace,
     o: Objects,
@@ -346,21 +349,21 @@ pub(crate) fn assemble(
         pods: o.pods,
         jobs: names(o.jobs.into_iter().map(|j| j.metadata).collect()),
         cronjobs: names(o.cronjobs.into_iter().map(|j| j.metadata).collect()),
-        authorization_policies: custom(DynKind::AuthorizationPolicy),
-        peer_authentications: custom(DynKind::PeerAuthentication),
-        request_authentications: custom(DynKind::RequestAuthentication),
-        virtual_services: custom(DynKind::VirtualService),
-        destination_rules: custom(DynKind::DestinationRule),
-        sidecars: custom(DynKind::Sidecar),
-        service_entries: custom(DynKind::ServiceEntry),
-        envoy_filters: custom(DynKind::EnvoyFilter),
-        telemetries: custom(DynKind::Telemetry),
-        wasm_plugins: custom(DynKind::WasmPlugin),
-        proxy_configs: custom(DynKind::ProxyConfig),
-        http_routes: custom(DynKind::HttpRoute),
-        gateways: custom(DynKind::Gateway),
-        pod_monitors: custom(DynKind::PodMonitor),
-        service_monitors: custom(DynKind::ServiceMonitor),
+        authorization_policies: convert_all(custom(DynKind::AuthorizationPolicy)),
+        peer_authentications: convert_all(custom(DynKind::PeerAuthentication)),
+        request_authentications: convert_all(custom(DynKind::RequestAuthentication)),
+        virtual_services: convert_all(custom(DynKind::VirtualService)),
+        destination_rules: convert_all(custom(DynKind::DestinationRule)),
+        sidecars: convert_all(custom(DynKind::Sidecar)),
+        service_entries: convert_all(custom(DynKind::ServiceEntry)),
+        envoy_filters: convert_all(custom(DynKind::EnvoyFilter)),
+        telemetries: convert_all(custom(DynKind::Telemetry)),
+        wasm_plugins: convert_all(custom(DynKind::WasmPlugin)),
+        proxy_configs: convert_all(custom(DynKind::ProxyConfig)),
+        http_routes: convert_all(custom(DynKind::HttpRoute)),
+        gateways: convert_all(custom(DynKind::Gateway)),
+        pod_monitors: convert_all(custom(DynKind::PodMonitor)),
+        service_monitors: convert_all(custom(DynKind::ServiceMonitor)),
         cluster: info.clone(),
     }
 }

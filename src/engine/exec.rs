@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use super::primitives::{apply_label, create_bridges, create_planned, delete_object};
 use super::{EngineError, NsCtx, probing};
+use crate::assess::objects::Obj;
 use crate::assess::plan::{ActivationOrder, PolicyMigration};
+use crate::assess::policy::AuthzPolicy;
 use crate::cluster::Check;
 use crate::cluster::DynKind;
 use crate::cluster::LabelTarget;
@@ -623,10 +625,12 @@ async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineEr
         .cluster
         .list_dyn(DynKind::AuthorizationPolicy, &ctx.ns)
         .await?;
-    let values: Vec<serde_json::Value> = aps
+    // Converted here, where they are read: the gate judges the typed policies.
+    let policies: Vec<Obj<AuthzPolicy>> = aps
         .into_iter()
         .map(|o| crate::cluster::with_types(DynKind::AuthorizationPolicy, o))
         .filter_map(|o| serde_json::to_value(o).ok())
+        .map(Obj::from)
         .collect();
     // A dry run's deletes were not persisted: the policies step 5 deletes are still listed.
     let allowed: Vec<String> = if ctx.engine.cluster.dry_run() {
@@ -640,7 +644,7 @@ async fn no_rejected_policy_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineEr
         Vec::new()
     };
     let gate = crate::gates::policies::no_ztunnel_rejected_policy(
-        &values,
+        &policies,
         &allowed,
         ctx.opts.plan.allow_unreplaced_l7,
     );

@@ -36,16 +36,7 @@ use crate::probes::spec::ProbeSpec;
 use crate::report::progress::{Progress, ProgressUpdate};
 use crate::steps::{self, Change, Event, Phase, Step};
 
-/// What to do when a gate fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnGateFailure {
-    /// Undo the steps done so far, in reverse, and verify (default).
-    #[default]
-    Rollback,
-    /// Stop and leave the namespace as it is, recording why (a human decides).
-    Hold,
-}
+pub use crate::steps::OnGateFailure;
 
 /// What a rerun does with a namespace that a dead run left mid-way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::{self, Out, exit};
 use crate::cli::{Cli, Command, OutputFormat};
+use crate::exit::{CmdResult, Failure};
 use crate::report::{self, NamespaceOutcome, RunReport};
 use crate::settings::Settings;
 use migrate_core::rehearse::{TrafficTable, derive_paths};
@@ -132,15 +133,16 @@ impl Clock {
     }
 }
 
-/// Runs the rehearsal; returns the exit code.
+/// Runs the rehearsal; returns the exit code (a failure printed once).
 pub async fn run(cli: &Cli) -> i32 {
+    exit::finish(rehearse(cli).await)
+}
+
+async fn rehearse(cli: &Cli) -> CmdResult {
     let Command::Rehearse { from_files, faults } = &cli.command else {
-        return exit::USAGE;
+        return Err(Failure::Usage("not a rehearse command line".into()));
     };
-    let mut s = match app::load_settings(cli) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let mut s = app::load_settings(cli)?;
     let out = Out {
         format: cli.output,
         embedded: false,
@@ -148,15 +150,8 @@ pub async fn run(cli: &Cli) -> i32 {
     let system_ns = "istio-system";
     // 1. The fleet as it is.
     let fleet = match from_files {
-        Some(dir) => source::from_files(dir),
-        None => read_live(cli, &s, system_ns).await,
-    };
-    let fleet = match fleet {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+        Some(dir) => source::from_files(dir).map_err(Failure::Usage)?,
+        None => read_live(cli, &s, system_ns).await?,
     };
     let copy = source::to_copy(&fleet, system_ns);
     let ns_labels = |ns: &str| {
@@ -167,22 +162,14 @@ pub async fn run(cli: &Cli) -> i32 {
     };
     let mut fault_specs = Vec::new();
     for f in faults {
-        match parse_fault(f, ns_labels) {
-            Ok(spec) => fault_specs.push(spec),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        }
+        fault_specs.push(parse_fault(f, ns_labels).map_err(|e| Failure::Usage(e.to_string()))?);
     }
     let clock = Clock::new(source::pod_start_time(&fleet));
 
     // 2. The simulated copy.
     let work = std::env::temp_dir().join(format!("ambient-migrate-rehearse-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&work) {
-        eprintln!("error: cannot create {}: {e}", work.display());
-        return exit::USAGE;
-    }
+    std::fs::create_dir_all(&work)
+        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", work.display())))?;
     let kubeconfig = work.join("kubeconfig");
     let fixture: Vec<String> = copy
         .objects
@@ -201,8 +188,9 @@ pub async fn run(cli: &Cli) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: the fleet could not be copied into the simulation: {e}");
-            return exit::USAGE;
+            return Err(Failure::Usage(format!(
+                "the fleet could not be copied into the simulation: {e}"
+            )));
         }
     };
     let proxy = running.proxy_url().unwrap_or_default();
@@ -211,29 +199,15 @@ pub async fn run(cli: &Cli) -> i32 {
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports/rehearsal"));
     rehearsal_settings(&mut s, &clock, &proxy, &report_dir);
-    let run_cli = match Cli::try_parse_checked([
+    let run_cli = Cli::try_parse_checked([
         "ambient-migrate".to_string(),
         "run".into(),
         "--kubeconfig".into(),
         kubeconfig.display().to_string(),
-    ]) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let sim_cluster = match app::connect(&run_cli, &s).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let namespaces = match app::resolve_fleet(&sim_cluster, &s).await {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    ])
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let sim_cluster = app::connect(&run_cli, &s).await?;
+    let namespaces = app::resolve_fleet(&sim_cluster, &s).await?;
     let wanted = wanted_pods(&copy.objects, &namespaces);
     let ready = wait_pods_ready(&running.sim, &namespaces, wanted, Duration::from_secs(60)).await;
     let probes: Vec<_> = namespaces
@@ -271,7 +245,8 @@ pub async fn run(cli: &Cli) -> i32 {
         format: cli.output,
         embedded: true,
     };
-    let code = Box::pin(app::run_with(&run_cli, &s, &sim_cluster, &run_out, stop_rx)).await;
+    // The pipeline's own failure is printed here, as the CLI would; the rehearsal still gives its verdict.
+    let code = exit::finish(Box::pin(app::run_with(&run_cli, &s, &sim_cluster, &run_out, stop_rx)).await);
     let elapsed = started.elapsed();
     // The end state counts too: a little more traffic after the run.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -347,16 +322,16 @@ pub async fn run(cli: &Cli) -> i32 {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
-    verdict.exit_code
+    Ok(verdict.exit_code)
 }
 
 /// Reads the live fleet with the user's connection (GET and LIST only).
-async fn read_live(cli: &Cli, s: &Settings, system_ns: &str) -> Result<source::Fleet, String> {
-    let cluster = app::connect(cli, s)
-        .await
-        .map_err(|_| "cannot connect to the cluster (see above)".to_string())?;
+async fn read_live(cli: &Cli, s: &Settings, system_ns: &str) -> Result<source::Fleet, Failure> {
+    let cluster = app::connect(cli, s).await?;
     let namespaces = app::resolve_fleet(&cluster, s).await?;
-    source::from_cluster(&cluster, &namespaces, system_ns).await
+    source::from_cluster(&cluster, &namespaces, system_ns)
+        .await
+        .map_err(Failure::Usage)
 }
 
 /// The user's settings, adapted to the copy: reports in their own directory, HTTP probes through the

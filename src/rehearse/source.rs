@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::assess::Snapshot;
+use crate::assess::objects::raw_values;
 use crate::cluster::{Cluster, DynKind};
 
 /// Kinds copied into the simulation besides the Istio and Gateway API ones: what a Deployment needs to run
@@ -63,20 +64,30 @@ fn snapshot_objects(s: &Snapshot) -> Vec<Value> {
     out.extend(values(&s.statefulsets, "apps/v1", "StatefulSet"));
     out.extend(values(&s.pods, "v1", "Pod"));
     let dynamic = [
-        (DynKind::AuthorizationPolicy, &s.authorization_policies),
-        (DynKind::PeerAuthentication, &s.peer_authentications),
-        (DynKind::RequestAuthentication, &s.request_authentications),
-        (DynKind::VirtualService, &s.virtual_services),
-        (DynKind::DestinationRule, &s.destination_rules),
-        (DynKind::Sidecar, &s.sidecars),
-        (DynKind::ServiceEntry, &s.service_entries),
-        (DynKind::Telemetry, &s.telemetries),
-        (DynKind::WasmPlugin, &s.wasm_plugins),
-        (DynKind::HttpRoute, &s.http_routes),
-        (DynKind::Gateway, &s.gateways),
+        (
+            DynKind::AuthorizationPolicy,
+            raw_values(&s.authorization_policies),
+        ),
+        (DynKind::PeerAuthentication, raw_values(&s.peer_authentications)),
+        (
+            DynKind::RequestAuthentication,
+            raw_values(&s.request_authentications),
+        ),
+        (DynKind::VirtualService, raw_values(&s.virtual_services)),
+        (DynKind::DestinationRule, raw_values(&s.destination_rules)),
+        (DynKind::Sidecar, raw_values(&s.sidecars)),
+        (DynKind::ServiceEntry, raw_values(&s.service_entries)),
+        (DynKind::Telemetry, raw_values(&s.telemetries)),
+        (DynKind::WasmPlugin, raw_values(&s.wasm_plugins)),
+        (DynKind::HttpRoute, raw_values(&s.http_routes)),
+        (DynKind::Gateway, raw_values(&s.gateways)),
     ];
     for (k, items) in dynamic {
-        out.extend(items.iter().map(|v| typed(v.clone(), &k.api_version(), k.kind())));
+        out.extend(
+            items
+                .into_iter()
+                .map(|v| typed(v.clone(), &k.api_version(), k.kind())),
+        );
     }
     out
 }
@@ -101,11 +112,21 @@ pub async fn from_cluster(
         objects.extend(snapshot_objects(&snap));
     }
     let root = [
-        (DynKind::AuthorizationPolicy, &info.root_authorization_policies),
-        (DynKind::PeerAuthentication, &info.root_peer_authentications),
+        (
+            DynKind::AuthorizationPolicy,
+            raw_values(&info.root_authorization_policies),
+        ),
+        (
+            DynKind::PeerAuthentication,
+            raw_values(&info.root_peer_authentications),
+        ),
     ];
     for (k, items) in root {
-        objects.extend(items.iter().map(|v| typed(v.clone(), &k.api_version(), k.kind())));
+        objects.extend(
+            items
+                .into_iter()
+                .map(|v| typed(v.clone(), &k.api_version(), k.kind())),
+        );
     }
     Ok(Fleet { objects })
 }

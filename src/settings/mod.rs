@@ -67,10 +67,7 @@ string_enum! {
         WhenCallersAmbient = "when-callers-ambient",
     }
 }
-string_enum! {
-    /// What a failed gate does to its namespace.
-    OnGateFailure { Rollback = "rollback", Hold = "hold" }
-}
+pub use crate::steps::OnGateFailure;
 string_enum! {
     /// Log line format on stderr.
     LogFormat { Text = "text", Json = "json" }

@@ -27,6 +27,26 @@ pub fn test_settings() -> Settings {
     crate::Latencies::Policies.settings()
 }
 
+/// meshsim serving `fixture` with [`test_settings`] and a probe proxy, and the binary's `kubeconfig` (in the
+/// returned temp dir) authenticating as the shipped ServiceAccount with the shipped RBAC, so a test runs
+/// the binary with exactly the permissions a user installs.
+pub async fn start_as_shipped_sa(fixture: String) -> (meshsim::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let running = meshsim::start(meshsim::StartOptions {
+        fixture_texts: vec![fixture],
+        settings: test_settings(),
+        proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
+        kubeconfig_out: Some(kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("meshsim starts");
+    let rbac = sa_common::shipped_rbac_for(&running);
+    sa_common::install(&running, dir.path(), &kubeconfig, &rbac).await;
+    (running, dir)
+}
+
 /// Benchmark latencies: the demo's (a fast cluster), so windows are measured in realistic units.
 pub fn bench_settings() -> Settings {
     crate::Latencies::Demo.settings()
@@ -527,7 +547,53 @@ pub fn job_probe(
     )
 }
 
-impl RunConfig<'_> {
+impl<'a> RunConfig<'a> {
+    /// A run of `namespaces` in the given order, one at a time, with bridges, no policy migration, no
+    /// accepted difference, nothing started when one is blocked, no probe Job: each test changes what it
+    /// is about.
+    pub fn new(namespaces: &'a [&'a str]) -> Self {
+        RunConfig {
+            namespaces,
+            order: "as-listed",
+            concurrency: 1,
+            bridges: true,
+            migration: "off",
+            keep_bridges: false,
+            accept: "",
+            on_blocked: "stop",
+            job_probes: false,
+            extra: String::new(),
+        }
+    }
+
+    /// The seed runbook's order on purpose (no bridge, no policy migration), its known outage and gap
+    /// accepted so that the run measures them instead of being blocked.
+    pub fn seed(namespaces: &'a [&'a str]) -> Self {
+        RunConfig {
+            bridges: false,
+            accept: "\"outage\", \"gap\"",
+            on_blocked: "skip",
+            ..RunConfig::new(namespaces)
+        }
+    }
+
+    /// The strategy: callers first, bridges kept, the policy migration applied.
+    pub fn strategy(namespaces: &'a [&'a str]) -> Self {
+        RunConfig {
+            order: "callers-first",
+            migration: "apply",
+            keep_bridges: true,
+            ..RunConfig::new(namespaces)
+        }
+    }
+
+    /// Writes the TOML as `<dir>/<name>.toml` and returns its path.
+    pub fn write(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, self.toml()).expect("write the config");
+        path
+    }
+
     /// The TOML text.
     pub fn toml(&self) -> String {
         let list = self

@@ -233,9 +233,6 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
         return Err(bad("subresources cannot be listed"));
     }
     let (labels, fields) = selectors(req)?;
-    let (items, rv) = sim.store.list_matching(p.rt.id(), p.namespace.as_deref(), |o| {
-        labels.matches(o) && fields.matches(o)
-    });
     let after: Option<(String, String)> = match req.q("continue").filter(|c| !c.is_empty()) {
         Some(tok) => {
             let decoded = unhex(tok).ok_or_else(|| bad("continue key is not valid"))?;
@@ -247,31 +244,25 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
         }
         None => None,
     };
-    let mut matching: Vec<Value> = items
-        .into_iter()
-        .filter(|o| {
-            after.as_ref().is_none_or(|(ans, aname)| {
-                let m = &o["metadata"];
-                let key = (
-                    m["namespace"].as_str().unwrap_or(""),
-                    m["name"].as_str().unwrap_or(""),
-                );
-                key > (ans.as_str(), aname.as_str())
-            })
-        })
-        .collect();
     let limit = req
         .q("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
+    // Only the page is copied out of the store: a paged list of N objects costs N copies, not N per page.
+    let page = sim.store.list_page(
+        p.rt.id(),
+        p.namespace.as_deref(),
+        after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str())),
+        limit,
+        |o| labels.matches(o) && fields.matches(o),
+    );
+    let (matching, rv) = (page.items, page.rv);
     let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = limit
-        && matching.len() > limit
+    if page.remaining > 0
+        && let Some(last) = matching.last()
     {
-        let remaining = matching.len() - limit;
-        matching.truncate(limit);
-        meta["continue"] = json!(continue_token(rv, &matching[limit - 1]));
-        meta["remainingItemCount"] = json!(remaining);
+        meta["continue"] = json!(continue_token(rv, last));
+        meta["remainingItemCount"] = json!(page.remaining);
     }
     if table::wants_table(&req.accept) {
         let include = IncludeObject::parse(req.q("includeObject"));

@@ -14,10 +14,11 @@
 //!   (old sidecar pods beside new ambient ones) and, when fleet callers migrate after this namespace, the end
 //!   of the fleet; [`check`] evaluates every class at every moment against the intent.
 
+use super::objects::{self, Obj, converted};
 use super::plan::{ActivationOrder, NamespacePlan, PolicyMigration};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, L4_WHEN_KEYS};
 use super::preflight::namespace_on_sidecars;
-use super::{Snapshot, json, labels_match};
+use super::{Snapshot, labels_match};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,7 +96,7 @@ pub struct Mesh {
     /// or all).
     pub waypoints: BTreeSet<String>,
     /// PeerAuthentications of the namespace and of the root namespace.
-    pub peer_authentications: Vec<Value>,
+    pub peer_authentications: Vec<Obj<objects::PeerAuthentication>>,
     /// Root-namespace AuthorizationPolicies (mesh-wide).
     pub root_policies: Vec<Compiled>,
     /// STRICT mTLS per (workload, port), for every port a Service reaches.
@@ -180,25 +181,20 @@ impl Mesh {
         for d in &s.daemonsets {
             add("DaemonSet", &d.metadata.name, &d.spec.template);
         }
-        let waypoints = s
-            .gateways
-            .iter()
-            .filter(|g| {
-                g.pointer("/spec/gatewayClassName").and_then(Value::as_str)
-                    == Some(crate::gates::waypoint::WAYPOINT_CLASS)
-            })
-            .filter(|g| {
+        let waypoints = converted(&s.gateways)
+            .filter(|(_, spec)| spec.gateway_class_name == crate::gates::waypoint::WAYPOINT_CLASS)
+            .filter(|(g, _)| {
                 // istio.io/waypoint-for: service (default) and all carry Service traffic
                 // (pilot/pkg/serviceregistry/ambient/waypoints.go).
                 matches!(
-                    json::str_map(g, "/metadata/labels")
+                    g.labels()
                         .get("istio.io/waypoint-for")
                         .map(String::as_str)
                         .unwrap_or("service"),
                     "service" | "all"
                 )
             })
-            .map(|g| json::name(g).to_string())
+            .map(|(g, _)| g.name().to_string())
             .collect();
         let mut m = Mesh {
             namespace: s.ns().to_string(),
@@ -207,19 +203,11 @@ impl Mesh {
             services,
             workloads,
             waypoints,
-            peer_authentications: s
-                .peer_authentications
-                .iter()
-                .chain(s.cluster.root_peer_authentications.iter())
-                .cloned()
+            peer_authentications: converted(&s.peer_authentications)
+                .chain(converted(&s.cluster.root_peer_authentications))
+                .map(|(o, _)| o.clone())
                 .collect(),
-            root_policies: s
-                .cluster
-                .root_authorization_policies
-                .iter()
-                .filter_map(|v| AuthzPolicy::parse(v).ok())
-                .map(Compiled::new)
-                .collect(),
+            root_policies: compile_all(&s.cluster.root_authorization_policies),
             strict: BTreeMap::new(),
         };
         let mut strict = BTreeMap::new();
@@ -721,32 +709,32 @@ pub fn ztunnel_allows(policies: &[&Compiled], peer: Option<&Identity>, port: u16
 /// UNSET inherits; the oldest wins at each level; the workload policy's port-level mode overrides. Upstream:
 /// pilot/pkg/security/authn/policy_applier.go (`ComposePeerAuthentication`).
 pub fn strict_mtls(m: &Mesh, labels: &BTreeMap<String, String>, port: u16) -> bool {
-    let created = |p: &Value| json::str_map(p, "/metadata").get("creationTimestamp").cloned();
-    let sel = |p: &Value| json::str_map(p, "/spec/selector/matchLabels");
-    let oldest = |f: &dyn Fn(&Value) -> bool| {
-        m.peer_authentications
-            .iter()
-            .filter(|p| f(p))
-            .min_by_key(|p| created(p).unwrap_or_default())
+    /// Which policies a level takes: the object and its selector's labels.
+    type Level<'a> = &'a dyn Fn(&Obj<objects::PeerAuthentication>, &BTreeMap<String, String>) -> bool;
+    let oldest = |f: Level| {
+        converted(&m.peer_authentications)
+            .filter(|(p, spec)| f(p, &spec.selector_labels()))
+            .min_by_key(|(p, _)| p.meta().creation_timestamp.clone())
+            .map(|(_, spec)| spec)
     };
     let root = m.root_namespace.as_str();
     let ns = m.namespace.as_str();
-    let mesh = oldest(&|p| json::namespace(p) == root && sel(p).is_empty());
-    let nsp = oldest(&|p| json::namespace(p) == ns && ns != root && sel(p).is_empty());
-    let wl = oldest(&|p| {
-        json::namespace(p) == ns && ns != root && !sel(p).is_empty() && labels_match(&sel(p), labels)
-    });
+    let mesh = oldest(&|p, sel| p.namespace() == root && sel.is_empty());
+    let nsp = oldest(&|p, sel| p.namespace() == ns && ns != root && sel.is_empty());
+    let wl =
+        oldest(&|p, sel| p.namespace() == ns && ns != root && !sel.is_empty() && labels_match(sel, labels));
     let mut strict = false;
     for p in [mesh, nsp, wl].into_iter().flatten() {
-        match p.pointer("/spec/mtls/mode").and_then(Value::as_str) {
+        match p.mode() {
             Some("UNSET") | None => {}
             Some(mode) => strict = mode == "STRICT",
         }
     }
     if let Some(w) = wl
         && let Some(mode) = w
-            .pointer(&format!("/spec/portLevelMtls/{port}/mode"))
-            .and_then(Value::as_str)
+            .port_level_mtls
+            .get(&port.to_string())
+            .and_then(|m| m.mode.as_deref())
         && mode != "UNSET"
     {
         strict = mode == "STRICT";
@@ -810,12 +798,9 @@ fn meshed(dp: DataPlane) -> Vec<DataPlane> {
     }
 }
 
-fn parse_all(values: &[Value]) -> Vec<Compiled> {
-    values
-        .iter()
-        .filter_map(|v| AuthzPolicy::parse(v).ok())
-        .map(Compiled::new)
-        .collect()
+/// The policies of `list` that converted, compiled (one that did not is a preflight blocker).
+fn compile_all(list: &[Obj<AuthzPolicy>]) -> Vec<Compiled> {
+    converted(list).map(|(_, p)| Compiled::new(p.clone())).collect()
 }
 
 /// The moments of `plan`: before anything (`0`), after each step, inside and after each restart batch of
@@ -875,7 +860,7 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
         label: "0".into(),
         ns_labels: labels.clone(),
         service_waypoint,
-        policies: parse_all(&s.authorization_policies),
+        policies: compile_all(&s.authorization_policies),
         workloads: m
             .workloads
             .iter()

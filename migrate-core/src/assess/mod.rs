@@ -2,13 +2,15 @@
 //! warnings) and a [`plan::NamespacePlan`]. No I/O: the main crate's `cluster` module fills the snapshot.
 //!
 //! Representation choice: core kinds are k8s-openapi 0.29 (`latest`) types; Istio, Gateway API and
-//! Prometheus-operator objects are kept as `serde_json::Value` (the full object as served, with `apiVersion`,
-//! `kind`, `metadata`, `spec`, `status`), because k8s-openapi has no types for them and a `DynamicObject`
-//! converts to `Value` losslessly (`serde_json::to_value(&dyn_obj)`).
+//! Prometheus-operator objects are [`objects::Obj`]s: converted once, where the snapshot is built, into typed
+//! metadata and spec (k8s-openapi has no types for them), with the object as served kept beside them (a
+//! `DynamicObject` converts to `Value` losslessly) for backups and for the snapshot's serde form, which is
+//! unchanged: each object serializes as served.
 
 pub mod enforcement;
 pub mod injection;
 pub mod install;
+pub mod objects;
 pub mod permissions;
 pub mod plan;
 pub mod policy;
@@ -20,6 +22,7 @@ pub mod sidecar_only;
 use crate::steps::ObjRef;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use objects::Obj;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -55,49 +58,49 @@ pub struct Snapshot {
     pub cronjobs: Vec<String>,
     /// security.istio.io AuthorizationPolicy objects.
     #[serde(default)]
-    pub authorization_policies: Vec<serde_json::Value>,
+    pub authorization_policies: Vec<Obj<policy::AuthzPolicy>>,
     /// security.istio.io PeerAuthentication objects.
     #[serde(default)]
-    pub peer_authentications: Vec<serde_json::Value>,
+    pub peer_authentications: Vec<Obj<objects::PeerAuthentication>>,
     /// security.istio.io RequestAuthentication objects.
     #[serde(default)]
-    pub request_authentications: Vec<serde_json::Value>,
+    pub request_authentications: Vec<Obj<objects::RequestAuthentication>>,
     /// networking.istio.io VirtualService objects.
     #[serde(default)]
-    pub virtual_services: Vec<serde_json::Value>,
+    pub virtual_services: Vec<Obj<objects::VirtualService>>,
     /// networking.istio.io DestinationRule objects.
     #[serde(default)]
-    pub destination_rules: Vec<serde_json::Value>,
+    pub destination_rules: Vec<Obj<objects::DestinationRule>>,
     /// networking.istio.io Sidecar objects.
     #[serde(default)]
-    pub sidecars: Vec<serde_json::Value>,
+    pub sidecars: Vec<Obj<objects::Sidecar>>,
     /// networking.istio.io ServiceEntry objects.
     #[serde(default)]
-    pub service_entries: Vec<serde_json::Value>,
+    pub service_entries: Vec<Obj<objects::ServiceEntry>>,
     /// networking.istio.io EnvoyFilter objects.
     #[serde(default)]
-    pub envoy_filters: Vec<serde_json::Value>,
+    pub envoy_filters: Vec<Obj<objects::EnvoyFilter>>,
     /// telemetry.istio.io Telemetry objects.
     #[serde(default)]
-    pub telemetries: Vec<serde_json::Value>,
+    pub telemetries: Vec<Obj<objects::Telemetry>>,
     /// extensions.istio.io WasmPlugin objects (sidecar-only when workload-scoped).
     #[serde(default)]
-    pub wasm_plugins: Vec<serde_json::Value>,
+    pub wasm_plugins: Vec<Obj<objects::WasmPlugin>>,
     /// networking.istio.io ProxyConfig objects (sidecar-only when they select workloads).
     #[serde(default)]
-    pub proxy_configs: Vec<serde_json::Value>,
+    pub proxy_configs: Vec<Obj<objects::ProxyConfig>>,
     /// gateway.networking.k8s.io HTTPRoute objects.
     #[serde(default)]
-    pub http_routes: Vec<serde_json::Value>,
+    pub http_routes: Vec<Obj<objects::HttpRoute>>,
     /// gateway.networking.k8s.io Gateway objects (waypoints have `gatewayClassName: istio-waypoint`).
     #[serde(default)]
-    pub gateways: Vec<serde_json::Value>,
+    pub gateways: Vec<Obj<objects::Gateway>>,
     /// monitoring.coreos.com PodMonitor objects (empty when the CRD is absent).
     #[serde(default)]
-    pub pod_monitors: Vec<serde_json::Value>,
+    pub pod_monitors: Vec<Obj<objects::Monitor>>,
     /// monitoring.coreos.com ServiceMonitor objects.
     #[serde(default)]
-    pub service_monitors: Vec<serde_json::Value>,
+    pub service_monitors: Vec<Obj<objects::Monitor>>,
     /// Cluster-wide facts.
     #[serde(default)]
     pub cluster: ClusterInfo,
@@ -116,9 +119,9 @@ pub struct ClusterInfo {
     /// The istio-cni DaemonSet `istio-cni-node` (`None` = not found).
     pub istio_cni: Option<DaemonSet>,
     /// AuthorizationPolicies in the root namespace (mesh-wide).
-    pub root_authorization_policies: Vec<serde_json::Value>,
+    pub root_authorization_policies: Vec<Obj<policy::AuthzPolicy>>,
     /// PeerAuthentications in the root namespace (mesh-wide).
-    pub root_peer_authentications: Vec<serde_json::Value>,
+    pub root_peer_authentications: Vec<Obj<objects::PeerAuthentication>>,
     /// Mesh trust domain, default `cluster.local`.
     pub trust_domain: String,
     /// Revisions with an injector webhook (`istio-sidecar-injector` = `default`, `istio-sidecar-injector-<rev>`).

@@ -103,8 +103,8 @@ pub struct AuthzPolicy {
     pub rules: Vec<Value>,
     /// `istio.io/dry-run` annotation set to true.
     pub dry_run: bool,
-    /// The full object.
-    pub raw: Value,
+    /// `spec.provider` as written (the ext-authz provider of a CUSTOM policy).
+    pub provider: Option<Value>,
 }
 
 /// The fields of an AuthorizationPolicy this tool understands, as in istio/api
@@ -286,8 +286,31 @@ impl AuthzPolicy {
             attachment,
             rules,
             dry_run,
-            raw: v.clone(),
+            provider: v.pointer("/spec/provider").cloned(),
         })
+    }
+
+    /// The policy as an object again, from its typed form (an AuthorizationPolicy has no field outside it:
+    /// [`AuthzPolicy::parse`] refuses any). A legacy `targetRef` is written as `targetRefs`, which istiod
+    /// treats the same (pilot/pkg/model/policyattachment.go `GetTargetRefs`); labels are not kept.
+    pub fn manifest(&self) -> Value {
+        let mut spec = serde_json::json!({"action": self.action, "rules": self.rules});
+        match &self.attachment {
+            Attachment::Selector { match_labels } => {
+                spec["selector"] = serde_json::json!({ "matchLabels": match_labels })
+            }
+            Attachment::TargetRefs { refs } => spec["targetRefs"] = serde_json::json!(refs),
+            Attachment::NamespaceWide => {}
+        }
+        if let Some(p) = &self.provider {
+            spec["provider"] = p.clone();
+        }
+        let mut metadata = serde_json::json!({"name": self.name, "namespace": self.namespace});
+        if self.dry_run {
+            metadata["annotations"] = serde_json::json!({"istio.io/dry-run": "true"});
+        }
+        serde_json::json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                           "metadata": metadata, "spec": spec})
     }
 
     /// ObjRef of the policy.
@@ -743,6 +766,24 @@ mod tests {
     }
     fn rule_l7(rule: Value) -> Vec<String> {
         classify_rule(&rule).l7_fields
+    }
+
+    #[test]
+    fn the_typed_policy_round_trips_through_its_manifest() {
+        let specs = [
+            json!({"selector": {"matchLabels": {"app": "api"}}, "action": "DENY",
+                   "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "api"}], "action": "CUSTOM",
+                   "provider": {"name": "ext-authz"}, "rules": [{}]}),
+            json!({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}}),
+            json!({}),
+        ];
+        for spec in specs {
+            let mut p = ap(spec.clone());
+            p.dry_run = true;
+            let again = AuthzPolicy::parse(&p.manifest()).unwrap();
+            assert_eq!(again, p, "{spec}");
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use super::injection::{self, Injectors};
 use super::install;
+use super::objects::{self, Obj, Spec, converted};
 use super::plan::{PlanOptions, PlannedObject, PolicyMigration, WaypointScope};
 use super::policy::{Action, Attachment, AuthzPolicy, Identity, PolicyClass, ZtunnelEffect};
-use super::{Finding, Severity, Snapshot, json, labels_match};
+use super::{Finding, Severity, Snapshot, labels_match};
 use crate::gates::ztunnel::daemonset_not_ready;
 use crate::steps::ObjRef;
 use serde_json::{Value, json};
@@ -72,6 +73,10 @@ pub mod codes {
     pub const MESH_WIDE_L7: &str = "mesh-wide-l7-policy";
     /// An AuthorizationPolicy that cannot be parsed.
     pub const INVALID_POLICY: &str = "invalid-policy";
+    /// An Istio, Gateway API or monitoring object whose fields cannot be read.
+    pub const INVALID_OBJECT: &str = "invalid-object";
+    /// An Istio or Gateway API object with a spec field this tool does not know.
+    pub const UNKNOWN_FIELD: &str = "unknown-field";
 }
 
 /// Labels our generated objects carry.
@@ -103,12 +108,13 @@ pub struct Analysis {
 }
 
 /// The waypoint Gateway of the options, if it exists in the snapshot.
-pub fn waypoint_gateway<'a>(s: &'a Snapshot, opts: &PlanOptions) -> Option<&'a Value> {
-    s.gateways.iter().find(|g| {
-        json::name(g) == opts.waypoint_name
-            && g.pointer("/spec/gatewayClassName").and_then(Value::as_str)
-                == Some(crate::gates::waypoint::WAYPOINT_CLASS)
-    })
+pub fn waypoint_gateway<'a>(s: &'a Snapshot, opts: &PlanOptions) -> Option<&'a Obj<objects::Gateway>> {
+    converted(&s.gateways)
+        .find(|(g, spec)| {
+            g.name() == opts.waypoint_name
+                && spec.gateway_class_name == crate::gates::waypoint::WAYPOINT_CLASS
+        })
+        .map(|(g, _)| g)
 }
 
 /// The waypoint's identity: its ServiceAccount is named like the Gateway.
@@ -279,7 +285,7 @@ pub fn twin_manifest(p: &AuthzPolicy, services: &[String]) -> Value {
         .collect();
     let action = serde_json::to_value(p.action).unwrap_or(json!("ALLOW"));
     let mut spec = json!({"targetRefs": refs, "action": action, "rules": p.rules});
-    if let Some(provider) = p.raw.pointer("/spec/provider") {
+    if let Some(provider) = &p.provider {
         spec["provider"] = provider.clone();
     }
     ap_manifest(&p.namespace, &format!("{}-waypoint", p.name), "twin", spec)
@@ -329,7 +335,7 @@ struct Cx<'a> {
     s: &'a Snapshot,
     opts: &'a PlanOptions,
     ns: String,
-    wp_gw: Option<&'a Value>,
+    wp_gw: Option<&'a Obj<objects::Gateway>>,
     wp_id: Identity,
     /// Without a waypoint Gateway step 1 binds nothing (the plan has no waypoint label): no hazard that
     /// depends on waypoint-routed traffic applies.
@@ -366,6 +372,7 @@ pub fn analyze(s: &Snapshot, opts: &PlanOptions) -> Analysis {
     };
     let (parsed, needs_waypoint) = policies(&cx, &mut a);
     mesh_wide_l7(s, &mut a);
+    objects_not_understood(s, &mut a);
     let (route_hosts, routes) = waypoint_needs(&cx, needs_waypoint, &mut a);
     routing(&cx, &route_hosts, &routes, &mut a);
     // Sidecar-only settings ambient ignores (EnvoyFilters included): their own module.
@@ -420,7 +427,7 @@ fn components(s: &Snapshot, a: &mut Analysis) {
 
 /// The namespace's AuthorizationPolicies: which are kept, twinned, bridged, or block; returns the parsed
 /// policies and what needs the waypoint.
-fn policies(cx: &Cx, a: &mut Analysis) -> (Vec<AuthzPolicy>, Vec<String>) {
+fn policies<'a>(cx: &Cx<'a>, a: &mut Analysis) -> (Vec<&'a AuthzPolicy>, Vec<String>) {
     let Cx {
         s,
         opts,
@@ -430,23 +437,21 @@ fn policies(cx: &Cx, a: &mut Analysis) -> (Vec<AuthzPolicy>, Vec<String>) {
         ..
     } = cx;
     let mut parsed = Vec::new();
-    for v in &s.authorization_policies {
-        match AuthzPolicy::parse(v) {
-            Ok(p) => parsed.push(p),
-            Err(e) => a.findings.push(Finding::new(
-                Severity::Blocker,
-                codes::INVALID_POLICY,
-                ObjRef::from_value(v),
-                e.to_string(),
-                "fix or delete the policy",
-            )),
+    for o in &s.authorization_policies {
+        match o.spec() {
+            Some(p) => parsed.push(p),
+            None => invalid_policy(o, a),
         }
     }
-    let twins_existing: Vec<&AuthzPolicy> = parsed.iter().filter(|p| !p.is_workload_scoped()).collect();
+    let twins_existing: Vec<&AuthzPolicy> = parsed
+        .iter()
+        .copied()
+        .filter(|p| !p.is_workload_scoped())
+        .collect();
     let mut needs_waypoint: Vec<String> = Vec::new();
     let apply = opts.policy_migration == PolicyMigration::Apply;
 
-    for p in parsed.iter().filter(|p| p.is_workload_scoped()) {
+    for p in parsed.iter().copied().filter(|p| p.is_workload_scoped()) {
         let pref = p.obj_ref();
         let class = p.class();
         let sel = p.selector().unwrap_or_default();
@@ -646,13 +651,29 @@ fn policies(cx: &Cx, a: &mut Analysis) -> (Vec<AuthzPolicy>, Vec<String>) {
     (parsed, needs_waypoint)
 }
 
-/// Mesh-wide (root namespace) policies with L7 content: ztunnel applies them with their L7 parts dropped.
+/// An AuthorizationPolicy that did not convert blocks: its effect at ztunnel and at a waypoint cannot be
+/// judged.
+fn invalid_policy(o: &Obj<AuthzPolicy>, a: &mut Analysis) {
+    if let Some(e) = o.error() {
+        a.findings.push(Finding::new(
+            Severity::Blocker,
+            codes::INVALID_POLICY,
+            o.obj_ref(),
+            e.message.clone(),
+            "fix or delete the policy",
+        ));
+    }
+}
+
+/// Mesh-wide (root namespace) policies with L7 content: ztunnel applies them with their L7 parts dropped. A
+/// mesh-wide policy that does not convert blocks like a namespace's own: it applies to every ambient pod.
 fn mesh_wide_l7(s: &Snapshot, a: &mut Analysis) {
-    for v in &s.cluster.root_authorization_policies {
-        if let Ok(p) = AuthzPolicy::parse(v)
-            && p.is_workload_scoped()
-            && p.class() != PolicyClass::L4Only
-        {
+    for o in &s.cluster.root_authorization_policies {
+        let Some(p) = o.spec() else {
+            invalid_policy(o, a);
+            continue;
+        };
+        if p.is_workload_scoped() && p.class() != PolicyClass::L4Only {
             a.findings.push(Finding::new(
                 Severity::Blocker,
                 codes::MESH_WIDE_L7,
@@ -662,6 +683,56 @@ fn mesh_wide_l7(s: &Snapshot, a: &mut Analysis) {
             ));
         }
     }
+}
+
+/// Objects of the other kinds that did not convert block (what they do cannot be judged); spec fields this
+/// tool does not know are reported, since an Istio field it does not understand may change enforcement.
+/// AuthorizationPolicies are reported by [`policies`] and [`mesh_wide_l7`].
+fn objects_not_understood(s: &Snapshot, a: &mut Analysis) {
+    fn report<S: Spec>(list: &[Obj<S>], a: &mut Analysis) {
+        for o in list {
+            if let Some(e) = o.error() {
+                a.findings.push(Finding::new(
+                    Severity::Blocker,
+                    codes::INVALID_OBJECT,
+                    o.obj_ref(),
+                    e.message.clone(),
+                    format!(
+                        "fix {} in {} {}/{}, or delete the object",
+                        e.field,
+                        o.kind(),
+                        o.namespace(),
+                        o.name()
+                    ),
+                ));
+            }
+            let unknown = o.unknown_fields();
+            if !unknown.is_empty() {
+                a.findings.push(Finding::new(
+                    Severity::Warning,
+                    codes::UNKNOWN_FIELD,
+                    o.obj_ref(),
+                    format!("{} {}/{} sets {} which this tool does not know; what it changes at a sidecar, ztunnel or waypoint is not judged", o.kind(), o.namespace(), o.name(), unknown.join(", ")),
+                    "check what the field does in ambient mode before migrating (istio/api or Gateway API reference), or remove it",
+                ));
+            }
+        }
+    }
+    report(&s.peer_authentications, a);
+    report(&s.cluster.root_peer_authentications, a);
+    report(&s.request_authentications, a);
+    report(&s.virtual_services, a);
+    report(&s.destination_rules, a);
+    report(&s.sidecars, a);
+    report(&s.service_entries, a);
+    report(&s.envoy_filters, a);
+    report(&s.telemetries, a);
+    report(&s.wasm_plugins, a);
+    report(&s.proxy_configs, a);
+    report(&s.http_routes, a);
+    report(&s.gateways, a);
+    report(&s.pod_monitors, a);
+    report(&s.service_monitors, a);
 }
 
 /// What needs the waypoint (L7 policies, HTTPRoutes, generated routes), whether it exists, and the ambient
@@ -757,69 +828,54 @@ fn waypoint_needs(
 /// VirtualServices and DestinationRules next to HTTPRoutes: what step 5 deletes and what differs.
 fn routing(cx: &Cx, route_hosts: &BTreeSet<String>, routes: &super::routes::Translation, a: &mut Analysis) {
     let Cx { s, ns, .. } = cx;
-    for vs in &s.virtual_services {
-        let hosts: Vec<String> = json::str_list(vs, "/spec/hosts")
-            .iter()
-            .map(|h| short_host(h, ns))
-            .collect();
+    for (vs, spec) in converted(&s.virtual_services) {
+        let hosts: Vec<String> = spec.hosts.iter().map(|h| short_host(h, ns)).collect();
         let overlap: Vec<&String> = hosts.iter().filter(|h| route_hosts.contains(*h)).collect();
         if !overlap.is_empty() {
             a.findings.push(Finding::new(
                 Severity::Warning,
                 codes::VS_AND_HTTPROUTE,
-                ObjRef::from_value(vs),
-                format!("VirtualService {} and an HTTPRoute both route host(s) {:?}; sidecar callers use the VirtualService, the waypoint uses the HTTPRoute", json::name(vs), overlap),
+                vs.obj_ref(),
+                format!("VirtualService {} and an HTTPRoute both route host(s) {:?}; sidecar callers use the VirtualService, the waypoint uses the HTTPRoute", vs.name(), overlap),
                 "make sure both route the same way until every caller is ambient; step 5 deletes the VirtualService when the HTTPRoutes cover all its hosts",
             ));
         }
         if !hosts.is_empty() && hosts.iter().all(|h| route_hosts.contains(h)) {
-            a.delete_routing.push(ObjRef::from_value(vs));
+            a.delete_routing.push(vs.obj_ref());
         }
     }
-    for dr in &s.destination_rules {
-        let host = short_host(dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""), ns);
+    for (dr, spec) in converted(&s.destination_rules) {
+        let host = short_host(&spec.host, ns);
         let translated = routes
             .generated
             .iter()
-            .any(|g| g.subset_rules.contains(&ObjRef::from_value(dr)));
-        if !translated
-            && dr
-                .pointer("/spec/subsets")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-        {
+            .any(|g| g.subset_rules.contains(&dr.obj_ref()));
+        if !translated && !spec.subsets.is_empty() {
             a.findings.push(Finding::new(
                 Severity::Warning,
                 codes::DR_SUBSETS,
-                ObjRef::from_value(dr),
-                format!("DestinationRule {} defines subsets for {host}; waypoints route with HTTPRoute backendRefs to per-version Services instead", json::name(dr)),
+                dr.obj_ref(),
+                format!("DestinationRule {} defines subsets for {host}; waypoints route with HTTPRoute backendRefs to per-version Services instead", dr.name()),
                 "create per-version Services and an HTTPRoute with weighted backendRefs",
             ));
         }
         if route_hosts.contains(&host) {
-            a.delete_routing.push(ObjRef::from_value(dr));
+            a.delete_routing.push(dr.obj_ref());
         }
     }
 }
 
 /// PeerAuthentication DISABLE: ambient always uses mTLS between ztunnels.
 fn peer_authentication(s: &Snapshot, a: &mut Analysis) {
-    for pa in s
-        .peer_authentications
-        .iter()
-        .chain(s.cluster.root_peer_authentications.iter())
+    for (pa, spec) in
+        converted(&s.peer_authentications).chain(converted(&s.cluster.root_peer_authentications))
     {
-        let disabled = pa.pointer("/spec/mtls/mode").and_then(Value::as_str) == Some("DISABLE")
-            || pa
-                .pointer("/spec/portLevelMtls")
-                .and_then(Value::as_object)
-                .is_some_and(|m| m.values().any(|v| v["mode"] == "DISABLE"));
-        if disabled {
+        if spec.disables_mtls() {
             a.findings.push(Finding::new(
                 Severity::Blocker,
                 codes::PEER_AUTH_DISABLE,
-                ObjRef::from_value(pa),
-                format!("PeerAuthentication {}/{} sets mTLS DISABLE; ambient always uses mTLS (HBONE) between ztunnels", json::namespace(pa), json::name(pa)),
+                pa.obj_ref(),
+                format!("PeerAuthentication {}/{} sets mTLS DISABLE; ambient always uses mTLS (HBONE) between ztunnels", pa.namespace(), pa.name()),
                 "change the mode to PERMISSIVE or STRICT (or exclude the workload from the mesh) before migrating",
             ));
         }
@@ -827,7 +883,7 @@ fn peer_authentication(s: &Snapshot, a: &mut Analysis) {
 }
 
 /// Calling namespaces (docs/design.md §3.1 d), and those still on sidecars.
-fn callers(cx: &Cx, parsed: &[AuthzPolicy], ns_ref: &ObjRef, a: &mut Analysis) {
+fn callers(cx: &Cx, parsed: &[&AuthzPolicy], ns_ref: &ObjRef, a: &mut Analysis) {
     let Cx {
         s, opts, ns, bound, ..
     } = cx;
@@ -884,20 +940,12 @@ pub fn short_host(h: &str, ns: &str) -> String {
 pub fn httproute_services(s: &Snapshot) -> BTreeSet<String> {
     let ns = s.ns();
     let mut out = BTreeSet::new();
-    for r in &s.http_routes {
-        for p in r
-            .pointer("/spec/parentRefs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let kind = p["kind"].as_str().unwrap_or("Gateway");
-            let pns = p["namespace"].as_str().unwrap_or(ns);
-            if kind == "Service"
-                && pns == ns
-                && let Some(n) = p["name"].as_str()
-            {
-                out.insert(n.to_string());
+    for (_, r) in converted(&s.http_routes) {
+        for p in &r.parent_refs {
+            let kind = p.kind.as_deref().unwrap_or("Gateway");
+            let pns = p.namespace.as_deref().unwrap_or(ns);
+            if kind == "Service" && pns == ns && !p.name.is_empty() {
+                out.insert(p.name.clone());
             }
         }
     }
@@ -1076,28 +1124,20 @@ fn monitoring_findings(s: &Snapshot, a: &mut Analysis) {
             "scrape ztunnel and waypoint pods as separate targets and update dashboards",
         ));
     }
-    for (list, key) in [
-        (&s.pod_monitors, "/spec/podMetricsEndpoints"),
-        (&s.service_monitors, "/spec/endpoints"),
-    ] {
-        for m in list.iter() {
-            let hit = m
-                .pointer(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|e| {
-                    e["path"] == "/stats/prometheus"
-                        || e["targetPort"] == 15020
-                        || e["targetPort"] == "15020"
-                        || e["port"] == "http-envoy-prom"
-                });
+    for list in [&s.pod_monitors, &s.service_monitors] {
+        for (m, spec) in converted(list) {
+            let hit = spec.scrape_endpoints().any(|e| {
+                e["path"] == "/stats/prometheus"
+                    || e["targetPort"] == 15020
+                    || e["targetPort"] == "15020"
+                    || e["port"] == "http-envoy-prom"
+            });
             if hit {
                 a.findings.push(Finding::new(
                     Severity::Warning,
                     codes::MONITOR_MERGED_ENDPOINT,
-                    ObjRef::from_value(m),
-                    format!("{} {} scrapes the sidecar's merged endpoint (:15020 /stats/prometheus), which disappears with the sidecar", m["kind"].as_str().unwrap_or("monitor"), json::name(m)),
+                    m.obj_ref(),
+                    format!("{} {} scrapes the sidecar's merged endpoint (:15020 /stats/prometheus), which disappears with the sidecar", m.kind(), m.name()),
                     "point it at the application's own metrics port and add monitors for ztunnel and the waypoint",
                 ));
             }
@@ -1199,6 +1239,100 @@ pub(crate) mod tests {
             codes_of(&a)
         );
         assert!(has(&a, Severity::Info, codes::REPORTER_LABEL));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_convert_blocks_by_name_and_field() {
+        let bad = policy(
+            "odd",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}),
+        );
+        let mut s = snapshot(vec![bad.clone(), l4_db()]);
+        let mut root = bad;
+        root["metadata"]["namespace"] = json!("istio-system");
+        s.cluster.root_authorization_policies.push(root.into());
+        let a = analyze(&s, &PlanOptions::default());
+        let invalid: Vec<&Finding> = a
+            .findings
+            .iter()
+            .filter(|f| f.code == codes::INVALID_POLICY)
+            .collect();
+        assert_eq!(invalid.len(), 2, "{:?}", codes_of(&a));
+        for (f, ns) in invalid.iter().zip(["app", "istio-system"]) {
+            assert_eq!(f.severity, Severity::Blocker);
+            assert_eq!(f.object.namespace.as_deref(), Some(ns));
+            assert_eq!(f.object.name, "odd");
+            assert!(
+                f.message.contains(&format!(
+                    "AuthorizationPolicy {ns}/odd: unknown field spec.rules[0].to[0].operation.verbs"
+                )),
+                "{}",
+                f.message
+            );
+            assert_eq!(f.fix, "fix or delete the policy");
+        }
+        // The policy that converted is still judged.
+        assert!(
+            a.kept_policies.iter().any(|r| r.name == "db-allow-api"),
+            "{:?}",
+            a.kept_policies
+        );
+    }
+
+    #[test]
+    fn other_objects_that_do_not_convert_block_and_unknown_fields_warn() {
+        let mut s = snapshot(vec![]);
+        s.virtual_services.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": {"name": "api", "namespace": "app"}, "spec": {"hosts": "api"}})
+            .into(),
+        );
+        s.destination_rules.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                   "metadata": {"name": "db", "namespace": "app"},
+                   "spec": {"host": "db", "trafficPolicyz": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}})
+            .into(),
+        );
+        let a = analyze(&s, &PlanOptions::default());
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::INVALID_OBJECT)
+            .expect("invalid-object");
+        assert_eq!(f.severity, Severity::Blocker);
+        assert_eq!(
+            f.object,
+            ObjRef::new("networking.istio.io/v1", "VirtualService", "app", "api")
+        );
+        assert!(
+            f.message
+                .contains("VirtualService app/api: field spec.hosts cannot be read"),
+            "{}",
+            f.message
+        );
+        assert!(f.fix.contains("spec.hosts"), "{}", f.fix);
+        let w = a
+            .findings
+            .iter()
+            .find(|f| f.code == codes::UNKNOWN_FIELD)
+            .expect("unknown-field");
+        assert_eq!(w.severity, Severity::Warning);
+        assert_eq!(w.object.name, "db");
+        assert!(
+            w.message
+                .contains("DestinationRule app/db sets spec.trafficPolicyz"),
+            "{}",
+            w.message
+        );
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.code == codes::INVALID_OBJECT || f.code == codes::UNKNOWN_FIELD)
+                .count(),
+            2,
+            "{:?}",
+            codes_of(&a)
+        );
     }
 
     #[test]
@@ -1518,9 +1652,12 @@ pub(crate) mod tests {
     fn peer_authentication_disable() {
         let mut s = snapshot(vec![]);
         s.peer_authentications.push(json!({"kind": "PeerAuthentication", "apiVersion": "security.istio.io/v1",
-            "metadata": {"name": "default", "namespace": "app"}, "spec": {"portLevelMtls": {"8080": {"mode": "DISABLE"}}}}));
-        s.cluster.root_peer_authentications.push(json!({"kind": "PeerAuthentication",
-            "metadata": {"name": "mesh", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "DISABLE"}}}));
+            "metadata": {"name": "default", "namespace": "app"}, "spec": {"portLevelMtls": {"8080": {"mode": "DISABLE"}}}}).into());
+        s.cluster.root_peer_authentications.push(
+            json!({"kind": "PeerAuthentication",
+            "metadata": {"name": "mesh", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "DISABLE"}}})
+            .into(),
+        );
         let a = analyze(&s, &PlanOptions::default());
         assert_eq!(
             a.findings
@@ -1536,25 +1673,29 @@ pub(crate) mod tests {
         let mut s = snapshot(vec![]);
         s.http_routes.push(
             json!({"kind": "HTTPRoute", "metadata": {"name": "api", "namespace": "app"},
-            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "api"}]}}),
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "api"}]}})
+            .into(),
         );
         s.virtual_services.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "api", "namespace": "app"}, "spec": {"hosts": ["api.app.svc.cluster.local"]}}));
+            "metadata": {"name": "api", "namespace": "app"}, "spec": {"hosts": ["api.app.svc.cluster.local"]}}).into());
         s.virtual_services.push(
             json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "mixed", "namespace": "app"}, "spec": {"hosts": ["api", "db"]}}),
+            "metadata": {"name": "mixed", "namespace": "app"}, "spec": {"hosts": ["api", "db"]}})
+            .into(),
         );
         s.destination_rules.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": "api", "namespace": "app"}, "spec": {"host": "api", "subsets": [{"name": "v1"}]}}));
+            "metadata": {"name": "api", "namespace": "app"}, "spec": {"host": "api", "subsets": [{"name": "v1"}]}}).into());
         s.destination_rules.push(
             json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": "db", "namespace": "app"}, "spec": {"host": "db.app.svc.cluster.local"}}),
+            "metadata": {"name": "db", "namespace": "app"}, "spec": {"host": "db.app.svc.cluster.local"}})
+            .into(),
         );
         s.envoy_filters
-            .push(json!({"kind": "EnvoyFilter", "metadata": {"name": "lua", "namespace": "app"}}));
+            .push(json!({"kind": "EnvoyFilter", "metadata": {"name": "lua", "namespace": "app"}}).into());
         s.service_monitors.push(
             json!({"kind": "ServiceMonitor", "metadata": {"name": "m", "namespace": "app"},
-            "spec": {"endpoints": [{"path": "/stats/prometheus"}]}}),
+            "spec": {"endpoints": [{"path": "/stats/prometheus"}]}})
+            .into(),
         );
         let a = analyze(&s, &PlanOptions::default());
         assert_eq!(
@@ -1578,7 +1719,8 @@ pub(crate) mod tests {
         let mut s = snapshot(vec![]);
         s.cluster.root_authorization_policies.push(
             json!({"metadata": {"name": "global", "namespace": "istio-system"},
-            "spec": {"rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}}),
+            "spec": {"rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}})
+            .into(),
         );
         let opts = PlanOptions {
             extra_callers: vec!["other".into(), "app".into(), "unknown".into()],

@@ -14,6 +14,7 @@
 //! Whatever has no HTTPRoute equivalent is a blocker naming the VirtualService, the field and the fix
 //! (`virtualservice-unsupported`); a VirtualService is translated whole or not at all.
 
+use super::objects::{self, Obj, converted};
 use super::plan::PolicyMigration;
 use super::preflight::{MANAGED_BY, ROLE, short_host};
 use super::{Finding, Severity, Snapshot, json};
@@ -100,13 +101,10 @@ pub fn translate(s: &Snapshot, mode: PolicyMigration) -> Translation {
         return t;
     }
     let routed = super::preflight::httproute_services(s);
-    for vs in &s.virtual_services {
-        let vref = ObjRef::from_value(vs);
+    for (vs, spec) in converted(&s.virtual_services) {
+        let vref = vs.obj_ref();
         let ns = s.ns();
-        let hosts: Vec<String> = json::str_list(vs, "/spec/hosts")
-            .iter()
-            .map(|h| short_host(h, ns))
-            .collect();
+        let hosts: Vec<String> = spec.hosts.iter().map(|h| short_host(h, ns)).collect();
         if hosts.iter().any(|h| routed.contains(h)) {
             continue;
         }
@@ -164,17 +162,12 @@ pub fn translate(s: &Snapshot, mode: PolicyMigration) -> Translation {
         drs.extend(g.subset_rules.iter().cloned());
     }
     for dr in drs {
-        let Some(v) = s.destination_rules.iter().find(|d| json::name(d) == dr.name) else {
+        let Some((_, v)) = converted(&s.destination_rules).find(|(d, _)| d.name() == dr.name) else {
             continue;
         };
-        let host = short_host(
-            v.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
-            s.ns(),
-        );
-        let users_translated = s
-            .virtual_services
-            .iter()
-            .all(|vs| !uses_subsets_of(vs, &host, s.ns()) || translated.contains(json::name(vs)));
+        let host = short_host(&v.host, s.ns());
+        let users_translated = converted(&s.virtual_services)
+            .all(|(vs, spec)| !uses_subsets_of(spec, &host, s.ns()) || translated.contains(vs.name()));
         if users_translated && subsets_only(v) {
             t.replaced.push(dr);
         }
@@ -190,7 +183,7 @@ fn yaml(docs: &[&Value]) -> String {
 }
 
 /// Does the VirtualService route to a subset of `host`?
-fn uses_subsets_of(vs: &Value, host: &str, ns: &str) -> bool {
+fn uses_subsets_of(vs: &objects::VirtualService, host: &str, ns: &str) -> bool {
     let dests = |r: &Value| -> Vec<Value> {
         let mut d: Vec<Value> = r["route"]
             .as_array()
@@ -208,21 +201,16 @@ fn uses_subsets_of(vs: &Value, host: &str, ns: &str) -> bool {
         );
         d
     };
-    vs.pointer("/spec/http")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    vs.http
+        .iter()
         .flat_map(dests)
         .any(|d| d["subset"].is_string() && short_host(d["host"].as_str().unwrap_or(""), ns) == host)
 }
 
 /// A DestinationRule with only `host`, `subsets` (names and labels) and perhaps `exportTo`.
-fn subsets_only(dr: &Value) -> bool {
-    let spec_ok = dr["spec"].as_object().is_some_and(|m| {
-        m.keys()
-            .all(|k| matches!(k.as_str(), "host" | "subsets" | "exportTo"))
-    });
-    let subsets_ok = dr["spec"]["subsets"].as_array().into_iter().flatten().all(|s| {
+fn subsets_only(dr: &objects::DestinationRule) -> bool {
+    let spec_ok = dr.traffic_policy.is_none() && dr.workload_selector.is_none() && dr.extra.is_empty();
+    let subsets_ok = dr.subsets.iter().all(|s| {
         s.as_object()
             .is_some_and(|m| m.keys().all(|k| k == "name" || k == "labels"))
     });
@@ -331,20 +319,14 @@ impl Ctx<'_> {
     /// selector plus the subset labels, the same ports. An existing Service of that name is used when it
     /// selects exactly that; otherwise the name is taken and that is a gap.
     fn version_service(&mut self, field: &str, svc: &str, subset: &str) -> Option<String> {
-        let found = self.s.destination_rules.iter().find_map(|dr| {
-            let host = short_host(
-                dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
-                self.ns,
-            );
-            if host != svc {
+        let found = converted(&self.s.destination_rules).find_map(|(dr, spec)| {
+            if short_host(&spec.host, self.ns) != svc {
                 return None;
             }
-            dr.pointer("/spec/subsets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            spec.subsets
+                .iter()
                 .find(|x| x["name"] == subset)
-                .map(|x| (ObjRef::from_value(dr), json::str_map(x, "/labels")))
+                .map(|x| (dr.obj_ref(), json::str_map(x, "/labels")))
         });
         let Some((dr, labels)) = found else {
             self.gap(
@@ -782,7 +764,18 @@ fn translate_rule(c: &mut Ctx<'_>, i: usize, r: &Value, ports: &mut BTreeSet<u64
 }
 
 /// Translates one VirtualService, or lists every field that has no HTTPRoute equivalent.
-pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
+pub fn translate_one(s: &Snapshot, vs: &Obj<objects::VirtualService>) -> Result<Generated, Vec<Gap>> {
+    let Some(spec) = vs.spec() else {
+        let e = vs
+            .error()
+            .map(|e| (e.field.clone(), e.message.clone()))
+            .unwrap_or_default();
+        return Err(vec![Gap {
+            field: e.0,
+            why: e.1,
+            fix: "fix the field".into(),
+        }]);
+    };
     let ns = s.ns();
     let mut c = Ctx {
         s,
@@ -791,10 +784,20 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
         services: BTreeMap::new(),
         subset_rules: BTreeSet::new(),
     };
-    let spec = &vs["spec"];
-    for (k, v) in spec.as_object().into_iter().flatten() {
-        match k.as_str() {
-            "hosts" | "http" => {}
+    // The fields set besides `hosts` and `http`, in the order of their names (the order they are reported).
+    let mut set: Vec<(&str, Option<Value>)> = [
+        ("gateways", spec.gateways.as_ref().map(|g| json!(g))),
+        ("exportTo", spec.export_to.as_ref().map(|g| json!(g))),
+        ("tcp", spec.tcp.as_ref().map(|g| json!(g))),
+        ("tls", spec.tls.as_ref().map(|g| json!(g))),
+    ]
+    .into_iter()
+    .chain(spec.extra.iter().map(|(k, v)| (k.as_str(), Some(v.clone()))))
+    .collect();
+    set.sort_by_key(|(k, _)| *k);
+    for (k, v) in set {
+        let Some(v) = v else { continue };
+        match k {
             "gateways" if v.as_array().is_some_and(|a| a.iter().all(|g| g == "mesh")) => {}
             "gateways" => c.gap(
                 "gateways",
@@ -808,24 +811,23 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
                 "remove exportTo, or keep the VirtualService and migrate by hand",
             ),
             "tcp" | "tls" => c.gap(
-                k.as_str(),
+                k,
                 "only HTTP routes are translated (TCPRoute / TLSRoute are not generated)",
                 "keep the VirtualService's TCP/TLS routing by hand",
             ),
-            _ => c.gap(k.as_str(), "has no HTTPRoute equivalent", "remove it or migrate by hand"),
+            _ => c.gap(k, "has no HTTPRoute equivalent", "remove it or migrate by hand"),
         }
     }
     let mut hosts = Vec::new();
-    for (i, h) in json::str_list(vs, "/spec/hosts").iter().enumerate() {
+    for (i, h) in spec.hosts.iter().enumerate() {
         if let Some(svc) = c.host_service(&format!("hosts[{i}]"), h) {
             hosts.push(svc);
         }
     }
     let mut ports = BTreeSet::new();
-    let rules: Vec<Value> = spec["http"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rules: Vec<Value> = spec
+        .http
+        .iter()
         .enumerate()
         .map(|(i, r)| translate_rule(&mut c, i, r, &mut ports))
         .collect();
@@ -847,7 +849,7 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
     let port = match ports.len() {
         0 => None,
         1 => {
-            let all = spec["http"].as_array().into_iter().flatten().all(|r| {
+            let all = spec.http.iter().all(|r| {
                 r["match"]
                     .as_array()
                     .is_some_and(|ms| !ms.is_empty() && ms.iter().all(|m| m["port"].is_u64()))
@@ -872,12 +874,12 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
     };
     // The migration adopts an existing object of the same name instead of creating it (engine
     // `create_planned`): an unrelated HTTPRoute named like the VirtualService would be taken for its route.
-    if s.http_routes.iter().any(|r| json::name(r) == json::name(vs)) {
+    if s.http_routes.iter().any(|r| r.name() == vs.name()) {
         c.gap(
             "metadata.name",
             format!(
                 "an HTTPRoute named {} already exists and routes other Services",
-                json::name(vs)
+                vs.name()
             ),
             "rename that HTTPRoute, or write this VirtualService's HTTPRoute by hand",
         );
@@ -896,10 +898,10 @@ pub fn translate_one(s: &Snapshot, vs: &Value) -> Result<Generated, Vec<Gap>> {
         })
         .collect();
     let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": json::name(vs), "namespace": ns, "labels": managed_labels()},
+        "metadata": {"name": vs.name(), "namespace": ns, "labels": managed_labels()},
         "spec": {"parentRefs": parents, "rules": rules}});
     Ok(Generated {
-        vs: ObjRef::from_value(vs),
+        vs: vs.obj_ref(),
         hosts,
         route,
         services: c.services.into_values().collect(),
@@ -930,11 +932,13 @@ pub(crate) mod tests {
             json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
             "metadata": {"name": "api", "namespace": "app"},
             "spec": {"host": "api.app.svc.cluster.local", "subsets": [
-                {"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}}),
+                {"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}})
+            .into(),
         );
         s.virtual_services.push(
             json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "api", "namespace": "app"}, "spec": spec}),
+            "metadata": {"name": "api", "namespace": "app"}, "spec": spec})
+            .into(),
         );
         s
     }
@@ -1249,8 +1253,9 @@ pub(crate) mod tests {
         assert_eq!(kinds, vec!["Service", "HTTPRoute"]);
         // A DestinationRule with a traffic policy still applies at the waypoint: kept.
         let mut s2 = s.clone();
-        s2.destination_rules[0]["spec"]["trafficPolicy"] =
-            json!({"connectionPool": {"tcp": {"maxConnections": 10}}});
+        let mut dr = s2.destination_rules[0].raw().clone();
+        dr["spec"]["trafficPolicy"] = json!({"connectionPool": {"tcp": {"maxConnections": 10}}});
+        s2.destination_rules[0] = dr.into();
         let del: Vec<String> = translate(&s2, PolicyMigration::Apply)
             .replaced
             .iter()
@@ -1259,7 +1264,7 @@ pub(crate) mod tests {
         assert_eq!(del, vec!["VirtualService/app/api"]);
         // A host already routed by an HTTPRoute: left to the existing check, not translated.
         let mut s3 = s.clone();
-        s3.http_routes.push(json!({"metadata": {"name": "r", "namespace": "app"}, "spec": {"parentRefs": [{"kind": "Service", "name": "api"}]}}));
+        s3.http_routes.push(json!({"metadata": {"name": "r", "namespace": "app"}, "spec": {"parentRefs": [{"kind": "Service", "name": "api"}]}}).into());
         assert!(translate(&s3, PolicyMigration::Apply).generated.is_empty());
     }
 
@@ -1270,7 +1275,8 @@ pub(crate) mod tests {
         s.http_routes.push(
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "api", "namespace": "app"},
-            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}]}}),
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}]}})
+            .into(),
         );
         let t = translate(&s, PolicyMigration::Apply);
         assert!(t.generated.is_empty());

@@ -16,6 +16,7 @@
 //! value, method, more headers, more query params; rules without matches last), a match without a path is
 //! `PathPrefix /` (the CRD default), PathPrefix matches whole segments, regexes match the whole value (RE2).
 
+use super::objects::{VirtualService, converted};
 use super::routes::{self, Generated};
 use super::{Finding, Severity, Snapshot, json};
 use crate::steps::ObjRef;
@@ -141,7 +142,7 @@ pub fn check(s: &Snapshot, mode: super::plan::PolicyMigration) -> RoutingTable {
     };
     let created: Vec<Value> = t.objects();
     for g in &t.generated {
-        let Some(vs) = s.virtual_services.iter().find(|v| json::name(v) == g.vs.name) else {
+        let Some((_, vs)) = converted(&s.virtual_services).find(|(v, _)| v.name() == g.vs.name) else {
             continue;
         };
         let classes = classes(vs, g);
@@ -243,11 +244,9 @@ pub fn findings(t: &RoutingTable, mode: super::plan::PolicyMigration) -> Vec<Fin
 }
 
 /// Does `path` meet a prefix of the VirtualService only inside a segment or at its trailing slash?
-fn mid_segment(vs: &Value, path: &str) -> bool {
-    vs.pointer("/spec/http")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+fn mid_segment(vs: &VirtualService, path: &str) -> bool {
+    vs.http
+        .iter()
         .flat_map(|r| r["match"].as_array().cloned().unwrap_or_default())
         .filter_map(|m| {
             m.pointer("/uri/prefix")
@@ -312,16 +311,14 @@ pub fn regex_sample(re: &str) -> Option<String> {
 /// Request classes for a VirtualService: every path the matches name (and, for a prefix, the path one
 /// segment below and one character past it), crossed with every method and header / query set the
 /// matches name (and none), on every host.
-pub fn classes(vs: &Value, g: &Generated) -> Vec<Request> {
+pub fn classes(vs: &VirtualService, g: &Generated) -> Vec<Request> {
     let mut paths: BTreeSet<String> = ["/".to_string(), "/other".to_string()].into();
     let mut methods: BTreeSet<String> = ["GET".to_string()].into();
     let mut header_sets: BTreeSet<BTreeMap<String, String>> = [BTreeMap::new()].into();
     let mut query_sets: BTreeSet<BTreeMap<String, String>> = [BTreeMap::new()].into();
     for m in vs
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .http
+        .iter()
         .flat_map(|r| r["match"].as_array().cloned().unwrap_or_default())
     {
         if let Some(e) = m.pointer("/uri/exact").and_then(Value::as_str) {
@@ -485,14 +482,9 @@ fn only_port(s: &Snapshot, svc: &str) -> Option<u64> {
     (ports.len() == 1).then(|| ports[0])
 }
 
-fn route_vs(s: &Snapshot, vs: &Value, r: &Request) -> Outcome {
+fn route_vs(s: &Snapshot, vs: &VirtualService, r: &Request) -> Outcome {
     let ns = s.ns();
-    for rule in vs
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for rule in &vs.http {
         let ms = rule["match"].as_array().cloned().unwrap_or_default();
         if !(ms.is_empty() || ms.iter().any(|m| vs_matches(m, r))) {
             continue;
@@ -538,14 +530,10 @@ fn route_vs(s: &Snapshot, vs: &Value, r: &Request) -> Outcome {
 }
 
 fn subset_labels(s: &Snapshot, svc: &str, subset: &str) -> Option<BTreeMap<String, String>> {
-    s.destination_rules.iter().find_map(|dr| {
-        let host = super::preflight::short_host(
-            dr.pointer("/spec/host").and_then(Value::as_str).unwrap_or(""),
-            s.ns(),
-        );
+    converted(&s.destination_rules).find_map(|(_, dr)| {
+        let host = super::preflight::short_host(&dr.host, s.ns());
         (host == svc).then_some(())?;
-        dr.pointer("/spec/subsets")
-            .and_then(Value::as_array)?
+        dr.subsets
             .iter()
             .find(|x| x["name"] == subset)
             .map(|x| json::str_map(x, "/labels"))

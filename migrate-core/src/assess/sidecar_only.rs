@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::objects::{self, Attach, Obj, Spec, converted};
 use super::plan::PlanOptions;
 use super::policy::AuthzPolicy;
 use super::preflight::{
@@ -227,45 +228,27 @@ pub fn assess(s: &Snapshot, opts: &PlanOptions) -> Vec<BehaviourChange> {
     out
 }
 
-fn has_selector(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).is_some_and(|x| !x.is_null())
-}
-
-fn has_target_refs(v: &Value) -> bool {
-    v.pointer("/spec/targetRefs")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-        || v.pointer("/spec/targetRef").is_some_and(Value::is_object)
-}
-
-/// The outbound mode a Sidecar resource leaves its workloads with: its own, else the mesh's.
-fn effective_mode<'a>(sidecar: &'a Value, mesh: Option<&'a str>) -> Option<&'a str> {
-    sidecar
-        .pointer("/spec/outboundTrafficPolicy/mode")
-        .and_then(Value::as_str)
-        .or(mesh)
+/// The outbound mode a Sidecar resource sets itself.
+fn own_mode(sidecar: &objects::Sidecar) -> Option<&str> {
+    sidecar.outbound_traffic_policy.as_ref()?.mode.as_deref()
 }
 
 fn egress(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
     let ns = s.ns();
     let mesh = s.cluster.outbound_traffic_policy.as_deref();
-    for sc in &s.sidecars {
-        let r = ObjRef::from_value(sc);
-        let hosts: Vec<String> = sc
-            .pointer("/spec/egress")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+    for (sc, spec) in converted(&s.sidecars) {
+        let r = sc.obj_ref();
+        let hosts: Vec<String> = spec
+            .egress
+            .iter()
             .flat_map(|e| json::str_list(e, "/hosts"))
             .collect();
         let scoped = !hosts.is_empty() && !hosts.iter().any(|h| h == "*/*");
-        let registry_only = effective_mode(sc, mesh) == Some("REGISTRY_ONLY");
-        let whom = match has_selector(sc, "/spec/workloadSelector") {
-            true => format!(
-                "workloads {:?}",
-                json::str_map(sc, "/spec/workloadSelector/labels")
-            ),
-            false => format!("every workload of {ns}"),
+        // Its own mode, else the mesh's.
+        let registry_only = own_mode(spec).or(mesh) == Some("REGISTRY_ONLY");
+        let whom = match &spec.workload_selector {
+            Some(sel) => format!("workloads {:?}", sel.labels),
+            None => format!("every workload of {ns}"),
         };
         if registry_only {
             let reach = if scoped {
@@ -278,15 +261,12 @@ fn egress(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
                 r,
                 Some(Loss::EgressLockdown),
                 opts,
-                format!("Sidecar {} limits {whom} to {reach} (outbound REGISTRY_ONLY; anything else answers 502 from the BlackHoleCluster); ambient ignores Sidecar resources and ztunnel passes traffic to any host, so this egress lockdown stops", json::name(sc)),
+                format!("Sidecar {} limits {whom} to {reach} (outbound REGISTRY_ONLY; anything else answers 502 from the BlackHoleCluster); ambient ignores Sidecar resources and ztunnel passes traffic to any host, so this egress lockdown stops", sc.name()),
                 "control egress in ambient before migrating: ServiceEntries for the allowed hosts bound to an egress waypoint (label istio.io/use-waypoint) with AuthorizationPolicies there, plus a Kubernetes NetworkPolicy denying other egress; then accept the loss of the sidecar lockdown with migration.accept_loss = [\"egress-lockdown\"]".into(),
                 &format!("{}; {}", sources::SIDECAR, sources::REGISTRY_ONLY),
             ));
         }
-        let ingress = sc
-            .pointer("/spec/ingress")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
+        let ingress = !spec.ingress.is_empty();
         let mut ignored = Vec::new();
         if scoped && !registry_only {
             ignored.push(format!("egress hosts {hosts:?} (outbound ALLOW_ANY)"));
@@ -294,26 +274,24 @@ fn egress(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
         if ingress {
             ignored.push("ingress listeners".to_string());
         }
-        if sc.pointer("/spec/inboundConnectionPool").is_some() {
+        if spec.inbound_connection_pool.is_some() {
             ignored.push("inboundConnectionPool".to_string());
         }
         if !ignored.is_empty() {
             out.push(BehaviourChange::new(
                 codes::SIDECAR_RESOURCE_IGNORED,
-                ObjRef::from_value(sc),
+                sc.obj_ref(),
                 None,
                 opts,
-                format!("Sidecar {} sets {} for {whom}; ambient ignores Sidecar resources, so after the restart these settings no longer apply", json::name(sc), ignored.join(", ")),
+                format!("Sidecar {} sets {} for {whom}; ambient ignores Sidecar resources, so after the restart these settings no longer apply", sc.name(), ignored.join(", ")),
                 "move what must stay to ambient equivalents (a waypoint for L7 settings, ServiceEntries/egress waypoint for egress), then delete the Sidecar once every workload it selects is ambient".into(),
                 sources::SIDECAR,
             ));
         }
     }
     // A namespace-wide Sidecar with its own mode overrides the mesh's for every workload here.
-    let overridden = s.sidecars.iter().any(|sc| {
-        !has_selector(sc, "/spec/workloadSelector")
-            && sc.pointer("/spec/outboundTrafficPolicy/mode").is_some()
-    });
+    let overridden =
+        converted(&s.sidecars).any(|(_, sc)| sc.workload_selector.is_none() && own_mode(sc).is_some());
     if mesh == Some("REGISTRY_ONLY") && !overridden {
         let sys = &s.cluster.system_namespace;
         out.push(BehaviourChange::new(
@@ -333,7 +311,7 @@ fn egress(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
 fn targets_waypoint_for(
     s: &Snapshot,
     opts: &PlanOptions,
-    target: &Value,
+    target: &Attach,
     selector: &BTreeMap<String, String>,
 ) -> bool {
     if waypoint_gateway(s, opts).is_none() {
@@ -341,40 +319,29 @@ fn targets_waypoint_for(
     }
     let bound = bound_services(s, opts);
     let selecting = services_selecting(s, selector);
-    let refs: Vec<&Value> = target
-        .pointer("/spec/targetRefs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .chain(target.pointer("/spec/targetRef").filter(|r| r.is_object()))
-        .collect();
-    refs.iter().any(|r| match r["kind"].as_str().unwrap_or("") {
-        "Gateway" => r["name"].as_str() == Some(opts.waypoint_name.as_str()),
-        "Service" => r["name"]
-            .as_str()
-            .is_some_and(|n| bound.contains(n) && selecting.iter().any(|x| x == n)),
+    let mut refs = target.target_refs.iter().chain(&target.target_ref);
+    refs.any(|r| match r.kind.as_str() {
+        "Gateway" => r.name == opts.waypoint_name,
+        "Service" => bound.contains(&r.name) && selecting.contains(&r.name),
         _ => false,
     })
 }
 
-/// A twin of `v`: a `targetRefs` object of `list` with the same `spec` content at `key`, attached to the
-/// waypoint for `v`'s workloads.
-fn has_twin(
+/// Is one of `twins` (the candidates with the same settings) a `targetRefs` copy bound to the waypoint for the
+/// workloads `selector` selects?
+fn has_twin<'a>(
     s: &Snapshot,
     opts: &PlanOptions,
-    v: &Value,
-    list: &[Value],
-    key: &str,
-    selector_ptr: &str,
+    selector: &BTreeMap<String, String>,
+    mut twins: impl Iterator<Item = &'a Attach>,
 ) -> bool {
-    let selector = json::str_map(v, selector_ptr);
-    list.iter().any(|t| {
-        has_target_refs(t) && t.pointer(key) == v.pointer(key) && targets_waypoint_for(s, opts, t, &selector)
-    })
+    twins.any(|t| t.has_target_refs() && targets_waypoint_for(s, opts, t, selector))
 }
 
-/// The `targetRefs` copy of a workload-scoped object, attached to the waypoint Gateway.
-fn waypoint_twin(v: &Value, opts: &PlanOptions, keep: &[&str]) -> Value {
+/// The `targetRefs` copy of a workload-scoped object, attached to the waypoint Gateway: the `keep` fields
+/// are copied as the API served them.
+fn waypoint_twin<S: Spec>(o: &Obj<S>, opts: &PlanOptions, keep: &[&str]) -> Value {
+    let v = o.raw();
     let mut spec = serde_json::Map::new();
     spec.insert(
         "targetRefs".into(),
@@ -392,31 +359,25 @@ fn waypoint_twin(v: &Value, opts: &PlanOptions, keep: &[&str]) -> Value {
 }
 
 fn request_authentications(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    for ra in s.request_authentications.iter().filter(|v| !has_target_refs(v)) {
-        if has_twin(
-            s,
-            opts,
-            ra,
-            &s.request_authentications,
-            "/spec/jwtRules",
-            "/spec/selector/matchLabels",
-        ) {
+    let list = &s.request_authentications;
+    for (ra, spec) in converted(list).filter(|(_, x)| !x.attach.has_target_refs()) {
+        let same = converted(list).filter(|(_, t)| t.jwt_rules == spec.jwt_rules);
+        let selector = spec.attach.selector_labels().cloned().unwrap_or_default();
+        if has_twin(s, opts, &selector, same.map(|(_, t)| &t.attach)) {
             continue;
         }
-        let issuers: Vec<String> = ra
-            .pointer("/spec/jwtRules")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let issuers: Vec<String> = spec
+            .jwt_rules
+            .iter()
             .filter_map(|r| r["issuer"].as_str().map(str::to_string))
             .collect();
         out.push(
             BehaviourChange::new(
                 codes::REQUEST_AUTHN_WITHOUT_TWIN,
-                ObjRef::from_value(ra),
+                ra.obj_ref(),
                 Some(Loss::JwtValidation),
                 opts,
-                format!("RequestAuthentication {} (issuers {issuers:?}) is workload-scoped and has no targetRefs twin at the waypoint: after the restart no proxy validates these JWTs, invalid tokens are no longer rejected and requestPrincipals / request.auth.* rules never match", json::name(ra)),
+                format!("RequestAuthentication {} (issuers {issuers:?}) is workload-scoped and has no targetRefs twin at the waypoint: after the restart no proxy validates these JWTs, invalid tokens are no longer rejected and requestPrincipals / request.auth.* rules never match", ra.name()),
                 "apply the generated RequestAuthentication with targetRefs to the waypoint (Services bound to it) before migrating; it is kept as a twin".into(),
                 sources::MIGRATE_POLICIES,
             )
@@ -439,11 +400,7 @@ fn reads_jwt(p: &AuthzPolicy) -> bool {
 }
 
 fn jwt_policies(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    let parsed: Vec<AuthzPolicy> = s
-        .authorization_policies
-        .iter()
-        .filter_map(|v| AuthzPolicy::parse(v).ok())
-        .collect();
+    let parsed: Vec<&AuthzPolicy> = converted(&s.authorization_policies).map(|(_, p)| p).collect();
     // In apply mode the policy phase creates the `<name>-waypoint` twin of every selector L7 policy whose
     // Services get the waypoint (`preflight::analyze`), so the JWT check moves to the waypoint.
     let apply =
@@ -482,21 +439,14 @@ fn jwt_policies(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
 }
 
 fn wasm_plugins(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    for w in s.wasm_plugins.iter().filter(|v| !has_target_refs(v)) {
-        if has_twin(
-            s,
-            opts,
-            w,
-            &s.wasm_plugins,
-            "/spec/url",
-            "/spec/selector/matchLabels",
-        ) {
+    let list = &s.wasm_plugins;
+    for (w, spec) in converted(list).filter(|(_, x)| !x.attach.has_target_refs()) {
+        let same = converted(list).filter(|(_, t)| t.url == spec.url);
+        let selector = spec.attach.selector_labels().cloned().unwrap_or_default();
+        if has_twin(s, opts, &selector, same.map(|(_, t)| &t.attach)) {
             continue;
         }
-        let phase = w
-            .pointer("/spec/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("UNSPECIFIED_PHASE");
+        let phase = spec.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE");
         let auth = matches!(phase, "AUTHN" | "AUTHZ");
         let what = if auth {
             format!("an {phase} extension: the requests it authenticated or authorized are no longer checked")
@@ -506,10 +456,10 @@ fn wasm_plugins(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
         out.push(
             BehaviourChange::new(
                 codes::WASM_WITHOUT_TWIN,
-                ObjRef::from_value(w),
+                w.obj_ref(),
                 auth.then_some(Loss::WasmAuth),
                 opts,
-                format!("WasmPlugin {} is workload-scoped and has no targetRefs twin at the waypoint; after the restart no sidecar loads it: {what}", json::name(w)),
+                format!("WasmPlugin {} is workload-scoped and has no targetRefs twin at the waypoint; after the restart no sidecar loads it: {what}", w.name()),
                 "apply the generated WasmPlugin with targetRefs to the waypoint before migrating".into(),
                 sources::MIGRATE_POLICIES,
             )
@@ -523,31 +473,25 @@ fn wasm_plugins(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>
 }
 
 fn telemetries(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    for t in s
-        .telemetries
-        .iter()
-        .filter(|v| has_selector(v, "/spec/selector") && !has_target_refs(v))
+    let list = &s.telemetries;
+    for (t, spec) in
+        converted(list).filter(|(_, x)| x.attach.selector.is_some() && !x.attach.has_target_refs())
     {
-        let same = |x: &Value| {
-            ["/spec/metrics", "/spec/tracing", "/spec/accessLogging"]
-                .iter()
-                .all(|k| x.pointer(k) == t.pointer(k))
-        };
-        let selector = json::str_map(t, "/spec/selector/matchLabels");
-        let twinned = s
-            .telemetries
-            .iter()
-            .any(|x| has_target_refs(x) && same(x) && targets_waypoint_for(s, opts, x, &selector));
-        if twinned {
+        let same = converted(list).filter(|(_, x)| {
+            (&x.metrics, &x.tracing, &x.access_logging)
+                == (&spec.metrics, &spec.tracing, &spec.access_logging)
+        });
+        let selector = spec.attach.selector_labels().cloned().unwrap_or_default();
+        if has_twin(s, opts, &selector, same.map(|(_, x)| &x.attach)) {
             continue;
         }
         out.push(
             BehaviourChange::new(
                 codes::TELEMETRY_WITHOUT_TWIN,
-                ObjRef::from_value(t),
+                t.obj_ref(),
                 None,
                 opts,
-                format!("Telemetry {} selects workloads {selector:?}; the selector configures their sidecars only, so after the restart its metrics, tracing and access-log settings no longer apply (ztunnel reports L4 metrics only)", json::name(t)),
+                format!("Telemetry {} selects workloads {selector:?}; the selector configures their sidecars only, so after the restart its metrics, tracing and access-log settings no longer apply (ztunnel reports L4 metrics only)", t.name()),
                 "apply the generated Telemetry with targetRefs to the waypoint (L7 telemetry comes from the waypoint in ambient mode)".into(),
                 &format!("{}; istio/api telemetry/v1/telemetry.proto (targetRefs)", sources::MIGRATE),
             )
@@ -567,21 +511,18 @@ const AUTH_FILTERS: [&str; 6] = [
 ];
 
 fn envoy_filters(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    for ef in &s.envoy_filters {
-        let text = ef
-            .pointer("/spec/configPatches")
-            .map(Value::to_string)
-            .unwrap_or_default();
+    for (ef, spec) in converted(&s.envoy_filters) {
+        let text = Value::from(spec.config_patches.clone()).to_string();
         let auth: Vec<&str> = AUTH_FILTERS
             .iter()
             .copied()
             .filter(|f| text.contains(f))
             .collect();
-        let name = json::name(ef);
+        let name = ef.name();
         if auth.is_empty() {
             out.push(BehaviourChange::new(
                 codes::ENVOYFILTER,
-                ObjRef::from_value(ef),
+                ef.obj_ref(),
                 None,
                 opts,
                 format!("EnvoyFilter {name} patches sidecars; EnvoyFilter is not supported on waypoints and is silently ignored after the migration (upstream calls one without an ambient alternative a migration blocker)"),
@@ -591,7 +532,7 @@ fn envoy_filters(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange
         } else {
             out.push(BehaviourChange::new(
                 codes::ENVOYFILTER_AUTH,
-                ObjRef::from_value(ef),
+                ef.obj_ref(),
                 Some(Loss::EnvoyfilterAuth),
                 opts,
                 format!("EnvoyFilter {name} inserts an authentication/authorization filter ({}); EnvoyFilter is not supported on waypoints, so after the migration these requests are no longer checked", auth.join(", ")),
@@ -691,26 +632,20 @@ fn annotations<'a>(s: &'a Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourC
 }
 
 fn proxy_configs(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourChange>) {
-    for pc in s
-        .proxy_configs
-        .iter()
-        .filter(|v| has_selector(v, "/spec/selector/matchLabels"))
-    {
-        let selector = json::str_map(pc, "/spec/selector/matchLabels");
+    for (pc, spec) in converted(&s.proxy_configs) {
+        let Some(selector) = spec.selector.as_ref().map(|s| &s.match_labels) else {
+            continue;
+        };
         if selector.contains_key("gateway.networking.k8s.io/gateway-name") {
             continue; // it configures a waypoint or gateway, which stays
         }
-        let mut set: Vec<String> = pc["spec"]
-            .as_object()
-            .map(|m| m.keys().filter(|k| *k != "selector").cloned().collect())
-            .unwrap_or_default();
-        set.sort();
+        let set = spec.set_fields();
         out.push(BehaviourChange::new(
             codes::PROXYCONFIG_SELECTOR,
-            ObjRef::from_value(pc),
+            pc.obj_ref(),
             None,
             opts,
-            format!("ProxyConfig {} sets {} for the proxies of workloads {selector:?}; after the restart those pods run no proxy, so it applies to nothing", json::name(pc), set.join(", ")),
+            format!("ProxyConfig {} sets {} for the proxies of workloads {selector:?}; after the restart those pods run no proxy, so it applies to nothing", pc.name(), set.join(", ")),
             format!("delete it after the migration; if the waypoint needs the same settings, select its pods (label gateway.networking.k8s.io/gateway-name={})", opts.waypoint_name),
             "istio/api networking/v1beta1/proxy_config.proto (selector: the workloads whose proxies it configures); istio/api PR 3517",
         ));
@@ -746,9 +681,13 @@ fn destination_rules(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourCh
     let ns = s.ns();
     let bound = bound_services(s, opts);
     let waypoint = waypoint_gateway(s, opts).is_some();
-    for dr in &s.destination_rules {
-        let mut fields = dr_policy_fields(&dr["spec"]["trafficPolicy"]);
-        for sub in dr["spec"]["subsets"].as_array().into_iter().flatten() {
+    for (dr, spec) in converted(&s.destination_rules) {
+        let mut fields = spec
+            .traffic_policy
+            .as_ref()
+            .map(dr_policy_fields)
+            .unwrap_or_default();
+        for sub in &spec.subsets {
             for x in dr_policy_fields(&sub["trafficPolicy"]) {
                 let x = format!("subset {}: {x}", sub["name"].as_str().unwrap_or(""));
                 fields.push(x);
@@ -757,7 +696,7 @@ fn destination_rules(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourCh
         if fields.is_empty() {
             continue;
         }
-        let host = short_host(dr["spec"]["host"].as_str().unwrap_or(""), ns);
+        let host = short_host(&spec.host, ns);
         let local = s
             .services
             .iter()
@@ -774,10 +713,10 @@ fn destination_rules(s: &Snapshot, opts: &PlanOptions, out: &mut Vec<BehaviourCh
         };
         out.push(BehaviourChange::new(
             codes::DR_POLICY_WITHOUT_WAYPOINT,
-            ObjRef::from_value(dr),
+            dr.obj_ref(),
             None,
             opts,
-            format!("DestinationRule {} sets {} for {host}; in ambient mode only a waypoint applies these client-side policies and {why}, so they stop applying to callers in {ns} after the restart", json::name(dr), fields.join(", ")),
+            format!("DestinationRule {} sets {} for {host}; in ambient mode only a waypoint applies these client-side policies and {why}, so they stop applying to callers in {ns} after the restart", dr.name(), fields.join(", ")),
             format!("bind {host} to a waypoint (istio.io/use-waypoint) so the policies keep applying, or accept the change"),
             sources::MIGRATE_POLICIES,
         ));
@@ -828,7 +767,7 @@ mod tests {
     #[test]
     fn sidecar_registry_only_blocks_and_acceptance_warns() {
         let mut s = snapshot(vec![]);
-        s.sidecars.push(restricted_sidecar());
+        s.sidecars.push(restricted_sidecar().into());
         let c = assess(&s, &opts());
         let x = only(&c, codes::SIDECAR_EGRESS_REGISTRY_ONLY);
         assert_eq!(x.severity, Severity::Blocker);
@@ -864,7 +803,7 @@ mod tests {
         let mut s = snapshot(vec![]);
         let mut sc = restricted_sidecar();
         sc["spec"]["outboundTrafficPolicy"]["mode"] = json!("ALLOW_ANY");
-        s.sidecars.push(sc);
+        s.sidecars.push(sc.into());
         let c = assess(&s, &opts());
         assert!(!c.iter().any(|x| x.code == codes::SIDECAR_EGRESS_REGISTRY_ONLY));
         let x = only(&c, codes::SIDECAR_RESOURCE_IGNORED);
@@ -878,7 +817,7 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("outboundTrafficPolicy");
-        s.sidecars.push(sc);
+        s.sidecars.push(sc.into());
         s.cluster.outbound_traffic_policy = Some("REGISTRY_ONLY".into());
         assert_eq!(
             sev(&s, &opts(), codes::SIDECAR_EGRESS_REGISTRY_ONLY),
@@ -897,12 +836,15 @@ mod tests {
         assert!(x.source.contains("54281"));
         assert!(x.fix.contains("NetworkPolicy"));
         // A namespace-wide Sidecar with ALLOW_ANY overrides the mesh for the namespace.
-        s.sidecars.push(obj(
-            "networking.istio.io/v1",
-            "Sidecar",
-            "default",
-            json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}),
-        ));
+        s.sidecars.push(
+            obj(
+                "networking.istio.io/v1",
+                "Sidecar",
+                "default",
+                json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}),
+            )
+            .into(),
+        );
         assert!(
             !assess(&s, &opts())
                 .iter()
@@ -923,11 +865,11 @@ mod tests {
         use crate::assess::plan::{PolicyMigration, plan_namespace};
         let mut s = snapshot(vec![]);
         let sel = json!({"selector": {"matchLabels": {"app": "api"}}});
-        s.request_authentications.push(ra("api-jwt", sel.clone()));
+        s.request_authentications.push(ra("api-jwt", sel.clone()).into());
         s.wasm_plugins.push(obj("extensions.istio.io/v1alpha1", "WasmPlugin", "api-authz",
-            json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/authz:1", "phase": "AUTHZ"})));
+            json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/authz:1", "phase": "AUTHZ"})).into());
         s.telemetries.push(obj("telemetry.istio.io/v1", "Telemetry", "api-logs",
-            json!({"selector": {"matchLabels": {"app": "api"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]})));
+            json!({"selector": {"matchLabels": {"app": "api"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]})).into());
         let apply = PlanOptions {
             policy_migration: PolicyMigration::Apply,
             ..Default::default()
@@ -981,10 +923,8 @@ mod tests {
     #[test]
     fn request_authentication_needs_a_waypoint_twin() {
         let mut s = snapshot(vec![]);
-        s.request_authentications.push(ra(
-            "api-jwt",
-            json!({"selector": {"matchLabels": {"app": "api"}}}),
-        ));
+        s.request_authentications
+            .push(ra("api-jwt", json!({"selector": {"matchLabels": {"app": "api"}}})).into());
         let c = assess(&s, &opts());
         let x = only(&c, codes::REQUEST_AUTHN_WITHOUT_TWIN);
         assert_eq!(x.severity, Severity::Blocker);
@@ -999,18 +939,19 @@ mod tests {
         s.request_authentications.push(ra(
             "api-jwt-waypoint",
             json!({"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}]}),
-        ));
+        ).into());
         assert!(assess(&s, &opts()).is_empty());
         // A twin targeting a Service that opts out of the waypoint does not count.
         let mut s2 = snapshot(vec![]);
-        s2.request_authentications.push(ra(
-            "api-jwt",
-            json!({"selector": {"matchLabels": {"app": "api"}}}),
-        ));
-        s2.request_authentications.push(ra(
-            "api-jwt-svc",
-            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "api"}]}),
-        ));
+        s2.request_authentications
+            .push(ra("api-jwt", json!({"selector": {"matchLabels": {"app": "api"}}})).into());
+        s2.request_authentications.push(
+            ra(
+                "api-jwt-svc",
+                json!({"targetRefs": [{"kind": "Service", "group": "", "name": "api"}]}),
+            )
+            .into(),
+        );
         assert!(assess(&s2, &opts()).is_empty());
         s2.services[0].metadata.labels =
             Some([("istio.io/use-waypoint".to_string(), "none".to_string())].into());
@@ -1089,13 +1030,16 @@ mod tests {
             "WasmPlugin",
             "authz",
             json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/authz:1", "phase": "AUTHZ"}),
-        ));
-        s.wasm_plugins.push(obj(
-            "extensions.istio.io/v1alpha1",
-            "WasmPlugin",
-            "headers",
-            json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/headers:1"}),
-        ));
+        ).into());
+        s.wasm_plugins.push(
+            obj(
+                "extensions.istio.io/v1alpha1",
+                "WasmPlugin",
+                "headers",
+                json!({"selector": {"matchLabels": {"app": "api"}}, "url": "oci://example/headers:1"}),
+            )
+            .into(),
+        );
         let c = assess(&s, &opts());
         let sev: Vec<(String, Severity, Option<Loss>)> = c
             .iter()
@@ -1123,7 +1067,7 @@ mod tests {
             .iter()
             .map(|x| serde_saphyr::from_str(x.fix_yaml.as_deref().unwrap()).unwrap())
             .collect();
-        s.wasm_plugins.extend(twins);
+        s.wasm_plugins.extend(twins.into_iter().map(Obj::from));
         assert!(assess(&s, &opts()).is_empty());
     }
 
@@ -1135,14 +1079,10 @@ mod tests {
             "Telemetry",
             "api-logs",
             json!({"selector": {"matchLabels": {"app": "api"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
-        ));
+        ).into());
         // Namespace-wide Telemetry is not sidecar-only.
-        s.telemetries.push(obj(
-            "telemetry.istio.io/v1",
-            "Telemetry",
-            "ns",
-            json!({"tracing": []}),
-        ));
+        s.telemetries
+            .push(obj("telemetry.istio.io/v1", "Telemetry", "ns", json!({"tracing": []})).into());
         let c = assess(&s, &opts());
         let x = only(&c, codes::TELEMETRY_WITHOUT_TWIN);
         assert_eq!((x.severity, x.loss), (Severity::Warning, None));
@@ -1153,19 +1093,22 @@ mod tests {
     #[test]
     fn envoy_filters_by_consequence() {
         let mut s = snapshot(vec![]);
-        s.envoy_filters.push(obj(
-            "networking.istio.io/v1alpha3",
-            "EnvoyFilter",
-            "extauth",
-            json!({"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"operation": "INSERT_BEFORE",
+        s.envoy_filters.push(
+            obj(
+                "networking.istio.io/v1alpha3",
+                "EnvoyFilter",
+                "extauth",
+                json!({"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"operation": "INSERT_BEFORE",
                    "value": {"name": "envoy.filters.http.ext_authz"}}}]}),
-        ));
+            )
+            .into(),
+        );
         s.envoy_filters.push(obj(
             "networking.istio.io/v1alpha3",
             "EnvoyFilter",
             "lua",
             json!({"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"value": {"name": "envoy.filters.http.lua"}}}]}),
-        ));
+        ).into());
         let c = assess(&s, &opts());
         let a = only(&c, codes::ENVOYFILTER_AUTH);
         assert_eq!(
@@ -1242,25 +1185,31 @@ mod tests {
     #[test]
     fn proxy_config_selecting_workloads_warns() {
         let mut s = snapshot(vec![]);
-        s.proxy_configs.push(obj(
-            "networking.istio.io/v1beta1",
-            "ProxyConfig",
-            "api-concurrency",
-            json!({"selector": {"matchLabels": {"app": "api"}}, "concurrency": 4}),
-        ));
+        s.proxy_configs.push(
+            obj(
+                "networking.istio.io/v1beta1",
+                "ProxyConfig",
+                "api-concurrency",
+                json!({"selector": {"matchLabels": {"app": "api"}}, "concurrency": 4}),
+            )
+            .into(),
+        );
         // Namespace-wide and waypoint ProxyConfigs still apply (to the waypoint).
-        s.proxy_configs.push(obj(
-            "networking.istio.io/v1beta1",
-            "ProxyConfig",
-            "ns",
-            json!({"concurrency": 2}),
-        ));
+        s.proxy_configs.push(
+            obj(
+                "networking.istio.io/v1beta1",
+                "ProxyConfig",
+                "ns",
+                json!({"concurrency": 2}),
+            )
+            .into(),
+        );
         s.proxy_configs.push(obj(
             "networking.istio.io/v1beta1",
             "ProxyConfig",
             "wp",
             json!({"selector": {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "waypoint"}}, "concurrency": 2}),
-        ));
+        ).into());
         let c = assess(&s, &opts());
         let x = only(&c, codes::PROXYCONFIG_SELECTOR);
         assert_eq!(
@@ -1288,8 +1237,8 @@ mod tests {
             )
         };
         let mut s = snapshot(vec![]);
-        s.destination_rules.push(dr("api"));
-        s.destination_rules.push(dr("payments.external.example"));
+        s.destination_rules.push(dr("api").into());
+        s.destination_rules.push(dr("payments.external.example").into());
         // api is bound to the waypoint (namespace scope): only the external host is reported.
         let c = assess(&s, &opts());
         let x = only(&c, codes::DR_POLICY_WITHOUT_WAYPOINT);
@@ -1307,19 +1256,22 @@ mod tests {
         // Only ISTIO_MUTUAL, nothing else: not a client-side policy ambient drops.
         let mut s = snapshot(vec![]);
         s.gateways.clear();
-        s.destination_rules.push(obj(
-            "networking.istio.io/v1",
-            "DestinationRule",
-            "db",
-            json!({"host": "db", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
-        ));
+        s.destination_rules.push(
+            obj(
+                "networking.istio.io/v1",
+                "DestinationRule",
+                "db",
+                json!({"host": "db", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+            )
+            .into(),
+        );
         assert!(assess(&s, &opts()).is_empty());
     }
 
     #[test]
     fn analyze_reports_changes_as_findings_and_plan_keeps_them() {
         let mut s = snapshot(vec![]);
-        s.sidecars.push(restricted_sidecar());
+        s.sidecars.push(restricted_sidecar().into());
         let a = preflight::analyze(&s, &opts());
         assert!(
             a.findings

@@ -3,27 +3,38 @@
 //! and our own classification of the spec, for clusters that do not report the condition).
 
 use super::{GateOutcome, GateResult, json_condition};
+use crate::assess::objects::{Obj, Spec};
 use crate::assess::policy::{AuthzPolicy, ZtunnelEffect};
+use crate::steps::ObjRef;
 use serde_json::{Value, json};
 
 /// Evaluate the namespace's remaining AuthorizationPolicies (as read after step 5). Policies named in
 /// `allowed` (kept bridges, policies a dry run's step 5 did not really delete) are ignored. A policy fails
 /// the gate when ztunnel rejects it (its `ZtunnelAccepted` condition is False, or, for clusters that do not
 /// report the condition, a CUSTOM/AUDIT selector policy) or, unless `allow_unreplaced_l7`, when it is a
-/// selector policy whose L7 rules ztunnel drops.
+/// selector policy whose L7 rules ztunnel drops. A policy that did not convert fails it too: what ztunnel
+/// does with it cannot be judged (the preflight blocks such a policy; this one appeared during the run).
 pub fn no_ztunnel_rejected_policy(
-    policies: &[Value],
+    policies: &[Obj<AuthzPolicy>],
     allowed: &[String],
     allow_unreplaced_l7: bool,
 ) -> GateResult {
     let gate = crate::steps::gate_names::NO_ZTUNNEL_REJECTED_POLICY;
     let mut bad = Vec::new();
-    for v in policies {
-        let Ok(p) = AuthzPolicy::parse(v) else { continue };
-        if allowed.contains(&p.name) {
+    for o in policies {
+        if allowed.iter().any(|n| n == o.name()) {
             continue;
         }
-        let status = json_condition(v, "ZtunnelAccepted");
+        let Some(p) = o.spec() else {
+            let r = ObjRef::new("security.istio.io/v1", AuthzPolicy::KIND, o.namespace(), o.name());
+            let why = o.error().map(|e| e.message.as_str()).unwrap_or_default();
+            bad.push(
+                json!({"policy": r.to_string(), "why": format!("cannot be judged: {why}"),
+                            "ztunnelAccepted": Value::Null}),
+            );
+            continue;
+        };
+        let status = json_condition(o.raw(), "ZtunnelAccepted");
         let rejected_by_status =
             status.is_some_and(|c| c["reason"] == "UnsupportedValue" || c["status"] == "False");
         let effect = p.ztunnel_effect();
@@ -78,8 +89,8 @@ pub fn no_ztunnel_rejected_policy(
 mod tests {
     use super::*;
 
-    fn ap(name: &str, spec: Value, status: Value) -> Value {
-        json!({"metadata": {"name": name, "namespace": "app"}, "spec": spec, "status": status})
+    fn ap(name: &str, spec: Value, status: Value) -> Obj<AuthzPolicy> {
+        json!({"metadata": {"name": name, "namespace": "app"}, "spec": spec, "status": status}).into()
     }
 
     #[test]
@@ -120,5 +131,24 @@ mod tests {
         );
         let r = no_ztunnel_rejected_policy(&[custom], &[], true);
         assert!(r.message.contains("rejected by ztunnel"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_convert_fails_the_gate_by_name_and_field() {
+        let odd = ap(
+            "odd",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "rules": [{"to": [{"operation": {"verbs": ["GET"]}}]}]}),
+            json!({}),
+        );
+        let r = no_ztunnel_rejected_policy(std::slice::from_ref(&odd), &[], true);
+        assert_eq!(r.outcome, GateOutcome::Fail);
+        assert!(r.message.contains("AuthorizationPolicy/app/odd"), "{}", r.message);
+        assert!(
+            r.message.contains("spec.rules[0].to[0].operation.verbs"),
+            "{}",
+            r.message
+        );
+        // A policy step 5 was to delete (a dry run's) is still ignored, converted or not.
+        assert!(no_ztunnel_rejected_policy(&[odd], &["odd".into()], false).passed());
     }
 }

@@ -208,6 +208,19 @@ pub static STEP_TABLE: [StepInfo; 6] = [
     },
 ];
 
+string_enum! {
+    /// What a failed gate does to its namespace (`migration.on_gate_failure`): read from the settings and
+    /// acted on by the engine, one type for both.
+    #[derive(Default)]
+    OnGateFailure {
+        /// Undo the steps done so far, in reverse, and verify (default).
+        #[default]
+        Rollback = "rollback",
+        /// Stop and leave the namespace as it is, recording why (a human decides).
+        Hold = "hold",
+    }
+}
+
 /// Where a namespace is in the migration (journaled; serde kebab-case, externally tagged:
 /// `"pending"`, `{"in-step":"restart"}`, `{"rolling-back":{"from":"restart"}}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
