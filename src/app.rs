@@ -528,14 +528,16 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     }
     let (_tx, rx) = watch::channel(false);
     let eng = engine(cluster, s, out, run_id, rx);
-    let mut assessed = Vec::new();
+    let mut plans = Vec::new();
+    let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         match eng.assess(ns, &opts).await {
             Ok((snap, plan)) => {
                 callers.insert(ns.clone(), plan.callers.clone());
-                assessed.push((ns.clone(), snap, plan));
+                snapshots.insert(ns.clone(), snap);
+                plans.push((ns.clone(), plan));
             }
             Err(e) => {
                 eprintln!("error: namespace {ns}: {e}");
@@ -549,8 +551,10 @@ async fn cmd_plan(s: &Settings, cluster: &Cluster, out: &Out, run_id: &str, fixe
     } else {
         namespaces.clone()
     };
-    let blocked = !fleet_enforcement(s, &order, &callers, &mut assessed).is_empty();
-    let plans: Vec<(String, NamespacePlan)> = assessed.into_iter().map(|(ns, _, p)| (ns, p)).collect();
+    let blocked = !fleet_enforcement(s, &order, &callers, &mut plans, |ns| {
+        snapshots.get(ns).map(std::borrow::Cow::Borrowed)
+    })
+    .is_empty();
     if let Some(dir) = fixes_dir
         && let Err(e) = write_fixes(dir, &plans)
     {
@@ -643,7 +647,9 @@ async fn cmd_run(
 
     // Preflight of the whole fleet, read-only: a blocked namespace is never written to; with
     // `fleet.on_blocked = "stop"` (or a blocked canary) nothing starts.
-    let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
+    // Only the plans are kept: a snapshot is read again from the caches when the fleet decisions need it,
+    // so the preflight of a large fleet does not hold a copy of every namespace's objects.
+    let mut assessed: Vec<(String, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     for ns in &namespaces {
@@ -663,7 +669,7 @@ async fn cmd_run(
                 if let Err(e) = Backup::from_snapshot(&snap, Some(run_id)).check_fits() {
                     too_large.insert(ns.clone(), e.to_string());
                 }
-                assessed.push((ns.clone(), snap, plan));
+                assessed.push((ns.clone(), plan));
             }
             Err(e) => {
                 eprintln!("error: assessing namespace {ns}: {e}");
@@ -678,10 +684,12 @@ async fn cmd_run(
     } else {
         namespaces
     };
-    let mut blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed);
+    let mut blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed, |ns| {
+        eng.cached_snapshot(ns).map(std::borrow::Cow::Owned)
+    });
     blocked.extend(too_large.keys().cloned());
     let mut blocked_reports = Vec::new();
-    for (ns, _, plan) in assessed.iter().filter(|(ns, _, _)| blocked.contains(ns)) {
+    for (ns, plan) in assessed.iter().filter(|(ns, _)| blocked.contains(ns)) {
         say(&format!("{ns}: preflight BLOCKED"));
         eprint!("{}", findings_text(ns, plan));
         let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
@@ -726,8 +734,6 @@ async fn cmd_run(
         ));
     }
     let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
-    // The preflight's snapshots are not needed any more: each namespace reads its own from the caches when
-    // it starts, so a large fleet does not hold two copies of itself for the whole run.
     drop(assessed);
     report.namespaces = blocked_reports;
     if namespaces.is_empty() && !report.namespaces.is_empty() {
@@ -810,23 +816,28 @@ pub fn fleet_position(
 
 /// Re-evaluates each plan's enforcement with its fleet position; a blocked namespace is not migrated, so
 /// the others are checked again without it (it stays as it is) until nothing changes. Returns the blocked
-/// namespaces.
-pub fn fleet_enforcement(
+/// namespaces. `snapshot(ns)` gives the namespace's objects (held by the caller, or read again from the
+/// watch caches so that a large fleet's preflight does not hold them all); a namespace without one keeps
+/// its plan's enforcement as assessed.
+pub fn fleet_enforcement<'a>(
     s: &Settings,
     order: &[String],
     callers: &BTreeMap<String, Vec<String>>,
-    assessed: &mut [(String, Snapshot, NamespacePlan)],
+    assessed: &mut [(String, NamespacePlan)],
+    mut snapshot: impl FnMut(&str) -> Option<std::borrow::Cow<'a, Snapshot>>,
 ) -> BTreeSet<String> {
     let mut blocked: BTreeSet<String> = BTreeSet::new();
     for _ in 0..=assessed.len() {
         let running: Vec<String> = order.iter().filter(|n| !blocked.contains(*n)).cloned().collect();
         let mut now = BTreeSet::new();
-        for (ns, snap, plan) in assessed.iter_mut() {
+        for (ns, plan) in assessed.iter_mut() {
             if blocked.contains(ns) {
                 now.insert(ns.clone());
                 continue;
             }
-            check_enforcement(snap, plan, &fleet_position(s, &running, callers, ns));
+            if let Some(snap) = snapshot(ns) {
+                check_enforcement(&snap, plan, &fleet_position(s, &running, callers, ns));
+            }
             if plan.blocked() {
                 now.insert(ns.clone());
             }

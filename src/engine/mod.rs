@@ -408,19 +408,35 @@ impl Engine {
             .cluster_info
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
             .await?;
-        let mut info = info.clone();
         let snapshot = match &self.cache {
-            Some(cache) => {
-                info.namespace_labels = cache.namespace_labels();
-                cache.snapshot(ns, &info)?
-            }
+            Some(cache) => Self::snapshot_from(cache, ns, info)?,
             None => {
+                let mut info = info.clone();
                 info.namespace_labels = self.cluster.read_namespace_labels().await?;
                 self.cluster.read_snapshot(ns, &info).await?
             }
         };
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
         Ok((snapshot, plan))
+    }
+
+    /// The snapshot of `ns` from the fleet's watch caches, with the namespace labels as cached now.
+    fn snapshot_from(
+        cache: &crate::cluster::FleetCache,
+        ns: &str,
+        info: &crate::assess::ClusterInfo,
+    ) -> Result<Snapshot, crate::cluster::ClusterError> {
+        let mut info = info.clone();
+        info.namespace_labels = cache.namespace_labels();
+        cache.snapshot(ns, &info)
+    }
+
+    /// The snapshot [`Engine::assess`] read of `ns`, read again from the watch caches (no request): `None`
+    /// without caches, before the first assessment or when the namespace is gone. The fleet preflight
+    /// keeps only plans and reads a snapshot again when a fleet decision needs it.
+    pub fn cached_snapshot(&self, ns: &str) -> Option<Snapshot> {
+        let info = self.cluster_info.get()?;
+        Self::snapshot_from(self.cache.as_ref()?, ns, info).ok()
     }
 
     /// Runs one namespace to a terminal state. Never panics on cluster trouble: errors become
