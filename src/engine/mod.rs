@@ -547,6 +547,9 @@ impl Engine {
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
         let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
+        // Nothing reads the snapshot after the backup: not holding it for the rest of the run keeps a
+        // namespace in flight to its plan, journal and backup.
+        drop(snapshot);
         if let Some(dir) = &self.backup_dir {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::BackupDir {
                 path: dir.clone(),
