@@ -896,14 +896,19 @@ pub async fn run_fleet(
     );
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
-    let runs: Arc<Mutex<Vec<NamespaceRun>>> = Arc::new(Mutex::new(Vec::new()));
+    // A finished namespace is kept as its report only (its run holds its whole plan).
+    let runs: Arc<Mutex<BTreeMap<String, NamespaceReport>>> = Arc::default();
     let settings = Arc::new(s.clone());
     let eng2 = eng.clone();
     let runs2 = runs.clone();
     let job_stop = stop.clone();
+    let wave_of = Arc::new(wave_of);
+    let wave_of2 = wave_of.clone();
     let result = fleet::run(namespaces, &fopts, stop, move |ns, _canary| {
         let eng = eng2.clone();
         let runs = runs2.clone();
+        let wave = wave_of2.get(&ns).copied().unwrap_or(0);
+        let canary = settings.fleet.canary.contains(&ns);
         let opts = namespace_options(&settings.for_namespace(&ns));
         let wait_for = deps.get(&ns).cloned().unwrap_or_default();
         let (mut done, done_tx, mut stop) = (done_rx.clone(), done_tx.clone(), job_stop.clone());
@@ -921,7 +926,8 @@ pub async fn run_fleet(
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
-            runs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            let report = namespace_report(&r, canary, wave);
+            runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
             outcome
         }
     })
@@ -929,12 +935,12 @@ pub async fn run_fleet(
     if let Some(why) = &result.stopped {
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
-    let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
-        let r = match runs.iter().find(|r| &r.namespace == ns) {
-            Some(run) => namespace_report(run, canary, wave),
+        let r = match runs.remove(ns) {
+            Some(r) => r,
             None => {
                 let mut r = NamespaceReport::new(ns, canary, wave);
                 r.outcome = map_outcome(*outcome);
