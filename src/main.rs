@@ -6,10 +6,6 @@ use std::process::ExitCode;
 use ambient_migrate::cli::{Cli, LogFormat};
 use ambient_migrate::exit;
 
-/// mimalloc rather than glibc malloc: see the dependency's comment in `Cargo.toml`.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_tracing(cli: &Cli) {
     let level = match (cli.verbose, cli.quiet) {
         (0, 0) => "info",
