@@ -131,6 +131,8 @@ pub struct FleetCache {
     jobs: Kind<Job, Box<[u8]>>,
     cronjobs: Kind<CronJob, Box<[u8]>>,
     dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
+    /// The last [`FleetCache::namespace_labels`] answer, handed out again while the labels are the same.
+    labels: Mutex<Option<Arc<BTreeMap<String, BTreeMap<String, String>>>>>,
     notifier: Arc<Notifier>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -473,6 +475,7 @@ impl FleetCache {
             jobs,
             cronjobs,
             dynamic,
+            labels: Mutex::default(),
             notifier,
             tasks,
         })
@@ -501,10 +504,11 @@ impl FleetCache {
         self.notifier.subscribe(ns)
     }
 
-    /// Every namespace's labels, as cached now.
-    pub fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+    /// Every namespace's labels, as cached now (one map, shared by the snapshots that read it).
+    pub fn namespace_labels(&self) -> Arc<BTreeMap<String, BTreeMap<String, String>>> {
         let m = self.namespaces.objects.read().unwrap_or_else(|e| e.into_inner());
-        m.values()
+        let labels = m
+            .values()
             .flat_map(|objs| objs.values())
             .filter_map(|n| {
                 Some((
@@ -512,7 +516,17 @@ impl FleetCache {
                     n.metadata.labels.clone().unwrap_or_default(),
                 ))
             })
-            .collect()
+            .collect();
+        drop(m);
+        let mut last = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(l) if **l == labels => l.clone(),
+            _ => {
+                let l = Arc::new(labels);
+                *last = Some(l.clone());
+                l
+            }
+        }
     }
 
     /// The cached objects of a custom kind in `ns`, as JSON (what the assessment and the backup read).

@@ -412,7 +412,7 @@ impl Engine {
             Some(cache) => Self::snapshot_from(cache, ns, info)?,
             None => {
                 let mut info = info.clone();
-                info.namespace_labels = self.cluster.read_namespace_labels().await?;
+                info.namespace_labels = Arc::new(self.cluster.read_namespace_labels().await?);
                 self.cluster.read_snapshot(ns, &info).await?
             }
         };
