@@ -52,13 +52,6 @@ pub enum CacheState {
 /// The annotation `kubectl apply` leaves on objects: a full copy of the object, read by nothing here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Objects per page of a cache's first list (and of a relist). Every kind lists at once when the run
-/// starts, and a page is held as the response body and as decoded, untrimmed objects until its objects are
-/// trimmed: at kube-runtime's default of 500, pods and ReplicaSets of an injected fleet made that about 27 MB
-/// of the runner's peak heap at 200 namespaces; 100 keeps it to a few MB for a few more list requests (one
-/// per 100 objects of a kind, for the whole run).
-const LIST_PAGE: u32 = 100;
-
 /// One kind's objects, by namespace (empty for cluster-scoped objects) then name: a namespace's objects are
 /// read without scanning the fleet's, in the API server's list order (etcd key order, by name).
 type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
@@ -264,7 +257,7 @@ where
         m.namespace.clone().or_else(|| m.name.clone()).unwrap_or_default()
     };
     let scope = |o: &K| o.meta().namespace.clone().unwrap_or_default();
-    let stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE)).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut relist: Option<ByNamespace<S>> = None;
