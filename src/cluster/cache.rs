@@ -69,7 +69,7 @@ fn to_json<K: Serialize>(o: K) -> Option<Box<[u8]>> {
     serde_json::to_vec(&o).ok().map(Vec::into_boxed_slice)
 }
 
-fn from_json<K: DeserializeOwned>(b: &Box<[u8]>) -> Option<K> {
+fn from_json<K: DeserializeOwned>(b: &[u8]) -> Option<K> {
     serde_json::from_slice(b).ok()
 }
 
@@ -112,6 +112,9 @@ impl Notifier {
     }
 }
 
+/// Every namespace's labels, by namespace name.
+pub type NamespaceLabels = Arc<BTreeMap<String, BTreeMap<String, String>>>;
+
 /// The run's watch caches of every kind the assessment, the backup and the gates read.
 pub struct FleetCache {
     namespaces: Kind<Namespace, Arc<Namespace>>,
@@ -125,7 +128,7 @@ pub struct FleetCache {
     cronjobs: Kind<CronJob, Box<[u8]>>,
     dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
     /// The last [`FleetCache::namespace_labels`] answer, handed out again while the labels are the same.
-    labels: Mutex<Option<Arc<BTreeMap<String, BTreeMap<String, String>>>>>,
+    labels: Mutex<Option<NamespaceLabels>>,
     notifier: Arc<Notifier>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -388,7 +391,7 @@ impl FleetCache {
                     $trim,
                     Codec {
                         encode: to_json,
-                        decode: from_json,
+                        decode: |b| from_json(b),
                     },
                     &notifier,
                     &mut tasks,
@@ -449,7 +452,7 @@ impl FleetCache {
                     },
                     Codec {
                         encode: to_json,
-                        decode: from_json,
+                        decode: |b| from_json(b),
                     },
                     &notifier,
                     &mut tasks,
@@ -498,7 +501,7 @@ impl FleetCache {
     }
 
     /// Every namespace's labels, as cached now (one map, shared by the snapshots that read it).
-    pub fn namespace_labels(&self) -> Arc<BTreeMap<String, BTreeMap<String, String>>> {
+    pub fn namespace_labels(&self) -> NamespaceLabels {
         let m = self.namespaces.objects.read().unwrap_or_else(|e| e.into_inner());
         let labels = m
             .values()
