@@ -1,5 +1,5 @@
-//! Fleet-wide watch caches: one list+watch per kind for the whole run (kube-runtime reflectors, as a
-//! controller's informers), so the preflight, every namespace's snapshot and backup, and the gates read
+//! Fleet-wide watch caches: one list+watch per kind for the whole run (kube-runtime watchers feeding a
+//! store indexed by namespace, as a controller's informers), so the preflight, every namespace's snapshot and backup, and the gates read
 //! memory instead of sending a list per namespace per kind. The caches are cluster-wide: the reader
 //! ClusterRole grants list and watch on every kind they hold (`ci/k8s/clusterrole.yaml`, proven before
 //! the run by `assess::permissions`).
