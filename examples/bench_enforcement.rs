@@ -127,21 +127,26 @@ fn main() {
         let opts = settings.for_namespace(name).plan_options();
         let plan = plan_namespace(s, &opts);
         callers.insert(name.clone(), plan.callers.clone());
-        assessed.push((name.clone(), s.clone(), plan));
+        assessed.push((name.clone(), plan));
     }
     let planned = t0.elapsed();
     let order = ambient_migrate::fleet::callers_first(&names, &callers);
-    let blocked = fleet_enforcement(&settings, &order, &callers, &mut assessed);
+    let by_name: BTreeMap<&String, &Snapshot> = names.iter().zip(&snapshots).collect();
+    let blocked = fleet_enforcement(&settings, &order, &callers, &mut assessed, |ns| {
+        by_name
+            .get(&ns.to_string())
+            .map(|s| std::borrow::Cow::Borrowed(*s))
+    });
     let total = t0.elapsed();
 
-    let classes: usize = assessed.iter().map(|(_, _, p)| p.enforcement.classes).sum();
-    let moments: usize = assessed.iter().map(|(_, _, p)| p.enforcement.moments.len()).sum();
+    let classes: usize = assessed.iter().map(|(_, p)| p.enforcement.classes).sum();
+    let moments: usize = assessed.iter().map(|(_, p)| p.enforcement.moments.len()).sum();
     let differ: usize = assessed
         .iter()
-        .map(|(_, _, p)| p.enforcement.differences.len())
+        .map(|(_, p)| p.enforcement.differences.len())
         .sum();
     if std::env::var("BENCH_DEBUG").is_ok() {
-        for d in assessed[1].2.enforcement.differences.iter().take(30) {
+        for d in assessed[1].1.enforcement.differences.iter().take(30) {
             println!(
                 "{} {:?} {} {} {:?} {:?} pre={} {}",
                 d.caller,

@@ -529,7 +529,8 @@ async fn cmd_plan(
     }
     let (_tx, rx) = watch::channel(false);
     let eng = engine(cluster, s, out, run_id, rx);
-    let mut assessed = Vec::new();
+    let mut plans = Vec::new();
+    let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
@@ -538,7 +539,8 @@ async fn cmd_plan(
             .await
             .map_err(|e| Failure::HumanNeeded(format!("namespace {ns}: {e}")))?;
         callers.insert(ns.clone(), plan.callers.clone());
-        assessed.push((ns.clone(), snap, plan));
+        snapshots.insert(ns.clone(), snap);
+        plans.push((ns.clone(), plan));
     }
     // The enforcement check sees the fleet order the run would use.
     let order = if s.fleet.order == settings::FleetOrder::CallersFirst {
@@ -546,8 +548,10 @@ async fn cmd_plan(
     } else {
         namespaces.clone()
     };
-    let blocked = !fleet_enforcement(s, &order, &callers, &mut assessed).is_empty();
-    let plans: Vec<(String, NamespacePlan)> = assessed.into_iter().map(|(ns, _, p)| (ns, p)).collect();
+    let blocked = !fleet_enforcement(s, &order, &callers, &mut plans, |ns| {
+        snapshots.get(ns).map(std::borrow::Cow::Borrowed)
+    })
+    .is_empty();
     if let Some(dir) = fixes_dir {
         write_fixes(dir, &plans).map_err(Failure::Usage)?;
     }
@@ -723,7 +727,9 @@ async fn full_preflight(
     fresh: &BTreeSet<String>,
     report: &mut RunReport,
 ) -> Result<Preflighted, Failure> {
-    let mut assessed: Vec<(String, Snapshot, NamespacePlan)> = Vec::new();
+    // Only the plans are kept: a snapshot is read again from the caches when the fleet decisions need it,
+    // so the preflight of a large fleet does not hold a copy of every namespace's objects.
+    let mut assessed: Vec<(String, NamespacePlan)> = Vec::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut too_large: BTreeMap<String, String> = BTreeMap::new();
     let labels = preflight_labels(eng);
@@ -734,7 +740,7 @@ async fn full_preflight(
                 if let Some(e) = a.too_large {
                     too_large.insert(ns.clone(), e);
                 }
-                assessed.push((a.ns, a.snap, a.plan));
+                assessed.push((a.ns, a.plan));
             }
             Err(e) => return Err(Failure::HumanNeeded(format!("assessing namespace {ns}: {e}"))),
         }
@@ -746,10 +752,13 @@ async fn full_preflight(
     } else {
         namespaces
     };
-    let mut blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed);
+    let mut blocked = fleet_enforcement(s, &namespaces, &callers, &mut assessed, |ns| {
+        eng.cached_snapshot(ns, labels.as_ref())
+            .map(std::borrow::Cow::Owned)
+    });
     blocked.extend(too_large.keys().cloned());
     let mut blocked_reports = Vec::new();
-    for (ns, _, plan) in assessed.iter().filter(|(ns, _, _)| blocked.contains(ns)) {
+    for (ns, plan) in assessed.iter().filter(|(ns, _)| blocked.contains(ns)) {
         (eng.progress)(&format!("{ns}: preflight BLOCKED"));
         blocked_reports.push(preflight::blocked_report(s, ns, plan, too_large.get(ns)));
     }
@@ -781,8 +790,6 @@ async fn full_preflight(
         ));
     }
     let namespaces: Vec<String> = namespaces.into_iter().filter(|n| !blocked.contains(n)).collect();
-    // The preflight's snapshots are not needed any more: each namespace reads its own from the caches when
-    // it starts, so a large fleet does not hold two copies of itself for the whole run.
     drop(assessed);
     report.namespaces = blocked_reports;
     if namespaces.is_empty() && !report.namespaces.is_empty() {
@@ -886,23 +893,28 @@ pub fn fleet_position(
 
 /// Re-evaluates each plan's enforcement with its fleet position; a blocked namespace is not migrated, so
 /// the others are checked again without it (it stays as it is) until nothing changes. Returns the blocked
-/// namespaces.
-pub fn fleet_enforcement(
+/// namespaces. `snapshot(ns)` gives the namespace's objects (held by the caller, or read again from the
+/// watch caches so that a large fleet's preflight does not hold them all); a namespace without one keeps
+/// its plan's enforcement as assessed.
+pub fn fleet_enforcement<'a>(
     s: &Settings,
     order: &[String],
     callers: &BTreeMap<String, Vec<String>>,
-    assessed: &mut [(String, Snapshot, NamespacePlan)],
+    assessed: &mut [(String, NamespacePlan)],
+    mut snapshot: impl FnMut(&str) -> Option<std::borrow::Cow<'a, Snapshot>>,
 ) -> BTreeSet<String> {
     let mut blocked: BTreeSet<String> = BTreeSet::new();
     for _ in 0..=assessed.len() {
         let running: Vec<String> = order.iter().filter(|n| !blocked.contains(*n)).cloned().collect();
         let mut now = BTreeSet::new();
-        for (ns, snap, plan) in assessed.iter_mut() {
+        for (ns, plan) in assessed.iter_mut() {
             if blocked.contains(ns) {
                 now.insert(ns.clone());
                 continue;
             }
-            check_enforcement(snap, plan, &fleet_position(s, &running, callers, ns));
+            if let Some(snap) = snapshot(ns) {
+                check_enforcement(&snap, plan, &fleet_position(s, &running, callers, ns));
+            }
             if plan.blocked() {
                 now.insert(ns.clone());
             }
@@ -962,7 +974,8 @@ pub async fn run_fleet(
     );
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
-    let runs: Arc<Mutex<Vec<NamespaceRun>>> = Arc::new(Mutex::new(Vec::new()));
+    // A finished namespace is kept as its report only (its run holds its whole plan).
+    let runs: Arc<Mutex<BTreeMap<String, NamespaceReport>>> = Arc::default();
     // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
     let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
@@ -970,10 +983,14 @@ pub async fn run_fleet(
     let runs2 = runs.clone();
     let decided2 = decided.clone();
     let job_stop = stop.clone();
+    let wave_of = Arc::new(wave_of);
+    let wave_of2 = wave_of.clone();
     let result = fleet::run(namespaces, &fopts, stop, move |ns, _canary| {
         let eng = eng2.clone();
         let runs = runs2.clone();
         let decided = decided2.clone();
+        let wave = wave_of2.get(&ns).copied().unwrap_or(0);
+        let canary = settings.fleet.canary.contains(&ns);
         let opts = namespace_options(&settings.for_namespace(&ns));
         let wait_for = deps.get(&ns).cloned().unwrap_or_default();
         let (mut done, done_tx, mut stop) = (done_rx.clone(), done_tx.clone(), job_stop.clone());
@@ -1008,7 +1025,8 @@ pub async fn run_fleet(
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
-            runs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            let report = namespace_report(&r, canary, wave);
+            runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
             outcome
         }
     })
@@ -1016,19 +1034,19 @@ pub async fn run_fleet(
     if let Some(why) = &result.stopped {
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
-    let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut decided = std::mem::take(&mut *decided.lock().unwrap_or_else(|e| e.into_inner()));
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
-        let r = match (runs.iter().find(|r| &r.namespace == ns), decided.get(ns)) {
-            (Some(run), _) => namespace_report(run, canary, wave),
-            (None, Some(preflight::Verdict::Blocked(r))) => (**r).clone(),
+        let r = match (runs.remove(ns), decided.remove(ns)) {
+            (Some(r), _) => r,
+            (None, Some(preflight::Verdict::Blocked(r))) => *r,
             (None, other) => {
                 let mut r = NamespaceReport::new(ns, canary, wave);
                 r.outcome = map_outcome(*outcome);
                 r.reason = match other {
-                    Some(preflight::Verdict::NotStarted(why)) => Some(why.clone()),
+                    Some(preflight::Verdict::NotStarted(why)) => Some(why),
                     _ => result.stopped.clone(),
                 };
                 r

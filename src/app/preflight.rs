@@ -74,7 +74,7 @@ pub struct Assessed {
 }
 
 /// The namespaces' labels as the preflight sees them: read once, before the run's first write.
-pub type Labels = BTreeMap<String, BTreeMap<String, String>>;
+pub type Labels = crate::cluster::NamespaceLabels;
 
 /// Reads and plans `ns` from the fleet's caches, with the other namespaces' `labels` read before the run's
 /// first write (a namespace assessed while others migrate sees them as they were), and checks that its
@@ -159,14 +159,22 @@ pub fn decide_deferred(
         .iter()
         .filter_map(|a| Some((a.ns.clone(), a.too_large.clone()?)))
         .collect();
-    let mut assessed: Vec<(String, Snapshot, NamespacePlan)> =
-        deferred.into_iter().map(|a| (a.ns, a.snap, a.plan)).collect();
-    let mut blocked = fleet_enforcement(s, order, &BTreeMap::new(), &mut assessed);
+    // The deferred namespaces' snapshots are kept (they were read with the labels from before the run,
+    // which the caches no longer show once others migrate); they are few: the ones a quick check failed.
+    let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
+    let mut assessed: Vec<(String, NamespacePlan)> = Vec::new();
+    for a in deferred {
+        snapshots.insert(a.ns.clone(), a.snap);
+        assessed.push((a.ns, a.plan));
+    }
+    let mut blocked = fleet_enforcement(s, order, &BTreeMap::new(), &mut assessed, |ns| {
+        snapshots.get(ns).map(std::borrow::Cow::Borrowed)
+    });
     blocked.extend(too_large.keys().cloned());
     assessed
         .iter()
-        .filter(|(ns, _, _)| blocked.contains(ns))
-        .map(|(ns, _, plan)| (ns.clone(), blocked_report(s, ns, plan, too_large.get(ns))))
+        .filter(|(ns, _)| blocked.contains(ns))
+        .map(|(ns, plan)| (ns.clone(), blocked_report(s, ns, plan, too_large.get(ns))))
         .collect()
 }
 

@@ -1,32 +1,33 @@
-//! Fleet-wide watch caches: one list+watch per kind for the whole run (kube-runtime reflectors, as a
-//! controller's informers), so the preflight, every namespace's snapshot and backup, and the gates read
+//! Fleet-wide watch caches: one list+watch per kind for the whole run (kube-runtime watchers feeding a
+//! store indexed by namespace, as a controller's informers), so the preflight, every namespace's snapshot and backup, and the gates read
 //! memory instead of sending a list per namespace per kind. The caches are cluster-wide: the reader
 //! ClusterRole grants list and watch on every kind they hold (`ci/k8s/clusterrole.yaml`, proven before
 //! the run by `assess::permissions`).
 //!
 //! Memory: each cached object is trimmed as it arrives (`managedFields` dropped: the biggest part of most
-//! objects and read by nothing here; the `last-applied-configuration` annotation of Pods and ReplicaSets,
-//! which nothing here reads either). Configuration objects keep everything else, as the backup needs them
-//! whole.
+//! objects and read by nothing here; the `last-applied-configuration` annotation; the parts of pods, pod
+//! templates and ReplicaSets that nothing here reads) and kept as its JSON, decoded when a namespace's
+//! objects are read. Configuration objects keep everything else, as the backup needs them whole. The
+//! objects are indexed by namespace, so reading a namespace does not scan the fleet.
 //!
 //! A kind whose CRD is not installed (404 on the first list) is "none of them", as the per-namespace
 //! lists treat it; a kind the runner may not list or watch (403) fails every read with the API's answer.
-//! Every applied event bumps [`FleetCache::changes`], so a wait re-evaluates its gate on the event that
-//! may satisfy it, without a timer.
+//! Every applied event bumps the counter of its namespace ([`FleetCache::changes_in`]), so a wait
+//! re-evaluates its gate on the event in its namespace that may satisfy it, without a timer, and not on the
+//! events of the rest of the fleet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
 use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -51,29 +52,84 @@ pub enum CacheState {
 /// The annotation `kubectl apply` leaves on objects: a full copy of the object, read by nothing here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// One kind's reflector: its store and its state.
-struct Kind<K: kube::Resource + 'static>
-where
-    K::DynamicType: Eq + Hash + Clone,
-{
-    store: Store<K>,
+/// One kind's objects, by namespace (empty for cluster-scoped objects) then name: a namespace's objects are
+/// read without scanning the fleet's, in the API server's list order (etcd key order, by name).
+type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
+
+/// How a kind's objects are kept in memory. Most kinds are kept as the JSON of the trimmed object and
+/// decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
+/// 2,336 bytes before any of its strings, a `Pod` 2,464), so a fleet of pods as typed values is several
+/// times the size of its JSON; reads are of one namespace at a time, so decoding is cheap.
+struct Codec<K, S> {
+    encode: fn(K) -> Option<S>,
+    decode: fn(&S) -> Option<K>,
+}
+
+fn to_json<K: Serialize>(o: K) -> Option<Box<[u8]>> {
+    serde_json::to_vec(&o).ok().map(Vec::into_boxed_slice)
+}
+
+fn from_json<K: DeserializeOwned>(b: &[u8]) -> Option<K> {
+    serde_json::from_slice(b).ok()
+}
+
+/// One kind's cache: its objects, its state, and what to call it in messages.
+struct Kind<K, S> {
+    objects: Arc<RwLock<ByNamespace<S>>>,
     state: watch::Receiver<CacheState>,
     what: String,
+    codec: Codec<K, S>,
 }
+
+/// Wakes the waits of one namespace: a per-namespace counter, bumped by every event of an object in that
+/// namespace (a Namespace object counts as in itself). A wait sleeps until its namespace changes, so the
+/// events of the rest of the fleet do not re-run its check.
+#[derive(Default)]
+struct Notifier {
+    by_ns: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Notifier {
+    fn subscribe(&self, ns: &str) -> watch::Receiver<u64> {
+        let mut m = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(ns.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn bump(&self, ns: &str) {
+        let m = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = m.get(ns) {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn bump_all(&self) {
+        let m = self.by_ns.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in m.values() {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// Every namespace's labels, by namespace name.
+pub type NamespaceLabels = Arc<BTreeMap<String, BTreeMap<String, String>>>;
 
 /// The run's watch caches of every kind the assessment, the backup and the gates read.
 pub struct FleetCache {
-    namespaces: Kind<Namespace>,
-    services: Kind<Service>,
-    deployments: Kind<Deployment>,
-    statefulsets: Kind<StatefulSet>,
-    daemonsets: Kind<DaemonSet>,
-    replicasets: Kind<ReplicaSet>,
-    pods: Kind<Pod>,
-    jobs: Kind<Job>,
-    cronjobs: Kind<CronJob>,
-    dynamic: BTreeMap<DynKind, Kind<DynamicObject>>,
-    changes: watch::Sender<u64>,
+    namespaces: Kind<Namespace, Arc<Namespace>>,
+    services: Kind<Service, Box<[u8]>>,
+    deployments: Kind<Deployment, Box<[u8]>>,
+    statefulsets: Kind<StatefulSet, Box<[u8]>>,
+    daemonsets: Kind<DaemonSet, Box<[u8]>>,
+    replicasets: Kind<ReplicaSet, Box<[u8]>>,
+    pods: Kind<Pod, Box<[u8]>>,
+    jobs: Kind<Job, Box<[u8]>>,
+    cronjobs: Kind<CronJob, Box<[u8]>>,
+    dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
+    /// The last [`FleetCache::namespace_labels`] answer, handed out again while the labels are the same.
+    labels: Mutex<Option<NamespaceLabels>>,
+    notifier: Arc<Notifier>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -92,71 +148,166 @@ fn trim_meta(m: &mut kube::api::ObjectMeta, drop_last_applied: bool) {
     }
 }
 
-/// A pod as the gates and the assessment read it: identity, labels, annotations, owners, container names,
-/// images and ports, its service account, and its status. Volumes, environment, mounts, resources,
-/// commands and health probes of its containers are dropped: in a real cluster they are most of a pod's
-/// bytes, and nothing here reads them.
-fn trim_pod(p: &mut Pod) {
-    trim_meta(&mut p.metadata, true);
-    if let Some(spec) = p.spec.as_mut() {
-        spec.volumes = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        for c in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-            c.resources = None;
-            c.command = None;
-            c.args = None;
-            c.liveness_probe = None;
-            c.readiness_probe = None;
-            c.startup_probe = None;
-        }
+/// A pod spec (a pod's or a workload's template) as the gates and the assessment read it: container names,
+/// images, ports and restart policies, the service account and the node. Volumes, scheduling constraints,
+/// and the environment, mounts, resources, commands, security contexts and health probes of containers
+/// are dropped: in a real cluster they are most of a pod's bytes (an injected sidecar's environment and
+/// arguments alone), and nothing here reads them.
+fn trim_pod_spec(spec: &mut PodSpec) {
+    spec.volumes = None;
+    spec.affinity = None;
+    spec.tolerations = None;
+    spec.topology_spread_constraints = None;
+    spec.security_context = None;
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        c.env = None;
+        c.env_from = None;
+        c.volume_mounts = None;
+        c.resources = None;
+        c.command = None;
+        c.args = None;
+        c.liveness_probe = None;
+        c.readiness_probe = None;
+        c.startup_probe = None;
+        c.security_context = None;
+        c.lifecycle = None;
     }
 }
 
-/// Starts the reflector of one kind (cluster-wide) on `tasks`.
-fn start<K>(
+/// A pod as the gates and the assessment read it: identity, labels, annotations, owners, the trimmed spec
+/// ([`trim_pod_spec`]), phase, conditions (type, status, reason) and which containers are ready.
+fn trim_pod(mut p: Pod) -> Pod {
+    trim_meta(&mut p.metadata, true);
+    if let Some(spec) = p.spec.as_mut() {
+        trim_pod_spec(spec);
+    }
+    if let Some(st) = p.status.as_mut() {
+        st.host_ip = None;
+        st.host_ips = None;
+        st.pod_ips = None;
+        st.start_time = None;
+        st.qos_class = None;
+        for c in st.conditions.iter_mut().flatten() {
+            c.last_probe_time = None;
+            c.last_transition_time = None;
+            c.message = None;
+        }
+        for c in st
+            .container_statuses
+            .iter_mut()
+            .flatten()
+            .chain(st.init_container_statuses.iter_mut().flatten())
+        {
+            c.image = String::new();
+            c.image_id = String::new();
+            c.container_id = None;
+            c.last_state = None;
+            c.state = None;
+            c.resources = None;
+            c.volume_mounts = None;
+            c.allocated_resources = None;
+            c.user = None;
+        }
+    }
+    p
+}
+
+/// A workload as the restart, the rollout gate and the assessment read it: the object with its pod
+/// template's spec trimmed as a pod's.
+fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
+    if let Some(spec) = t.spec.as_mut() {
+        trim_pod_spec(spec);
+    }
+}
+
+/// A ReplicaSet as the assessment reads it (which Deployment owns it): identity, labels and owners. Its pod
+/// template, a copy of its Deployment's, is read by nothing here.
+fn trim_replicaset(mut rs: ReplicaSet) -> ReplicaSet {
+    trim_meta(&mut rs.metadata, true);
+    rs.metadata.annotations = None;
+    rs.spec.template = None;
+    rs
+}
+
+/// Starts the reflector of one kind (cluster-wide) on `tasks`: a kube-runtime watcher (list, then watch
+/// from the list's resourceVersion, relisting on expiry), whose objects are trimmed by `trim`, kept by
+/// `codec`, and announced to the waits of their namespace.
+fn start<K, S>(
     api: kube::Api<K>,
-    dyntype: K::DynamicType,
     what: String,
-    trim: fn(&mut K),
-    changes: &watch::Sender<u64>,
+    trim: fn(K) -> K,
+    codec: Codec<K, S>,
+    notifier: &Arc<Notifier>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Kind<K>
+) -> Kind<K, S>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    S: Send + Sync + 'static,
 {
-    let writer = Writer::new(dyntype);
-    let store = writer.as_reader();
+    let objects: Arc<RwLock<ByNamespace<S>>> = Arc::default();
     let (state_tx, state) = watch::channel(CacheState::Syncing);
-    let changes = changes.clone();
+    let notifier = notifier.clone();
     let kind = what.clone();
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim)
-        .reflect(writer);
+    let encode = codec.encode;
+    let store = objects.clone();
+    // The waits to wake: the object's namespace's, or a Namespace object's own.
+    let wake = |o: &K| {
+        let m = o.meta();
+        m.namespace.clone().or_else(|| m.name.clone()).unwrap_or_default()
+    };
+    let scope = |o: &K| o.meta().namespace.clone().unwrap_or_default();
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut relist: Option<ByNamespace<S>> = None;
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(Event::InitDone) => {
-                    state_tx.send_replace(CacheState::Ready);
-                    changes.send_modify(|n| *n += 1);
+                Ok(Event::Init) => relist = Some(HashMap::new()),
+                Ok(Event::InitApply(o)) => {
+                    let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
+                    if let (Some(m), Some(v)) = (relist.as_mut(), encode(trim(o))) {
+                        m.entry(ns).or_default().insert(name, v);
+                    }
                 }
-                Ok(Event::Init | Event::InitApply(_)) => {}
-                Ok(Event::Apply(_) | Event::Delete(_)) => changes.send_modify(|n| *n += 1),
+                Ok(Event::InitDone) => {
+                    if let Some(m) = relist.take() {
+                        *store.write().unwrap_or_else(|e| e.into_inner()) = m;
+                    }
+                    state_tx.send_replace(CacheState::Ready);
+                    notifier.bump_all();
+                }
+                Ok(Event::Apply(o)) => {
+                    let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
+                    let wake = wake(&o);
+                    if let Some(v) = encode(trim(o)) {
+                        let mut m = store.write().unwrap_or_else(|e| e.into_inner());
+                        m.entry(ns).or_default().insert(name, v);
+                    }
+                    notifier.bump(&wake);
+                }
+                Ok(Event::Delete(o)) => {
+                    let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
+                    let wake = wake(&o);
+                    {
+                        let mut m = store.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(objs) = m.get_mut(&ns) {
+                            objs.remove(&name);
+                            if objs.is_empty() {
+                                m.remove(&ns);
+                            }
+                        }
+                    }
+                    notifier.bump(&wake);
+                }
                 Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
                     if s.code == 404 && *state_tx.borrow() == CacheState::Syncing =>
                 {
                     state_tx.send_replace(CacheState::Absent);
-                    changes.send_modify(|n| *n += 1);
+                    notifier.bump_all();
                     return;
                 }
                 Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
@@ -166,21 +317,22 @@ where
                         "list {kind} in all namespaces: API server answered 403 {}: {}; grant list and watch on it cluster-wide (RBAC: ci/k8s/clusterrole.yaml)",
                         s.reason, s.message
                     )));
-                    changes.send_modify(|n| *n += 1);
+                    notifier.bump_all();
                     return;
                 }
                 Err(e) => tracing::debug!(kind = %kind, error = %e, "watch error, retrying"),
             }
         }
     }));
-    Kind { store, state, what }
+    Kind {
+        objects,
+        state,
+        what,
+        codec,
+    }
 }
 
-impl<K> Kind<K>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
+impl<K, S> Kind<K, S> {
     /// Waits until the first list is in, at most until `until`.
     async fn ready(&self, until: Instant) -> Result<(), ClusterError> {
         let started = Instant::now();
@@ -206,19 +358,21 @@ where
         }
     }
 
-    /// The cached objects of namespace `ns` (clones: the store keeps its own), sorted by name as the API
-    /// server lists them (etcd key order): the store's own order is arbitrary, and a plan must not depend
-    /// on it (restart batches keep the listed order).
+    /// The cached objects of namespace `ns`, sorted by name as the API server lists them (etcd key order):
+    /// a plan must not depend on anything else (restart batches keep the listed order).
     fn in_ns(&self, ns: &str) -> Vec<K> {
-        let mut v: Vec<K> = self
-            .store
-            .state()
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)
             .into_iter()
-            .filter(|o| o.meta().namespace.as_deref() == Some(ns))
-            .map(|o| (*o).clone())
-            .collect();
-        v.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
-        v
+            .flat_map(|objs| objs.values())
+            .filter_map(self.codec.decode)
+            .collect()
+    }
+
+    /// One cached object (the namespace's own entry, no scan).
+    fn get(&self, ns: &str, name: &str) -> Option<K> {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)?.get(name).and_then(self.codec.decode)
     }
 }
 
@@ -226,51 +380,63 @@ impl FleetCache {
     /// Starts one reflector per kind, cluster-wide. Nothing is listed until the tasks run; call
     /// [`FleetCache::ready`] before reading.
     pub fn start(cluster: &Cluster) -> Arc<FleetCache> {
-        let (changes, _) = watch::channel(0u64);
+        let notifier = Arc::new(Notifier::default());
         let mut tasks = Vec::new();
         let c = cluster.client().clone();
-        macro_rules! typed {
+        macro_rules! json {
             ($t:ty, $what:expr, $trim:expr) => {
-                start::<$t>(
+                start::<$t, Box<[u8]>>(
                     kube::Api::all(c.clone()),
-                    (),
                     $what.into(),
                     $trim,
-                    &changes,
+                    Codec {
+                        encode: to_json,
+                        decode: |b| from_json(b),
+                    },
+                    &notifier,
                     &mut tasks,
                 )
             };
         }
-        let namespaces = typed!(Namespace, "Namespaces", |o: &mut Namespace| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let services = typed!(Service, "Services", |o: &mut Service| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let deployments = typed!(Deployment, "Deployments", |o: &mut Deployment| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let statefulsets = typed!(StatefulSet, "StatefulSets", |o: &mut StatefulSet| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let daemonsets = typed!(DaemonSet, "DaemonSets", |o: &mut DaemonSet| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let replicasets = typed!(ReplicaSet, "ReplicaSets", |o: &mut ReplicaSet| trim_meta(
-            &mut o.metadata,
-            true
-        ));
-        let pods = typed!(Pod, "Pods", trim_pod);
-        let jobs = typed!(Job, "Jobs", |o: &mut Job| trim_meta(&mut o.metadata, true));
-        let cronjobs = typed!(CronJob, "CronJobs", |o: &mut CronJob| trim_meta(
-            &mut o.metadata,
-            true
-        ));
+        macro_rules! meta_only {
+            ($t:ty) => {
+                |mut o: $t| {
+                    trim_meta(&mut o.metadata, true);
+                    o
+                }
+            };
+        }
+        let namespaces = start::<Namespace, Arc<Namespace>>(
+            kube::Api::all(c.clone()),
+            "Namespaces".into(),
+            meta_only!(Namespace),
+            Codec {
+                encode: |o| Some(Arc::new(o)),
+                decode: |o| Some((**o).clone()),
+            },
+            &notifier,
+            &mut tasks,
+        );
+        let services = json!(Service, "Services", meta_only!(Service));
+        let deployments = json!(Deployment, "Deployments", |mut o: Deployment| {
+            trim_meta(&mut o.metadata, true);
+            trim_template(&mut o.spec.template);
+            o
+        });
+        let statefulsets = json!(StatefulSet, "StatefulSets", |mut o: StatefulSet| {
+            trim_meta(&mut o.metadata, true);
+            trim_template(&mut o.spec.template);
+            o
+        });
+        let daemonsets = json!(DaemonSet, "DaemonSets", |mut o: DaemonSet| {
+            trim_meta(&mut o.metadata, true);
+            trim_template(&mut o.spec.template);
+            o
+        });
+        let replicasets = json!(ReplicaSet, "ReplicaSets", trim_replicaset);
+        let pods = json!(Pod, "Pods", trim_pod);
+        let jobs = json!(Job, "Jobs", meta_only!(Job));
+        let cronjobs = json!(CronJob, "CronJobs", meta_only!(CronJob));
         let dynamic = DynKind::ALL
             .iter()
             .map(|k| {
@@ -279,10 +445,16 @@ impl FleetCache {
                 // Configuration objects go into backups whole: only managedFields is dropped.
                 let kind = start(
                     api,
-                    ar,
                     format!("{k}s"),
-                    |o: &mut DynamicObject| trim_meta(&mut o.metadata, false),
-                    &changes,
+                    |mut o: DynamicObject| {
+                        trim_meta(&mut o.metadata, false);
+                        o
+                    },
+                    Codec {
+                        encode: to_json,
+                        decode: |b| from_json(b),
+                    },
+                    &notifier,
                     &mut tasks,
                 );
                 (*k, kind)
@@ -299,7 +471,8 @@ impl FleetCache {
             jobs,
             cronjobs,
             dynamic,
-            changes,
+            labels: Mutex::default(),
+            notifier,
             tasks,
         })
     }
@@ -321,24 +494,35 @@ impl FleetCache {
         Ok(())
     }
 
-    /// A receiver that changes on every event any cache applied.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// A receiver that changes on every event applied to an object of namespace `ns` (or to the Namespace
+    /// `ns` itself), and when a cache becomes ready.
+    pub fn changes_in(&self, ns: &str) -> watch::Receiver<u64> {
+        self.notifier.subscribe(ns)
     }
 
-    /// Every namespace's labels, as cached now.
-    pub fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
-        self.namespaces
-            .store
-            .state()
-            .iter()
+    /// Every namespace's labels, as cached now (one map, shared by the snapshots that read it).
+    pub fn namespace_labels(&self) -> NamespaceLabels {
+        let m = self.namespaces.objects.read().unwrap_or_else(|e| e.into_inner());
+        let labels = m
+            .values()
+            .flat_map(|objs| objs.values())
             .filter_map(|n| {
                 Some((
                     n.metadata.name.clone()?,
                     n.metadata.labels.clone().unwrap_or_default(),
                 ))
             })
-            .collect()
+            .collect();
+        drop(m);
+        let mut last = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(l) if **l == labels => l.clone(),
+            _ => {
+                let l = Arc::new(labels);
+                *last = Some(l.clone());
+                l
+            }
+        }
     }
 
     /// The cached objects of a custom kind in `ns`, as JSON (what the assessment and the backup read).
@@ -357,9 +541,7 @@ impl FleetCache {
     pub fn snapshot(&self, ns: &str, info: &ClusterInfo) -> Result<Snapshot, ClusterError> {
         let namespace = self
             .namespaces
-            .store
-            .get(&kube::runtime::reflector::ObjectRef::new(ns))
-            .map(|n| (*n).clone())
+            .get("", ns)
             .ok_or_else(|| ClusterError::NotFound {
                 what: format!("get Namespace {ns}"),
             })?;
@@ -380,32 +562,20 @@ impl FleetCache {
             info,
         ))
     }
-}
-
-impl FleetCache {
-    /// One cached object, by its key in the store (no scan).
-    fn get<K>(kind: &Kind<K>, dyntype: K::DynamicType, ns: &str, name: &str) -> Option<K>
-    where
-        K: kube::Resource + Clone + 'static,
-        K::DynamicType: Eq + Hash + Clone,
-    {
-        let key = kube::runtime::reflector::ObjectRef::new_with(name, dyntype).within(ns);
-        kind.store.get(&key).map(|o| (*o).clone())
-    }
 
     /// A cached Deployment.
     pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        Self::get(&self.deployments, (), ns, name)
+        self.deployments.get(ns, name)
     }
 
     /// A cached StatefulSet.
     pub fn statefulset(&self, ns: &str, name: &str) -> Option<StatefulSet> {
-        Self::get(&self.statefulsets, (), ns, name)
+        self.statefulsets.get(ns, name)
     }
 
     /// A cached DaemonSet.
     pub fn daemonset(&self, ns: &str, name: &str) -> Option<DaemonSet> {
-        Self::get(&self.daemonsets, (), ns, name)
+        self.daemonsets.get(ns, name)
     }
 
     /// What a restart needs to know of a cached workload: its generation, whether its pod template
@@ -453,8 +623,9 @@ impl FleetCache {
 
     /// A cached custom object, as JSON.
     pub fn dyn_value(&self, kind: DynKind, ns: &str, name: &str) -> Option<Value> {
-        let k = self.dynamic.get(&kind)?;
-        Self::get(k, kind.api_resource(), ns, name)
+        self.dynamic
+            .get(&kind)?
+            .get(ns, name)
             .map(|o| super::dynamic::with_types(kind, o))
             .and_then(|o| serde_json::to_value(o).ok())
     }
@@ -463,29 +634,33 @@ impl FleetCache {
     /// `matchLabels`).
     pub fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
         self.pods
-            .store
-            .state()
+            .in_ns(ns)
             .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
             .filter(|p| {
                 let labels = p.metadata.labels.as_ref();
                 selector
                     .iter()
                     .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
             })
-            .map(|p| (*p).clone())
             .collect()
     }
 
-    /// Waits until `check`, evaluated on the caches now and again on every event they apply, is done: the
-    /// wait ends on the watch event that satisfies it, with no timer. Timeout at `until`, carrying the last
-    /// observed state.
-    pub async fn wait<F>(&self, what: &str, until: Instant, mut check: F) -> Result<(), ClusterError>
+    /// Waits until `check`, which reads the objects of namespace `ns`, is done: evaluated on the caches now
+    /// and again on every event applied to an object of `ns`, so the wait ends on the watch event that
+    /// satisfies it, with no timer, and events elsewhere in the fleet do not re-run it. Timeout at `until`,
+    /// carrying the last observed state.
+    pub async fn wait<F>(
+        &self,
+        what: &str,
+        ns: &str,
+        until: Instant,
+        mut check: F,
+    ) -> Result<(), ClusterError>
     where
         F: FnMut(&FleetCache) -> super::Check,
     {
         let started = Instant::now();
-        let mut changes = self.changes();
+        let mut changes = self.changes_in(ns);
         let mut last: String;
         loop {
             changes.borrow_and_update();
@@ -532,7 +707,7 @@ impl FleetCache {
         let what = format!("rollout of {}", super::obj_name(kind.as_str(), Some(ns), name));
         let min = Some(min_generation);
         let mut done = None;
-        self.wait(&what, until, |c| {
+        self.wait(&what, ns, until, |c| {
             let seen = match kind {
                 super::WorkloadKind::Deployment => c.deployment(ns, name).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
@@ -580,11 +755,152 @@ impl FleetCache {
     {
         let what = format!("pods of {ns} matching {selector:?}");
         let mut pods = Vec::new();
-        self.wait(&what, until, |c| {
+        self.wait(&what, ns, until, |c| {
             pods = c.pods_matching(ns, selector);
             check(&pods)
         })
         .await?;
         Ok(super::PodsWait { pods })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gates::pods::{pod_ready, proxy_placement, sidecar_free_and_enrolled, sidecar_ready};
+    use serde_json::json;
+
+    /// A pod as the injector and the kubelet leave it: a classic sidecar with its environment, arguments,
+    /// mounts, probe and resources, an init container, full statuses and managed fields.
+    fn injected_pod() -> Pod {
+        let env: Vec<Value> = (0..20)
+            .map(|i| json!({"name": format!("ISTIO_META_{i}"), "value": "x".repeat(40)}))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "app-0-5d9c-abcde", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
+                "labels": {"app": "app-0", "pod-template-hash": "5d9c"},
+                "annotations": {
+                    "sidecar.istio.io/status": "{\"containers\":[\"istio-proxy\"]}",
+                    LAST_APPLIED: "{\"big\": true}"
+                },
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app-0-5d9c",
+                                     "uid": "rs1", "controller": true}],
+                "managedFields": [{"manager": "kubelet", "operation": "Update",
+                                   "fieldsV1": {"f:status": {"f:phase": {}}}}]
+            },
+            "spec": {
+                "serviceAccountName": "app",
+                "nodeName": "node-1",
+                "volumes": [{"name": "istio-envoy", "emptyDir": {}}],
+                "containers": [
+                    {"name": "app", "image": "shop/app:1", "ports": [{"name": "http", "containerPort": 8080}]},
+                    {"name": "istio-proxy", "image": "istio/proxyv2:1.30", "args": ["proxy", "sidecar"],
+                     "env": env, "volumeMounts": [{"name": "istio-envoy", "mountPath": "/etc/istio"}],
+                     "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+                     "resources": {"limits": {"cpu": "2"}}}
+                ],
+                "initContainers": [{"name": "istio-init", "image": "istio/proxyv2:1.30", "args": ["-p", "15001"]}]
+            },
+            "status": {
+                "phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.5", "startTime": "2026-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "containerStatuses": [
+                    {"name": "app", "ready": true, "restartCount": 0, "image": "shop/app:1", "imageID": "sha256:1",
+                     "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                    {"name": "istio-proxy", "ready": true, "restartCount": 0, "image": "istio/proxyv2:1.30",
+                     "imageID": "sha256:2", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+                ]
+            }
+        }))
+        .expect("pod fixture")
+    }
+
+    fn kept(p: Pod) -> (Pod, usize) {
+        let stored = to_json(trim_pod(p)).expect("encodes");
+        (from_json(&stored).expect("decodes"), stored.len())
+    }
+
+    #[test]
+    fn a_kept_pod_gives_the_gates_and_the_assessment_the_same_answers() {
+        let full = injected_pod();
+        let mut ambient = injected_pod();
+        let spec = ambient.spec.as_mut().expect("spec");
+        spec.containers.retain(|c| c.name != "istio-proxy");
+        spec.init_containers = None;
+        let a = ambient.metadata.annotations.as_mut().expect("annotations");
+        a.clear();
+        a.insert("ambient.istio.io/redirection".into(), "enabled".into());
+        for p in [full, ambient] {
+            let (k, _) = kept(p.clone());
+            assert_eq!(sidecar_ready(&k), sidecar_ready(&p));
+            assert_eq!(sidecar_free_and_enrolled(&k), sidecar_free_and_enrolled(&p));
+            assert_eq!(proxy_placement(&k), proxy_placement(&p));
+            assert_eq!(pod_ready(&k), pod_ready(&p));
+            assert_eq!(k.metadata.labels, p.metadata.labels);
+            assert_eq!(k.metadata.owner_references, p.metadata.owner_references);
+            let spec = |p: &Pod| p.spec.clone().expect("spec");
+            assert_eq!(spec(&k).node_name, spec(&p).node_name);
+            assert_eq!(spec(&k).service_account_name, spec(&p).service_account_name);
+            let ports = |p: &Pod| {
+                spec(p)
+                    .containers
+                    .into_iter()
+                    .map(|c| (c.name, c.image, c.ports))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ports(&k), ports(&p));
+        }
+    }
+
+    #[test]
+    fn a_kept_pod_drops_what_nothing_reads() {
+        let p = injected_pod();
+        let full_len = serde_json::to_vec(&p).expect("encodes").len();
+        let (k, len) = kept(p);
+        let a = k.metadata.annotations.clone().unwrap_or_default();
+        assert!(!a.contains_key(LAST_APPLIED) && a.contains_key("sidecar.istio.io/status"));
+        assert!(k.metadata.managed_fields.is_none());
+        let spec = k.spec.expect("spec");
+        assert!(spec.volumes.is_none());
+        let proxy = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "istio-proxy")
+            .expect("proxy");
+        assert!(proxy.env.is_none() && proxy.args.is_none() && proxy.readiness_probe.is_none());
+        assert!(len * 3 < full_len, "kept {len} of {full_len} bytes");
+    }
+
+    #[test]
+    fn a_kept_replicaset_keeps_its_owner_and_drops_its_template() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "app-0-5d9c", "namespace": "shop",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "app-0", "uid": "d1"}]},
+            "spec": {"selector": {"matchLabels": {"app": "app-0"}},
+                     "template": {"metadata": {"labels": {"app": "app-0"}},
+                                  "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}}}
+        }))
+        .expect("replicaset fixture");
+        let k: ReplicaSet =
+            from_json(&to_json(trim_replicaset(rs.clone())).expect("encodes")).expect("decodes");
+        assert_eq!(k.metadata.owner_references, rs.metadata.owner_references);
+        assert_eq!(k.metadata.name, rs.metadata.name);
+        assert!(k.spec.template.is_none());
+    }
+
+    #[test]
+    fn a_namespace_event_wakes_only_the_waits_of_that_namespace() {
+        let n = Notifier::default();
+        let mut shop = n.subscribe("shop");
+        let mut other = n.subscribe("other");
+        shop.borrow_and_update();
+        other.borrow_and_update();
+        n.bump("shop");
+        n.bump("nobody-waits-here");
+        assert!(shop.has_changed().expect("open"));
+        assert!(!other.has_changed().expect("open"));
+        n.bump_all();
+        assert!(other.has_changed().expect("open"));
     }
 }

@@ -30,7 +30,7 @@ use backon::{ExponentialBuilder, Retryable};
 use kube::api::{DeleteParams, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use cache::{CacheState, FleetCache};
+pub use cache::{CacheState, FleetCache, NamespaceLabels};
 pub use dynamic::{DynKind, with_types};
 pub(crate) use events::hostname;
 pub use events::{EVENTS_NAMESPACE, EventType};

@@ -192,11 +192,13 @@ impl Cluster {
             revisions.sort();
             info.revisions = revisions;
         }
-        info.namespace_labels = namespaces
-            .items
-            .into_iter()
-            .filter_map(|n| Some((n.metadata.name?, n.metadata.labels.unwrap_or_default())))
-            .collect();
+        info.namespace_labels = std::sync::Arc::new(
+            namespaces
+                .items
+                .into_iter()
+                .filter_map(|n| Some((n.metadata.name?, n.metadata.labels.unwrap_or_default())))
+                .collect(),
+        );
         let root = info.root_namespace.clone();
         let (aps, pas) = futures::future::try_join(
             self.list_dyn_values(DynKind::AuthorizationPolicy, &root),

@@ -175,7 +175,7 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
     };
     let what = format!("waypoint {ns}/{name}");
     let waited = cache
-        .wait(&what, until, |c| {
+        .wait(&what, ns, until, |c| {
             let r = evaluate(c);
             if r.passed() {
                 Check::Done

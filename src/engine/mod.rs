@@ -14,7 +14,6 @@ mod primitives;
 pub mod probing;
 mod rollback;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -407,31 +406,66 @@ impl Engine {
         &self,
         ns: &str,
         opts: &NamespaceOptions,
-        namespace_labels: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+        namespace_labels: Option<&crate::cluster::NamespaceLabels>,
     ) -> Result<(Snapshot, NamespacePlan), EngineError> {
         let info = self
             .cluster_info
             .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
             .await?;
-        let mut info = info.clone();
         let snapshot = match &self.cache {
-            Some(cache) => {
-                info.namespace_labels = match namespace_labels {
-                    Some(l) => l.clone(),
-                    None => cache.namespace_labels(),
-                };
-                cache.snapshot(ns, &info)?
-            }
+            Some(cache) => match namespace_labels {
+                Some(l) => Self::snapshot_seeing(cache, ns, info, l.clone())?,
+                None => Self::snapshot_from(cache, ns, info)?,
+            },
             None => {
+                let mut info = info.clone();
                 info.namespace_labels = match namespace_labels {
                     Some(l) => l.clone(),
-                    None => self.cluster.read_namespace_labels().await?,
+                    None => Arc::new(self.cluster.read_namespace_labels().await?),
                 };
                 self.cluster.read_snapshot(ns, &info).await?
             }
         };
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
         Ok((snapshot, plan))
+    }
+
+    /// The snapshot of `ns` from the fleet's watch caches, with the namespace labels as cached now.
+    fn snapshot_from(
+        cache: &crate::cluster::FleetCache,
+        ns: &str,
+        info: &crate::assess::ClusterInfo,
+    ) -> Result<Snapshot, crate::cluster::ClusterError> {
+        Self::snapshot_seeing(cache, ns, info, cache.namespace_labels())
+    }
+
+    /// The snapshot of `ns` from the fleet's watch caches, with the namespace labels as given.
+    fn snapshot_seeing(
+        cache: &crate::cluster::FleetCache,
+        ns: &str,
+        info: &crate::assess::ClusterInfo,
+        labels: crate::cluster::NamespaceLabels,
+    ) -> Result<Snapshot, crate::cluster::ClusterError> {
+        let mut info = info.clone();
+        info.namespace_labels = labels;
+        cache.snapshot(ns, &info)
+    }
+
+    /// The snapshot [`Engine::assess`] read of `ns`, read again from the watch caches (no request), with the
+    /// namespaces' labels as given (`None`: as cached now): `None` without caches, before the first
+    /// assessment or when the namespace is gone. The fleet preflight keeps only plans and reads a snapshot
+    /// again when a fleet decision needs it.
+    pub fn cached_snapshot(
+        &self,
+        ns: &str,
+        namespace_labels: Option<&crate::cluster::NamespaceLabels>,
+    ) -> Option<Snapshot> {
+        let info = self.cluster_info.get()?;
+        let cache = self.cache.as_ref()?;
+        match namespace_labels {
+            Some(l) => Self::snapshot_seeing(cache, ns, info, l.clone()).ok(),
+            None => Self::snapshot_from(cache, ns, info).ok(),
+        }
     }
 
     /// Runs one namespace to a terminal state. Never panics on cluster trouble: errors become
@@ -542,6 +576,9 @@ impl Engine {
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
         let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
+        // Nothing reads the snapshot after the backup: not holding it for the rest of the run keeps a
+        // namespace in flight to its plan, journal and backup.
+        drop(snapshot);
         if let Some(dir) = &self.backup_dir {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::BackupDir {
                 path: dir.clone(),

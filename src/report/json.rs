@@ -9,6 +9,16 @@ pub fn render(report: &RunReport) -> String {
     s
 }
 
+/// Writes [`render`]'s text to `path`, serialised straight to the file: a fleet's report is tens of
+/// megabytes of JSON, which need not be held in memory beside the report itself.
+pub fn write(report: &RunReport, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    serde_json::to_writer_pretty(&mut w, report)?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
 /// Reads a report written by [`render`] (e.g. to compare runs or resume a summary).
 pub fn parse(text: &str) -> Result<RunReport, serde_json::Error> {
     serde_json::from_str(text)

@@ -591,7 +591,10 @@ pub fn write_all(report: &RunReport, opts: &WriteOptions) -> Result<Vec<PathBuf>
     }
     if opts.json {
         let p = opts.dir.join(format!("{REPORT_BASENAME}.json"));
-        write_file(&p, &json::render(report))?;
+        json::write(report, &p).map_err(|source| ReportError::Write {
+            path: p.clone(),
+            source,
+        })?;
         written.push(p);
     }
     if opts.junit {

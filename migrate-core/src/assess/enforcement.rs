@@ -826,7 +826,7 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
     };
     let mut caller_namespaces = BTreeMap::new();
     let mut elsewhere: BTreeSet<DataPlane> = [DataPlane::Ambient].into();
-    for (other, l) in &s.cluster.namespace_labels {
+    for (other, l) in s.cluster.namespace_labels.iter() {
         if other == ns {
             continue;
         }
@@ -2202,7 +2202,7 @@ pub(crate) mod tests {
                 {"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/api"]}}]}]}),
         );
         let mut s = shop(false, vec![only_api]);
-        s.cluster.namespace_labels.insert(
+        std::sync::Arc::make_mut(&mut s.cluster.namespace_labels).insert(
             "front".into(),
             [("istio-injection".to_string(), "enabled".to_string())].into(),
         );

@@ -131,8 +131,10 @@ pub struct ClusterInfo {
     pub tags: BTreeMap<String, String>,
     /// `sidecarInjectorWebhook.enableNamespacesByDefault`.
     pub enable_namespaces_by_default: bool,
-    /// Labels of every other namespace (for the caller graph: sidecar vs ambient callers).
-    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Labels of every other namespace (for the caller graph: sidecar vs ambient callers). Shared: every
+    /// snapshot of a run reads the same fleet's labels, and a copy per snapshot made the memory of a fleet
+    /// run grow with the square of its size.
+    pub namespace_labels: std::sync::Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// The mesh config's `outboundTrafficPolicy.mode` (`ALLOW_ANY`, `REGISTRY_ONLY`; `None` = unset, which
     /// Istio treats as `ALLOW_ANY`): sidecars enforce it, ztunnel does not.
     #[serde(default)]
@@ -156,7 +158,7 @@ impl Default for ClusterInfo {
             revisions: vec!["default".into()],
             tags: BTreeMap::new(),
             enable_namespaces_by_default: false,
-            namespace_labels: BTreeMap::new(),
+            namespace_labels: Default::default(),
             outbound_traffic_policy: None,
             install: None,
         }

@@ -1216,7 +1216,7 @@ pub(crate) mod tests {
             "cluster": {"ztunnel": ready_ds("ztunnel"), "istioCni": ready_ds("istio-cni-node")}
         }))
         .unwrap();
-        s.cluster.namespace_labels.insert(
+        std::sync::Arc::make_mut(&mut s.cluster.namespace_labels).insert(
             "other".into(),
             [("istio-injection".to_string(), "enabled".to_string())].into(),
         );
