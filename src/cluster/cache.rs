@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
@@ -76,6 +77,8 @@ fn from_json<K: DeserializeOwned>(b: &[u8]) -> Option<K> {
 /// One kind's cache: its objects, its state, and what to call it in messages.
 struct Kind<K, S> {
     objects: Arc<RwLock<ByNamespace<S>>>,
+    /// Bumped after every change of `objects`: what was derived from them at an older value is stale.
+    version: Arc<AtomicU64>,
     state: watch::Receiver<CacheState>,
     what: String,
     codec: Codec<K, S>,
@@ -127,8 +130,9 @@ pub struct FleetCache {
     jobs: Kind<Job, Box<[u8]>>,
     cronjobs: Kind<CronJob, Box<[u8]>>,
     dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
-    /// The last [`FleetCache::namespace_labels`] answer, handed out again while the labels are the same.
-    labels: Mutex<Option<NamespaceLabels>>,
+    /// The last [`FleetCache::namespace_labels`] answer and the Namespace cache's version it was built at:
+    /// handed out again until a Namespace changes.
+    labels: Mutex<Option<(u64, NamespaceLabels)>>,
     notifier: Arc<Notifier>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -249,6 +253,8 @@ where
     S: Send + Sync + 'static,
 {
     let objects: Arc<RwLock<ByNamespace<S>>> = Arc::default();
+    let version: Arc<AtomicU64> = Arc::default();
+    let changed = version.clone();
     let (state_tx, state) = watch::channel(CacheState::Syncing);
     let notifier = notifier.clone();
     let kind = what.clone();
@@ -276,6 +282,7 @@ where
                 Ok(Event::InitDone) => {
                     if let Some(m) = relist.take() {
                         *store.write().unwrap_or_else(|e| e.into_inner()) = m;
+                        changed.fetch_add(1, Ordering::Release);
                     }
                     state_tx.send_replace(CacheState::Ready);
                     notifier.bump_all();
@@ -286,6 +293,7 @@ where
                     if let Some(v) = encode(trim(o)) {
                         let mut m = store.write().unwrap_or_else(|e| e.into_inner());
                         m.entry(ns).or_default().insert(name, v);
+                        changed.fetch_add(1, Ordering::Release);
                     }
                     notifier.bump(&wake);
                 }
@@ -300,6 +308,7 @@ where
                                 m.remove(&ns);
                             }
                         }
+                        changed.fetch_add(1, Ordering::Release);
                     }
                     notifier.bump(&wake);
                 }
@@ -326,6 +335,7 @@ where
     }));
     Kind {
         objects,
+        version,
         state,
         what,
         codec,
@@ -502,8 +512,17 @@ impl FleetCache {
 
     /// Every namespace's labels, as cached now (one map, shared by the snapshots that read it).
     pub fn namespace_labels(&self) -> NamespaceLabels {
+        let mut last = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before the objects: a change landing meanwhile leaves the answer at an older version, so
+        // the next call builds it again.
+        let version = self.namespaces.version.load(Ordering::Acquire);
+        if let Some((v, l)) = &*last
+            && *v == version
+        {
+            return l.clone();
+        }
         let m = self.namespaces.objects.read().unwrap_or_else(|e| e.into_inner());
-        let labels = m
+        let labels: BTreeMap<_, _> = m
             .values()
             .flat_map(|objs| objs.values())
             .filter_map(|n| {
@@ -514,15 +533,13 @@ impl FleetCache {
             })
             .collect();
         drop(m);
-        let mut last = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-        match &*last {
-            Some(l) if **l == labels => l.clone(),
-            _ => {
-                let l = Arc::new(labels);
-                *last = Some(l.clone());
-                l
-            }
-        }
+        let l = match &*last {
+            // A Namespace changed but no label did: the snapshots keep sharing the same map.
+            Some((_, l)) if **l == labels => l.clone(),
+            _ => Arc::new(labels),
+        };
+        *last = Some((version, l.clone()));
+        l
     }
 
     /// The cached objects of a custom kind in `ns`, as JSON (what the assessment and the backup read).

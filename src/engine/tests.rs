@@ -202,3 +202,39 @@ async fn a_lost_lease_stops_the_namespace_fenced_with_nothing_sent_to_it() {
         .collect();
     assert!(writes.is_empty(), "writes after the Lease was lost: {writes:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_namespace_labels_map_is_shared_until_a_label_changes() {
+    let s = sim().await;
+    let cache = crate::cluster::FleetCache::start(&s.cluster);
+    cache
+        .ready(tokio::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .expect("caches sync");
+    let first = cache.namespace_labels();
+    assert!(
+        Arc::ptr_eq(&first, &cache.namespace_labels()),
+        "no change: the same map"
+    );
+
+    let mut woken = cache.changes_in("shop");
+    let target = crate::cluster::LabelTarget::Namespace { name: "shop".into() };
+    s.cluster
+        .set_label(&target, "team", Some("payments"))
+        .await
+        .expect("label the namespace");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cache.namespace_labels()["shop"].contains_key("team") {
+            woken.changed().await.expect("cache running");
+        }
+    })
+    .await
+    .expect("the label reaches the cache");
+    let after = cache.namespace_labels();
+    assert!(!Arc::ptr_eq(&first, &after), "a label changed: a new map");
+    assert_eq!(after["shop"]["team"], "payments");
+    assert!(
+        Arc::ptr_eq(&after, &cache.namespace_labels()),
+        "then shared again"
+    );
+}
