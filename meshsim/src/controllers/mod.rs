@@ -229,20 +229,26 @@ pub(crate) fn res(group: &str, plural: &str) -> ResId {
     }
 }
 
+/// The namespaced kinds a pass reads into its [`Snap`], in the order of its fields; the work queue marks a
+/// namespace on a change of any of them (`queue::watched`).
+pub(crate) fn snapshot_kinds() -> [ResId; 9] {
+    [
+        res("", "pods"),
+        res("apps", "replicasets"),
+        res("apps", "deployments"),
+        res("apps", "statefulsets"),
+        res("apps", "daemonsets"),
+        res("batch", "jobs"),
+        res("", "services"),
+        res("gateway.networking.k8s.io", "gateways"),
+        res("security.istio.io", "authorizationpolicies"),
+    ]
+}
+
 impl Snap {
     fn take(sim: &Sim, state: &mut State, scope: &Scope, faults: Vec<(FaultSpec, bool)>) -> Snap {
         let ns_id = res("", "namespaces");
-        let kinds = [
-            res("", "pods"),
-            res("apps", "replicasets"),
-            res("apps", "deployments"),
-            res("apps", "statefulsets"),
-            res("apps", "daemonsets"),
-            res("batch", "jobs"),
-            res("", "services"),
-            res("gateway.networking.k8s.io", "gateways"),
-            res("security.istio.io", "authorizationpolicies"),
-        ];
+        let kinds = snapshot_kinds();
         // Namespaces whose labels fault triggers read, besides the ones in scope.
         let trigger_ns: Vec<&str> = faults
             .iter()

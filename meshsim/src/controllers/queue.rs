@@ -138,22 +138,11 @@ impl Indexes {
     }
 }
 
-/// Kinds whose changes can alter what a pass does in their namespace (what the reconcilers read).
+/// Kinds whose changes can alter what a pass does in their namespace: everything a pass snapshots, plus
+/// what reconcilers read straight from the store (a probe Job's header Secret, a waypoint's
+/// ServiceAccount).
 fn watched(r: ResId) -> bool {
-    [
-        res("", "pods"),
-        res("apps", "replicasets"),
-        res("apps", "deployments"),
-        res("apps", "statefulsets"),
-        res("apps", "daemonsets"),
-        res("batch", "jobs"),
-        res("", "services"),
-        res("", "secrets"),
-        res("", "serviceaccounts"),
-        res("gateway.networking.k8s.io", "gateways"),
-        res("security.istio.io", "authorizationpolicies"),
-    ]
-    .contains(&r)
+    super::snapshot_kinds().contains(&r) || [res("", "secrets"), res("", "serviceaccounts")].contains(&r)
 }
 
 /// The controllers' subscription to the store's change stream.
