@@ -157,25 +157,22 @@ pub async fn resolve_fleet(cluster: &Cluster, s: &Settings) -> Result<Vec<String
     if out.is_empty() {
         return Err(Failure::Usage("no namespace selected: pass -n NS (repeatable), --selector, or set fleet.namespaces / fleet.selector in the config".into()));
     }
-    // Each namespace must exist. The reads are independent, so a few are in flight at once: one after the
-    // other, a fleet of hundreds waited on as many round trips before anything else began.
-    use futures::StreamExt;
-    let mut found = futures::stream::iter(out.iter().map(|n| {
-        let api = api.clone();
-        async move {
-            let got = cluster.get_opt(&api, &format!("get Namespace {n}"), n).await;
-            (n, got)
-        }
-    }))
-    .buffered(16);
-    while let Some((n, got)) = found.next().await {
-        if got.map_err(|e| Failure::Usage(e.to_string()))?.is_none() {
-            return Err(Failure::Usage(format!(
-                "namespace {n} does not exist in the cluster: fix fleet.namespaces / -n"
-            )));
-        }
+    // Each namespace must exist: one list of the Namespaces answers for the whole fleet (a read per
+    // namespace cost a fleet of hundreds as many round trips before anything else began).
+    let all = ListParams::default();
+    let existing: BTreeSet<String> = cluster
+        .call("list Namespaces", || api.list(&all))
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    if let Some(n) = out.iter().find(|n| !existing.contains(*n)) {
+        return Err(Failure::Usage(format!(
+            "namespace {n} does not exist in the cluster: fix fleet.namespaces / -n"
+        )));
     }
-    drop(found);
     Ok(out)
 }
 

@@ -200,6 +200,27 @@ async fn every_invalid_input_exits_2_naming_the_key_and_sends_no_request() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_namespace_that_does_not_exist_exits_2_naming_it_and_writes_nothing() {
+    let fleet = fleet().await;
+    for cmd in ["run", "plan"] {
+        fleet.sim().accounting.reset();
+        let out = run_cmd(fleet.command(&[cmd, "-n", "ns-a", "-n", "ns-gone"]), LIMIT).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", show(&out));
+        assert!(
+            stderr.contains("namespace ns-gone does not exist in the cluster"),
+            "{cmd}: {stderr}"
+        );
+        assert_eq!(stderr.matches("error:").count(), 1, "{cmd}: {stderr}");
+        assert_eq!(
+            fleet.sim().accounting.mutating_count(|_| true),
+            0,
+            "{cmd}: nothing is written"
+        );
+    }
+}
+
 /// Which of the fixture's namespaces `plan` planned (its text output has one `namespace X:` line each).
 fn planned(stdout: &str) -> Vec<String> {
     stdout
