@@ -4,7 +4,10 @@
 //! Format: ConfigMap `journal-<ns>` in the state namespace, data key `journal.json` holding one
 //! [`Record`] (camelCase JSON, `version: 1`), labels `app.kubernetes.io/managed-by=ambient-migrate`,
 //! `ambient-migrate.io/role=journal`, `ambient-migrate.io/namespace=<ns>`. For humans, the Namespace gets
-//! the annotation `ambient-migrate.io/state=<phase>` (best effort).
+//! the annotation `ambient-migrate.io/state=<phase>` (best effort). Nothing reads it back, so it is written
+//! off the migration's path: a per-journal writer sends the latest phase once the previous patch is
+//! answered (phases that came and went meanwhile are skipped), and a terminal phase waits for its own
+//! patch, so a namespace's final state is on it when the namespace ends.
 //!
 //! Fencing: every write is a `replace` carrying the resourceVersion this handle last read or wrote. A 409
 //! means someone else wrote in between: [`JournalError::Fenced`], the run must stop. (If the stored record
@@ -227,7 +230,7 @@ pub fn config_map_name(ns: &str) -> String {
 }
 
 /// A handle on one namespace's journal, fenced by the resourceVersion it last read or wrote.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Journal {
     cluster: Cluster,
     state_ns: String,
@@ -237,6 +240,34 @@ pub struct Journal {
     /// A write sent whose answer never arrived (the caller's future was dropped mid-request, e.g. a step
     /// abandoned on shutdown). It may or may not have landed; the next update settles it first.
     pending: Option<Record>,
+    /// The writer of the state annotation, started on the first phase to show.
+    annotator: Option<StateAnnotator>,
+}
+
+/// Writes the Namespace's state annotation in the background, in order, latest value only: a phase
+/// handed over while a patch is in flight replaces any value not yet sent. Dropping the sender ends the
+/// writer after it has sent the last value it was handed.
+#[derive(Debug)]
+struct StateAnnotator {
+    latest: tokio::sync::watch::Sender<String>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl StateAnnotator {
+    fn start(cluster: Cluster, ns: String, first: String) -> StateAnnotator {
+        let (latest, mut rx) = tokio::sync::watch::channel(first);
+        rx.mark_changed();
+        let writer = tokio::spawn(async move {
+            // `changed` reports a value not yet seen even after the sender is gone, then the closure.
+            while rx.changed().await.is_ok() {
+                let v = rx.borrow_and_update().clone();
+                if let Err(e) = cluster.annotate_namespace(&ns, STATE_ANNOTATION, &v).await {
+                    tracing::warn!(namespace = %ns, error = %e, "could not annotate the namespace with its state");
+                }
+            }
+        });
+        StateAnnotator { latest, writer }
+    }
 }
 
 fn parse(state_ns: &str, cm: &ConfigMap) -> Result<Record, JournalError> {
@@ -364,6 +395,7 @@ impl Journal {
             resource_version: cm.metadata.resource_version.clone(),
             record: checked(state_ns, ns, parse(state_ns, &cm)?)?,
             pending: None,
+            annotator: None,
         }))
     }
 
@@ -385,6 +417,7 @@ impl Journal {
             resource_version: None,
             record: Record::new(ns, run_id),
             pending: None,
+            annotator: None,
         };
         if cluster.dry_run() {
             return Ok(j);
@@ -400,7 +433,7 @@ impl Journal {
         {
             Ok(created) => {
                 j.resource_version = created.metadata.resource_version;
-                j.annotate().await;
+                j.annotate();
                 Ok(j)
             }
             Err(e) if e.is_already_exists() => {
@@ -557,7 +590,10 @@ impl Journal {
         }
         self.record = next;
         if phase_changed {
-            self.annotate().await;
+            self.annotate();
+            if self.record.phase.is_terminal() {
+                self.flush_annotation().await;
+            }
         }
         Ok(&self.record)
     }
@@ -587,11 +623,31 @@ impl Journal {
         Ok(())
     }
 
-    async fn annotate(&self) {
-        let ns = &self.record.namespace;
+    /// Hands the current phase to the state-annotation writer (started on first use).
+    fn annotate(&mut self) {
         let v = phase_label(&self.record.phase);
-        if let Err(e) = self.cluster.annotate_namespace(ns, STATE_ANNOTATION, &v).await {
-            tracing::warn!(namespace = %ns, error = %e, "could not annotate the namespace with its state");
+        match &self.annotator {
+            Some(a) if !a.writer.is_finished() => {
+                a.latest.send_replace(v);
+            }
+            _ => {
+                self.annotator = Some(StateAnnotator::start(
+                    self.cluster.clone(),
+                    self.record.namespace.clone(),
+                    v,
+                ))
+            }
+        }
+    }
+
+    /// Waits until the state annotation shows the last phase handed over (or its patch failed, which is
+    /// logged): a namespace's final state is on it before the run moves on.
+    pub async fn flush_annotation(&mut self) {
+        if let Some(a) = self.annotator.take() {
+            drop(a.latest);
+            if let Err(e) = a.writer.await {
+                tracing::warn!(namespace = %self.record.namespace, error = %e, "the state annotation writer failed");
+            }
         }
     }
 

@@ -60,6 +60,8 @@ async fn journal_writes_are_fenced() {
     a.update(|r| r.phase = Phase::StepDone(Step::ActivateWaypoint))
         .await
         .unwrap();
+    // The state annotation is written in the background; a non-terminal phase is there once flushed.
+    a.flush_annotation().await;
     let ann = c
         .labels_of(&LabelTarget::Namespace { name: "shop".into() })
         .await
