@@ -59,6 +59,26 @@ impl Field {
     }
 }
 
+/// An object's labels as one read saw them, with the resourceVersion of that read: a later change can
+/// be sent against exactly this state ([`Cluster::set_labels_seen`]) without reading again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelsRead {
+    /// The labels (empty when none).
+    pub labels: BTreeMap<String, String>,
+    /// The resourceVersion the labels were read at.
+    pub resource_version: Option<String>,
+}
+
+/// What a label change did, and the object's labels after it as the API server answered (the patch
+/// response, or the read when nothing had to change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelsSet {
+    /// One outcome per key, in input order.
+    pub outcomes: Vec<LabelOutcome>,
+    /// The labels after the change.
+    pub labels: BTreeMap<String, String>,
+}
+
 impl Cluster {
     /// Sets (`Some`) or removes (`None`) labels; returns one outcome per key, in input order.
     pub async fn set_labels(
@@ -66,7 +86,7 @@ impl Cluster {
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
     ) -> Result<Vec<LabelOutcome>, ClusterError> {
-        self.set_meta_map(target, changes, Field::Labels).await
+        Ok(self.set_meta_map(target, changes, Field::Labels, None).await?.outcomes)
     }
 
     /// Sets or removes one label; see [`Cluster::set_labels`].
@@ -82,13 +102,29 @@ impl Cluster {
         Ok(v.remove(0))
     }
 
+    /// Sets or removes labels against the state `seen` read earlier: the patch carries its
+    /// resourceVersion, so when nothing changed since, one request does it (no second read); when the
+    /// object changed meanwhile the server refuses it (409) and the change is decided again on a fresh
+    /// read, as [`Cluster::set_labels`] does. Returns the labels after the change as the server answered.
+    pub async fn set_labels_seen(
+        &self,
+        target: &LabelTarget,
+        seen: &LabelsRead,
+        changes: &[(String, Option<String>)],
+    ) -> Result<LabelsSet, ClusterError> {
+        self.set_meta_map(target, changes, Field::Labels, Some(seen)).await
+    }
+
     /// Sets or removes annotations (same semantics as labels).
     pub async fn set_annotations(
         &self,
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
     ) -> Result<Vec<LabelOutcome>, ClusterError> {
-        self.set_meta_map(target, changes, Field::Annotations).await
+        Ok(self
+            .set_meta_map(target, changes, Field::Annotations, None)
+            .await?
+            .outcomes)
     }
 
     /// Sets one annotation of a Namespace with a single merge patch, without reading it first and without
@@ -106,7 +142,16 @@ impl Cluster {
 
     /// The current labels of the target.
     pub async fn labels_of(&self, target: &LabelTarget) -> Result<BTreeMap<String, String>, ClusterError> {
-        Ok(self.read_meta(target).await?.labels.unwrap_or_default())
+        Ok(self.read_labels(target).await?.labels)
+    }
+
+    /// The current labels of the target with the resourceVersion they were read at.
+    pub async fn read_labels(&self, target: &LabelTarget) -> Result<LabelsRead, ClusterError> {
+        let meta = self.read_meta(target).await?;
+        Ok(LabelsRead {
+            labels: meta.labels.unwrap_or_default(),
+            resource_version: meta.resource_version,
+        })
     }
 
     async fn read_meta(&self, target: &LabelTarget) -> Result<kube::api::ObjectMeta, ClusterError> {
@@ -123,20 +168,37 @@ impl Cluster {
         }
     }
 
-    /// Reads the object, decides what to patch and patches with the `resourceVersion` read as a
+    /// Decides what to patch from a read and patches with that read's `resourceVersion` as a
     /// precondition (a merge patch carrying `metadata.resourceVersion` is refused with 409 when the object
     /// changed since: apiserver `patchResource`). A concurrent write between the read and the patch is then
-    /// never overwritten blindly: the read and the decision are made again, a few times at most.
+    /// never overwritten blindly: the read and the decision are made again, a few times at most. The first
+    /// attempt uses `seen` when given (a read the caller already made), later ones read afresh.
     async fn set_meta_map(
         &self,
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
         field: Field,
-    ) -> Result<Vec<LabelOutcome>, ClusterError> {
+        seen: Option<&LabelsRead>,
+    ) -> Result<LabelsSet, ClusterError> {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
+        let mut seen = seen.cloned();
         loop {
-            match self.set_meta_map_once(target, changes, field).await {
+            let read = match seen.take() {
+                Some(r) => r,
+                None => {
+                    let meta = self.read_meta(target).await?;
+                    LabelsRead {
+                        labels: match field {
+                            Field::Labels => meta.labels,
+                            Field::Annotations => meta.annotations,
+                        }
+                        .unwrap_or_default(),
+                        resource_version: meta.resource_version,
+                    }
+                }
+            };
+            match self.set_meta_map_once(target, changes, field, read).await {
                 Err(e) if e.is_conflict() && attempt < ATTEMPTS => {
                     tracing::info!(target_object = %target.describe(), "changed while being patched; reading it again");
                     attempt += 1;
@@ -151,13 +213,9 @@ impl Cluster {
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
         field: Field,
-    ) -> Result<Vec<LabelOutcome>, ClusterError> {
-        let meta = self.read_meta(target).await?;
-        let read_rv = meta.resource_version.clone();
-        let current = match field {
-            Field::Labels => meta.labels.unwrap_or_default(),
-            Field::Annotations => meta.annotations.unwrap_or_default(),
-        };
+        read: LabelsRead,
+    ) -> Result<LabelsSet, ClusterError> {
+        let current = read.labels;
         let mut outcomes = Vec::with_capacity(changes.len());
         let mut patch_map = serde_json::Map::new();
         for (key, want) in changes {
@@ -178,23 +236,31 @@ impl Cluster {
             });
         }
         if patch_map.is_empty() {
-            return Ok(outcomes);
+            return Ok(LabelsSet {
+                outcomes,
+                labels: current,
+            });
         }
-        let body = json!({ "metadata": { "resourceVersion": read_rv, field.name(): patch_map } });
+        let body = json!({ "metadata": { "resourceVersion": read.resource_version, field.name(): patch_map } });
         let what = format!("patch {} of {}", field.name(), target.describe());
         tracing::info!(target_object = %target.describe(), patch = %body, dry_run = self.dry_run(), "patching {}", field.name());
         let pp = self.patch_params();
         let p = Patch::Merge(&body);
-        match target {
+        let meta = match target {
             LabelTarget::Namespace { name } => {
                 let api: kube::Api<Namespace> = self.all();
-                self.call(&what, || api.patch(name, &pp, &p)).await?;
+                self.call(&what, || api.patch(name, &pp, &p)).await?.metadata
             }
             LabelTarget::Service { namespace, name } => {
                 let api: kube::Api<Service> = self.namespaced(namespace);
-                self.call(&what, || api.patch(name, &pp, &p)).await?;
+                self.call(&what, || api.patch(name, &pp, &p)).await?.metadata
             }
+        };
+        let labels = match field {
+            Field::Labels => meta.labels,
+            Field::Annotations => meta.annotations,
         }
-        Ok(outcomes)
+        .unwrap_or_default();
+        Ok(LabelsSet { outcomes, labels })
     }
 }

@@ -34,7 +34,7 @@ pub use cache::{CacheState, FleetCache, NamespaceLabels};
 pub use dynamic::{DynKind, with_types};
 pub(crate) use events::hostname;
 pub use events::{EVENTS_NAMESPACE, EventType};
-pub use labels::{LabelOutcome, LabelTarget};
+pub use labels::{LabelOutcome, LabelTarget, LabelsRead, LabelsSet};
 pub use restart::{RESTARTED_AT_ANNOTATION, RestartOutcome, WorkloadKind, restarted_at_now};
 pub use wait::{Check, PodsWait, RolloutDone};
 

@@ -198,11 +198,15 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
 async fn enable_ambient(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::EnableAmbient;
     let l = ctx.plan.ambient_label.clone();
-    apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
-    let mut gates = vec![
-        labels_gate(ctx, &[(l.key.as_str(), Some(l.value.as_str()))]).await?,
-        ztunnel_gate(ctx).await?,
-    ];
+    let started = jiff::Timestamp::now();
+    let after = apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
+    let want = [(l.key.as_str(), Some(l.value.as_str()))];
+    let labels_gate = if l.target == ObjRef::namespace(&ctx.ns) {
+        labels_gate_on(ctx, &after, &want, started)
+    } else {
+        labels_gate(ctx, &want).await?
+    };
+    let mut gates = vec![labels_gate, ztunnel_gate(ctx).await?];
     if let Some(p) = probe_gate(ctx, step, g::PROBES).await {
         gates.push(p);
     }
@@ -217,8 +221,19 @@ async fn labels_gate(ctx: &NsCtx<'_>, want: &[(&str, Option<&str>)]) -> Result<G
         .cluster
         .labels_of(&LabelTarget::Namespace { name: ctx.ns.clone() })
         .await?;
-    let gate = crate::gates::labels::namespace_labels(&ctx.ns, &labels, want, ctx.engine.cluster.dry_run());
-    Ok(stamp(gate, started))
+    Ok(labels_gate_on(ctx, &labels, want, started))
+}
+
+/// The `namespace-labels` gate on labels the API server answered with: the response to the step's own
+/// label patch is the object as stored after it, so no second read is needed.
+fn labels_gate_on(
+    ctx: &NsCtx<'_>,
+    labels: &BTreeMap<String, String>,
+    want: &[(&str, Option<&str>)],
+    started: jiff::Timestamp,
+) -> GateResult {
+    let gate = crate::gates::labels::namespace_labels(&ctx.ns, labels, want, ctx.engine.cluster.dry_run());
+    stamp(gate, started)
 }
 
 async fn ztunnel_gate(ctx: &NsCtx<'_>) -> Result<GateResult, EngineError> {
@@ -252,11 +267,16 @@ async fn remove_injection(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, Engine
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+    let started = jiff::Timestamp::now();
+    let mut after = None;
     for (k, _) in &pairs {
-        apply_label(ctx, step, &ns_ref, k, None).await?;
+        after = Some(apply_label(ctx, step, &ns_ref, k, None).await?);
     }
     let want: Vec<(&str, Option<&str>)> = vec![("istio-injection", None), ("istio.io/rev", None)];
-    let mut gates = vec![labels_gate(ctx, &want).await?];
+    let mut gates = vec![match &after {
+        Some(labels) => labels_gate_on(ctx, labels, &want, started),
+        None => labels_gate(ctx, &want).await?,
+    }];
     if let Some(p) = probe_gate(ctx, step, g::PROBES).await {
         gates.push(p);
     }

@@ -2,6 +2,8 @@
 //! restart step). Each records what a rollback needs in the journal before it sends its write, checks the
 //! fleet Lease first, and is idempotent, so a rerun after a crash converges.
 
+use std::collections::BTreeMap;
+
 use kube::api::DynamicObject;
 
 use super::{EngineError, NsCtx};
@@ -25,23 +27,34 @@ pub(crate) fn label_target(r: &ObjRef) -> Result<LabelTarget, EngineError> {
 }
 
 /// Sets (or removes, with `None`) a label, journaling `before` first. Re-running after a crash keeps the
-/// `before` recorded by the first attempt, so rollback restores the original value, not ours.
+/// `before` recorded by the first attempt, so rollback restores the original value, not ours. Returns the
+/// target's labels after the change as the API server answered it (the patch response, or the read when
+/// the label already had the value), which the step's labels gate checks without reading again.
+///
+/// One read, one journal write, one patch: the patch carries the read's resourceVersion, so a change made
+/// by anyone between the read and the patch is refused (409) and decided again on a fresh read rather
+/// than overwritten. The journal's own state annotation is a write to the same Namespace: the one in
+/// flight is let land before the read, or the precondition would fail on it.
 pub(crate) async fn apply_label(
     ctx: &mut NsCtx<'_>,
     step: Step,
     target: &ObjRef,
     key: &str,
     value: Option<&str>,
-) -> Result<(), EngineError> {
+) -> Result<BTreeMap<String, String>, EngineError> {
     let lt = label_target(target)?;
+    if matches!(lt, LabelTarget::Namespace { .. }) {
+        ctx.journal.flush_annotation().await;
+    }
     let recorded = journaled(
         ctx,
         |c| matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key),
     );
+    let seen = ctx.engine.cluster.read_labels(&lt).await?;
     if !recorded {
-        let before = ctx.engine.cluster.labels_of(&lt).await?.get(key).cloned();
+        let before = seen.labels.get(key).cloned();
         if before.as_deref() == value {
-            return Ok(());
+            return Ok(seen.labels);
         }
         let change = Change::Label {
             step,
@@ -56,8 +69,12 @@ pub(crate) async fn apply_label(
         ctx.journal.update(|r| r.changes.push(change.clone())).await?;
     }
     ctx.engine.check_lease().await?;
-    ctx.engine.cluster.set_label(&lt, key, value).await?;
-    Ok(())
+    let set = ctx
+        .engine
+        .cluster
+        .set_labels_seen(&lt, &seen, &[(key.to_string(), value.map(str::to_string))])
+        .await?;
+    Ok(set.labels)
 }
 
 /// The dynamic kind of a planned object, or why the executor cannot `action` it.
