@@ -47,6 +47,69 @@ async fn kubeconfig_errors_name_the_file_and_context() {
 }
 
 #[tokio::test]
+async fn a_label_change_against_a_read_is_one_patch_that_only_a_label_change_can_refuse() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let mode = |v: &str| [("istio.io/dataplane-mode".to_string(), Some(v.to_string()))];
+
+    // Another write to the Namespace (its annotations) between the read and the patch: the patch still
+    // lands, in one request, and answers with the labels after it.
+    let seen = c.read_labels(&ns_target()).await.unwrap();
+    assert_eq!(seen.labels["istio-injection"], "enabled");
+    c.annotate_namespace("shop", "note", "someone else")
+        .await
+        .unwrap();
+    env.reset_requests().await;
+    let set = c
+        .set_labels_seen(&ns_target(), &seen, &mode("ambient"))
+        .await
+        .unwrap();
+    assert_eq!(set.labels["istio.io/dataplane-mode"], "ambient");
+    assert_eq!(set.labels["istio-injection"], "enabled");
+    assert_eq!(
+        (set.outcomes[0].before.as_deref(), set.outcomes[0].changed),
+        (None, true)
+    );
+    let log = env.requests().await;
+    assert_eq!(
+        log.iter()
+            .map(|r| r["verb"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["patch"],
+        "{log:?}"
+    );
+    let ns: Namespace = c.all().get("shop").await.unwrap();
+    assert_eq!(ns.metadata.annotations.unwrap()["note"], "someone else");
+
+    // A label changed by someone between the read and the patch: the stale read is not acted on; the
+    // change is decided again on a fresh read, whose value is the one returned as `before`.
+    let stale = c.read_labels(&ns_target()).await.unwrap();
+    c.set_label(&ns_target(), "istio.io/dataplane-mode", Some("none"))
+        .await
+        .unwrap();
+    let set = c
+        .set_labels_seen(&ns_target(), &stale, &mode("other"))
+        .await
+        .unwrap();
+    assert_eq!(set.outcomes[0].before.as_deref(), Some("none"));
+    assert_eq!(set.labels["istio.io/dataplane-mode"], "other");
+    assert_eq!(
+        c.labels_of(&ns_target()).await.unwrap()["istio.io/dataplane-mode"],
+        "other"
+    );
+
+    // Nothing to change: nothing sent.
+    let seen = c.read_labels(&ns_target()).await.unwrap();
+    env.reset_requests().await;
+    let set = c
+        .set_labels_seen(&ns_target(), &seen, &mode("other"))
+        .await
+        .unwrap();
+    assert!(!set.outcomes[0].changed);
+    assert!(env.requests().await.is_empty());
+}
+
+#[tokio::test]
 async fn label_changes_are_idempotent_and_return_the_previous_value() {
     let env = start(&[SEED]).await;
     let c = &env.cluster;

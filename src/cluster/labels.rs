@@ -86,7 +86,10 @@ impl Cluster {
         target: &LabelTarget,
         changes: &[(String, Option<String>)],
     ) -> Result<Vec<LabelOutcome>, ClusterError> {
-        Ok(self.set_meta_map(target, changes, Field::Labels, None).await?.outcomes)
+        Ok(self
+            .set_meta_map(target, changes, Field::Labels, None)
+            .await?
+            .outcomes)
     }
 
     /// Sets or removes one label; see [`Cluster::set_labels`].
@@ -102,17 +105,75 @@ impl Cluster {
         Ok(v.remove(0))
     }
 
-    /// Sets or removes labels against the state `seen` read earlier: the patch carries its
-    /// resourceVersion, so when nothing changed since, one request does it (no second read); when the
-    /// object changed meanwhile the server refuses it (409) and the change is decided again on a fresh
-    /// read, as [`Cluster::set_labels`] does. Returns the labels after the change as the server answered.
+    /// Sets or removes labels against the labels `seen` read earlier, in one request: a JSON patch
+    /// (RFC 6902) whose first operation tests that the object's labels are still exactly `seen` (the
+    /// apiserver applies the whole patch or nothing, and a failed `test` is refused with 422:
+    /// `apiserver/pkg/endpoints/handlers/patch.go` `applyJSPatch`). Unlike a resourceVersion
+    /// precondition, a concurrent write to something else of the object (its annotations) does not
+    /// refuse it; a change to its labels does, and the change is then decided again on a fresh read, as
+    /// [`Cluster::set_labels`] does. An object without labels has nothing to test against (a JSON patch
+    /// cannot test for absence): it gets the resourceVersion precondition instead. Returns the labels
+    /// after the change as the server answered.
     pub async fn set_labels_seen(
         &self,
         target: &LabelTarget,
         seen: &LabelsRead,
         changes: &[(String, Option<String>)],
     ) -> Result<LabelsSet, ClusterError> {
-        self.set_meta_map(target, changes, Field::Labels, Some(seen)).await
+        if seen.labels.is_empty() {
+            return self
+                .set_meta_map(target, changes, Field::Labels, Some(seen))
+                .await;
+        }
+        let (outcomes, ops) = decide(&seen.labels, changes);
+        if ops.is_empty() {
+            return Ok(LabelsSet {
+                outcomes,
+                labels: seen.labels.clone(),
+            });
+        }
+        let mut patch = vec![json!({"op": "test", "path": "/metadata/labels", "value": seen.labels})];
+        for (key, want) in ops {
+            let path = format!("/metadata/labels/{}", pointer_escape(&key));
+            patch.push(match want {
+                Some(v) => json!({"op": "add", "path": path, "value": v}),
+                None => json!({"op": "remove", "path": path}),
+            });
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::Value::Array(patch)).map_err(|e| ClusterError::Decode {
+                what: format!("label patch of {}", target.describe()),
+                message: e.to_string(),
+            })?;
+        let what = format!("patch labels of {}", target.describe());
+        tracing::info!(target_object = %target.describe(), patch = ?patch, dry_run = self.dry_run(), "patching labels");
+        let pp = self.patch_params();
+        let p: Patch<()> = Patch::Json(patch);
+        let sent = match target {
+            LabelTarget::Namespace { name } => {
+                let api: kube::Api<Namespace> = self.all();
+                self.call(&what, || api.patch(name, &pp, &p))
+                    .await
+                    .map(|o| o.metadata)
+            }
+            LabelTarget::Service { namespace, name } => {
+                let api: kube::Api<Service> = self.namespaced(namespace);
+                self.call(&what, || api.patch(name, &pp, &p))
+                    .await
+                    .map(|o| o.metadata)
+            }
+        };
+        match sent {
+            Ok(meta) => Ok(LabelsSet {
+                outcomes,
+                labels: meta.labels.unwrap_or_default(),
+            }),
+            Err(e) if e.is_conflict() || e.is_invalid() => {
+                tracing::info!(target_object = %target.describe(), "labels changed since they were read; reading them again");
+                self.set_meta_map(target, changes, Field::Labels, None).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets or removes annotations (same semantics as labels).
@@ -216,32 +277,19 @@ impl Cluster {
         read: LabelsRead,
     ) -> Result<LabelsSet, ClusterError> {
         let current = read.labels;
-        let mut outcomes = Vec::with_capacity(changes.len());
-        let mut patch_map = serde_json::Map::new();
-        for (key, want) in changes {
-            let before = current.get(key).cloned();
-            let changed = before != *want;
-            if changed {
-                patch_map.insert(
-                    key.clone(),
-                    want.clone()
-                        .map_or(serde_json::Value::Null, serde_json::Value::String),
-                );
-            }
-            outcomes.push(LabelOutcome {
-                key: key.clone(),
-                before,
-                after: want.clone(),
-                changed,
-            });
-        }
+        let (outcomes, ops) = decide(&current, changes);
+        let patch_map: serde_json::Map<String, serde_json::Value> = ops
+            .into_iter()
+            .map(|(k, v)| (k, v.map_or(serde_json::Value::Null, serde_json::Value::String)))
+            .collect();
         if patch_map.is_empty() {
             return Ok(LabelsSet {
                 outcomes,
                 labels: current,
             });
         }
-        let body = json!({ "metadata": { "resourceVersion": read.resource_version, field.name(): patch_map } });
+        let body =
+            json!({ "metadata": { "resourceVersion": read.resource_version, field.name(): patch_map } });
         let what = format!("patch {} of {}", field.name(), target.describe());
         tracing::info!(target_object = %target.describe(), patch = %body, dry_run = self.dry_run(), "patching {}", field.name());
         let pp = self.patch_params();
@@ -262,5 +310,70 @@ impl Cluster {
         }
         .unwrap_or_default();
         Ok(LabelsSet { outcomes, labels })
+    }
+}
+
+/// One outcome per wanted key, in input order, and the keys that differ from `current` with the value to
+/// set (`None`: remove).
+fn decide(
+    current: &BTreeMap<String, String>,
+    changes: &[(String, Option<String>)],
+) -> (Vec<LabelOutcome>, Vec<(String, Option<String>)>) {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    let mut ops = Vec::new();
+    for (key, want) in changes {
+        let before = current.get(key).cloned();
+        let changed = before != *want;
+        if changed {
+            ops.push((key.clone(), want.clone()));
+        }
+        outcomes.push(LabelOutcome {
+            key: key.clone(),
+            before,
+            after: want.clone(),
+            changed,
+        });
+    }
+    (outcomes, ops)
+}
+
+/// A label key as one JSON pointer segment (RFC 6901: `~` is `~0`, `/` is `~1`).
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_keys_are_escaped_as_json_pointer_segments() {
+        assert_eq!(
+            pointer_escape("istio.io/dataplane-mode"),
+            "istio.io~1dataplane-mode"
+        );
+        assert_eq!(pointer_escape("a~b/c"), "a~0b~1c");
+    }
+
+    #[test]
+    fn only_keys_that_differ_are_changed() {
+        let current: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        let (outcomes, ops) = decide(
+            &current,
+            &[
+                ("a".into(), Some("1".into())),
+                ("b".into(), None),
+                ("c".into(), Some("3".into())),
+            ],
+        );
+        assert_eq!(
+            ops,
+            vec![("b".to_string(), None), ("c".to_string(), Some("3".to_string()))]
+        );
+        assert_eq!(
+            outcomes.iter().map(|o| o.changed).collect::<Vec<_>>(),
+            vec![false, true, true]
+        );
+        assert_eq!(outcomes[1].before.as_deref(), Some("2"));
     }
 }

@@ -133,6 +133,12 @@ impl ClusterError {
         matches!(self, ClusterError::NotFound { .. })
     }
 
+    /// True for HTTP 422 (the object or the patch was refused as invalid, including a JSON patch whose
+    /// `test` operation failed).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 422, .. })
+    }
+
     /// True for HTTP 409 (conflict or already exists).
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClusterError::Conflict { .. })

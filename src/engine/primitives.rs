@@ -31,10 +31,10 @@ pub(crate) fn label_target(r: &ObjRef) -> Result<LabelTarget, EngineError> {
 /// target's labels after the change as the API server answered it (the patch response, or the read when
 /// the label already had the value), which the step's labels gate checks without reading again.
 ///
-/// One read, one journal write, one patch: the patch carries the read's resourceVersion, so a change made
-/// by anyone between the read and the patch is refused (409) and decided again on a fresh read rather
-/// than overwritten. The journal's own state annotation is a write to the same Namespace: the one in
-/// flight is let land before the read, or the precondition would fail on it.
+/// One read, one journal write, one patch: the patch tests that the labels are still the ones read
+/// ([`crate::cluster::Cluster::set_labels_seen`]), so a label change made by anyone in between is decided
+/// again on a fresh read rather than overwritten, while the journal's own state annotation, written to the
+/// same Namespace in the background, does not get in its way.
 pub(crate) async fn apply_label(
     ctx: &mut NsCtx<'_>,
     step: Step,
@@ -43,9 +43,6 @@ pub(crate) async fn apply_label(
     value: Option<&str>,
 ) -> Result<BTreeMap<String, String>, EngineError> {
     let lt = label_target(target)?;
-    if matches!(lt, LabelTarget::Namespace { .. }) {
-        ctx.journal.flush_annotation().await;
-    }
     let recorded = journaled(
         ctx,
         |c| matches!(c, Change::Label { step: s, change } if *s == step && change.target == *target && change.key == key),
