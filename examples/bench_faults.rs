@@ -2,8 +2,8 @@
 //! against meshsim (started in-process, as the e2e tests do), and the programs print what they found.
 //!
 //! - `matrix`: each step 1-6 x each meshsim fault kind, plus an API brownout (every request 500 for 20 s)
-//!   and a lost Lease (another identity overwrites it). The disturbance starts when the journal enters
-//!   the step and is lifted when the journal leaves it. Every cell must end Migrated, RolledBack (labels
+//!   and a lost Lease (another identity overwrites it). The disturbance starts when the run enters the
+//!   step (its state annotation on the Namespace) and is lifted when it leaves it. Every cell must end Migrated, RolledBack (labels
 //!   and Istio objects equal to the stored backup and to the state before), or RollbackFailed with a
 //!   message; a run that lost its Lease is rerun, as the CronJob would.
 //! - `crash`: SIGKILLs at seeded random instants over whole fleet runs and operator rollbacks of a

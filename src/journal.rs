@@ -14,6 +14,12 @@
 //! is exactly the one we tried to write, our own earlier attempt landed and its answer was lost; that is
 //! accepted.) The writer's run id (the Lease holder identity) is recorded in every write.
 //!
+//! Staging: a phase change that need not be stored before anything else happens (a step's gates passed and
+//! the next step started) is staged in the handle ([`Journal::stage`]) and goes out with the next write,
+//! which is the write-ahead record of the next mutation, or the terminal phase. A run that dies first
+//! resumes at the phase last written and redoes the idempotent work since. A step that sends nothing then
+//! costs no journal write; the state annotation still shows it as it starts.
+//!
 //! Dry runs never write the journal (nothing may be persisted, and the state namespace may not exist):
 //! the handle keeps the record in memory.
 
@@ -242,6 +248,12 @@ pub struct Journal {
     pending: Option<Record>,
     /// The writer of the state annotation, started on the first phase to show.
     annotator: Option<StateAnnotator>,
+    /// The record as last written while `record` holds changes staged since ([`Journal::stage`]);
+    /// `None` when `record` is what is stored.
+    written: Option<Record>,
+    /// The phase last handed to the state annotation (staged phases too: the annotation shows where the
+    /// run is, the journal what a resumed run needs).
+    shown: Option<Phase>,
 }
 
 /// Writes the Namespace's state annotation in the background, in order, latest value only: a phase
@@ -388,14 +400,17 @@ impl Journal {
             Err(e) => return Err(e.into()),
         };
         let Some(cm) = existing else { return Ok(None) };
+        let record = checked(state_ns, ns, parse(state_ns, &cm)?)?;
         Ok(Some(Journal {
             cluster: cluster.clone(),
             state_ns: state_ns.to_string(),
             run_id: run_id.to_string(),
             resource_version: cm.metadata.resource_version.clone(),
-            record: checked(state_ns, ns, parse(state_ns, &cm)?)?,
+            shown: Some(record.phase),
+            record,
             pending: None,
             annotator: None,
+            written: None,
         }))
     }
 
@@ -418,6 +433,8 @@ impl Journal {
             record: Record::new(ns, run_id),
             pending: None,
             annotator: None,
+            written: None,
+            shown: None,
         };
         if cluster.dry_run() {
             return Ok(j);
@@ -513,8 +530,29 @@ impl Journal {
         self.resource_version.as_deref()
     }
 
-    /// Applies `f` to a copy of the record and writes it with the fencing precondition. On success the
-    /// handle holds the new record; on error it keeps the old one.
+    /// Applies `f` to the record without writing it: the change goes out with the next
+    /// [`Journal::update`]. For phase changes that need not be stored before anything else happens: a
+    /// run that dies before the next write resumes from the phase last written, which the staged one
+    /// follows from, so it must only stage what redoing from there reaches again (a step whose gates
+    /// passed, with nothing sent since). Every write to the cluster is preceded by a journal write of
+    /// its own, which carries what was staged.
+    pub fn stage<F>(&mut self, f: F)
+    where
+        F: FnOnce(&mut Record),
+    {
+        if self.cluster.dry_run() {
+            f(&mut self.record);
+            return;
+        }
+        if self.written.is_none() {
+            self.written = Some(self.record.clone());
+        }
+        f(&mut self.record);
+        self.annotate();
+    }
+
+    /// Applies `f` to a copy of the record (with what was staged) and writes it with the fencing
+    /// precondition. On success the handle holds the new record; on error it keeps the old one.
     pub async fn update<F>(&mut self, f: F) -> Result<&Record, JournalError>
     where
         F: FnOnce(&mut Record),
@@ -544,7 +582,6 @@ impl Journal {
                 });
             }
         }
-        let phase_changed = next.phase != self.record.phase;
         if self.cluster.dry_run() {
             self.record = next;
             return Ok(&self.record);
@@ -589,11 +626,9 @@ impl Journal {
             Err(e) => return Err(e.into()),
         }
         self.record = next;
-        if phase_changed {
-            self.annotate();
-            if self.record.phase.is_terminal() {
-                self.flush_annotation().await;
-            }
+        self.written = None;
+        if self.annotate() && self.record.phase.is_terminal() {
+            self.flush_annotation().await;
         }
         Ok(&self.record)
     }
@@ -613,7 +648,8 @@ impl Journal {
         let stored = parse(&self.state_ns, &cm)?;
         if stored == pending {
             self.record = pending;
-        } else if stored != self.record {
+            self.written = None;
+        } else if stored != *self.written.as_ref().unwrap_or(&self.record) {
             return Err(JournalError::Fenced {
                 namespace: ns,
                 writer: stored.run_id,
@@ -623,8 +659,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Hands the current phase to the state-annotation writer (started on first use).
-    fn annotate(&mut self) {
+    /// Hands the current phase to the state-annotation writer (started on first use) unless it is the
+    /// one last handed over; true when it was handed over.
+    fn annotate(&mut self) -> bool {
+        if self.shown == Some(self.record.phase) {
+            return false;
+        }
+        self.shown = Some(self.record.phase);
         let v = phase_label(&self.record.phase);
         match &self.annotator {
             Some(a) if !a.writer.is_finished() => {
@@ -638,6 +679,7 @@ impl Journal {
                 ))
             }
         }
+        true
     }
 
     /// Waits until the state annotation shows the last phase handed over (or its patch failed, which is

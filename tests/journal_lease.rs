@@ -433,3 +433,54 @@ async fn noticed_loss(guard: &lease::LeaseGuard) -> LeaseError {
     .await
     .expect("the loss is noticed within a renew period")
 }
+
+#[tokio::test]
+async fn staged_phases_go_out_with_the_next_write_and_show_on_the_namespace_at_once() {
+    let env = start(&[SEED]).await;
+    let c = &env.cluster;
+    let mut j = Journal::load_or_create(c, STATE_NS, "shop", "run-a")
+        .await
+        .unwrap();
+    j.update(|r| r.phase = Phase::InStep(Step::ActivateWaypoint))
+        .await
+        .unwrap();
+    let annotation = || async {
+        let ns: k8s_openapi::api::core::v1::Namespace = c.all().get("shop").await.unwrap();
+        ns.metadata.annotations.unwrap_or_default()[STATE_ANNOTATION].clone()
+    };
+
+    // Staged: the handle and the Namespace's annotation show it, the stored journal does not (a run that
+    // dies now resumes at step 1).
+    env.reset_requests().await;
+    j.stage(|r| r.phase = Phase::InStep(Step::EnableAmbient));
+    assert_eq!(j.record().phase, Phase::InStep(Step::EnableAmbient));
+    j.flush_annotation().await;
+    assert_eq!(
+        annotation().await,
+        phase_label(&Phase::InStep(Step::EnableAmbient))
+    );
+    let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(stored.phase, Phase::InStep(Step::ActivateWaypoint));
+    let writes: Vec<_> = env
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["verb"] != "get")
+        .map(|r| format!("{} {}", r["verb"], r["resource"]))
+        .collect();
+    assert_eq!(
+        writes,
+        vec!["\"patch\" \"namespaces\""],
+        "staging writes no journal"
+    );
+
+    // The next write carries the staged phase with its own change, and the handle keeps writing (the
+    // fencing compares against what was stored, not against what was staged).
+    j.update(|r| r.outcome = Some("testing".into())).await.unwrap();
+    let stored = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(stored.phase, Phase::InStep(Step::EnableAmbient));
+    assert_eq!(stored.outcome.as_deref(), Some("testing"));
+    j.update(|r| r.phase = Phase::Migrated).await.unwrap();
+    // A terminal phase is on the Namespace when the write returns.
+    assert_eq!(annotation().await, phase_label(&Phase::Migrated));
+}

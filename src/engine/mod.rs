@@ -314,6 +314,37 @@ impl NsCtx<'_> {
 }
 
 /// Resolves when a stop is requested; never when the stop sender is gone without one (nobody can ask).
+/// The phase `events` lead to from `phase`, with the steps they complete, as a change to a journal
+/// record; an event the state machine refuses is an error naming the namespace.
+fn phase_changes(
+    mut phase: Phase,
+    ns: &str,
+    events: &[Event],
+) -> Result<impl FnOnce(&mut crate::journal::Record) + use<>, EngineError> {
+    let mut done = Vec::new();
+    for event in events {
+        let next = steps::next(phase, *event).map_err(|source| EngineError::State {
+            namespace: ns.to_string(),
+            source,
+        })?;
+        // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
+        match next {
+            Phase::StepDone(s) => done.push(s),
+            Phase::Migrated if matches!(phase, Phase::InStep(_)) => done.push(Step::Validate),
+            _ => {}
+        }
+        phase = next;
+    }
+    Ok(move |r: &mut crate::journal::Record| {
+        r.phase = phase;
+        for s in done {
+            if !r.steps_done.contains(&s) {
+                r.steps_done.push(s);
+            }
+        }
+    })
+}
+
 async fn stop_requested(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
@@ -571,7 +602,9 @@ impl Engine {
                 .await?;
         }
         if journal.record().phase == Phase::Pending {
-            self.transition(&mut journal, ns, Event::PreflightPassed).await?;
+            // Staged: Pending and Preflight both take a fresh backup on resume (`backup_for`), and the
+            // write that records the backup carries it.
+            self.stage_transitions(&mut journal, ns, &[Event::PreflightPassed], |_| {})?;
         }
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
@@ -759,7 +792,7 @@ impl Engine {
                 };
                 let starts = step.next().filter(|_| events.len() == 2);
                 let intent = starts.map(|n| exec::intent(n, &ctx.plan));
-                self.transitions_with(&mut ctx.journal, ns, events, |r| {
+                let with = |r: &mut crate::journal::Record| {
                     record_gates(r);
                     if last {
                         r.outcome = Some("migrated".into());
@@ -767,8 +800,14 @@ impl Engine {
                     if let Some(i) = intent {
                         i(r);
                     }
-                })
-                .await?;
+                };
+                if last {
+                    self.transitions_with(&mut ctx.journal, ns, events, with).await?;
+                } else {
+                    // Not written yet: a run that dies before the next write redoes this step, whose
+                    // work is done and whose gates pass again; the next step's first write carries it.
+                    self.stage_transitions(&mut ctx.journal, ns, events, with)?;
+                }
                 // No Event per step: the namespace's Events are aggregated to its milestones (backup
                 // taken, migrated, gate failed, rollback), each naming the steps it covers; the journal
                 // and the reports keep every step.
@@ -1023,32 +1062,32 @@ impl Engine {
         with: impl FnOnce(&mut crate::journal::Record),
     ) -> Result<(), EngineError> {
         self.check_lease().await?;
-        let mut phase = journal.record().phase;
-        let mut done = Vec::new();
-        for event in events {
-            let next = steps::next(phase, *event).map_err(|source| EngineError::State {
-                namespace: ns.to_string(),
-                source,
-            })?;
-            // Step 6's gates passing moves straight to Migrated (no StepDone(6)): record it too.
-            match next {
-                Phase::StepDone(s) => done.push(s),
-                Phase::Migrated if matches!(phase, Phase::InStep(_)) => done.push(Step::Validate),
-                _ => {}
-            }
-            phase = next;
-        }
+        let apply = phase_changes(journal.record().phase, ns, events)?;
         journal
             .update(|r| {
                 with(r);
-                r.phase = phase;
-                for s in done {
-                    if !r.steps_done.contains(&s) {
-                        r.steps_done.push(s);
-                    }
-                }
+                apply(r);
             })
             .await?;
+        Ok(())
+    }
+
+    /// Phase changes staged in the journal, written with its next write ([`Journal::stage`]): for the
+    /// progress from one step to the next, which a run resumed from the earlier phase reaches again by
+    /// redoing idempotent work. Whatever the next step sends is journaled first, in a write that carries
+    /// these; a step that sends nothing costs no write at all.
+    pub(crate) fn stage_transitions(
+        &self,
+        journal: &mut Journal,
+        ns: &str,
+        events: &[Event],
+        with: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), EngineError> {
+        let apply = phase_changes(journal.record().phase, ns, events)?;
+        journal.stage(|r| {
+            with(r);
+            apply(r);
+        });
         Ok(())
     }
 

@@ -2,8 +2,8 @@
 //! their CI sample (`tests/e2e_chaos.rs`). Built on [`crate::e2e`] (meshsim in-process, the real binary as a
 //! child process).
 //!
-//! - [`run_cell`]: one cell of the fault matrix: a fault injected when the journal enters step k, lifted
-//!   when it leaves step k; then the end state is classified ([`End`]).
+//! - [`run_cell`]: one cell of the fault matrix: a fault injected when the run enters step k (its state
+//!   annotation on the Namespace), lifted when it leaves step k; then the end state is classified ([`End`]).
 //! - [`Proc`]: a spawned run whose output is drained in the background, so it can be killed at any
 //!   instant ([`Proc::kill`]) or awaited ([`Proc::output`]).
 //! - [`classify`]: Migrated, RolledBack (config equal to the stored backup and to the state before), or
@@ -44,7 +44,7 @@ pub const KINDS: [&str; 9] = [
     "injector-down",
 ];
 
-/// How a cell disturbs the run when the journal enters its step.
+/// How a cell disturbs the run when it enters its step.
 #[derive(Debug, Clone)]
 pub enum Inject {
     /// A meshsim fault on namespace `shop`, lifted when the journal leaves the step.
@@ -346,7 +346,7 @@ pub fn cell_config(env: &Env) -> PathBuf {
     env.write_config("cell", &cfg.toml())
 }
 
-/// One cell: the seed namespace migrated with `inject` applied when the journal enters `step`.
+/// One cell: the seed namespace migrated with `inject` applied when the run enters `step`.
 pub async fn run_cell(step: &str, column: &str) -> Cell {
     let t0 = Instant::now();
     let inject = Inject::for_column(column);
@@ -355,13 +355,30 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
     let before = env.config_dump("shop");
     let config = cell_config(&env);
     let in_step = format!("in-step:{step}");
-    let mut proc = Proc::spawn(&env, &config, "run", &["run"]);
     let mut fault_id: Option<String> = None;
     let mut injected = false;
+    let mut entered = false;
+    // A waypoint exists only from step 1 on, so a waypoint fault switched on before the run is the same
+    // cell as one switched on when the run enters step 1, without the race: the run creates the
+    // waypoint right after that journal write, and meshsim can make it ready (tens of ms at these
+    // latencies) before an observer of the journal reacts.
+    if step == "activate-waypoint"
+        && let Inject::Fault(f) = &inject
+        && f.kind == FaultKind::WaypointNeverReady
+    {
+        fault_id = Some(env.running.sim.faults.add((**f).clone()));
+        injected = true;
+    }
+    let mut proc = Proc::spawn(&env, &config, "run", &["run"]);
     let mut stolen_at: Option<usize> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     while proc.exited().is_none() && Instant::now() < deadline {
-        let phase = env.journal_phase("shop");
+        // Where the run is: its state annotation, which shows a step as it starts (the journal records it
+        // with the step's first write, or not at all for a step that sends nothing).
+        let phase = env.state_annotation("shop");
+        if phase.as_deref() == Some(in_step.as_str()) {
+            entered = true;
+        }
         if !injected && phase.as_deref() == Some(in_step.as_str()) {
             injected = true;
             match &inject {
@@ -378,6 +395,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
                 }
             }
         } else if injected
+            && entered
             && phase.as_deref() != Some(in_step.as_str())
             && let Some(id) = fault_id.take()
         {

@@ -270,6 +270,16 @@ impl Env {
         serde_json::from_value(o["metadata"]["labels"].clone()).unwrap_or_default()
     }
 
+    /// The run's state annotation on the Namespace (`ambient-migrate.io/state`): where the run is, staged
+    /// phases included (the journal shows the phase last written, which may lag by the steps that sent
+    /// nothing).
+    pub fn state_annotation(&self, ns: &str) -> Option<String> {
+        let o = self.store().get(meshsim::resources::core("namespaces"), "", ns)?;
+        o["metadata"]["annotations"][ambient_migrate::journal::STATE_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    }
+
     /// Does the object exist?
     pub fn exists(&self, group: &str, plural: &str, ns: &str, name: &str) -> bool {
         self.store().get(res(group, plural), ns, name).is_some()
