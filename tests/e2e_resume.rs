@@ -1,5 +1,7 @@
-//! End-to-end crash safety (docs/design.md §4): the runner is killed with SIGKILL while the journal says it
-//! is in step k (for each step, and once in the middle of a rollback), then run again: the namespace
+//! End-to-end crash safety (docs/design.md §4): the runner is killed with SIGKILL while it is in step k (its
+//! state annotation on the Namespace says so, as the step starts; the journal records the step with its
+//! first write, or not at all for a step that sends nothing), for each step and once in the middle of a
+//! rollback, then run again: the namespace
 //! converges to Migrated (or RolledBack, with its config identical to the backup). A second runner started
 //! while another holds the fleet Lease exits 5 and writes nothing.
 //!
@@ -20,7 +22,7 @@ fn slow_settings() -> meshsim::Settings {
     s
 }
 
-/// Kills the runner (SIGKILL) as soon as the journal of `shop` shows `phase`.
+/// Kills the runner (SIGKILL) as soon as the state annotation of `shop` shows `phase`.
 async fn run_and_kill_at(env: &Env, config: &std::path::Path, phase: &str) {
     let (mut child, dir) = env.spawn(config, "killed", &["run"]);
     let failed_gates = || {
@@ -37,8 +39,8 @@ async fn run_and_kill_at(env: &Env, config: &std::path::Path, phase: &str) {
         out
     };
     let mut seen = Vec::new();
-    env.wait_until(&format!("journal phase {phase}"), 40, || {
-        let p = env.journal_phase("shop");
+    env.wait_until(&format!("state {phase}"), 40, || {
+        let p = env.state_annotation("shop");
         if let Some(p) = &p
             && seen.last() != Some(p)
         {
@@ -83,7 +85,7 @@ async fn rerun(env: &Env, config: &std::path::Path) -> Output {
     }
 }
 
-/// Kill at `in-step:<step>` (or at another journal phase), rerun, expect Migrated with the full end state.
+/// Kill at `in-step:<step>` (or at another phase), rerun, expect Migrated with the full end state.
 async fn kill_in_step_then_converge(step: &str) {
     kill_at_phase_then_converge(&format!("in-step:{step}")).await
 }
