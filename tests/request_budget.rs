@@ -45,20 +45,23 @@ fn table(m: &BTreeMap<String, usize>, n: usize) -> String {
 const PER_NAMESPACE: &[(&str, usize)] = &[
     // Journal and backup ConfigMaps, two Events, one SelfSubjectRulesReview.
     ("create", 5),
-    // The journal, the Namespace before each label change, the restarted workload.
-    ("get", 10),
+    // The journal, the Namespace before each label change (the label gates check the patch responses),
+    // the restarted workload.
+    ("get", 5),
     // The AuthorizationPolicies left after step 5 (read from the API: the cache may not have seen the
     // deletes yet).
     ("list", 1),
-    // Labels, the phase annotation, the restart.
-    ("patch", 13),
-    // One journal write per phase change and per journaled change.
-    ("update", 13),
+    // Labels, the restart, and the state annotation, which shows each step as it starts (written in the
+    // background, off the steps' path).
+    ("patch", 12),
+    // One journal write per journaled change and per phase that ends or turns the namespace; the progress
+    // from step to step rides on those.
+    ("update", 6),
 ];
 
 /// What one namespace may cost in all, and the whole run per namespace at 100 namespaces.
-const PER_NAMESPACE_TOTAL: usize = 42;
-const AT_100: usize = 60;
+const PER_NAMESPACE_TOTAL: usize = 30;
+const AT_100: usize = 35;
 
 /// Runs `run` over `names` and returns the product's requests.
 async fn run(fleet: &Fleet, names: &[String], cfg_name: &str) -> Vec<RequestRecord> {
