@@ -971,8 +971,8 @@ pub async fn run_fleet(
     );
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
-    // A finished namespace is kept as its report only (its run holds its whole plan).
-    let runs: Arc<Mutex<BTreeMap<String, NamespaceReport>>> = Arc::default();
+    // A finished namespace is kept as its packed report only (its run holds its whole plan).
+    let runs: Arc<Mutex<BTreeMap<String, report::PackedReport>>> = Arc::default();
     // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
     let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
@@ -1022,7 +1022,7 @@ pub async fn run_fleet(
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
-            let report = namespace_report(&r, canary, wave);
+            let report = report::PackedReport::pack(&namespace_report(&r, canary, wave));
             runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
             outcome
         }
@@ -1031,13 +1031,18 @@ pub async fn run_fleet(
     if let Some(why) = &result.stopped {
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
+    // Every namespace is done, so nothing reads the watch caches any more: their objects are freed before
+    // the reports are unpacked, which then take their place in memory instead of adding to them.
+    if let Some(cache) = &eng.cache {
+        cache.release();
+    }
     let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
     let mut decided = std::mem::take(&mut *decided.lock().unwrap_or_else(|e| e.into_inner()));
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
         let r = match (runs.remove(ns), decided.remove(ns)) {
-            (Some(r), _) => r,
+            (Some(r), _) => r.unpack(),
             (None, Some(preflight::Verdict::Blocked(r))) => *r,
             (None, other) => {
                 let mut r = NamespaceReport::new(ns, canary, wave);

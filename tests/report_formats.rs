@@ -260,6 +260,26 @@ fn json_round_trips_and_matches_the_schema() {
     assert!(errs.is_empty(), "schema violations: {errs:#?}");
 }
 
+/// A fleet keeps each finished namespace's report packed until the run ends: unpacked, it must render the
+/// same report files, numbers included (gate measurements carry floats such as ratios and latencies).
+#[test]
+fn a_packed_namespace_report_unpacks_equal_and_renders_the_same() {
+    let mut r = example();
+    let step = r.namespaces[0].steps.first_mut().expect("a step");
+    step.gates[0].measured = json!({"ratio": 0.1 + 0.2, "p99_ms": 12.345_678_901_234_567, "tiny": 1e-7,
+                                    "big": 123_456_789.123_456_78, "count": 3, "neg": -0.0});
+    let rendered = report::json::render(&r);
+    let mut unpacked = r.clone();
+    unpacked.namespaces = r
+        .namespaces
+        .iter()
+        .map(|n| report::PackedReport::pack(n).unpack())
+        .collect();
+    assert_eq!(unpacked, r);
+    assert_eq!(report::json::render(&unpacked), rendered);
+    assert_eq!(report::markdown::render(&unpacked), report::markdown::render(&r));
+}
+
 #[test]
 fn schema_check_catches_violations() {
     let s = schema();

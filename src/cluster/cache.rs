@@ -53,6 +53,13 @@ pub enum CacheState {
 /// The annotation `kubectl apply` leaves on objects: a full copy of the object, read by nothing here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Objects per page of a cache's first list (kube-runtime's default is 500). A page is held twice while it
+/// is decoded (its body and its objects as full typed values, managed fields and all, before the trim), and
+/// the kinds list at once: at 1,000 namespaces decoded pages of 500 pods were 20 of the 79 MB of heap at
+/// the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
+/// fraction of a request per namespace.
+const LIST_PAGE: u32 = 100;
+
 /// One kind's objects, by namespace (empty for cluster-scoped objects) then name: a namespace's objects are
 /// read without scanning the fleet's, in the API server's list order (etcd key order, by name).
 type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
@@ -266,7 +273,7 @@ where
         m.namespace.clone().or_else(|| m.name.clone()).unwrap_or_default()
     };
     let scope = |o: &K| o.meta().namespace.clone().unwrap_or_default();
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE)).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut relist: Option<ByNamespace<S>> = None;
@@ -366,6 +373,12 @@ impl<K, S> Kind<K, S> {
                 last: "still listing".into(),
             }),
         }
+    }
+
+    /// Drops every cached object (the map's memory with them).
+    fn clear(&self) {
+        *self.objects.write().unwrap_or_else(|e| e.into_inner()) = HashMap::new();
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// The cached objects of namespace `ns`, sorted by name as the API server lists them (etcd key order):
@@ -485,6 +498,29 @@ impl FleetCache {
             notifier,
             tasks,
         })
+    }
+
+    /// Stops every reflector and frees the cached objects, for when nothing will read the caches again (the
+    /// fleet's namespaces have all finished): what the run builds afterwards (its report) then reuses their
+    /// memory instead of adding to it. Reads after this see no objects (at most the few a reflector applied
+    /// while it was being stopped).
+    pub fn release(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.namespaces.clear();
+        self.services.clear();
+        self.deployments.clear();
+        self.statefulsets.clear();
+        self.daemonsets.clear();
+        self.replicasets.clear();
+        self.pods.clear();
+        self.jobs.clear();
+        self.cronjobs.clear();
+        for k in self.dynamic.values() {
+            k.clear();
+        }
+        *self.labels.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Waits until every kind is listed (or known absent), at most until `until`.

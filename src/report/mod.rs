@@ -105,6 +105,30 @@ impl NamespaceOutcome {
     }
 }
 
+/// A finished namespace's report held as its compact JSON until the run's report is assembled. A fleet keeps
+/// every finished namespace's report to the end of the run; as values (gate measurements as
+/// `serde_json::Value` trees, strings in their own allocations) one took about 34 KB of heap at 5
+/// Deployments, as JSON about 12 KB (BENCHMARKS.md §2b). The JSON is the report's own serialisation, so
+/// [`PackedReport::unpack`] gives back an equal report (`float_roundtrip` keeps every number exact).
+#[derive(Debug)]
+pub struct PackedReport(Box<[u8]>);
+
+impl PackedReport {
+    /// Serialises `r`.
+    pub fn pack(r: &NamespaceReport) -> PackedReport {
+        PackedReport(
+            serde_json::to_vec(r)
+                .expect("a report always serializes")
+                .into_boxed_slice(),
+        )
+    }
+
+    /// The report again.
+    pub fn unpack(&self) -> NamespaceReport {
+        serde_json::from_slice(&self.0).expect("a packed report reads back as it was written")
+    }
+}
+
 /// One namespace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceReport {
