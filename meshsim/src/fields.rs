@@ -56,17 +56,63 @@ fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, k| cur.get(k))
 }
 
-/// Leaves whose value differs between `old` and `new` (added, changed or removed).
+/// Leaves whose value differs between `old` and `new` (added, changed or removed): the leaves of `new`
+/// whose value in `old` differs, plus the leaves of `old` absent from `new`. Subtrees equal in both are
+/// skipped whole, so a write costs what it changed, not the size of the object.
 pub fn changed(old: Option<&Value>, new: &Value) -> BTreeSet<FieldPath> {
     let Some(old) = old else {
         return leaves(new);
     };
-    let mut out: BTreeSet<FieldPath> = leaves(new)
-        .into_iter()
-        .filter(|p| at(old, p) != at(new, p))
-        .collect();
-    out.extend(leaves(old).into_iter().filter(|p| at(new, p).is_none()));
+    let mut out = BTreeSet::new();
+    new_leaves_differing(Some(old), new, &mut Vec::new(), &mut out);
+    old_leaves_gone(old, Some(new), &mut Vec::new(), &mut out);
     out
+}
+
+/// The leaves of `new` (under `prefix`) whose value in `old` (the old object at `prefix`) differs.
+fn new_leaves_differing(old: Option<&Value>, new: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+    if old == Some(new) {
+        return;
+    }
+    match new {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                prefix.push(k.clone());
+                if !skipped(prefix) {
+                    new_leaves_differing(old.and_then(|o| o.get(k)), x, prefix, out);
+                }
+                prefix.pop();
+            }
+        }
+        _ => {
+            if !prefix.is_empty() {
+                out.insert(prefix.clone());
+            }
+        }
+    }
+}
+
+/// The leaves of `old` (under `prefix`) with no value in `new` (the new object at `prefix`).
+fn old_leaves_gone(old: &Value, new: Option<&Value>, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+    if new == Some(old) {
+        return;
+    }
+    match old {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                prefix.push(k.clone());
+                if !skipped(prefix) {
+                    old_leaves_gone(x, new.and_then(|n| n.get(k)), prefix, out);
+                }
+                prefix.pop();
+            }
+        }
+        _ => {
+            if !prefix.is_empty() && new.is_none() {
+                out.insert(prefix.clone());
+            }
+        }
+    }
 }
 
 /// `fieldsV1` of a set of leaves.
@@ -102,6 +148,17 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     go(v, &mut Vec::new(), &mut out);
     out
+}
+
+/// Whether the `fieldsV1` tree has `path` as a leaf (what [`from_fields_v1`] would list), looked up without
+/// decoding the tree.
+fn owns(fields_v1: &Value, path: &[String]) -> bool {
+    let node = path
+        .iter()
+        .try_fold(fields_v1, |cur, k| cur.as_object()?.get(&format!("f:{k}")));
+    node.is_some_and(|n| {
+        !path.is_empty() && n.as_object().is_none_or(|m| !m.keys().any(|k| k.starts_with("f:")))
+    })
 }
 
 /// `.data.key`, as conflict messages print a path.
@@ -207,6 +264,10 @@ pub fn record(
     };
     entries.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
     for e in entries.iter_mut() {
+        // Most writes take nothing from the other managers: look the taken leaves up before decoding.
+        if !taken.iter().any(|p| owns(&e["fieldsV1"], p)) {
+            continue;
+        }
         let owned = from_fields_v1(&e["fieldsV1"]);
         let left: BTreeSet<FieldPath> = owned.difference(&taken).cloned().collect();
         if left.len() != owned.len() {
@@ -232,6 +293,72 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The definition `changed` implements without listing every leaf of both objects.
+    fn changed_by_definition(old: &Value, new: &Value) -> BTreeSet<FieldPath> {
+        let mut out: BTreeSet<FieldPath> = leaves(new)
+            .into_iter()
+            .filter(|p| at(old, p) != at(new, p))
+            .collect();
+        out.extend(leaves(old).into_iter().filter(|p| at(new, p).is_none()));
+        out
+    }
+
+    #[test]
+    fn changed_leaves_match_the_definition() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "1", "b": "2"},
+                "annotations": {}, "ownerReferences": [{"uid": "u"}]},
+            "spec": {"containers": [{"name": "app"}], "nodeName": "n1", "x": {"y": {"z": 1}}},
+            "status": {"phase": "Pending", "conditions": [], "podIP": "10.0.0.1"}});
+        let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
+            Box::new(|_| {}),
+            Box::new(|v| v["status"]["phase"] = json!("Running")),
+            Box::new(|v| v["metadata"]["labels"]["a"] = json!("9")),
+            Box::new(|v| {
+                v["metadata"]["labels"].as_object_mut().unwrap().remove("b");
+            }),
+            Box::new(|v| v["metadata"]["resourceVersion"] = json!("8")),
+            Box::new(|v| v["metadata"]["annotations"] = json!({"k": "v"})),
+            Box::new(|v| v["spec"]["x"] = json!(3)),
+            Box::new(|v| v["spec"]["nodeName"] = json!({"deep": {"er": true}})),
+            Box::new(|v| v["spec"]["x"]["y"] = json!({})),
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("status");
+            }),
+            Box::new(|v| v["status"]["conditions"] = json!([{"type": "Ready"}])),
+            Box::new(|v| v["kind"] = json!("Other")),
+        ];
+        for (i, a) in edits.iter().enumerate() {
+            for (j, b) in edits.iter().enumerate() {
+                let (mut old, mut new) = (base.clone(), base.clone());
+                a(&mut old);
+                b(&mut new);
+                assert_eq!(
+                    changed(Some(&old), &new),
+                    changed_by_definition(&old, &new),
+                    "edits {i} -> {j}"
+                );
+            }
+        }
+        let mut relabeled = base.clone();
+        relabeled["metadata"]["labels"]["a"] = json!("9");
+        let expected: BTreeSet<FieldPath> =
+            [vec!["metadata".to_string(), "labels".to_string(), "a".to_string()]].into();
+        assert_eq!(changed(Some(&base), &relabeled), expected);
+    }
+
+    #[test]
+    fn owns_finds_exactly_the_decoded_leaves() {
+        let tree = json!({"f:data": {"f:k": {}, "f:j": {".": {}}}, "f:metadata": {"f:labels": {"f:a": {}}}});
+        let decoded = from_fields_v1(&tree);
+        let p = |s: &str| s.split('.').map(String::from).collect::<FieldPath>();
+        for path in ["data.k", "data.j", "metadata.labels.a", "data", "metadata.labels", "data.x", "x"] {
+            assert_eq!(owns(&tree, &p(path)), decoded.contains(&p(path)), "{path}");
+        }
+        assert!(owns(&tree, &p("data.k")));
+        assert!(!owns(&tree, &p("data")));
+    }
 
     #[test]
     fn fields_v1_round_trips_and_conflicts_name_the_owner() {
