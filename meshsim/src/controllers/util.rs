@@ -265,7 +265,7 @@ pub fn available_from(p: &Value, min_ready_seconds: i64) -> Option<u64> {
 /// Namespace labels from the controllers' snapshot. Faults are evaluated against it rather than the
 /// store, so no controller ever takes the store lock while holding the faults lock.
 #[derive(Default)]
-pub struct NsSnapshot(pub HashMap<String, Value>);
+pub struct NsSnapshot(pub HashMap<String, crate::store::Shared>);
 
 impl NsLabels for NsSnapshot {
     fn ns_labels(&self, ns: &str) -> Option<Value> {

@@ -877,7 +877,7 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value) {
             by_node.entry(n).or_default().push(p);
         }
     }
-    let nodes: Vec<&str> = snap.nodes.iter().map(name).collect();
+    let nodes: Vec<&str> = snap.nodes.iter().map(|n| name(n)).collect();
     let mut unavailable = 0;
     let mut old_pods: Vec<(&Value, bool)> = Vec::new();
     for node in &nodes {
