@@ -70,7 +70,12 @@ pub fn changed(old: Option<&Value>, new: &Value) -> BTreeSet<FieldPath> {
 }
 
 /// The leaves of `new` (under `prefix`) whose value in `old` (the old object at `prefix`) differs.
-fn new_leaves_differing(old: Option<&Value>, new: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+fn new_leaves_differing(
+    old: Option<&Value>,
+    new: &Value,
+    prefix: &mut FieldPath,
+    out: &mut BTreeSet<FieldPath>,
+) {
     if old == Some(new) {
         return;
     }
@@ -157,7 +162,9 @@ fn owns(fields_v1: &Value, path: &[String]) -> bool {
         .iter()
         .try_fold(fields_v1, |cur, k| cur.as_object()?.get(&format!("f:{k}")));
     node.is_some_and(|n| {
-        !path.is_empty() && n.as_object().is_none_or(|m| !m.keys().any(|k| k.starts_with("f:")))
+        !path.is_empty()
+            && n.as_object()
+                .is_none_or(|m| !m.keys().any(|k| k.starts_with("f:")))
     })
 }
 
@@ -343,8 +350,12 @@ mod tests {
         }
         let mut relabeled = base.clone();
         relabeled["metadata"]["labels"]["a"] = json!("9");
-        let expected: BTreeSet<FieldPath> =
-            [vec!["metadata".to_string(), "labels".to_string(), "a".to_string()]].into();
+        let expected: BTreeSet<FieldPath> = [vec![
+            "metadata".to_string(),
+            "labels".to_string(),
+            "a".to_string(),
+        ]]
+        .into();
         assert_eq!(changed(Some(&base), &relabeled), expected);
     }
 
@@ -353,7 +364,15 @@ mod tests {
         let tree = json!({"f:data": {"f:k": {}, "f:j": {".": {}}}, "f:metadata": {"f:labels": {"f:a": {}}}});
         let decoded = from_fields_v1(&tree);
         let p = |s: &str| s.split('.').map(String::from).collect::<FieldPath>();
-        for path in ["data.k", "data.j", "metadata.labels.a", "data", "metadata.labels", "data.x", "x"] {
+        for path in [
+            "data.k",
+            "data.j",
+            "metadata.labels.a",
+            "data",
+            "metadata.labels",
+            "data.x",
+            "x",
+        ] {
             assert_eq!(owns(&tree, &p(path)), decoded.contains(&p(path)), "{path}");
         }
         assert!(owns(&tree, &p("data.k")));

@@ -312,9 +312,64 @@ impl StoreView<'_> {
     }
 }
 
-/// A stored object. Objects are immutable once stored (a write stores a new one), so readers share them:
-/// a read, a list page or a controller's snapshot costs a reference count, not a deep copy of a JSON tree.
-pub type Shared = Arc<Value>;
+/// A stored object, shared. Objects are immutable once stored (a write stores a new one), so readers share
+/// them: a read, a list page or a controller's snapshot costs a reference count, not a deep copy of a JSON
+/// tree. The object is held by the event that wrote its current version, so the store and the watch
+/// history hold one copy between them, as the apiserver's watch cache keeps one object per event
+/// (`k8s.io/apiserver/pkg/storage/cacher/watch_cache.go`, `watchCacheEvent`).
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<WatchEvent>);
+
+impl Shared {
+    /// An object that was not stored (a dry run's answer).
+    fn detached(object: Value) -> Self {
+        Shared(Arc::new(WatchEvent::new(
+            0,
+            0,
+            String::new(),
+            EventType::Added,
+            object,
+        )))
+    }
+
+    /// The object as an owned value (a copy unless nothing else holds it).
+    pub fn into_value(self) -> Value {
+        Arc::try_unwrap(self.0)
+            .map(|ev| ev.object)
+            .unwrap_or_else(|ev| ev.object.clone())
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.object
+    }
+}
+
+impl AsRef<Value> for Shared {
+    fn as_ref(&self) -> &Value {
+        self
+    }
+}
+
+impl std::borrow::Borrow<Value> for Shared {
+    fn borrow(&self) -> &Value {
+        self
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
 
 struct Inner {
     rv: u64,
@@ -481,7 +536,7 @@ impl Store {
     }
 
     pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<Value> {
-        self.get_shared(res, namespace, name).map(|o| (*o).clone())
+        self.get_shared(res, namespace, name).map(Shared::into_value)
     }
 
     /// The stored object itself, shared (see [`Shared`]).
@@ -497,7 +552,10 @@ impl Store {
     pub fn list(&self, res: ResId, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.lock();
         let namespace = namespace.filter(|_| resources::get(res).namespaced);
-        (inner.list(res, namespace).map(|o| (**o).clone()).collect(), inner.rv)
+        (
+            inner.list(res, namespace).map(|o| (**o).clone()).collect(),
+            inner.rv,
+        )
     }
 
     /// Like [`Store::list`], keeping only the objects `keep` accepts, shared rather than copied: a
@@ -596,7 +654,8 @@ impl Store {
         Ok(())
     }
 
-    fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
+    /// Records a change (history, subscribers) and answers its event, which holds the object.
+    fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) -> Arc<WatchEvent> {
         let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
         let ev = Arc::new(WatchEvent::new(inner.rv, res, namespace, kind, object));
         inner.history.push_back(ev.clone());
@@ -605,8 +664,9 @@ impl Store {
                 inner.compacted = old.rv;
             }
         }
-        let _ = self.events.send(ev);
+        let _ = self.events.send(ev.clone());
         self.changed.send_replace(inner.rv);
+        ev
     }
 
     /// Records the write in `managedFields` (field ownership, see [`crate::fields`]).
@@ -635,7 +695,7 @@ impl Store {
     /// Creates an object (`POST`). Fills kind/apiVersion, name from generateName, uid, resourceVersion,
     /// creationTimestamp and generation; runs admission; checks the namespace exists.
     pub fn create(&self, res: ResId, obj: Value, opts: &WriteOpts) -> Result<Value, StoreError> {
-        self.create_shared(res, obj, opts).map(Arc::unwrap_or_clone)
+        self.create_shared(res, obj, opts).map(Shared::into_value)
     }
 
     /// [`Store::create`], answering with the stored object itself (shared, no copy).
@@ -732,13 +792,12 @@ impl Store {
         Self::managed_fields(&mut obj, None, opts, None);
         if opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-            return Ok(Arc::new(obj));
+            return Ok(Shared::detached(obj));
         }
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        let obj = Arc::new(obj);
+        let obj = Shared(self.record(&mut inner, res, EventType::Added, obj));
         inner.objects.insert(key, obj.clone());
-        self.record(&mut inner, res, EventType::Added, (*obj).clone());
         Ok(obj)
     }
 
@@ -770,7 +829,7 @@ impl Store {
         f: impl FnOnce(&Value) -> Result<Value, StoreError>,
     ) -> Result<Value, StoreError> {
         self.update_shared(res, namespace, name, target, opts, f)
-            .map(Arc::unwrap_or_clone)
+            .map(Shared::into_value)
     }
 
     /// [`Store::update_with`], answering with the stored object itself (shared, no copy).
@@ -885,13 +944,12 @@ impl Store {
             (target == Target::Status).then_some("status"),
         );
         if opts.dry_run {
-            return Ok(Arc::new(new));
+            return Ok(Shared::detached(new));
         }
         inner.rv += 1;
         new["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        let new = Arc::new(new);
+        let new = Shared(self.record(&mut inner, res, EventType::Modified, new));
         inner.objects.insert(key, new.clone());
-        self.record(&mut inner, res, EventType::Modified, (*new).clone());
         Ok(new)
     }
 
@@ -926,7 +984,7 @@ impl Store {
             });
         }
         if dry_run {
-            return Ok(Arc::unwrap_or_clone(old));
+            return Ok(old.into_value());
         }
         let mut doomed = vec![key];
         let mut i = 0;
@@ -960,14 +1018,16 @@ impl Store {
         let mut first = None;
         for k in doomed {
             if let Some(obj) = inner.objects.remove(&k) {
-                let mut obj = Arc::unwrap_or_clone(obj);
+                let mut obj = obj.into_value();
                 inner.rv += 1;
                 obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-                self.record(&mut inner, k.res, EventType::Deleted, obj.clone());
-                first.get_or_insert(obj);
+                let ev = self.record(&mut inner, k.res, EventType::Deleted, obj);
+                if first.is_none() {
+                    first = Some(ev.object.clone());
+                }
             }
         }
-        Ok(first.unwrap_or_else(|| Arc::unwrap_or_clone(old)))
+        Ok(first.unwrap_or_else(|| old.into_value()))
     }
 
     /// Loads objects as they are (fixtures), creating namespaces first. Objects that exist are replaced.

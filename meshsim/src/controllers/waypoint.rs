@@ -34,8 +34,11 @@ pub const WAYPOINT_BOUND: &str = "istio.io/WaypointBound";
 
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     allocate_cluster_ips(sim, snap, &mut state.index.ips_used);
-    let deployments: HashMap<(&str, &str), &Value> =
-        snap.deployments.iter().map(|d| ((ns(d), name(d)), &**d)).collect();
+    let deployments: HashMap<(&str, &str), &Value> = snap
+        .deployments
+        .iter()
+        .map(|d| ((ns(d), name(d)), &**d))
+        .collect();
     let services: HashMap<(&str, &str), &Value> =
         snap.services.iter().map(|s| ((ns(s), name(s)), &**s)).collect();
     for gw in &snap.gateways {
