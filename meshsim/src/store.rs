@@ -457,7 +457,7 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 
 /// Whether two objects are equal in every top-level field except `skip` (compared in place: a write
 /// compares its object with the stored one twice, and copies of whole objects are what a write costs most).
-fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+pub(crate) fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
