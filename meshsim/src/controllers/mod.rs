@@ -180,6 +180,9 @@ pub(crate) struct PodTrack {
     pub enroll_since: Option<u64>,
     pub job_started: Option<u64>,
     pub job_exit: Option<i32>,
+    /// The pod's resourceVersion and the kubelet's inputs for which the status it would write was found
+    /// equal to the pod's: the same pod with the same inputs needs no status built again.
+    pub status_settled: Option<(String, kubelet::StatusInput)>,
 }
 
 /// What the controllers remember between passes (the real ones keep it in informer caches and queues).
