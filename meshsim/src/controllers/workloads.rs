@@ -1008,13 +1008,22 @@ mod tests {
             assert_eq!(same_template_ignoring_hash(&base, &other), same, "{other}");
             assert_eq!(same_template_ignoring_hash(&other, &base), same, "{other}");
         }
-        // Only the hash label, or no metadata at all: the same template once the hash is ignored.
-        let bare = json!({"spec": {"x": 1}});
-        let hashed = json!({"metadata": {"labels": {"pod-template-hash": "h"}}, "spec": {"x": 1}});
-        assert!(same_template_ignoring_hash(&bare, &hashed));
-        assert_eq!(
-            template_ignoring_hash(&bare) == template_ignoring_hash(&hashed),
-            same_template_ignoring_hash(&bare, &hashed)
-        );
+        // Templates with no labels or no metadata at all: the same answer as comparing the copies.
+        let variants = [
+            json!({"spec": {"x": 1}}),
+            json!({"metadata": {}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {"pod-template-hash": "h"}}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {}}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "n"}, "spec": {"x": 1}}),
+        ];
+        for a in &variants {
+            for b in &variants {
+                assert_eq!(
+                    same_template_ignoring_hash(a, b),
+                    template_ignoring_hash(a) == template_ignoring_hash(b),
+                    "{a} {b}"
+                );
+            }
+        }
     }
 }
