@@ -64,56 +64,35 @@ pub fn changed(old: Option<&Value>, new: &Value) -> BTreeSet<FieldPath> {
         return leaves(new);
     };
     let mut out = BTreeSet::new();
-    new_leaves_differing(Some(old), new, &mut Vec::new(), &mut out);
-    old_leaves_gone(old, Some(new), &mut Vec::new(), &mut out);
+    leaves_against(new, Some(old), false, &mut Vec::new(), &mut out);
+    leaves_against(old, Some(new), true, &mut Vec::new(), &mut out);
     out
 }
 
-/// The leaves of `new` (under `prefix`) whose value in `old` (the old object at `prefix`) differs.
-fn new_leaves_differing(
-    old: Option<&Value>,
-    new: &Value,
+/// The leaves of `v` (the subtree at `prefix`) whose value in `other` (the other object's subtree at
+/// `prefix`) differs; with `only_absent`, only those with no value there at all.
+fn leaves_against(
+    v: &Value,
+    other: Option<&Value>,
+    only_absent: bool,
     prefix: &mut FieldPath,
     out: &mut BTreeSet<FieldPath>,
 ) {
-    if old == Some(new) {
+    if other == Some(v) {
         return;
     }
-    match new {
+    match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
                 prefix.push(k.clone());
                 if !skipped(prefix) {
-                    new_leaves_differing(old.and_then(|o| o.get(k)), x, prefix, out);
+                    leaves_against(x, other.and_then(|o| o.get(k)), only_absent, prefix, out);
                 }
                 prefix.pop();
             }
         }
         _ => {
-            if !prefix.is_empty() {
-                out.insert(prefix.clone());
-            }
-        }
-    }
-}
-
-/// The leaves of `old` (under `prefix`) with no value in `new` (the new object at `prefix`).
-fn old_leaves_gone(old: &Value, new: Option<&Value>, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-    if new == Some(old) {
-        return;
-    }
-    match old {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                prefix.push(k.clone());
-                if !skipped(prefix) {
-                    old_leaves_gone(x, new.and_then(|n| n.get(k)), prefix, out);
-                }
-                prefix.pop();
-            }
-        }
-        _ => {
-            if !prefix.is_empty() && new.is_none() {
+            if !prefix.is_empty() && (!only_absent || other.is_none()) {
                 out.insert(prefix.clone());
             }
         }
