@@ -297,23 +297,23 @@ mod tests {
                 "annotations": {}, "ownerReferences": [{"uid": "u"}]},
             "spec": {"containers": [{"name": "app"}], "nodeName": "n1", "x": {"y": {"z": 1}}},
             "status": {"phase": "Pending", "conditions": [], "podIP": "10.0.0.1"}});
-        let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
-            Box::new(|_| {}),
-            Box::new(|v| v["status"]["phase"] = json!("Running")),
-            Box::new(|v| v["metadata"]["labels"]["a"] = json!("9")),
-            Box::new(|v| {
+        let edits: Vec<fn(&mut Value)> = vec![
+            |_| {},
+            |v| v["status"]["phase"] = json!("Running"),
+            |v| v["metadata"]["labels"]["a"] = json!("9"),
+            |v| {
                 v["metadata"]["labels"].as_object_mut().unwrap().remove("b");
-            }),
-            Box::new(|v| v["metadata"]["resourceVersion"] = json!("8")),
-            Box::new(|v| v["metadata"]["annotations"] = json!({"k": "v"})),
-            Box::new(|v| v["spec"]["x"] = json!(3)),
-            Box::new(|v| v["spec"]["nodeName"] = json!({"deep": {"er": true}})),
-            Box::new(|v| v["spec"]["x"]["y"] = json!({})),
-            Box::new(|v| {
+            },
+            |v| v["metadata"]["resourceVersion"] = json!("8"),
+            |v| v["metadata"]["annotations"] = json!({"k": "v"}),
+            |v| v["spec"]["x"] = json!(3),
+            |v| v["spec"]["nodeName"] = json!({"deep": {"er": true}}),
+            |v| v["spec"]["x"]["y"] = json!({}),
+            |v| {
                 v.as_object_mut().unwrap().remove("status");
-            }),
-            Box::new(|v| v["status"]["conditions"] = json!([{"type": "Ready"}])),
-            Box::new(|v| v["kind"] = json!("Other")),
+            },
+            |v| v["status"]["conditions"] = json!([{"type": "Ready"}]),
+            |v| v["kind"] = json!("Other"),
         ];
         for (i, a) in edits.iter().enumerate() {
             for (j, b) in edits.iter().enumerate() {
