@@ -660,7 +660,7 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value) {
         for _ in 0..(-diff).min(500) {
             let pod_name = format!("{}-{}", name(rs), crate::store::random_suffix(5));
             let pod = pod_from_template(t, ns(rs), &pod_name, rs, &format!("{}-", name(rs)));
-            match sim.store.create(res("", "pods"), pod, &util::opts(RSC)) {
+            match sim.store.create_shared(res("", "pods"), pod, &util::opts(RSC)) {
                 Ok(_) => emit(
                     sim,
                     rs,
