@@ -134,7 +134,6 @@ pub fn set_condition(
     update_time: bool,
     observed_generation: Option<i64>,
 ) -> bool {
-    let now = now_ts();
     let pos = conds.iter().position(|c| c["type"] == ctype);
     if let Some(i) = pos {
         let c = &conds[i];
@@ -146,6 +145,8 @@ pub fn set_condition(
             return false;
         }
     }
+    // Formatted only for a condition that changes (most calls find it as it is).
+    let now = now_ts();
     let mut c = Map::new();
     c.insert("type".into(), json!(ctype));
     c.insert("status".into(), json!(status));
