@@ -56,17 +56,47 @@ fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, k| cur.get(k))
 }
 
-/// Leaves whose value differs between `old` and `new` (added, changed or removed).
+/// Leaves whose value differs between `old` and `new` (added, changed or removed): the leaves of `new`
+/// whose value in `old` differs, plus the leaves of `old` absent from `new`. Subtrees equal in both are
+/// skipped whole, so a write costs what it changed, not the size of the object.
 pub fn changed(old: Option<&Value>, new: &Value) -> BTreeSet<FieldPath> {
     let Some(old) = old else {
         return leaves(new);
     };
-    let mut out: BTreeSet<FieldPath> = leaves(new)
-        .into_iter()
-        .filter(|p| at(old, p) != at(new, p))
-        .collect();
-    out.extend(leaves(old).into_iter().filter(|p| at(new, p).is_none()));
+    let mut out = BTreeSet::new();
+    leaves_against(new, Some(old), false, &mut Vec::new(), &mut out);
+    leaves_against(old, Some(new), true, &mut Vec::new(), &mut out);
     out
+}
+
+/// The leaves of `v` (the subtree at `prefix`) whose value in `other` (the other object's subtree at
+/// `prefix`) differs; with `only_absent`, only those with no value there at all.
+fn leaves_against(
+    v: &Value,
+    other: Option<&Value>,
+    only_absent: bool,
+    prefix: &mut FieldPath,
+    out: &mut BTreeSet<FieldPath>,
+) {
+    if other == Some(v) {
+        return;
+    }
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                prefix.push(k.clone());
+                if !skipped(prefix) {
+                    leaves_against(x, other.and_then(|o| o.get(k)), only_absent, prefix, out);
+                }
+                prefix.pop();
+            }
+        }
+        _ => {
+            if !prefix.is_empty() && (!only_absent || other.is_none()) {
+                out.insert(prefix.clone());
+            }
+        }
+    }
 }
 
 /// `fieldsV1` of a set of leaves.
@@ -102,6 +132,19 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     go(v, &mut Vec::new(), &mut out);
     out
+}
+
+/// Whether the `fieldsV1` tree has `path` as a leaf (what [`from_fields_v1`] would list), looked up without
+/// decoding the tree.
+fn owns(fields_v1: &Value, path: &[String]) -> bool {
+    let node = path
+        .iter()
+        .try_fold(fields_v1, |cur, k| cur.as_object()?.get(&format!("f:{k}")));
+    node.is_some_and(|n| {
+        !path.is_empty()
+            && n.as_object()
+                .is_none_or(|m| !m.keys().any(|k| k.starts_with("f:")))
+    })
 }
 
 /// `.data.key`, as conflict messages print a path.
@@ -207,6 +250,10 @@ pub fn record(
     };
     entries.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
     for e in entries.iter_mut() {
+        // Most writes take nothing from the other managers: look the taken leaves up before decoding.
+        if !taken.iter().any(|p| owns(&e["fieldsV1"], p)) {
+            continue;
+        }
         let owned = from_fields_v1(&e["fieldsV1"]);
         let left: BTreeSet<FieldPath> = owned.difference(&taken).cloned().collect();
         if left.len() != owned.len() {
@@ -232,6 +279,84 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The definition `changed` implements without listing every leaf of both objects.
+    fn changed_by_definition(old: &Value, new: &Value) -> BTreeSet<FieldPath> {
+        let mut out: BTreeSet<FieldPath> = leaves(new)
+            .into_iter()
+            .filter(|p| at(old, p) != at(new, p))
+            .collect();
+        out.extend(leaves(old).into_iter().filter(|p| at(new, p).is_none()));
+        out
+    }
+
+    #[test]
+    fn changed_leaves_match_the_definition() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "1", "b": "2"},
+                "annotations": {}, "ownerReferences": [{"uid": "u"}]},
+            "spec": {"containers": [{"name": "app"}], "nodeName": "n1", "x": {"y": {"z": 1}}},
+            "status": {"phase": "Pending", "conditions": [], "podIP": "10.0.0.1"}});
+        let edits: Vec<fn(&mut Value)> = vec![
+            |_| {},
+            |v| v["status"]["phase"] = json!("Running"),
+            |v| v["metadata"]["labels"]["a"] = json!("9"),
+            |v| {
+                v["metadata"]["labels"].as_object_mut().unwrap().remove("b");
+            },
+            |v| v["metadata"]["resourceVersion"] = json!("8"),
+            |v| v["metadata"]["annotations"] = json!({"k": "v"}),
+            |v| v["spec"]["x"] = json!(3),
+            |v| v["spec"]["nodeName"] = json!({"deep": {"er": true}}),
+            |v| v["spec"]["x"]["y"] = json!({}),
+            |v| {
+                v.as_object_mut().unwrap().remove("status");
+            },
+            |v| v["status"]["conditions"] = json!([{"type": "Ready"}]),
+            |v| v["kind"] = json!("Other"),
+        ];
+        for (i, a) in edits.iter().enumerate() {
+            for (j, b) in edits.iter().enumerate() {
+                let (mut old, mut new) = (base.clone(), base.clone());
+                a(&mut old);
+                b(&mut new);
+                assert_eq!(
+                    changed(Some(&old), &new),
+                    changed_by_definition(&old, &new),
+                    "edits {i} -> {j}"
+                );
+            }
+        }
+        let mut relabeled = base.clone();
+        relabeled["metadata"]["labels"]["a"] = json!("9");
+        let expected: BTreeSet<FieldPath> = [vec![
+            "metadata".to_string(),
+            "labels".to_string(),
+            "a".to_string(),
+        ]]
+        .into();
+        assert_eq!(changed(Some(&base), &relabeled), expected);
+    }
+
+    #[test]
+    fn owns_finds_exactly_the_decoded_leaves() {
+        let tree = json!({"f:data": {"f:k": {}, "f:j": {".": {}}}, "f:metadata": {"f:labels": {"f:a": {}}}});
+        let decoded = from_fields_v1(&tree);
+        let p = |s: &str| s.split('.').map(String::from).collect::<FieldPath>();
+        for path in [
+            "data.k",
+            "data.j",
+            "metadata.labels.a",
+            "data",
+            "metadata.labels",
+            "data.x",
+            "x",
+        ] {
+            assert_eq!(owns(&tree, &p(path)), decoded.contains(&p(path)), "{path}");
+        }
+        assert!(owns(&tree, &p("data.k")));
+        assert!(!owns(&tree, &p("data")));
+    }
 
     #[test]
     fn fields_v1_round_trips_and_conflicts_name_the_owner() {

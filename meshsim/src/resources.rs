@@ -31,11 +31,14 @@ impl ResourceType {
         }
     }
 
-    /// Index of this type in [`REGISTRY`], the store's key for it.
+    /// Index of this type in [`REGISTRY`], the store's key for it. Found by address (every lookup answers
+    /// a reference into the registry; comparing whole types field by field was a measurable part of every
+    /// request and controller pass), then by value for a copy.
     pub fn id(&self) -> ResId {
         REGISTRY
             .iter()
-            .position(|r| r == self)
+            .position(|r| std::ptr::eq(r, self))
+            .or_else(|| REGISTRY.iter().position(|r| r == self))
             .expect("resource type comes from the registry")
     }
 }
@@ -585,6 +588,12 @@ mod tests {
     fn ids_round_trip_and_names_are_unique() {
         for (i, r) in REGISTRY.iter().enumerate() {
             assert_eq!(r.id(), i);
+            let copy = *r;
+            assert_eq!(
+                copy.id(),
+                i,
+                "a copy outside the registry finds its index by value"
+            );
             assert_eq!(by_plural(r.group, r.version, r.plural).unwrap().id(), i);
             assert_eq!(by_kind(&r.api_version(), r.kind).unwrap().id(), i);
         }

@@ -293,17 +293,87 @@ pub struct StoreView<'a> {
 
 impl StoreView<'_> {
     pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<&Value> {
-        self.inner.objects.get(&ObjKey::new(res, namespace, name))
+        self.get_shared(res, namespace, name).map(|o| &**o)
     }
 
     pub fn list(&self, res: ResId, namespace: Option<&str>) -> Vec<&Value> {
-        self.inner.list(res, namespace).collect()
+        self.inner.list(res, namespace).map(|o| &**o).collect()
+    }
+
+    /// The stored object itself, shared: a reader that keeps it past the lock (a controller pass's
+    /// snapshot) takes a reference, not a copy.
+    pub fn get_shared(&self, res: ResId, namespace: &str, name: &str) -> Option<&Shared> {
+        self.inner.objects.get(&ObjKey::new(res, namespace, name))
+    }
+
+    /// Like [`StoreView::list`], the stored objects themselves, shared.
+    pub fn list_shared(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Shared> {
+        self.inner.list(res, namespace)
+    }
+}
+
+/// A stored object, shared. Objects are immutable once stored (a write stores a new one), so readers share
+/// them: a read, a list page or a controller's snapshot costs a reference count, not a deep copy of a JSON
+/// tree. The object is held by the event that wrote its current version, so the store and the watch
+/// history hold one copy between them, as the apiserver's watch cache keeps one object per event
+/// (`k8s.io/apiserver/pkg/storage/cacher/watch_cache.go`, `watchCacheEvent`).
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<WatchEvent>);
+
+impl Shared {
+    /// An object that was not stored (a dry run's answer).
+    fn detached(object: Value) -> Self {
+        Shared(Arc::new(WatchEvent::new(
+            0,
+            0,
+            String::new(),
+            EventType::Added,
+            object,
+        )))
+    }
+
+    /// The object as an owned value (a copy unless nothing else holds it).
+    pub fn into_value(self) -> Value {
+        Arc::try_unwrap(self.0)
+            .map(|ev| ev.object)
+            .unwrap_or_else(|ev| ev.object.clone())
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.object
+    }
+}
+
+impl AsRef<Value> for Shared {
+    fn as_ref(&self) -> &Value {
+        self
+    }
+}
+
+impl std::borrow::Borrow<Value> for Shared {
+    fn borrow(&self) -> &Value {
+        self
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
     }
 }
 
 struct Inner {
     rv: u64,
-    objects: BTreeMap<ObjKey, Value>,
+    objects: BTreeMap<ObjKey, Shared>,
     history: VecDeque<Arc<WatchEvent>>,
     history_limit: usize,
     /// Events with rv <= this have been compacted away.
@@ -311,7 +381,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn list(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Value> {
+    fn list(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Shared> {
         let ns = namespace.unwrap_or("").to_string();
         let start = ObjKey {
             res,
@@ -323,13 +393,28 @@ impl Inner {
             .take_while(move |(k, _)| k.res == res && (namespace.is_none() || k.namespace == ns))
             .map(|(_, v)| v)
     }
+
+    /// Every object in `namespace` (cluster-scoped ones for ""), of every kind: one range of the key order
+    /// per kind, so a namespace's objects are found without walking the rest of the fleet.
+    fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a ObjKey, &'a Shared)> {
+        (0..resources::REGISTRY.len()).flat_map(move |res| {
+            let start = ObjKey {
+                res,
+                namespace: namespace.to_string(),
+                name: String::new(),
+            };
+            self.objects
+                .range(start..)
+                .take_while(move |(k, _)| k.res == res && k.namespace == namespace)
+        })
+    }
 }
 
 /// One page of a list ([`Store::list_page`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListPage {
     /// The page's objects, in key order.
-    pub items: Vec<Value>,
+    pub items: Vec<Shared>,
     /// How many more objects match after the page.
     pub remaining: usize,
     /// The store's resourceVersion at the read.
@@ -372,7 +457,7 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 
 /// Whether two objects are equal in every top-level field except `skip` (compared in place: a write
 /// compares its object with the stored one twice, and copies of whole objects are what a write costs most).
-fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+pub(crate) fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
@@ -451,6 +536,11 @@ impl Store {
     }
 
     pub fn get(&self, res: ResId, namespace: &str, name: &str) -> Option<Value> {
+        self.get_shared(res, namespace, name).map(Shared::into_value)
+    }
+
+    /// The stored object itself, shared (see [`Shared`]).
+    pub fn get_shared(&self, res: ResId, namespace: &str, name: &str) -> Option<Shared> {
         self.lock()
             .objects
             .get(&ObjKey::new(res, namespace, name))
@@ -462,17 +552,20 @@ impl Store {
     pub fn list(&self, res: ResId, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.lock();
         let namespace = namespace.filter(|_| resources::get(res).namespaced);
-        (inner.list(res, namespace).cloned().collect(), inner.rv)
+        (
+            inner.list(res, namespace).map(|o| (**o).clone()).collect(),
+            inner.rv,
+        )
     }
 
-    /// Like [`Store::list`], keeping only the objects `keep` accepts, tested before they are copied: a
-    /// selector-filtered list costs a scan of the namespace (or the kind) and a copy of what it returns.
+    /// Like [`Store::list`], keeping only the objects `keep` accepts, shared rather than copied: a
+    /// selector-filtered list costs a scan of the namespace (or the kind).
     pub fn list_matching(
         &self,
         res: ResId,
         namespace: Option<&str>,
         keep: impl Fn(&Value) -> bool,
-    ) -> (Vec<Value>, u64) {
+    ) -> (Vec<Shared>, u64) {
         let inner = self.lock();
         let namespace = namespace.filter(|_| resources::get(res).namespaced);
         (
@@ -483,9 +576,9 @@ impl Store {
 
     /// One page of a list: the objects `keep` accepts, in key order, after `after` (the namespace and name
     /// of the previous page's last object), at most `limit` of them; with how many more match after the
-    /// page. Only the page is copied, so paging through N objects costs N copies in all, as an API server
-    /// serving pages from its watch cache does (`staging/src/k8s.io/apiserver/pkg/storage/cacher`), not N
-    /// per page.
+    /// page. Only the page is taken (shared, not copied), so paging through N objects costs N in all, as an
+    /// API server serving pages from its watch cache does (`staging/src/k8s.io/apiserver/pkg/storage/cacher`),
+    /// not N per page.
     pub fn list_page(
         &self,
         res: ResId,
@@ -519,7 +612,7 @@ impl Store {
             .take_while(|(k, _)| k.res == res && namespace.is_none_or(|ns| k.namespace == ns))
             .map(|(_, v)| v)
             .filter(|o| keep(o));
-        let items: Vec<Value> = match limit {
+        let items: Vec<Shared> = match limit {
             Some(l) => matching.by_ref().take(l).cloned().collect(),
             None => matching.by_ref().cloned().collect(),
         };
@@ -561,7 +654,8 @@ impl Store {
         Ok(())
     }
 
-    fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) {
+    /// Records a change (history, subscribers) and answers its event, which holds the object.
+    fn record(&self, inner: &mut Inner, res: ResId, kind: EventType, object: Value) -> Arc<WatchEvent> {
         let namespace = meta_str(&object, "namespace").unwrap_or("").to_string();
         let ev = Arc::new(WatchEvent::new(inner.rv, res, namespace, kind, object));
         inner.history.push_back(ev.clone());
@@ -570,8 +664,9 @@ impl Store {
                 inner.compacted = old.rv;
             }
         }
-        let _ = self.events.send(ev);
+        let _ = self.events.send(ev.clone());
         self.changed.send_replace(inner.rv);
+        ev
     }
 
     /// Records the write in `managedFields` (field ownership, see [`crate::fields`]).
@@ -599,7 +694,12 @@ impl Store {
 
     /// Creates an object (`POST`). Fills kind/apiVersion, name from generateName, uid, resourceVersion,
     /// creationTimestamp and generation; runs admission; checks the namespace exists.
-    pub fn create(&self, res: ResId, mut obj: Value, opts: &WriteOpts) -> Result<Value, StoreError> {
+    pub fn create(&self, res: ResId, obj: Value, opts: &WriteOpts) -> Result<Value, StoreError> {
+        self.create_shared(res, obj, opts).map(Shared::into_value)
+    }
+
+    /// [`Store::create`], answering with the stored object itself (shared, no copy).
+    pub fn create_shared(&self, res: ResId, mut obj: Value, opts: &WriteOpts) -> Result<Shared, StoreError> {
         let rt = resources::get(res);
         if !obj.is_object() {
             return Err(StoreError::BadRequest {
@@ -692,12 +792,12 @@ impl Store {
         Self::managed_fields(&mut obj, None, opts, None);
         if opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-            return Ok(obj);
+            return Ok(Shared::detached(obj));
         }
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        let obj = Shared(self.record(&mut inner, res, EventType::Added, obj));
         inner.objects.insert(key, obj.clone());
-        self.record(&mut inner, res, EventType::Added, obj.clone());
         Ok(obj)
     }
 
@@ -728,6 +828,20 @@ impl Store {
         opts: &WriteOpts,
         f: impl FnOnce(&Value) -> Result<Value, StoreError>,
     ) -> Result<Value, StoreError> {
+        self.update_shared(res, namespace, name, target, opts, f)
+            .map(Shared::into_value)
+    }
+
+    /// [`Store::update_with`], answering with the stored object itself (shared, no copy).
+    pub fn update_shared(
+        &self,
+        res: ResId,
+        namespace: &str,
+        name: &str,
+        target: Target,
+        opts: &WriteOpts,
+        f: impl FnOnce(&Value) -> Result<Value, StoreError>,
+    ) -> Result<Shared, StoreError> {
         let rt = resources::get(res);
         let mut inner = self.lock();
         let key = ObjKey::new(res, namespace, name);
@@ -781,7 +895,7 @@ impl Store {
                 let status = new.get("status").cloned();
                 let labels = new["metadata"].get("labels").cloned();
                 let annotations = new["metadata"].get("annotations").cloned();
-                let mut merged = old.clone();
+                let mut merged = (*old).clone();
                 match status {
                     Some(s) => merged["status"] = s,
                     None => {
@@ -830,12 +944,12 @@ impl Store {
             (target == Target::Status).then_some("status"),
         );
         if opts.dry_run {
-            return Ok(new);
+            return Ok(Shared::detached(new));
         }
         inner.rv += 1;
         new["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        let new = Shared(self.record(&mut inner, res, EventType::Modified, new));
         inner.objects.insert(key, new.clone());
-        self.record(&mut inner, res, EventType::Modified, new.clone());
         Ok(new)
     }
 
@@ -870,7 +984,7 @@ impl Store {
             });
         }
         if dry_run {
-            return Ok(old);
+            return Ok(old.into_value());
         }
         let mut doomed = vec![key];
         let mut i = 0;
@@ -882,24 +996,20 @@ impl Store {
             };
             let uid = meta_str(obj, "uid").unwrap_or("").to_string();
             if k.res == resources::core("namespaces") {
-                let ns = k.name.clone();
-                doomed.extend(
-                    inner
-                        .objects
-                        .keys()
-                        .filter(|ok| ok.namespace == ns && !ok.namespace.is_empty())
-                        .cloned(),
-                );
+                if !k.name.is_empty() {
+                    doomed.extend(inner.in_namespace(&k.name).map(|(ok, _)| ok.clone()));
+                }
             } else if propagation != Propagation::Orphan || i > 1 {
+                // Owners and dependents share a namespace (cluster-scoped ones: ""), as the garbage
+                // collector requires (`pkg/controller/garbagecollector`: a namespaced owner of an object
+                // in another namespace is treated as absent).
                 doomed.extend(
                     inner
-                        .objects
-                        .iter()
-                        .filter(|(ok, o)| {
-                            ok.namespace == k.namespace
-                                && o["metadata"]["ownerReferences"]
-                                    .as_array()
-                                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
+                        .in_namespace(&k.namespace)
+                        .filter(|(_, o)| {
+                            o["metadata"]["ownerReferences"]
+                                .as_array()
+                                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
                         })
                         .map(|(ok, _)| ok.clone()),
                 );
@@ -907,14 +1017,17 @@ impl Store {
         }
         let mut first = None;
         for k in doomed {
-            if let Some(mut obj) = inner.objects.remove(&k) {
+            if let Some(obj) = inner.objects.remove(&k) {
+                let mut obj = obj.into_value();
                 inner.rv += 1;
                 obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-                self.record(&mut inner, k.res, EventType::Deleted, obj.clone());
-                first.get_or_insert(obj);
+                let ev = self.record(&mut inner, k.res, EventType::Deleted, obj);
+                if first.is_none() {
+                    first = Some(ev.object.clone());
+                }
             }
         }
-        Ok(first.unwrap_or(old))
+        Ok(first.unwrap_or_else(|| old.into_value()))
     }
 
     /// Loads objects as they are (fixtures), creating namespaces first. Objects that exist are replaced.
@@ -1087,7 +1200,7 @@ mod tests {
             }
         }
         let even = |o: &Value| o["metadata"]["labels"]["even"] == "true";
-        let key = |o: &Value| {
+        let key = |o: &Shared| {
             format!(
                 "{}/{}",
                 o["metadata"]["namespace"].as_str().unwrap(),

@@ -268,14 +268,23 @@ fn list(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
         let include = IncludeObject::parse(req.q("includeObject"));
         return Ok(json_response(200, &table::table(p.rt, &matching, meta, include)));
     }
-    Ok(json_response(
+    // Serialised straight from the stored objects (fields in the order `json!` would sort them).
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        items: &'a [crate::store::Shared],
+        kind: String,
+        metadata: Value,
+    }
+    Ok(super::serialized_response(
         200,
-        &json!({
-            "kind": format!("{}List", p.rt.kind),
-            "apiVersion": p.rt.api_version(),
-            "metadata": meta,
-            "items": matching,
-        }),
+        &List {
+            api_version: p.rt.api_version(),
+            items: &matching,
+            kind: format!("{}List", p.rt.kind),
+            metadata: meta,
+        },
     ))
 }
 

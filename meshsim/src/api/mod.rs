@@ -85,6 +85,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON answer with `Content-Type: application/json`.
 pub fn json_response(code: u16, v: &Value) -> Resp {
+    serialized_response(code, v)
+}
+
+/// A JSON answer of anything serialisable (a list serialised from the stored objects, without building a
+/// `Value` of the whole list first).
+pub fn serialized_response(code: u16, v: &impl serde::Serialize) -> Resp {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();
     bytes.push(b'\n');
     let mut r = Response::new(full(bytes));

@@ -5,6 +5,8 @@
 //! `additionalPrinterColumns` (Gateway API `gateways`: Class, Address, Programmed, Age; Istio
 //! `authorizationpolicies`: Action, Age). AGE uses `k8s.io/apimachinery/pkg/util/duration.HumanDuration`.
 
+use std::borrow::Borrow;
+
 use serde_json::{Value, json};
 
 use crate::resources::ResourceType;
@@ -405,10 +407,16 @@ fn row_object(obj: &Value, include: IncludeObject) -> Option<Value> {
 }
 
 /// A Table of `objects` (list metadata such as resourceVersion and continue go in `list_meta`).
-pub fn table(rt: &ResourceType, objects: &[Value], list_meta: Value, include: IncludeObject) -> Value {
+pub fn table<O: Borrow<Value>>(
+    rt: &ResourceType,
+    objects: &[O],
+    list_meta: Value,
+    include: IncludeObject,
+) -> Value {
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
+            let o = o.borrow();
             let mut row = json!({"cells": cells(rt, o)});
             if let Some(obj) = row_object(o, include) {
                 row["object"] = obj;

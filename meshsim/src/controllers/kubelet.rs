@@ -240,22 +240,33 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             .copied()
             .unwrap_or("172.18.0.2")
             .to_string();
-        let status = build_status(
-            p,
-            &StatusInput {
-                running,
-                app_ready,
-                sidecar_ready: timers_ready,
-                crash: track.crash,
-                restart_count,
-                ip,
-                host_ip,
-            },
-        );
+        let input = StatusInput {
+            running,
+            app_ready,
+            sidecar_ready: timers_ready,
+            crash: track.crash,
+            restart_count,
+            ip,
+            host_ip,
+        };
+        // The status is a function of the pod and the inputs: a pass that changes neither has nothing
+        // to build (most passes over a namespace, which any write in it queues).
+        let rv = util::meta(p, "resourceVersion");
+        if track
+            .status_settled
+            .as_ref()
+            .is_some_and(|(at, settled)| at == rv && *settled == input)
+        {
+            continue;
+        }
+        let status = build_status(p, &input);
         if status != p["status"] {
+            track.status_settled = None;
             util::update(sim, res("", "pods"), ns(p), name(p), KUBELET, |o| {
                 o["status"] = status;
             });
+        } else {
+            track.status_settled = Some((rv.to_string(), input));
         }
     }
 }
@@ -276,7 +287,9 @@ fn strip_empty(conds: &mut [Value]) {
     }
 }
 
-struct StatusInput {
+/// What the kubelet's status of a running pod depends on besides the pod itself.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusInput {
     running: u64,
     app_ready: bool,
     sidecar_ready: bool,

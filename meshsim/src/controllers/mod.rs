@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::Sim;
 use crate::faults::{FaultKind, FaultSpec, NsLabels};
 use crate::resources::{self, ResId};
+use crate::store::Shared;
 use queue::{Queue, Scope};
 use util::NsSnapshot;
 
@@ -179,6 +180,9 @@ pub(crate) struct PodTrack {
     pub enroll_since: Option<u64>,
     pub job_started: Option<u64>,
     pub job_exit: Option<i32>,
+    /// The pod's resourceVersion and the kubelet's inputs for which the status it would write was found
+    /// equal to the pod's: the same pod with the same inputs needs no status built again.
+    pub status_settled: Option<(String, kubelet::StatusInput)>,
 }
 
 /// What the controllers remember between passes (the real ones keep it in informer caches and queues).
@@ -200,22 +204,22 @@ pub(crate) struct State {
 pub(crate) struct Snap {
     /// The moment the pass runs (ms since the epoch): time-based transitions compare against it.
     pub now: u64,
-    pub nodes: Vec<Value>,
+    pub nodes: Vec<Shared>,
     pub ns: NsSnapshot,
-    pub pods: Vec<Value>,
+    pub pods: Vec<Shared>,
     /// Pod indices by controller owner uid.
     pub pods_by_owner: HashMap<String, Vec<usize>>,
-    pub replicasets: Vec<Value>,
-    pub deployments: Vec<Value>,
-    pub statefulsets: Vec<Value>,
-    pub daemonsets: Vec<Value>,
-    pub jobs: Vec<Value>,
-    pub services: Vec<Value>,
-    pub gateways: Vec<Value>,
+    pub replicasets: Vec<Shared>,
+    pub deployments: Vec<Shared>,
+    pub statefulsets: Vec<Shared>,
+    pub daemonsets: Vec<Shared>,
+    pub jobs: Vec<Shared>,
+    pub services: Vec<Shared>,
+    pub gateways: Vec<Shared>,
     /// Waypoints in namespaces outside the pass that services inside it name (`istio.io/use-waypoint`
     /// with `istio.io/use-waypoint-namespace`): read for binding status only, never reconciled here.
-    pub foreign_gateways: Vec<Value>,
-    pub authz: Vec<Value>,
+    pub foreign_gateways: Vec<Shared>,
+    pub authz: Vec<Shared>,
     pub faults: Vec<(FaultSpec, bool)>,
     /// Earliest future moment each namespace must be looked at again (a timer that has not fired yet).
     pub wakes: RefCell<HashMap<String, u64>>,
@@ -255,31 +259,32 @@ impl Snap {
             .filter_map(|(f, _)| f.trigger.as_ref().map(|t| t.namespace.as_str()))
             .collect();
         let (lists, nodes, ns) = sim.store.read(|view| {
-            let mut lists: Vec<Vec<Value>> = vec![Vec::new(); kinds.len()];
+            // The stored objects are shared, not copied: a pass reads them and writes new ones.
+            let mut lists: Vec<Vec<Shared>> = vec![Vec::new(); kinds.len()];
             let mut ns = HashMap::new();
             match scope {
                 Scope::All => {
                     for (i, k) in kinds.iter().enumerate() {
-                        lists[i] = view.list(*k, None).into_iter().cloned().collect();
+                        lists[i] = view.list_shared(*k, None).cloned().collect();
                     }
-                    for n in view.list(ns_id, None) {
+                    for n in view.list_shared(ns_id, None) {
                         ns.insert(util::name(n).to_string(), n.clone());
                     }
                 }
                 Scope::Namespaces(set) => {
                     for name in set.iter().map(String::as_str).chain(trigger_ns.iter().copied()) {
-                        if let Some(n) = view.get(ns_id, "", name) {
+                        if let Some(n) = view.get_shared(ns_id, "", name) {
                             ns.insert(name.to_string(), n.clone());
                         }
                     }
                     for (i, k) in kinds.iter().enumerate() {
                         for name in set {
-                            lists[i].extend(view.list(*k, Some(name)).into_iter().cloned());
+                            lists[i].extend(view.list_shared(*k, Some(name)).cloned());
                         }
                     }
                 }
             }
-            let nodes: Vec<Value> = view.list(res("", "nodes"), None).into_iter().cloned().collect();
+            let nodes: Vec<Shared> = view.list_shared(res("", "nodes"), None).cloned().collect();
             (lists, nodes, NsSnapshot(ns))
         });
         let [
@@ -292,7 +297,7 @@ impl Snap {
             services,
             gateways,
             authz,
-        ]: [Vec<Value>; 9] = lists
+        ]: [Vec<Shared>; 9] = lists
             .try_into()
             .unwrap_or_else(|_| unreachable!("one list per kind"));
         let mut pods_by_owner: HashMap<String, Vec<usize>> = HashMap::new();
@@ -302,9 +307,9 @@ impl Snap {
             }
         }
         if matches!(scope, Scope::All) {
-            let live: HashSet<&str> = pods.iter().map(util::uid).collect();
+            let live: HashSet<&str> = pods.iter().map(|p| util::uid(p)).collect();
             state.pods.retain(|k, _| live.contains(k.as_str()));
-            let live: HashSet<&str> = gateways.iter().map(util::uid).collect();
+            let live: HashSet<&str> = gateways.iter().map(|g| util::uid(g)).collect();
             state
                 .waypoint_ready_since
                 .retain(|k, _| live.contains(k.as_str()));
@@ -359,6 +364,7 @@ impl Snap {
             .iter()
             .chain(&self.foreign_gateways)
             .find(|g| util::ns(g) == namespace && util::name(g) == name)
+            .map(|g| &**g)
     }
 
     /// Whether an active fault of `kind` applies to `namespace` and passes `filter`.
@@ -371,7 +377,7 @@ impl Snap {
     pub fn owned_pods(&self, owner_uid: &str) -> Vec<&Value> {
         self.pods_by_owner
             .get(owner_uid)
-            .map(|v| v.iter().map(|&i| &self.pods[i]).collect())
+            .map(|v| v.iter().map(|&i| &*self.pods[i]).collect())
             .unwrap_or_default()
     }
 
@@ -407,7 +413,7 @@ mod tests {
             .deployments
             .iter()
             .chain(&snap.services)
-            .map(util::ns)
+            .map(|o| util::ns(o))
             .collect();
         assert_eq!(namespaces, HashSet::from(["fleet-001"]));
         assert_eq!(snap.deployments.len(), 2);

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::Sim;
 use crate::faults::NsLabels;
 use crate::resources::ResId;
-use crate::store::{Target, WriteOpts};
+use crate::store::{Shared, Target, WriteOpts};
 
 /// Wall clock in milliseconds since the epoch (time-based transitions compare against it).
 pub fn now_ms() -> u64 {
@@ -134,7 +134,6 @@ pub fn set_condition(
     update_time: bool,
     observed_generation: Option<i64>,
 ) -> bool {
-    let now = now_ts();
     let pos = conds.iter().position(|c| c["type"] == ctype);
     if let Some(i) = pos {
         let c = &conds[i];
@@ -146,6 +145,8 @@ pub fn set_condition(
             return false;
         }
     }
+    // Formatted only for a condition that changes (most calls find it as it is).
+    let now = now_ts();
     let mut c = Map::new();
     c.insert("type".into(), json!(ctype));
     c.insert("status".into(), json!(status));
@@ -197,8 +198,8 @@ pub fn update(
     obj_name: &str,
     manager: &str,
     f: impl FnOnce(&mut Value),
-) -> Option<Value> {
-    let r = sim.store.update_with(
+) -> Option<Shared> {
+    let r = sim.store.update_shared(
         res,
         namespace,
         obj_name,
@@ -223,8 +224,8 @@ pub fn update(
 }
 
 /// Creates an object as the system; `None` (logged) on error.
-pub fn create(sim: &Sim, res: ResId, obj: Value, manager: &str) -> Option<Value> {
-    match sim.store.create(res, obj, &opts(manager)) {
+pub fn create(sim: &Sim, res: ResId, obj: Value, manager: &str) -> Option<Shared> {
+    match sim.store.create_shared(res, obj, &opts(manager)) {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::debug!(error = %e, "controller create failed");
@@ -265,7 +266,7 @@ pub fn available_from(p: &Value, min_ready_seconds: i64) -> Option<u64> {
 /// Namespace labels from the controllers' snapshot. Faults are evaluated against it rather than the
 /// store, so no controller ever takes the store lock while holding the faults lock.
 #[derive(Default)]
-pub struct NsSnapshot(pub HashMap<String, Value>);
+pub struct NsSnapshot(pub HashMap<String, Shared>);
 
 impl NsLabels for NsSnapshot {
     fn ns_labels(&self, ns: &str) -> Option<Value> {

@@ -26,6 +26,7 @@ use super::util::{self, NsSnapshot, generation, label, name, ns, owner_ref, set_
 use super::{Snap, State, res};
 use crate::Sim;
 use crate::faults::FaultKind;
+use crate::store::Shared;
 
 const ISTIOD: &str = "istiod";
 /// Condition type on Services bound to a waypoint.
@@ -33,10 +34,13 @@ pub const WAYPOINT_BOUND: &str = "istio.io/WaypointBound";
 
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     allocate_cluster_ips(sim, snap, &mut state.index.ips_used);
-    let deployments: HashMap<(&str, &str), &Value> =
-        snap.deployments.iter().map(|d| ((ns(d), name(d)), d)).collect();
+    let deployments: HashMap<(&str, &str), &Value> = snap
+        .deployments
+        .iter()
+        .map(|d| ((ns(d), name(d)), &**d))
+        .collect();
     let services: HashMap<(&str, &str), &Value> =
-        snap.services.iter().map(|s| ((ns(s), name(s)), s)).collect();
+        snap.services.iter().map(|s| ((ns(s), name(s)), &**s)).collect();
     for gw in &snap.gateways {
         if gw["spec"]["gatewayClassName"].as_str() != Some("istio-waypoint") || util::terminating(gw) {
             state.waypoint_ready_since.remove(uid(gw));
@@ -332,12 +336,12 @@ fn waypoint_of(svc: &Value, namespaces: &NsSnapshot) -> Option<(String, String)>
 /// queues the Services' namespace.
 pub(crate) fn foreign_waypoints(
     sim: &Sim,
-    services: &[Value],
+    services: &[Shared],
     namespaces: &NsSnapshot,
-    gateways: &[Value],
+    gateways: &[Shared],
     state: &mut State,
-) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
+) -> Vec<Shared> {
+    let mut out: Vec<Shared> = Vec::new();
     for svc in services {
         if label(svc, "gateway.istio.io/managed") == Some("istio.io-mesh-controller") {
             continue;
@@ -354,13 +358,13 @@ pub(crate) fn foreign_waypoints(
             .entry(wns.clone())
             .or_default()
             .insert(ns(svc).to_string());
-        let known = |g: &Value| ns(g) == wns && name(g) == wname;
+        let known = |g: &Shared| ns(g) == wns && name(g) == wname;
         if gateways.iter().chain(&out).any(known) {
             continue;
         }
         if let Some(gw) = sim
             .store
-            .get(res("gateway.networking.k8s.io", "gateways"), &wns, &wname)
+            .get_shared(res("gateway.networking.k8s.io", "gateways"), &wns, &wname)
         {
             out.push(gw);
         }

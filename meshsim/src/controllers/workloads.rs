@@ -41,10 +41,10 @@ pub fn reconcile(sim: &Sim, snap: &Snap) {
         let rss = rs_by_owner.get(uid(d)).cloned().unwrap_or_default();
         // oldPodsRunning (recreate.go): any pod of a ReplicaSet not matching the template, terminating
         // ones included, that has not reached a terminal phase.
-        let template = template_ignoring_hash(&d["spec"]["template"]);
+        let template = &d["spec"]["template"];
         let old_pods_running = rss
             .iter()
-            .filter(|r| template_ignoring_hash(&r["spec"]["template"]) != template)
+            .filter(|r| !same_template_ignoring_hash(&r["spec"]["template"], template))
             .flat_map(|r| snap.owned_pods(uid(r)))
             .any(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed");
         deployment(sim, snap, d, rss, old_pods_running);
@@ -85,6 +85,20 @@ fn template_ignoring_hash(t: &Value) -> Value {
         t.as_object_mut().map(|m| m.remove("metadata"));
     }
     t
+}
+
+/// `EqualIgnoreHash` without copying the templates: everything but the metadata compared in place, then
+/// the metadata (small) without the hash label. A pass compares every ReplicaSet's template with its
+/// Deployment's, and a pod template is most of a ReplicaSet.
+fn same_template_ignoring_hash(a: &Value, b: &Value) -> bool {
+    let metadata_only = |t: &Value| {
+        let mut m = serde_json::Map::new();
+        if let Some(meta) = t.get("metadata") {
+            m.insert("metadata".into(), meta.clone());
+        }
+        template_ignoring_hash(&Value::Object(m))
+    };
+    a == b || (crate::store::equal_except(a, b, &["metadata"]) && metadata_only(a) == metadata_only(b))
 }
 
 /// maxSurge / maxUnavailable as `ResolveFenceposts` resolves them.
@@ -150,7 +164,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
     sorted.sort_by_key(|r| (meta_ts(r), name(r).to_string()));
     let new_idx = sorted
         .iter()
-        .position(|r| template_ignoring_hash(&r["spec"]["template"]) == template_ignoring_hash(&template));
+        .position(|r| same_template_ignoring_hash(&r["spec"]["template"], &template));
     let mut all: Vec<Rs> = sorted
         .iter()
         .map(|r| Rs {
@@ -167,7 +181,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
         .unwrap_or(0);
     // progressDeadlineSeconds defaults to 600; MaxInt32 means "no deadline" (HasProgressDeadline).
     let has_deadline = d["spec"]["progressDeadlineSeconds"].as_i64() != Some(i32::MAX as i64);
-    let mut created: Option<Value> = None;
+    let mut created: Option<crate::store::Shared> = None;
 
     // getNewReplicaSet: sync the revision of an existing new RS, or create it.
     if let Some(i) = new_idx {
@@ -308,7 +322,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
     let new_rs = new_idx.map(|i| all[i].obj);
     let sum = |f: &str| all.iter().map(|r| st(r.obj, f)).sum::<i64>();
     let total_spec: i64 =
-        all.iter().map(|r| r.replicas).sum::<i64>() + created.as_ref().map(spec_replicas).unwrap_or(0);
+        all.iter().map(|r| r.replicas).sum::<i64>() + created.as_ref().map(|c| spec_replicas(c)).unwrap_or(0);
     let available = sum("availableReplicas");
     let mut status = json!({
         "observedGeneration": generation(d),
@@ -646,7 +660,7 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value) {
         for _ in 0..(-diff).min(500) {
             let pod_name = format!("{}-{}", name(rs), crate::store::random_suffix(5));
             let pod = pod_from_template(t, ns(rs), &pod_name, rs, &format!("{}-", name(rs)));
-            match sim.store.create(res("", "pods"), pod, &util::opts(RSC)) {
+            match sim.store.create_shared(res("", "pods"), pod, &util::opts(RSC)) {
                 Ok(_) => emit(
                     sim,
                     rs,
@@ -877,7 +891,7 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value) {
             by_node.entry(n).or_default().push(p);
         }
     }
-    let nodes: Vec<&str> = snap.nodes.iter().map(name).collect();
+    let nodes: Vec<&str> = snap.nodes.iter().map(|n| name(n)).collect();
     let mut unavailable = 0;
     let mut old_pods: Vec<(&Value, bool)> = Vec::new();
     for node in &nodes {
@@ -970,5 +984,46 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value) {
         util::update(sim, res("apps", "daemonsets"), ns(d), name(d), DSC, |o| {
             o["status"] = status;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_compare_like_equal_ignore_hash() {
+        let t = |labels: Value, image: &str| json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": image}]}});
+        let base = t(json!({"app": "web"}), "v1");
+        let cases = [
+            (t(json!({"app": "web", "pod-template-hash": "abc"}), "v1"), true),
+            (t(json!({"app": "web"}), "v2"), false),
+            (t(json!({"app": "api", "pod-template-hash": "abc"}), "v1"), false),
+            (t(json!({"pod-template-hash": "abc"}), "v1"), false),
+            (base.clone(), true),
+        ];
+        for (other, same) in cases {
+            let by_copies = template_ignoring_hash(&base) == template_ignoring_hash(&other);
+            assert_eq!(by_copies, same, "{other}");
+            assert_eq!(same_template_ignoring_hash(&base, &other), same, "{other}");
+            assert_eq!(same_template_ignoring_hash(&other, &base), same, "{other}");
+        }
+        // Templates with no labels or no metadata at all: the same answer as comparing the copies.
+        let variants = [
+            json!({"spec": {"x": 1}}),
+            json!({"metadata": {}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {"pod-template-hash": "h"}}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {}}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "n"}, "spec": {"x": 1}}),
+        ];
+        for a in &variants {
+            for b in &variants {
+                assert_eq!(
+                    same_template_ignoring_hash(a, b),
+                    template_ignoring_hash(a) == template_ignoring_hash(b),
+                    "{a} {b}"
+                );
+            }
+        }
     }
 }
