@@ -26,6 +26,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -242,7 +243,7 @@ struct PodView {
     /// containers (name), init containers (name, restartPolicy), Ready conditions (type, status),
     /// container statuses (name, flagged when ready), init container statuses (likewise).
     counts: [u32; 8],
-    deletion: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    deletion: Option<Time>,
 }
 
 /// Strings back to back in one allocation, each with a flag bit: a cached object's strings cost two
@@ -337,7 +338,6 @@ impl PodView {
 
     fn decode(&self) -> Option<Pod> {
         use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, PodStatus};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let mut r = Reader::new(&self.strings);
         let (name, namespace) = (r.text(), r.text());
         let (node_name, phase) = (r.some(), r.some());
@@ -353,11 +353,7 @@ impl PodView {
         ] = self.counts;
         let labels = r.pairs(labels).collect();
         let annotations = r.pairs(annotations).collect();
-        let owners = r.list(owners, |r| OwnerReference {
-            kind: r.text(),
-            name: r.text(),
-            ..OwnerReference::default()
-        });
+        let owners = r.owners(owners);
         let containers = r.list(containers, |r| Container {
             name: r.text(),
             ..Container::default()
@@ -456,6 +452,15 @@ impl<'a> Reader<'a> {
         self.list(n, |r| (r.text(), r.text())).into_iter()
     }
 
+    /// `n` owner references packed as kind and name, the rest of their fields empty.
+    fn owners(&mut self, n: u32) -> Vec<OwnerReference> {
+        self.list(n, |r| OwnerReference {
+            kind: r.text(),
+            name: r.text(),
+            ..OwnerReference::default()
+        })
+    }
+
     fn list<T>(&mut self, n: u32, mut each: impl FnMut(&mut Self) -> T) -> Vec<T> {
         (0..n).map(|_| each(self)).collect()
     }
@@ -495,14 +500,9 @@ impl ReplicaSetView {
     }
 
     fn decode(&self) -> Option<ReplicaSet> {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let mut r = Reader::new(&self.strings);
         let (name, namespace) = (r.text(), r.text());
-        let owners = r.list((r.left() / 2) as u32, |r| OwnerReference {
-            kind: r.text(),
-            name: r.text(),
-            ..OwnerReference::default()
-        });
+        let owners = r.owners((r.left() / 2) as u32);
         Some(ReplicaSet {
             metadata: kube::api::ObjectMeta {
                 name: Some(name),
@@ -1240,9 +1240,7 @@ mod tests {
         a.retain(|k, _| k.starts_with("kubectl.kubernetes.io/"));
         a.insert("ambient.istio.io/redirection".into(), "enabled".into());
         if terminating {
-            p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                "2026-01-01T00:05:00Z".parse().expect("timestamp"),
-            ));
+            p.metadata.deletion_timestamp = Some(Time("2026-01-01T00:05:00Z".parse().expect("timestamp")));
         }
         p
     }
@@ -1286,9 +1284,9 @@ mod tests {
         })
     }
 
-    /// The bytes a view takes: its own size, plus each of its two heap allocations as glibc's malloc lays
-    /// them out (the length plus an 8-byte header, in 16-byte steps, at least 32).
-    fn view_bytes(v: &PodView) -> usize {
+    /// The heap bytes of packed strings: their two allocations as glibc's malloc lays them out (the
+    /// length plus an 8-byte header, in 16-byte steps, at least 32).
+    fn packed_bytes(p: &Packed) -> usize {
         let alloc = |n: usize| {
             if n == 0 {
                 0
@@ -1296,8 +1294,7 @@ mod tests {
                 (n + 8).next_multiple_of(16).max(32)
             }
         };
-        let p = &v.strings;
-        std::mem::size_of::<PodView>() + alloc(p.text.len()) + alloc(std::mem::size_of_val(&*p.ends))
+        alloc(p.text.len()) + alloc(std::mem::size_of_val(&*p.ends))
     }
 
     /// A pod as the cache keeps it (trimmed, projected) and gives it back.
@@ -1380,7 +1377,7 @@ mod tests {
             .expect("proxy");
         assert!(proxy.image.is_none() && proxy.env.is_none() && proxy.ports.is_none());
         let json = to_json(trim_pod(injected_pod())).expect("encodes").len();
-        let bytes = view_bytes(&view);
+        let bytes = std::mem::size_of::<PodView>() + packed_bytes(&view.strings);
         assert!(bytes * 10 < json * 4, "view {bytes} bytes, trimmed JSON {json}");
     }
 
@@ -1420,6 +1417,13 @@ mod tests {
         );
         assert!(k.metadata.labels.is_none() && k.metadata.annotations.is_none() && k.metadata.uid.is_none());
         assert!(k.spec.template.is_none() && k.spec.replicas.is_none() && k.status.is_none());
+        // What the cache kept before: the trimmed object's JSON, in one allocation.
+        let mut trimmed = rs.clone();
+        trim_meta(&mut trimmed.metadata, true);
+        (trimmed.metadata.annotations, trimmed.spec.template) = (None, None);
+        let json = to_json(trimmed).expect("encodes").len();
+        let bytes = std::mem::size_of::<ReplicaSetView>() + packed_bytes(&view.strings);
+        assert!(bytes * 3 < json, "view {bytes} bytes, trimmed JSON {json}");
         let mut bare = rs;
         bare.metadata.owner_references = None;
         let k = ReplicaSetView::encode(bare)
