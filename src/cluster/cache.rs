@@ -237,14 +237,14 @@ fn trim_pod(mut p: Pod) -> Pod {
 /// compares it with `15020`). Every other annotation is read for its presence only.
 const POD_ANNOTATION_VALUES: [&str; 2] = ["ambient.istio.io/redirection", "prometheus.io/port"];
 
-/// The top bit of an entry of [`PodView::ends`]: the string's flag.
+/// The top bit of an entry of [`Packed::ends`]: the string's flag.
 const FLAG: u32 = 1 << 31;
 
 /// A cached pod as the few fields its readers use, rebuilt into a `Pod` on read so that every reader keeps
 /// reading `Pod`. At 1,000 namespaces the pods were the biggest part of the caches as trimmed JSON (about
 /// 2.35 KB each, BENCHMARKS.md §2b). The fields' strings are kept back to back in one allocation, not one
 /// `Box<str>` each: most are shorter than glibc malloc's smallest chunk (32 bytes), so a struct of boxed
-/// strings took as many bytes as the JSON.
+/// strings took more bytes than the JSON.
 ///
 /// The contract: what the readers of cached pods read (the pod gates in `migrate-core/src/gates/pods.rs`,
 /// the executor's current-pod selection, and the assessment's `Snapshot::pods` readers in
