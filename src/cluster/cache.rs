@@ -5,9 +5,10 @@
 //! the run by `assess::permissions`).
 //!
 //! Memory: each cached object is trimmed as it arrives (`managedFields` dropped: the biggest part of most
-//! objects and read by nothing here; the `last-applied-configuration` annotation; the parts of pods, pod
-//! templates and ReplicaSets that nothing here reads) and kept as its JSON, decoded when a namespace's
-//! objects are read. Configuration objects keep everything else, as the backup needs them whole. The
+//! objects and read by nothing here; the `last-applied-configuration` annotation; the parts of pod
+//! templates that nothing here reads) and kept as its JSON, decoded when a namespace's objects are read.
+//! Pods and ReplicaSets, the most numerous objects, are kept as projections of the fields their readers use
+//! ([`PodView`], [`ReplicaSetView`]), rebuilt into typed objects when read. Configuration objects keep everything else, as the backup needs them whole. The
 //! objects are indexed by namespace, so reading a namespace does not scan the fleet.
 //!
 //! A kind whose CRD is not installed (404 on the first list) is "none of them", as the per-namespace
@@ -25,6 +26,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -64,8 +66,8 @@ const LIST_PAGE: u32 = 100;
 /// read without scanning the fleet's, in the API server's list order (etcd key order, by name).
 type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
 
-/// How a kind's objects are kept in memory. Most kinds are kept as the JSON of the trimmed object and
-/// decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
+/// How a kind's objects are kept in memory. Most kinds are kept as the JSON of the trimmed object (pods
+/// and ReplicaSets as projections) and decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
 /// 2,336 bytes before any of its strings, a `Pod` 2,464), so a fleet of pods as typed values is several
 /// times the size of its JSON; reads are of one namespace at a time, so decoding is cheap.
 struct Codec<K, S> {
@@ -132,8 +134,8 @@ pub struct FleetCache {
     deployments: Kind<Deployment, Box<[u8]>>,
     statefulsets: Kind<StatefulSet, Box<[u8]>>,
     daemonsets: Kind<DaemonSet, Box<[u8]>>,
-    replicasets: Kind<ReplicaSet, Box<[u8]>>,
-    pods: Kind<Pod, Box<[u8]>>,
+    replicasets: Kind<ReplicaSet, ReplicaSetView>,
+    pods: Kind<Pod, PodView>,
     jobs: Kind<Job, Box<[u8]>>,
     cronjobs: Kind<CronJob, Box<[u8]>>,
     dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
@@ -189,8 +191,11 @@ fn trim_pod_spec(spec: &mut PodSpec) {
     }
 }
 
-/// A pod as the gates and the assessment read it: identity, labels, annotations, owners, the trimmed spec
-/// ([`trim_pod_spec`]), phase, conditions (type, status, reason) and which containers are ready.
+/// A pod trimmed as the cache kept it when it held pods as JSON: identity, labels, annotations, owners, the
+/// trimmed spec ([`trim_pod_spec`]), phase, conditions (type, status, reason) and which containers are
+/// ready. The projection ([`PodView`]) keeps a subset of it: the trim runs first so that the
+/// last-applied annotation's key is not kept, and its JSON is what the projection's size is measured
+/// against (BENCHMARKS.md §2b).
 fn trim_pod(mut p: Pod) -> Pod {
     trim_meta(&mut p.metadata, true);
     if let Some(spec) = p.spec.as_mut() {
@@ -227,21 +232,329 @@ fn trim_pod(mut p: Pod) -> Pod {
     p
 }
 
+/// The annotations of a pod whose values something reads: the ambient redirection (`sidecar_ready` and
+/// `sidecar_free_and_enrolled` report its value) and Prometheus' scrape port (the merged-metrics finding
+/// compares it with `15020`). Every other annotation is read for its presence only.
+const POD_ANNOTATION_VALUES: [&str; 2] = ["ambient.istio.io/redirection", "prometheus.io/port"];
+
+/// The top bit of an entry of [`Packed::ends`]: the string's flag.
+const FLAG: u32 = 1 << 31;
+
+/// A cached pod as the few fields its readers use, rebuilt into a `Pod` on read so that every reader keeps
+/// reading `Pod`. At 1,000 namespaces the pods were the biggest part of the caches as trimmed JSON (about
+/// 2.35 KB each, BENCHMARKS.md §2b). The fields' strings are kept back to back in one allocation, not one
+/// `Box<str>` each: most are shorter than glibc malloc's smallest chunk (32 bytes), so a struct of boxed
+/// strings took more bytes than the JSON.
+///
+/// The contract: what the readers of cached pods read (the pod gates in `migrate-core/src/gates/pods.rs`,
+/// the executor's current-pod selection, and the assessment's `Snapshot::pods` readers in
+/// `migrate-core/src/assess/`), and all that a decoded pod carries:
+/// - `metadata.name` (gate messages, findings, the merged-metrics pod list) and `metadata.namespace`;
+/// - `metadata.labels`, all of them (workload selectors: the pod gates' `matchLabels`, the assessment's
+///   Service and policy selectors);
+/// - `metadata.annotations`: every key (`sidecar.istio.io/status` is read for its presence only), the
+///   values of [`POD_ANNOTATION_VALUES`] only; other values are empty;
+/// - `metadata.ownerReferences`: `kind` and `name` (the unowned-pod finding); `apiVersion` and `uid` are
+///   empty;
+/// - `metadata.deletionTimestamp` (a terminating pod is not a workload's current pod, nor Ready);
+/// - `spec.containers[].name`, `spec.initContainers[].name` and `.restartPolicy` (where `istio-proxy` is:
+///   classic, native sidecar, plain init container);
+/// - `spec.nodeName` (the nodes a namespace's pods run on, for the ztunnel coverage check);
+/// - `status.phase` and the `Ready` condition's `type` and `status` (no other condition is read);
+/// - `status.containerStatuses[]` and `status.initContainerStatuses[]`: `name` and `ready` (whether
+///   `istio-proxy` is ready).
+///
+/// Nothing else survives: images, ports, the service account, uid, resourceVersion, other conditions,
+/// condition reasons and times, restart counts. An empty string reads as absent (`nodeName`, `phase`,
+/// `restartPolicy`), as every reader treats an empty one. A new reader of another field of cached pods
+/// must add it here and to the round-trip test.
+#[derive(Debug, Clone, PartialEq)]
+struct PodView {
+    /// Every string of the pod: name, namespace, nodeName, phase, then the lists in the order of
+    /// `counts`. A string's flag is a container status's `ready`.
+    strings: Packed,
+    /// Entries of each list: labels (key, value), annotations (key, value), owners (kind, name),
+    /// containers (name), init containers (name, restartPolicy), Ready conditions (type, status),
+    /// container statuses (name, flagged when ready), init container statuses (likewise).
+    counts: [u32; 8],
+    deletion: Option<Time>,
+}
+
+/// Strings back to back in one allocation, each with a flag bit: a cached object's strings cost two
+/// allocations instead of one each.
+#[derive(Debug, Clone, PartialEq)]
+struct Packed {
+    text: Box<str>,
+    /// Where each string of `text` ends (it starts where the one before ends), its top bit ([`FLAG`])
+    /// the string's flag.
+    ends: Box<[u32]>,
+}
+
+/// Builds a [`Packed`].
+#[derive(Default)]
+struct Packer {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Packer {
+    fn push(&mut self, s: &str, flag: bool) {
+        self.text.push_str(s);
+        // The API server caps an object at a few MiB (etcd's request limit), far below `FLAG`.
+        let end = u32::try_from(self.text.len()).unwrap_or(FLAG - 1).min(FLAG - 1);
+        self.ends.push(if flag { end | FLAG } else { end });
+    }
+
+    /// Pushes a list's entries, each by `each`, and gives how many there were.
+    fn list<T>(&mut self, items: impl IntoIterator<Item = T>, mut each: impl FnMut(&mut Self, T)) -> u32 {
+        let mut n = 0;
+        for i in items {
+            each(self, i);
+            n += 1;
+        }
+        n
+    }
+
+    fn finish(self) -> Packed {
+        Packed {
+            text: self.text.into_boxed_str(),
+            ends: self.ends.into_boxed_slice(),
+        }
+    }
+}
+
+impl PodView {
+    fn encode(p: Pod) -> Option<PodView> {
+        use k8s_openapi::api::core::v1::ContainerStatus;
+        let m = &p.metadata;
+        let spec = p.spec.unwrap_or_default();
+        let status = p.status.unwrap_or_default();
+        let mut w = Packer::default();
+        for s in [&m.name, &m.namespace, &spec.node_name, &status.phase] {
+            w.push(s.as_deref().unwrap_or_default(), false);
+        }
+        let status_of = |w: &mut Packer, c: &ContainerStatus| w.push(&c.name, c.ready);
+        let counts = [
+            w.list(m.labels.iter().flatten(), |w, (k, v)| {
+                w.push(k, false);
+                w.push(v, false);
+            }),
+            w.list(m.annotations.iter().flatten(), |w, (k, v)| {
+                let read = POD_ANNOTATION_VALUES.contains(&k.as_str());
+                w.push(k, false);
+                w.push(if read { v } else { "" }, false);
+            }),
+            w.list(m.owner_references.iter().flatten(), |w, o| {
+                w.push(&o.kind, false);
+                w.push(&o.name, false);
+            }),
+            w.list(&spec.containers, |w, c| w.push(&c.name, false)),
+            w.list(spec.init_containers.iter().flatten(), |w, c| {
+                w.push(&c.name, false);
+                w.push(c.restart_policy.as_deref().unwrap_or_default(), false);
+            }),
+            w.list(
+                status.conditions.iter().flatten().filter(|c| c.type_ == "Ready"),
+                |w, c| {
+                    w.push(&c.type_, false);
+                    w.push(&c.status, false);
+                },
+            ),
+            w.list(status.container_statuses.iter().flatten(), status_of),
+            w.list(status.init_container_statuses.iter().flatten(), status_of),
+        ];
+        Some(PodView {
+            strings: w.finish(),
+            counts,
+            deletion: p.metadata.deletion_timestamp,
+        })
+    }
+
+    fn decode(&self) -> Option<Pod> {
+        use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, PodStatus};
+        let mut r = Reader::new(&self.strings);
+        let (name, namespace) = (r.text(), r.text());
+        let (node_name, phase) = (r.some(), r.some());
+        let [
+            labels,
+            annotations,
+            owners,
+            containers,
+            inits,
+            conditions,
+            statuses,
+            init_statuses,
+        ] = self.counts;
+        let labels = r.pairs(labels).collect();
+        let annotations = r.pairs(annotations).collect();
+        let owners = r.owners(owners);
+        let containers = r.list(containers, |r| Container {
+            name: r.text(),
+            ..Container::default()
+        });
+        let inits = r.list(inits, |r| Container {
+            name: r.text(),
+            restart_policy: r.some(),
+            ..Container::default()
+        });
+        let conditions = r.list(conditions, |r| PodCondition {
+            type_: r.text(),
+            status: r.text(),
+            ..PodCondition::default()
+        });
+        let status = |r: &mut Reader| {
+            let (name, ready) = r.next();
+            ContainerStatus {
+                name: name.to_string(),
+                ready,
+                ..ContainerStatus::default()
+            }
+        };
+        let statuses = r.list(statuses, status);
+        let init_statuses = r.list(init_statuses, status);
+        Some(Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace),
+                labels: non_empty_map(labels),
+                annotations: non_empty_map(annotations),
+                owner_references: non_empty(owners),
+                deletion_timestamp: self.deletion.clone(),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers,
+                init_containers: non_empty(inits),
+                node_name,
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase,
+                conditions: non_empty(conditions),
+                container_statuses: non_empty(statuses),
+                init_container_statuses: non_empty(init_statuses),
+                ..PodStatus::default()
+            }),
+        })
+    }
+}
+
+/// Reads a [`Packed`]'s strings in the order they were packed.
+struct Reader<'a> {
+    packed: &'a Packed,
+    /// The next entry of `ends`.
+    at: usize,
+    /// Where the next string starts in `text`.
+    start: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(packed: &'a Packed) -> Self {
+        Reader {
+            packed,
+            at: 0,
+            start: 0,
+        }
+    }
+
+    /// How many strings are left.
+    fn left(&self) -> usize {
+        self.packed.ends.len().saturating_sub(self.at)
+    }
+
+    /// The next string and its flag (empty past the end).
+    fn next(&mut self) -> (&'a str, bool) {
+        let Some(&e) = self.packed.ends.get(self.at) else {
+            return ("", false);
+        };
+        let end = (e & !FLAG) as usize;
+        let s = self.packed.text.get(self.start..end).unwrap_or_default();
+        (self.at, self.start) = (self.at + 1, end);
+        (s, e & FLAG != 0)
+    }
+
+    fn text(&mut self) -> String {
+        self.next().0.to_string()
+    }
+
+    /// The next string, `None` when empty.
+    fn some(&mut self) -> Option<String> {
+        Some(self.text()).filter(|s| !s.is_empty())
+    }
+
+    fn pairs(&mut self, n: u32) -> impl Iterator<Item = (String, String)> {
+        self.list(n, |r| (r.text(), r.text())).into_iter()
+    }
+
+    /// `n` owner references packed as kind and name, the rest of their fields empty.
+    fn owners(&mut self, n: u32) -> Vec<OwnerReference> {
+        self.list(n, |r| OwnerReference {
+            kind: r.text(),
+            name: r.text(),
+            ..OwnerReference::default()
+        })
+    }
+
+    fn list<T>(&mut self, n: u32, mut each: impl FnMut(&mut Self) -> T) -> Vec<T> {
+        (0..n).map(|_| each(self)).collect()
+    }
+}
+
+/// `None` for an empty list: every reader treats an absent list as an empty one.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn non_empty_map(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!m.is_empty()).then_some(m)
+}
+
+/// A cached ReplicaSet as its one reader uses it, rebuilt into a `ReplicaSet` on read: the assessment's
+/// unowned-pod finding (`migrate-core/src/assess/preflight.rs`) looks up a pod's owning ReplicaSet by name
+/// and asks whether a Deployment owns it. The contract: `metadata.name`, `metadata.namespace`, and each
+/// owner reference's `kind` and `name` (`apiVersion` and `uid` empty). Labels, annotations, the spec and
+/// the status are not kept; a new reader of them must add them here and to the round-trip test.
+#[derive(Debug, Clone, PartialEq)]
+struct ReplicaSetView {
+    /// Name, namespace, then each owner's kind and name.
+    strings: Packed,
+}
+
+impl ReplicaSetView {
+    fn encode(rs: ReplicaSet) -> Option<ReplicaSetView> {
+        let m = &rs.metadata;
+        let mut w = Packer::default();
+        w.push(m.name.as_deref().unwrap_or_default(), false);
+        w.push(m.namespace.as_deref().unwrap_or_default(), false);
+        for o in m.owner_references.iter().flatten() {
+            w.push(&o.kind, false);
+            w.push(&o.name, false);
+        }
+        Some(ReplicaSetView { strings: w.finish() })
+    }
+
+    fn decode(&self) -> Option<ReplicaSet> {
+        let mut r = Reader::new(&self.strings);
+        let (name, namespace) = (r.text(), r.text());
+        let owners = r.owners((r.left() / 2) as u32);
+        Some(ReplicaSet {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace),
+                owner_references: non_empty(owners),
+                ..Default::default()
+            },
+            ..ReplicaSet::default()
+        })
+    }
+}
+
 /// A workload as the restart, the rollout gate and the assessment read it: the object with its pod
 /// template's spec trimmed as a pod's.
 fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
     if let Some(spec) = t.spec.as_mut() {
         trim_pod_spec(spec);
     }
-}
-
-/// A ReplicaSet as the assessment reads it (which Deployment owns it): identity, labels and owners. Its pod
-/// template, a copy of its Deployment's, is read by nothing here.
-fn trim_replicaset(mut rs: ReplicaSet) -> ReplicaSet {
-    trim_meta(&mut rs.metadata, true);
-    rs.metadata.annotations = None;
-    rs.spec.template = None;
-    rs
 }
 
 /// Starts the reflector of one kind (cluster-wide) on `tasks`: a kube-runtime watcher (list, then watch
@@ -456,8 +769,29 @@ impl FleetCache {
             trim_template(&mut o.spec.template);
             o
         });
-        let replicasets = json!(ReplicaSet, "ReplicaSets", trim_replicaset);
-        let pods = json!(Pod, "Pods", trim_pod);
+        let replicasets = start::<ReplicaSet, ReplicaSetView>(
+            kube::Api::all(c.clone()),
+            "ReplicaSets".into(),
+            // The projection keeps less than a trim would.
+            |rs| rs,
+            Codec {
+                encode: ReplicaSetView::encode,
+                decode: ReplicaSetView::decode,
+            },
+            &notifier,
+            &mut tasks,
+        );
+        let pods = start::<Pod, PodView>(
+            kube::Api::all(c.clone()),
+            "Pods".into(),
+            trim_pod,
+            Codec {
+                encode: PodView::encode,
+                decode: PodView::decode,
+            },
+            &notifier,
+            &mut tasks,
+        );
         let jobs = json!(Job, "Jobs", meta_only!(Job));
         let cronjobs = json!(CronJob, "CronJobs", meta_only!(CronJob));
         let dynamic = DynKind::ALL
@@ -824,21 +1158,45 @@ mod tests {
     use serde_json::json;
 
     /// A pod as the injector and the kubelet leave it: a classic sidecar with its environment, arguments,
-    /// mounts, probe and resources, an init container, full statuses and managed fields.
+    /// mounts, probe and resources, the `istio-init` init container, the injector's annotations and
+    /// labels, Prometheus' merged-metrics annotations, the kubelet's conditions and statuses, managed fields.
     fn injected_pod() -> Pod {
         let env: Vec<Value> = (0..20)
             .map(|i| json!({"name": format!("ISTIO_META_{i}"), "value": "x".repeat(40)}))
             .collect();
+        let status_annotation = json!({
+            "initContainers": ["istio-init"], "containers": ["istio-proxy"],
+            "volumes": ["workload-socket", "credential-socket", "workload-certs", "istio-envoy",
+                        "istio-data", "istio-podinfo", "istio-token", "istiod-ca-cert"],
+            "imagePullSecrets": null, "revision": "default"
+        })
+        .to_string();
+        let condition = |t: &str| {
+            json!({"type": t, "status": "True", "lastProbeTime": null,
+                                         "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
         serde_json::from_value(json!({
             "metadata": {
-                "name": "app-0-5d9c-abcde", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
-                "labels": {"app": "app-0", "pod-template-hash": "5d9c"},
+                "name": "app-0-5d9c7b8f6d-abcde", "generateName": "app-0-5d9c7b8f6d-",
+                "namespace": "shop", "uid": "0b7c3a4e-5f1d-4c2a-9e8b-1a2b3c4d5e6f", "resourceVersion": "7",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {"app": "app-0", "pod-template-hash": "5d9c7b8f6d",
+                           "security.istio.io/tlsMode": "istio",
+                           "service.istio.io/canonical-name": "app-0",
+                           "service.istio.io/canonical-revision": "latest"},
                 "annotations": {
-                    "sidecar.istio.io/status": "{\"containers\":[\"istio-proxy\"]}",
+                    "sidecar.istio.io/status": status_annotation,
+                    "kubectl.kubernetes.io/default-container": "app",
+                    "kubectl.kubernetes.io/default-logs-container": "app",
+                    "istio.io/rev": "default",
+                    "prometheus.io/path": "/stats/prometheus",
+                    "prometheus.io/port": "15020",
+                    "prometheus.io/scrape": "true",
                     LAST_APPLIED: "{\"big\": true}"
                 },
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app-0-5d9c",
-                                     "uid": "rs1", "controller": true}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app-0-5d9c7b8f6d",
+                                     "uid": "9f8e7d6c-5b4a-4f3e-8d2c-1b0a9f8e7d6c", "controller": true,
+                                     "blockOwnerDeletion": true}],
                 "managedFields": [{"manager": "kubelet", "operation": "Update",
                                    "fieldsV1": {"f:status": {"f:phase": {}}}}]
             },
@@ -850,6 +1208,7 @@ mod tests {
                     {"name": "app", "image": "shop/app:1", "ports": [{"name": "http", "containerPort": 8080}]},
                     {"name": "istio-proxy", "image": "istio/proxyv2:1.30", "args": ["proxy", "sidecar"],
                      "env": env, "volumeMounts": [{"name": "istio-envoy", "mountPath": "/etc/istio"}],
+                     "ports": [{"name": "http-envoy-prom", "containerPort": 15090}],
                      "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
                      "resources": {"limits": {"cpu": "2"}}}
                 ],
@@ -857,89 +1216,254 @@ mod tests {
             },
             "status": {
                 "phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.5", "startTime": "2026-01-01T00:00:00Z",
-                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "qosClass": "Burstable",
+                "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"),
+                               condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
+                "initContainerStatuses": [
+                    {"name": "istio-init", "ready": true, "restartCount": 0, "image": "istio/proxyv2:1.30",
+                     "imageID": "sha256:2", "started": false,
+                     "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+                ],
                 "containerStatuses": [
                     {"name": "app", "ready": true, "restartCount": 0, "image": "shop/app:1", "imageID": "sha256:1",
-                     "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
-                    {"name": "istio-proxy", "ready": true, "restartCount": 0, "image": "istio/proxyv2:1.30",
-                     "imageID": "sha256:2", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+                     "started": true, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                    {"name": "istio-proxy", "ready": true, "restartCount": 1, "image": "istio/proxyv2:1.30",
+                     "imageID": "sha256:2", "started": true,
+                     "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
                 ]
             }
         }))
         .expect("pod fixture")
     }
 
-    fn kept(p: Pod) -> (Pod, usize) {
-        let stored = to_json(trim_pod(p)).expect("encodes");
-        (from_json(&stored).expect("decodes"), stored.len())
+    /// The injected pod with `istio-proxy` as a native sidecar: an init container with `restartPolicy:
+    /// Always`, its status among the init containers'.
+    fn native_sidecar_pod() -> Pod {
+        let mut p = injected_pod();
+        let spec = p.spec.as_mut().expect("spec");
+        let proxy = spec.containers.pop().expect("proxy");
+        spec.init_containers = Some(vec![k8s_openapi::api::core::v1::Container {
+            restart_policy: Some("Always".into()),
+            ..proxy
+        }]);
+        let st = p.status.as_mut().expect("status");
+        let proxy = st
+            .container_statuses
+            .as_mut()
+            .expect("statuses")
+            .pop()
+            .expect("proxy");
+        st.init_container_statuses = Some(vec![proxy]);
+        p
+    }
+
+    /// The pod after the migration: no sidecar, enrolled by istio-cni; `terminating` also gives it a
+    /// deletionTimestamp.
+    fn ambient_pod(terminating: bool) -> Pod {
+        let mut p = injected_pod();
+        let spec = p.spec.as_mut().expect("spec");
+        spec.containers.retain(|c| c.name != "istio-proxy");
+        spec.init_containers = None;
+        let st = p.status.as_mut().expect("status");
+        st.init_container_statuses = None;
+        st.container_statuses
+            .as_mut()
+            .expect("statuses")
+            .retain(|c| c.name != "istio-proxy");
+        let a = p.metadata.annotations.as_mut().expect("annotations");
+        a.retain(|k, _| k.starts_with("kubectl.kubernetes.io/"));
+        a.insert("ambient.istio.io/redirection".into(), "enabled".into());
+        if terminating {
+            p.metadata.deletion_timestamp = Some(Time("2026-01-01T00:05:00Z".parse().expect("timestamp")));
+        }
+        p
+    }
+
+    /// What [`PodView`]'s contract says a cached pod's readers read, absent lists as empty ones,
+    /// annotation values nobody reads blank, the Ready condition alone.
+    fn contract(p: &Pod) -> Value {
+        let m = &p.metadata;
+        let spec = p.spec.clone().unwrap_or_default();
+        let st = p.status.clone().unwrap_or_default();
+        let annotations: BTreeMap<&String, &str> = m
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                let read = POD_ANNOTATION_VALUES.contains(&k.as_str());
+                (k, if read { v.as_str() } else { "" })
+            })
+            .collect();
+        let statuses = |l: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            l.iter()
+                .flatten()
+                .map(|c| json!([c.name, c.ready]))
+                .collect::<Vec<_>>()
+        };
+        json!({
+            "name": m.name, "namespace": m.namespace,
+            "labels": m.labels.clone().unwrap_or_default(),
+            "annotations": annotations,
+            "owners": m.owner_references.iter().flatten().map(|o| json!([o.kind, o.name])).collect::<Vec<_>>(),
+            "deletion": m.deletion_timestamp,
+            "containers": spec.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "initContainers": spec.init_containers.iter().flatten()
+                .map(|c| json!([c.name, c.restart_policy])).collect::<Vec<_>>(),
+            "nodeName": spec.node_name,
+            "phase": st.phase,
+            "conditions": st.conditions.iter().flatten().filter(|c| c.type_ == "Ready")
+                .map(|c| json!([c.type_, c.status])).collect::<Vec<_>>(),
+            "containerStatuses": statuses(&st.container_statuses),
+            "initContainerStatuses": statuses(&st.init_container_statuses),
+        })
+    }
+
+    /// The heap bytes of packed strings: their two allocations as glibc's malloc lays them out (the
+    /// length plus an 8-byte header, in 16-byte steps, at least 32).
+    fn packed_bytes(p: &Packed) -> usize {
+        let alloc = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                (n + 8).next_multiple_of(16).max(32)
+            }
+        };
+        alloc(p.text.len()) + alloc(std::mem::size_of_val(&*p.ends))
+    }
+
+    /// A pod as the cache keeps it (trimmed, projected) and gives it back.
+    fn kept(p: Pod) -> (Pod, PodView) {
+        let view = PodView::encode(trim_pod(p)).expect("encodes");
+        (view.decode().expect("decodes"), view)
+    }
+
+    fn every_pod() -> [Pod; 4] {
+        [
+            injected_pod(),
+            native_sidecar_pod(),
+            ambient_pod(false),
+            ambient_pod(true),
+        ]
+    }
+
+    #[test]
+    fn a_kept_pod_keeps_every_field_of_the_contract() {
+        for p in every_pod() {
+            let (k, _) = kept(p.clone());
+            assert_eq!(contract(&k), contract(&trim_pod(p)));
+        }
+        // The fixtures exercise every part of the contract.
+        let c = contract(&injected_pod());
+        assert_eq!(c["annotations"]["prometheus.io/port"], "15020");
+        assert_eq!(c["annotations"]["sidecar.istio.io/status"], "");
+        assert_eq!(c["owners"], json!([["ReplicaSet", "app-0-5d9c7b8f6d"]]));
+        assert_eq!(c["conditions"], json!([["Ready", "True"]]));
+        let native = contract(&kept(native_sidecar_pod()).0);
+        assert_eq!(native["initContainers"], json!([["istio-proxy", "Always"]]));
+        assert_eq!(native["initContainerStatuses"], json!([["istio-proxy", true]]));
+        let ambient = contract(&kept(ambient_pod(true)).0);
+        assert_eq!(ambient["annotations"]["ambient.istio.io/redirection"], "enabled");
+        assert!(ambient["deletion"].is_string());
     }
 
     #[test]
     fn a_kept_pod_gives_the_gates_and_the_assessment_the_same_answers() {
-        let full = injected_pod();
-        let mut ambient = injected_pod();
-        let spec = ambient.spec.as_mut().expect("spec");
-        spec.containers.retain(|c| c.name != "istio-proxy");
-        spec.init_containers = None;
-        let a = ambient.metadata.annotations.as_mut().expect("annotations");
-        a.clear();
-        a.insert("ambient.istio.io/redirection".into(), "enabled".into());
-        for p in [full, ambient] {
+        let verdicts = |p: &Pod| {
+            (
+                sidecar_ready(p),
+                sidecar_free_and_enrolled(p),
+                proxy_placement(p),
+                pod_ready(p),
+            )
+        };
+        let mut seen = Vec::new();
+        for p in every_pod() {
             let (k, _) = kept(p.clone());
-            assert_eq!(sidecar_ready(&k), sidecar_ready(&p));
-            assert_eq!(sidecar_free_and_enrolled(&k), sidecar_free_and_enrolled(&p));
-            assert_eq!(proxy_placement(&k), proxy_placement(&p));
-            assert_eq!(pod_ready(&k), pod_ready(&p));
-            assert_eq!(k.metadata.labels, p.metadata.labels);
-            assert_eq!(k.metadata.owner_references, p.metadata.owner_references);
-            let spec = |p: &Pod| p.spec.clone().expect("spec");
-            assert_eq!(spec(&k).node_name, spec(&p).node_name);
-            assert_eq!(spec(&k).service_account_name, spec(&p).service_account_name);
-            let ports = |p: &Pod| {
-                spec(p)
-                    .containers
-                    .into_iter()
-                    .map(|c| (c.name, c.image, c.ports))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(ports(&k), ports(&p));
+            assert_eq!(verdicts(&k), verdicts(&p));
+            seen.push((verdicts(&p).0.ok, verdicts(&p).1.ok, verdicts(&p).2));
         }
+        // Sidecar ready (classic, native), ambient ready, ambient terminating: each gate both ways.
+        use crate::gates::pods::ProxyPlacement::{Classic, Native};
+        assert_eq!(
+            seen,
+            [
+                (true, false, Some(Classic)),
+                (true, false, Some(Native)),
+                (false, true, None),
+                (false, false, None)
+            ]
+        );
     }
 
     #[test]
     fn a_kept_pod_drops_what_nothing_reads() {
-        let p = injected_pod();
-        let full_len = serde_json::to_vec(&p).expect("encodes").len();
-        let (k, len) = kept(p);
+        let (k, view) = kept(injected_pod());
         let a = k.metadata.annotations.clone().unwrap_or_default();
-        assert!(!a.contains_key(LAST_APPLIED) && a.contains_key("sidecar.istio.io/status"));
-        assert!(k.metadata.managed_fields.is_none());
+        assert!(!a.contains_key(LAST_APPLIED));
+        assert_eq!(a.get("sidecar.istio.io/status").map(String::as_str), Some(""));
+        assert!(k.metadata.managed_fields.is_none() && k.metadata.uid.is_none());
         let spec = k.spec.expect("spec");
-        assert!(spec.volumes.is_none());
+        assert!(spec.volumes.is_none() && spec.service_account_name.is_none());
         let proxy = spec
             .containers
             .iter()
             .find(|c| c.name == "istio-proxy")
             .expect("proxy");
-        assert!(proxy.env.is_none() && proxy.args.is_none() && proxy.readiness_probe.is_none());
-        assert!(len * 3 < full_len, "kept {len} of {full_len} bytes");
+        assert!(proxy.image.is_none() && proxy.env.is_none() && proxy.ports.is_none());
+        let json = to_json(trim_pod(injected_pod())).expect("encodes").len();
+        let bytes = std::mem::size_of::<PodView>() + packed_bytes(&view.strings);
+        assert!(bytes * 10 < json * 4, "view {bytes} bytes, trimmed JSON {json}");
     }
 
     #[test]
-    fn a_kept_replicaset_keeps_its_owner_and_drops_its_template() {
+    fn a_kept_replicaset_keeps_its_name_and_owners_and_nothing_else() {
         let rs: ReplicaSet = serde_json::from_value(json!({
-            "metadata": {"name": "app-0-5d9c", "namespace": "shop",
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "app-0", "uid": "d1"}]},
-            "spec": {"selector": {"matchLabels": {"app": "app-0"}},
+            "metadata": {"name": "app-0-5d9c7b8f6d", "namespace": "shop", "uid": "9f8e7d6c", "resourceVersion": "12",
+                         "labels": {"app": "app-0", "pod-template-hash": "5d9c7b8f6d"},
+                         "annotations": {"deployment.kubernetes.io/revision": "2",
+                                         "deployment.kubernetes.io/desired-replicas": "2"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "app-0",
+                                              "uid": "d1", "controller": true, "blockOwnerDeletion": true},
+                                             {"apiVersion": "example.com/v1", "kind": "Rollout", "name": "app-0-r",
+                                              "uid": "r1"}],
+                         "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "app-0"}},
                      "template": {"metadata": {"labels": {"app": "app-0"}},
-                                  "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}}}
+                                  "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 2, "observedGeneration": 1}
         }))
         .expect("replicaset fixture");
-        let k: ReplicaSet =
-            from_json(&to_json(trim_replicaset(rs.clone())).expect("encodes")).expect("decodes");
-        assert_eq!(k.metadata.owner_references, rs.metadata.owner_references);
-        assert_eq!(k.metadata.name, rs.metadata.name);
-        assert!(k.spec.template.is_none());
+        let view = ReplicaSetView::encode(rs.clone()).expect("encodes");
+        let k = view.decode().expect("decodes");
+        let owners = |r: &ReplicaSet| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|o| (o.kind.clone(), o.name.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owners(&k), owners(&rs));
+        assert_eq!(owners(&k).len(), 2);
+        assert_eq!(
+            (&k.metadata.name, &k.metadata.namespace),
+            (&rs.metadata.name, &rs.metadata.namespace)
+        );
+        assert!(k.metadata.labels.is_none() && k.metadata.annotations.is_none() && k.metadata.uid.is_none());
+        assert!(k.spec.template.is_none() && k.spec.replicas.is_none() && k.status.is_none());
+        // What the cache kept before: the trimmed object's JSON, in one allocation.
+        let mut trimmed = rs.clone();
+        trim_meta(&mut trimmed.metadata, true);
+        (trimmed.metadata.annotations, trimmed.spec.template) = (None, None);
+        let json = to_json(trimmed).expect("encodes").len();
+        let bytes = std::mem::size_of::<ReplicaSetView>() + packed_bytes(&view.strings);
+        assert!(bytes * 3 < json, "view {bytes} bytes, trimmed JSON {json}");
+        let mut bare = rs;
+        bare.metadata.owner_references = None;
+        let k = ReplicaSetView::encode(bare)
+            .and_then(|v| v.decode())
+            .expect("round trip");
+        assert!(k.metadata.owner_references.is_none());
     }
 
     #[test]
