@@ -1,7 +1,7 @@
 //! End-to-end crash safety (docs/design.md §4): the runner is killed with SIGKILL while it is in step k (its
-//! state annotation on the Namespace says so, as the step starts; the journal records the step with its
-//! first write, or not at all for a step that sends nothing), for each step and once in the middle of a
-//! rollback, then run again: the namespace
+//! state annotation on the Namespace or its journal says so: the annotation shows a step as it starts, the
+//! journal records it with the step's first write, or not at all for a step that sends nothing), for each
+//! step and once in the middle of a rollback, then run again: the namespace
 //! converges to Migrated (or RolledBack, with its config identical to the backup). A second runner started
 //! while another holds the fleet Lease exits 5 and writes nothing.
 //!
@@ -22,7 +22,7 @@ fn slow_settings() -> meshsim::Settings {
     s
 }
 
-/// Kills the runner (SIGKILL) as soon as the state annotation of `shop` shows `phase`.
+/// Kills the runner (SIGKILL) as soon as the state annotation or the journal of `shop` shows `phase`.
 async fn run_and_kill_at(env: &Env, config: &std::path::Path, phase: &str) {
     let (mut child, dir) = env.spawn(config, "killed", &["run"]);
     let failed_gates = || {
@@ -40,18 +40,23 @@ async fn run_and_kill_at(env: &Env, config: &std::path::Path, phase: &str) {
     };
     let mut seen = Vec::new();
     env.wait_until(&format!("state {phase}"), 40, || {
-        let p = env.state_annotation("shop");
-        if let Some(p) = &p
-            && seen.last() != Some(p)
-        {
-            seen.push(p.clone());
+        // The state annotation shows a step as it starts (latest phase only: a short step may be skipped),
+        // the journal from the step's first write to the next step's: in the phase when either says so.
+        let (shown, written) = (env.state_annotation("shop"), env.journal_phase("shop"));
+        for p in [&shown, &written].into_iter().flatten() {
+            if seen.last() != Some(p) {
+                seen.push(p.clone());
+            }
         }
-        if p.as_deref() == Some(phase) {
+        if [&shown, &written].iter().any(|p| p.as_deref() == Some(phase)) {
             return true;
         }
         // The run must not end (or pass the phase) before we kill it.
         assert!(
-            !matches!(p.as_deref(), Some("migrated" | "rolled-back" | "rollback-failed")),
+            !matches!(
+                written.as_deref(),
+                Some("migrated" | "rolled-back" | "rollback-failed")
+            ),
             "the run finished before reaching {phase}: phases seen {seen:?}; failed gates: {:?}",
             {
                 std::thread::sleep(Duration::from_millis(500));

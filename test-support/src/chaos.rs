@@ -3,7 +3,8 @@
 //! child process).
 //!
 //! - [`run_cell`]: one cell of the fault matrix: a fault injected when the run enters step k (its state
-//!   annotation on the Namespace), lifted when it leaves step k; then the end state is classified ([`End`]).
+//!   annotation on the Namespace or its journal says so), lifted when it leaves step k; then the end state
+//!   is classified ([`End`]).
 //! - [`Proc`]: a spawned run whose output is drained in the background, so it can be killed at any
 //!   instant ([`Proc::kill`]) or awaited ([`Proc::output`]).
 //! - [`classify`]: Migrated, RolledBack (config equal to the stored backup and to the state before), or
@@ -373,13 +374,17 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
     let mut stolen_at: Option<usize> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     while proc.exited().is_none() && Instant::now() < deadline {
-        // Where the run is: its state annotation, which shows a step as it starts (the journal records it
-        // with the step's first write, or not at all for a step that sends nothing).
-        let phase = env.state_annotation("shop");
-        if phase.as_deref() == Some(in_step.as_str()) {
+        // Where the run is: its state annotation shows a step as it starts (written in the background,
+        // latest phase only, so a short step may never be shown), the journal from the step's first write
+        // until the next step's first write (a step that sends nothing is never in it): in step k when
+        // either says so.
+        let at_step = [env.state_annotation("shop"), env.journal_phase("shop")]
+            .iter()
+            .any(|p| p.as_deref() == Some(in_step.as_str()));
+        if at_step {
             entered = true;
         }
-        if !injected && phase.as_deref() == Some(in_step.as_str()) {
+        if !injected && at_step {
             injected = true;
             match &inject {
                 Inject::Fault(f) => fault_id = Some(env.running.sim.faults.add((**f).clone())),
@@ -396,7 +401,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
             }
         } else if injected
             && entered
-            && phase.as_deref() != Some(in_step.as_str())
+            && !at_step
             && let Some(id) = fault_id.take()
         {
             env.running.sim.faults.remove(&id);
