@@ -3,9 +3,10 @@
 //!
 //! - `matrix`: each step 1-6 x each meshsim fault kind, plus an API brownout (every request 500 for 20 s)
 //!   and a lost Lease (another identity overwrites it). The disturbance starts when the run enters the
-//!   step (its state annotation on the Namespace or its journal) and is lifted when it leaves it. Every cell must end Migrated, RolledBack (labels
-//!   and Istio objects equal to the stored backup and to the state before), or RollbackFailed with a
-//!   message; a run that lost its Lease is rerun, as the CronJob would.
+//!   step (its state annotation on the Namespace or its journal) and is lifted when it leaves it. Every
+//!   cell must end Migrated, RolledBack (labels and Istio objects equal to the stored backup and to the
+//!   state before), or RollbackFailed with a message; a run that lost its Lease is rerun, as the CronJob
+//!   would.
 //! - `crash`: SIGKILLs at seeded random instants over whole fleet runs and operator rollbacks of a
 //!   three-namespace fleet; after each kill a rerun must converge. `--seed` replays a soak.
 //! - `split-brain`: two runners started together under API latency, repeatedly; from meshsim's request
