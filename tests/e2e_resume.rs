@@ -40,21 +40,19 @@ async fn run_and_kill_at(env: &Env, config: &std::path::Path, phase: &str) {
     };
     let mut seen = Vec::new();
     env.wait_until(&format!("state {phase}"), 40, || {
-        // The state annotation shows a step as it starts (latest phase only: a short step may be skipped),
-        // the journal from the step's first write to the next step's: in the phase when either says so.
-        let (shown, written) = (env.state_annotation("shop"), env.journal_phase("shop"));
-        for p in [&shown, &written].into_iter().flatten() {
+        let phases = env.run_phases("shop");
+        for p in &phases {
             if seen.last() != Some(p) {
                 seen.push(p.clone());
             }
         }
-        if [&shown, &written].iter().any(|p| p.as_deref() == Some(phase)) {
+        if phases.iter().any(|p| p == phase) {
             return true;
         }
         // The run must not end (or pass the phase) before we kill it.
         assert!(
             !matches!(
-                written.as_deref(),
+                env.journal_phase("shop").as_deref(),
                 Some("migrated" | "rolled-back" | "rollback-failed")
             ),
             "the run finished before reaching {phase}: phases seen {seen:?}; failed gates: {:?}",

@@ -374,13 +374,7 @@ pub async fn run_cell(step: &str, column: &str) -> Cell {
     let mut stolen_at: Option<usize> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     while proc.exited().is_none() && Instant::now() < deadline {
-        // Where the run is: its state annotation shows a step as it starts (written in the background,
-        // latest phase only, so a short step may never be shown), the journal from the step's first write
-        // until the next step's first write (a step that sends nothing is never in it): in step k when
-        // either says so.
-        let at_step = [env.state_annotation("shop"), env.journal_phase("shop")]
-            .iter()
-            .any(|p| p.as_deref() == Some(in_step.as_str()));
+        let at_step = env.run_phases("shop").contains(&in_step);
         if at_step {
             entered = true;
         }

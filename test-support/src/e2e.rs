@@ -280,6 +280,16 @@ impl Env {
             .map(str::to_string)
     }
 
+    /// Where the run is in `ns`, as its two witnesses say: the state annotation (shows a step as it starts,
+    /// latest phase only, so a short step may never be shown) and the journal (from a step's first write to
+    /// the next step's; a step that sends nothing is never in it). The run is in a phase when either says so.
+    pub fn run_phases(&self, ns: &str) -> Vec<String> {
+        [self.state_annotation(ns), self.journal_phase(ns)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Does the object exist?
     pub fn exists(&self, group: &str, plural: &str, ns: &str, name: &str) -> bool {
         self.store().get(res(group, plural), ns, name).is_some()
