@@ -161,8 +161,8 @@ fn trim_meta(m: &mut kube::api::ObjectMeta, drop_last_applied: bool) {
     }
 }
 
-/// A pod spec (a pod's or a workload's template) as the gates and the assessment read it: container names,
-/// images, ports and restart policies, the service account and the node. Volumes, scheduling constraints,
+/// A workload's pod template spec as the restart and the assessment read it (cached pods are projections,
+/// [`PodView`]): container names, images, ports and restart policies, the service account and the node. Volumes, scheduling constraints,
 /// and the environment, mounts, resources, commands, security contexts and health probes of containers
 /// are dropped: in a real cluster they are most of a pod's bytes (an injected sidecar's environment and
 /// arguments alone), and nothing here reads them.
