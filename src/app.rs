@@ -596,6 +596,10 @@ async fn cmd_run(
     // Where the time before the first start goes (logged): the fleet's caches, the journals, the preflight.
     let t0 = tokio::time::Instant::now();
     let namespaces = resolve_fleet(cluster, s).await?;
+    // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
+    // backup, for the whole run. The caches only read, so their first lists start now and overlap the
+    // permission proof; a run refused below drops them, and with them their watches.
+    let cache = crate::cluster::FleetCache::start(cluster);
     let mut report = RunReport::new(run_id, "run", &cluster_url(cluster), &s.digest(), cli.dry_run);
     if let Err(f) = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces).await {
         for ns in &namespaces {
@@ -612,9 +616,6 @@ async fn cmd_run(
         return Err(f);
     }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
-    // The fleet is read once: one list+watch per kind feeds the preflight, every namespace's snapshot and
-    // backup, for the whole run.
-    let cache = crate::cluster::FleetCache::start(cluster);
     // While the caches sync, the journals and the cluster-wide facts every assessment needs are read too
     // (independent reads; a failure of the latter is reported by the first assessment, as before).
     let (synced, journals, _) = tokio::join!(
