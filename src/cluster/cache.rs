@@ -36,6 +36,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::wire;
 use super::{Cluster, ClusterError, DynKind};
 use crate::assess::{ClusterInfo, Snapshot};
 
@@ -52,9 +53,6 @@ pub enum CacheState {
     Failed(String),
 }
 
-/// The annotation `kubectl apply` leaves on objects: a full copy of the object, read by nothing here.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Objects per page of a cache's first list (kube-runtime's default is 500). A page is held twice while it
 /// is decoded (its body and its objects as full typed values, managed fields and all, before the trim), and
 /// the kinds list at once: at 1,000 namespaces decoded pages of 500 pods were 20 of the 79 MB of heap at
@@ -70,8 +68,9 @@ type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
 /// and ReplicaSets as projections) and decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
 /// 2,336 bytes before any of its strings, a `Pod` 2,464), so a fleet of pods as typed values is several
 /// times the size of its JSON; reads are of one namespace at a time, so decoding is cheap.
-struct Codec<K, S> {
-    encode: fn(K) -> Option<S>,
+/// `W` is what the watcher decodes (a [`wire`] item: the kept fields only), `K` what readers get.
+struct Codec<W, K, S> {
+    encode: fn(W) -> Option<S>,
     decode: fn(&S) -> Option<K>,
 }
 
@@ -90,7 +89,7 @@ struct Kind<K, S> {
     version: Arc<AtomicU64>,
     state: watch::Receiver<CacheState>,
     what: String,
-    codec: Codec<K, S>,
+    decode: fn(&S) -> Option<K>,
 }
 
 /// Wakes the waits of one namespace: a per-namespace counter, bumped by every event of an object in that
@@ -154,13 +153,6 @@ impl Drop for FleetCache {
     }
 }
 
-fn trim_meta(m: &mut kube::api::ObjectMeta, drop_last_applied: bool) {
-    m.managed_fields = None;
-    if drop_last_applied && let Some(a) = m.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-}
-
 /// A workload's pod template spec as the restart and the assessment read it (cached pods are projections,
 /// [`PodView`]): container names, images, ports and restart policies, the service account and the node. Volumes, scheduling constraints,
 /// and the environment, mounts, resources, commands, security contexts and health probes of containers
@@ -191,18 +183,6 @@ fn trim_pod_spec(spec: &mut PodSpec) {
     }
 }
 
-/// A pod before its projection ([`PodView`]), which keeps less than any trim: without the
-/// `last-applied-configuration` annotation, whose key the projection would otherwise keep.
-fn trim_pod(mut p: Pod) -> Pod {
-    trim_meta(&mut p.metadata, true);
-    p
-}
-
-/// The annotations of a pod whose values something reads: the ambient redirection (`sidecar_ready` and
-/// `sidecar_free_and_enrolled` report its value) and Prometheus' scrape port (the merged-metrics finding
-/// compares it with `15020`). Every other annotation is read for its presence only.
-const POD_ANNOTATION_VALUES: [&str; 2] = ["ambient.istio.io/redirection", "prometheus.io/port"];
-
 /// The top bit of an entry of [`Packed::ends`]: the string's flag.
 const FLAG: u32 = 1 << 31;
 
@@ -219,7 +199,7 @@ const FLAG: u32 = 1 << 31;
 /// - `metadata.labels`, all of them (workload selectors: the pod gates' `matchLabels`, the assessment's
 ///   Service and policy selectors);
 /// - `metadata.annotations`: every key (`sidecar.istio.io/status` is read for its presence only), the
-///   values of [`POD_ANNOTATION_VALUES`] only; other values are empty;
+///   values of [`wire::POD_ANNOTATION_VALUES`] only; other values are empty;
 /// - `metadata.ownerReferences`: `kind` and `name` (the unowned-pod finding); `apiVersion` and `uid` are
 ///   empty;
 /// - `metadata.deletionTimestamp` (a terminating pod is not a workload's current pod, nor Ready);
@@ -290,31 +270,31 @@ impl Packer {
 }
 
 impl PodView {
-    fn encode(p: Pod) -> Option<PodView> {
-        use k8s_openapi::api::core::v1::ContainerStatus;
-        let m = &p.metadata;
+    /// The projection of a pod as the watcher decoded it ([`wire::PodItem`]: its annotations already
+    /// filtered to what the contract keeps).
+    fn encode(p: wire::PodItem) -> Option<PodView> {
+        let m = &p.metadata.0;
         let spec = p.spec.unwrap_or_default();
         let status = p.status.unwrap_or_default();
         let mut w = Packer::default();
         for s in [&m.name, &m.namespace, &spec.node_name, &status.phase] {
             w.push(s.as_deref().unwrap_or_default(), false);
         }
-        let status_of = |w: &mut Packer, c: &ContainerStatus| w.push(&c.name, c.ready);
+        let status_of = |w: &mut Packer, c: &wire::ContainerStatusItem| w.push(&c.name, c.ready);
         let counts = [
             w.list(m.labels.iter().flatten(), |w, (k, v)| {
                 w.push(k, false);
                 w.push(v, false);
             }),
             w.list(m.annotations.iter().flatten(), |w, (k, v)| {
-                let read = POD_ANNOTATION_VALUES.contains(&k.as_str());
                 w.push(k, false);
-                w.push(if read { v } else { "" }, false);
+                w.push(v, false);
             }),
             w.list(m.owner_references.iter().flatten(), |w, o| {
                 w.push(&o.kind, false);
                 w.push(&o.name, false);
             }),
-            w.list(&spec.containers, |w, c| w.push(&c.name, false)),
+            w.list(spec.containers.iter().flatten(), |w, c| w.push(&c.name, false)),
             w.list(spec.init_containers.iter().flatten(), |w, c| {
                 w.push(&c.name, false);
                 w.push(c.restart_policy.as_deref().unwrap_or_default(), false);
@@ -332,7 +312,7 @@ impl PodView {
         Some(PodView {
             strings: w.finish(),
             counts,
-            deletion: p.metadata.deletion_timestamp,
+            deletion: p.metadata.0.deletion_timestamp,
         })
     }
 
@@ -487,8 +467,8 @@ struct ReplicaSetView {
 }
 
 impl ReplicaSetView {
-    fn encode(rs: ReplicaSet) -> Option<ReplicaSetView> {
-        let m = &rs.metadata;
+    fn encode(rs: wire::ReplicaSetItem) -> Option<ReplicaSetView> {
+        let m = &rs.metadata.0;
         let mut w = Packer::default();
         w.push(m.name.as_deref().unwrap_or_default(), false);
         w.push(m.namespace.as_deref().unwrap_or_default(), false);
@@ -524,18 +504,17 @@ fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
 }
 
 /// Starts the reflector of one kind (cluster-wide) on `tasks`: a kube-runtime watcher (list, then watch
-/// from the list's resourceVersion, relisting on expiry), whose objects are trimmed by `trim`, kept by
+/// from the list's resourceVersion, relisting on expiry), whose objects are decoded as `W`, kept by
 /// `codec`, and announced to the waits of their namespace.
-fn start<K, S>(
-    api: kube::Api<K>,
+fn start<W, K, S>(
+    api: kube::Api<W>,
     what: String,
-    trim: fn(K) -> K,
-    codec: Codec<K, S>,
+    codec: Codec<W, K, S>,
     notifier: &Arc<Notifier>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Kind<K, S>
 where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    W: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     S: Send + Sync + 'static,
 {
     let objects: Arc<RwLock<ByNamespace<S>>> = Arc::default();
@@ -547,11 +526,11 @@ where
     let encode = codec.encode;
     let store = objects.clone();
     // The waits to wake: the object's namespace's, or a Namespace object's own.
-    let wake = |o: &K| {
+    let wake = |o: &W| {
         let m = o.meta();
         m.namespace.clone().or_else(|| m.name.clone()).unwrap_or_default()
     };
-    let scope = |o: &K| o.meta().namespace.clone().unwrap_or_default();
+    let scope = |o: &W| o.meta().namespace.clone().unwrap_or_default();
     let stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE)).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -561,7 +540,7 @@ where
                 Ok(Event::Init) => relist = Some(HashMap::new()),
                 Ok(Event::InitApply(o)) => {
                     let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
-                    if let (Some(m), Some(v)) = (relist.as_mut(), encode(trim(o))) {
+                    if let (Some(m), Some(v)) = (relist.as_mut(), encode(o)) {
                         m.entry(ns).or_default().insert(name, v);
                     }
                 }
@@ -576,7 +555,7 @@ where
                 Ok(Event::Apply(o)) => {
                     let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
                     let wake = wake(&o);
-                    if let Some(v) = encode(trim(o)) {
+                    if let Some(v) = encode(o) {
                         let mut m = store.write().unwrap_or_else(|e| e.into_inner());
                         m.entry(ns).or_default().insert(name, v);
                         changed.fetch_add(1, Ordering::Release);
@@ -624,7 +603,7 @@ where
         version,
         state,
         what,
-        codec,
+        decode: codec.decode,
     }
 }
 
@@ -667,14 +646,14 @@ impl<K, S> Kind<K, S> {
         m.get(ns)
             .into_iter()
             .flat_map(|objs| objs.values())
-            .filter_map(self.codec.decode)
+            .filter_map(self.decode)
             .collect()
     }
 
     /// One cached object (the namespace's own entry, no scan).
     fn get(&self, ns: &str, name: &str) -> Option<K> {
         let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        m.get(ns)?.get(name).and_then(self.codec.decode)
+        m.get(ns)?.get(name).and_then(self.decode)
     }
 }
 
@@ -685,14 +664,14 @@ impl FleetCache {
         let notifier = Arc::new(Notifier::default());
         let mut tasks = Vec::new();
         let c = cluster.client().clone();
+        /// A kind kept whole as JSON, decoded as [`wire::WholeItem`] and trimmed by `$trim`.
         macro_rules! json {
             ($t:ty, $what:expr, $trim:expr) => {
-                start::<$t, Box<[u8]>>(
+                start::<wire::WholeItem<$t>, $t, Box<[u8]>>(
                     kube::Api::all(c.clone()),
                     $what.into(),
-                    $trim,
                     Codec {
-                        encode: to_json,
+                        encode: |o| to_json(($trim)(o.into_whole())),
                         decode: |b| from_json(b),
                     },
                     &notifier,
@@ -700,46 +679,33 @@ impl FleetCache {
                 )
             };
         }
-        macro_rules! meta_only {
-            ($t:ty) => {
-                |mut o: $t| {
-                    trim_meta(&mut o.metadata, true);
-                    o
-                }
-            };
-        }
-        let namespaces = start::<Namespace, Arc<Namespace>>(
+        let namespaces = start::<wire::WholeItem<Namespace>, Namespace, Arc<Namespace>>(
             kube::Api::all(c.clone()),
             "Namespaces".into(),
-            meta_only!(Namespace),
             Codec {
-                encode: |o| Some(Arc::new(o)),
+                encode: |o| Some(Arc::new(o.into_whole())),
                 decode: |o| Some((**o).clone()),
             },
             &notifier,
             &mut tasks,
         );
-        let services = json!(Service, "Services", meta_only!(Service));
+        // The wire items leave out `managedFields` and `last-applied-configuration` already.
+        let services = json!(Service, "Services", |o: Service| o);
         let deployments = json!(Deployment, "Deployments", |mut o: Deployment| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
         let statefulsets = json!(StatefulSet, "StatefulSets", |mut o: StatefulSet| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
         let daemonsets = json!(DaemonSet, "DaemonSets", |mut o: DaemonSet| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
-        let replicasets = start::<ReplicaSet, ReplicaSetView>(
+        let replicasets = start::<wire::ReplicaSetItem, ReplicaSet, ReplicaSetView>(
             kube::Api::all(c.clone()),
             "ReplicaSets".into(),
-            // The projection keeps less than a trim would.
-            |rs| rs,
             Codec {
                 encode: ReplicaSetView::encode,
                 decode: ReplicaSetView::decode,
@@ -747,10 +713,9 @@ impl FleetCache {
             &notifier,
             &mut tasks,
         );
-        let pods = start::<Pod, PodView>(
+        let pods = start::<wire::PodItem, Pod, PodView>(
             kube::Api::all(c.clone()),
             "Pods".into(),
-            trim_pod,
             Codec {
                 encode: PodView::encode,
                 decode: PodView::decode,
@@ -758,8 +723,8 @@ impl FleetCache {
             &notifier,
             &mut tasks,
         );
-        let jobs = json!(Job, "Jobs", meta_only!(Job));
-        let cronjobs = json!(CronJob, "CronJobs", meta_only!(CronJob));
+        let jobs = json!(Job, "Jobs", |o: Job| o);
+        let cronjobs = json!(CronJob, "CronJobs", |o: CronJob| o);
         let dynamic = DynKind::ALL
             .iter()
             .map(|k| {
@@ -769,12 +734,11 @@ impl FleetCache {
                 let kind = start(
                     api,
                     format!("{k}s"),
-                    |mut o: DynamicObject| {
-                        trim_meta(&mut o.metadata, false);
-                        o
-                    },
                     Codec {
-                        encode: to_json,
+                        encode: |mut o: DynamicObject| {
+                            o.metadata.managed_fields = None;
+                            to_json(o)
+                        },
                         decode: |b| from_json(b),
                     },
                     &notifier,
@@ -1119,6 +1083,7 @@ impl FleetCache {
 
 #[cfg(test)]
 mod tests {
+    use super::wire::{LAST_APPLIED, POD_ANNOTATION_VALUES};
     use super::*;
     use crate::gates::pods::{pod_ready, proxy_placement, sidecar_free_and_enrolled, sidecar_ready};
     use serde_json::json;
@@ -1301,7 +1266,7 @@ mod tests {
     /// the trimmed spec ([`trim_pod_spec`]), phase, conditions and which containers are ready. Its JSON is
     /// what the projection's size is measured against (BENCHMARKS.md §2b).
     fn former_trim(mut p: Pod) -> Pod {
-        trim_meta(&mut p.metadata, true);
+        trim_meta(&mut p.metadata);
         if let Some(spec) = p.spec.as_mut() {
             trim_pod_spec(spec);
         }
@@ -1336,10 +1301,31 @@ mod tests {
         p
     }
 
-    /// A pod as the cache keeps it (trimmed, projected) and gives it back.
+    /// The cache's trim of a full object's metadata before the wire items: `managedFields` and the
+    /// `last-applied-configuration` annotation dropped.
+    fn trim_meta(m: &mut kube::api::ObjectMeta) {
+        m.managed_fields = None;
+        if let Some(a) = m.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+    }
+
+    /// `o` as a watcher decodes it off the wire: its JSON, decoded as `W`.
+    fn on_the_wire<W: DeserializeOwned>(o: &impl Serialize) -> W {
+        serde_json::from_slice(&serde_json::to_vec(o).expect("encodes")).expect("decodes as the wire item")
+    }
+
+    /// A pod as the cache keeps it (decoded off the wire, projected) and gives it back.
     fn kept(p: Pod) -> (Pod, PodView) {
-        let view = PodView::encode(trim_pod(p)).expect("encodes");
+        let view = PodView::encode(on_the_wire(&p)).expect("encodes");
         (view.decode().expect("decodes"), view)
+    }
+
+    /// A pod as the cache kept it before its projection: the full object without `managedFields` and the
+    /// `last-applied-configuration` annotation.
+    fn trim_pod(mut p: Pod) -> Pod {
+        trim_meta(&mut p.metadata);
+        p
     }
 
     fn every_pod() -> [Pod; 4] {
@@ -1438,7 +1424,7 @@ mod tests {
             "status": {"replicas": 2, "readyReplicas": 2, "observedGeneration": 1}
         }))
         .expect("replicaset fixture");
-        let view = ReplicaSetView::encode(rs.clone()).expect("encodes");
+        let view = ReplicaSetView::encode(on_the_wire(&rs)).expect("encodes");
         let k = view.decode().expect("decodes");
         let owners = |r: &ReplicaSet| {
             r.metadata
@@ -1458,14 +1444,14 @@ mod tests {
         assert!(k.spec.template.is_none() && k.spec.replicas.is_none() && k.status.is_none());
         // What the cache kept before: the trimmed object's JSON, in one allocation.
         let mut trimmed = rs.clone();
-        trim_meta(&mut trimmed.metadata, true);
+        trim_meta(&mut trimmed.metadata);
         (trimmed.metadata.annotations, trimmed.spec.template) = (None, None);
         let json = to_json(trimmed).expect("encodes").len();
         let bytes = std::mem::size_of::<ReplicaSetView>() + packed_bytes(&view.strings);
         assert!(bytes * 3 < json, "view {bytes} bytes, trimmed JSON {json}");
         let mut bare = rs;
         bare.metadata.owner_references = None;
-        let k = ReplicaSetView::encode(bare)
+        let k = ReplicaSetView::encode(on_the_wire(&bare))
             .and_then(|v| v.decode())
             .expect("round trip");
         assert!(k.metadata.owner_references.is_none());
