@@ -74,8 +74,13 @@ struct Codec<W, K, S> {
     decode: fn(&S) -> Option<K>,
 }
 
-fn to_json<K: Serialize>(o: K) -> Option<Box<[u8]>> {
-    serde_json::to_vec(&o).ok().map(Vec::into_boxed_slice)
+/// An object kept as its JSON. Shared, so that a wait can hold the version it evaluated and tell by
+/// pointer whether the object changed since (every applied event stores a new one; while held, the old
+/// allocation cannot be reused for another).
+type Json = Arc<[u8]>;
+
+fn to_json<K: Serialize>(o: K) -> Option<Json> {
+    serde_json::to_vec(&o).ok().map(Json::from)
 }
 
 fn from_json<K: DeserializeOwned>(b: &[u8]) -> Option<K> {
@@ -129,15 +134,15 @@ pub type NamespaceLabels = Arc<BTreeMap<String, BTreeMap<String, String>>>;
 /// The run's watch caches of every kind the assessment, the backup and the gates read.
 pub struct FleetCache {
     namespaces: Kind<Namespace, Arc<Namespace>>,
-    services: Kind<Service, Box<[u8]>>,
-    deployments: Kind<Deployment, Box<[u8]>>,
-    statefulsets: Kind<StatefulSet, Box<[u8]>>,
-    daemonsets: Kind<DaemonSet, Box<[u8]>>,
+    services: Kind<Service, Json>,
+    deployments: Kind<Deployment, Json>,
+    statefulsets: Kind<StatefulSet, Json>,
+    daemonsets: Kind<DaemonSet, Json>,
     replicasets: Kind<ReplicaSet, ReplicaSetView>,
     pods: Kind<Pod, PodView>,
-    jobs: Kind<Job, Box<[u8]>>,
-    cronjobs: Kind<CronJob, Box<[u8]>>,
-    dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
+    jobs: Kind<Job, Json>,
+    cronjobs: Kind<CronJob, Json>,
+    dynamic: BTreeMap<DynKind, Kind<DynamicObject, Json>>,
     /// The last [`FleetCache::namespace_labels`] answer and the Namespace cache's version it was built at:
     /// handed out again until a Namespace changes.
     labels: Mutex<Option<(u64, NamespaceLabels)>>,
@@ -316,6 +321,22 @@ impl PodView {
         })
     }
 
+    /// Whether the pod's labels include every pair of `selector`, read from the packed strings.
+    fn has_labels(&self, selector: &BTreeMap<String, String>) -> bool {
+        let mut labels = Reader::new(&self.strings);
+        // Name, namespace, nodeName and phase come first.
+        for _ in 0..4 {
+            labels.next();
+        }
+        selector.iter().all(|(k, v)| {
+            let mut r = labels.clone();
+            (0..self.counts[0]).any(|_| {
+                let (key, value) = (r.next().0, r.next().0);
+                key == k && value == v
+            })
+        })
+    }
+
     fn decode(&self) -> Option<Pod> {
         use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, PodStatus};
         let mut r = Reader::new(&self.strings);
@@ -386,6 +407,7 @@ impl PodView {
 }
 
 /// Reads a [`Packed`]'s strings in the order they were packed.
+#[derive(Clone)]
 struct Reader<'a> {
     packed: &'a Packed,
     /// The next entry of `ends`.
@@ -657,6 +679,14 @@ impl<K, S> Kind<K, S> {
     }
 }
 
+impl<K> Kind<K, Json> {
+    /// One cached object as kept, not decoded.
+    fn stored(&self, ns: &str, name: &str) -> Option<Json> {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)?.get(name).cloned()
+    }
+}
+
 impl FleetCache {
     /// Starts one reflector per kind, cluster-wide. Nothing is listed until the tasks run; call
     /// [`FleetCache::ready`] before reading.
@@ -667,7 +697,7 @@ impl FleetCache {
         /// A kind kept whole as JSON, decoded as [`wire::WholeItem`] and trimmed by `$trim`.
         macro_rules! json {
             ($t:ty, $what:expr, $trim:expr) => {
-                start::<wire::WholeItem<$t>, $t, Box<[u8]>>(
+                start::<wire::WholeItem<$t>, $t, Json>(
                     kube::Api::all(c.clone()),
                     $what.into(),
                     Codec {
@@ -949,16 +979,15 @@ impl FleetCache {
 
     /// The cached pods of `ns` whose labels include every pair of `selector` (a workload's
     /// `matchLabels`).
+    /// Matched on the kept labels, so only the matching pods are decoded (a wait reads them on every
+    /// event of the namespace).
     pub fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
-        self.pods
-            .in_ns(ns)
+        let m = self.pods.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)
             .into_iter()
-            .filter(|p| {
-                let labels = p.metadata.labels.as_ref();
-                selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-            })
+            .flat_map(|objs| objs.values())
+            .filter(|p| p.has_labels(selector))
+            .filter_map(PodView::decode)
             .collect()
     }
 
@@ -1024,21 +1053,35 @@ impl FleetCache {
         let what = format!("rollout of {}", super::obj_name(kind.as_str(), Some(ns), name));
         let min = Some(min_generation);
         let mut done = None;
+        // The workload as last evaluated and its pending verdict: the wait wakes on every event of the
+        // namespace (its pods', its ReplicaSets'), most of which leave the workload as it was, and is then
+        // answered without decoding it again.
+        let mut pending: Option<(Json, String)> = None;
         self.wait(&what, ns, until, |c| {
-            let seen = match kind {
-                super::WorkloadKind::Deployment => c.deployment(ns, name).map(|o| {
+            let stored = match kind {
+                super::WorkloadKind::Deployment => c.deployments.stored(ns, name),
+                super::WorkloadKind::StatefulSet => c.statefulsets.stored(ns, name),
+                super::WorkloadKind::DaemonSet => c.daemonsets.stored(ns, name),
+            };
+            if let (Some(now), Some((then, m))) = (&stored, &pending)
+                && Arc::ptr_eq(now, then)
+            {
+                return super::Check::Pending(m.clone());
+            }
+            let seen = stored.as_deref().and_then(|b| match kind {
+                super::WorkloadKind::Deployment => from_json::<Deployment>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::deployment_status(&o, min), g)
                 }),
-                super::WorkloadKind::StatefulSet => c.statefulset(ns, name).map(|o| {
+                super::WorkloadKind::StatefulSet => from_json::<StatefulSet>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::statefulset_status(&o, min), g)
                 }),
-                super::WorkloadKind::DaemonSet => c.daemonset(ns, name).map(|o| {
+                super::WorkloadKind::DaemonSet => from_json::<DaemonSet>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::daemonset_status(&o, min), g)
                 }),
-            };
+            });
             match seen {
                 None => super::Check::Failed("object has been deleted".into()),
                 Some((RolloutStatus::Done(message), g)) => {
@@ -1048,7 +1091,10 @@ impl FleetCache {
                     });
                     super::Check::Done
                 }
-                Some((RolloutStatus::Waiting(m), _)) => super::Check::Pending(m),
+                Some((RolloutStatus::Waiting(m), _)) => {
+                    pending = stored.map(|s| (s, m.clone()));
+                    super::Check::Pending(m)
+                }
                 Some((RolloutStatus::Failed(m), _)) => super::Check::Failed(m),
             }
         })
@@ -1384,6 +1430,36 @@ mod tests {
                 (false, false, None)
             ]
         );
+    }
+
+    #[test]
+    fn a_kept_pod_matches_a_selector_as_its_decoded_labels_do() {
+        let (k, view) = kept(injected_pod());
+        let selector = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let on_decoded = |s: &BTreeMap<String, String>| {
+            let labels = k.metadata.labels.clone().unwrap_or_default();
+            s.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        for (s, matches) in [
+            (selector(&[("app", "app-0")]), true),
+            (
+                selector(&[("app", "app-0"), ("pod-template-hash", "5d9c7b8f6d")]),
+                true,
+            ),
+            (selector(&[]), true),
+            (selector(&[("app", "app-1")]), false),
+            (selector(&[("app", "app-0"), ("tier", "web")]), false),
+            // A label's value is not a key.
+            (selector(&[("app-0", "app")]), false),
+        ] {
+            assert_eq!(view.has_labels(&s), matches, "{s:?}");
+            assert_eq!(on_decoded(&s), matches, "{s:?}");
+        }
     }
 
     #[test]
