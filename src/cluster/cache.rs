@@ -1534,6 +1534,106 @@ mod tests {
     }
 
     #[test]
+    fn a_wire_item_answers_to_the_watcher_as_its_kind_and_keeps_the_resource_version() {
+        use kube::Resource;
+        assert_eq!(
+            wire::PodItem::url_path(&(), Some("shop")),
+            Pod::url_path(&(), Some("shop"))
+        );
+        assert_eq!(
+            wire::ReplicaSetItem::url_path(&(), None),
+            "/apis/apps/v1/replicasets"
+        );
+        assert_eq!(
+            (
+                wire::WholeItem::<Deployment>::kind(&()),
+                wire::WholeItem::<Deployment>::api_version(&())
+            ),
+            (Deployment::kind(&()), Deployment::api_version(&()))
+        );
+        // The watcher resumes from the resourceVersion of the last object it saw.
+        let item: wire::PodItem = on_the_wire(&injected_pod());
+        assert_eq!(item.meta().resource_version.as_deref(), Some("7"));
+        assert!(item.meta().managed_fields.is_none());
+        let rs: wire::ReplicaSetItem = on_the_wire(&injected_pod());
+        assert_eq!(rs.meta().resource_version.as_deref(), Some("7"));
+    }
+
+    /// A Deployment as `kubectl apply` and the controllers leave it: `last-applied-configuration`, managed
+    /// fields, a pod template with an environment and a volume, status conditions.
+    fn applied_deployment() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "app-0", "namespace": "shop", "uid": "d1", "resourceVersion": "40", "generation": 3,
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["example.com/keep"],
+                         "labels": {"app": "app-0"},
+                         "annotations": {"deployment.kubernetes.io/revision": "2", LAST_APPLIED: "{\"big\": true}"},
+                         "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "App", "name": "app", "uid": "a1"}],
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                                            "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+            "spec": {"replicas": 2, "paused": false, "progressDeadlineSeconds": 600,
+                     "selector": {"matchLabels": {"app": "app-0"}},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": {"app": "app-0"},
+                                               "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:01:00Z"}},
+                                  "spec": {"serviceAccountName": "app",
+                                           "volumes": [{"name": "data", "emptyDir": {}}],
+                                           "containers": [{"name": "app", "image": "shop/app:1",
+                                                           "env": [{"name": "A", "value": "1"}],
+                                                           "ports": [{"containerPort": 8080}]}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                       "availableReplicas": 2,
+                       "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                                       "lastUpdateTime": "2026-01-01T00:02:00Z",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .expect("deployment fixture")
+    }
+
+    #[test]
+    fn a_whole_kind_decoded_off_the_wire_is_the_object_less_what_the_trim_dropped() {
+        let d = applied_deployment();
+        let kept = wire::WholeItem::<Deployment>::into_whole(on_the_wire(&d));
+        // The former path: the full object, then the trim.
+        let mut trimmed = d.clone();
+        trim_meta(&mut trimmed.metadata);
+        assert_eq!(kept, trimmed);
+        let a = kept.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            a.get("deployment.kubernetes.io/revision").map(String::as_str),
+            Some("2")
+        );
+        assert!(!a.contains_key(LAST_APPLIED) && kept.metadata.managed_fields.is_none());
+        // What the restart, the rollout gate and the assessment read is all there.
+        assert_eq!(kept.metadata.generation, Some(3));
+        assert_eq!(kept.spec.paused, Some(false));
+        assert!(super::super::restart::template_carries(
+            &kept.spec.template,
+            "2026-01-01T00:01:00Z"
+        ));
+        let status = kept.status.as_ref().expect("status");
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
+        // A kind without a spec decodes as `k8s_openapi` does: the default one.
+        let bare: Deployment = serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("bare");
+        assert_eq!(
+            wire::WholeItem::<Deployment>::into_whole(on_the_wire(&bare)),
+            bare
+        );
+        // The other whole kinds keep everything but the trimmed metadata too.
+        let mut svc = Service {
+            metadata: d.metadata.clone(),
+            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                selector: Some([("app".to_string(), "app-0".to_string())].into()),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let kept = wire::WholeItem::<Service>::into_whole(on_the_wire(&svc));
+        trim_meta(&mut svc.metadata);
+        assert_eq!(kept, svc);
+    }
+
+    #[test]
     fn a_namespace_event_wakes_only_the_waits_of_that_namespace() {
         let n = Notifier::default();
         let mut shop = n.subscribe("shop");
