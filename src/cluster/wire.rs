@@ -72,12 +72,9 @@ pub(super) struct PodAnnotations;
 
 impl Annotations for PodAnnotations {
     fn keep(key: &str) -> Keep {
-        if key == LAST_APPLIED {
-            Keep::Drop
-        } else if POD_ANNOTATION_VALUES.contains(&key) {
-            Keep::Whole
-        } else {
-            Keep::Key
+        match AllButLastApplied::keep(key) {
+            Keep::Whole if !POD_ANNOTATION_VALUES.contains(&key) => Keep::Key,
+            k => k,
         }
     }
 }
@@ -234,29 +231,24 @@ impl<K: Whole> WholeItem<K> {
     }
 }
 
+/// A spec the type requires: an object without one gets the default one, as `k8s_openapi` decodes it.
+fn required<S: Default>(spec: Option<S>) -> S {
+    spec.unwrap_or_default()
+}
+
+fn optional<S>(spec: Option<S>) -> Option<S> {
+    spec
+}
+
 macro_rules! whole {
-    ($k:ty, $spec:ty, $status:ty, required spec) => {
-        impl Whole for $k {
-            type Spec = $spec;
-            type Status = $status;
-            fn assemble(metadata: ObjectMeta, spec: Option<$spec>, status: Option<$status>) -> Self {
-                // As `k8s_openapi` decodes an object without a spec.
-                Self {
-                    metadata,
-                    spec: spec.unwrap_or_default(),
-                    status,
-                }
-            }
-        }
-    };
-    ($k:ty, $spec:ty, $status:ty) => {
+    ($k:ty, $spec:ty, $status:ty, $kept:ident) => {
         impl Whole for $k {
             type Spec = $spec;
             type Status = $status;
             fn assemble(metadata: ObjectMeta, spec: Option<$spec>, status: Option<$status>) -> Self {
                 Self {
                     metadata,
-                    spec,
+                    spec: $kept(spec),
                     status,
                 }
             }
@@ -264,13 +256,13 @@ macro_rules! whole {
     };
 }
 
-whole!(Deployment, DeploymentSpec, DeploymentStatus, required spec);
-whole!(StatefulSet, StatefulSetSpec, StatefulSetStatus, required spec);
-whole!(DaemonSet, DaemonSetSpec, DaemonSetStatus, required spec);
-whole!(Namespace, NamespaceSpec, NamespaceStatus);
-whole!(Service, ServiceSpec, ServiceStatus);
-whole!(Job, JobSpec, JobStatus);
-whole!(CronJob, CronJobSpec, CronJobStatus, required spec);
+whole!(Deployment, DeploymentSpec, DeploymentStatus, required);
+whole!(StatefulSet, StatefulSetSpec, StatefulSetStatus, required);
+whole!(DaemonSet, DaemonSetSpec, DaemonSetStatus, required);
+whole!(CronJob, CronJobSpec, CronJobStatus, required);
+whole!(Namespace, NamespaceSpec, NamespaceStatus, optional);
+whole!(Service, ServiceSpec, ServiceStatus, optional);
+whole!(Job, JobSpec, JobStatus, optional);
 
 /// A ReplicaSet as its projection reads it: metadata only (spec and status skipped unparsed).
 pub(super) type ReplicaSetItem = Item<ReplicaSet, IgnoredAny, IgnoredAny, NoAnnotations>;
