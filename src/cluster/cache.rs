@@ -4,9 +4,11 @@
 //! ClusterRole grants list and watch on every kind they hold (`ci/k8s/clusterrole.yaml`, proven before
 //! the run by `assess::permissions`).
 //!
-//! Memory: each cached object is trimmed as it arrives (`managedFields` dropped: the biggest part of most
-//! objects and read by nothing here; the `last-applied-configuration` annotation; the parts of pod
-//! templates that nothing here reads) and kept as its JSON, decoded when a namespace's objects are read.
+//! Memory and CPU: each object is decoded off the wire as a [`wire`] item that declares only what its cache
+//! keeps, so what is dropped is skipped while parsing, never built (`managedFields`: the biggest part of
+//! most objects and read by nothing here; the `last-applied-configuration` annotation), then trimmed (the
+//! parts of pod templates that nothing here reads) and kept as its JSON, decoded when a namespace's
+//! objects are read.
 //! Pods and ReplicaSets, the most numerous objects, are kept as projections of the fields their readers use
 //! ([`PodView`], [`ReplicaSetView`]), rebuilt into typed objects when read. Configuration objects keep everything else, as the backup needs them whole. The
 //! objects are indexed by namespace, so reading a namespace does not scan the fleet.
@@ -54,9 +56,9 @@ pub enum CacheState {
 }
 
 /// Objects per page of a cache's first list (kube-runtime's default is 500). A page is held twice while it
-/// is decoded (its body and its objects as full typed values, managed fields and all, before the trim), and
-/// the kinds list at once: at 1,000 namespaces decoded pages of 500 pods were 20 of the 79 MB of heap at
-/// the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
+/// is decoded (its body and its objects as wire items), and the kinds list at once: at 1,000 namespaces,
+/// when pages were decoded as full typed objects, decoded pages of 500 pods were 20 of the 79 MB of heap
+/// at the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
 /// fraction of a request per namespace.
 const LIST_PAGE: u32 = 100;
 
@@ -68,6 +70,7 @@ type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
 /// and ReplicaSets as projections) and decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
 /// 2,336 bytes before any of its strings, a `Pod` 2,464), so a fleet of pods as typed values is several
 /// times the size of its JSON; reads are of one namespace at a time, so decoding is cheap.
+///
 /// `W` is what the watcher decodes (a [`wire`] item: the kept fields only), `K` what readers get.
 struct Codec<W, K, S> {
     encode: fn(W) -> Option<S>,
