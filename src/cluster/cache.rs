@@ -4,9 +4,11 @@
 //! ClusterRole grants list and watch on every kind they hold (`ci/k8s/clusterrole.yaml`, proven before
 //! the run by `assess::permissions`).
 //!
-//! Memory: each cached object is trimmed as it arrives (`managedFields` dropped: the biggest part of most
-//! objects and read by nothing here; the `last-applied-configuration` annotation; the parts of pod
-//! templates that nothing here reads) and kept as its JSON, decoded when a namespace's objects are read.
+//! Memory and CPU: each object is decoded off the wire as a [`wire`] item that declares only what its cache
+//! keeps, so what is dropped is skipped while parsing, never built (`managedFields`: the biggest part of
+//! most objects and read by nothing here; the `last-applied-configuration` annotation), then trimmed (the
+//! parts of pod templates that nothing here reads) and kept as its JSON, decoded when a namespace's
+//! objects are read.
 //! Pods and ReplicaSets, the most numerous objects, are kept as projections of the fields their readers use
 //! ([`PodView`], [`ReplicaSetView`]), rebuilt into typed objects when read. Configuration objects keep everything else, as the backup needs them whole. The
 //! objects are indexed by namespace, so reading a namespace does not scan the fleet.
@@ -36,6 +38,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::wire;
 use super::{Cluster, ClusterError, DynKind};
 use crate::assess::{ClusterInfo, Snapshot};
 
@@ -52,13 +55,10 @@ pub enum CacheState {
     Failed(String),
 }
 
-/// The annotation `kubectl apply` leaves on objects: a full copy of the object, read by nothing here.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Objects per page of a cache's first list (kube-runtime's default is 500). A page is held twice while it
-/// is decoded (its body and its objects as full typed values, managed fields and all, before the trim), and
-/// the kinds list at once: at 1,000 namespaces decoded pages of 500 pods were 20 of the 79 MB of heap at
-/// the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
+/// is decoded (its body and its objects as wire items), and the kinds list at once: at 1,000 namespaces,
+/// when pages were decoded as full typed objects, decoded pages of 500 pods were 20 of the 79 MB of heap
+/// at the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
 /// fraction of a request per namespace.
 const LIST_PAGE: u32 = 100;
 
@@ -70,13 +70,20 @@ type ByNamespace<S> = HashMap<String, BTreeMap<String, S>>;
 /// and ReplicaSets as projections) and decoded when read: the typed structs are mostly empty optional fields (a `k8s_openapi` `Container` is
 /// 2,336 bytes before any of its strings, a `Pod` 2,464), so a fleet of pods as typed values is several
 /// times the size of its JSON; reads are of one namespace at a time, so decoding is cheap.
-struct Codec<K, S> {
-    encode: fn(K) -> Option<S>,
+///
+/// `W` is what the watcher decodes (a [`wire`] item: the kept fields only), `K` what readers get.
+struct Codec<W, K, S> {
+    encode: fn(W) -> Option<S>,
     decode: fn(&S) -> Option<K>,
 }
 
-fn to_json<K: Serialize>(o: K) -> Option<Box<[u8]>> {
-    serde_json::to_vec(&o).ok().map(Vec::into_boxed_slice)
+/// An object kept as its JSON. Shared, so that a wait can hold the version it evaluated and tell by
+/// pointer whether the object changed since (every applied event stores a new one; while held, the old
+/// allocation cannot be reused for another).
+type Json = Arc<[u8]>;
+
+fn to_json<K: Serialize>(o: K) -> Option<Json> {
+    serde_json::to_vec(&o).ok().map(Json::from)
 }
 
 fn from_json<K: DeserializeOwned>(b: &[u8]) -> Option<K> {
@@ -90,7 +97,7 @@ struct Kind<K, S> {
     version: Arc<AtomicU64>,
     state: watch::Receiver<CacheState>,
     what: String,
-    codec: Codec<K, S>,
+    decode: fn(&S) -> Option<K>,
 }
 
 /// Wakes the waits of one namespace: a per-namespace counter, bumped by every event of an object in that
@@ -130,15 +137,15 @@ pub type NamespaceLabels = Arc<BTreeMap<String, BTreeMap<String, String>>>;
 /// The run's watch caches of every kind the assessment, the backup and the gates read.
 pub struct FleetCache {
     namespaces: Kind<Namespace, Arc<Namespace>>,
-    services: Kind<Service, Box<[u8]>>,
-    deployments: Kind<Deployment, Box<[u8]>>,
-    statefulsets: Kind<StatefulSet, Box<[u8]>>,
-    daemonsets: Kind<DaemonSet, Box<[u8]>>,
+    services: Kind<Service, Json>,
+    deployments: Kind<Deployment, Json>,
+    statefulsets: Kind<StatefulSet, Json>,
+    daemonsets: Kind<DaemonSet, Json>,
     replicasets: Kind<ReplicaSet, ReplicaSetView>,
     pods: Kind<Pod, PodView>,
-    jobs: Kind<Job, Box<[u8]>>,
-    cronjobs: Kind<CronJob, Box<[u8]>>,
-    dynamic: BTreeMap<DynKind, Kind<DynamicObject, Box<[u8]>>>,
+    jobs: Kind<Job, Json>,
+    cronjobs: Kind<CronJob, Json>,
+    dynamic: BTreeMap<DynKind, Kind<DynamicObject, Json>>,
     /// The last [`FleetCache::namespace_labels`] answer and the Namespace cache's version it was built at:
     /// handed out again until a Namespace changes.
     labels: Mutex<Option<(u64, NamespaceLabels)>>,
@@ -151,13 +158,6 @@ impl Drop for FleetCache {
         for t in &self.tasks {
             t.abort();
         }
-    }
-}
-
-fn trim_meta(m: &mut kube::api::ObjectMeta, drop_last_applied: bool) {
-    m.managed_fields = None;
-    if drop_last_applied && let Some(a) = m.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
     }
 }
 
@@ -191,18 +191,6 @@ fn trim_pod_spec(spec: &mut PodSpec) {
     }
 }
 
-/// A pod before its projection ([`PodView`]), which keeps less than any trim: without the
-/// `last-applied-configuration` annotation, whose key the projection would otherwise keep.
-fn trim_pod(mut p: Pod) -> Pod {
-    trim_meta(&mut p.metadata, true);
-    p
-}
-
-/// The annotations of a pod whose values something reads: the ambient redirection (`sidecar_ready` and
-/// `sidecar_free_and_enrolled` report its value) and Prometheus' scrape port (the merged-metrics finding
-/// compares it with `15020`). Every other annotation is read for its presence only.
-const POD_ANNOTATION_VALUES: [&str; 2] = ["ambient.istio.io/redirection", "prometheus.io/port"];
-
 /// The top bit of an entry of [`Packed::ends`]: the string's flag.
 const FLAG: u32 = 1 << 31;
 
@@ -219,7 +207,7 @@ const FLAG: u32 = 1 << 31;
 /// - `metadata.labels`, all of them (workload selectors: the pod gates' `matchLabels`, the assessment's
 ///   Service and policy selectors);
 /// - `metadata.annotations`: every key (`sidecar.istio.io/status` is read for its presence only), the
-///   values of [`POD_ANNOTATION_VALUES`] only; other values are empty;
+///   values of [`wire::POD_ANNOTATION_VALUES`] only; other values are empty;
 /// - `metadata.ownerReferences`: `kind` and `name` (the unowned-pod finding); `apiVersion` and `uid` are
 ///   empty;
 /// - `metadata.deletionTimestamp` (a terminating pod is not a workload's current pod, nor Ready);
@@ -290,31 +278,31 @@ impl Packer {
 }
 
 impl PodView {
-    fn encode(p: Pod) -> Option<PodView> {
-        use k8s_openapi::api::core::v1::ContainerStatus;
-        let m = &p.metadata;
+    /// The projection of a pod as the watcher decoded it ([`wire::PodItem`]: its annotations already
+    /// filtered to what the contract keeps).
+    fn encode(p: wire::PodItem) -> Option<PodView> {
+        let m = &p.metadata.0;
         let spec = p.spec.unwrap_or_default();
         let status = p.status.unwrap_or_default();
         let mut w = Packer::default();
         for s in [&m.name, &m.namespace, &spec.node_name, &status.phase] {
             w.push(s.as_deref().unwrap_or_default(), false);
         }
-        let status_of = |w: &mut Packer, c: &ContainerStatus| w.push(&c.name, c.ready);
+        let status_of = |w: &mut Packer, c: &wire::ContainerStatusItem| w.push(&c.name, c.ready);
         let counts = [
             w.list(m.labels.iter().flatten(), |w, (k, v)| {
                 w.push(k, false);
                 w.push(v, false);
             }),
             w.list(m.annotations.iter().flatten(), |w, (k, v)| {
-                let read = POD_ANNOTATION_VALUES.contains(&k.as_str());
                 w.push(k, false);
-                w.push(if read { v } else { "" }, false);
+                w.push(v, false);
             }),
             w.list(m.owner_references.iter().flatten(), |w, o| {
                 w.push(&o.kind, false);
                 w.push(&o.name, false);
             }),
-            w.list(&spec.containers, |w, c| w.push(&c.name, false)),
+            w.list(spec.containers.iter().flatten(), |w, c| w.push(&c.name, false)),
             w.list(spec.init_containers.iter().flatten(), |w, c| {
                 w.push(&c.name, false);
                 w.push(c.restart_policy.as_deref().unwrap_or_default(), false);
@@ -332,7 +320,23 @@ impl PodView {
         Some(PodView {
             strings: w.finish(),
             counts,
-            deletion: p.metadata.deletion_timestamp,
+            deletion: p.metadata.0.deletion_timestamp,
+        })
+    }
+
+    /// Whether the pod's labels include every pair of `selector`, read from the packed strings.
+    fn has_labels(&self, selector: &BTreeMap<String, String>) -> bool {
+        let mut labels = Reader::new(&self.strings);
+        // Name, namespace, nodeName and phase come first.
+        for _ in 0..4 {
+            labels.next();
+        }
+        selector.iter().all(|(k, v)| {
+            let mut r = labels.clone();
+            (0..self.counts[0]).any(|_| {
+                let (key, value) = (r.next().0, r.next().0);
+                key == k && value == v
+            })
         })
     }
 
@@ -406,6 +410,7 @@ impl PodView {
 }
 
 /// Reads a [`Packed`]'s strings in the order they were packed.
+#[derive(Clone)]
 struct Reader<'a> {
     packed: &'a Packed,
     /// The next entry of `ends`.
@@ -487,8 +492,8 @@ struct ReplicaSetView {
 }
 
 impl ReplicaSetView {
-    fn encode(rs: ReplicaSet) -> Option<ReplicaSetView> {
-        let m = &rs.metadata;
+    fn encode(rs: wire::ReplicaSetItem) -> Option<ReplicaSetView> {
+        let m = &rs.metadata.0;
         let mut w = Packer::default();
         w.push(m.name.as_deref().unwrap_or_default(), false);
         w.push(m.namespace.as_deref().unwrap_or_default(), false);
@@ -524,18 +529,17 @@ fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
 }
 
 /// Starts the reflector of one kind (cluster-wide) on `tasks`: a kube-runtime watcher (list, then watch
-/// from the list's resourceVersion, relisting on expiry), whose objects are trimmed by `trim`, kept by
+/// from the list's resourceVersion, relisting on expiry), whose objects are decoded as `W`, kept by
 /// `codec`, and announced to the waits of their namespace.
-fn start<K, S>(
-    api: kube::Api<K>,
+fn start<W, K, S>(
+    api: kube::Api<W>,
     what: String,
-    trim: fn(K) -> K,
-    codec: Codec<K, S>,
+    codec: Codec<W, K, S>,
     notifier: &Arc<Notifier>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Kind<K, S>
 where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    W: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     S: Send + Sync + 'static,
 {
     let objects: Arc<RwLock<ByNamespace<S>>> = Arc::default();
@@ -547,11 +551,11 @@ where
     let encode = codec.encode;
     let store = objects.clone();
     // The waits to wake: the object's namespace's, or a Namespace object's own.
-    let wake = |o: &K| {
+    let wake = |o: &W| {
         let m = o.meta();
         m.namespace.clone().or_else(|| m.name.clone()).unwrap_or_default()
     };
-    let scope = |o: &K| o.meta().namespace.clone().unwrap_or_default();
+    let scope = |o: &W| o.meta().namespace.clone().unwrap_or_default();
     let stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE)).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -561,7 +565,7 @@ where
                 Ok(Event::Init) => relist = Some(HashMap::new()),
                 Ok(Event::InitApply(o)) => {
                     let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
-                    if let (Some(m), Some(v)) = (relist.as_mut(), encode(trim(o))) {
+                    if let (Some(m), Some(v)) = (relist.as_mut(), encode(o)) {
                         m.entry(ns).or_default().insert(name, v);
                     }
                 }
@@ -576,7 +580,7 @@ where
                 Ok(Event::Apply(o)) => {
                     let (ns, name) = (scope(&o), o.meta().name.clone().unwrap_or_default());
                     let wake = wake(&o);
-                    if let Some(v) = encode(trim(o)) {
+                    if let Some(v) = encode(o) {
                         let mut m = store.write().unwrap_or_else(|e| e.into_inner());
                         m.entry(ns).or_default().insert(name, v);
                         changed.fetch_add(1, Ordering::Release);
@@ -624,7 +628,7 @@ where
         version,
         state,
         what,
-        codec,
+        decode: codec.decode,
     }
 }
 
@@ -667,14 +671,22 @@ impl<K, S> Kind<K, S> {
         m.get(ns)
             .into_iter()
             .flat_map(|objs| objs.values())
-            .filter_map(self.codec.decode)
+            .filter_map(self.decode)
             .collect()
     }
 
     /// One cached object (the namespace's own entry, no scan).
     fn get(&self, ns: &str, name: &str) -> Option<K> {
         let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        m.get(ns)?.get(name).and_then(self.codec.decode)
+        m.get(ns)?.get(name).and_then(self.decode)
+    }
+}
+
+impl<K> Kind<K, Json> {
+    /// One cached object as kept, not decoded.
+    fn stored(&self, ns: &str, name: &str) -> Option<Json> {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)?.get(name).cloned()
     }
 }
 
@@ -685,14 +697,14 @@ impl FleetCache {
         let notifier = Arc::new(Notifier::default());
         let mut tasks = Vec::new();
         let c = cluster.client().clone();
+        /// A kind kept whole as JSON, decoded as [`wire::WholeItem`] and trimmed by `$trim`.
         macro_rules! json {
             ($t:ty, $what:expr, $trim:expr) => {
-                start::<$t, Box<[u8]>>(
+                start::<wire::WholeItem<$t>, $t, Json>(
                     kube::Api::all(c.clone()),
                     $what.into(),
-                    $trim,
                     Codec {
-                        encode: to_json,
+                        encode: |o| to_json(($trim)(o.into_whole())),
                         decode: |b| from_json(b),
                     },
                     &notifier,
@@ -700,46 +712,33 @@ impl FleetCache {
                 )
             };
         }
-        macro_rules! meta_only {
-            ($t:ty) => {
-                |mut o: $t| {
-                    trim_meta(&mut o.metadata, true);
-                    o
-                }
-            };
-        }
-        let namespaces = start::<Namespace, Arc<Namespace>>(
+        let namespaces = start::<wire::WholeItem<Namespace>, Namespace, Arc<Namespace>>(
             kube::Api::all(c.clone()),
             "Namespaces".into(),
-            meta_only!(Namespace),
             Codec {
-                encode: |o| Some(Arc::new(o)),
+                encode: |o| Some(Arc::new(o.into_whole())),
                 decode: |o| Some((**o).clone()),
             },
             &notifier,
             &mut tasks,
         );
-        let services = json!(Service, "Services", meta_only!(Service));
+        // The wire items leave out `managedFields` and `last-applied-configuration` already.
+        let services = json!(Service, "Services", |o: Service| o);
         let deployments = json!(Deployment, "Deployments", |mut o: Deployment| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
         let statefulsets = json!(StatefulSet, "StatefulSets", |mut o: StatefulSet| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
         let daemonsets = json!(DaemonSet, "DaemonSets", |mut o: DaemonSet| {
-            trim_meta(&mut o.metadata, true);
             trim_template(&mut o.spec.template);
             o
         });
-        let replicasets = start::<ReplicaSet, ReplicaSetView>(
+        let replicasets = start::<wire::ReplicaSetItem, ReplicaSet, ReplicaSetView>(
             kube::Api::all(c.clone()),
             "ReplicaSets".into(),
-            // The projection keeps less than a trim would.
-            |rs| rs,
             Codec {
                 encode: ReplicaSetView::encode,
                 decode: ReplicaSetView::decode,
@@ -747,10 +746,9 @@ impl FleetCache {
             &notifier,
             &mut tasks,
         );
-        let pods = start::<Pod, PodView>(
+        let pods = start::<wire::PodItem, Pod, PodView>(
             kube::Api::all(c.clone()),
             "Pods".into(),
-            trim_pod,
             Codec {
                 encode: PodView::encode,
                 decode: PodView::decode,
@@ -758,8 +756,8 @@ impl FleetCache {
             &notifier,
             &mut tasks,
         );
-        let jobs = json!(Job, "Jobs", meta_only!(Job));
-        let cronjobs = json!(CronJob, "CronJobs", meta_only!(CronJob));
+        let jobs = json!(Job, "Jobs", |o: Job| o);
+        let cronjobs = json!(CronJob, "CronJobs", |o: CronJob| o);
         let dynamic = DynKind::ALL
             .iter()
             .map(|k| {
@@ -769,12 +767,11 @@ impl FleetCache {
                 let kind = start(
                     api,
                     format!("{k}s"),
-                    |mut o: DynamicObject| {
-                        trim_meta(&mut o.metadata, false);
-                        o
-                    },
                     Codec {
-                        encode: to_json,
+                        encode: |mut o: DynamicObject| {
+                            o.metadata.managed_fields = None;
+                            to_json(o)
+                        },
                         decode: |b| from_json(b),
                     },
                     &notifier,
@@ -985,16 +982,15 @@ impl FleetCache {
 
     /// The cached pods of `ns` whose labels include every pair of `selector` (a workload's
     /// `matchLabels`).
+    /// Matched on the kept labels, so only the matching pods are decoded (a wait reads them on every
+    /// event of the namespace).
     pub fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
-        self.pods
-            .in_ns(ns)
+        let m = self.pods.objects.read().unwrap_or_else(|e| e.into_inner());
+        m.get(ns)
             .into_iter()
-            .filter(|p| {
-                let labels = p.metadata.labels.as_ref();
-                selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-            })
+            .flat_map(|objs| objs.values())
+            .filter(|p| p.has_labels(selector))
+            .filter_map(PodView::decode)
             .collect()
     }
 
@@ -1060,21 +1056,35 @@ impl FleetCache {
         let what = format!("rollout of {}", super::obj_name(kind.as_str(), Some(ns), name));
         let min = Some(min_generation);
         let mut done = None;
+        // The workload as last evaluated and its pending verdict: the wait wakes on every event of the
+        // namespace (its pods', its ReplicaSets'), most of which leave the workload as it was, and is then
+        // answered without decoding it again.
+        let mut pending: Option<(Json, String)> = None;
         self.wait(&what, ns, until, |c| {
-            let seen = match kind {
-                super::WorkloadKind::Deployment => c.deployment(ns, name).map(|o| {
+            let stored = match kind {
+                super::WorkloadKind::Deployment => c.deployments.stored(ns, name),
+                super::WorkloadKind::StatefulSet => c.statefulsets.stored(ns, name),
+                super::WorkloadKind::DaemonSet => c.daemonsets.stored(ns, name),
+            };
+            if let (Some(now), Some((then, m))) = (&stored, &pending)
+                && Arc::ptr_eq(now, then)
+            {
+                return super::Check::Pending(m.clone());
+            }
+            let seen = stored.as_deref().and_then(|b| match kind {
+                super::WorkloadKind::Deployment => from_json::<Deployment>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::deployment_status(&o, min), g)
                 }),
-                super::WorkloadKind::StatefulSet => c.statefulset(ns, name).map(|o| {
+                super::WorkloadKind::StatefulSet => from_json::<StatefulSet>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::statefulset_status(&o, min), g)
                 }),
-                super::WorkloadKind::DaemonSet => c.daemonset(ns, name).map(|o| {
+                super::WorkloadKind::DaemonSet => from_json::<DaemonSet>(b).map(|o| {
                     let g = o.status.as_ref().and_then(|s| s.observed_generation);
                     (rollout::daemonset_status(&o, min), g)
                 }),
-            };
+            });
             match seen {
                 None => super::Check::Failed("object has been deleted".into()),
                 Some((RolloutStatus::Done(message), g)) => {
@@ -1084,7 +1094,10 @@ impl FleetCache {
                     });
                     super::Check::Done
                 }
-                Some((RolloutStatus::Waiting(m), _)) => super::Check::Pending(m),
+                Some((RolloutStatus::Waiting(m), _)) => {
+                    pending = stored.map(|s| (s, m.clone()));
+                    super::Check::Pending(m)
+                }
                 Some((RolloutStatus::Failed(m), _)) => super::Check::Failed(m),
             }
         })
@@ -1119,6 +1132,7 @@ impl FleetCache {
 
 #[cfg(test)]
 mod tests {
+    use super::wire::{LAST_APPLIED, POD_ANNOTATION_VALUES};
     use super::*;
     use crate::gates::pods::{pod_ready, proxy_placement, sidecar_free_and_enrolled, sidecar_ready};
     use serde_json::json;
@@ -1301,7 +1315,7 @@ mod tests {
     /// the trimmed spec ([`trim_pod_spec`]), phase, conditions and which containers are ready. Its JSON is
     /// what the projection's size is measured against (BENCHMARKS.md §2b).
     fn former_trim(mut p: Pod) -> Pod {
-        trim_meta(&mut p.metadata, true);
+        trim_meta(&mut p.metadata);
         if let Some(spec) = p.spec.as_mut() {
             trim_pod_spec(spec);
         }
@@ -1336,10 +1350,31 @@ mod tests {
         p
     }
 
-    /// A pod as the cache keeps it (trimmed, projected) and gives it back.
+    /// The cache's trim of a full object's metadata before the wire items: `managedFields` and the
+    /// `last-applied-configuration` annotation dropped.
+    fn trim_meta(m: &mut kube::api::ObjectMeta) {
+        m.managed_fields = None;
+        if let Some(a) = m.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+    }
+
+    /// `o` as a watcher decodes it off the wire: its JSON, decoded as `W`.
+    fn on_the_wire<W: DeserializeOwned>(o: &impl Serialize) -> W {
+        serde_json::from_slice(&serde_json::to_vec(o).expect("encodes")).expect("decodes as the wire item")
+    }
+
+    /// A pod as the cache keeps it (decoded off the wire, projected) and gives it back.
     fn kept(p: Pod) -> (Pod, PodView) {
-        let view = PodView::encode(trim_pod(p)).expect("encodes");
+        let view = PodView::encode(on_the_wire(&p)).expect("encodes");
         (view.decode().expect("decodes"), view)
+    }
+
+    /// A pod as the cache kept it before its projection: the full object without `managedFields` and the
+    /// `last-applied-configuration` annotation.
+    fn trim_pod(mut p: Pod) -> Pod {
+        trim_meta(&mut p.metadata);
+        p
     }
 
     fn every_pod() -> [Pod; 4] {
@@ -1401,6 +1436,36 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_pod_matches_a_selector_as_its_decoded_labels_do() {
+        let (k, view) = kept(injected_pod());
+        let selector = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let on_decoded = |s: &BTreeMap<String, String>| {
+            let labels = k.metadata.labels.clone().unwrap_or_default();
+            s.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        for (s, matches) in [
+            (selector(&[("app", "app-0")]), true),
+            (
+                selector(&[("app", "app-0"), ("pod-template-hash", "5d9c7b8f6d")]),
+                true,
+            ),
+            (selector(&[]), true),
+            (selector(&[("app", "app-1")]), false),
+            (selector(&[("app", "app-0"), ("tier", "web")]), false),
+            // A label's value is not a key.
+            (selector(&[("app-0", "app")]), false),
+        ] {
+            assert_eq!(view.has_labels(&s), matches, "{s:?}");
+            assert_eq!(on_decoded(&s), matches, "{s:?}");
+        }
+    }
+
+    #[test]
     fn a_kept_pod_drops_what_nothing_reads() {
         let (k, view) = kept(injected_pod());
         let a = k.metadata.annotations.clone().unwrap_or_default();
@@ -1438,7 +1503,7 @@ mod tests {
             "status": {"replicas": 2, "readyReplicas": 2, "observedGeneration": 1}
         }))
         .expect("replicaset fixture");
-        let view = ReplicaSetView::encode(rs.clone()).expect("encodes");
+        let view = ReplicaSetView::encode(on_the_wire(&rs)).expect("encodes");
         let k = view.decode().expect("decodes");
         let owners = |r: &ReplicaSet| {
             r.metadata
@@ -1458,17 +1523,117 @@ mod tests {
         assert!(k.spec.template.is_none() && k.spec.replicas.is_none() && k.status.is_none());
         // What the cache kept before: the trimmed object's JSON, in one allocation.
         let mut trimmed = rs.clone();
-        trim_meta(&mut trimmed.metadata, true);
+        trim_meta(&mut trimmed.metadata);
         (trimmed.metadata.annotations, trimmed.spec.template) = (None, None);
         let json = to_json(trimmed).expect("encodes").len();
         let bytes = std::mem::size_of::<ReplicaSetView>() + packed_bytes(&view.strings);
         assert!(bytes * 3 < json, "view {bytes} bytes, trimmed JSON {json}");
         let mut bare = rs;
         bare.metadata.owner_references = None;
-        let k = ReplicaSetView::encode(bare)
+        let k = ReplicaSetView::encode(on_the_wire(&bare))
             .and_then(|v| v.decode())
             .expect("round trip");
         assert!(k.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn a_wire_item_answers_to_the_watcher_as_its_kind_and_keeps_the_resource_version() {
+        use kube::Resource;
+        assert_eq!(
+            wire::PodItem::url_path(&(), Some("shop")),
+            Pod::url_path(&(), Some("shop"))
+        );
+        assert_eq!(
+            wire::ReplicaSetItem::url_path(&(), None),
+            "/apis/apps/v1/replicasets"
+        );
+        assert_eq!(
+            (
+                wire::WholeItem::<Deployment>::kind(&()),
+                wire::WholeItem::<Deployment>::api_version(&())
+            ),
+            (Deployment::kind(&()), Deployment::api_version(&()))
+        );
+        // The watcher resumes from the resourceVersion of the last object it saw.
+        let item: wire::PodItem = on_the_wire(&injected_pod());
+        assert_eq!(item.meta().resource_version.as_deref(), Some("7"));
+        assert!(item.meta().managed_fields.is_none());
+        let rs: wire::ReplicaSetItem = on_the_wire(&injected_pod());
+        assert_eq!(rs.meta().resource_version.as_deref(), Some("7"));
+    }
+
+    /// A Deployment as `kubectl apply` and the controllers leave it: `last-applied-configuration`, managed
+    /// fields, a pod template with an environment and a volume, status conditions.
+    fn applied_deployment() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "app-0", "namespace": "shop", "uid": "d1", "resourceVersion": "40", "generation": 3,
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["example.com/keep"],
+                         "labels": {"app": "app-0"},
+                         "annotations": {"deployment.kubernetes.io/revision": "2", LAST_APPLIED: "{\"big\": true}"},
+                         "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "App", "name": "app", "uid": "a1"}],
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                                            "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+            "spec": {"replicas": 2, "paused": false, "progressDeadlineSeconds": 600,
+                     "selector": {"matchLabels": {"app": "app-0"}},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": {"app": "app-0"},
+                                               "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:01:00Z"}},
+                                  "spec": {"serviceAccountName": "app",
+                                           "volumes": [{"name": "data", "emptyDir": {}}],
+                                           "containers": [{"name": "app", "image": "shop/app:1",
+                                                           "env": [{"name": "A", "value": "1"}],
+                                                           "ports": [{"containerPort": 8080}]}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                       "availableReplicas": 2,
+                       "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                                       "lastUpdateTime": "2026-01-01T00:02:00Z",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .expect("deployment fixture")
+    }
+
+    #[test]
+    fn a_whole_kind_decoded_off_the_wire_is_the_object_less_what_the_trim_dropped() {
+        let d = applied_deployment();
+        let kept = wire::WholeItem::<Deployment>::into_whole(on_the_wire(&d));
+        // The former path: the full object, then the trim.
+        let mut trimmed = d.clone();
+        trim_meta(&mut trimmed.metadata);
+        assert_eq!(kept, trimmed);
+        let a = kept.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            a.get("deployment.kubernetes.io/revision").map(String::as_str),
+            Some("2")
+        );
+        assert!(!a.contains_key(LAST_APPLIED) && kept.metadata.managed_fields.is_none());
+        // What the restart, the rollout gate and the assessment read is all there.
+        assert_eq!(kept.metadata.generation, Some(3));
+        assert_eq!(kept.spec.paused, Some(false));
+        assert!(super::super::restart::template_carries(
+            &kept.spec.template,
+            "2026-01-01T00:01:00Z"
+        ));
+        let status = kept.status.as_ref().expect("status");
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
+        // A kind without a spec decodes as `k8s_openapi` does: the default one.
+        let bare: Deployment = serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("bare");
+        assert_eq!(
+            wire::WholeItem::<Deployment>::into_whole(on_the_wire(&bare)),
+            bare
+        );
+        // The other whole kinds keep everything but the trimmed metadata too.
+        let mut svc = Service {
+            metadata: d.metadata.clone(),
+            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                selector: Some([("app".to_string(), "app-0".to_string())].into()),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let kept = wire::WholeItem::<Service>::into_whole(on_the_wire(&svc));
+        trim_meta(&mut svc.metadata);
+        assert_eq!(kept, svc);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod labels;
 mod restart;
 mod snapshot;
 mod wait;
+mod wire;
 
 use std::fmt::Debug;
 use std::future::Future;
