@@ -22,6 +22,7 @@ use super::{Snapshot, labels_match};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The data plane of a workload or caller at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -761,8 +762,10 @@ pub struct Moment {
     pub workloads: BTreeMap<String, DataPlane>,
     /// Data plane of a new pod of the namespace (a caller that is not one of the workloads).
     pub new_pods: DataPlane,
-    /// Data planes callers in other namespaces may have (empty: no mesh identity from there).
-    pub caller_namespaces: BTreeMap<String, Vec<DataPlane>>,
+    /// Data planes callers in other namespaces may have (empty: no mesh identity from there). One entry
+    /// per namespace of the cluster, shared by the moments that agree on it (all but the fleet's end), so
+    /// a moment's copy does not cost a copy of the cluster's namespaces.
+    pub caller_namespaces: Arc<BTreeMap<String, Vec<DataPlane>>>,
     /// Data planes of a caller in a namespace no rule names.
     pub elsewhere: Vec<DataPlane>,
 }
@@ -867,7 +870,7 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
             .map(|w| (w.name.clone(), start_dp(w)))
             .collect(),
         new_pods: namespace_dataplane(&labels),
-        caller_namespaces,
+        caller_namespaces: Arc::new(caller_namespaces),
         elsewhere: elsewhere.into_iter().collect(),
     };
     let mut out = vec![cur.clone()];
@@ -965,8 +968,9 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
     // The fleet's end: namespaces after this one are ambient.
     let later: Vec<&String> = fleet.after.iter().chain(fleet.concurrent.iter()).collect();
     if later.iter().any(|n| cur.caller_namespaces.contains_key(*n)) {
+        let callers = Arc::make_mut(&mut cur.caller_namespaces);
         for n in later {
-            if let Some(v) = cur.caller_namespaces.get_mut(n) {
+            if let Some(v) = callers.get_mut(n) {
                 *v = vec![DataPlane::Ambient];
             }
         }
