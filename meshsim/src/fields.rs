@@ -227,24 +227,26 @@ pub fn record(
     subresource: Option<&str>,
 ) {
     let operation = if applied.is_some() { "Apply" } else { "Update" };
-    let mut entries: Vec<Value> = obj["metadata"]
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // What the write changed, read while `obj` still holds its entries (they are compared too).
+    let ch = applied.is_none().then(|| changed(old, obj));
+    // The entries are replaced below: taken out of `obj`, not copied.
+    let mut entries: Vec<Value> = match obj["metadata"].get_mut("managedFields").map(Value::take) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
     let mine_before = entries
         .iter()
         .find(|e| e["manager"] == manager && e["operation"] == operation)
         .map(|e| from_fields_v1(&e["fieldsV1"]))
         .unwrap_or_default();
-    let (mine, taken): (BTreeSet<FieldPath>, BTreeSet<FieldPath>) = match applied {
-        Some(a) => {
+    let (mine, taken): (BTreeSet<FieldPath>, BTreeSet<FieldPath>) = match (applied, ch) {
+        (Some(a), _) => {
             let set = leaves(a);
             let taken = if force { set.clone() } else { BTreeSet::new() };
             (set, taken)
         }
-        None => {
-            let ch = changed(old, obj);
+        (None, ch) => {
+            let ch = ch.unwrap_or_default();
             (mine_before.union(&ch).cloned().collect(), ch)
         }
     };
