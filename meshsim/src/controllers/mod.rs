@@ -139,7 +139,7 @@ async fn inform(sim: Arc<Sim>, fleet: Arc<Fleet>, mut events: queue::Events, dow
 /// One worker: takes a namespace, reconciles it, hands it back; a namespace is never on two workers at
 /// once (the work queue's guarantee), so its per-pod state is taken out and put back without sharing.
 fn work(sim: &Sim, fleet: &Fleet) {
-    while let Some(namespace) = fleet.queue.get() {
+    while let Some((namespace, waited)) = fleet.queue.get() {
         let t0 = std::time::Instant::now();
         let faults = fleet.faults.read().unwrap_or_else(|e| e.into_inner()).clone();
         let parked = fleet.take_parked(&namespace);
@@ -162,7 +162,7 @@ fn work(sim: &Sim, fleet: &Fleet) {
             },
         );
         fleet.queue.done(&namespace);
-        tracing::trace!(namespace, elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
+        tracing::trace!(namespace, ?waited, elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
     }
 }
 

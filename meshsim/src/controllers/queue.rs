@@ -14,7 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -37,7 +37,8 @@ pub(crate) struct WorkQueue {
 
 #[derive(Debug, Default)]
 struct Wq {
-    queue: VecDeque<String>,
+    /// Keys ready for a worker, with the moment each was queued (its wait is traced).
+    queue: VecDeque<(String, Instant)>,
     dirty: HashSet<String>,
     processing: HashSet<String>,
     timers: BinaryHeap<Reverse<(u64, String)>>,
@@ -53,7 +54,7 @@ impl Wq {
         if self.processing.contains(key) {
             return false;
         }
-        self.queue.push_back(key.to_string());
+        self.queue.push_back((key.to_string(), Instant::now()));
         true
     }
 
@@ -101,18 +102,19 @@ impl WorkQueue {
         }
     }
 
-    /// The next key to reconcile, marked as processing; blocks until one is due. None once shut down.
-    pub fn get(&self) -> Option<String> {
+    /// The next key to reconcile, marked as processing, and how long it waited in the queue; blocks
+    /// until one is due. None once shut down.
+    pub fn get(&self) -> Option<(String, Duration)> {
         let mut q = self.lock();
         loop {
             if q.shut_down {
                 return None;
             }
             q.fire_timers(util::now_ms());
-            if let Some(key) = q.queue.pop_front() {
+            if let Some((key, at)) = q.queue.pop_front() {
                 q.dirty.remove(&key);
                 q.processing.insert(key.clone());
-                return Some(key);
+                return Some((key, at.elapsed()));
             }
             let wait = q
                 .timers
@@ -130,7 +132,7 @@ impl WorkQueue {
         let mut q = self.lock();
         q.processing.remove(key);
         if q.dirty.contains(key) {
-            q.queue.push_back(key.to_string());
+            q.queue.push_back((key.to_string(), Instant::now()));
             drop(q);
             self.ready.notify_one();
         }
@@ -342,8 +344,12 @@ mod tests {
 
     impl WorkQueue {
         fn waiting(&self) -> Vec<String> {
-            self.lock().queue.iter().cloned().collect()
+            self.lock().queue.iter().map(|(k, _)| k.clone()).collect()
         }
+    }
+
+    fn key(q: &WorkQueue) -> Option<String> {
+        q.get().map(|(k, _)| k)
     }
 
     #[test]
@@ -351,15 +357,15 @@ mod tests {
         let q = WorkQueue::default();
         q.add_all(["a", "b", "a"]);
         assert_eq!(q.waiting(), ["a", "b"], "queued once, in the order first added");
-        assert_eq!(q.get().as_deref(), Some("a"));
+        assert_eq!(key(&q).as_deref(), Some("a"));
         q.add_all(["a", "a"]);
         assert_eq!(q.waiting(), ["b"], "a key being processed waits for its worker");
-        assert_eq!(q.get().as_deref(), Some("b"), "another worker takes another key");
+        assert_eq!(key(&q).as_deref(), Some("b"), "another worker takes another key");
         q.done("a");
         assert_eq!(q.waiting(), ["a"], "added while processed: queued again, once");
         q.done("b");
         assert_eq!(q.waiting(), ["a"], "b was not added meanwhile");
-        assert_eq!(q.get().as_deref(), Some("a"));
+        assert_eq!(key(&q).as_deref(), Some("a"));
         q.done("a");
         assert!(q.waiting().is_empty());
     }
@@ -370,7 +376,7 @@ mod tests {
         let t0 = std::time::Instant::now();
         q.add_after("late".into(), util::now_ms() + 400);
         q.add_after("soon".into(), util::now_ms() + 40);
-        assert_eq!(q.get().as_deref(), Some("soon"));
+        assert_eq!(key(&q).as_deref(), Some("soon"));
         let waited = t0.elapsed();
         assert!(
             waited >= Duration::from_millis(35) && waited < Duration::from_millis(350),
@@ -378,7 +384,7 @@ mod tests {
         );
         let worker = {
             let q = q.clone();
-            std::thread::spawn(move || q.get())
+            std::thread::spawn(move || key(&q))
         };
         q.shut_down();
         assert_eq!(
@@ -386,7 +392,7 @@ mod tests {
             None,
             "a waiting worker returns on shut down"
         );
-        assert_eq!(q.get(), None);
+        assert_eq!(key(&q), None);
     }
 
     /// Per-key independence: while one namespace's reconcile is slow, another worker reconciles every
@@ -399,7 +405,7 @@ mod tests {
             .map(|w| {
                 let (q, tx) = (q.clone(), tx.clone());
                 std::thread::spawn(move || {
-                    while let Some(key) = q.get() {
+                    while let Some((key, _)) = q.get() {
                         tx.send((w, key.clone(), std::time::Instant::now())).unwrap();
                         if key == "slow" {
                             std::thread::sleep(Duration::from_millis(600));
