@@ -1,13 +1,15 @@
 //! Controllers: what kube-controller-manager, the kubelet, Istio's injector, istio-cni, ztunnel and istiod
 //! do to the objects.
 //!
-//! One loop, level-triggered like the real controllers: it wakes on every store write
-//! (`Store::changes`) or every `latency.controller_tick_ms`, takes a snapshot of the kinds it manages,
-//! and runs each reconciler over it (workloads, kubelet, CNI, waypoints, authorization status, Jobs).
-//! Writes go through `update_with` with `Target::Internal` on the latest stored object, so users' writes
-//! in between are never lost. Time-based transitions (pod start, readiness, termination, enrollment,
-//! waypoint programming, Job runs) compare millisecond timestamps kept in [`State`] with the latencies
-//! from the settings. `MODEL.md` (section Controllers) lists each modelled behaviour and its source.
+//! Level-triggered like the real controllers: an informer task follows the store's change stream, keeps
+//! the fleet-wide indexes, evaluates the faults and queues the namespaces that changed; worker threads
+//! take one namespace at a time from the work queue (`queue::WorkQueue`, client-go's semantics: never the
+//! same namespace on two workers), snapshot it and run each reconciler over it (workloads, kubelet, CNI,
+//! waypoints, authorization status, Jobs). Writes go through `update_with` with `Target::Internal` on the
+//! latest stored object, so users' writes in between are never lost. Time-based transitions (pod start,
+//! readiness, termination, enrollment, waypoint programming, Job runs) compare millisecond timestamps kept
+//! per namespace in [`State`] with the latencies from the settings. `MODEL.md` (section Controllers) lists
+//! each modelled behaviour and its source.
 
 pub mod authz;
 mod cni;
