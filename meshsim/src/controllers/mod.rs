@@ -26,7 +26,7 @@ mod workloads;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -34,7 +34,7 @@ use serde_json::Value;
 use crate::Sim;
 use crate::faults::{FaultKind, FaultSpec, NsLabels};
 use crate::resources::{self, ResId};
-use crate::store::Shared;
+use crate::store::{Shared, Store};
 use util::NsSnapshot;
 
 pub use install::ISTIO_VERSION;
@@ -42,9 +42,13 @@ pub use install::ISTIO_VERSION;
 type DownFaults = Arc<RwLock<Vec<FaultSpec>>>;
 
 /// Injector fault caches by store, handed from `install` (which registers the admission plugin) to
-/// `spawn` (whose loop refreshes them).
-fn injector_registry() -> &'static Mutex<HashMap<usize, DownFaults>> {
-    static R: OnceLock<Mutex<HashMap<usize, DownFaults>>> = OnceLock::new();
+/// `spawn` (whose informer refreshes them). Keyed by the store's address, with the store itself (weak) so
+/// that an entry a dropped simulation left behind (installed, never spawned) is not taken for a new
+/// store allocated at the same address.
+type Registry = HashMap<usize, (Weak<Store>, DownFaults)>;
+
+fn injector_registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 
@@ -54,9 +58,13 @@ pub fn install(sim: &Sim) -> anyhow::Result<()> {
     install::install(sim)?;
     let key = Arc::as_ptr(&sim.store) as usize;
     let mut reg = injector_registry().lock().unwrap_or_else(|e| e.into_inner());
-    if let std::collections::hash_map::Entry::Vacant(e) = reg.entry(key) {
+    reg.retain(|_, (store, _)| store.strong_count() > 0);
+    let installed = reg
+        .get(&key)
+        .is_some_and(|(store, _)| store.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &sim.store)));
+    if !installed {
         let inj = injector::Injector::new(sim.settings.clone());
-        e.insert(inj.down.clone());
+        reg.insert(key, (Arc::downgrade(&sim.store), inj.down.clone()));
         sim.store.add_admission(Arc::new(inj));
     }
     Ok(())
@@ -79,7 +87,9 @@ pub fn spawn(sim: Arc<Sim>) -> Vec<tokio::task::JoinHandle<()>> {
     let down = injector_registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
+        .remove(&key)
+        .filter(|(store, _)| store.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &sim.store)))
+        .map(|(_, down)| down);
     let fleet = Arc::new(Fleet::default());
     let events = queue::Events::start(&sim.store, &fleet.index);
     for i in 0..worker_count() {
