@@ -227,25 +227,37 @@ pub fn record(
     subresource: Option<&str>,
 ) {
     let operation = if applied.is_some() { "Apply" } else { "Update" };
-    let mut entries: Vec<Value> = obj["metadata"]
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mine_before = entries
+    // What the write changed, read while `obj` still holds its entries (they are compared too).
+    let ch = applied.is_none().then(|| changed(old, obj));
+    // The entries are replaced below: taken out of `obj`, not copied.
+    let mut entries: Vec<Value> = match obj["metadata"].get_mut("managedFields").map(Value::take) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    let own = entries
         .iter()
-        .find(|e| e["manager"] == manager && e["operation"] == operation)
-        .map(|e| from_fields_v1(&e["fieldsV1"]))
-        .unwrap_or_default();
-    let (mine, taken): (BTreeSet<FieldPath>, BTreeSet<FieldPath>) = match applied {
-        Some(a) => {
+        .position(|e| e["manager"] == manager && e["operation"] == operation);
+    let (mine, taken): (Value, BTreeSet<FieldPath>) = match (applied, ch) {
+        (Some(a), _) => {
             let set = leaves(a);
             let taken = if force { set.clone() } else { BTreeSet::new() };
-            (set, taken)
+            (to_fields_v1(&set), taken)
         }
-        None => {
-            let ch = changed(old, obj);
-            (mine_before.union(&ch).cloned().collect(), ch)
+        (None, ch) => {
+            let ch = ch.unwrap_or_default();
+            let mine = match own {
+                // The usual write (a controller rewriting fields it already owns): the manager's set is
+                // unchanged, so its encoding is kept rather than decoded and encoded again.
+                Some(i) if ch.iter().all(|p| owns(&entries[i]["fieldsV1"], p)) => {
+                    entries[i]["fieldsV1"].take()
+                }
+                Some(i) => {
+                    let before = from_fields_v1(&entries[i]["fieldsV1"]);
+                    to_fields_v1(&before.union(&ch).cloned().collect())
+                }
+                None => to_fields_v1(&ch),
+            };
+            (mine, ch)
         }
     };
     entries.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
@@ -267,7 +279,7 @@ pub fn record(
         "apiVersion": api_version,
         "time": time,
         "fieldsType": "FieldsV1",
-        "fieldsV1": to_fields_v1(&mine),
+        "fieldsV1": mine,
     });
     if let Some(s) = subresource {
         entry["subresource"] = json!(s);
@@ -402,5 +414,61 @@ mod tests {
         );
         assert_eq!(apply_conflicts(&forced, &json!({"data": {"k": "z"}}), "ci"), None);
         assert!(apply_conflicts(&forced, &json!({"metadata": {"labels": {"a": "2"}}}), "ci").is_some());
+    }
+
+    /// An Update's entry owns what the manager owned plus what the write changed, and the leaves it
+    /// changed leave every other manager, whether or not the manager's set grows (a set that does not grow
+    /// keeps its encoding).
+    #[test]
+    fn an_update_owns_its_changes_and_takes_them_from_the_others() {
+        let p = |s: &str| s.split('.').map(String::from).collect::<FieldPath>();
+        let entry = |obj: &Value, manager: &str| -> BTreeSet<FieldPath> {
+            obj["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["manager"] == manager)
+                .map(|e| from_fields_v1(&e["fieldsV1"]))
+                .unwrap_or_default()
+        };
+        let mut v1 = json!({"metadata": {"name": "p"}, "status": {"phase": "Pending"}});
+        record(&mut v1, None, "kubelet", None, false, "v1", "t1", Some("status"));
+        let mut v2 = v1.clone();
+        v2["status"]["phase"] = json!("Running");
+        v2["spec"] = json!({"nodeName": "n1"});
+        record(&mut v2, Some(&v1), "scheduler", None, false, "v1", "t2", None);
+        assert_eq!(
+            entry(&v2, "scheduler"),
+            [p("spec.nodeName"), p("status.phase")].into()
+        );
+        assert!(entry(&v2, "kubelet").is_empty());
+        assert_eq!(
+            v2["metadata"]["managedFields"].as_array().unwrap().len(),
+            1,
+            "an entry left owning nothing is dropped"
+        );
+        // The scheduler rewrites a field it owns: same set, same encoding, a new time, moved to the end.
+        let mut v3 = v2.clone();
+        v3["status"]["phase"] = json!("Succeeded");
+        record(
+            &mut v3,
+            Some(&v2),
+            "kubelet",
+            None,
+            false,
+            "v1",
+            "t3",
+            Some("status"),
+        );
+        let mut v4 = v3.clone();
+        v4["spec"]["nodeName"] = json!("n2");
+        record(&mut v4, Some(&v3), "scheduler", None, false, "v1", "t4", None);
+        let entries = v4["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["manager"], "kubelet");
+        assert_eq!(entries[1]["manager"], "scheduler");
+        assert_eq!(entries[1]["time"], "t4");
+        assert_eq!(entries[1]["fieldsV1"], to_fields_v1(&[p("spec.nodeName")].into()));
+        assert_eq!(entry(&v4, "kubelet"), [p("status.phase")].into());
     }
 }

@@ -965,6 +965,20 @@ impl Store {
         dry_run: bool,
         precondition_rv: Option<&str>,
     ) -> Result<Value, StoreError> {
+        self.delete_shared(res, namespace, name, propagation, dry_run, precondition_rv)
+            .map(Shared::into_value)
+    }
+
+    /// [`Store::delete`], answering with the deleted object as its event holds it (shared, no copy).
+    pub fn delete_shared(
+        &self,
+        res: ResId,
+        namespace: &str,
+        name: &str,
+        propagation: Propagation,
+        dry_run: bool,
+        precondition_rv: Option<&str>,
+    ) -> Result<Shared, StoreError> {
         let mut inner = self.lock();
         let key = ObjKey::new(res, namespace, name);
         let Some(old) = inner.objects.get(&key).cloned() else {
@@ -984,7 +998,7 @@ impl Store {
             });
         }
         if dry_run {
-            return Ok(old.into_value());
+            return Ok(old);
         }
         let mut doomed = vec![key];
         let mut i = 0;
@@ -1023,11 +1037,11 @@ impl Store {
                 obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
                 let ev = self.record(&mut inner, k.res, EventType::Deleted, obj);
                 if first.is_none() {
-                    first = Some(ev.object.clone());
+                    first = Some(Shared(ev));
                 }
             }
         }
-        Ok(first.unwrap_or_else(|| old.into_value()))
+        Ok(first.unwrap_or(old))
     }
 
     /// Loads objects as they are (fixtures), creating namespaces first. Objects that exist are replaced.

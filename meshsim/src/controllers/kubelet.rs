@@ -53,15 +53,17 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     let lat = &sim.settings.latency;
     // Active pods per node across the fleet, from the controllers' index (the pass may see only a few
     // namespaces); pods scheduled in this pass are added as they are placed.
-    let mut load: HashMap<String, usize> = snap
-        .nodes
-        .iter()
-        .map(|n| {
-            let name = name(n).to_string();
-            let count = state.index.node_load.get(&name).copied().unwrap_or(0);
-            (name, count)
-        })
-        .collect();
+    let mut load: HashMap<String, usize> = {
+        let index = state.fleet.index();
+        snap.nodes
+            .iter()
+            .map(|n| {
+                let name = name(n).to_string();
+                let count = index.node_load.get(&name).copied().unwrap_or(0);
+                (name, count)
+            })
+            .collect()
+    };
     let node_ip: HashMap<&str, &str> = snap
         .nodes
         .iter()
@@ -117,7 +119,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                 now
             });
             if snap.due(ns(p), since + lat.pod_terminate_ms) {
-                let _ = sim.store.delete(
+                let _ = sim.store.delete_shared(
                     res("", "pods"),
                     ns(p),
                     name(p),
@@ -230,8 +232,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                 .unwrap_or("172.18.0.2")
                 .to_string(),
             None => {
-                state.next_pod_ip += 1;
-                let n = state.next_pod_ip + 1;
+                let n = state.fleet.next_pod_ip() + 1;
                 format!("10.244.{}.{}", n / 250, n % 250 + 2)
             }
         };

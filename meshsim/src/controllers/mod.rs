@@ -1,13 +1,15 @@
 //! Controllers: what kube-controller-manager, the kubelet, Istio's injector, istio-cni, ztunnel and istiod
 //! do to the objects.
 //!
-//! One loop, level-triggered like the real controllers: it wakes on every store write
-//! (`Store::changes`) or every `latency.controller_tick_ms`, takes a snapshot of the kinds it manages,
-//! and runs each reconciler over it (workloads, kubelet, CNI, waypoints, authorization status, Jobs).
-//! Writes go through `update_with` with `Target::Internal` on the latest stored object, so users' writes
-//! in between are never lost. Time-based transitions (pod start, readiness, termination, enrollment,
-//! waypoint programming, Job runs) compare millisecond timestamps kept in [`State`] with the latencies
-//! from the settings. `MODEL.md` (section Controllers) lists each modelled behaviour and its source.
+//! Level-triggered like the real controllers: an informer task follows the store's change stream, keeps
+//! the fleet-wide indexes, evaluates the faults and queues the namespaces that changed; worker threads
+//! take one namespace at a time from the work queue (`queue::WorkQueue`, client-go's semantics: never the
+//! same namespace on two workers), snapshot it and run each reconciler over it (workloads, kubelet, CNI,
+//! waypoints, authorization status, Jobs). Writes go through `update_with` with `Target::Internal` on the
+//! latest stored object, so users' writes in between are never lost. Time-based transitions (pod start,
+//! readiness, termination, enrollment, waypoint programming, Job runs) compare millisecond timestamps kept
+//! per namespace in [`State`] with the latencies from the settings. `MODEL.md` (section Controllers) lists
+//! each modelled behaviour and its source.
 
 pub mod authz;
 mod cni;
@@ -23,7 +25,8 @@ mod workloads;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -31,8 +34,7 @@ use serde_json::Value;
 use crate::Sim;
 use crate::faults::{FaultKind, FaultSpec, NsLabels};
 use crate::resources::{self, ResId};
-use crate::store::Shared;
-use queue::{Queue, Scope};
+use crate::store::{Shared, Store};
 use util::NsSnapshot;
 
 pub use install::ISTIO_VERSION;
@@ -40,9 +42,13 @@ pub use install::ISTIO_VERSION;
 type DownFaults = Arc<RwLock<Vec<FaultSpec>>>;
 
 /// Injector fault caches by store, handed from `install` (which registers the admission plugin) to
-/// `spawn` (whose loop refreshes them).
-fn injector_registry() -> &'static Mutex<HashMap<usize, DownFaults>> {
-    static R: OnceLock<Mutex<HashMap<usize, DownFaults>>> = OnceLock::new();
+/// `spawn` (whose informer refreshes them). Keyed by the store's address, with the store itself (weak) so
+/// that an entry a dropped simulation left behind (installed, never spawned) is not taken for a new
+/// store allocated at the same address.
+type Registry = HashMap<usize, (Weak<Store>, DownFaults)>;
+
+fn injector_registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 
@@ -52,70 +58,131 @@ pub fn install(sim: &Sim) -> anyhow::Result<()> {
     install::install(sim)?;
     let key = Arc::as_ptr(&sim.store) as usize;
     let mut reg = injector_registry().lock().unwrap_or_else(|e| e.into_inner());
-    if let std::collections::hash_map::Entry::Vacant(e) = reg.entry(key) {
+    reg.retain(|_, (store, _)| store.strong_count() > 0);
+    let installed = reg
+        .get(&key)
+        .is_some_and(|(store, _)| store.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &sim.store)));
+    if !installed {
         let inj = injector::Injector::new(sim.settings.clone());
-        e.insert(inj.down.clone());
+        reg.insert(key, (Arc::downgrade(&sim.store), inj.down.clone()));
         sim.store.add_admission(Arc::new(inj));
     }
     Ok(())
 }
 
-/// Starts the controller loop.
+/// How many workers reconcile namespaces side by side: one per core (passes are CPU work, no I/O), at
+/// least two so that a slow namespace never holds up the others.
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// Starts the controllers: the informer task (change stream, indexes, faults, the work queue's feed) and
+/// the workers, threads that each take one namespace at a time from the work queue. The returned task
+/// is the informer; aborting it shuts the queue down, which ends the workers.
 pub fn spawn(sim: Arc<Sim>) -> Vec<tokio::task::JoinHandle<()>> {
     let key = Arc::as_ptr(&sim.store) as usize;
     let down = injector_registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
-    vec![tokio::spawn(run(sim, down))]
+        .remove(&key)
+        .filter(|(store, _)| store.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &sim.store)))
+        .map(|(_, down)| down);
+    let fleet = Arc::new(Fleet::default());
+    let events = queue::Events::start(&sim.store, &fleet.index);
+    for i in 0..worker_count() {
+        let (sim, fleet) = (sim.clone(), fleet.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("meshsim-controller-{i}"))
+            .spawn(move || work(&sim, &fleet));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "controller worker thread");
+        }
+    }
+    vec![tokio::spawn(inform(sim, fleet, events, down))]
 }
 
-async fn run(sim: Arc<Sim>, down: Option<DownFaults>) {
+/// Shuts the work queue down when the informer task ends (aborted with the simulation): the workers then
+/// return.
+struct ShutDownOnDrop(Arc<Fleet>);
+
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        self.0.queue.shut_down();
+    }
+}
+
+/// The informer: follows the store's change stream into the indexes, evaluates the faults, and queues
+/// the namespaces that changed (every namespace first, and when the active fault set changes).
+async fn inform(sim: Arc<Sim>, fleet: Arc<Fleet>, mut events: queue::Events, down: Option<DownFaults>) {
+    let _guard = ShutDownOnDrop(fleet.clone());
     let mut rx = sim.store.changes();
     let tick = Duration::from_millis(sim.settings.latency.controller_tick_ms.max(1));
     let gap = Duration::from_millis((sim.settings.latency.controller_tick_ms / 10).clamp(1, 5));
-    let mut state = State::default();
-    let mut queue = Queue::default();
-    let mut events = queue::Events::start(&sim.store, &mut state);
+    let mut latched = HashSet::new();
+    let mut signature: Option<String> = None;
     loop {
         rx.borrow_and_update();
-        state.now = util::now_ms();
-        events.drain(&sim.store, &mut state, &mut queue);
-        let faults = evaluate_faults(&sim, &mut state);
-        if state.fault_signature.as_deref() != Some(faults.1.as_str()) {
+        let mut marks = queue::Marks::default();
+        events.drain(&sim.store, &fleet.index, &mut marks);
+        let (faults, sig) = evaluate_faults(&sim, &mut latched);
+        if signature.as_deref() != Some(sig.as_str()) {
             // Faults are few and change rarely; a change can affect any namespace.
-            state.fault_signature = Some(faults.1.clone());
-            queue.mark_all();
+            signature = Some(sig);
+            marks.mark_all();
         }
         if let Some(d) = &down {
-            *d.write().unwrap_or_else(|e| e.into_inner()) = active_of(&faults.0, FaultKind::InjectorDown);
+            *d.write().unwrap_or_else(|e| e.into_inner()) = active_of(&faults, FaultKind::InjectorDown);
         }
-        queue.wake_due(state.now);
-        if let Some(scope) = queue.take() {
-            let t0 = std::time::Instant::now();
-            let snap = Snap::take(&sim, &mut state, &scope, faults.0);
-            pass(&sim, &snap, &mut state);
-            queue.schedule(snap.wakes.into_inner());
-            tracing::trace!(elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
-        }
-        let sleep = queue
-            .next_wake()
-            .map(|at| Duration::from_millis(at.saturating_sub(util::now_ms())).min(tick))
-            .unwrap_or(tick);
+        // Published before the namespaces are queued: a pass sees faults at least as new as its changes.
+        *fleet.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
+        marks.queue(&sim.store, &fleet.queue);
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return; } }
-            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
         // Coalesce bursts of writes (a rollout writes many objects in a row).
         tokio::time::sleep(gap).await;
     }
 }
 
+/// One worker: takes a namespace, reconciles it, hands it back; a namespace is never on two workers at
+/// once (the work queue's guarantee), so its per-pod state is taken out and put back without sharing.
+fn work(sim: &Sim, fleet: &Fleet) {
+    while let Some((namespace, waited)) = fleet.queue.get() {
+        let t0 = std::time::Instant::now();
+        let faults = fleet.faults.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let parked = fleet.take_parked(&namespace);
+        let mut state = State {
+            pods: parked.pods,
+            waypoint_ready_since: parked.waypoint_ready_since,
+            now: util::now_ms(),
+            fleet,
+        };
+        let snap = Snap::take(sim, &mut state, &namespace, faults);
+        pass(sim, &snap, &mut state);
+        for (ns, at) in snap.wakes.into_inner() {
+            fleet.queue.add_after(ns, at);
+        }
+        fleet.park(
+            &namespace,
+            NsState {
+                pods: state.pods,
+                waypoint_ready_since: state.waypoint_ready_since,
+            },
+        );
+        fleet.queue.done(&namespace);
+        tracing::trace!(namespace, ?waited, elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
+    }
+}
+
 /// Every fault with whether it is active now (trigger holding or latched, window not ended), and a
 /// signature of that set: when it changes, every namespace is reconciled again.
-fn evaluate_faults(sim: &Sim, state: &mut State) -> (Vec<(FaultSpec, bool)>, String) {
+fn evaluate_faults(sim: &Sim, latched: &mut HashSet<String>) -> (Vec<(FaultSpec, bool)>, String) {
     // Triggers are evaluated here against namespace labels read from the store (never while the faults
-    // lock is held), with `latch` remembered in the state.
+    // lock is held), with `latch` remembered by the informer.
     let mut faults = Vec::new();
     for mut v in sim.faults.list() {
         let mut ended = false;
@@ -134,9 +201,9 @@ fn evaluate_faults(sim: &Sim, state: &mut State) -> (Vec<(FaultSpec, bool)>, Str
                     let labels = sim.store.ns_labels(&t.namespace);
                     let holds = t.holds(labels.as_ref());
                     if holds && spec.latch {
-                        state.latched.insert(id.clone());
+                        latched.insert(id.clone());
                     }
-                    holds || state.latched.contains(&id)
+                    holds || latched.contains(&id)
                 }
             };
         faults.push((spec, on));
@@ -185,22 +252,61 @@ pub(crate) struct PodTrack {
     pub status_settled: Option<(String, kubelet::StatusInput)>,
 }
 
-/// What the controllers remember between passes (the real ones keep it in informer caches and queues).
+/// What the controllers remember about one namespace between its passes (the real ones keep it in
+/// informer caches and queues): parked in [`Fleet`] while no worker holds the namespace.
 #[derive(Default)]
-pub(crate) struct State {
+pub(crate) struct NsState {
     pub pods: HashMap<String, PodTrack>,
-    pub next_pod_ip: u32,
     pub waypoint_ready_since: HashMap<String, u64>,
-    pub latched: HashSet<String>,
-    pub now: u64,
-    /// Fleet-wide indexes fed by the store's change stream (see [`queue::Indexes`]).
-    pub index: queue::Indexes,
-    /// Signature of the active fault set the last pass ran with.
-    pub fault_signature: Option<String>,
 }
 
-/// A consistent view of the objects of the namespaces a pass reconciles (every namespace on the first
-/// pass and after a resync), taken once per pass under one store lock.
+/// What every worker shares: the fleet-wide indexes, the pod IP allocator, the faults the informer
+/// evaluated last, the namespaces' parked state and the work queue.
+#[derive(Default)]
+pub(crate) struct Fleet {
+    /// Fleet-wide indexes fed by the store's change stream (see [`queue::Indexes`]).
+    pub index: Mutex<queue::Indexes>,
+    next_pod_ip: AtomicU32,
+    faults: RwLock<Arc<Vec<(FaultSpec, bool)>>>,
+    parked: Mutex<HashMap<String, NsState>>,
+    queue: queue::WorkQueue,
+}
+
+impl Fleet {
+    /// The next pod IP number (1, 2, ...): unique across workers.
+    pub fn next_pod_ip(&self) -> u32 {
+        self.next_pod_ip.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn index(&self) -> std::sync::MutexGuard<'_, queue::Indexes> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_parked(&self, namespace: &str) -> NsState {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.remove(namespace).unwrap_or_default()
+    }
+
+    fn park(&self, namespace: &str, state: NsState) {
+        if state.pods.is_empty() && state.waypoint_ready_since.is_empty() {
+            return;
+        }
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.insert(namespace.to_string(), state);
+    }
+}
+
+/// What a pass over one namespace works with: that namespace's state, taken out of [`Fleet`] for the
+/// pass, the moment the pass runs, and the fleet-wide part.
+pub(crate) struct State<'a> {
+    pub pods: HashMap<String, PodTrack>,
+    pub waypoint_ready_since: HashMap<String, u64>,
+    pub now: u64,
+    pub fleet: &'a Fleet,
+}
+
+/// A consistent view of the objects of the namespace a pass reconciles, taken once per pass under one
+/// store lock.
 pub(crate) struct Snap {
     /// The moment the pass runs (ms since the epoch): time-based transitions compare against it.
     pub now: u64,
@@ -220,7 +326,7 @@ pub(crate) struct Snap {
     /// with `istio.io/use-waypoint-namespace`): read for binding status only, never reconciled here.
     pub foreign_gateways: Vec<Shared>,
     pub authz: Vec<Shared>,
-    pub faults: Vec<(FaultSpec, bool)>,
+    pub faults: Arc<Vec<(FaultSpec, bool)>>,
     /// Earliest future moment each namespace must be looked at again (a timer that has not fired yet).
     pub wakes: RefCell<HashMap<String, u64>>,
 }
@@ -250,38 +356,24 @@ pub(crate) fn snapshot_kinds() -> [ResId; 9] {
 }
 
 impl Snap {
-    fn take(sim: &Sim, state: &mut State, scope: &Scope, faults: Vec<(FaultSpec, bool)>) -> Snap {
+    fn take(sim: &Sim, state: &mut State, namespace: &str, faults: Arc<Vec<(FaultSpec, bool)>>) -> Snap {
         let ns_id = res("", "namespaces");
         let kinds = snapshot_kinds();
-        // Namespaces whose labels fault triggers read, besides the ones in scope.
+        // Namespaces whose labels fault triggers read, besides the one in scope.
         let trigger_ns: Vec<&str> = faults
             .iter()
             .filter_map(|(f, _)| f.trigger.as_ref().map(|t| t.namespace.as_str()))
             .collect();
         let (lists, nodes, ns) = sim.store.read(|view| {
             // The stored objects are shared, not copied: a pass reads them and writes new ones.
-            let mut lists: Vec<Vec<Shared>> = vec![Vec::new(); kinds.len()];
+            let lists: Vec<Vec<Shared>> = kinds
+                .iter()
+                .map(|k| view.list_shared(*k, Some(namespace)).cloned().collect())
+                .collect();
             let mut ns = HashMap::new();
-            match scope {
-                Scope::All => {
-                    for (i, k) in kinds.iter().enumerate() {
-                        lists[i] = view.list_shared(*k, None).cloned().collect();
-                    }
-                    for n in view.list_shared(ns_id, None) {
-                        ns.insert(util::name(n).to_string(), n.clone());
-                    }
-                }
-                Scope::Namespaces(set) => {
-                    for name in set.iter().map(String::as_str).chain(trigger_ns.iter().copied()) {
-                        if let Some(n) = view.get_shared(ns_id, "", name) {
-                            ns.insert(name.to_string(), n.clone());
-                        }
-                    }
-                    for (i, k) in kinds.iter().enumerate() {
-                        for name in set {
-                            lists[i].extend(view.list_shared(*k, Some(name)).cloned());
-                        }
-                    }
+            for name in std::iter::once(namespace).chain(trigger_ns.iter().copied()) {
+                if let Some(n) = view.get_shared(ns_id, "", name) {
+                    ns.insert(name.to_string(), n.clone());
                 }
             }
             let nodes: Vec<Shared> = view.list_shared(res("", "nodes"), None).cloned().collect();
@@ -306,14 +398,13 @@ impl Snap {
                 pods_by_owner.entry(o.to_string()).or_default().push(i);
             }
         }
-        if matches!(scope, Scope::All) {
-            let live: HashSet<&str> = pods.iter().map(|p| util::uid(p)).collect();
-            state.pods.retain(|k, _| live.contains(k.as_str()));
-            let live: HashSet<&str> = gateways.iter().map(|g| util::uid(g)).collect();
-            state
-                .waypoint_ready_since
-                .retain(|k, _| live.contains(k.as_str()));
-        }
+        // The pass sees every pod and Gateway of its namespace: what it does not see is gone.
+        let live: HashSet<&str> = pods.iter().map(|p| util::uid(p)).collect();
+        state.pods.retain(|k, _| live.contains(k.as_str()));
+        let live: HashSet<&str> = gateways.iter().map(|g| util::uid(g)).collect();
+        state
+            .waypoint_ready_since
+            .retain(|k, _| live.contains(k.as_str()));
         let foreign_gateways = waypoint::foreign_waypoints(sim, &services, &ns, &gateways, state);
         Snap {
             now: state.now,
@@ -403,35 +494,60 @@ mod tests {
         sim
     }
 
+    fn state(fleet: &Fleet, now: u64) -> State<'_> {
+        State {
+            pods: HashMap::new(),
+            waypoint_ready_since: HashMap::new(),
+            now,
+            fleet,
+        }
+    }
+
     #[test]
-    fn a_pass_over_queued_namespaces_reads_only_them() {
+    fn a_pass_reads_only_its_namespace() {
         let sim = fleet_sim(3);
-        let mut state = State::default();
-        let scope = Scope::Namespaces(["fleet-001".to_string()].into());
-        let snap = Snap::take(&sim, &mut state, &scope, Vec::new());
+        let fleet = Fleet::default();
+        let snap = Snap::take(&sim, &mut state(&fleet, 0), "fleet-001", Arc::default());
         let namespaces: HashSet<&str> = snap
             .deployments
             .iter()
             .chain(&snap.services)
+            .chain(&snap.pods)
             .map(|o| util::ns(o))
             .collect();
         assert_eq!(namespaces, HashSet::from(["fleet-001"]));
         assert_eq!(snap.deployments.len(), 2);
         assert_eq!(snap.ns.0.keys().collect::<Vec<_>>(), vec!["fleet-001"]);
         assert!(!snap.nodes.is_empty(), "nodes are read by every pass");
+    }
 
-        let all = Snap::take(&sim, &mut state, &Scope::All, Vec::new());
-        assert_eq!(all.deployments.len(), 3 * 2 + 1, "the fleet plus istiod");
+    #[test]
+    fn a_pass_forgets_the_pods_its_namespace_no_longer_holds() {
+        let sim = fleet_sim(1);
+        let fleet = Fleet::default();
+        let mut st = state(&fleet, 0);
+        // Passes create the ReplicaSets, then their pods, then track them.
+        for _ in 0..3 {
+            let snap = Snap::take(&sim, &mut st, "fleet-000", Arc::default());
+            pass(&sim, &snap, &mut st);
+        }
+        st.pods.insert("gone".into(), PodTrack::default());
+        let snap = Snap::take(&sim, &mut st, "fleet-000", Arc::default());
+        pass(&sim, &snap, &mut st);
+        let live: HashSet<&str> = snap.pods.iter().map(|p| util::uid(p)).collect();
+        assert!(!live.is_empty(), "the fleet's pods are loaded");
+        assert_eq!(
+            st.pods.keys().map(String::as_str).collect::<HashSet<_>>(),
+            live,
+            "tracks for the namespace's pods, none for a pod that is gone"
+        );
     }
 
     #[test]
     fn due_queues_the_namespace_for_the_earliest_moment() {
         let sim = fleet_sim(1);
-        let mut state = State {
-            now: 1_000,
-            ..Default::default()
-        };
-        let snap = Snap::take(&sim, &mut state, &Scope::All, Vec::new());
+        let fleet = Fleet::default();
+        let snap = Snap::take(&sim, &mut state(&fleet, 1_000), "fleet-000", Arc::default());
         assert!(snap.due("a", 1_000), "the moment has come");
         assert!(!snap.due("a", 1_300));
         assert!(!snap.due("a", 1_200));

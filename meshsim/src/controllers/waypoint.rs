@@ -18,10 +18,12 @@
 //!   otherwise; AttachmentDenied across namespaces unless the mesh listener allows them;
 //!   UnsupportedTrafficType when the waypoint is `istio.io/waypoint-for: workload|none`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
+use super::queue::Indexes;
 use super::util::{self, NsSnapshot, generation, label, name, ns, owner_ref, set_condition, uid};
 use super::{Snap, State, res};
 use crate::Sim;
@@ -33,7 +35,7 @@ const ISTIOD: &str = "istiod";
 pub const WAYPOINT_BOUND: &str = "istio.io/WaypointBound";
 
 pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
-    allocate_cluster_ips(sim, snap, &mut state.index.ips_used);
+    allocate_cluster_ips(sim, snap, &state.fleet.index);
     let deployments: HashMap<(&str, &str), &Value> = snap
         .deployments
         .iter()
@@ -74,28 +76,46 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     waypoint_bound(sim, snap);
 }
 
-/// Gives Services without one a free cluster IP; `used` holds the IPs taken fleet-wide (the controllers'
-/// index), and the ones given here are added to it.
-fn allocate_cluster_ips(sim: &Sim, snap: &Snap, used: &mut HashSet<String>) {
-    used.extend(snap.services.iter().filter_map(|s| {
-        s["spec"]["clusterIP"]
-            .as_str()
-            .filter(|ip| !ip.is_empty())
-            .map(str::to_string)
-    }));
-    let mut n: u32 = 10;
-    for s in &snap.services {
-        let missing = s["spec"]["clusterIP"].as_str().is_none_or(str::is_empty);
-        if !missing || s["spec"]["type"].as_str() == Some("ExternalName") {
-            continue;
-        }
-        let ip = loop {
-            let ip = format!("10.96.{}.{}", n / 250, n % 250 + 1);
-            n += 1;
-            if used.insert(ip.clone()) {
-                break ip;
-            }
-        };
+/// Gives Services without one a free cluster IP; the index holds the IPs taken fleet-wide, and the ones
+/// given here are added to it (under its lock, so workers reconciling other namespaces at the same time
+/// never give the same IP twice).
+fn allocate_cluster_ips(sim: &Sim, snap: &Snap, index: &Mutex<Indexes>) {
+    let missing: Vec<&Value> = snap
+        .services
+        .iter()
+        .map(|s| &**s)
+        .filter(|s| {
+            s["spec"]["clusterIP"].as_str().is_none_or(str::is_empty)
+                && s["spec"]["type"].as_str() != Some("ExternalName")
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let given: Vec<(&Value, String)> = {
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+        let used = &mut index.ips_used;
+        used.extend(snap.services.iter().filter_map(|s| {
+            s["spec"]["clusterIP"]
+                .as_str()
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_string)
+        }));
+        let mut n: u32 = 10;
+        missing
+            .into_iter()
+            .map(|s| {
+                loop {
+                    let ip = format!("10.96.{}.{}", n / 250, n % 250 + 1);
+                    n += 1;
+                    if used.insert(ip.clone()) {
+                        break (s, ip);
+                    }
+                }
+            })
+            .collect()
+    };
+    for (s, ip) in given {
         util::update(sim, res("", "services"), ns(s), name(s), "kube-apiserver", |o| {
             o["spec"]["clusterIP"] = json!(ip);
             o["spec"]["clusterIPs"] = json!([ip]);
@@ -353,7 +373,8 @@ pub(crate) fn foreign_waypoints(
             continue;
         }
         state
-            .index
+            .fleet
+            .index()
             .waypoint_users
             .entry(wns.clone())
             .or_default()

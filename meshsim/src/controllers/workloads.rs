@@ -88,17 +88,39 @@ fn template_ignoring_hash(t: &Value) -> Value {
 }
 
 /// `EqualIgnoreHash` without copying the templates: everything but the metadata compared in place, then
-/// the metadata (small) without the hash label. A pass compares every ReplicaSet's template with its
-/// Deployment's, and a pod template is most of a ReplicaSet.
+/// the metadata key by key, its labels without the hash label. A pass compares every ReplicaSet's
+/// template with its Deployment's, and a pod template is most of a ReplicaSet.
 fn same_template_ignoring_hash(a: &Value, b: &Value) -> bool {
-    let metadata_only = |t: &Value| {
-        let mut m = serde_json::Map::new();
-        if let Some(meta) = t.get("metadata") {
-            m.insert("metadata".into(), meta.clone());
-        }
-        template_ignoring_hash(&Value::Object(m))
+    a == b || (crate::store::equal_except(a, b, &["metadata"]) && same_metadata_ignoring_hash(a, b))
+}
+
+/// The templates' metadata equal once the `pod-template-hash` label is dropped ([`template_ignoring_hash`]
+/// compared). When both templates carry labels (every Deployment's and ReplicaSet's template does: the
+/// selector needs them), compared key by key without building the copies; otherwise through the copies.
+fn same_metadata_ignoring_hash(a: &Value, b: &Value) -> bool {
+    const HASH: &str = "pod-template-hash";
+    type Map = serde_json::Map<String, Value>;
+    fn labelled(t: &Value) -> Option<(&Map, &Map)> {
+        let m = t.get("metadata")?.as_object()?;
+        Some((m, m.get("labels")?.as_object()?))
+    }
+    let (Some((ma, la)), Some((mb, lb))) = (labelled(a), labelled(b)) else {
+        return template_ignoring_hash(a)["metadata"] == template_ignoring_hash(b)["metadata"];
     };
-    a == b || (crate::store::equal_except(a, b, &["metadata"]) && metadata_only(a) == metadata_only(b))
+    let without_hash = |l: &Map| l.iter().filter(|(k, _)| *k != HASH).count();
+    let same_labels = without_hash(la) == without_hash(lb)
+        && la
+            .iter()
+            .filter(|(k, _)| *k != HASH)
+            .all(|(k, v)| lb.get(k) == Some(v));
+    // Dropping the hash label can empty the labels (then dropped) and the metadata (then dropped): both
+    // sides alike, so the remaining keys compare one to one.
+    let same_rest = |x: &Map, y: &Map| {
+        x.iter()
+            .filter(|(k, _)| *k != "labels")
+            .all(|(k, v)| y.get(k) == Some(v))
+    };
+    same_labels && same_rest(ma, mb) && same_rest(mb, ma)
 }
 
 /// maxSurge / maxUnavailable as `ResolveFenceposts` resolves them.
@@ -306,7 +328,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
             .collect();
         if dead.len() > limit {
             for r in &dead[..dead.len() - limit] {
-                let _ = sim.store.delete(
+                let _ = sim.store.delete_shared(
                     res("apps", "replicasets"),
                     ns(r.obj),
                     name(r.obj),
@@ -1015,6 +1037,12 @@ mod tests {
             json!({"metadata": {"labels": {"pod-template-hash": "h"}}, "spec": {"x": 1}}),
             json!({"metadata": {"labels": {}}, "spec": {"x": 1}}),
             json!({"metadata": {"name": "n"}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "n", "labels": {"pod-template-hash": "g"}}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {"app": "a", "pod-template-hash": "h"}}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {"app": "a"}, "annotations": {"k": "v"}}, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": {"app": "b"}}, "spec": {"x": 1}}),
+            json!({"metadata": null, "spec": {"x": 1}}),
+            json!({"metadata": {"labels": null}, "spec": {"x": 1}}),
         ];
         for a in &variants {
             for b in &variants {
