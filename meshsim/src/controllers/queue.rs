@@ -206,6 +206,12 @@ pub(crate) struct Indexes {
     /// Namespaces whose Services bind to a waypoint in another namespace, by the waypoint's namespace: a
     /// change there queues them too.
     pub waypoint_users: HashMap<String, BTreeSet<String>>,
+    /// Each Namespace's labels as last seen. The controllers read nothing else of a Namespace
+    /// (`util::NsSnapshot`), so a write that leaves its labels as they were (an annotation: a client's
+    /// bookkeeping, such as a migration tool's progress) changes no pass's answer and queues nothing, as
+    /// istio-cni's node agent queues a Namespace update only when its `istio.io/dataplane-mode` label
+    /// changed (`cni/pkg/nodeagent/informers.go`, `reconcileNamespace`).
+    ns_labels: HashMap<String, Value>,
 }
 
 impl Indexes {
@@ -215,6 +221,25 @@ impl Indexes {
             waypoint_users: users,
             ..Default::default()
         };
+    }
+
+    /// Follows one Namespace's labels; true when a pass may now answer differently (new, deleted, or its
+    /// labels changed; no labels and empty labels are the same).
+    fn namespace(&mut self, kind: EventType, ns: &Value) -> bool {
+        let name = util::name(ns);
+        if kind == EventType::Deleted {
+            self.ns_labels.remove(name);
+            return true;
+        }
+        let labels = match ns["metadata"].get("labels") {
+            Some(Value::Object(m)) if !m.is_empty() => Value::Object(m.clone()),
+            _ => Value::Null,
+        };
+        if self.ns_labels.get(name) == Some(&labels) {
+            return false;
+        }
+        self.ns_labels.insert(name.to_string(), labels);
+        true
     }
 
     /// Follows one pod: counted on its node while active and scheduled.
@@ -326,7 +351,9 @@ fn apply(ev: &WatchEvent, index: &mut Indexes, marks: &mut Marks) {
         // Nodes are few; scheduling and DaemonSets everywhere read them.
         marks.mark_all();
     } else if ev.res == res("", "namespaces") {
-        marks.mark(util::name(obj));
+        if index.namespace(ev.kind, obj) {
+            marks.mark(util::name(obj));
+        }
     } else if !ev.namespace.is_empty() && watched(ev.res) {
         marks.mark(&ev.namespace);
     }
@@ -524,6 +551,59 @@ mod tests {
             std::mem::take(&mut q),
             marks(["shop", "wp"]),
             "a waypoint's change queues the namespaces bound to it"
+        );
+        let ns = |rv: u64, labels: Value, annotations: Value| {
+            ev(
+                rv,
+                res("", "namespaces"),
+                EventType::Modified,
+                json!({"metadata": {"name": "mesh", "labels": labels, "annotations": annotations}}),
+            )
+        };
+        apply(&ns(20, json!({}), json!({"progress": "1"})), &mut index, &mut q);
+        assert_eq!(
+            std::mem::take(&mut q),
+            marks::<0>([]),
+            "no labels and empty labels are the same labels: nothing to reconcile"
+        );
+        apply(
+            &ns(21, json!({"istio.io/dataplane-mode": "ambient"}), json!({})),
+            &mut index,
+            &mut q,
+        );
+        assert_eq!(
+            std::mem::take(&mut q),
+            marks(["mesh"]),
+            "a label change queues the namespace"
+        );
+        apply(
+            &ns(
+                22,
+                json!({"istio.io/dataplane-mode": "ambient"}),
+                json!({"progress": "2"}),
+            ),
+            &mut index,
+            &mut q,
+        );
+        assert_eq!(
+            std::mem::take(&mut q),
+            marks::<0>([]),
+            "an annotation-only write changes nothing the controllers read"
+        );
+        apply(
+            &ev(
+                23,
+                res("", "namespaces"),
+                EventType::Deleted,
+                json!({"metadata": {"name": "mesh", "labels": {"istio.io/dataplane-mode": "ambient"}}}),
+            ),
+            &mut index,
+            &mut q,
+        );
+        assert_eq!(
+            std::mem::take(&mut q),
+            marks(["mesh"]),
+            "a deleted Namespace queues itself"
         );
         apply(
             &ev(
