@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -22,8 +23,8 @@ use crate::fleet::{self, FleetOptions, NsOutcome};
 use crate::journal::Journal;
 use crate::lease::{self, LeaseConfig, LeaseError};
 use crate::report::{
-    self, NamespaceOutcome, NamespaceReport, RollbackOutcome, RollbackReport, RunReport, StepOutcome,
-    StepReport,
+    self, NamespaceOutcome, NamespaceReport, RollbackOutcome, RollbackReport, RunReport, Section, Sections,
+    StepOutcome, StepReport,
 };
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
@@ -686,7 +687,8 @@ async fn cmd_run(
     let guard = Arc::new(take_lease(cluster, s).await?);
     eng.hold(guard.clone());
     let preflight = verdicts.clone();
-    let code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop, verdicts).await;
+    let mut report = run_fleet(s, &eng, &namespaces, &after, report, stop, verdicts).await;
+    let code = report.exit_code;
     // A namespace could not be assessed: the ones that had not started did not, and a human looks.
     let failed = preflight.and_then(|v| v.borrow().failed.clone());
     if failed.is_some() {
@@ -942,10 +944,10 @@ pub async fn run_fleet(
     eng: &Engine,
     namespaces: &[String],
     after: &BTreeMap<String, Vec<String>>,
-    report: &mut RunReport,
+    report: RunReport,
     stop: watch::Receiver<bool>,
     verdicts: Option<watch::Receiver<preflight::Verdicts>>,
-) -> i32 {
+) -> RunReport<Vec<Section>> {
     let fopts = FleetOptions {
         canaries: s.fleet.canary.clone(),
         concurrency: s.fleet.concurrency.max(1) as usize,
@@ -1032,18 +1034,25 @@ pub async fn run_fleet(
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
     // Every namespace is done, so nothing reads the watch caches any more: their objects are freed before
-    // the reports are unpacked, which then take their place in memory instead of adding to them.
+    // the reports are rendered.
     if let Some(cache) = &eng.cache {
         cache.release();
     }
     let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
     let mut decided = std::mem::take(&mut *decided.lock().unwrap_or_else(|e| e.into_inner()));
+    // The finished namespaces' reports stay packed: the renderers unpack them one at a time.
+    let (head, earlier) = {
+        let mut report = report;
+        let earlier = std::mem::take(&mut report.namespaces);
+        (report, earlier)
+    };
+    let mut sections: Vec<Section> = earlier.into_iter().map(|r| Section::Open(Box::new(r))).collect();
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
         let r = match (runs.remove(ns), decided.remove(ns)) {
-            (Some(r), _) => r.unpack(),
-            (None, Some(preflight::Verdict::Blocked(r))) => *r,
+            (Some(r), _) => Section::Packed(r),
+            (None, Some(preflight::Verdict::Blocked(r))) => Section::Open(r),
             (None, other) => {
                 let mut r = NamespaceReport::new(ns, canary, wave);
                 r.outcome = map_outcome(*outcome);
@@ -1051,13 +1060,14 @@ pub async fn run_fleet(
                     Some(preflight::Verdict::NotStarted(why)) => Some(why),
                     _ => result.stopped.clone(),
                 };
-                r
+                Section::Open(Box::new(r))
             }
         };
-        report.namespaces.push(r);
+        sections.push(r);
     }
+    let mut report = head.with_namespaces(sections);
     report.finish();
-    report.exit_code
+    report
 }
 
 fn map_outcome(o: NsOutcome) -> NamespaceOutcome {
@@ -1134,7 +1144,7 @@ fn cluster_url(cluster: &Cluster) -> String {
 }
 
 /// Writes the report files, and the CI step summary when `step_summary` and `GITHUB_STEP_SUMMARY` is set.
-pub fn write_reports(s: &Settings, report: &RunReport, step_summary: bool) {
+pub fn write_reports<N: Sections + Serialize>(s: &Settings, report: &RunReport<N>, step_summary: bool) {
     let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY")
         .filter(|_| step_summary)
         .map(PathBuf::from);
@@ -1151,17 +1161,25 @@ pub fn write_reports(s: &Settings, report: &RunReport, step_summary: bool) {
 
 /// Writes the report files and prints the summary (text) or the report (JSON) on stdout; an embedded run
 /// writes its files only (the outer command completes them and prints its own result).
-pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
+pub fn finish_report<N: Sections + Serialize>(s: &Settings, out: &Out, report: &RunReport<N>) {
     write_reports(s, report, !out.embedded);
     if out.embedded {
         return;
     }
     match out.format {
-        OutputFormat::Json => println!("{}", report::json::render(report)),
+        OutputFormat::Json => {
+            // Streamed to stdout (a fleet's report is tens of megabytes), then the blank line `println!`
+            // of the rendered text gave.
+            let mut stdout = std::io::stdout().lock();
+            let _ = report::json::to_writer(report, &mut stdout).and_then(|_| {
+                use std::io::Write;
+                stdout.write_all(b"\n")
+            });
+        }
         OutputFormat::Text => {
             println!();
             println!("{:<24} {:<16} why", "NAMESPACE", "OUTCOME");
-            for n in &report.namespaces {
+            for n in report.namespaces.each() {
                 println!(
                     "{:<24} {:<16} {}",
                     n.name,
@@ -1169,7 +1187,7 @@ pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
                     n.why().or_else(|| n.reason.clone()).unwrap_or_default()
                 );
             }
-            for n in &report.namespaces {
+            for n in report.namespaces.each() {
                 print!("{}", report::behaviour::text(&n.name, &n.behaviour_changes));
             }
             println!("{}", report.summary.message);
