@@ -973,8 +973,10 @@ pub async fn run_fleet(
     );
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
-    // A finished namespace is kept as its packed report only (its run holds its whole plan).
+    // A finished namespace is kept as its packed report only (its run holds its whole plan), in a spool file
+    // in the report directory (where backups are written too) rather than in memory.
     let runs: Arc<Mutex<BTreeMap<String, report::PackedReport>>> = Arc::default();
+    let spool = report::spool::Spool::in_dir(&s.reports.dir);
     // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
     let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
@@ -988,6 +990,7 @@ pub async fn run_fleet(
         let eng = eng2.clone();
         let runs = runs2.clone();
         let decided = decided2.clone();
+        let spool = spool.clone();
         let wave = wave_of2.get(&ns).copied().unwrap_or(0);
         let canary = settings.fleet.canary.contains(&ns);
         let opts = namespace_options(&settings.for_namespace(&ns));
@@ -1024,7 +1027,7 @@ pub async fn run_fleet(
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
-            let report = report::PackedReport::pack(&namespace_report(&r, canary, wave));
+            let report = spool.pack(&namespace_report(&r, canary, wave));
             runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
             outcome
         }

@@ -12,6 +12,7 @@ pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod progress;
+pub mod spool;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -112,26 +113,29 @@ impl NamespaceOutcome {
 /// `serde_json::Value` trees, strings in their own allocations) one took about 34 KB of heap at 5
 /// Deployments, as JSON about 12 KB (BENCHMARKS.md §2b). The JSON is the report's own serialisation, so
 /// [`PackedReport::unpack`] gives back an equal report (`float_roundtrip` keeps every number exact).
+/// A fleet keeps them in a [`spool::Spool`] (a file), this in memory.
 #[derive(Debug)]
 pub struct PackedReport {
     outcome: NamespaceOutcome,
-    json: Box<[u8]>,
+    bytes: spool::Stored,
 }
 
 impl PackedReport {
-    /// Serialises `r`.
+    /// Serialises `r`, in memory.
     pub fn pack(r: &NamespaceReport) -> PackedReport {
         PackedReport {
             outcome: r.outcome,
-            json: serde_json::to_vec(r)
-                .expect("a report always serializes")
-                .into_boxed_slice(),
+            bytes: spool::Stored::Memory(
+                serde_json::to_vec(r)
+                    .expect("a report always serializes")
+                    .into_boxed_slice(),
+            ),
         }
     }
 
     /// The report again.
     pub fn unpack(&self) -> NamespaceReport {
-        serde_json::from_slice(&self.json).expect("a packed report reads back as it was written")
+        serde_json::from_slice(&self.bytes.read()).expect("a packed report reads back as it was written")
     }
 
     /// The namespace's outcome, without unpacking.
