@@ -625,6 +625,8 @@ async fn cmd_run(
             .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
     );
     synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
+    // The first lists' pages (every kind at once, as bodies and as decoded objects) are freed by now.
+    crate::memory::release_free_pages();
     eng.cache = Some(cache);
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -1041,6 +1043,9 @@ pub async fn run_fleet(
     if let Some(cache) = &eng.cache {
         cache.release();
     }
+    // The renderers' large buffers (the Markdown's parts, the JUnit document's suites) are mapped of their
+    // own (`src/main.rs`, mmap threshold) and cannot reuse the caches' freed heap: give its pages back first.
+    crate::memory::release_free_pages();
     let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
     let mut decided = std::mem::take(&mut *decided.lock().unwrap_or_else(|e| e.into_inner()));
     // The finished namespaces' reports stay packed: the renderers unpack them one at a time.
