@@ -979,6 +979,10 @@ pub async fn run_fleet(
     // in the report directory (where backups are written too) rather than in memory.
     let runs: Arc<Mutex<BTreeMap<String, report::PackedReport>>> = Arc::default();
     let spool = report::spool::Spool::in_dir(&s.reports.dir);
+    // A finished namespace's task frees its memory at once; every `concurrency` finished namespaces (one
+    // slot-full) the heap's free pages go back to the kernel instead of staying resident until reused.
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let trim_every = fopts.concurrency;
     // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
     let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
@@ -993,6 +997,7 @@ pub async fn run_fleet(
         let runs = runs2.clone();
         let decided = decided2.clone();
         let spool = spool.clone();
+        let finished = finished.clone();
         let wave = wave_of2.get(&ns).copied().unwrap_or(0);
         let canary = settings.fleet.canary.contains(&ns);
         let opts = namespace_options(&settings.for_namespace(&ns));
@@ -1031,6 +1036,10 @@ pub async fn run_fleet(
             let outcome = r.outcome;
             let report = spool.pack(&namespace_report(&r, canary, wave));
             runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
+            drop(r);
+            if finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % trim_every == trim_every - 1 {
+                crate::memory::release_free_pages();
+            }
             outcome
         }
     })

@@ -5,8 +5,9 @@
 
 /// Gives the heap's whole free pages back to the kernel: `malloc_trim(0)` (glibc 2.8 and later release free
 /// pages anywhere in the heap, not only at its top; `malloc_trim(3)`). It walks the free lists under the
-/// allocator's lock, a few milliseconds for the runner's heap at 1,000 namespaces, so it is called at a few
-/// chosen points of a run, not per allocation. Elsewhere than glibc it does nothing.
+/// allocator's lock, a few milliseconds for the runner's heap at 1,000 namespaces, so it is called at chosen
+/// points of a run (after the first lists, every `concurrency` finished namespaces, before the reports), not
+/// per allocation. Elsewhere than glibc it does nothing.
 pub fn release_free_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
