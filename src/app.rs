@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -22,8 +23,8 @@ use crate::fleet::{self, FleetOptions, NsOutcome};
 use crate::journal::Journal;
 use crate::lease::{self, LeaseConfig, LeaseError};
 use crate::report::{
-    self, NamespaceOutcome, NamespaceReport, RollbackOutcome, RollbackReport, RunReport, StepOutcome,
-    StepReport,
+    self, NamespaceOutcome, NamespaceReport, RollbackOutcome, RollbackReport, RunReport, Section, Sections,
+    StepOutcome, StepReport,
 };
 use crate::settings::{self, EffectiveSettings, LoadOptions, Settings};
 use crate::steps::Phase;
@@ -625,6 +626,8 @@ async fn cmd_run(
             .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
     );
     synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
+    // The first lists' pages (every kind at once, as bodies and as decoded objects) are freed by now.
+    crate::memory::release_free_pages();
     eng.cache = Some(cache);
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -687,7 +690,8 @@ async fn cmd_run(
     let guard = Arc::new(take_lease(cluster, s).await?);
     eng.hold(guard.clone());
     let preflight = verdicts.clone();
-    let code = run_fleet(s, &eng, &namespaces, &after, &mut report, stop, verdicts).await;
+    let mut report = run_fleet(s, &eng, &namespaces, &after, report, stop, verdicts).await;
+    let code = report.exit_code;
     // A namespace could not be assessed: the ones that had not started did not, and a human looks.
     let failed = preflight.and_then(|v| v.borrow().failed.clone());
     if failed.is_some() {
@@ -943,10 +947,10 @@ pub async fn run_fleet(
     eng: &Engine,
     namespaces: &[String],
     after: &BTreeMap<String, Vec<String>>,
-    report: &mut RunReport,
+    report: RunReport,
     stop: watch::Receiver<bool>,
     verdicts: Option<watch::Receiver<preflight::Verdicts>>,
-) -> i32 {
+) -> RunReport<Vec<Section>> {
     let fopts = FleetOptions {
         canaries: s.fleet.canary.clone(),
         concurrency: s.fleet.concurrency.max(1) as usize,
@@ -972,8 +976,14 @@ pub async fn run_fleet(
     );
     let (done_tx, done_rx) = watch::channel(std::collections::BTreeSet::<String>::new());
     let done_tx = Arc::new(done_tx);
-    // A finished namespace is kept as its packed report only (its run holds its whole plan).
+    // A finished namespace is kept as its packed report only (its run holds its whole plan), in a spool file
+    // in the report directory (where backups are written too) rather than in memory.
     let runs: Arc<Mutex<BTreeMap<String, report::PackedReport>>> = Arc::default();
+    let spool = report::spool::Spool::in_dir(&s.reports.dir);
+    // A finished namespace's task frees its memory at once; every `concurrency` finished namespaces (one
+    // slot-full) the heap's free pages go back to the kernel instead of staying resident until reused.
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let trim_every = fopts.concurrency;
     // What the streamed preflight decided for the namespaces that did not run (blocked, not started).
     let decided: Arc<Mutex<BTreeMap<String, preflight::Verdict>>> = Arc::default();
     let settings = Arc::new(s.clone());
@@ -987,6 +997,8 @@ pub async fn run_fleet(
         let eng = eng2.clone();
         let runs = runs2.clone();
         let decided = decided2.clone();
+        let spool = spool.clone();
+        let finished = finished.clone();
         let wave = wave_of2.get(&ns).copied().unwrap_or(0);
         let canary = settings.fleet.canary.contains(&ns);
         let opts = namespace_options(&settings.for_namespace(&ns));
@@ -1023,8 +1035,12 @@ pub async fn run_fleet(
             }
             let r = eng.run_namespace(&ns, &opts).await;
             let outcome = r.outcome;
-            let report = report::PackedReport::pack(&namespace_report(&r, canary, wave));
+            let report = spool.pack(&namespace_report(&r, canary, wave));
             runs.lock().unwrap_or_else(|e| e.into_inner()).insert(ns, report);
+            drop(r);
+            if finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % trim_every == trim_every - 1 {
+                crate::memory::release_free_pages();
+            }
             outcome
         }
     })
@@ -1033,18 +1049,28 @@ pub async fn run_fleet(
         (eng.progress)(&format!("fleet stopped: {why}"));
     }
     // Every namespace is done, so nothing reads the watch caches any more: their objects are freed before
-    // the reports are unpacked, which then take their place in memory instead of adding to them.
+    // the reports are rendered.
     if let Some(cache) = &eng.cache {
         cache.release();
     }
+    // The renderers' large buffers (the Markdown's parts, the JUnit document's suites) are mapped of their
+    // own (`src/main.rs`, mmap threshold) and cannot reuse the caches' freed heap: give its pages back first.
+    crate::memory::release_free_pages();
     let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(|e| e.into_inner()));
     let mut decided = std::mem::take(&mut *decided.lock().unwrap_or_else(|e| e.into_inner()));
+    // The finished namespaces' reports stay packed: the renderers unpack them one at a time.
+    let (head, earlier) = {
+        let mut report = report;
+        let earlier = std::mem::take(&mut report.namespaces);
+        (report, earlier)
+    };
+    let mut sections: Vec<Section> = earlier.into_iter().map(|r| Section::Open(Box::new(r))).collect();
     for (ns, outcome) in &result.outcomes {
         let canary = s.fleet.canary.contains(ns);
         let wave = wave_of.get(ns).copied().unwrap_or(0);
         let r = match (runs.remove(ns), decided.remove(ns)) {
-            (Some(r), _) => r.unpack(),
-            (None, Some(preflight::Verdict::Blocked(r))) => *r,
+            (Some(r), _) => Section::Packed(r),
+            (None, Some(preflight::Verdict::Blocked(r))) => Section::Open(r),
             (None, other) => {
                 let mut r = NamespaceReport::new(ns, canary, wave);
                 r.outcome = map_outcome(*outcome);
@@ -1052,13 +1078,14 @@ pub async fn run_fleet(
                     Some(preflight::Verdict::NotStarted(why)) => Some(why),
                     _ => result.stopped.clone(),
                 };
-                r
+                Section::Open(Box::new(r))
             }
         };
-        report.namespaces.push(r);
+        sections.push(r);
     }
+    let mut report = head.with_namespaces(sections);
     report.finish();
-    report.exit_code
+    report
 }
 
 fn map_outcome(o: NsOutcome) -> NamespaceOutcome {
@@ -1135,7 +1162,7 @@ fn cluster_url(cluster: &Cluster) -> String {
 }
 
 /// Writes the report files, and the CI step summary when `step_summary` and `GITHUB_STEP_SUMMARY` is set.
-pub fn write_reports(s: &Settings, report: &RunReport, step_summary: bool) {
+pub fn write_reports<N: Sections + Serialize>(s: &Settings, report: &RunReport<N>, step_summary: bool) {
     let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY")
         .filter(|_| step_summary)
         .map(PathBuf::from);
@@ -1152,17 +1179,25 @@ pub fn write_reports(s: &Settings, report: &RunReport, step_summary: bool) {
 
 /// Writes the report files and prints the summary (text) or the report (JSON) on stdout; an embedded run
 /// writes its files only (the outer command completes them and prints its own result).
-pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
+pub fn finish_report<N: Sections + Serialize>(s: &Settings, out: &Out, report: &RunReport<N>) {
     write_reports(s, report, !out.embedded);
     if out.embedded {
         return;
     }
     match out.format {
-        OutputFormat::Json => println!("{}", report::json::render(report)),
+        OutputFormat::Json => {
+            // Streamed to stdout (a fleet's report is tens of megabytes), then the blank line `println!`
+            // of the rendered text gave.
+            let mut stdout = std::io::stdout().lock();
+            let _ = report::json::to_writer(report, &mut stdout).and_then(|_| {
+                use std::io::Write;
+                stdout.write_all(b"\n")
+            });
+        }
         OutputFormat::Text => {
             println!();
             println!("{:<24} {:<16} why", "NAMESPACE", "OUTCOME");
-            for n in &report.namespaces {
+            for n in report.namespaces.each() {
                 println!(
                     "{:<24} {:<16} {}",
                     n.name,
@@ -1170,7 +1205,7 @@ pub fn finish_report(s: &Settings, out: &Out, report: &RunReport) {
                     n.why().or_else(|| n.reason.clone()).unwrap_or_default()
                 );
             }
-            for n in &report.namespaces {
+            for n in report.namespaces.each() {
                 print!("{}", report::behaviour::text(&n.name, &n.behaviour_changes));
             }
             println!("{}", report.summary.message);

@@ -1,7 +1,7 @@
 //! The process exit codes (docs/design.md §7), their meanings and the code a run's namespace outcomes
 //! imply: the one place they are decided.
 
-use crate::report::{NamespaceOutcome, NamespaceReport};
+use crate::report::NamespaceOutcome;
 
 pub const OK: i32 = 0;
 pub const GATE_FAILED: i32 = 1;
@@ -72,8 +72,9 @@ pub fn meaning(code: i32) -> &'static str {
 /// Exit code implied by the namespace outcomes: 3 if any rollback failed, else 1 if any rolled back or
 /// held, else 4 if any was blocked, else 1 if any was not started (a cancelled run), else 0. Lock (5) and
 /// usage (2) errors are decided before a report exists.
-pub fn for_outcomes(namespaces: &[NamespaceReport]) -> i32 {
-    let any = |o| namespaces.iter().any(|n| n.outcome == o);
+pub fn for_outcomes(outcomes: impl Iterator<Item = NamespaceOutcome>) -> i32 {
+    let seen: std::collections::HashSet<NamespaceOutcome> = outcomes.collect();
+    let any = |o| seen.contains(&o);
     if any(NamespaceOutcome::RollbackFailed) {
         HUMAN_NEEDED
     } else if any(NamespaceOutcome::RolledBack) || any(NamespaceOutcome::Held) {

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod fleet;
 pub mod journal;
 pub mod lease;
+pub mod memory;
 pub mod probes;
 #[cfg(feature = "demo")]
 pub mod rehearse;

@@ -8,7 +8,7 @@ use ambient_migrate::assess::{Finding, Severity};
 use ambient_migrate::gates::{GateOutcome, GateResult};
 use ambient_migrate::report::{
     self, NamespaceOutcome, NamespaceReport, ObservabilityReport, RollbackOutcome, RollbackReport, RunReport,
-    StepOutcome, StepReport, WriteOptions,
+    Section, StepOutcome, StepReport, WriteOptions,
 };
 use ambient_migrate::steps::{Change, LabelChange, ObjRef, Phase, Step};
 use jiff::{SignedDuration, Timestamp};
@@ -278,6 +278,63 @@ fn a_packed_namespace_report_unpacks_equal_and_renders_the_same() {
     assert_eq!(unpacked, r);
     assert_eq!(report::json::render(&unpacked), rendered);
     assert_eq!(report::markdown::render(&unpacked), report::markdown::render(&r));
+}
+
+/// A fleet renders its report from sections kept packed (unpacked one at a time by each renderer): every
+/// file must be the one the decoded report gives, byte for byte, and the summary and exit code the same.
+#[test]
+fn a_report_of_packed_sections_writes_the_same_files() {
+    let mut r = example();
+    r.namespaces[1].steps[0].gates[0].measured =
+        json!({"ratio": 0.1 + 0.2, "p99_ms": 12.345_678_901_234_567});
+    r.finish();
+    let sections: Vec<Section> = r
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match i % 2 {
+            0 => Section::Packed(report::PackedReport::pack(n)),
+            _ => Section::Open(Box::new(n.clone())),
+        })
+        .collect();
+    let mut packed = r.clone().with_namespaces(sections);
+    packed.finish();
+    packed.ended = r.ended;
+    assert_eq!(packed.summary, r.summary);
+    assert_eq!(packed.exit_code, r.exit_code);
+    assert_eq!(report::json::render(&packed), report::json::render(&r));
+    assert_eq!(report::junit::render(&packed), report::junit::render(&r));
+    assert_eq!(report::markdown::render(&packed), report::markdown::render(&r));
+    assert_eq!(report::markdown::gantt(&packed), report::markdown::gantt(&r));
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = |name: &str, write: &dyn Fn(&WriteOptions)| {
+        let opts = WriteOptions {
+            dir: dir.path().join(name),
+            json: true,
+            junit: true,
+            markdown: true,
+            step_summary: Some(dir.path().join(format!("{name}-summary.md"))),
+        };
+        write(&opts);
+        ["json", "xml", "md"]
+            .map(|ext| {
+                std::fs::read(dir.path().join(format!("{name}/ambient-migrate-report.{ext}"))).unwrap()
+            })
+            .into_iter()
+            .chain([std::fs::read(opts.step_summary.as_ref().unwrap()).unwrap()])
+            .collect::<Vec<_>>()
+    };
+    let from_values = files("values", &|o| {
+        report::write_all(&r, o).unwrap();
+    });
+    let from_sections = files("sections", &|o| {
+        report::write_all(&packed, o).unwrap();
+    });
+    assert!(from_values.iter().all(|f| f.len() > 100));
+    assert_eq!(from_sections, from_values);
+    // The JUnit file is the rendered document.
+    assert_eq!(from_values[1], report::junit::render(&r).into_bytes());
 }
 
 #[test]

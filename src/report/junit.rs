@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{NamespaceOutcome, RollbackOutcome, RunReport, StepOutcome, outcome_str, seconds_between};
+use super::{
+    NamespaceOutcome, RollbackOutcome, RunReport, Sections, StepOutcome, outcome_str, seconds_between,
+};
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
 
@@ -204,13 +206,13 @@ fn test_case(c: Case) -> TestCase {
     t
 }
 
-/// The JUnit XML document, written by `quick-junit` (the serializer cargo-nextest uses): the counts on
-/// `<testsuites>` and `<testsuite>` are computed from the cases, and text is made XML-safe there.
-pub fn render(report: &RunReport) -> String {
+/// The JUnit document: one suite per namespace, each built from its section as it is read (a fleet's sections
+/// are unpacked one at a time).
+fn document<N: Sections>(report: &RunReport<N>) -> Report {
     let mut doc = Report::new(format!("ambient-migrate {}", report.command));
     doc.set_timestamp(chrono_time(report.started))
         .set_time(secs(seconds_between(report.started, report.ended)));
-    for n in &report.namespaces {
+    for n in report.namespaces.each() {
         let mut suite = TestSuite::new(n.name.as_str());
         suite.set_time(secs(
             n.started.map(|s| seconds_between(s, n.ended)).unwrap_or(0.0),
@@ -229,11 +231,28 @@ pub fn render(report: &RunReport) -> String {
             props.push(("reason", why));
         }
         suite.add_properties(props.into_iter().map(|(k, v)| (k.to_string(), v)));
-        suite.add_test_cases(cases(n).into_iter().map(test_case));
+        suite.add_test_cases(cases(&n).into_iter().map(test_case));
         doc.add_test_suite(suite);
     }
+    doc
+}
+
+/// The JUnit XML document, written by `quick-junit` (the serializer cargo-nextest uses): the counts on
+/// `<testsuites>` and `<testsuite>` are computed from the cases, and text is made XML-safe there.
+pub fn render<N: Sections>(report: &RunReport<N>) -> String {
     // Serialising an in-memory document to a String cannot fail on I/O; an error here would be a bug in
     // the serializer, and a report file must still be written, so fall back to an empty document.
-    doc.to_string()
+    document(report)
+        .to_string()
         .unwrap_or_else(|_| "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites/>\n".into())
+}
+
+/// Writes [`render`]'s text to `path`, serialised straight to the file (a fleet's is megabytes of XML).
+pub fn write<N: Sections>(report: &RunReport<N>, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    document(report)
+        .serialize(&mut w)
+        .map_err(std::io::Error::other)?;
+    w.flush()
 }

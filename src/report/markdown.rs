@@ -9,8 +9,8 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::{
-    NamespaceOutcome, NamespaceReport, ReportError, RollbackOutcome, RunReport, StepOutcome, outcome_str,
-    seconds_between,
+    NamespaceOutcome, NamespaceReport, ObservabilityReport, ReportError, RollbackOutcome, RunReport,
+    Sections, StepOutcome, outcome_str, seconds_between,
 };
 use crate::assess::Severity;
 use crate::gates::GateOutcome;
@@ -60,7 +60,17 @@ fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> String {
 
 /// The Mermaid Gantt chart: one section per namespace, one task per step (and the rollback), times as Unix
 /// milliseconds (`dateFormat x`) so sub-second steps keep their order.
-pub fn gantt(report: &RunReport) -> String {
+pub fn gantt<N: Sections>(report: &RunReport<N>) -> String {
+    let mut g = gantt_head(report);
+    let mut id = 0;
+    for n in report.namespaces.each() {
+        gantt_section(&mut g, &n, &mut id);
+    }
+    g.push_str("```\n");
+    g
+}
+
+fn gantt_head<N>(report: &RunReport<N>) -> String {
     let mut g = String::from("```mermaid\ngantt\n");
     let _ = writeln!(
         g,
@@ -68,60 +78,61 @@ pub fn gantt(report: &RunReport) -> String {
         mermaid_name(&format!("ambient-migrate {} {}", report.command, report.run_id))
     );
     g.push_str("    dateFormat x\n    axisFormat %H:%M:%S\n");
-    let mut id = 0;
-    for n in &report.namespaces {
-        let mut tasks = Vec::new();
-        for s in &n.steps {
-            let tag = match s.outcome {
-                StepOutcome::Pass => "done",
-                StepOutcome::Skipped => "done",
-                StepOutcome::Fail | StepOutcome::Error | StepOutcome::Timeout => "crit",
-            };
-            let end = s.ended.unwrap_or(s.started);
-            tasks.push((
-                format!("{} {}", s.step.number(), s.step.name()),
-                tag,
-                s.started,
-                end,
-            ));
-        }
-        if let Some(r) = &n.rollback {
-            let tag = if r.outcome == RollbackOutcome::Verified {
-                "active"
-            } else {
-                "crit"
-            };
-            tasks.push((
-                "rollback".to_string(),
-                tag,
-                r.started,
-                r.ended.unwrap_or(r.started),
-            ));
-        }
-        if tasks.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            g,
-            "    section {}",
-            mermaid_name(&format!("{} ({})", n.name, n.outcome.as_str()))
-        );
-        for (name, tag, start, end) in tasks {
-            id += 1;
-            // Mermaid draws nothing for zero-length tasks: give them one millisecond.
-            let (s, e) = (
-                start.as_millisecond(),
-                end.as_millisecond().max(start.as_millisecond() + 1),
-            );
-            let _ = writeln!(g, "    {} :{tag}, t{id}, {s}, {e}", mermaid_name(&name));
-        }
-    }
-    g.push_str("```\n");
     g
 }
 
-/// The whole Markdown summary.
-pub fn render(report: &RunReport) -> String {
+/// One namespace's Gantt section (nothing when it ran no step); `id` numbers the tasks across the chart.
+fn gantt_section(g: &mut String, n: &NamespaceReport, id: &mut usize) {
+    let mut tasks = Vec::new();
+    for s in &n.steps {
+        let tag = match s.outcome {
+            StepOutcome::Pass => "done",
+            StepOutcome::Skipped => "done",
+            StepOutcome::Fail | StepOutcome::Error | StepOutcome::Timeout => "crit",
+        };
+        let end = s.ended.unwrap_or(s.started);
+        tasks.push((
+            format!("{} {}", s.step.number(), s.step.name()),
+            tag,
+            s.started,
+            end,
+        ));
+    }
+    if let Some(r) = &n.rollback {
+        let tag = if r.outcome == RollbackOutcome::Verified {
+            "active"
+        } else {
+            "crit"
+        };
+        tasks.push((
+            "rollback".to_string(),
+            tag,
+            r.started,
+            r.ended.unwrap_or(r.started),
+        ));
+    }
+    if tasks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        g,
+        "    section {}",
+        mermaid_name(&format!("{} ({})", n.name, n.outcome.as_str()))
+    );
+    for (name, tag, start, end) in tasks {
+        *id += 1;
+        // Mermaid draws nothing for zero-length tasks: give them one millisecond.
+        let (s, e) = (
+            start.as_millisecond(),
+            end.as_millisecond().max(start.as_millisecond() + 1),
+        );
+        let _ = writeln!(g, "    {} :{tag}, t{id}, {s}, {e}", mermaid_name(&name));
+    }
+}
+
+/// The whole Markdown summary. Its parts each list the namespaces, so they are built side by side in one
+/// pass over the sections (a fleet's are unpacked one at a time, once each) and joined at the end.
+pub fn render<N: Sections>(report: &RunReport<N>) -> String {
     let mut m = String::new();
     let _ = writeln!(
         m,
@@ -151,25 +162,25 @@ pub fn render(report: &RunReport) -> String {
 
     m.push_str("| Namespace | Canary | Wave | Outcome | Last step | Duration | Why |\n");
     m.push_str("|---|---|---|---|---|---|---|\n");
-    for n in &report.namespaces {
-        let last = n
-            .steps
-            .last()
-            .map(|s| format!("{} {}", s.step.number(), s.step.name()))
-            .unwrap_or("–".into());
-        let _ = writeln!(
-            m,
-            "| `{}` | {} | {} | {} {} | {} | {} | {} |",
-            n.name,
-            if n.canary { "yes" } else { "" },
-            n.wave,
-            icon(n.outcome),
-            n.outcome.as_str(),
-            last,
-            duration(n.started, n.ended),
-            cell(&n.why().unwrap_or_default())
-        );
+    let (mut failed, mut obs, mut changes, mut enf) =
+        (String::new(), String::new(), String::new(), String::new());
+    let mut timeline = gantt_head(report);
+    let mut task_id = 0;
+    for n in report.namespaces.each() {
+        table_row(&mut m, &n);
+        if n.outcome.is_failure() {
+            failure_section(&mut failed, &n);
+        }
+        if let Some(o) = &n.observability {
+            observability_section(&mut obs, &n.name, o);
+        }
+        changes.push_str(&super::behaviour::markdown(&n.name, &n.behaviour_changes));
+        if let Some(t) = &n.enforcement {
+            let _ = writeln!(enf, "#### `{}`\n\n{}", n.name, t.markdown());
+        }
+        gantt_section(&mut timeline, &n, &mut task_id);
     }
+    timeline.push_str("```\n");
     m.push('\n');
 
     if let Some(t) = &report.traffic {
@@ -184,81 +195,75 @@ pub fn render(report: &RunReport) -> String {
         m.push('\n');
     }
 
-    let failed: Vec<&NamespaceReport> = report
-        .namespaces
-        .iter()
-        .filter(|n| n.outcome.is_failure())
-        .collect();
     if !failed.is_empty() {
         m.push_str("### Why namespaces did not migrate\n\n");
-        for n in failed {
-            failure_section(&mut m, n);
-        }
+        m.push_str(&failed);
     }
-
-    let obs: Vec<&NamespaceReport> = report
-        .namespaces
-        .iter()
-        .filter(|n| n.observability.is_some())
-        .collect();
     if !obs.is_empty() {
         m.push_str("### Monitoring to update\n\n");
-        for n in obs {
-            let o = n.observability.as_ref().expect("filtered");
-            let _ = writeln!(m, "#### `{}`\n", n.name);
-            if !o.merged_metrics_pods.is_empty() {
-                let _ = writeln!(
-                    m,
-                    "- Prometheus metrics merging: pods {} were scraped through the sidecar (:15020 `/stats/prometheus`); without the sidecar Prometheus scrapes the application's own port and the per-pod `istio_*` series disappear.",
-                    n_list(&o.merged_metrics_pods)
-                );
-            }
-            for mon in &o.monitors {
-                let _ = writeln!(m, "- `{}`: {} Fix: {}", mon.object, mon.message, mon.fix);
-            }
-            if !o.reporter_changes.is_empty() {
-                m.push_str("\n| Metrics | Before (sidecars) | After (ambient) | Note |\n|---|---|---|---|\n");
-                for r in &o.reporter_changes {
-                    let _ = writeln!(
-                        m,
-                        "| {} | `{}` | `{}` | {} |",
-                        cell(&r.metrics),
-                        cell(&r.before),
-                        cell(&r.after),
-                        cell(&r.note)
-                    );
-                }
-            }
-            m.push('\n');
-        }
+        m.push_str(&obs);
     }
-
-    let changes: String = report
-        .namespaces
-        .iter()
-        .map(|n| super::behaviour::markdown(&n.name, &n.behaviour_changes))
-        .collect();
     if !changes.is_empty() {
         m.push_str("### Behaviour that changes\n\nSidecar-only settings ambient ignores (codes and sources: `docs/findings.md`).\n\n");
         m.push_str(&changes);
     }
-    let enf: Vec<&NamespaceReport> = report
-        .namespaces
-        .iter()
-        .filter(|n| n.enforcement.is_some())
-        .collect();
     if !enf.is_empty() {
         m.push_str("### Enforcement equivalence\n\n");
         m.push_str("Every request class at every moment of the plan against what the policies ask for (0 = before the migration, 4.k(workload) = during restart batch k with only that workload's pods new, 4.k = after restart batch k); only the classes that differ are listed.\n\n");
-        for n in enf {
-            let t = n.enforcement.as_ref().expect("filtered");
-            let _ = writeln!(m, "#### `{}`\n\n{}", n.name, t.markdown());
-        }
+        m.push_str(&enf);
     }
 
     m.push_str("### Timeline\n\n");
-    m.push_str(&gantt(report));
+    m.push_str(&timeline);
     m
+}
+
+fn table_row(m: &mut String, n: &NamespaceReport) {
+    let last = n
+        .steps
+        .last()
+        .map(|s| format!("{} {}", s.step.number(), s.step.name()))
+        .unwrap_or("–".into());
+    let _ = writeln!(
+        m,
+        "| `{}` | {} | {} | {} {} | {} | {} | {} |",
+        n.name,
+        if n.canary { "yes" } else { "" },
+        n.wave,
+        icon(n.outcome),
+        n.outcome.as_str(),
+        last,
+        duration(n.started, n.ended),
+        cell(&n.why().unwrap_or_default())
+    );
+}
+
+fn observability_section(m: &mut String, name: &str, o: &ObservabilityReport) {
+    let _ = writeln!(m, "#### `{name}`\n");
+    if !o.merged_metrics_pods.is_empty() {
+        let _ = writeln!(
+            m,
+            "- Prometheus metrics merging: pods {} were scraped through the sidecar (:15020 `/stats/prometheus`); without the sidecar Prometheus scrapes the application's own port and the per-pod `istio_*` series disappear.",
+            n_list(&o.merged_metrics_pods)
+        );
+    }
+    for mon in &o.monitors {
+        let _ = writeln!(m, "- `{}`: {} Fix: {}", mon.object, mon.message, mon.fix);
+    }
+    if !o.reporter_changes.is_empty() {
+        m.push_str("\n| Metrics | Before (sidecars) | After (ambient) | Note |\n|---|---|---|---|\n");
+        for r in &o.reporter_changes {
+            let _ = writeln!(
+                m,
+                "| {} | `{}` | `{}` | {} |",
+                cell(&r.metrics),
+                cell(&r.before),
+                cell(&r.after),
+                cell(&r.note)
+            );
+        }
+    }
+    m.push('\n');
 }
 
 fn n_list(items: &[String]) -> String {

@@ -12,7 +12,9 @@ pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod progress;
+pub mod spool;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -29,9 +31,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Base name of the report files (`.json`, `.xml`, `.md`).
 pub const REPORT_BASENAME: &str = "ambient-migrate-report";
 
-/// The whole run.
+/// The whole run. `N` holds the namespaces' sections: decoded ([`NamespaceReport`]s, the default), or, for a
+/// fleet, as [`Section`]s that stay packed until each is rendered (see [`Sections`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
+pub struct RunReport<N = Vec<NamespaceReport>> {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// Unique id of the run (also in logs, Events and journals).
@@ -49,7 +52,7 @@ pub struct RunReport {
     /// `Settings::digest()` of the configuration used.
     pub settings_digest: String,
     /// One entry per selected namespace, in fleet order.
-    pub namespaces: Vec<NamespaceReport>,
+    pub namespaces: N,
     /// Process exit code (docs/design.md §7).
     pub exit_code: i32,
     /// Counts per outcome and a one-line verdict.
@@ -105,27 +108,106 @@ impl NamespaceOutcome {
     }
 }
 
-/// A finished namespace's report held as its compact JSON until the run's report is assembled. A fleet keeps
+/// A finished namespace's report held as its compact JSON until the run's report is rendered. A fleet keeps
 /// every finished namespace's report to the end of the run; as values (gate measurements as
 /// `serde_json::Value` trees, strings in their own allocations) one took about 34 KB of heap at 5
 /// Deployments, as JSON about 12 KB (BENCHMARKS.md §2b). The JSON is the report's own serialisation, so
 /// [`PackedReport::unpack`] gives back an equal report (`float_roundtrip` keeps every number exact).
+/// A fleet keeps them in a [`spool::Spool`] (a file), this in memory.
 #[derive(Debug)]
-pub struct PackedReport(Box<[u8]>);
+pub struct PackedReport {
+    outcome: NamespaceOutcome,
+    bytes: spool::Stored,
+}
 
 impl PackedReport {
-    /// Serialises `r`.
+    /// Serialises `r`, in memory.
     pub fn pack(r: &NamespaceReport) -> PackedReport {
-        PackedReport(
-            serde_json::to_vec(r)
-                .expect("a report always serializes")
-                .into_boxed_slice(),
-        )
+        PackedReport {
+            outcome: r.outcome,
+            bytes: spool::Stored::Memory(
+                serde_json::to_vec(r)
+                    .expect("a report always serializes")
+                    .into_boxed_slice(),
+            ),
+        }
     }
 
     /// The report again.
     pub fn unpack(&self) -> NamespaceReport {
-        serde_json::from_slice(&self.0).expect("a packed report reads back as it was written")
+        serde_json::from_slice(&self.bytes.read()).expect("a packed report reads back as it was written")
+    }
+
+    /// The namespace's outcome, without unpacking.
+    pub fn outcome(&self) -> NamespaceOutcome {
+        self.outcome
+    }
+}
+
+/// One namespace's section of a fleet's report: decoded (blocked or not-started namespaces, whose sections
+/// are small), or packed (finished namespaces).
+#[derive(Debug)]
+pub enum Section {
+    /// Held as a value (boxed: a fleet holds one section per namespace, most of them packed).
+    Open(Box<NamespaceReport>),
+    /// Held as its JSON, unpacked when read.
+    Packed(PackedReport),
+}
+
+impl Section {
+    /// The section as a value (unpacked for the time the caller holds it).
+    pub fn get(&self) -> Cow<'_, NamespaceReport> {
+        match self {
+            Section::Open(r) => Cow::Borrowed(r),
+            Section::Packed(p) => Cow::Owned(p.unpack()),
+        }
+    }
+
+    /// Its outcome, without unpacking.
+    pub fn outcome(&self) -> NamespaceOutcome {
+        match self {
+            Section::Open(r) => r.outcome,
+            Section::Packed(p) => p.outcome(),
+        }
+    }
+}
+
+/// The namespace sections of a run report, read one at a time: the renderers go through a fleet's sections
+/// unpacking each in turn, so the end of a run never holds every namespace's report decoded at once (at
+/// 1,000 namespaces about 34 MB as values against 12 MB packed).
+pub trait Sections {
+    /// Each namespace's section, in fleet order.
+    fn each(&self) -> impl Iterator<Item = Cow<'_, NamespaceReport>>;
+    /// Each namespace's outcome, in fleet order (without decoding the sections).
+    fn outcomes(&self) -> impl Iterator<Item = NamespaceOutcome>;
+}
+
+impl Sections for Vec<NamespaceReport> {
+    fn each(&self) -> impl Iterator<Item = Cow<'_, NamespaceReport>> {
+        self.iter().map(Cow::Borrowed)
+    }
+    fn outcomes(&self) -> impl Iterator<Item = NamespaceOutcome> {
+        self.iter().map(|n| n.outcome)
+    }
+}
+
+impl Sections for Vec<Section> {
+    fn each(&self) -> impl Iterator<Item = Cow<'_, NamespaceReport>> {
+        self.iter().map(Section::get)
+    }
+    fn outcomes(&self) -> impl Iterator<Item = NamespaceOutcome> {
+        self.iter().map(Section::outcome)
+    }
+}
+
+/// Serialised as the array of the decoded sections, one unpacked at a time: the same JSON as the
+/// `Vec<NamespaceReport>` it stands for.
+impl Serialize for Section {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Section::Open(r) => r.serialize(ser),
+            Section::Packed(p) => p.unpack().serialize(ser),
+        }
     }
 }
 
@@ -485,12 +567,15 @@ pub struct Summary {
 impl Summary {
     /// Counts the outcomes of `namespaces`.
     pub fn of(namespaces: &[NamespaceReport]) -> Summary {
-        let mut s = Summary {
-            total: namespaces.len() as u32,
-            ..Default::default()
-        };
-        for n in namespaces {
-            match n.outcome {
+        Summary::of_outcomes(namespaces.iter().map(|n| n.outcome))
+    }
+
+    /// Counts `outcomes` (one per namespace).
+    pub fn of_outcomes(outcomes: impl Iterator<Item = NamespaceOutcome>) -> Summary {
+        let mut s = Summary::default();
+        for o in outcomes {
+            s.total += 1;
+            match o {
                 NamespaceOutcome::Migrated => s.migrated += 1,
                 NamespaceOutcome::RolledBack => s.rolled_back += 1,
                 NamespaceOutcome::RollbackFailed => s.rollback_failed += 1,
@@ -520,7 +605,7 @@ impl Summary {
 
 /// Exit code implied by the namespace outcomes: see [`crate::exit::for_outcomes`].
 pub fn exit_code_for(namespaces: &[NamespaceReport]) -> i32 {
-    crate::exit::for_outcomes(namespaces)
+    crate::exit::for_outcomes(namespaces.iter().map(|n| n.outcome))
 }
 
 impl RunReport {
@@ -542,11 +627,31 @@ impl RunReport {
         }
     }
 
+    /// The same report with its namespaces held as `namespaces` (e.g. a fleet's packed [`Section`]s).
+    pub fn with_namespaces<M>(self, namespaces: M) -> RunReport<M> {
+        RunReport {
+            schema_version: self.schema_version,
+            run_id: self.run_id,
+            command: self.command,
+            started: self.started,
+            ended: self.ended,
+            dry_run: self.dry_run,
+            cluster: self.cluster,
+            settings_digest: self.settings_digest,
+            namespaces,
+            exit_code: self.exit_code,
+            summary: self.summary,
+            traffic: self.traffic,
+        }
+    }
+}
+
+impl<N: Sections> RunReport<N> {
     /// Sets `ended`, the summary and the exit code from the namespace outcomes.
     pub fn finish(&mut self) {
         self.ended = Some(Timestamp::now());
-        self.summary = Summary::of(&self.namespaces);
-        self.exit_code = exit_code_for(&self.namespaces);
+        self.summary = Summary::of_outcomes(self.namespaces.outcomes());
+        self.exit_code = crate::exit::for_outcomes(self.namespaces.outcomes());
     }
 }
 
@@ -604,8 +709,12 @@ fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
     })
 }
 
-/// Writes the selected report files and returns their paths.
-pub fn write_all(report: &RunReport, opts: &WriteOptions) -> Result<Vec<PathBuf>, ReportError> {
+/// Writes the selected report files and returns their paths. The JSON and the JUnit XML go straight to their
+/// files, and a fleet's sections are unpacked one at a time by each renderer.
+pub fn write_all<N: Sections + Serialize>(
+    report: &RunReport<N>,
+    opts: &WriteOptions,
+) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
     if opts.json || opts.junit || opts.markdown {
         std::fs::create_dir_all(&opts.dir).map_err(|source| ReportError::Write {
@@ -623,7 +732,10 @@ pub fn write_all(report: &RunReport, opts: &WriteOptions) -> Result<Vec<PathBuf>
     }
     if opts.junit {
         let p = opts.dir.join(format!("{REPORT_BASENAME}.xml"));
-        write_file(&p, &junit::render(report))?;
+        junit::write(report, &p).map_err(|source| ReportError::Write {
+            path: p.clone(),
+            source,
+        })?;
         written.push(p);
     }
     let md = markdown::render(report);
