@@ -263,6 +263,7 @@ impl Server {
     fn bare_restart(&self, ns: &str) -> Duration {
         let mut runs: Vec<Duration> = (0..3)
             .map(|_| {
+                next_second();
                 let t0 = Instant::now();
                 self.kubectl(&["rollout", "restart", "deployment", "-n", ns]);
                 self.kubectl(&["rollout", "status", "deployment", "-n", ns, "--timeout=120s"]);
@@ -359,6 +360,7 @@ impl Server {
     fn bare_restart_at_once(&self, names: &[String]) -> (Duration, f64, f64) {
         let mut runs: Vec<(Duration, f64, f64)> = (0..3)
             .map(|_| {
+                next_second();
                 let (kubectl0, meshsim0) = (children_cpu_s(), process_cpu_s(self.child.id()));
                 let t0 = Instant::now();
                 std::thread::scope(|sc| {
@@ -554,6 +556,19 @@ fn runbook(server: &Server, dir: &Path, names: &[String], parallel: usize) -> Du
     let st = child.wait().expect("xargs");
     assert!(st.success(), "the runbook failed");
     t0.elapsed()
+}
+
+/// Sleeps (untimed) until the wall clock's next whole second. `kubectl rollout restart` stamps
+/// `kubectl.kubernetes.io/restartedAt` to the second (RFC 3339, `polymorphichelpers/objectrestarter.go`) and
+/// refuses a restart whose patch comes out empty because the stamp is already there ("if restart has already
+/// been triggered within the past second, please wait before attempting to trigger another":
+/// `pkg/cmd/rollout/rollout_restart.go`), so a restart of the same namespace that finished within a second
+/// needs the next second before it can be repeated.
+fn next_second() {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
 }
 
 fn rfc3339_of(t: SystemTime) -> jiff::Timestamp {
