@@ -55,12 +55,14 @@ pub enum CacheState {
     Failed(String),
 }
 
-/// Objects per page of a cache's first list (kube-runtime's default is 500). A page is held twice while it
-/// is decoded (its body and its objects as wire items), and the kinds list at once: at 1,000 namespaces,
-/// when pages were decoded as full typed objects, decoded pages of 500 pods were 20 of the 79 MB of heap
-/// at the peak (BENCHMARKS.md §2b). 100 objects a page costs one list request per 100 objects of a kind, a
-/// fraction of a request per namespace.
-const LIST_PAGE: u32 = 100;
+/// Objects per page of a cache's first list (kube-runtime's default). A page is held twice while it is
+/// decoded (its body and its objects as wire items), and the kinds list at once: when pages were decoded as
+/// full typed objects, decoded pages of 500 pods were 20 of the 79 MB of heap at the peak at 1,000
+/// namespaces, and pages were 100 objects; decoded as wire items they are a fraction of that, and the
+/// pages come one after the other (the next is asked for once the last is consumed), so the first
+/// namespace waits for the pods' list page by page: 110 pages of 100 at 1,000 namespaces (BENCHMARKS.md
+/// §2b).
+const LIST_PAGE: u32 = 500;
 
 /// One kind's objects, by namespace (empty for cluster-scoped objects) then name: a namespace's objects are
 /// read without scanning the fleet's, in the API server's list order (etcd key order, by name).
