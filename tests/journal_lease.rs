@@ -332,8 +332,10 @@ async fn a_journal_near_the_configmap_limit_keeps_its_changes_and_fits() {
     let bytes = cm["data"]["journal.json"].as_str().unwrap().len();
     assert!(bytes <= meshsim::store::MAX_DATA_BYTES, "{bytes}");
 
-    // A record too large even without gate results is refused with a clear error; nothing is written.
-    let before = env.store_rv();
+    // A record too large even without gate results is refused with a clear error; nothing is written. (The
+    // client's writes, from meshsim's request log: the store's resourceVersion also moves with the
+    // controllers' writes while the fixture's pods start.)
+    let before = env.writes().await;
     let err = j
         .update(|r| {
             r.extra
@@ -347,7 +349,9 @@ async fn a_journal_near_the_configmap_limit_keeps_its_changes_and_fits() {
             .contains("more than the 1048576 bytes a ConfigMap can hold"),
         "{err}"
     );
-    assert_eq!(env.store_rv(), before);
+    assert_eq!(env.writes().await, before, "no request wrote");
+    let unchanged = Journal::load(c, STATE_NS, "shop").await.unwrap().unwrap();
+    assert_eq!(unchanged, stored, "the stored journal is as it was");
 }
 
 /// A renew slower than the renew deadline (here: every Lease request delayed 2.5 s, lease 3 s, deadline
