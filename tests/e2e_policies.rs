@@ -214,7 +214,10 @@ async fn seed_order_shows_outage_window_and_security_gap() {
         .into_iter()
         .filter(|p| p.url.contains(".store."))
         .collect();
-    let traffic = pc::Traffic::start(sim.clone(), paths, Duration::from_millis(20));
+    // Sampled every 2 ms: the outage window lasts from the restarted destination's new pods serving to step
+    // 5's deletion, tens of milliseconds once the steps follow each other without idle time; sampled every
+    // 20 ms it could fall between two samples.
+    let traffic = pc::Traffic::start(sim.clone(), paths, Duration::from_millis(2));
     // The seed order is run on purpose, to measure its outage window and gap.
     let cfg = pc::RunConfig::seed(&["store", "front"]);
     let (code, stdout, stderr, _) = run_config(dir.path(), "seed", &cfg, &kubeconfig).await;
