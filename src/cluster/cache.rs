@@ -857,22 +857,32 @@ impl FleetCache {
             return l.clone();
         }
         let m = self.namespaces.objects.read().unwrap_or_else(|e| e.into_inner());
-        let labels: BTreeMap<_, _> = m
-            .values()
-            .flat_map(|objs| objs.values())
-            .filter_map(|n| {
-                Some((
-                    n.metadata.name.clone()?,
-                    n.metadata.labels.clone().unwrap_or_default(),
-                ))
-            })
+        let current = || {
+            m.values()
+                .flat_map(|objs| objs.values())
+                .filter_map(|n| Some((n.metadata.name.as_ref()?, n.metadata.labels.as_ref())))
+        };
+        // Most Namespace changes are not label changes (the runner's own state annotation, one patch per
+        // phase): compared in place, the map is built again only when a label changed, not for each
+        // snapshot taken while other namespaces' annotations move.
+        if let Some((_, l)) = &*last {
+            let mut seen = 0;
+            let same = current().all(|(name, labels)| {
+                seen += 1;
+                l.get(name)
+                    .is_some_and(|v| labels.map_or(v.is_empty(), |x| x == v))
+            }) && seen == l.len();
+            if same {
+                let l = l.clone();
+                *last = Some((version, l.clone()));
+                return l;
+            }
+        }
+        let labels: BTreeMap<_, _> = current()
+            .map(|(name, labels)| (name.clone(), labels.cloned().unwrap_or_default()))
             .collect();
         drop(m);
-        let l = match &*last {
-            // A Namespace changed but no label did: the snapshots keep sharing the same map.
-            Some((_, l)) if **l == labels => l.clone(),
-            _ => Arc::new(labels),
-        };
+        let l = Arc::new(labels);
         *last = Some((version, l.clone()));
         l
     }
