@@ -57,6 +57,15 @@ impl Field {
             Field::Annotations => "annotations",
         }
     }
+
+    /// This field of `meta` (empty when absent).
+    fn of(self, meta: kube::api::ObjectMeta) -> BTreeMap<String, String> {
+        match self {
+            Field::Labels => meta.labels,
+            Field::Annotations => meta.annotations,
+        }
+        .unwrap_or_default()
+    }
 }
 
 /// An object's labels as one read saw them, with the resourceVersion of that read: a later change can
@@ -147,23 +156,7 @@ impl Cluster {
             })?;
         let what = format!("patch labels of {}", target.describe());
         tracing::info!(target_object = %target.describe(), patch = ?patch, dry_run = self.dry_run(), "patching labels");
-        let pp = self.patch_params();
-        let p: Patch<()> = Patch::Json(patch);
-        let sent = match target {
-            LabelTarget::Namespace { name } => {
-                let api: kube::Api<Namespace> = self.all();
-                self.call(&what, || api.patch(name, &pp, &p))
-                    .await
-                    .map(|o| o.metadata)
-            }
-            LabelTarget::Service { namespace, name } => {
-                let api: kube::Api<Service> = self.namespaced(namespace);
-                self.call(&what, || api.patch(name, &pp, &p))
-                    .await
-                    .map(|o| o.metadata)
-            }
-        };
-        match sent {
+        match self.patch_meta(target, &what, &Patch::<()>::Json(patch)).await {
             Ok(meta) => Ok(LabelsSet {
                 outcomes,
                 labels: meta.labels.unwrap_or_default(),
@@ -208,11 +201,36 @@ impl Cluster {
 
     /// The current labels of the target with the resourceVersion they were read at.
     pub async fn read_labels(&self, target: &LabelTarget) -> Result<LabelsRead, ClusterError> {
+        self.read_field(target, Field::Labels).await
+    }
+
+    /// One field (labels or annotations) of the target with the resourceVersion it was read at.
+    async fn read_field(&self, target: &LabelTarget, field: Field) -> Result<LabelsRead, ClusterError> {
         let meta = self.read_meta(target).await?;
         Ok(LabelsRead {
-            labels: meta.labels.unwrap_or_default(),
-            resource_version: meta.resource_version,
+            resource_version: meta.resource_version.clone(),
+            labels: field.of(meta),
         })
+    }
+
+    /// Sends `patch` to the target; answers with the patched object's metadata.
+    async fn patch_meta<P: Serialize + Debug>(
+        &self,
+        target: &LabelTarget,
+        what: &str,
+        patch: &Patch<P>,
+    ) -> Result<kube::api::ObjectMeta, ClusterError> {
+        let pp = self.patch_params();
+        match target {
+            LabelTarget::Namespace { name } => {
+                let api: kube::Api<Namespace> = self.all();
+                Ok(self.call(what, || api.patch(name, &pp, patch)).await?.metadata)
+            }
+            LabelTarget::Service { namespace, name } => {
+                let api: kube::Api<Service> = self.namespaced(namespace);
+                Ok(self.call(what, || api.patch(name, &pp, patch)).await?.metadata)
+            }
+        }
     }
 
     async fn read_meta(&self, target: &LabelTarget) -> Result<kube::api::ObjectMeta, ClusterError> {
@@ -247,17 +265,7 @@ impl Cluster {
         loop {
             let read = match seen.take() {
                 Some(r) => r,
-                None => {
-                    let meta = self.read_meta(target).await?;
-                    LabelsRead {
-                        labels: match field {
-                            Field::Labels => meta.labels,
-                            Field::Annotations => meta.annotations,
-                        }
-                        .unwrap_or_default(),
-                        resource_version: meta.resource_version,
-                    }
-                }
+                None => self.read_field(target, field).await?,
             };
             match self.set_meta_map_once(target, changes, field, read).await {
                 Err(e) if e.is_conflict() && attempt < ATTEMPTS => {
@@ -292,24 +300,11 @@ impl Cluster {
             json!({ "metadata": { "resourceVersion": read.resource_version, field.name(): patch_map } });
         let what = format!("patch {} of {}", field.name(), target.describe());
         tracing::info!(target_object = %target.describe(), patch = %body, dry_run = self.dry_run(), "patching {}", field.name());
-        let pp = self.patch_params();
-        let p = Patch::Merge(&body);
-        let meta = match target {
-            LabelTarget::Namespace { name } => {
-                let api: kube::Api<Namespace> = self.all();
-                self.call(&what, || api.patch(name, &pp, &p)).await?.metadata
-            }
-            LabelTarget::Service { namespace, name } => {
-                let api: kube::Api<Service> = self.namespaced(namespace);
-                self.call(&what, || api.patch(name, &pp, &p)).await?.metadata
-            }
-        };
-        let labels = match field {
-            Field::Labels => meta.labels,
-            Field::Annotations => meta.annotations,
-        }
-        .unwrap_or_default();
-        Ok(LabelsSet { outcomes, labels })
+        let meta = self.patch_meta(target, &what, &Patch::Merge(&body)).await?;
+        Ok(LabelsSet {
+            outcomes,
+            labels: field.of(meta),
+        })
     }
 }
 
