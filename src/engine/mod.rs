@@ -313,14 +313,16 @@ impl NsCtx<'_> {
     }
 }
 
-/// Resolves when a stop is requested; never when the stop sender is gone without one (nobody can ask).
-/// The phase `events` lead to from `phase`, with the steps they complete, as a change to a journal
-/// record; an event the state machine refuses is an error naming the namespace.
-fn phase_changes(
-    mut phase: Phase,
+/// `with`, then the phase `events` lead to from the journal's phase with the steps they complete, as one
+/// change to a journal record (written or staged by the caller); an event the state machine refuses is
+/// an error naming the namespace.
+fn with_phase_changes<W: FnOnce(&mut crate::journal::Record)>(
+    journal: &Journal,
     ns: &str,
     events: &[Event],
-) -> Result<impl FnOnce(&mut crate::journal::Record) + use<>, EngineError> {
+    with: W,
+) -> Result<impl FnOnce(&mut crate::journal::Record) + use<W>, EngineError> {
+    let mut phase = journal.record().phase;
     let mut done = Vec::new();
     for event in events {
         let next = steps::next(phase, *event).map_err(|source| EngineError::State {
@@ -336,6 +338,7 @@ fn phase_changes(
         phase = next;
     }
     Ok(move |r: &mut crate::journal::Record| {
+        with(r);
         r.phase = phase;
         for s in done {
             if !r.steps_done.contains(&s) {
@@ -345,6 +348,7 @@ fn phase_changes(
     })
 }
 
+/// Resolves when a stop is requested; never when the stop sender is gone without one (nobody can ask).
 async fn stop_requested(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
@@ -1062,13 +1066,8 @@ impl Engine {
         with: impl FnOnce(&mut crate::journal::Record),
     ) -> Result<(), EngineError> {
         self.check_lease().await?;
-        let apply = phase_changes(journal.record().phase, ns, events)?;
-        journal
-            .update(|r| {
-                with(r);
-                apply(r);
-            })
-            .await?;
+        let change = with_phase_changes(journal, ns, events, with)?;
+        journal.update(change).await?;
         Ok(())
     }
 
@@ -1083,11 +1082,8 @@ impl Engine {
         events: &[Event],
         with: impl FnOnce(&mut crate::journal::Record),
     ) -> Result<(), EngineError> {
-        let apply = phase_changes(journal.record().phase, ns, events)?;
-        journal.stage(|r| {
-            with(r);
-            apply(r);
-        });
+        let change = with_phase_changes(journal, ns, events, with)?;
+        journal.stage(change);
         Ok(())
     }
 
