@@ -334,7 +334,9 @@ async fn a_journal_near_the_configmap_limit_keeps_its_changes_and_fits() {
 
     // A record too large even without gate results is refused with a clear error; nothing is written. (The
     // client's writes, from meshsim's request log: the store's resourceVersion also moves with the
-    // controllers' writes while the fixture's pods start.)
+    // controllers' writes while the fixture's pods start; the state annotation of the phase before is sent
+    // first.)
+    j.flush_annotation().await;
     let before = env.writes().await;
     let err = j
         .update(|r| {
@@ -454,7 +456,9 @@ async fn staged_phases_go_out_with_the_next_write_and_show_on_the_namespace_at_o
     };
 
     // Staged: the handle and the Namespace's annotation show it, the stored journal does not (a run that
-    // dies now resumes at step 1).
+    // dies now resumes at step 1). The annotations of the phases before are sent first, so that the log
+    // holds only what staging sends.
+    j.flush_annotation().await;
     env.reset_requests().await;
     j.stage(|r| r.phase = Phase::InStep(Step::EnableAmbient));
     assert_eq!(j.record().phase, Phase::InStep(Step::EnableAmbient));
