@@ -1197,6 +1197,9 @@ pub fn finish_report<N: Sections + Serialize>(s: &Settings, out: &Out, report: &
         OutputFormat::Text => {
             println!();
             println!("{:<24} {:<16} why", "NAMESPACE", "OUTCOME");
+            // One pass over the sections (a fleet's are read back from the spool): the table now, the
+            // behaviour changes gathered for after it.
+            let mut behaviour = String::new();
             for n in report.namespaces.each() {
                 println!(
                     "{:<24} {:<16} {}",
@@ -1204,10 +1207,9 @@ pub fn finish_report<N: Sections + Serialize>(s: &Settings, out: &Out, report: &
                     n.outcome.as_str(),
                     n.why().or_else(|| n.reason.clone()).unwrap_or_default()
                 );
+                behaviour.push_str(&report::behaviour::text(&n.name, &n.behaviour_changes));
             }
-            for n in report.namespaces.each() {
-                print!("{}", report::behaviour::text(&n.name, &n.behaviour_changes));
-            }
+            print!("{behaviour}");
             println!("{}", report.summary.message);
             println!(
                 "exit code {}: {}",

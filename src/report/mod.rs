@@ -565,11 +565,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Counts the outcomes of `namespaces`.
-    pub fn of(namespaces: &[NamespaceReport]) -> Summary {
-        Summary::of_outcomes(namespaces.iter().map(|n| n.outcome))
-    }
-
     /// Counts `outcomes` (one per namespace).
     pub fn of_outcomes(outcomes: impl Iterator<Item = NamespaceOutcome>) -> Summary {
         let mut s = Summary::default();
@@ -737,6 +732,10 @@ pub fn write_all<N: Sections + Serialize>(
             source,
         })?;
         written.push(p);
+    }
+    // Rendering reads every namespace's section again (from the spool for a fleet): only when wanted.
+    if !opts.markdown && opts.step_summary.is_none() {
+        return Ok(written);
     }
     let md = markdown::render(report);
     if opts.markdown {
