@@ -198,8 +198,9 @@ async fn waypoint_gate(ctx: &NsCtx<'_>, bound: bool) -> Result<GateResult, Engin
 async fn enable_ambient(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, EngineError> {
     let step = Step::EnableAmbient;
     let l = ctx.plan.ambient_label.clone();
-    let started = jiff::Timestamp::now();
     let after = apply_label(ctx, step, &l.target, &l.key, Some(&l.value)).await?;
+    // The gate's own time starts once the change is answered (its labels are the patch response).
+    let started = jiff::Timestamp::now();
     let want = [(l.key.as_str(), Some(l.value.as_str()))];
     let labels_gate = if l.target == ObjRef::namespace(&ctx.ns) {
         labels_gate_on(ctx, &after, &want, started)
@@ -267,11 +268,11 @@ async fn remove_injection(ctx: &mut NsCtx<'_>) -> Result<Vec<GateResult>, Engine
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    let started = jiff::Timestamp::now();
     let mut after = None;
     for (k, _) in &pairs {
         after = Some(apply_label(ctx, step, &ns_ref, k, None).await?);
     }
+    let started = jiff::Timestamp::now();
     let want: Vec<(&str, Option<&str>)> = vec![("istio-injection", None), ("istio.io/rev", None)];
     let mut gates = vec![match &after {
         Some(labels) => labels_gate_on(ctx, labels, &want, started),
