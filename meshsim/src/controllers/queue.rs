@@ -42,6 +42,9 @@ struct Wq {
     dirty: HashSet<String>,
     processing: HashSet<String>,
     timers: BinaryHeap<Reverse<(u64, String)>>,
+    /// The moment each key's timer is due: one per key, the earliest asked for (client-go's
+    /// `waitingEntryByData`); a heap entry for another moment is stale and skipped.
+    waiting: HashMap<String, u64>,
     shut_down: bool,
 }
 
@@ -64,7 +67,10 @@ impl Wq {
             if *at > now {
                 break;
             }
-            if let Some(Reverse((_, key))) = self.timers.pop() {
+            if let Some(Reverse((at, key))) = self.timers.pop()
+                && self.waiting.get(&key) == Some(&at)
+            {
+                self.waiting.remove(&key);
                 self.add(&key);
             }
         }
@@ -93,7 +99,12 @@ impl WorkQueue {
     /// Queues `key` at the moment `at` (ms since the epoch).
     pub fn add_after(&self, key: String, at: u64) {
         let mut q = self.lock();
+        if q.waiting.get(&key).is_some_and(|due| *due <= at) {
+            // Already due no later: a pass then asks again for what it still needs.
+            return;
+        }
         let earlier = q.timers.peek().is_none_or(|Reverse((first, _))| at < *first);
+        q.waiting.insert(key.clone(), at);
         q.timers.push(Reverse((at, key)));
         drop(q);
         if earlier {
@@ -297,8 +308,9 @@ impl Events {
     }
 
     fn relist(&mut self, store: &Store, index: &Mutex<Indexes>) {
-        let (pods, rv) = store.list(res("", "pods"), None);
-        let (svcs, _) = store.list(res("", "services"), None);
+        // Shared, not copied: a relist follows a lagged stream, when the store is busiest.
+        let (pods, rv) = store.list_matching(res("", "pods"), None, |_| true);
+        let (svcs, _) = store.list_matching(res("", "services"), None, |_| true);
         let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         index.clear();
         for p in &pods {
@@ -420,6 +432,29 @@ mod tests {
             "a waiting worker returns on shut down"
         );
         assert_eq!(key(&q), None);
+    }
+
+    #[test]
+    fn a_key_has_one_timer_the_earliest_asked_for() {
+        let q = WorkQueue::default();
+        q.add_after("a".into(), 1_300);
+        q.add_after("a".into(), 1_030);
+        q.add_after("a".into(), 1_200);
+        q.lock().fire_timers(1_100);
+        assert_eq!(q.waiting(), ["a"], "due at the earliest moment asked for");
+        {
+            // Taken as `get` takes it, without `get`'s own look at the clock.
+            let mut w = q.lock();
+            let (k, _) = w.queue.pop_front().expect("queued");
+            w.dirty.remove(&k);
+        }
+        for now in [1_250, 2_000] {
+            q.lock().fire_timers(now);
+            assert!(
+                q.waiting().is_empty(),
+                "the later requests were folded into the earliest, not fired again at {now}"
+            );
+        }
     }
 
     /// Per-key independence: while one namespace's reconcile is held up, another worker reconciles another
