@@ -26,29 +26,10 @@ fn skipped(path: &[String]) -> bool {
     }
 }
 
-fn walk(v: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                prefix.push(k.clone());
-                if !skipped(prefix) {
-                    walk(x, prefix, out);
-                }
-                prefix.pop();
-            }
-        }
-        _ => {
-            if !prefix.is_empty() {
-                out.insert(prefix.clone());
-            }
-        }
-    }
-}
-
 /// The leaf paths of an object or applied configuration (empty maps and lists are leaves).
 pub fn leaves(v: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
-    walk(v, &mut Vec::new(), &mut out);
+    leaves_against(v, None, false, &mut Vec::new(), &mut out);
     out
 }
 
