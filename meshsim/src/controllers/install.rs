@@ -18,7 +18,7 @@ fn ensure(sim: &Sim, res: ResId, obj: Value) -> anyhow::Result<()> {
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let (ns, name) = (ns.as_str(), name.as_str());
-    if sim.store.get(res, ns, name).is_none() {
+    if sim.store.get_shared(res, ns, name).is_none() {
         let status = obj.get("status").cloned();
         let created = sim
             .store

@@ -145,7 +145,11 @@ fn ensure_resources(
         "gateway.networking.k8s.io/gateway-name": gname,
         "gateway.istio.io/managed": "istio.io-mesh-controller",
     });
-    if sim.store.get(res("", "serviceaccounts"), gns, gname).is_none() {
+    if sim
+        .store
+        .get_shared(res("", "serviceaccounts"), gns, gname)
+        .is_none()
+    {
         util::create(
             sim,
             res("", "serviceaccounts"),
