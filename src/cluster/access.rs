@@ -23,14 +23,14 @@ impl Cluster {
     pub async fn can_i(&self, p: &Permission) -> Result<bool, ClusterError> {
         let (resource, sub) = match p.resource.split_once('/') {
             Some((r, s)) => (r.to_string(), Some(s.to_string())),
-            None => (p.resource.clone(), None),
+            None => (p.resource.to_string(), None),
         };
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
-                    namespace: p.namespace.clone(),
-                    verb: Some(p.verb.clone()),
-                    group: Some(p.group.clone()),
+                    namespace: p.namespace.as_deref().map(str::to_string),
+                    verb: Some(p.verb.to_string()),
+                    group: Some(p.group.to_string()),
                     resource: Some(resource),
                     subresource: sub,
                     ..Default::default()

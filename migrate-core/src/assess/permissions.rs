@@ -8,7 +8,8 @@
 //! namespace (mesh config, ztunnel, root-namespace policies), the namespace Events about Namespaces are
 //! recorded in, and each Job probe's source namespace. Pure: no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -43,14 +44,18 @@ pub struct Scope<'a> {
 
 /// One permission: a verb on a resource (`plural` or `plural/sub`) of an API group, in a namespace or at
 /// cluster scope (`namespace: None`).
+///
+/// A fleet needs tens of thousands of them (about 90 per target namespace), so one is 80 bytes and owns
+/// no allocation: the group, resource, verb and reason are the constants of [`required`], and a
+/// namespace's name is shared by all of its permissions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Permission {
-    pub namespace: Option<String>,
-    pub group: String,
-    pub resource: String,
-    pub verb: String,
+    pub namespace: Option<Arc<str>>,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verb: &'static str,
     /// Why the command needs it (shown next to the missing rule).
-    pub why: String,
+    pub why: &'static str,
 }
 
 /// `(group, resources)` of the objects a namespace's backup holds and restore/rollback recreate, replace or
@@ -105,29 +110,117 @@ const ASSESSED: &[(&str, &[&str])] = &[
     ("monitoring.coreos.com", &["podmonitors", "servicemonitors"]),
 ];
 
-/// Permissions by (namespace, group, resource, verb); the first reason given is kept.
-type Key = (Option<String>, String, String, String);
-struct Acc(BTreeMap<Key, String>);
+/// Where a rule of [`Acc`] applies.
+#[derive(Clone, Copy)]
+enum Where<'a> {
+    Cluster,
+    In(&'a str),
+    Each(&'a [String]),
+}
 
-impl Acc {
-    fn add(&mut self, ns: Option<&str>, group: &str, resources: &[&str], verbs: &[&str], why: &str) {
-        for r in resources {
-            for v in verbs {
-                let key = (
-                    ns.map(str::to_string),
-                    group.to_string(),
-                    r.to_string(),
-                    v.to_string(),
-                );
-                self.0.entry(key).or_insert_with(|| why.to_string());
-            }
-        }
+/// One call of [`Acc::add`] or [`Acc::each`]: `verbs` on `resources` of `group`, `where`.
+struct Rule<'a> {
+    at: Where<'a>,
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    why: &'static str,
+}
+
+/// The rules of [`required`], in the order given: expanded into permissions one namespace at a time
+/// ([`Acc::expand`]), so that the only thing as large as the fleet is the answer itself (a map of every
+/// (namespace, group, resource, verb) held 15 MB at 1,000 namespaces).
+struct Acc<'a>(Vec<Rule<'a>>);
+
+impl<'a> Acc<'a> {
+    fn add(
+        &mut self,
+        ns: Option<&'a str>,
+        group: &'static str,
+        resources: &'static [&'static str],
+        verbs: &'static [&'static str],
+        why: &'static str,
+    ) {
+        let at = ns.map_or(Where::Cluster, Where::In);
+        self.0.push(Rule {
+            at,
+            group,
+            resources,
+            verbs,
+            why,
+        });
     }
 
-    fn each(&mut self, namespaces: &[String], group: &str, resources: &[&str], verbs: &[&str], why: &str) {
-        for ns in namespaces {
-            self.add(Some(ns), group, resources, verbs, why);
+    fn each(
+        &mut self,
+        namespaces: &'a [String],
+        group: &'static str,
+        resources: &'static [&'static str],
+        verbs: &'static [&'static str],
+        why: &'static str,
+    ) {
+        self.0.push(Rule {
+            at: Where::Each(namespaces),
+            group,
+            resources,
+            verbs,
+            why,
+        });
+    }
+
+    /// Every permission, sorted by (namespace, group, resource, verb), once each with the first reason
+    /// given for it.
+    fn expand(self) -> Vec<Permission> {
+        let mut namespaces: BTreeSet<&str> = BTreeSet::new();
+        for r in &self.0 {
+            match r.at {
+                Where::Cluster => {}
+                Where::In(ns) => {
+                    namespaces.insert(ns);
+                }
+                Where::Each(list) => namespaces.extend(list.iter().map(String::as_str)),
+            }
         }
+        // The lists `each` was given (the targets, the probe namespaces), as sets: a namespace's rules are
+        // found without scanning the fleet once per rule. Keyed by the slice itself (address and length):
+        // the same list is given to many rules.
+        let mut lists: HashMap<(usize, usize), HashSet<&str>> = HashMap::new();
+        for r in &self.0 {
+            if let Where::Each(list) = r.at {
+                lists
+                    .entry((list.as_ptr() as usize, list.len()))
+                    .or_insert_with(|| list.iter().map(String::as_str).collect());
+            }
+        }
+        let applies = |at: Where<'_>, ns: Option<&str>| match (at, ns) {
+            (Where::Cluster, None) => true,
+            (Where::In(n), Some(ns)) => n == ns,
+            (Where::Each(list), Some(ns)) => lists
+                .get(&(list.as_ptr() as usize, list.len()))
+                .is_some_and(|set| set.contains(ns)),
+            _ => false,
+        };
+        let mut out = Vec::new();
+        let scopes = std::iter::once(None).chain(namespaces.into_iter().map(Some));
+        for ns in scopes {
+            let mut own: BTreeMap<(&'static str, &'static str, &'static str), &'static str> = BTreeMap::new();
+            for r in self.0.iter().filter(|r| applies(r.at, ns)) {
+                for &resource in r.resources {
+                    for &verb in r.verbs {
+                        own.entry((r.group, resource, verb)).or_insert(r.why);
+                    }
+                }
+            }
+            let namespace: Option<Arc<str>> = ns.map(Arc::from);
+            out.extend(own.into_iter().map(|((group, resource, verb), why)| Permission {
+                namespace: namespace.clone(),
+                group,
+                resource,
+                verb,
+                why,
+            }));
+        }
+        out
     }
 }
 
@@ -138,7 +231,7 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
     let t = scope.targets;
     let state = Some(scope.state_namespace);
     let istio = Some(ISTIO_NAMESPACE);
-    let mut a = Acc(BTreeMap::new());
+    let mut a = Acc(Vec::new());
     let writes = matches!(c, Run | Rollback | Restore);
     let steps = matches!(c, Run | Rollback);
 
@@ -328,25 +421,16 @@ pub fn required(scope: &Scope<'_>) -> Vec<Permission> {
             "secret headers of Job probes (a Secret owned by the Job)",
         );
     }
-    a.0.into_iter()
-        .map(|((namespace, group, resource, verb), why)| Permission {
-            namespace,
-            group,
-            resource,
-            verb,
-            why,
-        })
-        .collect()
+    a.expand()
 }
 
 /// The cluster-scope questions worth asking first: one per (group, resource, verb) needed in two or more
 /// namespaces. A yes covers every namespace; a no says nothing about any single one.
 pub fn cluster_wide_candidates(needed: &[Permission]) -> Vec<Permission> {
-    let mut count: BTreeMap<(&str, &str, &str), (usize, &str)> = BTreeMap::new();
+    type Needed = (&'static str, &'static str, &'static str);
+    let mut count: BTreeMap<Needed, (usize, &'static str)> = BTreeMap::new();
     for p in needed.iter().filter(|p| p.namespace.is_some()) {
-        let e = count
-            .entry((p.group.as_str(), p.resource.as_str(), p.verb.as_str()))
-            .or_insert((0, p.why.as_str()));
+        let e = count.entry((p.group, p.resource, p.verb)).or_insert((0, p.why));
         e.0 += 1;
     }
     count
@@ -354,10 +438,10 @@ pub fn cluster_wide_candidates(needed: &[Permission]) -> Vec<Permission> {
         .filter(|(_, (n, _))| *n >= 2)
         .map(|((group, resource, verb), (_, why))| Permission {
             namespace: None,
-            group: group.into(),
-            resource: resource.into(),
-            verb: verb.into(),
-            why: why.into(),
+            group,
+            resource,
+            verb,
+            why,
         })
         .collect()
 }
@@ -384,8 +468,8 @@ pub fn rule_allows(rule: &ResourceRule, p: &Permission) -> bool {
         .iter()
         .any(|r| r == "*" || *r == p.resource || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s)));
     rule.resource_names.is_empty()
-        && any(&rule.verbs, &p.verb)
-        && any(&rule.api_groups, &p.group)
+        && any(&rule.verbs, p.verb)
+        && any(&rule.api_groups, p.group)
         && resource_ok
 }
 
@@ -414,10 +498,10 @@ pub fn rbac_rules(missing: &[Permission]) -> String {
         let e = by_scope
             .entry(p.namespace.as_deref())
             .or_default()
-            .entry((p.group.as_str(), p.resource.as_str()))
+            .entry((p.group, p.resource))
             .or_default();
-        e.0.insert(p.verb.as_str());
-        e.1.insert(p.why.as_str());
+        e.0.insert(p.verb);
+        e.1.insert(p.why);
     }
     let mut out = String::new();
     for (scope, rules) in by_scope {
@@ -440,7 +524,7 @@ pub fn rbac_rules(missing: &[Permission]) -> String {
 /// One line per missing permission: `verb group/resource in namespace` (or `at cluster scope`).
 pub fn describe(p: &Permission) -> String {
     let res = if p.group.is_empty() {
-        p.resource.clone()
+        p.resource.to_string()
     } else {
         format!("{}.{}", p.resource, p.group)
     };
@@ -454,13 +538,13 @@ pub fn describe(p: &Permission) -> String {
 mod tests {
     use super::*;
 
-    fn perm(resource: &str, group: &str, verb: &str) -> Permission {
+    fn perm(resource: &'static str, group: &'static str, verb: &'static str) -> Permission {
         Permission {
             namespace: Some("shop".into()),
-            group: group.into(),
-            resource: resource.into(),
-            verb: verb.into(),
-            why: "test".into(),
+            group,
+            resource,
+            verb,
+            why: "test",
         }
     }
 
@@ -560,6 +644,49 @@ mod tests {
     }
 
     #[test]
+    fn each_permission_is_listed_once_sorted_with_the_first_reason_given() {
+        let targets = vec!["b".to_string(), "a".to_string()];
+        let probes = vec!["a".to_string(), "web".to_string()];
+        let ps = required(&Scope {
+            command: Command::Run,
+            targets: &targets,
+            state_namespace: "st",
+            probe_namespaces: &probes,
+            secret_probe_namespaces: &[],
+        });
+        let keys: Vec<_> = ps
+            .iter()
+            .map(|p| (p.namespace.clone(), p.group, p.resource, p.verb))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            keys, sorted,
+            "sorted by (namespace, group, resource, verb), each once"
+        );
+        // Services are listed for the inventory, the backup and the waypoint gate: the first reason stays.
+        let why = |ns: &str, resource: &str, verb: &str| {
+            ps.iter()
+                .find(|p| p.namespace.as_deref() == Some(ns) && p.resource == resource && p.verb == verb)
+                .map(|p| p.why)
+        };
+        assert_eq!(why("a", "services", "list"), Some("preflight inventory"));
+        assert_eq!(why("b", "services", "list"), Some("preflight inventory"));
+        // A namespace that is both a target and a probe source gets both sets; the others their own.
+        assert!(has(&ps, Some("a"), "batch", "jobs", "create"));
+        assert!(has(&ps, Some("a"), "apps", "deployments", "patch"));
+        assert!(!has(&ps, Some("b"), "batch", "jobs", "create"));
+        assert!(has(&ps, Some("web"), "", "pods/log", "get"));
+        assert!(!has(&ps, Some("web"), "apps", "deployments", "patch"));
+        // Nothing in a namespace that no rule names.
+        assert!(ps.iter().all(|p| matches!(
+            p.namespace.as_deref(),
+            None | Some("a" | "b" | "web" | "st" | ISTIO_NAMESPACE | EVENTS_NAMESPACE)
+        )));
+    }
+
+    #[test]
     fn run_reads_every_assessed_kind_through_cluster_wide_caches() {
         let targets = vec!["shop".to_string()];
         let ps = required(&Scope {
@@ -593,16 +720,13 @@ mod tests {
         };
         let plan = read_only(Command::Plan);
         assert!(
-            plan.iter()
-                .all(|p| matches!(p.verb.as_str(), "get" | "list" | "watch")),
+            plan.iter().all(|p| matches!(p.verb, "get" | "list" | "watch")),
             "{plan:?}"
         );
         // `backup` writes its file only: a copy stored in the cluster would be taken for the truth.
         let backup = read_only(Command::Backup);
         assert!(
-            backup
-                .iter()
-                .all(|p| matches!(p.verb.as_str(), "get" | "list" | "watch")),
+            backup.iter().all(|p| matches!(p.verb, "get" | "list" | "watch")),
             "{backup:?}"
         );
         assert!(has(&backup, Some("st"), "", "configmaps", "get"));
@@ -610,12 +734,12 @@ mod tests {
 
     #[test]
     fn missing_permissions_render_as_rules() {
-        let p = |ns: Option<&str>, verb: &str| Permission {
-            namespace: ns.map(str::to_string),
-            group: String::new(),
-            resource: "configmaps".into(),
-            verb: verb.into(),
-            why: "journals".into(),
+        let p = |ns: Option<&str>, verb: &'static str| Permission {
+            namespace: ns.map(Arc::from),
+            group: "",
+            resource: "configmaps",
+            verb,
+            why: "journals",
         };
         let text = rbac_rules(&[p(Some("st"), "delete"), p(Some("st"), "update"), p(None, "list")]);
         assert_eq!(
