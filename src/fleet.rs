@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -235,7 +236,9 @@ where
             }
             pending.next();
             let fut = job(ns.clone(), canary);
-            set.spawn(async move { (ns, fut.await) });
+            // `map`, not an async block around `fut.await`: the block would hold the job's future twice
+            // (once captured, once awaited), doubling every job's task allocation.
+            set.spawn(fut.map(move |outcome| (ns, outcome)));
             // What the limit above counts: namespaces started and not yet collected.
             max_in_flight = max_in_flight.max(set.len());
             if canary {

@@ -443,9 +443,12 @@ impl Engine {
         opts: &NamespaceOptions,
         namespace_labels: Option<&crate::cluster::NamespaceLabels>,
     ) -> Result<(Snapshot, NamespacePlan), EngineError> {
+        // The reads below are boxed: their futures are tens of KB (the uncached snapshot reads every kind,
+        // the cluster info is read once a run), and an unboxed await would make every namespace's job
+        // future that large for the whole of its run (50 jobs in flight held 5.5 MB at 1,000 namespaces).
         let info = self
             .cluster_info
-            .get_or_try_init(|| self.cluster.read_cluster_info("istio-system"))
+            .get_or_try_init(|| Box::pin(self.cluster.read_cluster_info("istio-system")))
             .await?;
         let snapshot = match &self.cache {
             Some(cache) => match namespace_labels {
@@ -458,7 +461,7 @@ impl Engine {
                     Some(l) => l.clone(),
                     None => Arc::new(self.cluster.read_namespace_labels().await?),
                 };
-                self.cluster.read_snapshot(ns, &info).await?
+                Box::pin(self.cluster.read_snapshot(ns, &info)).await?
             }
         };
         let plan = crate::assess::plan::plan_namespace(&snapshot, &opts.plan);
@@ -568,6 +571,15 @@ impl Engine {
 
         // Preflight (read-only).
         let (snapshot, plan) = self.assess(ns, opts).await?;
+        // The fresh backup's content, from the same read (used only if this attempt takes a fresh one,
+        // see `backup_for`); the snapshot itself is dropped now, not held across the journal's and the
+        // lease's requests: the typed objects of a namespace are far larger than its backup, and every
+        // namespace in flight held one at the start of a wide fleet.
+        let taken = self
+            .cache
+            .is_some()
+            .then(|| Backup::from_snapshot(&snapshot, Some(self.run_id.as_str())));
+        drop(snapshot);
         run.findings = plan.findings.clone();
         run.plan = Some(plan.clone());
         if fresh && plan.blocked() {
@@ -612,10 +624,7 @@ impl Engine {
         }
 
         // Backup before the first mutation (a resumed run keeps the first backup: it is the truth).
-        let backup = self.backup_for(&journal, ns, Some(&snapshot)).await?;
-        // Nothing reads the snapshot after the backup: not holding it for the rest of the run keeps a
-        // namespace in flight to its plan, journal and backup.
-        drop(snapshot);
+        let backup = self.backup_for(&journal, ns, taken).await?;
         if let Some(dir) = &self.backup_dir {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::BackupDir {
                 path: dir.clone(),
@@ -1003,19 +1012,19 @@ impl Engine {
     /// taken fresh from the live namespace, replacing any stored one (an old `backup -n`, a leftover of
     /// an earlier attempt). From then on it is the recorded one, checked against the journal's identity:
     /// a missing or different backup is an error, never replaced by the half-migrated live state.
-    /// With the fleet's watch caches, the fresh backup is built from `snapshot`, the namespace as the
-    /// caches hold it now (the same objects `read_live` lists, read at the start of this attempt).
+    /// With the fleet's watch caches, the fresh backup is `taken`, built from the namespace as the caches
+    /// held it at the start of this attempt (the same objects `read_live` lists); without, it is read live.
     async fn backup_for(
         &self,
         journal: &Journal,
         ns: &str,
-        snapshot: Option<&Snapshot>,
+        taken: Option<Backup>,
     ) -> Result<Backup, EngineError> {
         let rec = journal.record();
         if matches!(rec.phase, Phase::Pending | Phase::Preflight) {
             let run_id = Some(self.run_id.as_str());
-            let taken = match snapshot.filter(|_| self.cache.is_some()) {
-                Some(snap) => Backup::from_snapshot(snap, run_id),
+            let taken = match taken {
+                Some(b) => b,
                 None => Backup::read_live(&self.cluster, ns, run_id).await?,
             };
             return Ok(backup::store_fresh(&self.cluster, &self.state_namespace, taken).await?);
