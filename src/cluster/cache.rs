@@ -196,6 +196,80 @@ fn trim_pod_spec(spec: &mut PodSpec) {
 /// The top bit of an entry of [`Packed::ends`]: the string's flag.
 const FLAG: u32 = 1 << 31;
 
+/// The next bit of an entry of [`Packed::ends`]: the string is [`COMMON`]'s entry at the entry's low bits,
+/// not in the packed text.
+const SHARED: u32 = 1 << 30;
+
+/// Strings most cached pods carry, kept once for the fleet instead of once per pod: the keys of the
+/// labels and annotations Istio's sidecar injector adds to every injected pod (istio/istio
+/// `manifests/charts/istio-control/istio-discovery/files/injection-template.yaml`: `security.istio.io/
+/// tlsMode`, the canonical name and revision, `istio.io/rev`, kubectl's default-container annotations, the
+/// Prometheus merge annotations, `sidecar.istio.io/status`), their usual values, Kubernetes' well-known
+/// labels and owner kinds (`pod-template-hash`, `app.kubernetes.io/*`), the injected containers' names, pod
+/// phases and condition values. They were about half of a cached injected pod's bytes; a string that is
+/// not here is packed as before.
+const COMMON: [&str; 59] = [
+    "app",
+    "version",
+    "v1",
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "security.istio.io/tlsMode",
+    "istio",
+    "service.istio.io/canonical-name",
+    "service.istio.io/canonical-revision",
+    "networking.istio.io/tunnel",
+    "http",
+    "istio.io/rev",
+    "default",
+    "istio.io/dataplane-mode",
+    "ambient",
+    "none",
+    "istio.io/use-waypoint",
+    "sidecar.istio.io/inject",
+    "true",
+    "false",
+    "kubectl.kubernetes.io/default-container",
+    "kubectl.kubernetes.io/default-logs-container",
+    "kubectl.kubernetes.io/restartedAt",
+    "prometheus.io/path",
+    "/stats/prometheus",
+    "prometheus.io/port",
+    "15020",
+    "prometheus.io/scrape",
+    "sidecar.istio.io/status",
+    "sidecar.istio.io/interceptionMode",
+    "ambient.istio.io/redirection",
+    "enabled",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Deployment",
+    "Job",
+    "istio-proxy",
+    "istio-init",
+    "istio-validation",
+    "Always",
+    "Running",
+    "Pending",
+    "Succeeded",
+    "Failed",
+    "Unknown",
+    "Ready",
+    "True",
+    "False",
+    "ztunnel",
+];
+
 /// A cached pod as the few fields its readers use, rebuilt into a `Pod` on read so that every reader keeps
 /// reading `Pod`. At 1,000 namespaces the pods were the biggest part of the caches as trimmed JSON (about
 /// 2.35 KB each, BENCHMARKS.md §2b). The fields' strings are kept back to back in one allocation, not one
@@ -237,12 +311,12 @@ struct PodView {
 }
 
 /// Strings back to back in one allocation, each with a flag bit: a cached object's strings cost two
-/// allocations instead of one each.
+/// allocations instead of one each, and a string of [`COMMON`] costs only its entry.
 #[derive(Debug, Clone, PartialEq)]
 struct Packed {
     text: Box<str>,
-    /// Where each string of `text` ends (it starts where the one before ends), its top bit ([`FLAG`])
-    /// the string's flag.
+    /// Per string, where it ends in `text` (it starts where the one before ends), or with [`SHARED`] set
+    /// its index in [`COMMON`]; the top bit ([`FLAG`]) is the string's flag.
     ends: Box<[u32]>,
 }
 
@@ -255,10 +329,17 @@ struct Packer {
 
 impl Packer {
     fn push(&mut self, s: &str, flag: bool) {
-        self.text.push_str(s);
-        // The API server caps an object at a few MiB (etcd's request limit), far below `FLAG`.
-        let end = u32::try_from(self.text.len()).unwrap_or(FLAG - 1).min(FLAG - 1);
-        self.ends.push(if flag { end | FLAG } else { end });
+        let entry = match COMMON.iter().position(|c| *c == s) {
+            Some(i) => SHARED | i as u32,
+            None => {
+                self.text.push_str(s);
+                // The API server caps an object at a few MiB (etcd's request limit), far below `SHARED`.
+                u32::try_from(self.text.len())
+                    .unwrap_or(SHARED - 1)
+                    .min(SHARED - 1)
+            }
+        };
+        self.ends.push(if flag { entry | FLAG } else { entry });
     }
 
     /// Pushes a list's entries, each by `each`, and gives how many there were.
@@ -440,9 +521,15 @@ impl<'a> Reader<'a> {
         let Some(&e) = self.packed.ends.get(self.at) else {
             return ("", false);
         };
-        let end = (e & !FLAG) as usize;
-        let s = self.packed.text.get(self.start..end).unwrap_or_default();
-        (self.at, self.start) = (self.at + 1, end);
+        self.at += 1;
+        let low = (e & !(FLAG | SHARED)) as usize;
+        let s = if e & SHARED != 0 {
+            COMMON.get(low).copied().unwrap_or_default()
+        } else {
+            let s = self.packed.text.get(self.start..low).unwrap_or_default();
+            self.start = low;
+            s
+        };
         (s, e & FLAG != 0)
     }
 
@@ -523,7 +610,9 @@ impl ReplicaSetView {
 }
 
 /// A workload as the restart, the rollout gate and the assessment read it: the object with its pod
-/// template's spec trimmed as a pod's.
+/// template's spec trimmed as a pod's. Its status conditions are also kept without their messages and
+/// times (at the callers): the rollout gate reads a condition's `type` and `reason` only (kubectl's
+/// `rollout_status.go` likewise), and the messages and times were a third of a cached Deployment.
 fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
     if let Some(spec) = t.spec.as_mut() {
         trim_pod_spec(spec);
@@ -728,14 +817,35 @@ impl FleetCache {
         let services = json!(Service, "Services", |o: Service| o);
         let deployments = json!(Deployment, "Deployments", |mut o: Deployment| {
             trim_template(&mut o.spec.template);
+            for c in o
+                .status
+                .iter_mut()
+                .flat_map(|s| s.conditions.iter_mut().flatten())
+            {
+                (c.message, c.last_transition_time, c.last_update_time) = (None, None, None);
+            }
             o
         });
         let statefulsets = json!(StatefulSet, "StatefulSets", |mut o: StatefulSet| {
             trim_template(&mut o.spec.template);
+            for c in o
+                .status
+                .iter_mut()
+                .flat_map(|s| s.conditions.iter_mut().flatten())
+            {
+                (c.message, c.last_transition_time) = (None, None);
+            }
             o
         });
         let daemonsets = json!(DaemonSet, "DaemonSets", |mut o: DaemonSet| {
             trim_template(&mut o.spec.template);
+            for c in o
+                .status
+                .iter_mut()
+                .flat_map(|s| s.conditions.iter_mut().flatten())
+            {
+                (c.message, c.last_transition_time) = (None, None);
+            }
             o
         });
         let replicasets = start::<wire::ReplicaSetItem, ReplicaSet, ReplicaSetView>(
@@ -1416,6 +1526,41 @@ mod tests {
         let ambient = contract(&kept(ambient_pod(true)).0);
         assert_eq!(ambient["annotations"]["ambient.istio.io/redirection"], "enabled");
         assert!(ambient["deletion"].is_string());
+    }
+
+    #[test]
+    fn common_strings_are_packed_as_entries_and_read_back_in_order() {
+        let distinct: std::collections::HashSet<&str> = COMMON.iter().copied().collect();
+        assert_eq!(distinct.len(), COMMON.len(), "an entry of COMMON is listed twice");
+        let strings = [
+            ("app", false),
+            ("my-app", false),
+            ("istio-proxy", true),
+            ("", false),
+            ("ReplicaSet", false),
+            ("x", true),
+        ];
+        let mut w = Packer::default();
+        for (s, flag) in strings {
+            w.push(s, flag);
+        }
+        let packed = w.finish();
+        // Only the strings COMMON does not hold take bytes of the text.
+        assert_eq!(&*packed.text, "my-appx");
+        let mut r = Reader::new(&packed);
+        for want in strings {
+            assert_eq!(r.next(), want);
+        }
+        assert_eq!(r.left(), 0);
+        assert_eq!(r.next(), ("", false));
+        // An injected pod's packed text is what is not common to all injected pods: its own names.
+        let (_, view) = kept(injected_pod());
+        assert!(
+            !view.strings.text.contains("security.istio.io"),
+            "{}",
+            view.strings.text
+        );
+        assert!(view.strings.text.contains("app-0-5d9c7b8f6d"));
     }
 
     #[test]
