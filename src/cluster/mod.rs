@@ -14,6 +14,7 @@ mod access;
 mod cache;
 mod dynamic;
 mod events;
+mod http;
 mod labels;
 mod restart;
 mod snapshot;
@@ -326,7 +327,7 @@ impl Cluster {
             reqwest::header::USER_AGENT,
             reqwest::header::HeaderValue::from_static(concat!("ambient-migrate/", env!("CARGO_PKG_VERSION"))),
         ));
-        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
+        let client = http::client(config).map_err(|e| ClusterError::Client {
             message: e.to_string(),
         })?;
         let mut c = Cluster::from_client(client, opts);
