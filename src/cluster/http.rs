@@ -9,9 +9,11 @@
 //! 1,000-namespace run at concurrency 50, about 3 MB of the runner's heap. client-go keeps at most 25 idle
 //! connections per API server (`idleConnsPerHost`, k8s.io/client-go/transport/cache.go), but it speaks
 //! HTTP/2 to a real API server, where connections are few; here, at 25, the bursts of a wide fleet closed
-//! and reopened connections all run long and both sides' CPU grew by a fifth (BENCHMARKS.md §2). 64 idle
-//! connections keep a concurrency-50 run at about 90 sockets with no measurable churn.
+//! and reopened connections all run long, and both sides' CPU grew by about a fifth (BENCHMARKS.md §2).
+//! With 64, a concurrency-50 run keeps about 90 sockets.
 //!
+//! kube's tracing layer (a debug-level span per HTTP request, shown only with `RUST_LOG=kube=debug`) is not
+//! added.
 //! A kubeconfig that names a proxy keeps kube's own stack (its proxy connectors), with its unbounded pool.
 
 use hyper_util::client::legacy::connect::HttpConnector;
