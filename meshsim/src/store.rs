@@ -955,22 +955,9 @@ impl Store {
 
     /// Deletes an object and, unless orphaning, the objects it owns (garbage collection by
     /// `ownerReferences[].uid`, done at once). Deleting a Namespace deletes everything in it.
-    /// `precondition_uid` / `precondition_rv` come from `DeleteOptions.preconditions`.
+    /// `precondition_uid` / `precondition_rv` come from `DeleteOptions.preconditions`. Answers with the
+    /// deleted object as its event holds it (shared, no copy).
     pub fn delete(
-        &self,
-        res: ResId,
-        namespace: &str,
-        name: &str,
-        propagation: Propagation,
-        dry_run: bool,
-        precondition_rv: Option<&str>,
-    ) -> Result<Value, StoreError> {
-        self.delete_shared(res, namespace, name, propagation, dry_run, precondition_rv)
-            .map(Shared::into_value)
-    }
-
-    /// [`Store::delete`], answering with the deleted object as its event holds it (shared, no copy).
-    pub fn delete_shared(
         &self,
         res: ResId,
         namespace: &str,

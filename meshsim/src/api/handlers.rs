@@ -11,7 +11,7 @@ use super::patch::{self, PatchKind};
 use super::routing::ResourcePath;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::table::{self, IncludeObject};
-use super::{Req, Resp, error_response, json_response, status_response, text_response};
+use super::{Req, Resp, error_response, json_response, serialized_response, status_response, text_response};
 use crate::Sim;
 use crate::accounting::short_agent;
 use crate::store::{Propagation, StoreError, Target, WriteOpts};
@@ -552,7 +552,7 @@ fn delete(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     let obj = sim
         .store
         .delete(p.rt.id(), ns_of(p), name_of(p), propagation, dry, rv.as_deref())?;
-    Ok(json_response(200, &obj))
+    Ok(serialized_response(200, &obj))
 }
 
 fn delete_collection(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {

@@ -119,7 +119,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                 now
             });
             if snap.due(ns(p), since + lat.pod_terminate_ms) {
-                let _ = sim.store.delete_shared(
+                let _ = sim.store.delete(
                     res("", "pods"),
                     ns(p),
                     name(p),

@@ -328,7 +328,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
             .collect();
         if dead.len() > limit {
             for r in &dead[..dead.len() - limit] {
-                let _ = sim.store.delete_shared(
+                let _ = sim.store.delete(
                     res("apps", "replicasets"),
                     ns(r.obj),
                     name(r.obj),
