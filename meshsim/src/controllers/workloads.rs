@@ -97,30 +97,16 @@ fn same_template_ignoring_hash(a: &Value, b: &Value) -> bool {
 /// The templates' metadata equal once the `pod-template-hash` label is dropped ([`template_ignoring_hash`]
 /// compared). When both templates carry labels (every Deployment's and ReplicaSet's template does: the
 /// selector needs them), compared key by key without building the copies; otherwise through the copies.
+/// Dropping the hash label can empty the labels (then dropped) and the metadata (then dropped): with labels
+/// on both sides that happens to both alike, so the rest compares one to one.
 fn same_metadata_ignoring_hash(a: &Value, b: &Value) -> bool {
-    const HASH: &str = "pod-template-hash";
-    type Map = serde_json::Map<String, Value>;
-    fn labelled(t: &Value) -> Option<(&Map, &Map)> {
-        let m = t.get("metadata")?.as_object()?;
-        Some((m, m.get("labels")?.as_object()?))
-    }
-    let (Some((ma, la)), Some((mb, lb))) = (labelled(a), labelled(b)) else {
+    use crate::store::equal_except;
+    let labelled = |t: &Value| t["metadata"]["labels"].is_object();
+    if !(labelled(a) && labelled(b)) {
         return template_ignoring_hash(a)["metadata"] == template_ignoring_hash(b)["metadata"];
-    };
-    let without_hash = |l: &Map| l.iter().filter(|(k, _)| *k != HASH).count();
-    let same_labels = without_hash(la) == without_hash(lb)
-        && la
-            .iter()
-            .filter(|(k, _)| *k != HASH)
-            .all(|(k, v)| lb.get(k) == Some(v));
-    // Dropping the hash label can empty the labels (then dropped) and the metadata (then dropped): both
-    // sides alike, so the remaining keys compare one to one.
-    let same_rest = |x: &Map, y: &Map| {
-        x.iter()
-            .filter(|(k, _)| *k != "labels")
-            .all(|(k, v)| y.get(k) == Some(v))
-    };
-    same_labels && same_rest(ma, mb) && same_rest(mb, ma)
+    }
+    let (ma, mb) = (&a["metadata"], &b["metadata"]);
+    equal_except(&ma["labels"], &mb["labels"], &["pod-template-hash"]) && equal_except(ma, mb, &["labels"])
 }
 
 /// maxSurge / maxUnavailable as `ResolveFenceposts` resolves them.
