@@ -253,7 +253,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             {
                 continue;
             }
-            let Some(track) = state.pods.get_mut(uid(p)) else {
+            let Some(track) = state.ns.pods.get_mut(uid(p)) else {
                 continue;
             };
             match (track.job_started, track.job_exit) {

@@ -80,7 +80,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     for p in &snap.pods {
         let pod_uid = uid(p).to_string();
         let phase = p["status"]["phase"].as_str().unwrap_or("");
-        let first = !state.pods.contains_key(&pod_uid);
+        let first = !state.ns.pods.contains_key(&pod_uid);
         if first {
             let mut t = PodTrack {
                 seen: now,
@@ -103,9 +103,9 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
                 t.running = Some(0);
                 t.ready = util::pod_ready(p).then_some(0);
             }
-            state.pods.insert(pod_uid.clone(), t);
+            state.ns.pods.insert(pod_uid.clone(), t);
         }
-        let track = state.pods.get_mut(&pod_uid).expect("inserted above");
+        let track = state.ns.pods.get_mut(&pod_uid).expect("inserted above");
         if terminating(p) {
             let since = *track.terminating_since.get_or_insert_with(|| {
                 emit(

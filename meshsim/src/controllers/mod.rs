@@ -154,10 +154,8 @@ fn work(sim: &Sim, fleet: &Fleet) {
     while let Some((namespace, waited)) = fleet.queue.get() {
         let t0 = std::time::Instant::now();
         let faults = fleet.faults.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let parked = fleet.take_parked(&namespace);
         let mut state = State {
-            pods: parked.pods,
-            waypoint_ready_since: parked.waypoint_ready_since,
+            ns: fleet.take_parked(&namespace),
             now: util::now_ms(),
             fleet,
         };
@@ -166,13 +164,7 @@ fn work(sim: &Sim, fleet: &Fleet) {
         for (ns, at) in snap.wakes.into_inner() {
             fleet.queue.add_after(ns, at);
         }
-        fleet.park(
-            &namespace,
-            NsState {
-                pods: state.pods,
-                waypoint_ready_since: state.waypoint_ready_since,
-            },
-        );
+        fleet.park(&namespace, state.ns);
         fleet.queue.done(&namespace);
         tracing::trace!(namespace, ?waited, elapsed = ?t0.elapsed(), pods = snap.pods.len(), "controller pass");
     }
@@ -299,8 +291,7 @@ impl Fleet {
 /// What a pass over one namespace works with: that namespace's state, taken out of [`Fleet`] for the
 /// pass, the moment the pass runs, and the fleet-wide part.
 pub(crate) struct State<'a> {
-    pub pods: HashMap<String, PodTrack>,
-    pub waypoint_ready_since: HashMap<String, u64>,
+    pub ns: NsState,
     pub now: u64,
     pub fleet: &'a Fleet,
 }
@@ -400,9 +391,10 @@ impl Snap {
         }
         // The pass sees every pod and Gateway of its namespace: what it does not see is gone.
         let live: HashSet<&str> = pods.iter().map(|p| util::uid(p)).collect();
-        state.pods.retain(|k, _| live.contains(k.as_str()));
+        state.ns.pods.retain(|k, _| live.contains(k.as_str()));
         let live: HashSet<&str> = gateways.iter().map(|g| util::uid(g)).collect();
         state
+            .ns
             .waypoint_ready_since
             .retain(|k, _| live.contains(k.as_str()));
         let foreign_gateways = waypoint::foreign_waypoints(sim, &services, &ns, &gateways, state);
@@ -496,8 +488,7 @@ mod tests {
 
     fn state(fleet: &Fleet, now: u64) -> State<'_> {
         State {
-            pods: HashMap::new(),
-            waypoint_ready_since: HashMap::new(),
+            ns: NsState::default(),
             now,
             fleet,
         }
@@ -531,13 +522,13 @@ mod tests {
             let snap = Snap::take(&sim, &mut st, "fleet-000", Arc::default());
             pass(&sim, &snap, &mut st);
         }
-        st.pods.insert("gone".into(), PodTrack::default());
+        st.ns.pods.insert("gone".into(), PodTrack::default());
         let snap = Snap::take(&sim, &mut st, "fleet-000", Arc::default());
         pass(&sim, &snap, &mut st);
         let live: HashSet<&str> = snap.pods.iter().map(|p| util::uid(p)).collect();
         assert!(!live.is_empty(), "the fleet's pods are loaded");
         assert_eq!(
-            st.pods.keys().map(String::as_str).collect::<HashSet<_>>(),
+            st.ns.pods.keys().map(String::as_str).collect::<HashSet<_>>(),
             live,
             "tracks for the namespace's pods, none for a pod that is gone"
         );

@@ -45,7 +45,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         snap.services.iter().map(|s| ((ns(s), name(s)), &**s)).collect();
     for gw in &snap.gateways {
         if gw["spec"]["gatewayClassName"].as_str() != Some("istio-waypoint") || util::terminating(gw) {
-            state.waypoint_ready_since.remove(uid(gw));
+            state.ns.waypoint_ready_since.remove(uid(gw));
             continue;
         }
         ensure_resources(sim, gw, &deployments, &services);
@@ -56,13 +56,15 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         });
         if ready && !never {
             state
+                .ns
                 .waypoint_ready_since
                 .entry(uid(gw).to_string())
                 .or_insert(state.now);
         } else {
-            state.waypoint_ready_since.remove(uid(gw));
+            state.ns.waypoint_ready_since.remove(uid(gw));
         }
         let programmed = state
+            .ns
             .waypoint_ready_since
             .get(uid(gw))
             .is_some_and(|t| snap.due(ns(gw), t + sim.settings.latency.waypoint_program_ms));
