@@ -609,15 +609,33 @@ impl ReplicaSetView {
     }
 }
 
-/// A workload as the restart, the rollout gate and the assessment read it: the object with its pod
-/// template's spec trimmed as a pod's. Its status conditions are also kept without their messages and
-/// times (at the callers): the rollout gate reads a condition's `type` and `reason` only (kubectl's
-/// `rollout_status.go` likewise), and the messages and times were a third of a cached Deployment.
+/// A workload's pod template as the restart and the assessment read it: its spec trimmed as a pod's.
 fn trim_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
     if let Some(spec) = t.spec.as_mut() {
         trim_pod_spec(spec);
     }
 }
+
+/// The function that gives a workload of kind `$t` as its cache keeps it: its pod template trimmed
+/// ([`trim_template`]), and its status conditions without their messages and times (`$extra` names a
+/// kind's further time field). The rollout gate reads a condition's `type` and `reason` only (kubectl's
+/// `rollout_status.go` likewise), and the messages and times were a third of a cached Deployment.
+macro_rules! keep_workload {
+    ($name:ident, $t:ty $(, $extra:ident)?) => {
+        fn $name(mut o: $t) -> $t {
+            trim_template(&mut o.spec.template);
+            for c in o.status.iter_mut().flat_map(|s| s.conditions.iter_mut().flatten()) {
+                (c.message, c.last_transition_time) = (None, None);
+                $(c.$extra = None;)?
+            }
+            o
+        }
+    };
+}
+
+keep_workload!(keep_deployment, Deployment, last_update_time);
+keep_workload!(keep_statefulset, StatefulSet);
+keep_workload!(keep_daemonset, DaemonSet);
 
 /// Starts the reflector of one kind (cluster-wide) on `tasks`: a kube-runtime watcher (list, then watch
 /// from the list's resourceVersion, relisting on expiry), whose objects are decoded as `W`, kept by
@@ -815,39 +833,9 @@ impl FleetCache {
         );
         // The wire items leave out `managedFields` and `last-applied-configuration` already.
         let services = json!(Service, "Services", |o: Service| o);
-        let deployments = json!(Deployment, "Deployments", |mut o: Deployment| {
-            trim_template(&mut o.spec.template);
-            for c in o
-                .status
-                .iter_mut()
-                .flat_map(|s| s.conditions.iter_mut().flatten())
-            {
-                (c.message, c.last_transition_time, c.last_update_time) = (None, None, None);
-            }
-            o
-        });
-        let statefulsets = json!(StatefulSet, "StatefulSets", |mut o: StatefulSet| {
-            trim_template(&mut o.spec.template);
-            for c in o
-                .status
-                .iter_mut()
-                .flat_map(|s| s.conditions.iter_mut().flatten())
-            {
-                (c.message, c.last_transition_time) = (None, None);
-            }
-            o
-        });
-        let daemonsets = json!(DaemonSet, "DaemonSets", |mut o: DaemonSet| {
-            trim_template(&mut o.spec.template);
-            for c in o
-                .status
-                .iter_mut()
-                .flat_map(|s| s.conditions.iter_mut().flatten())
-            {
-                (c.message, c.last_transition_time) = (None, None);
-            }
-            o
-        });
+        let deployments = json!(Deployment, "Deployments", keep_deployment);
+        let statefulsets = json!(StatefulSet, "StatefulSets", keep_statefulset);
+        let daemonsets = json!(DaemonSet, "DaemonSets", keep_daemonset);
         let replicasets = start::<wire::ReplicaSetItem, ReplicaSet, ReplicaSetView>(
             kube::Api::all(c.clone()),
             "ReplicaSets".into(),
@@ -1747,6 +1735,39 @@ mod tests {
                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
         }))
         .expect("deployment fixture")
+    }
+
+    #[test]
+    fn a_kept_workload_has_no_condition_messages_or_times_and_the_same_rollout_verdict() {
+        use crate::gates::rollout::deployment_status;
+        let mut d = applied_deployment();
+        if let Some(c) = d.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            c[0].message = Some("ReplicaSet \"app-0-5d9c7b8f6d\" has successfully progressed.".into());
+        }
+        let kept = keep_deployment(d.clone());
+        let c = &kept
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .expect("conditions")[0];
+        assert_eq!(
+            (c.type_.as_deref(), c.status.as_deref(), c.reason.as_deref()),
+            (Some("Progressing"), Some("True"), Some("NewReplicaSetAvailable"))
+        );
+        assert!(c.message.is_none() && c.last_transition_time.is_none() && c.last_update_time.is_none());
+        for min in [None, Some(3), Some(4)] {
+            assert_eq!(deployment_status(&kept, min), deployment_status(&d, min));
+        }
+        // A deadline exceeded reads the same after the trim.
+        let mut late = d.clone();
+        if let Some(c) = late.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            c[0].reason = Some("ProgressDeadlineExceeded".into());
+        }
+        assert_eq!(
+            deployment_status(&keep_deployment(late.clone()), None),
+            deployment_status(&late, None)
+        );
+        assert!(!deployment_status(&late, None).is_done());
     }
 
     #[test]
