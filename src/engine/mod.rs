@@ -571,13 +571,12 @@ impl Engine {
 
         // Preflight (read-only).
         let (snapshot, plan) = self.assess(ns, opts).await?;
-        // The fresh backup's content, from the same read (used only if this attempt takes a fresh one,
-        // see `backup_for`); the snapshot itself is dropped now, not held across the journal's and the
-        // lease's requests: the typed objects of a namespace are far larger than its backup, and every
-        // namespace in flight held one at the start of a wide fleet.
-        let taken = self
-            .cache
-            .is_some()
+        // The fresh backup's content, from the same read, when this attempt takes a fresh one (a fresh
+        // start's journal is at Pending when `backup_for` runs; a resumed one loads the recorded backup);
+        // the snapshot itself is dropped now, not held across the journal's and the lease's requests: the
+        // typed objects of a namespace are far larger than its backup, and every namespace in flight held
+        // one at the start of a wide fleet.
+        let taken = (fresh && self.cache.is_some())
             .then(|| Backup::from_snapshot(&snapshot, Some(self.run_id.as_str())));
         drop(snapshot);
         run.findings = plan.findings.clone();
