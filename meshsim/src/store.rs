@@ -6,7 +6,7 @@
 //! resourceVersion, creationTimestamp, generation (bumped only when something outside metadata and status
 //! changes), and the status subresource split (main-resource writes keep the stored status).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -312,6 +312,16 @@ impl StoreView<'_> {
     }
 }
 
+/// What an update makes of the object it read ([`Store::next_version`]).
+enum Next {
+    /// Nothing but managed fields would change: the stored object stands.
+    Unchanged,
+    /// A dry run's answer, never stored.
+    DryRun(Value),
+    /// The new version, to be committed if the object was not written meanwhile.
+    Write(Value),
+}
+
 /// A stored object, shared. Objects are immutable once stored (a write stores a new one), so readers share
 /// them: a read, a list page or a controller's snapshot costs a reference count, not a deep copy of a JSON
 /// tree. The object is held by the event that wrote its current version, so the store and the watch
@@ -374,13 +384,93 @@ impl serde::Serialize for Shared {
 struct Inner {
     rv: u64,
     objects: BTreeMap<ObjKey, Shared>,
+    /// The objects that name each uid in their `ownerReferences`: the garbage collector's owner graph
+    /// (`pkg/controller/garbagecollector/graph.go`, `uidToNode`), so that a delete finds the dependents
+    /// without reading every object of the namespace. Kept by [`Inner::put`] and [`Inner::take`].
+    dependents: HashMap<String, BTreeSet<ObjKey>>,
     history: VecDeque<Arc<WatchEvent>>,
     history_limit: usize,
     /// Events with rv <= this have been compacted away.
     compacted: u64,
 }
 
+/// The owner uids an object names in `metadata.ownerReferences`.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
 impl Inner {
+    /// Stores `obj` under `key`, keeping the owner graph.
+    fn put(&mut self, key: ObjKey, obj: Shared) {
+        let refs = |o: &Value| o["metadata"].get("ownerReferences").cloned();
+        let old = self.objects.get(&key);
+        if old.is_none_or(|old| refs(old) != refs(&obj)) {
+            if let Some(old) = old.cloned() {
+                self.unlink(&key, &old);
+            }
+            for uid in owner_uids(&obj) {
+                self.dependents
+                    .entry(uid.to_string())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        self.objects.insert(key, obj);
+    }
+
+    /// Removes the object under `key`, keeping the owner graph.
+    fn take(&mut self, key: &ObjKey) -> Option<Shared> {
+        let obj = self.objects.remove(key)?;
+        self.unlink(key, &obj);
+        Some(obj)
+    }
+
+    fn unlink(&mut self, key: &ObjKey, obj: &Value) {
+        for uid in owner_uids(obj) {
+            if let Some(set) = self.dependents.get_mut(uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// What deleting `key` deletes, the object first: with a Namespace, everything in it; otherwise,
+    /// unless orphaning, its dependents and theirs. Owners and dependents share a namespace
+    /// (cluster-scoped ones: ""), as the garbage collector requires (`pkg/controller/garbagecollector`: a
+    /// namespaced owner of an object in another namespace is treated as absent).
+    fn doomed(&self, key: ObjKey, propagation: Propagation) -> Vec<(ObjKey, Shared)> {
+        let mut doomed: Vec<(ObjKey, Shared)> = Vec::new();
+        let mut seen = HashSet::new();
+        // Breadth first, as found: the object, then its dependents, then theirs.
+        let mut next = VecDeque::from([key]);
+        while let Some(k) = next.pop_front() {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            let Some(obj) = self.objects.get(&k) else {
+                continue;
+            };
+            let first = doomed.is_empty();
+            if k.res == resources::core("namespaces") {
+                if !k.name.is_empty() {
+                    next.extend(self.in_namespace(&k.name).map(|(ok, _)| ok.clone()));
+                }
+            } else if (propagation != Propagation::Orphan || !first)
+                && let Some(deps) = meta_str(obj, "uid").and_then(|uid| self.dependents.get(uid))
+            {
+                next.extend(deps.iter().filter(|d| d.namespace == k.namespace).cloned());
+            }
+            doomed.push((k, obj.clone()));
+        }
+        doomed
+    }
+
     fn list(&self, res: ResId, namespace: Option<&str>) -> impl Iterator<Item = &Shared> {
         let ns = namespace.unwrap_or("").to_string();
         let start = ObjKey {
@@ -396,6 +486,41 @@ impl Inner {
 
     /// Every object in `namespace` (cluster-scoped ones for ""), of every kind: one range of the key order
     /// per kind, so a namespace's objects are found without walking the rest of the fleet.
+    /// Whether an object may be created under `key`: its namespace exists and is not terminating, and the
+    /// name is free. Checked when admission runs and again when the object is committed.
+    fn may_create(&self, res: ResId, key: &ObjKey) -> Result<(), StoreError> {
+        if resources::get(res).namespaced {
+            let ns = &key.namespace;
+            let Some(nsobj) = self
+                .objects
+                .get(&ObjKey::new(resources::core("namespaces"), "", ns))
+            else {
+                return Err(StoreError::NotFound {
+                    resource: "namespaces".into(),
+                    name: ns.clone(),
+                });
+            };
+            if nsobj["metadata"].get("deletionTimestamp").is_some() {
+                let name = &key.name;
+                return Err(StoreError::Forbidden {
+                    resource: qualified(res),
+                    name: name.clone(),
+                    message: format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        qualified(res)
+                    ),
+                });
+            }
+        }
+        if self.objects.contains_key(key) {
+            return Err(StoreError::AlreadyExists {
+                resource: qualified(res),
+                name: key.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a ObjKey, &'a Shared)> {
         (0..resources::REGISTRY.len()).flat_map(move |res| {
             let start = ObjKey {
@@ -488,6 +613,7 @@ impl Store {
             inner: Mutex::new(Inner {
                 rv: 1,
                 objects: BTreeMap::new(),
+                dependents: HashMap::new(),
                 history: VecDeque::new(),
                 history_limit,
                 compacted: 0,
@@ -716,7 +842,6 @@ impl Store {
                 message: "resourceVersion should not be set on objects to be created".into(),
             });
         }
-        let mut inner = self.lock();
         if meta_str(&obj, "name").is_none_or(str::is_empty) {
             match meta_str(&obj, "generateName") {
                 Some(prefix) if !prefix.is_empty() => {
@@ -744,29 +869,6 @@ impl Store {
                     message: "the namespace of the object is required".into(),
                 });
             }
-            if !inner
-                .objects
-                .contains_key(&ObjKey::new(resources::core("namespaces"), "", &ns))
-            {
-                return Err(StoreError::NotFound {
-                    resource: "namespaces".into(),
-                    name: ns,
-                });
-            }
-            if let Some(nsobj) = inner
-                .objects
-                .get(&ObjKey::new(resources::core("namespaces"), "", &ns))
-                && nsobj["metadata"].get("deletionTimestamp").is_some()
-            {
-                return Err(StoreError::Forbidden {
-                    resource: qualified(res),
-                    name: name.clone(),
-                    message: format!(
-                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                        qualified(res)
-                    ),
-                });
-            }
             ns
         } else {
             if let Some(m) = obj["metadata"].as_object_mut() {
@@ -775,13 +877,13 @@ impl Store {
             String::new()
         };
         let key = ObjKey::new(res, &namespace, &name);
-        if inner.objects.contains_key(&key) {
-            return Err(StoreError::AlreadyExists {
-                resource: qualified(res),
-                name,
-            });
+        // Admission reads the store; the new object is built without the lock, then committed if the
+        // checks still hold (the namespace may have gone or the name been taken meanwhile).
+        {
+            let inner = self.lock();
+            inner.may_create(res, &key)?;
+            self.admit(&inner, res, Op::Create, &mut obj)?;
         }
-        self.admit(&inner, res, Op::Create, &mut obj)?;
         validate_data_size(res, &name, &obj)?;
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
@@ -790,6 +892,8 @@ impl Store {
             m.remove("deletionTimestamp");
         }
         Self::managed_fields(&mut obj, None, opts, None);
+        let mut inner = self.lock();
+        inner.may_create(res, &key)?;
         if opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
             return Ok(Shared::detached(obj));
@@ -797,7 +901,7 @@ impl Store {
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let obj = Shared(self.record(&mut inner, res, EventType::Added, obj));
-        inner.objects.insert(key, obj.clone());
+        inner.put(key, obj.clone());
         Ok(obj)
     }
 
@@ -812,13 +916,21 @@ impl Store {
         target: Target,
         opts: &WriteOpts,
     ) -> Result<Value, StoreError> {
-        self.update_with(res, namespace, name, target, opts, |_| Ok(obj))
+        // A retried write replaces again with the same body.
+        self.update_with(res, namespace, name, target, opts, |_| Ok(obj.clone()))
     }
 
-    /// Read-modify-write under the store lock: `f` gets the current object and returns the new one. The
-    /// new object's resourceVersion, if set, must match (optimistic concurrency); patches clear it first.
-    /// Returns the stored result. An unchanged object is not written again (no event, same RV), as the
-    /// real apiserver skips no-op updates.
+    /// Read-modify-write: `f` gets the current object and returns the new one. The new object's
+    /// resourceVersion, if set, must match (optimistic concurrency); patches clear it first. Returns the
+    /// stored result. An unchanged object is not written again (no event, same RV), as the real apiserver
+    /// skips no-op updates.
+    ///
+    /// As the apiserver's `GuaranteedUpdate` (`k8s.io/apiserver/pkg/storage/etcd3/store.go`): `f` and
+    /// everything that derives the new object from it (admission, generation, managed fields) run
+    /// without the store lock, on the object as it was read; the lock is taken again only to commit, and
+    /// only if the stored object is still the one `f` saw. If another write came first, `f` runs again on
+    /// the newer object, so a write never undoes one it did not see. Writers on other objects, readers
+    /// and watchers wait only for the commit, not for the copy and comparison of a whole object.
     pub fn update_with(
         &self,
         res: ResId,
@@ -826,7 +938,7 @@ impl Store {
         name: &str,
         target: Target,
         opts: &WriteOpts,
-        f: impl FnOnce(&Value) -> Result<Value, StoreError>,
+        f: impl FnMut(&Value) -> Result<Value, StoreError>,
     ) -> Result<Value, StoreError> {
         self.update_shared(res, namespace, name, target, opts, f)
             .map(Shared::into_value)
@@ -840,22 +952,56 @@ impl Store {
         name: &str,
         target: Target,
         opts: &WriteOpts,
-        f: impl FnOnce(&Value) -> Result<Value, StoreError>,
+        mut f: impl FnMut(&Value) -> Result<Value, StoreError>,
     ) -> Result<Shared, StoreError> {
-        let rt = resources::get(res);
-        let mut inner = self.lock();
         let key = ObjKey::new(res, namespace, name);
-        let Some(old) = inner.objects.get(&key).cloned() else {
-            return Err(StoreError::not_found(res, name));
-        };
-        let mut new = f(&old)?;
+        loop {
+            let Some(old) = self.lock().objects.get(&key).cloned() else {
+                return Err(StoreError::not_found(res, name));
+            };
+            let next = self.next_version(res, name, target, opts, &old, &mut f)?;
+            let mut inner = self.lock();
+            match inner.objects.get(&key) {
+                Some(current) if Arc::ptr_eq(&current.0, &old.0) => {}
+                // Written since `f` read it: derive the new version again from the newer object (a
+                // no-op too is one only on the current object).
+                Some(_) => continue,
+                None => return Err(StoreError::not_found(res, name)),
+            }
+            let mut new = match next {
+                Next::Unchanged => return Ok(old),
+                Next::DryRun(new) => return Ok(Shared::detached(new)),
+                Next::Write(new) => new,
+            };
+            inner.rv += 1;
+            new["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            let new = Shared(self.record(&mut inner, res, EventType::Modified, new));
+            inner.put(key, new.clone());
+            return Ok(new);
+        }
+    }
+
+    /// The version an update derives from `old` (the stored object it read): `f`'s answer with the
+    /// server-owned fields restored, the generation bumped on a spec change, admission run and managed
+    /// fields recorded. Runs without the store lock, apart from admission's read of the store.
+    fn next_version(
+        &self,
+        res: ResId,
+        name: &str,
+        target: Target,
+        opts: &WriteOpts,
+        old: &Value,
+        f: &mut impl FnMut(&Value) -> Result<Value, StoreError>,
+    ) -> Result<Next, StoreError> {
+        let rt = resources::get(res);
+        let mut new = f(old)?;
         if !new.is_object() {
             return Err(StoreError::BadRequest {
                 message: "the body of the request was not an object".into(),
             });
         }
         if let Some(rv) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
-            && Some(rv) != meta_str(&old, "resourceVersion")
+            && Some(rv) != meta_str(old, "resourceVersion")
         {
             return Err(StoreError::Conflict {
                 resource: qualified(res),
@@ -895,7 +1041,7 @@ impl Store {
                 let status = new.get("status").cloned();
                 let labels = new["metadata"].get("labels").cloned();
                 let annotations = new["metadata"].get("annotations").cloned();
-                let mut merged = (*old).clone();
+                let mut merged = old.clone();
                 match status {
                     Some(s) => merged["status"] = s,
                     None => {
@@ -924,33 +1070,30 @@ impl Store {
             );
         }
         let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-        if !same_spec(&old, &new) {
+        if !same_spec(old, &new) {
             generation += 1;
         }
         new["metadata"]["generation"] = json!(generation);
         if target != Target::Status {
+            let inner = self.lock();
             self.admit(&inner, res, Op::Update, &mut new)?;
         }
         validate_data_size(res, name, &new)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        let unchanged = same_but_managed(&new, &old);
-        if unchanged {
-            return Ok(old);
+        if same_but_managed(&new, old) {
+            return Ok(Next::Unchanged);
         }
         Self::managed_fields(
             &mut new,
-            Some(&old),
+            Some(old),
             opts,
             (target == Target::Status).then_some("status"),
         );
-        if opts.dry_run {
-            return Ok(Shared::detached(new));
-        }
-        inner.rv += 1;
-        new["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        let new = Shared(self.record(&mut inner, res, EventType::Modified, new));
-        inner.objects.insert(key, new.clone());
-        Ok(new)
+        Ok(if opts.dry_run {
+            Next::DryRun(new)
+        } else {
+            Next::Write(new)
+        })
     }
 
     /// Deletes an object and, unless orphaning, the objects it owns (garbage collection by
@@ -966,60 +1109,44 @@ impl Store {
         dry_run: bool,
         precondition_rv: Option<&str>,
     ) -> Result<Shared, StoreError> {
-        let mut inner = self.lock();
         let key = ObjKey::new(res, namespace, name);
-        let Some(old) = inner.objects.get(&key).cloned() else {
-            return Err(StoreError::not_found(res, name));
-        };
-        if let Some(rv) = precondition_rv
-            && Some(rv) != meta_str(&old, "resourceVersion")
-        {
-            return Err(StoreError::Conflict {
-                resource: qualified(res),
-                name: name.to_string(),
-                message: format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
-                    qualified(res),
-                    meta_str(&old, "resourceVersion").unwrap_or("")
-                ),
-            });
-        }
-        if dry_run {
-            return Ok(old);
-        }
-        let mut doomed = vec![key];
-        let mut i = 0;
-        while i < doomed.len() {
-            let k = doomed[i].clone();
-            i += 1;
-            let Some(obj) = inner.objects.get(&k) else {
-                continue;
-            };
-            let uid = meta_str(obj, "uid").unwrap_or("").to_string();
-            if k.res == resources::core("namespaces") {
-                if !k.name.is_empty() {
-                    doomed.extend(inner.in_namespace(&k.name).map(|(ok, _)| ok.clone()));
+        loop {
+            let (old, doomed) = {
+                let inner = self.lock();
+                let Some(old) = inner.objects.get(&key).cloned() else {
+                    return Err(StoreError::not_found(res, name));
+                };
+                if let Some(rv) = precondition_rv
+                    && Some(rv) != meta_str(&old, "resourceVersion")
+                {
+                    return Err(StoreError::Conflict {
+                        resource: qualified(res),
+                        name: name.to_string(),
+                        message: format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
+                            qualified(res),
+                            meta_str(&old, "resourceVersion").unwrap_or("")
+                        ),
+                    });
                 }
-            } else if propagation != Propagation::Orphan || i > 1 {
-                // Owners and dependents share a namespace (cluster-scoped ones: ""), as the garbage
-                // collector requires (`pkg/controller/garbagecollector`: a namespaced owner of an object
-                // in another namespace is treated as absent).
-                doomed.extend(
-                    inner
-                        .in_namespace(&k.namespace)
-                        .filter(|(_, o)| {
-                            o["metadata"]["ownerReferences"]
-                                .as_array()
-                                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
-                        })
-                        .map(|(ok, _)| ok.clone()),
-                );
+                if dry_run {
+                    return Ok(old);
+                }
+                (old, inner.doomed(key.clone(), propagation))
+            };
+            // A deleted object's last version carries a new resourceVersion: copied without the lock,
+            // committed if nothing in the set was written (nor a dependent added) meanwhile.
+            let copies: Vec<Value> = doomed.iter().map(|(_, o)| Value::clone(o)).collect();
+            let mut inner = self.lock();
+            let now = inner.doomed(key.clone(), propagation);
+            let same =
+                |(ka, a): &(ObjKey, Shared), (kb, b): &(ObjKey, Shared)| ka == kb && Arc::ptr_eq(&a.0, &b.0);
+            if now.len() != doomed.len() || !now.iter().zip(&doomed).all(|(a, b)| same(a, b)) {
+                continue;
             }
-        }
-        let mut first = None;
-        for k in doomed {
-            if let Some(obj) = inner.objects.remove(&k) {
-                let mut obj = obj.into_value();
+            let mut first = None;
+            for ((k, _), mut obj) in doomed.into_iter().zip(copies) {
+                inner.take(&k);
                 inner.rv += 1;
                 obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
                 let ev = self.record(&mut inner, k.res, EventType::Deleted, obj);
@@ -1027,8 +1154,8 @@ impl Store {
                     first = Some(Shared(ev));
                 }
             }
+            return Ok(first.unwrap_or(old));
         }
-        Ok(first.unwrap_or(old))
     }
 
     /// Loads objects as they are (fixtures), creating namespaces first. Objects that exist are replaced.
@@ -1377,5 +1504,145 @@ mod tests {
         );
         s.compact();
         assert_eq!(s.watch_from(start).unwrap_err().code(), 410);
+    }
+
+    #[test]
+    fn an_update_raced_by_another_write_is_derived_again_from_the_newer_object() {
+        let s = Store::default();
+        let opts = WriteOpts::default();
+        let cm = resources::core("configmaps");
+        s.create(resources::core("namespaces"), ns("a"), &opts).unwrap();
+        let obj = json!({"metadata": {"name": "c", "namespace": "a"}, "data": {"x": "0"}});
+        s.create(cm, obj, &opts).unwrap();
+        let before = s.resource_version();
+        let mut seen = Vec::new();
+        let out = s
+            .update_with(cm, "a", "c", Target::Main, &opts, |old| {
+                seen.push(old["data"].clone());
+                if seen.len() == 1 {
+                    // Another writer commits between this read and the commit.
+                    s.update_with(cm, "a", "c", Target::Main, &opts, |o| {
+                        let mut o = o.clone();
+                        o["data"]["y"] = json!("other");
+                        Ok(o)
+                    })
+                    .unwrap();
+                }
+                let mut new = old.clone();
+                new["data"]["x"] = json!("1");
+                Ok(new)
+            })
+            .unwrap();
+        // Run twice: first on the original, then on the version the other writer stored.
+        assert_eq!(seen, vec![json!({"x": "0"}), json!({"x": "0", "y": "other"})]);
+        assert_eq!(
+            out["data"],
+            json!({"x": "1", "y": "other"}),
+            "neither write is lost"
+        );
+        assert_eq!(s.resource_version(), before + 2);
+        assert_eq!(s.get(cm, "a", "c").unwrap()["data"], out["data"]);
+
+        // A writer that sends the resourceVersion it read gets a conflict instead.
+        let stale = s.get(cm, "a", "c").unwrap();
+        let mut calls = 0;
+        let err = s
+            .update_with(cm, "a", "c", Target::Main, &opts, |_| {
+                calls += 1;
+                if calls == 1 {
+                    let mut o = stale.clone();
+                    o["data"]["z"] = json!("first");
+                    s.replace(cm, "a", "c", o, Target::Main, &opts).unwrap();
+                }
+                Ok(stale.clone())
+            })
+            .unwrap_err();
+        assert_eq!((calls, err.code()), (2, 409));
+    }
+
+    #[test]
+    fn a_delete_follows_owner_references_as_they_are_now() {
+        let s = Store::default();
+        let opts = WriteOpts::default();
+        let cm = resources::core("configmaps");
+        for n in ["a", "b"] {
+            s.create(resources::core("namespaces"), ns(n), &opts).unwrap();
+        }
+        let owner = json!({"metadata": {"name": "owner", "namespace": "a"}});
+        let owner = s.create(cm, owner, &opts).unwrap();
+        let refs_to = |o: &Value| json!([{"uid": o["metadata"]["uid"], "kind": "ConfigMap", "name": o["metadata"]["name"]}]);
+        let owned_by = refs_to(&owner);
+        let dependent = |name: &str, namespace: &str, refs: &Value| json!({"metadata": {"name": name, "namespace": namespace, "ownerReferences": refs}});
+        // Owned from the start, owned no longer, owned later, owned from another namespace, and the
+        // dependent of a dependent.
+        let kept = s.create(cm, dependent("kept", "a", &owned_by), &opts).unwrap();
+        s.create(cm, dependent("released", "a", &owned_by), &opts)
+            .unwrap();
+        s.create(
+            cm,
+            json!({"metadata": {"name": "adopted", "namespace": "a"}}),
+            &opts,
+        )
+        .unwrap();
+        s.create(cm, dependent("elsewhere", "b", &owned_by), &opts)
+            .unwrap();
+        s.create(cm, dependent("grandchild", "a", &refs_to(&kept)), &opts)
+            .unwrap();
+        let set_refs = |name: &str, refs: Option<&Value>| {
+            s.update_with(cm, "a", name, Target::Main, &opts, |o| {
+                let mut o = o.clone();
+                let meta = o["metadata"].as_object_mut().unwrap();
+                match refs {
+                    Some(r) => meta.insert("ownerReferences".into(), r.clone()),
+                    None => meta.remove("ownerReferences"),
+                };
+                Ok(o)
+            })
+            .unwrap();
+        };
+        set_refs("released", None);
+        set_refs("adopted", Some(&owned_by));
+
+        let start = s.resource_version();
+        let first = s
+            .delete(cm, "a", "owner", Propagation::Background, false, None)
+            .unwrap();
+        assert_eq!(first["metadata"]["name"], "owner");
+        assert_eq!(first["metadata"]["resourceVersion"], (start + 1).to_string());
+        let names = |objs: Vec<Value>| -> Vec<String> {
+            objs.iter()
+                .map(|o| meta_str(o, "name").unwrap_or("").to_string())
+                .collect()
+        };
+        let left = |n: &str| names(s.list(cm, Some(n)).0);
+        assert_eq!(left("a"), vec!["released"]);
+        assert_eq!(
+            left("b"),
+            vec!["elsewhere"],
+            "an owner in another namespace is not an owner"
+        );
+        let (backlog, _rx) = s.watch_from(start).unwrap();
+        let deleted = names(backlog.iter().map(|e| e.object.clone()).collect());
+        assert_eq!(
+            deleted,
+            vec!["owner", "adopted", "kept", "grandchild"],
+            "breadth first, as found"
+        );
+
+        // Orphaning keeps the dependents; a namespace takes everything in it.
+        let parent = json!({"metadata": {"name": "p", "namespace": "b"}});
+        let parent = s.create(cm, parent, &opts).unwrap();
+        s.create(cm, dependent("child", "b", &refs_to(&parent)), &opts)
+            .unwrap();
+        s.delete(cm, "b", "p", Propagation::Orphan, false, None).unwrap();
+        assert_eq!(left("b"), vec!["child", "elsewhere"]);
+        let nsid = resources::core("namespaces");
+        s.delete(nsid, "", "b", Propagation::Background, false, None)
+            .unwrap();
+        assert!(left("b").is_empty());
+        assert!(
+            s.lock().dependents.is_empty(),
+            "the owner graph forgets deleted objects"
+        );
     }
 }

@@ -148,8 +148,9 @@ impl Env {
     }
 
     /// An edit by someone else (an operator): `f` changes a copy of the stored object, which is written
-    /// back without a resourceVersion precondition.
-    pub fn edit(&self, res: meshsim::resources::ResId, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+    /// back without a resourceVersion precondition (`f` runs again on the newer object if the store
+    /// was written in between).
+    pub fn edit(&self, res: meshsim::resources::ResId, ns: &str, name: &str, mut f: impl FnMut(&mut Value)) {
         self.store()
             .update_with(
                 res,

@@ -93,7 +93,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             continue;
         }
         let d = desired.map(str::to_string);
-        util::update(sim, res("", "pods"), ns(p), name(p), "istio-cni", |o| match d {
+        util::update(sim, res("", "pods"), ns(p), name(p), "istio-cni", |o| match &d {
             Some(v) => {
                 if !o["metadata"]["annotations"].is_object() {
                     o["metadata"]["annotations"] = json!({});

@@ -27,7 +27,7 @@ fn ensure(sim: &Sim, res: ResId, obj: Value) -> anyhow::Result<()> {
         if let Some(s) = status {
             let mut c = created;
             c["status"] = s;
-            super::util::update(sim, res, ns, name, "meshsim-install", |o| *o = c);
+            super::util::update(sim, res, ns, name, "meshsim-install", |o| *o = c.clone());
         }
     }
     Ok(())

@@ -365,7 +365,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         }
         if status != job["status"] {
             util::update(sim, res("batch", "jobs"), ns(job), name(job), JC, |o| {
-                o["status"] = status;
+                o["status"] = status.clone();
             });
         }
     }

@@ -264,7 +264,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         if status != p["status"] {
             track.status_settled = None;
             util::update(sim, res("", "pods"), ns(p), name(p), KUBELET, |o| {
-                o["status"] = status;
+                o["status"] = status.clone();
             });
         } else {
             track.status_settled = Some((rv.to_string(), input));

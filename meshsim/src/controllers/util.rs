@@ -191,13 +191,15 @@ pub fn opts(manager: &str) -> WriteOpts {
 
 /// Read-modify-write of the current stored object as the system (`Target::Internal`). Errors (object gone,
 /// admission refusal) are logged and dropped: every controller is level-triggered and retries next pass.
+/// `f` may run more than once: again on the newer object when another write came between its read and
+/// the commit ([`crate::store::Store::update_shared`]).
 pub fn update(
     sim: &Sim,
     res: ResId,
     namespace: &str,
     obj_name: &str,
     manager: &str,
-    f: impl FnOnce(&mut Value),
+    mut f: impl FnMut(&mut Value),
 ) -> Option<Shared> {
     let r = sim.store.update_shared(
         res,

@@ -292,7 +292,7 @@ fn gateway_status(sim: &Sim, gw: &Value, programmed: bool, ip: Option<String>) {
             name(gw),
             ISTIOD,
             |o| {
-                let mut s = st;
+                let mut s = st.clone();
                 fix_listener_times(&mut s);
                 o["status"] = s;
             },

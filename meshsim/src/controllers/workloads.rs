@@ -494,8 +494,8 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
         return;
     }
     util::update(sim, res("apps", "deployments"), ns(d), name(d), DC, |o| {
-        o["status"] = status;
-        if let Some(r) = rev {
+        o["status"] = status.clone();
+        if let Some(r) = &rev {
             if !o["metadata"]["annotations"].is_object() {
                 o["metadata"]["annotations"] = json!({});
             }
@@ -755,7 +755,7 @@ fn replicaset(sim: &Sim, snap: &Snap, rs: &Value) {
     }
     if status != rs["status"] {
         util::update(sim, res("apps", "replicasets"), ns(rs), name(rs), RSC, |o| {
-            o["status"] = status;
+            o["status"] = status.clone();
         });
     }
 }
@@ -880,7 +880,7 @@ fn statefulset(sim: &Sim, snap: &Snap, s: &Value) {
     });
     if status != s["status"] {
         util::update(sim, res("apps", "statefulsets"), ns(s), name(s), SSC, |o| {
-            o["status"] = status;
+            o["status"] = status.clone();
         });
     }
 }
@@ -990,7 +990,7 @@ fn daemonset(sim: &Sim, snap: &Snap, d: &Value) {
     });
     if status != d["status"] {
         util::update(sim, res("apps", "daemonsets"), ns(d), name(d), DSC, |o| {
-            o["status"] = status;
+            o["status"] = status.clone();
         });
     }
 }
