@@ -164,15 +164,19 @@ fn scale_rs(sim: &Sim, d: &Value, rs: &Value, from: i64, to: i64) {
 fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_running: bool) {
     let now = snap.now;
     let replicas = spec_replicas(d);
-    let template = d["spec"]["template"].clone();
+    let template = &d["spec"]["template"];
     let paused = d["spec"]["paused"].as_bool() == Some(true);
     let recreate = d["spec"]["strategy"]["type"].as_str() == Some("Recreate");
     let mut status_conds = conditions(d);
     let mut sorted = rss.clone();
-    sorted.sort_by_key(|r| (meta_ts(r), name(r).to_string()));
+    // Oldest first, by name among equals (the controller's `ReplicaSetsByCreationTimestamp`).
+    fn created(r: &Value) -> (&str, &str) {
+        (util::meta(r, "creationTimestamp"), name(r))
+    }
+    sorted.sort_by(|a, b| created(a).cmp(&created(b)));
     let new_idx = sorted
         .iter()
-        .position(|r| same_template_ignoring_hash(&r["spec"]["template"], &template));
+        .position(|r| same_template_ignoring_hash(&r["spec"]["template"], template));
     let mut all: Vec<Rs> = sorted
         .iter()
         .map(|r| Rs {
@@ -224,7 +228,7 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
                 (max_total - old_total).min(replicas)
             }
         };
-        let hash = util::template_hash(&template, d["status"]["collisionCount"].as_u64().unwrap_or(0));
+        let hash = util::template_hash(template, d["status"]["collisionCount"].as_u64().unwrap_or(0));
         let rs_name = format!("{}-{}", name(d), hash);
         let mut t = template.clone();
         if !t["metadata"]["labels"].is_object() {
@@ -502,10 +506,6 @@ fn deployment(sim: &Sim, snap: &Snap, d: &Value, rss: Vec<&Value>, old_pods_runn
             o["metadata"]["annotations"][REV] = json!(r);
         }
     });
-}
-
-fn meta_ts(o: &Value) -> String {
-    util::meta(o, "creationTimestamp").to_string()
 }
 
 /// rolloutRolling: reconcileNewReplicaSet, then reconcileOldReplicaSets.
