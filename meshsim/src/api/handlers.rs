@@ -367,7 +367,7 @@ fn create(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     }
     not_acceptable_kind(p, &obj)?;
     reconcile_namespace(p, &mut obj)?;
-    let created = sim.store.create(p.rt.id(), obj, &write_opts(req, false))?;
+    let created = sim.store.create_shared(p.rt.id(), obj, &write_opts(req, false))?;
     Ok(object_response(req, p, 201, &created))
 }
 
@@ -385,14 +385,14 @@ fn update(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     }
     not_acceptable_kind(p, &obj)?;
     reconcile_namespace(p, &mut obj)?;
-    let updated = sim.store.replace(
-        p.rt.id(),
-        ns_of(p),
-        name_of(p),
-        obj,
-        target(p),
-        &write_opts(req, false),
-    )?;
+    // `Store::replace`, answered with the stored object itself rather than a copy. A retried write
+    // replaces again with the same body.
+    let opts = write_opts(req, false);
+    let updated = sim
+        .store
+        .update_shared(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |_| {
+            Ok(obj.clone())
+        })?;
     Ok(object_response(req, p, 200, &updated))
 }
 
@@ -460,7 +460,7 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     let custom = p.rt.custom;
     let result = sim
         .store
-        .update_with(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |old| {
+        .update_shared(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |old| {
             // Server-side apply: changing a field another manager owns is a conflict unless forced.
             if kind == PatchKind::Apply
                 && !opts.force
@@ -504,7 +504,7 @@ fn patch(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
             if obj["metadata"].get("name").is_none() {
                 obj["metadata"]["name"] = json!(name_of(p));
             }
-            let created = sim.store.create(p.rt.id(), obj, &opts)?;
+            let created = sim.store.create_shared(p.rt.id(), obj, &opts)?;
             Ok(object_response(req, p, 201, &created))
         }
         Err(e) => Err(e),
