@@ -112,26 +112,34 @@ impl Cluster {
     /// Reads the cluster-wide facts: ztunnel and istio-cni DaemonSets, the mesh config (root namespace,
     /// trust domain, outbound traffic policy), injector webhooks (revisions, tags, `enableNamespacesByDefault` = Istio's
     /// `auto.sidecar-injector.istio.io` webhook), root-namespace policies and every namespace's labels.
+    ///
+    /// The reads go out together wherever one does not need another's answer: the root namespace's
+    /// policies wait for the mesh config (which names the root) and istiod's Deployment for the injector
+    /// webhooks (which name the revisions); everything else is one round of requests in flight at once.
     pub async fn read_cluster_info(&self, system_ns: &str) -> Result<ClusterInfo, ClusterError> {
         let ds_api: kube::Api<DaemonSet> = self.namespaced(system_ns);
         let cm_api: kube::Api<ConfigMap> = self.namespaced(system_ns);
         let mwc_api: kube::Api<MutatingWebhookConfiguration> = self.all();
         let ns_api: kube::Api<Namespace> = self.all();
         let lp = ListParams::default();
-        let (ztunnel, istio_cni, mesh_cm, mwcs, namespaces) = futures::future::try_join5(
-            self.call(&format!("get DaemonSet {system_ns}/ztunnel"), || {
-                ds_api.get_opt("ztunnel")
-            }),
-            self.call(&format!("get DaemonSet {system_ns}/istio-cni-node"), || {
-                ds_api.get_opt("istio-cni-node")
-            }),
-            self.call(&format!("get ConfigMap {system_ns}/istio"), || {
-                cm_api.get_opt("istio")
-            }),
-            self.call("list MutatingWebhookConfigurations", || mwc_api.list(&lp)),
-            self.call("list Namespaces", || ns_api.list(&lp)),
+        let (base, install) = futures::future::join(
+            futures::future::try_join5(
+                self.call(&format!("get DaemonSet {system_ns}/ztunnel"), || {
+                    ds_api.get_opt("ztunnel")
+                }),
+                self.call(&format!("get DaemonSet {system_ns}/istio-cni-node"), || {
+                    ds_api.get_opt("istio-cni-node")
+                }),
+                self.call(&format!("get ConfigMap {system_ns}/istio"), || {
+                    cm_api.get_opt("istio")
+                }),
+                self.call("list MutatingWebhookConfigurations", || mwc_api.list(&lp)),
+                self.call("list Namespaces", || ns_api.list(&lp)),
+            ),
+            self.read_install_facts(system_ns),
         )
-        .await?;
+        .await;
+        let (ztunnel, istio_cni, mesh_cm, mwcs, namespaces) = base?;
         let mut info = ClusterInfo {
             system_namespace: system_ns.to_string(),
             ztunnel,
@@ -200,17 +208,30 @@ impl Cluster {
                 .collect(),
         );
         let root = info.root_namespace.clone();
-        let (aps, pas) = futures::future::try_join(
+        let policies = futures::future::try_join(
             self.list_dyn_values(DynKind::AuthorizationPolicy, &root),
             self.list_dyn_values(DynKind::PeerAuthentication, &root),
-        )
-        .await?;
+        );
+        let istiod = async {
+            match install {
+                Ok(facts) => self
+                    .read_istiod_version(system_ns, &info.revisions)
+                    .await
+                    .map(|v| (facts, v)),
+                Err(e) => Err(e),
+            }
+        };
+        let (policies, install) = futures::future::join(policies, istiod).await;
+        let (aps, pas) = policies?;
         info.root_authorization_policies = convert_all(aps);
         info.root_peer_authentications = convert_all(pas);
         // Without these facts (an older RBAC without the install-phase grants, for instance) the install
         // checks are skipped and the rest of the assessment stands.
-        info.install = match self.read_install_facts(system_ns, &info.revisions).await {
-            Ok(f) => Some(f),
+        info.install = match install {
+            Ok((mut facts, version)) => {
+                facts.istiod_version = version;
+                Some(facts)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the install-phase facts; the install checks are skipped");
                 None
@@ -219,57 +240,68 @@ impl Cluster {
         Ok(info)
     }
 
-    /// Reads what the install-phase checks need (`assess::install`): the Gateway API CRDs, the waypoint
-    /// GatewayClass, the ztunnel pods and their nodes, istio-cni's ambient setting and istiod's version.
-    async fn read_install_facts(
-        &self,
-        system_ns: &str,
-        revisions: &[String],
-    ) -> Result<InstallFacts, ClusterError> {
-        let mut facts = InstallFacts::default();
+    /// Reads what the install-phase checks need (`assess::install`) apart from istiod's version
+    /// ([`Cluster::read_istiod_version`], which needs the revisions): the Gateway API CRDs, the waypoint
+    /// GatewayClass, the ztunnel pods and their nodes, and istio-cni's ambient setting, all in flight at
+    /// once.
+    async fn read_install_facts(&self, system_ns: &str) -> Result<InstallFacts, ClusterError> {
         let crd_api: kube::Api<CustomResourceDefinition> = self.all();
-        for name in install::GATEWAY_API_CRDS {
-            let crd = self
-                .call(&format!("get CustomResourceDefinition {name}"), || {
-                    crd_api.get_opt(name)
-                })
-                .await?;
-            let crd = crd.map(|c| GatewayCrd {
-                served: c
-                    .spec
-                    .versions
-                    .iter()
-                    .filter(|v| v.served)
-                    .map(|v| v.name.clone())
-                    .collect(),
-                bundle_version: c
-                    .metadata
-                    .annotations
-                    .and_then(|a| a.get("gateway.networking.k8s.io/bundle-version").cloned()),
-            });
-            facts.gateway_crds.insert(name.to_string(), crd);
-        }
+        let crds = futures::future::try_join_all(install::GATEWAY_API_CRDS.iter().map(|name| {
+            let crd_api = &crd_api;
+            async move {
+                let crd = self
+                    .call(&format!("get CustomResourceDefinition {name}"), || {
+                        crd_api.get_opt(name)
+                    })
+                    .await?;
+                let crd = crd.map(|c| GatewayCrd {
+                    served: c
+                        .spec
+                        .versions
+                        .iter()
+                        .filter(|v| v.served)
+                        .map(|v| v.name.clone())
+                        .collect(),
+                    bundle_version: c
+                        .metadata
+                        .annotations
+                        .and_then(|a| a.get("gateway.networking.k8s.io/bundle-version").cloned()),
+                });
+                Ok::<_, ClusterError>((name.to_string(), crd))
+            }
+        }));
         let gc = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GatewayClass"),
             "gatewayclasses",
         );
         let gc_api: kube::Api<DynamicObject> = kube::Api::all_with(self.client().clone(), &gc);
-        facts.waypoint_class = match self
-            .call(&format!("get GatewayClass {}", install::WAYPOINT_CLASS), || {
-                gc_api.get_opt(install::WAYPOINT_CLASS)
-            })
-            .await
-        {
-            Ok(c) => c.is_some(),
-            // No Gateway API CRDs: no GatewayClass either.
-            Err(e) if e.is_not_found() => false,
-            Err(e) => return Err(e),
+        let waypoint_class = async {
+            match self
+                .call(&format!("get GatewayClass {}", install::WAYPOINT_CLASS), || {
+                    gc_api.get_opt(install::WAYPOINT_CLASS)
+                })
+                .await
+            {
+                Ok(c) => Ok(c.is_some()),
+                // No Gateway API CRDs: no GatewayClass either.
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(e),
+            }
         };
         let pod_api: kube::Api<Pod> = self.namespaced(system_ns);
         let lp = ListParams::default().labels("app=ztunnel");
-        let ztunnels = self
-            .call(&format!("list ztunnel pods in {system_ns}"), || pod_api.list(&lp))
-            .await?;
+        let what = format!("list ztunnel pods in {system_ns}");
+        let ztunnels = self.call(&what, || pod_api.list(&lp));
+        let cm_api: kube::Api<ConfigMap> = self.namespaced(system_ns);
+        let what = format!("get ConfigMap {system_ns}/istio-cni-config");
+        let cni = self.call(&what, || cm_api.get_opt("istio-cni-config"));
+        let (crds, waypoint_class, ztunnels, cni) =
+            futures::future::try_join4(crds, waypoint_class, ztunnels, cni).await?;
+        let mut facts = InstallFacts {
+            gateway_crds: crds.into_iter().collect(),
+            waypoint_class,
+            ..Default::default()
+        };
         for p in ztunnels.items {
             let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
                 continue;
@@ -282,16 +314,20 @@ impl Cluster {
             // Two pods on a node (a rolling update): one ready one is enough.
             *facts.ztunnel_nodes.entry(node).or_insert(false) |= ready;
         }
-        let cm_api: kube::Api<ConfigMap> = self.namespaced(system_ns);
-        let cni = self
-            .call(&format!("get ConfigMap {system_ns}/istio-cni-config"), || {
-                cm_api.get_opt("istio-cni-config")
-            })
-            .await?;
         facts.cni_ambient_enabled = cni.and_then(|c| c.data).and_then(|d| {
             d.get("AMBIENT_ENABLED")
                 .map(|v| v.trim().eq_ignore_ascii_case("true"))
         });
+        Ok(facts)
+    }
+
+    /// istiod's version from the first revision's Deployment (`istiod`, `istiod-<rev>`) whose container
+    /// image has a tag; `None` when none has.
+    async fn read_istiod_version(
+        &self,
+        system_ns: &str,
+        revisions: &[String],
+    ) -> Result<Option<String>, ClusterError> {
         let dep_api: kube::Api<Deployment> = self.namespaced(system_ns);
         for rev in revisions {
             let name = if rev == "default" {
@@ -310,11 +346,10 @@ impl Cluster {
                 .and_then(|s| s.containers.into_iter().next())
                 .and_then(|c| c.image);
             if let Some(image) = image {
-                facts.istiod_version = install::image_tag(&image).map(str::to_string);
-                break;
+                return Ok(install::image_tag(&image).map(str::to_string));
             }
         }
-        Ok(facts)
+        Ok(None)
     }
 }
 
