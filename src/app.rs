@@ -602,29 +602,39 @@ async fn cmd_run(
     // permission proof; a run refused below drops them, and with them their watches.
     let cache = crate::cluster::FleetCache::start(cluster);
     let mut report = RunReport::new(run_id, "run", &cluster_url(cluster), &s.digest(), cli.dry_run);
-    if let Err(f) = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces).await {
-        for ns in &namespaces {
-            let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
-            r.outcome = NamespaceOutcome::NotStarted;
-            r.reason = Some(
-                "the fleet did not start: the runner lacks RBAC permissions (see the error output)".into(),
-            );
-            report.namespaces.push(r);
-        }
-        report.finish();
-        report.exit_code = f.code();
-        finish_report(s, out, &report);
-        return Err(f);
-    }
     let mut eng = engine(cluster, s, out, run_id, stop.clone());
-    // While the caches sync, the journals and the cluster-wide facts every assessment needs are read too
-    // (independent reads; a failure of the latter is reported by the first assessment, as before).
-    let (synced, journals, _) = tokio::join!(
-        cache.ready(tokio::time::Instant::now() + s.timeouts.api_request * 3),
-        Journal::load_all(cluster, &s.state_namespace),
-        eng.cluster_info
-            .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
-    );
+    // While the permissions are proven and the caches sync, the journals and the cluster-wide facts every
+    // assessment needs are read too: all of them only read, and none needs another's answer (a failure of
+    // the cluster-wide reads is reported by the first assessment, as before). A refused proof ends the
+    // run at once, dropping the reads still in flight.
+    let reads = async {
+        tokio::join!(
+            cache.ready(tokio::time::Instant::now() + s.timeouts.api_request * 3),
+            Journal::load_all(cluster, &s.state_namespace),
+            eng.cluster_info
+                .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
+        )
+    };
+    let proof = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces);
+    let proven = futures::future::try_join(proof, async { Ok(reads.await) }).await;
+    let (synced, journals, _) = match proven {
+        Ok(((), reads)) => reads,
+        Err(f) => {
+            for ns in &namespaces {
+                let mut r = NamespaceReport::new(ns, s.fleet.canary.contains(ns), 0);
+                r.outcome = NamespaceOutcome::NotStarted;
+                r.reason = Some(
+                    "the fleet did not start: the runner lacks RBAC permissions (see the error output)"
+                        .into(),
+                );
+                report.namespaces.push(r);
+            }
+            report.finish();
+            report.exit_code = f.code();
+            finish_report(s, out, &report);
+            return Err(f);
+        }
+    };
     synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
     // The first lists' pages (every kind at once, as bodies and as decoded objects) are freed by now.
     crate::memory::release_free_pages();
