@@ -611,8 +611,7 @@ async fn cmd_run(
         tokio::join!(
             cache.ready(tokio::time::Instant::now() + s.timeouts.api_request * 3),
             Journal::load_all(cluster, &s.state_namespace),
-            eng.cluster_info
-                .get_or_try_init(|| cluster.read_cluster_info("istio-system")),
+            eng.cluster_info(),
         )
     };
     let proof = prove_permissions(cluster, s, permissions::Command::Run, "run", &namespaces);

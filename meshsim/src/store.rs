@@ -406,7 +406,9 @@ fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
 impl Inner {
     /// Stores `obj` under `key`, keeping the owner graph.
     fn put(&mut self, key: ObjKey, obj: Shared) {
-        let refs = |o: &Value| o["metadata"].get("ownerReferences").cloned();
+        fn refs(o: &Value) -> Option<&Value> {
+            o["metadata"].get("ownerReferences")
+        }
         let old = self.objects.get(&key);
         if old.is_none_or(|old| refs(old) != refs(&obj)) {
             if let Some(old) = old.cloned() {
@@ -484,8 +486,6 @@ impl Inner {
             .map(|(_, v)| v)
     }
 
-    /// Every object in `namespace` (cluster-scoped ones for ""), of every kind: one range of the key order
-    /// per kind, so a namespace's objects are found without walking the rest of the fleet.
     /// Whether an object may be created under `key`: its namespace exists and is not terminating, and the
     /// name is free. Checked when admission runs and again when the object is committed.
     fn may_create(&self, res: ResId, key: &ObjKey) -> Result<(), StoreError> {
@@ -521,6 +521,8 @@ impl Inner {
         Ok(())
     }
 
+    /// Every object in `namespace` (cluster-scoped ones for ""), of every kind: one range of the key order
+    /// per kind, so a namespace's objects are found without walking the rest of the fleet.
     fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a ObjKey, &'a Shared)> {
         (0..resources::REGISTRY.len()).flat_map(move |res| {
             let start = ObjKey {
@@ -906,7 +908,8 @@ impl Store {
     }
 
     /// Replaces an object (`PUT`). A non-empty `metadata.resourceVersion` in `obj` is a precondition
-    /// (409 Conflict when stale), as in the real registry.
+    /// (409 Conflict when stale), as in the real registry. Answers with the stored object itself (shared,
+    /// no copy).
     pub fn replace(
         &self,
         res: ResId,
@@ -915,9 +918,9 @@ impl Store {
         obj: Value,
         target: Target,
         opts: &WriteOpts,
-    ) -> Result<Value, StoreError> {
+    ) -> Result<Shared, StoreError> {
         // A retried write replaces again with the same body.
-        self.update_with(res, namespace, name, target, opts, |_| Ok(obj.clone()))
+        self.update_shared(res, namespace, name, target, opts, |_| Ok(obj.clone()))
     }
 
     /// Read-modify-write: `f` gets the current object and returns the new one. The new object's
@@ -1411,7 +1414,7 @@ mod tests {
             .replace(dep, "a", "web", stale, Target::Main, &WriteOpts::default())
             .unwrap_err();
         assert_eq!(err.code(), 409);
-        let mut fresh = r1.clone();
+        let mut fresh = Value::clone(&r1);
         fresh["spec"]["replicas"] = json!(2);
         fresh["status"] = json!({"replicas": 99});
         let r2 = s

@@ -212,14 +212,11 @@ impl Cluster {
             self.list_dyn_values(DynKind::AuthorizationPolicy, &root),
             self.list_dyn_values(DynKind::PeerAuthentication, &root),
         );
+        // istiod's version is read only when the rest of the install facts were.
         let istiod = async {
-            match install {
-                Ok(facts) => self
-                    .read_istiod_version(system_ns, &info.revisions)
-                    .await
-                    .map(|v| (facts, v)),
-                Err(e) => Err(e),
-            }
+            let facts = install?;
+            let version = self.read_istiod_version(system_ns, &info.revisions).await?;
+            Ok::<_, ClusterError>((facts, version))
         };
         let (policies, install) = futures::future::join(policies, istiod).await;
         let (aps, pas) = policies?;

@@ -424,6 +424,14 @@ impl Engine {
         }
     }
 
+    /// The cluster-wide facts every assessment needs, read once a run (the first caller reads them, the
+    /// others wait for that read).
+    pub async fn cluster_info(&self) -> Result<&crate::assess::ClusterInfo, crate::cluster::ClusterError> {
+        self.cluster_info
+            .get_or_try_init(|| Box::pin(self.cluster.read_cluster_info("istio-system")))
+            .await
+    }
+
     /// Reads the namespace and plans it (read-only: used by `plan` and the fleet preflight).
     pub async fn assess(
         &self,
@@ -446,10 +454,7 @@ impl Engine {
         // The reads below are boxed: their futures are tens of KB (the uncached snapshot reads every kind,
         // the cluster info is read once a run), and an unboxed await would make every namespace's job
         // future that large for the whole of its run (50 jobs in flight held 5.5 MB at 1,000 namespaces).
-        let info = self
-            .cluster_info
-            .get_or_try_init(|| Box::pin(self.cluster.read_cluster_info("istio-system")))
-            .await?;
+        let info = self.cluster_info().await?;
         let snapshot = match &self.cache {
             Some(cache) => match namespace_labels {
                 Some(l) => Self::snapshot_seeing(cache, ns, info, l.clone())?,

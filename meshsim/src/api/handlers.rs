@@ -385,14 +385,14 @@ fn update(sim: &Sim, req: &Req, p: &ResourcePath) -> Result<Resp, StoreError> {
     }
     not_acceptable_kind(p, &obj)?;
     reconcile_namespace(p, &mut obj)?;
-    // `Store::replace`, answered with the stored object itself rather than a copy. A retried write
-    // replaces again with the same body.
-    let opts = write_opts(req, false);
-    let updated = sim
-        .store
-        .update_shared(p.rt.id(), ns_of(p), name_of(p), target(p), &opts, |_| {
-            Ok(obj.clone())
-        })?;
+    let updated = sim.store.replace(
+        p.rt.id(),
+        ns_of(p),
+        name_of(p),
+        obj,
+        target(p),
+        &write_opts(req, false),
+    )?;
     Ok(object_response(req, p, 200, &updated))
 }
 
