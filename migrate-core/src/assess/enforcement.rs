@@ -762,9 +762,9 @@ pub struct Moment {
     pub workloads: BTreeMap<String, DataPlane>,
     /// Data plane of a new pod of the namespace (a caller that is not one of the workloads).
     pub new_pods: DataPlane,
-    /// Data planes callers in other namespaces may have (empty: no mesh identity from there). One entry
-    /// per namespace of the cluster, shared by the moments that agree on it (all but the fleet's end), so
-    /// a moment's copy does not cost a copy of the cluster's namespaces.
+    /// Data planes callers in other namespaces may have (absent or empty: no mesh identity from there). One
+    /// entry per namespace of the cluster that a rule names (the namespaces caller classes come from, see
+    /// [`callers`]), shared by the moments that agree on it (all but the fleet's end).
     pub caller_namespaces: Arc<BTreeMap<String, Vec<DataPlane>>>,
     /// Data planes of a caller in a namespace no rule names.
     pub elsewhere: Vec<DataPlane>,
@@ -827,14 +827,13 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
             DataPlane::None
         }
     };
-    let mut caller_namespaces = BTreeMap::new();
-    let mut elsewhere: BTreeSet<DataPlane> = [DataPlane::Ambient].into();
-    for (other, l) in s.cluster.namespace_labels.iter() {
-        if other == ns {
-            continue;
-        }
+    // Where a caller from another namespace may stand: ambient once that namespace finished before this
+    // one, either data plane while it may run alongside, as it is now otherwise. Asked only for the
+    // namespaces the rules name (below), not for every namespace of the cluster: each namespace of a
+    // large fleet is checked, so a map of the whole cluster per check grew with the square of the fleet.
+    let caller_dataplanes = |other: &str, l: &BTreeMap<String, String>| {
         let now = namespace_dataplane(l);
-        let dps = if fleet.before.contains(other) {
+        if fleet.before.contains(other) {
             vec![DataPlane::Ambient]
         } else if fleet.concurrent.contains(other) {
             let mut v = meshed(now);
@@ -843,13 +842,15 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
             v
         } else {
             meshed(now)
-        };
+        }
+    };
+    let mut elsewhere: BTreeSet<DataPlane> = [DataPlane::Ambient].into();
+    for (other, l) in s.cluster.namespace_labels.iter() {
         let in_fleet =
             fleet.before.contains(other) || fleet.after.contains(other) || fleet.concurrent.contains(other);
-        if !in_fleet {
-            elsewhere.extend(meshed(now));
+        if other != ns && !in_fleet {
+            elsewhere.extend(meshed(namespace_dataplane(l)));
         }
-        caller_namespaces.insert(other.clone(), dps);
     }
     let service_waypoint = s
         .services
@@ -870,7 +871,7 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
             .map(|w| (w.name.clone(), start_dp(w)))
             .collect(),
         new_pods: namespace_dataplane(&labels),
-        caller_namespaces: Arc::new(caller_namespaces),
+        caller_namespaces: Arc::default(),
         elsewhere: elsewhere.into_iter().collect(),
     };
     let mut out = vec![cur.clone()];
@@ -965,9 +966,41 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
     });
     cur.label = "5".into();
     out.push(cur.clone());
-    // The fleet's end: namespaces after this one are ambient.
+    // The callers' namespaces: those a rule of these moments' policies (or of the root namespace's) names,
+    // the only ones a caller class comes from (`callers`, `Origin::Namespace`).
+    let all: Vec<&AuthzPolicy> = out
+        .iter()
+        .flat_map(|x| x.policies.iter())
+        .chain(m.root_policies.iter())
+        .map(|c| &c.policy)
+        .collect();
+    let named: BTreeSet<String> = callers(m, &all)
+        .into_iter()
+        .filter_map(|c| match c.origin {
+            Origin::Namespace(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let known: BTreeMap<String, Vec<DataPlane>> = named
+        .into_iter()
+        .filter(|n| n != ns)
+        .filter_map(|n| {
+            let dps = caller_dataplanes(&n, s.cluster.namespace_labels.get(&n)?);
+            Some((n, dps))
+        })
+        .collect();
+    let known = Arc::new(known);
+    for x in &mut out {
+        x.caller_namespaces = known.clone();
+    }
+    // The fleet's end: namespaces after this one are ambient. A moment of its own whenever a fleet
+    // namespace runs later, named by a rule or not (the table shows the fleet's end either way).
     let later: Vec<&String> = fleet.after.iter().chain(fleet.concurrent.iter()).collect();
-    if later.iter().any(|n| cur.caller_namespaces.contains_key(*n)) {
+    if later
+        .iter()
+        .any(|n| n.as_str() != ns && s.cluster.namespace_labels.contains_key(*n))
+    {
+        cur.caller_namespaces = known;
         let callers = Arc::make_mut(&mut cur.caller_namespaces);
         for n in later {
             if let Some(v) = callers.get_mut(n) {
@@ -2254,6 +2287,61 @@ pub(crate) mod tests {
         let m41 = ms.iter().find(|m| m.label == "4.1").unwrap();
         assert_eq!(m41.workloads["Deployment/api"], DataPlane::Sidecar);
         assert_eq!(m41.workloads["Deployment/web"], DataPlane::Ambient);
+    }
+
+    #[test]
+    fn moments_hold_the_data_planes_of_the_namespaces_rules_name_and_the_fleet_end_either_way() {
+        // `front` is named by a rule; `a` .. `z` are fleet namespaces no rule names; `far` is outside the
+        // fleet, on sidecars.
+        let named = policy(
+            "api-allow-front",
+            json!({"selector": {"matchLabels": {"app": "api"}}, "rules": [
+                {"from": [{"source": {"principals": ["cluster.local/ns/front/sa/web"]}}]}]}),
+        );
+        let mut s = shop(false, vec![named]);
+        let sidecars: BTreeMap<String, String> =
+            [("istio-injection".to_string(), "enabled".to_string())].into();
+        let labels = Arc::make_mut(&mut s.cluster.namespace_labels);
+        for n in ["front", "far"].into_iter().chain(["a", "b", "z"]) {
+            labels.insert(n.to_string(), sidecars.clone());
+        }
+        let p = plan_namespace(&s, &PlanOptions::default());
+        let m = Mesh::from_snapshot(&s);
+        let fleet = |before: &[&str], after: &[&str], concurrent: &[&str]| FleetPosition {
+            before: before.iter().map(|n| n.to_string()).collect(),
+            after: after.iter().map(|n| n.to_string()).collect(),
+            concurrent: concurrent.iter().map(|n| n.to_string()).collect(),
+        };
+        let front = |at: &Moment| at.caller_namespaces.get("front").cloned();
+        // Only `front` is kept; `far` (outside the fleet, on sidecars) is what an unnamed caller may be.
+        let ms = moments(&s, &m, &p, &fleet(&["front"], &["a", "b", "z"], &[]));
+        assert!(ms.iter().all(|at| at.caller_namespaces.keys().eq(["front"])));
+        assert!(ms.iter().all(|at| front(at) == Some(vec![DataPlane::Ambient])));
+        assert!(
+            ms.iter()
+                .all(|at| at.elsewhere == vec![DataPlane::Sidecar, DataPlane::Ambient])
+        );
+        // Later fleet namespaces no rule names still give the fleet's end its moment.
+        assert_eq!(ms.last().map(|x| x.label.as_str()), Some("fleet"));
+        // `front` later: on sidecars throughout, ambient at the fleet's end only.
+        let ms = moments(&s, &m, &p, &fleet(&[], &["front", "a"], &[]));
+        let (end, rest) = ms.split_last().unwrap();
+        assert_eq!(end.label, "fleet");
+        assert_eq!(front(end), Some(vec![DataPlane::Ambient]));
+        assert!(rest.iter().all(|at| front(at) == Some(vec![DataPlane::Sidecar])));
+        // Alongside: either data plane until the fleet's end. Nobody later: no fleet moment.
+        let ms = moments(&s, &m, &p, &fleet(&["a", "b", "z"], &[], &["front"]));
+        let (end, rest) = ms.split_last().unwrap();
+        assert_eq!(
+            (end.label.as_str(), front(end)),
+            ("fleet", Some(vec![DataPlane::Ambient]))
+        );
+        assert!(
+            rest.iter()
+                .all(|at| front(at) == Some(vec![DataPlane::Sidecar, DataPlane::Ambient]))
+        );
+        let ms = moments(&s, &m, &p, &fleet(&["front", "a", "b", "z"], &[], &[]));
+        assert_ne!(ms.last().map(|x| x.label.as_str()), Some("fleet"));
     }
 
     #[test]
