@@ -526,18 +526,35 @@ async fn cmd_plan(
         eprint!("warning: {}", missing_permissions_text("run", &missing));
     }
     let (_tx, rx) = watch::channel(false);
-    let eng = engine(cluster, s, out, run_id, rx);
+    let mut eng = engine(cluster, s, out, run_id, rx);
+    // With run's permissions the fleet is read as run reads it: one list per kind, every namespace's
+    // snapshot taken from those lists and dropped after its assessment (read one namespace at a time, a
+    // fleet of 1,000 namespaces took 1,000 rounds of lists and held every snapshot until the fleet's
+    // decisions). Without them (a role scoped to some namespaces) each namespace is read on its own.
+    let cached = missing.is_empty();
+    let mut labels = None;
+    if cached {
+        let cache = crate::cluster::FleetCache::start(cluster);
+        let until = tokio::time::Instant::now() + s.timeouts.api_request * 3;
+        let (synced, _) = tokio::join!(cache.ready(until), eng.cluster_info());
+        synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
+        eng.cache = Some(cache);
+        // Every namespace is assessed against the same view of the others' labels.
+        labels = preflight_labels(&eng);
+    }
     let mut plans = Vec::new();
     let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ns in &namespaces {
         let opts = namespace_options(&s.for_namespace(ns));
         let (snap, plan) = eng
-            .assess(ns, &opts)
+            .assess_seeing(ns, &opts, labels.as_ref())
             .await
             .map_err(|e| Failure::HumanNeeded(format!("namespace {ns}: {e}")))?;
         callers.insert(ns.clone(), plan.callers.clone());
-        snapshots.insert(ns.clone(), snap);
+        if !cached {
+            snapshots.insert(ns.clone(), snap);
+        }
         plans.push((ns.clone(), plan));
     }
     // The enforcement check sees the fleet order the run would use.
@@ -546,8 +563,11 @@ async fn cmd_plan(
     } else {
         namespaces.clone()
     };
-    let blocked = !fleet_enforcement(s, &order, &callers, &mut plans, |ns| {
-        snapshots.get(ns).map(std::borrow::Cow::Borrowed)
+    let blocked = !fleet_enforcement(s, &order, &callers, &mut plans, |ns| match snapshots.get(ns) {
+        Some(snap) => Some(std::borrow::Cow::Borrowed(snap)),
+        None => eng
+            .cached_snapshot(ns, labels.as_ref())
+            .map(std::borrow::Cow::Owned),
     })
     .is_empty();
     if let Some(dir) = fixes_dir {

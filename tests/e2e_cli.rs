@@ -1,7 +1,8 @@
 //! End-to-end tests of the command line against meshsim: every invalid configuration input
 //! (config file, environment variable, `--set`, flag) gives exit code 2 with a message naming the key, and
 //! no request at all reaches the cluster; each configuration layer overrides the previous one, seen
-//! through what `plan` reads; `ambient-migrate demo` runs the whole scenario and exits 0.
+//! through what `plan` reads; `plan` reads each kind once for the whole fleet; `ambient-migrate demo` runs
+//! the whole scenario and exits 0.
 
 use test_support::fleet as fleet_common;
 
@@ -302,6 +303,41 @@ async fn each_layer_overrides_the_previous_one() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let writes = fleet.product_log().iter().filter(|r| r.is_mutating()).count();
     assert_eq!(writes, 0, "plan writes nothing");
+}
+
+/// `plan` reads the fleet as `run` does: one list per kind for the whole fleet, whatever its size, and
+/// no read of its own per namespace; what it prints does not depend on how the fleet was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_each_kind_once_for_the_whole_fleet() {
+    let fleet = fleet().await;
+    let mut lists = Vec::new();
+    let mut planned_namespaces = Vec::new();
+    for namespaces in [vec!["ns-a"], vec!["ns-a", "ns-b", "ns-c", "ns-d"]] {
+        let cfg = fleet.write_config("plan.toml", &fleet_config(&namespaces, &[], 2, 4, ""));
+        fleet.sim().accounting.reset();
+        let out = fleet
+            .run(&["plan", "--config", cfg.to_str().expect("utf-8")], LIMIT)
+            .await;
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let log = fleet.product_log();
+        let per_namespace: Vec<String> = log
+            .iter()
+            .filter(|r| r.namespace.as_deref().is_some_and(|n| n.starts_with("ns-")))
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .collect();
+        assert!(
+            per_namespace.is_empty(),
+            "reads of single namespaces: {per_namespace:#?}"
+        );
+        assert!(
+            log.iter()
+                .all(|r| !r.is_mutating() || r.resource.ends_with("accessreviews"))
+        );
+        lists.push(log.iter().filter(|r| r.verb == "list").count());
+        planned_namespaces.push(planned(&String::from_utf8_lossy(&out.stdout)));
+    }
+    assert_eq!(lists[0], lists[1], "lists for 1 and for 4 namespaces");
+    assert_eq!(planned_namespaces[1], vec!["ns-a", "ns-b", "ns-c", "ns-d"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
