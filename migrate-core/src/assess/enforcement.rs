@@ -844,10 +844,16 @@ pub fn moments(s: &Snapshot, m: &Mesh, plan: &NamespacePlan, fleet: &FleetPositi
             meshed(now)
         }
     };
+    // A caller in a namespace no rule names may be in any namespace outside the fleet. The cluster's
+    // namespaces and the fleet's are both in name order: one walk over them together finds those outside.
     let mut elsewhere: BTreeSet<DataPlane> = [DataPlane::Ambient].into();
+    let mut fleet_names = [&fleet.before, &fleet.after, &fleet.concurrent].map(|x| x.iter().peekable());
     for (other, l) in s.cluster.namespace_labels.iter() {
-        let in_fleet =
-            fleet.before.contains(other) || fleet.after.contains(other) || fleet.concurrent.contains(other);
+        let mut in_fleet = false;
+        for names in &mut fleet_names {
+            while names.next_if(|n| *n < other).is_some() {}
+            in_fleet |= names.peek() == Some(&other);
+        }
         if other != ns && !in_fleet {
             elsewhere.extend(meshed(namespace_dataplane(l)));
         }
@@ -2342,6 +2348,14 @@ pub(crate) mod tests {
         );
         let ms = moments(&s, &m, &p, &fleet(&["front", "a", "b", "z"], &[], &[]));
         assert_ne!(ms.last().map(|x| x.label.as_str()), Some("fleet"));
+        // With `far` in the fleet too, an unnamed caller is ambient or has no identity.
+        let ms = moments(&s, &m, &p, &fleet(&["a"], &["far"], &["front", "b", "z"]));
+        assert!(ms.iter().all(|at| at.elsewhere == vec![DataPlane::Ambient]));
+        let ms = moments(&s, &m, &p, &fleet(&["a", "z"], &[], &["b"]));
+        assert!(
+            ms.iter()
+                .all(|at| at.elsewhere == vec![DataPlane::Sidecar, DataPlane::Ambient])
+        );
     }
 
     #[test]
