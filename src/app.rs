@@ -1,7 +1,7 @@
 //! The commands behind the CLI (docs/design.md §7): configuration, cluster connection, fleet selection, and the
 //! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -891,34 +891,43 @@ pub fn fleet_position(
     callers: &BTreeMap<String, Vec<String>>,
     ns: &str,
 ) -> FleetPosition {
-    let fopts = FleetOptions {
-        canaries: s.fleet.canary.clone(),
-        concurrency: s.fleet.concurrency.max(1) as usize,
-        max_failed_namespaces: s.fleet.max_failed_namespaces as usize,
-    };
-    let queue: Vec<String> = fleet::waves(order, &fopts).into_iter().flatten().collect();
+    // The run's queue (`fleet::waves`, flattened): the canaries, then the rest in order, each once. Every
+    // fleet namespace's check asks for its position, so the queue is borrowed, not copied.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(order.len() + s.fleet.canary.len());
+    let queue: Vec<&String> = s
+        .fleet
+        .canary
+        .iter()
+        .chain(order)
+        .filter(|n| seen.insert(n.as_str()))
+        .collect();
     let mut pos = FleetPosition::default();
-    let Some(me) = queue.iter().position(|n| n == ns) else {
+    let Some(me) = queue.iter().position(|n| *n == ns) else {
         return pos;
     };
     let canary = |n: &String| s.fleet.canary.contains(n);
-    let serial = fopts.concurrency == 1 || canary(&queue[me]);
+    let serial = s.fleet.concurrency <= 1 || canary(queue[me]);
     let waits_for = |n: &String| {
         s.fleet.order == settings::FleetOrder::CallersFirst && callers.get(ns).is_some_and(|c| c.contains(n))
     };
-    for (j, other) in queue.iter().enumerate() {
+    let (mut before, mut after, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
+    for (j, other) in queue.into_iter().enumerate() {
         if j == me {
             continue;
         }
         let set = if j < me && (serial || canary(other) || waits_for(other)) {
-            &mut pos.before
+            &mut before
         } else if j > me && (serial || canary(other)) {
-            &mut pos.after
+            &mut after
         } else {
-            &mut pos.concurrent
+            &mut concurrent
         };
-        set.insert(other.clone());
+        set.push(other);
     }
+    let owned = |v: Vec<&String>| v.into_iter().cloned().collect();
+    pos.before = owned(before);
+    pos.after = owned(after);
+    pos.concurrent = owned(concurrent);
     pos
 }
 
