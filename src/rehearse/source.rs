@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::assess::Snapshot;
@@ -92,8 +93,11 @@ fn snapshot_objects(s: &Snapshot) -> Vec<Value> {
     out
 }
 
-/// Reads the fleet's namespaces from the live cluster: the same snapshot `plan` reads (GET and LIST only),
-/// plus the mesh-wide policies of the root namespace.
+/// Namespaces whose snapshots are read at the same time from the live cluster (about 25 requests each).
+const NAMESPACES_READ_AT_ONCE: usize = 4;
+
+/// Reads the fleet's namespaces from the live cluster: the snapshot a namespace's assessment reads (GET and
+/// LIST only), plus the mesh-wide policies of the root namespace.
 pub async fn from_cluster(
     cluster: &Cluster,
     namespaces: &[String],
@@ -103,13 +107,20 @@ pub async fn from_cluster(
         .read_cluster_info(system_ns)
         .await
         .map_err(|e| e.to_string())?;
+    // A few namespaces are read at once (each is its Namespace and one list per kind, all in flight), in
+    // the fleet's order: one after the other, a fleet of 1,000 namespaces took 1,000 rounds of lists.
+    let info = &info;
+    let mut snapshots = futures::stream::iter(namespaces)
+        .map(|ns| async move {
+            cluster
+                .read_snapshot(ns, info)
+                .await
+                .map_err(|e| format!("namespace {ns}: {e}"))
+        })
+        .buffered(NAMESPACES_READ_AT_ONCE);
     let mut objects = Vec::new();
-    for ns in namespaces {
-        let snap = cluster
-            .read_snapshot(ns, &info)
-            .await
-            .map_err(|e| format!("namespace {ns}: {e}"))?;
-        objects.extend(snapshot_objects(&snap));
+    while let Some(snap) = snapshots.next().await {
+        objects.extend(snapshot_objects(&snap?));
     }
     let root = [
         (
