@@ -1,7 +1,7 @@
 //! The commands behind the CLI (docs/design.md §7): configuration, cluster connection, fleet selection, and the
 //! mapping of outcomes to exit codes and reports. `main` only parses, sets up logging and calls [`run`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -891,16 +891,7 @@ pub fn fleet_position(
     callers: &BTreeMap<String, Vec<String>>,
     ns: &str,
 ) -> FleetPosition {
-    // The run's queue (`fleet::waves`, flattened): the canaries, then the rest in order, each once. Every
-    // fleet namespace's check asks for its position, so the queue is borrowed, not copied.
-    let mut seen: HashSet<&str> = HashSet::with_capacity(order.len() + s.fleet.canary.len());
-    let queue: Vec<&String> = s
-        .fleet
-        .canary
-        .iter()
-        .chain(order)
-        .filter(|n| seen.insert(n.as_str()))
-        .collect();
+    let queue = fleet::queue(order, &s.fleet.canary);
     let mut pos = FleetPosition::default();
     let Some(me) = queue.iter().position(|n| *n == ns) else {
         return pos;

@@ -6,7 +6,7 @@
 //! The runner is generic over the per-namespace job so that its scheduling decisions are unit-tested
 //! without a cluster; the engine supplies the real job.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 
 use futures::FutureExt;
@@ -61,26 +61,32 @@ pub struct FleetOptions {
     pub max_failed_namespaces: usize,
 }
 
-/// The order in which namespaces start: canaries (in their given order) then the rest, in waves of
-/// `concurrency`. Duplicates are dropped; canaries not in the fleet are added first (validation of
-/// settings rejects them earlier with a clear message).
-pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for c in &opts.canaries {
-        if seen.insert(c.clone()) {
-            out.push(vec![c.clone()]);
-        }
-    }
-    let rest: Vec<String> = namespaces
+/// The order in which namespaces start: canaries (in their given order) then the rest, each once. Borrowed:
+/// the preflight asks for it for every namespace's fleet position.
+pub fn queue<'a>(namespaces: &'a [String], canaries: &'a [String]) -> Vec<&'a String> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(namespaces.len() + canaries.len());
+    canaries
         .iter()
-        .filter(|n| seen.insert((*n).clone()))
-        .cloned()
-        .collect();
-    for chunk in rest.chunks(opts.concurrency.max(1)) {
-        out.push(chunk.to_vec());
-    }
-    out
+        .chain(namespaces)
+        .filter(|n| seen.insert(n.as_str()))
+        .collect()
+}
+
+/// The [`queue`] in waves: each canary alone, then the rest in waves of `concurrency`. Duplicates are
+/// dropped; canaries not in the fleet are added first (validation of settings rejects them earlier with a
+/// clear message).
+pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
+    let queue = queue(namespaces, &opts.canaries);
+    let canaries = queue.iter().filter(|n| opts.canaries.contains(n)).count();
+    let (canaries, rest) = queue.split_at(canaries);
+    canaries
+        .iter()
+        .map(|c| vec![(*c).clone()])
+        .chain(
+            rest.chunks(opts.concurrency.max(1))
+                .map(|w| w.iter().map(|n| (*n).clone()).collect()),
+        )
+        .collect()
 }
 
 /// Orders namespaces so that callers come before the namespaces they call (`fleet.order = "callers-first"`):
