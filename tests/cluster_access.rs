@@ -347,6 +347,12 @@ async fn waits_time_out_with_the_last_observed_state() {
 #[tokio::test]
 async fn snapshot_reads_the_namespace_and_cluster_facts() {
     let env = start(&[SEED]).await;
+    // The waypoint controller makes the waypoint's Service shortly after the start.
+    let services = meshsim::resources::core("services");
+    test_support::sim::wait_for("the waypoint's Service", Duration::from_secs(5), || async {
+        env.sim().store.get(services, "shop", "waypoint").is_some()
+    })
+    .await;
     let info = env.cluster.read_cluster_info("istio-system").await.unwrap();
     assert!(info.ztunnel.is_some(), "ztunnel DaemonSet");
     assert_eq!(info.trust_domain, "cluster.local");
