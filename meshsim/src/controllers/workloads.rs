@@ -40,13 +40,14 @@ pub fn reconcile(sim: &Sim, snap: &Snap) {
         }
         let rss = rs_by_owner.get(uid(d)).cloned().unwrap_or_default();
         // oldPodsRunning (recreate.go): any pod of a ReplicaSet not matching the template, terminating
-        // ones included, that has not reached a terminal phase.
+        // ones included, that has not reached a terminal phase. Only the Recreate strategy reads it.
         let template = &d["spec"]["template"];
-        let old_pods_running = rss
-            .iter()
-            .filter(|r| !same_template_ignoring_hash(&r["spec"]["template"], template))
-            .flat_map(|r| snap.owned_pods(uid(r)))
-            .any(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed");
+        let old_pods_running = d["spec"]["strategy"]["type"].as_str() == Some("Recreate")
+            && rss
+                .iter()
+                .filter(|r| !same_template_ignoring_hash(&r["spec"]["template"], template))
+                .flat_map(|r| snap.owned_pods(uid(r)))
+                .any(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed");
         deployment(sim, snap, d, rss, old_pods_running);
     }
     for rs in &snap.replicasets {
