@@ -67,7 +67,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
     for p in &snap.pods {
         let current = annotation(p, REDIRECTION);
         let running = p["status"]["phase"] == "Running" && !terminating(p);
-        let want = (running || sandbox_pending(p)) && enrolled(p, &snap.ns.labels(ns(p)));
+        let want = (running || sandbox_pending(p)) && enrolled(p, snap.ns.labels(ns(p)));
         let Some(track) = state.ns.pods.get_mut(uid(p)) else {
             continue;
         };

@@ -248,7 +248,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
             if !pod_active(p) || p["status"]["phase"] != "Running" || !sidecar_ready(p) {
                 continue;
             }
-            let wants_ambient = super::cni::enrolled(p, &snap.ns.labels(ns(p)));
+            let wants_ambient = super::cni::enrolled(p, snap.ns.labels(ns(p)));
             if wants_ambient && sim.settings.istio.install && annotation(p, super::cni::REDIRECTION).is_none()
             {
                 continue;

@@ -160,7 +160,7 @@ pub fn reconcile(sim: &Sim, snap: &Snap, state: &mut State) {
         }
         if track.running.is_none() {
             // An ambient pod's sandbox waits for istio-cni's CNI ADD (see `cni.rs`).
-            let cni_wait = super::cni::awaiting_cni_add(sim, p, &snap.ns.labels(ns(p)));
+            let cni_wait = super::cni::awaiting_cni_add(sim, p, snap.ns.labels(ns(p)));
             if !snap.due(ns(p), track.seen + lat.pod_start_ms) || cni_wait {
                 if phase.is_empty() {
                     let mut conds = util::conditions(p);

@@ -282,8 +282,16 @@ impl NsLabels for NsSnapshot {
 }
 
 impl NsSnapshot {
-    pub fn labels(&self, ns: &str) -> Value {
-        self.ns_labels(ns).unwrap_or(Value::Null)
+    /// The labels of `ns` as the pass read them, borrowed (a pass asks once per pod): `{}` for a
+    /// namespace without labels, `null` for one outside the snapshot.
+    pub fn labels(&self, ns: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        static EMPTY: std::sync::LazyLock<Value> =
+            std::sync::LazyLock::new(|| Value::Object(Default::default()));
+        match self.0.get(ns) {
+            Some(o) => o["metadata"].get("labels").unwrap_or(&EMPTY),
+            None => &NULL,
+        }
     }
 }
 

@@ -353,7 +353,7 @@ fn waypoint_of(svc: &Value, namespaces: &NsSnapshot) -> Option<(String, String)>
     match use_waypoint(&svc["metadata"]["labels"], sns) {
         Err(()) => None,
         Ok(Some(t)) => Some(t),
-        Ok(None) => use_waypoint(&namespaces.labels(sns), sns).ok().flatten(),
+        Ok(None) => use_waypoint(namespaces.labels(sns), sns).ok().flatten(),
     }
 }
 
@@ -425,7 +425,7 @@ pub(crate) fn binding(snap: &Snap, svc: &Value) -> Option<(bool, &'static str, S
         .unwrap_or(Value::Null);
     let allowed = match from["from"].as_str().unwrap_or("Same") {
         "All" => true,
-        "Selector" => util::selector_matches(&from["selector"], &snap.ns.labels(sns)),
+        "Selector" => util::selector_matches(&from["selector"], snap.ns.labels(sns)),
         _ => wns == sns,
     };
     if !allowed {
