@@ -272,12 +272,7 @@ pub struct NsSnapshot(pub HashMap<String, Shared>);
 
 impl NsLabels for NsSnapshot {
     fn ns_labels(&self, ns: &str) -> Option<Value> {
-        self.0.get(ns).map(|o| {
-            o["metadata"]
-                .get("labels")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()))
-        })
+        self.0.contains_key(ns).then(|| self.labels(ns).clone())
     }
 }
 
