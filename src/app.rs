@@ -531,17 +531,15 @@ async fn cmd_plan(
     // snapshot taken from those lists and dropped after its assessment (read one namespace at a time, a
     // fleet of 1,000 namespaces took 1,000 rounds of lists and held every snapshot until the fleet's
     // decisions). Without them (a role scoped to some namespaces) each namespace is read on its own.
-    let cached = missing.is_empty();
-    let mut labels = None;
-    if cached {
+    if missing.is_empty() {
         let cache = crate::cluster::FleetCache::start(cluster);
-        let until = tokio::time::Instant::now() + s.timeouts.api_request * 3;
-        let (synced, _) = tokio::join!(cache.ready(until), eng.cluster_info());
-        synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
+        let (synced, _) = tokio::join!(caches_synced(s, &cache), eng.cluster_info());
+        synced?;
         eng.cache = Some(cache);
-        // Every namespace is assessed against the same view of the others' labels.
-        labels = preflight_labels(&eng);
     }
+    let cached = eng.cache.is_some();
+    // Every namespace is assessed against the same view of the others' labels.
+    let labels = preflight_labels(&eng);
     let mut plans = Vec::new();
     let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut callers: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -629,7 +627,7 @@ async fn cmd_run(
     // run at once, dropping the reads still in flight.
     let reads = async {
         tokio::join!(
-            cache.ready(tokio::time::Instant::now() + s.timeouts.api_request * 3),
+            caches_synced(s, &cache),
             Journal::load_all(cluster, &s.state_namespace),
             eng.cluster_info(),
         )
@@ -654,7 +652,7 @@ async fn cmd_run(
             return Err(f);
         }
     };
-    synced.map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))?;
+    synced?;
     // The first lists' pages (every kind at once, as bodies and as decoded objects) are freed by now.
     crate::memory::release_free_pages();
     eng.cache = Some(cache);
@@ -874,6 +872,15 @@ async fn stream_preflight(
         tx,
     ));
     Some(rx)
+}
+
+/// Waits for the fleet caches' first lists, for as long as three API requests may take (every kind is
+/// listed at once, in pages); caches that cannot sync (refused, timed out) stop the command.
+async fn caches_synced(s: &Settings, cache: &crate::cluster::FleetCache) -> Result<(), Failure> {
+    cache
+        .ready(tokio::time::Instant::now() + s.timeouts.api_request * 3)
+        .await
+        .map_err(|e| Failure::HumanNeeded(format!("reading the fleet: {e}")))
 }
 
 /// The namespaces' labels now, from the fleet's caches (`run` always starts them; without them each
