@@ -77,7 +77,8 @@ pub fn queue<'a>(namespaces: &'a [String], canaries: &'a [String]) -> Vec<&'a St
 /// clear message).
 pub fn waves(namespaces: &[String], opts: &FleetOptions) -> Vec<Vec<String>> {
     let queue = queue(namespaces, &opts.canaries);
-    let canaries = queue.iter().filter(|n| opts.canaries.contains(n)).count();
+    // The canaries are the queue's first entries.
+    let canaries = queue.iter().take_while(|n| opts.canaries.contains(n)).count();
     let (canaries, rest) = queue.split_at(canaries);
     canaries
         .iter()
